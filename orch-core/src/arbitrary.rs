@@ -1,0 +1,67 @@
+//! proptest `Arbitrary` impls for the primitive types whose invariants a derive cannot know.
+
+use proptest::prelude::*;
+
+use crate::ids::{ClientId, Revision, Uid};
+use crate::intstr::IntOrString;
+use crate::quantity::Quantity;
+use crate::strmap::StrMap;
+use crate::time::{TIME_MAX_MS, TIME_MIN_MS, Time};
+
+impl Arbitrary for Quantity {
+    type Parameters = ();
+    type Strategy = BoxedStrategy<Self>;
+    fn arbitrary_with((): ()) -> Self::Strategy {
+        (-(i64::MAX / 1000)..=(i64::MAX / 1000), any::<bool>())
+            .prop_map(|(units, binary)| if binary { Quantity::from_bytes(units) } else { Quantity::from_milli(units) })
+            .boxed()
+    }
+}
+
+impl Arbitrary for Time {
+    type Parameters = ();
+    type Strategy = BoxedStrategy<Self>;
+    fn arbitrary_with((): ()) -> Self::Strategy {
+        (TIME_MIN_MS..=TIME_MAX_MS).prop_map(Time).boxed()
+    }
+}
+
+impl Arbitrary for Uid {
+    type Parameters = ();
+    type Strategy = BoxedStrategy<Self>;
+    fn arbitrary_with((): ()) -> Self::Strategy {
+        any::<u128>().prop_map(Uid).boxed()
+    }
+}
+
+impl Arbitrary for Revision {
+    type Parameters = ();
+    type Strategy = BoxedStrategy<Self>;
+    fn arbitrary_with((): ()) -> Self::Strategy {
+        any::<u64>().prop_map(Revision).boxed()
+    }
+}
+
+impl Arbitrary for IntOrString {
+    type Parameters = ();
+    type Strategy = BoxedStrategy<Self>;
+    fn arbitrary_with((): ()) -> Self::Strategy {
+        prop_oneof![any::<i32>().prop_map(IntOrString::Int), ".{0,12}".prop_map(IntOrString::Str)].boxed()
+    }
+}
+
+impl Arbitrary for StrMap {
+    type Parameters = ();
+    type Strategy = BoxedStrategy<Self>;
+    fn arbitrary_with((): ()) -> Self::Strategy {
+        proptest::collection::vec((".{0,12}", ".{0,12}"), 0..4).prop_map(|pairs| pairs.into_iter().collect()).boxed()
+    }
+}
+
+impl Arbitrary for ClientId {
+    type Parameters = ();
+    type Strategy = BoxedStrategy<Self>;
+    fn arbitrary_with((): ()) -> Self::Strategy {
+        any::<u128>().prop_map(ClientId).boxed()
+    }
+}

@@ -1,0 +1,526 @@
+//! The `v1` kinds: Namespace, Node, Pod, Service, Endpoints, Event.
+
+use crate::intstr::IntOrString;
+use crate::meta::{ConditionStatus, ObjectMeta, ObjectReference};
+use crate::quantity::Quantity;
+use crate::strmap::StrMap;
+use crate::time::Time;
+
+// ---------------------------------------------------------------------------------------------
+// Namespace
+
+model! {
+    /// A namespace groups namespaced objects; `default` always exists.
+    pub struct Namespace {
+        pub metadata: ObjectMeta,
+        pub spec: NamespaceSpec,
+        pub status: NamespaceStatus,
+    }
+}
+
+model! {
+    /// Namespace spec (no fields yet; kept for Kubernetes' shape).
+    pub struct NamespaceSpec {}
+}
+
+model! {
+    /// Namespace status.
+    pub struct NamespaceStatus {
+        pub phase: Option<NamespacePhase>,
+    }
+}
+
+string_enum! {
+    /// Whether a namespace accepts new objects.
+    pub enum NamespacePhase {
+        Active = "Active",
+        Terminating = "Terminating",
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Node
+
+model! {
+    /// A machine that runs pods, registered by its node agent.
+    pub struct Node {
+        pub metadata: ObjectMeta,
+        pub spec: NodeSpec,
+        pub status: NodeStatus,
+    }
+}
+
+model! {
+    /// Node spec: scheduling controls.
+    pub struct NodeSpec {
+        /// A cordoned node takes no new pods.
+        pub unschedulable: Option<bool>,
+        pub taints: Vec<Taint>,
+        #[serde(rename = "podCIDR")]
+        pub pod_cidr: Option<String>,
+    }
+}
+
+model! {
+    /// A taint repels pods that do not tolerate it.
+    pub struct Taint {
+        pub key: String,
+        pub value: Option<String>,
+        pub effect: Option<TaintEffect>,
+        pub time_added: Option<Time>,
+    }
+}
+
+string_enum! {
+    /// What a taint does to pods that do not tolerate it.
+    pub enum TaintEffect {
+        NoSchedule = "NoSchedule",
+        PreferNoSchedule = "PreferNoSchedule",
+        NoExecute = "NoExecute",
+    }
+}
+
+model! {
+    /// Node status, reported by its agent.
+    pub struct NodeStatus {
+        pub capacity: ResourceList,
+        pub allocatable: ResourceList,
+        pub addresses: Vec<NodeAddress>,
+        pub conditions: Vec<NodeCondition>,
+    }
+}
+
+model! {
+    /// An address of a node.
+    pub struct NodeAddress {
+        /// `InternalIP`, `ExternalIP` or `Hostname`.
+        #[serde(rename = "type")]
+        pub type_: String,
+        pub address: String,
+    }
+}
+
+model! {
+    /// A node condition such as `Ready`.
+    pub struct NodeCondition {
+        #[serde(rename = "type")]
+        pub type_: String,
+        pub status: ConditionStatus,
+        pub last_heartbeat_time: Option<Time>,
+        pub last_transition_time: Option<Time>,
+        pub reason: Option<String>,
+        pub message: Option<String>,
+    }
+}
+
+model! {
+    /// Amounts of the resources orch schedules by. Other resource names are refused.
+    pub struct ResourceList {
+        pub cpu: Option<Quantity>,
+        pub memory: Option<Quantity>,
+        pub pods: Option<Quantity>,
+        #[serde(rename = "ephemeral-storage")]
+        pub ephemeral_storage: Option<Quantity>,
+    }
+}
+
+impl ResourceList {
+    /// The named quantities that are set, in a fixed order.
+    pub fn entries(&self) -> impl Iterator<Item = (&'static str, Quantity)> {
+        [("cpu", self.cpu), ("memory", self.memory), ("pods", self.pods), ("ephemeral-storage", self.ephemeral_storage)]
+            .into_iter()
+            .filter_map(|(name, q)| q.map(|q| (name, q)))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pod
+
+model! {
+    /// A group of containers that run together on one node.
+    pub struct Pod {
+        pub metadata: ObjectMeta,
+        pub spec: PodSpec,
+        pub status: PodStatus,
+    }
+}
+
+model! {
+    /// The template of a pod, as held by deployments and replica sets.
+    pub struct PodTemplateSpec {
+        pub metadata: ObjectMeta,
+        pub spec: PodSpec,
+    }
+}
+
+model! {
+    /// What a pod runs and where it may run.
+    pub struct PodSpec {
+        pub containers: Vec<Container>,
+        /// `Always` (default), `OnFailure` or `Never`.
+        pub restart_policy: Option<RestartPolicy>,
+        /// The node the pod is bound to; set by a bind command.
+        pub node_name: Option<String>,
+        pub node_selector: StrMap,
+        pub tolerations: Vec<Toleration>,
+        /// Seconds between SIGTERM and SIGKILL on deletion; 30 by default.
+        pub termination_grace_period_seconds: Option<i64>,
+        pub hostname: Option<String>,
+    }
+}
+
+string_enum! {
+    /// When the node agent restarts a pod's containers.
+    pub enum RestartPolicy {
+        Always = "Always",
+        OnFailure = "OnFailure",
+        Never = "Never",
+    }
+}
+
+model! {
+    /// A process the pod runs.
+    pub struct Container {
+        pub name: String,
+        pub image: String,
+        pub command: Vec<String>,
+        pub args: Vec<String>,
+        pub env: Vec<EnvVar>,
+        pub working_dir: Option<String>,
+        pub ports: Vec<ContainerPort>,
+        pub resources: ResourceRequirements,
+        pub liveness_probe: Option<Box<Probe>>,
+        pub readiness_probe: Option<Box<Probe>>,
+        pub startup_probe: Option<Box<Probe>>,
+        pub image_pull_policy: Option<PullPolicy>,
+    }
+}
+
+string_enum! {
+    /// When to pull an image.
+    pub enum PullPolicy {
+        Always = "Always",
+        IfNotPresent = "IfNotPresent",
+        Never = "Never",
+    }
+}
+
+model! {
+    /// An environment variable.
+    pub struct EnvVar {
+        pub name: String,
+        pub value: Option<String>,
+    }
+}
+
+model! {
+    /// A port a container listens on.
+    pub struct ContainerPort {
+        pub name: Option<String>,
+        pub container_port: i32,
+        pub protocol: Option<Protocol>,
+        pub host_port: Option<i32>,
+        #[serde(rename = "hostIP")]
+        pub host_ip: Option<String>,
+    }
+}
+
+string_enum! {
+    /// A transport protocol.
+    pub enum Protocol {
+        Tcp = "TCP",
+        Udp = "UDP",
+        Sctp = "SCTP",
+    }
+}
+
+model! {
+    /// Resource requests (what the scheduler reserves) and limits (what the runtime enforces).
+    pub struct ResourceRequirements {
+        pub requests: ResourceList,
+        pub limits: ResourceList,
+    }
+}
+
+model! {
+    /// A health check run by the node agent. Exactly one handler must be set.
+    pub struct Probe {
+        pub exec: Option<ExecAction>,
+        pub http_get: Option<HttpGetAction>,
+        pub tcp_socket: Option<TcpSocketAction>,
+        pub initial_delay_seconds: Option<i32>,
+        pub timeout_seconds: Option<i32>,
+        pub period_seconds: Option<i32>,
+        pub success_threshold: Option<i32>,
+        pub failure_threshold: Option<i32>,
+        pub termination_grace_period_seconds: Option<i64>,
+    }
+}
+
+model! {
+    /// Run a command in the container; exit status 0 is success.
+    pub struct ExecAction {
+        pub command: Vec<String>,
+    }
+}
+
+model! {
+    /// An HTTP GET; a status in 200..400 is success.
+    pub struct HttpGetAction {
+        pub path: Option<String>,
+        pub port: IntOrString,
+        pub host: Option<String>,
+        pub scheme: Option<UriScheme>,
+        pub http_headers: Vec<HttpHeader>,
+    }
+}
+
+string_enum! {
+    /// The scheme of an HTTP probe.
+    pub enum UriScheme {
+        Http = "HTTP",
+        Https = "HTTPS",
+    }
+}
+
+model! {
+    /// A header sent by an HTTP probe.
+    pub struct HttpHeader {
+        pub name: String,
+        pub value: String,
+    }
+}
+
+model! {
+    /// A TCP connect; an accepted connection is success.
+    pub struct TcpSocketAction {
+        pub port: IntOrString,
+        pub host: Option<String>,
+    }
+}
+
+model! {
+    /// Lets a pod run on nodes with matching taints.
+    pub struct Toleration {
+        pub key: Option<String>,
+        pub operator: Option<TolerationOperator>,
+        pub value: Option<String>,
+        pub effect: Option<TaintEffect>,
+        pub toleration_seconds: Option<i64>,
+    }
+}
+
+string_enum! {
+    /// How a toleration matches a taint's value.
+    pub enum TolerationOperator {
+        Exists = "Exists",
+        Equal = "Equal",
+    }
+}
+
+model! {
+    /// What the node agent reports about a pod.
+    pub struct PodStatus {
+        pub phase: Option<PodPhase>,
+        pub conditions: Vec<PodCondition>,
+        pub container_statuses: Vec<ContainerStatus>,
+        #[serde(rename = "podIP")]
+        pub pod_ip: Option<String>,
+        #[serde(rename = "hostIP")]
+        pub host_ip: Option<String>,
+        pub start_time: Option<Time>,
+        pub reason: Option<String>,
+        pub message: Option<String>,
+    }
+}
+
+string_enum! {
+    /// The lifecycle phase of a pod.
+    pub enum PodPhase {
+        Pending = "Pending",
+        Running = "Running",
+        Succeeded = "Succeeded",
+        Failed = "Failed",
+        Unknown = "Unknown",
+    }
+}
+
+model! {
+    /// A pod condition such as `PodScheduled` or `Ready`.
+    pub struct PodCondition {
+        #[serde(rename = "type")]
+        pub type_: String,
+        pub status: ConditionStatus,
+        pub last_probe_time: Option<Time>,
+        pub last_transition_time: Option<Time>,
+        pub reason: Option<String>,
+        pub message: Option<String>,
+    }
+}
+
+model! {
+    /// The state of one container.
+    pub struct ContainerStatus {
+        pub name: String,
+        pub state: ContainerState,
+        pub last_state: ContainerState,
+        pub ready: bool,
+        pub restart_count: i32,
+        pub image: String,
+        #[serde(rename = "containerID")]
+        pub container_id: Option<String>,
+        pub started: Option<bool>,
+    }
+}
+
+model! {
+    /// At most one of the three is set.
+    pub struct ContainerState {
+        pub waiting: Option<ContainerStateWaiting>,
+        pub running: Option<ContainerStateRunning>,
+        pub terminated: Option<ContainerStateTerminated>,
+    }
+}
+
+model! {
+    /// Not yet running (pulling, back-off, ...).
+    pub struct ContainerStateWaiting {
+        pub reason: Option<String>,
+        pub message: Option<String>,
+    }
+}
+
+model! {
+    /// Running since `startedAt`.
+    pub struct ContainerStateRunning {
+        pub started_at: Option<Time>,
+    }
+}
+
+model! {
+    /// Exited.
+    pub struct ContainerStateTerminated {
+        pub exit_code: i32,
+        pub signal: Option<i32>,
+        pub reason: Option<String>,
+        pub message: Option<String>,
+        pub started_at: Option<Time>,
+        pub finished_at: Option<Time>,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Service and Endpoints
+
+model! {
+    /// A stable address for the ready pods a selector picks.
+    pub struct Service {
+        pub metadata: ObjectMeta,
+        pub spec: ServiceSpec,
+        pub status: ServiceStatus,
+    }
+}
+
+model! {
+    /// Service spec.
+    pub struct ServiceSpec {
+        /// `ClusterIP` (default) or `NodePort`.
+        #[serde(rename = "type")]
+        pub type_: Option<ServiceType>,
+        pub selector: StrMap,
+        pub ports: Vec<ServicePort>,
+        /// A virtual IPv4 address, `None` for a headless service, or empty to have one chosen.
+        #[serde(rename = "clusterIP")]
+        pub cluster_ip: Option<String>,
+    }
+}
+
+string_enum! {
+    /// How a service is exposed.
+    pub enum ServiceType {
+        ClusterIp = "ClusterIP",
+        NodePort = "NodePort",
+    }
+}
+
+model! {
+    /// A port of a service.
+    pub struct ServicePort {
+        pub name: Option<String>,
+        pub protocol: Option<Protocol>,
+        pub port: i32,
+        /// The pods' port, by number or container port name; defaults to `port`.
+        pub target_port: Option<IntOrString>,
+        /// For `NodePort` services, in 30000-32767.
+        pub node_port: Option<i32>,
+    }
+}
+
+model! {
+    /// Service status (no fields yet).
+    pub struct ServiceStatus {}
+}
+
+model! {
+    /// The addresses behind a service.
+    pub struct Endpoints {
+        pub metadata: ObjectMeta,
+        pub subsets: Vec<EndpointSubset>,
+    }
+}
+
+model! {
+    /// A set of addresses that share ports.
+    pub struct EndpointSubset {
+        pub addresses: Vec<EndpointAddress>,
+        pub not_ready_addresses: Vec<EndpointAddress>,
+        pub ports: Vec<EndpointPort>,
+    }
+}
+
+model! {
+    /// One backend address.
+    pub struct EndpointAddress {
+        pub ip: String,
+        pub hostname: Option<String>,
+        pub node_name: Option<String>,
+        pub target_ref: Option<ObjectReference>,
+    }
+}
+
+model! {
+    /// One backend port.
+    pub struct EndpointPort {
+        pub name: Option<String>,
+        pub port: i32,
+        pub protocol: Option<Protocol>,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Event
+
+model! {
+    /// A report of something that happened to an object.
+    pub struct Event {
+        pub metadata: ObjectMeta,
+        pub involved_object: ObjectReference,
+        pub reason: Option<String>,
+        pub message: Option<String>,
+        /// `Normal` (default) or `Warning`.
+        #[serde(rename = "type")]
+        pub type_: Option<String>,
+        pub count: Option<i32>,
+        pub first_timestamp: Option<Time>,
+        pub last_timestamp: Option<Time>,
+        pub source: EventSource,
+    }
+}
+
+model! {
+    /// Who reported an event.
+    pub struct EventSource {
+        pub component: Option<String>,
+        pub host: Option<String>,
+    }
+}

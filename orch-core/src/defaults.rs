@@ -1,0 +1,128 @@
+//! Defaults applied before validation, as the Kubernetes API server applies them.
+
+use crate::apps_v1::{DeploymentStrategyType, RollingUpdateDeployment};
+use crate::core_v1::{
+    NamespacePhase, PodSpec, Probe, Protocol, PullPolicy, ResourceList, RestartPolicy, ServiceType, UriScheme,
+};
+use crate::intstr::IntOrString;
+use crate::object::Object;
+use std::sync::Arc;
+
+/// The namespace of a namespaced object that names none.
+pub const DEFAULT_NAMESPACE: &str = "default";
+/// Seconds between SIGTERM and SIGKILL when a pod names none.
+pub const DEFAULT_TERMINATION_GRACE_SECONDS: i64 = 30;
+/// A deployment's default `revisionHistoryLimit`.
+pub const DEFAULT_REVISION_HISTORY_LIMIT: i32 = 10;
+/// A deployment's default `progressDeadlineSeconds`.
+pub const DEFAULT_PROGRESS_DEADLINE_SECONDS: i32 = 600;
+/// A rolling update's default `maxSurge` and `maxUnavailable`.
+pub const DEFAULT_ROLLING_UPDATE_PERCENT: &str = "25%";
+
+fn default_probe(probe: &mut Probe) {
+    probe.timeout_seconds.get_or_insert(1);
+    probe.period_seconds.get_or_insert(10);
+    probe.success_threshold.get_or_insert(1);
+    probe.failure_threshold.get_or_insert(3);
+    probe.initial_delay_seconds.get_or_insert(0);
+    if let Some(http) = &mut probe.http_get {
+        http.path.get_or_insert_with(|| "/".to_owned());
+        http.scheme.get_or_insert(UriScheme::Http);
+    }
+}
+
+fn default_requests(requests: &mut ResourceList, limits: &ResourceList) {
+    // A limit without a request reserves the limit, as Kubernetes does.
+    requests.cpu = requests.cpu.or(limits.cpu);
+    requests.memory = requests.memory.or(limits.memory);
+    requests.ephemeral_storage = requests.ephemeral_storage.or(limits.ephemeral_storage);
+}
+
+/// Applies the pod spec defaults: restart policy, grace period, pull policy, port protocols,
+/// probe timings, requests from limits.
+pub fn default_pod_spec(spec: &mut PodSpec) {
+    spec.restart_policy.get_or_insert(RestartPolicy::Always);
+    spec.termination_grace_period_seconds.get_or_insert(DEFAULT_TERMINATION_GRACE_SECONDS);
+    for c in &mut spec.containers {
+        if c.image_pull_policy.is_none() {
+            let tag = c.image.rsplit('/').next().and_then(|last| last.split_once(':')).map(|(_, t)| t);
+            let latest = c.image.contains('@').then_some(false).unwrap_or(matches!(tag, None | Some("latest")));
+            c.image_pull_policy = Some(if latest { PullPolicy::Always } else { PullPolicy::IfNotPresent });
+        }
+        for p in &mut c.ports {
+            p.protocol.get_or_insert(Protocol::Tcp);
+        }
+        let limits = c.resources.limits.clone();
+        default_requests(&mut c.resources.requests, &limits);
+        for probe in [&mut c.liveness_probe, &mut c.readiness_probe, &mut c.startup_probe].into_iter().flatten() {
+            default_probe(probe);
+        }
+    }
+}
+
+/// Applies the defaults of `obj`'s kind, and the `default` namespace to namespaced kinds that
+/// name none (cluster-scoped kinds lose any namespace they name).
+pub fn apply_defaults(obj: &mut Object) {
+    let namespaced = obj.kind().namespaced();
+    let meta = obj.meta_mut();
+    if namespaced {
+        if meta.namespace.as_deref().unwrap_or("").is_empty() {
+            meta.namespace = Some(DEFAULT_NAMESPACE.to_owned());
+        }
+    } else {
+        meta.namespace = None;
+    }
+    match obj {
+        Object::Namespace(ns) => {
+            Arc::make_mut(ns).status.phase.get_or_insert(NamespacePhase::Active);
+        }
+        Object::Node(node) => {
+            let status = &mut Arc::make_mut(node).status;
+            if status.allocatable == ResourceList::default() {
+                status.allocatable = status.capacity.clone();
+            }
+        }
+        Object::Pod(pod) => default_pod_spec(&mut Arc::make_mut(pod).spec),
+        Object::Service(svc) => {
+            let spec = &mut Arc::make_mut(svc).spec;
+            spec.type_.get_or_insert(ServiceType::ClusterIp);
+            for p in &mut spec.ports {
+                p.protocol.get_or_insert(Protocol::Tcp);
+                if p.target_port.is_none() {
+                    p.target_port = Some(IntOrString::Int(p.port));
+                }
+            }
+        }
+        Object::Endpoints(ep) => {
+            for subset in &mut Arc::make_mut(ep).subsets {
+                for p in &mut subset.ports {
+                    p.protocol.get_or_insert(Protocol::Tcp);
+                }
+            }
+        }
+        Object::Deployment(d) => {
+            let spec = &mut Arc::make_mut(d).spec;
+            spec.replicas.get_or_insert(1);
+            spec.revision_history_limit.get_or_insert(DEFAULT_REVISION_HISTORY_LIMIT);
+            spec.progress_deadline_seconds.get_or_insert(DEFAULT_PROGRESS_DEADLINE_SECONDS);
+            let strategy = &mut spec.strategy;
+            let kind = *strategy.type_.get_or_insert(DeploymentStrategyType::RollingUpdate);
+            if kind == DeploymentStrategyType::RollingUpdate {
+                let ru = strategy.rolling_update.get_or_insert_with(RollingUpdateDeployment::default);
+                ru.max_surge.get_or_insert_with(|| IntOrString::Str(DEFAULT_ROLLING_UPDATE_PERCENT.into()));
+                ru.max_unavailable.get_or_insert_with(|| IntOrString::Str(DEFAULT_ROLLING_UPDATE_PERCENT.into()));
+            }
+            default_pod_spec(&mut spec.template.spec);
+        }
+        Object::ReplicaSet(rs) => {
+            let spec = &mut Arc::make_mut(rs).spec;
+            spec.replicas.get_or_insert(1);
+            default_pod_spec(&mut spec.template.spec);
+        }
+        Object::Event(ev) => {
+            let ev = Arc::make_mut(ev);
+            ev.type_.get_or_insert_with(|| "Normal".to_owned());
+            ev.count.get_or_insert(1);
+        }
+    }
+}

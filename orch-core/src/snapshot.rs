@@ -1,0 +1,188 @@
+//! State snapshots: the whole state (objects, clock, deduplication table) as bytes, with a
+//! digest that is checked on restore.
+//!
+//! Layout: `ORCHSNAP` magic, format version (u8), payload length (u64 LE), BLAKE3 digest of
+//! the payload (32 bytes), payload (bincode). Equal states give equal bytes.
+
+use std::collections::BTreeMap;
+
+use bincode::de::Decoder;
+use bincode::enc::Encoder;
+use bincode::error::{DecodeError, EncodeError};
+use bincode::{Decode, Encode};
+
+use crate::codec::{FORMAT_VERSION, config};
+use crate::ids::Revision;
+use crate::object::{Object, ObjectKey};
+use crate::sessions::Sessions;
+use crate::state::State;
+
+const MAGIC: &[u8; 8] = b"ORCHSNAP";
+const HEADER_BYTES: usize = 8 + 1 + 8 + 32;
+/// The largest snapshot accepted.
+pub const SNAPSHOT_BYTES_MAX: usize = 8 * 1024 * 1024 * 1024;
+
+/// A 32-byte BLAKE3 digest of a state's encoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Digest(pub [u8; 32]);
+
+impl std::fmt::Display for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A snapshot that could not be restored.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    /// Not a snapshot, or cut short.
+    #[error("not an orch snapshot or truncated: {0}")]
+    Format(&'static str),
+    /// Written by an unknown layout version.
+    #[error("unsupported snapshot format version {0}; this build reads version {FORMAT_VERSION}")]
+    Version(u8),
+    /// The payload does not match its digest.
+    #[error("snapshot digest mismatch: the data is corrupt")]
+    Digest,
+    /// The payload does not decode.
+    #[error("malformed snapshot: {0}")]
+    Malformed(String),
+    /// The decoded state breaks an invariant.
+    #[error("inconsistent snapshot: {0}")]
+    Inconsistent(String),
+}
+
+/// The objects of a state, encoded as a length and the objects in key order.
+struct Objects<'a>(&'a BTreeMap<ObjectKey, Object>);
+
+impl Encode for Objects<'_> {
+    fn encode<E: Encoder>(&self, encoder: &mut E) -> Result<(), EncodeError> {
+        (self.0.len() as u64).encode(encoder)?;
+        for obj in self.0.values() {
+            obj.encode(encoder)?;
+        }
+        Ok(())
+    }
+}
+
+struct Body<'a> {
+    applied: Revision,
+    clock_ms: i64,
+    bootstrapped: bool,
+    objects: Objects<'a>,
+    sessions: &'a Sessions,
+}
+
+impl Encode for Body<'_> {
+    fn encode<E: Encoder>(&self, encoder: &mut E) -> Result<(), EncodeError> {
+        self.applied.encode(encoder)?;
+        self.clock_ms.encode(encoder)?;
+        self.bootstrapped.encode(encoder)?;
+        self.objects.encode(encoder)?;
+        self.sessions.encode(encoder)
+    }
+}
+
+struct DecodedBody {
+    applied: Revision,
+    clock_ms: i64,
+    bootstrapped: bool,
+    objects: Vec<Object>,
+    sessions: Sessions,
+}
+
+impl<Context> Decode<Context> for DecodedBody {
+    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        Ok(Self {
+            applied: Decode::decode(decoder)?,
+            clock_ms: Decode::decode(decoder)?,
+            bootstrapped: Decode::decode(decoder)?,
+            objects: Decode::decode(decoder)?,
+            sessions: Decode::decode(decoder)?,
+        })
+    }
+}
+
+impl State {
+    fn payload(&self) -> Vec<u8> {
+        let body = Body {
+            applied: self.applied,
+            clock_ms: self.clock_ms,
+            bootstrapped: self.bootstrapped,
+            objects: Objects(&self.objects),
+            sessions: &self.sessions,
+        };
+        match bincode::encode_to_vec(&body, config()) {
+            Ok(bytes) => bytes,
+            Err(e) => unreachable!("encoding into memory failed: {e}"),
+        }
+    }
+
+    /// The BLAKE3 digest of the state's encoding: equal on every replica at the same index.
+    pub fn digest(&self) -> Digest {
+        Digest(*blake3::hash(&self.payload()).as_bytes())
+    }
+
+    /// The state as snapshot bytes.
+    pub fn to_snapshot(&self) -> Vec<u8> {
+        let payload = self.payload();
+        let mut out = Vec::with_capacity(HEADER_BYTES + payload.len());
+        out.extend_from_slice(MAGIC);
+        out.push(FORMAT_VERSION);
+        out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        out.extend_from_slice(blake3::hash(&payload).as_bytes());
+        out.extend_from_slice(&payload);
+        out
+    }
+
+    /// Restores a state from [`State::to_snapshot`] bytes, checking the digest and the
+    /// state's invariants. Never panics on bad bytes.
+    pub fn from_snapshot(bytes: &[u8]) -> Result<State, SnapshotError> {
+        if bytes.len() > SNAPSHOT_BYTES_MAX {
+            return Err(SnapshotError::Format("larger than SNAPSHOT_BYTES_MAX"));
+        }
+        if bytes.len() < HEADER_BYTES || &bytes[..8] != MAGIC {
+            return Err(SnapshotError::Format("bad magic or short header"));
+        }
+        if bytes[8] != FORMAT_VERSION {
+            return Err(SnapshotError::Version(bytes[8]));
+        }
+        let mut len = [0u8; 8];
+        len.copy_from_slice(&bytes[9..17]);
+        let payload = &bytes[HEADER_BYTES..];
+        if u64::from_le_bytes(len) != payload.len() as u64 {
+            return Err(SnapshotError::Format("payload length disagrees with the header"));
+        }
+        if blake3::hash(payload).as_bytes() != &bytes[17..HEADER_BYTES] {
+            return Err(SnapshotError::Digest);
+        }
+        let (body, used): (DecodedBody, usize) =
+            bincode::decode_from_slice(payload, config().with_limit::<SNAPSHOT_BYTES_MAX>())
+                .map_err(|e| SnapshotError::Malformed(e.to_string()))?;
+        if used != payload.len() {
+            return Err(SnapshotError::Malformed(format!("{} trailing bytes", payload.len() - used)));
+        }
+        let mut objects = BTreeMap::new();
+        let mut last: Option<ObjectKey> = None;
+        for obj in body.objects {
+            let key = obj.key();
+            if last.as_ref().is_some_and(|l| *l >= key) {
+                return Err(SnapshotError::Inconsistent(format!("objects out of order at {key}")));
+            }
+            last = Some(key.clone());
+            objects.insert(key, obj);
+        }
+        let state = State {
+            objects,
+            applied: body.applied,
+            clock_ms: body.clock_ms,
+            bootstrapped: body.bootstrapped,
+            sessions: body.sessions,
+        };
+        state.check_invariants().map_err(SnapshotError::Inconsistent)?;
+        Ok(state)
+    }
+}

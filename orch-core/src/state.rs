@@ -1,0 +1,649 @@
+//! The deterministic state machine: `apply(index, entry)` turns a committed log entry into a
+//! new state, an outcome per request, and watch events.
+//!
+//! **Invariant:** the same entries applied in the same order give byte-identical state on
+//! every replica. Nothing here reads a clock, draws a random number, does IO, or iterates a
+//! hash map: time is the entry's timestamp, uids derive from the log index.
+//!
+//! Rules of the command set:
+//! - `resourceVersion` of a changed object is the index of the entry that changed it.
+//! - `generation` starts at 1 and grows by one exactly when the spec changes.
+//! - A write that changes nothing is `Unchanged`: no new revision, no event.
+//! - A rejected command changes nothing; a failed batch rolls back every command of it.
+//! - Deletion: an object with finalizers, or a bound pod with a grace period, gets a
+//!   `deletionTimestamp` and stays until its finalizers are gone and a delete with grace 0
+//!   (the node agent's, once the pod stopped) arrives. Unbound and finished pods go at once.
+//!   A namespace with content is marked Terminating and goes when its last object goes.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::Arc;
+
+use crate::command::{
+    Action, ApplyError, BATCH_COMMANDS_MAX, Change, Command, ENTRY_REQUESTS_MAX, Entry, Outcome, Preconditions, Success,
+};
+use crate::core_v1::{Namespace, NamespacePhase, PodCondition, PodPhase, PodStatus};
+use crate::defaults::{DEFAULT_NAMESPACE, DEFAULT_TERMINATION_GRACE_SECONDS, apply_defaults};
+use crate::ids::{Revision, Uid};
+use crate::meta::{ConditionStatus, ObjectMeta};
+use crate::object::{Kind, Object, ObjectKey};
+use crate::selector::Selector;
+use crate::sessions::{Seen, Sessions};
+use crate::time::Time;
+use crate::validation::{self, FieldErrors};
+use crate::watch::{EventType, WatchEvent};
+
+/// How many names `generateName` tries before giving up.
+const GENERATE_NAME_ATTEMPTS_MAX: u32 = 8;
+
+/// The replicated cluster state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct State {
+    pub(crate) objects: BTreeMap<ObjectKey, Object>,
+    pub(crate) applied: Revision,
+    pub(crate) clock_ms: i64,
+    pub(crate) bootstrapped: bool,
+    pub(crate) sessions: Sessions,
+}
+
+/// What applying one entry produced.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApplyOutput {
+    /// One outcome per request, in order.
+    pub outcomes: Vec<Outcome>,
+    /// The changes, in order; all carry the entry's index as revision.
+    pub events: Vec<WatchEvent>,
+}
+
+/// The per-entry context.
+struct Txn {
+    index: u64,
+    now: Time,
+    uid_seq: u32,
+    events: Vec<WatchEvent>,
+    /// Previous values of the keys the current request wrote, to roll back a failure.
+    undo: Vec<(ObjectKey, Option<Object>)>,
+}
+
+impl Txn {
+    fn revision(&self) -> Revision {
+        Revision(self.index)
+    }
+}
+
+fn conflict(key: &ObjectKey, reason: impl Into<String>) -> ApplyError {
+    ApplyError::Conflict { key: key.clone(), reason: reason.into() }
+}
+
+fn forbidden(key: &ObjectKey, reason: impl Into<String>) -> ApplyError {
+    ApplyError::Forbidden { key: key.clone(), reason: reason.into() }
+}
+
+fn invalid(obj: &Object, errors: FieldErrors) -> ApplyError {
+    ApplyError::Invalid { kind: obj.kind(), name: obj.meta().name.clone(), errors }
+}
+
+fn check_preconditions(key: &ObjectKey, meta: &ObjectMeta, pre: &Preconditions) -> Result<(), ApplyError> {
+    if let Some(uid) = pre.uid
+        && meta.uid != Some(uid)
+    {
+        let have = meta.uid.map(|u| u.to_string()).unwrap_or_default();
+        return Err(conflict(
+            key,
+            format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {have}"),
+        ));
+    }
+    if let Some(rv) = pre.resource_version
+        && meta.resource_version != Some(rv)
+    {
+        return Err(conflict(
+            key,
+            "the object has been modified; please apply your changes to the latest version and try again",
+        ));
+    }
+    Ok(())
+}
+
+/// Characters of generated name suffixes, as Kubernetes (no vowels, no confusable digits).
+const SUFFIX_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+/// A 5-character suffix derived from (index, seq, attempt): deterministic, well spread.
+fn generated_suffix(index: u64, seq: u32, attempt: u32) -> String {
+    // splitmix64 of the inputs.
+    let mut x = index ^ (u64::from(seq) << 40) ^ (u64::from(attempt) << 56);
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^= x >> 31;
+    let base = SUFFIX_ALPHABET.len() as u64;
+    (0..5).map(|i| SUFFIX_ALPHABET[((x / base.pow(i)) % base) as usize] as char).collect()
+}
+
+impl State {
+    /// An empty state; the `default` namespace is created by the first entry applied.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The index of the last entry applied (0 before any).
+    pub fn applied_index(&self) -> u64 {
+        self.applied.0
+    }
+
+    /// The state machine's clock: the largest entry timestamp applied so far.
+    pub fn clock(&self) -> Time {
+        Time(self.clock_ms)
+    }
+
+    /// The object with this key.
+    pub fn get(&self, key: &ObjectKey) -> Option<&Object> {
+        self.objects.get(key)
+    }
+
+    /// The objects of `kind`, in key order; in one namespace when `namespace` is given.
+    pub fn list<'a>(&'a self, kind: Kind, namespace: Option<&str>) -> impl Iterator<Item = &'a Object> + 'a {
+        let ns = namespace.filter(|_| kind.namespaced()).map(str::to_owned);
+        let start = ObjectKey { kind, namespace: ns.clone().unwrap_or_default(), name: String::new() };
+        self.objects
+            .range((Bound::Included(start), Bound::Unbounded))
+            .take_while(move |(k, _)| k.kind == kind && ns.as_ref().is_none_or(|n| &k.namespace == n))
+            .map(|(_, o)| o)
+    }
+
+    /// The objects of `kind` whose labels match `selector`.
+    pub fn select<'a>(
+        &'a self,
+        kind: Kind,
+        namespace: Option<&str>,
+        selector: &'a Selector,
+    ) -> impl Iterator<Item = &'a Object> + 'a {
+        self.list(kind, namespace).filter(move |o| selector.matches(&o.meta().labels))
+    }
+
+    /// The number of objects of all kinds.
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// True when no object is stored.
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+
+    /// The deduplication table.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    /// Applies the entry at log `index`.
+    ///
+    /// # Panics
+    /// If `index` is not greater than the last applied index: the log layer must apply
+    /// entries once each, in order. That is a broken invariant, not bad input.
+    pub fn apply(&mut self, index: u64, entry: Entry) -> ApplyOutput {
+        assert!(
+            index > self.applied.0,
+            "entry {index} applied after entry {}: entries must be applied in log order",
+            self.applied.0
+        );
+        self.applied = Revision(index);
+        self.clock_ms = self.clock_ms.max(entry.timestamp_ms);
+        let mut txn = Txn { index, now: Time(self.clock_ms), uid_seq: 0, events: Vec::new(), undo: Vec::new() };
+        if !self.bootstrapped {
+            self.bootstrap(&mut txn);
+        }
+        let mut outcomes = Vec::with_capacity(entry.requests.len());
+        for (i, request) in entry.requests.into_iter().enumerate() {
+            let outcome = if i >= ENTRY_REQUESTS_MAX {
+                Err(ApplyError::BadRequest {
+                    reason: format!("an entry may carry at most {ENTRY_REQUESTS_MAX} requests"),
+                })
+            } else {
+                match self.sessions.lookup(request.client, request.serial) {
+                    Seen::Applied(first) => first.clone(),
+                    Seen::Stale => Err(ApplyError::StaleRequest { client: request.client, serial: request.serial }),
+                    Seen::New => {
+                        let outcome = self.run(&mut txn, request.command);
+                        self.sessions.record(request.client, request.serial, &outcome, self.clock_ms);
+                        outcome
+                    }
+                }
+            };
+            outcomes.push(outcome);
+        }
+        self.sessions.expire(self.clock_ms);
+        ApplyOutput { outcomes, events: txn.events }
+    }
+
+    fn bootstrap(&mut self, txn: &mut Txn) {
+        self.bootstrapped = true;
+        let mut ns = Namespace::default();
+        ns.metadata.name = DEFAULT_NAMESPACE.to_owned();
+        // Creating `default` in an empty state cannot fail.
+        let mut changes = Vec::new();
+        let _ = self.create(txn, Object::from(ns), &mut changes);
+        txn.undo.clear();
+    }
+
+    /// Runs one request's command atomically.
+    fn run(&mut self, txn: &mut Txn, command: Command) -> Outcome {
+        txn.undo.clear();
+        let events_mark = txn.events.len();
+        let mut changes = Vec::new();
+        match self.exec(txn, command, &mut changes, false) {
+            Ok(()) => Ok(Success { revision: txn.revision(), changes }),
+            Err(e) => {
+                while let Some((key, prev)) = txn.undo.pop() {
+                    match prev {
+                        Some(obj) => self.objects.insert(key, obj),
+                        None => self.objects.remove(&key),
+                    };
+                }
+                txn.events.truncate(events_mark);
+                Err(e)
+            }
+        }
+    }
+
+    fn exec(
+        &mut self,
+        txn: &mut Txn,
+        command: Command,
+        changes: &mut Vec<Change>,
+        in_batch: bool,
+    ) -> Result<(), ApplyError> {
+        match command {
+            Command::Create(obj) => self.create(txn, obj, changes),
+            Command::Update(obj) => self.update(txn, obj, changes),
+            Command::UpdateStatus(obj) => self.update_status(txn, obj, changes),
+            Command::Delete { key, grace_period_seconds, preconditions } => {
+                self.delete(txn, &key, grace_period_seconds, &preconditions, changes)
+            }
+            Command::Bind { namespace, name, node, preconditions } => {
+                self.bind(txn, &namespace, &name, &node, &preconditions, changes)
+            }
+            Command::Batch(commands) => {
+                if in_batch {
+                    return Err(ApplyError::BadRequest { reason: "a batch may not contain a batch".into() });
+                }
+                if commands.len() > BATCH_COMMANDS_MAX {
+                    return Err(ApplyError::BadRequest {
+                        reason: format!(
+                            "a batch may hold at most {BATCH_COMMANDS_MAX} commands, this one holds {}",
+                            commands.len()
+                        ),
+                    });
+                }
+                for (i, c) in commands.into_iter().enumerate() {
+                    self.exec(txn, c, changes, true).map_err(|e| ApplyError::Batch {
+                        index: u32::try_from(i).unwrap_or(u32::MAX),
+                        error: Box::new(e),
+                    })?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    // -- writes ---------------------------------------------------------------------------
+
+    fn put(&mut self, txn: &mut Txn, key: ObjectKey, obj: Object) {
+        let prev = self.objects.insert(key.clone(), obj);
+        txn.undo.push((key, prev));
+    }
+
+    /// Stores `new` in place of `old` (None for a create): sets revision and generation,
+    /// emits the event, records the change. Returns the action.
+    fn write(&mut self, txn: &mut Txn, old: Option<&Object>, mut new: Object, changes: &mut Vec<Change>) -> Action {
+        let key = new.key();
+        if old == Some(&new) {
+            changes.push(Change {
+                key,
+                uid: new.meta().uid.unwrap_or_default(),
+                revision: new.meta().revision(),
+                action: Action::Unchanged,
+            });
+            return Action::Unchanged;
+        }
+        let generation = match old {
+            None => 1,
+            Some(o) => o.meta().generation.unwrap_or(1) + i64::from(!o.same_spec(&new)),
+        };
+        let meta = new.meta_mut();
+        meta.generation = Some(generation);
+        meta.resource_version = Some(txn.revision());
+        let uid = meta.uid.unwrap_or_default();
+        let (event_type, action) =
+            if old.is_some() { (EventType::Modified, Action::Updated) } else { (EventType::Added, Action::Created) };
+        txn.events.push(WatchEvent { revision: txn.revision(), event_type, object: new.clone(), prev: old.cloned() });
+        changes.push(Change { key: key.clone(), uid, revision: txn.revision(), action });
+        self.put(txn, key, new);
+        action
+    }
+
+    /// Removes an object for good and emits `Deleted` with its last state.
+    fn remove(&mut self, txn: &mut Txn, key: &ObjectKey, changes: &mut Vec<Change>) {
+        let Some(mut obj) = self.objects.remove(key) else { return };
+        txn.undo.push((key.clone(), Some(obj.clone())));
+        obj.meta_mut().resource_version = Some(txn.revision());
+        let uid = obj.meta().uid.unwrap_or_default();
+        txn.events.push(WatchEvent {
+            revision: txn.revision(),
+            event_type: EventType::Deleted,
+            object: obj,
+            prev: None,
+        });
+        changes.push(Change { key: key.clone(), uid, revision: txn.revision(), action: Action::Deleted });
+        if key.kind.namespaced() {
+            self.finish_namespace_if_done(txn, &key.namespace, changes);
+        }
+    }
+
+    fn namespace_is_empty(&self, namespace: &str) -> bool {
+        Kind::ALL.iter().filter(|k| k.namespaced()).all(|&kind| self.list(kind, Some(namespace)).next().is_none())
+    }
+
+    /// Removes a terminating namespace once it is empty and has no finalizers.
+    fn finish_namespace_if_done(&mut self, txn: &mut Txn, namespace: &str, changes: &mut Vec<Change>) {
+        let key = ObjectKey::new(Kind::Namespace, "", namespace);
+        let done = self.objects.get(&key).is_some_and(|ns| {
+            let m = ns.meta();
+            m.deletion_timestamp.is_some() && m.finalizers.is_empty()
+        });
+        if done && self.namespace_is_empty(namespace) {
+            self.remove(txn, &key, changes);
+        }
+    }
+
+    fn check_namespace_open(&self, kind: Kind, namespace: &str) -> Result<(), ApplyError> {
+        if !kind.namespaced() {
+            return Ok(());
+        }
+        let key = ObjectKey::new(Kind::Namespace, "", namespace);
+        match self.objects.get(&key) {
+            None => Err(ApplyError::NotFound { key }),
+            Some(ns) if ns.meta().deletion_timestamp.is_some() => Err(forbidden(
+                &key,
+                format!("unable to create new content in namespace {namespace} because it is being terminated"),
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn create(&mut self, txn: &mut Txn, mut obj: Object, changes: &mut Vec<Change>) -> Result<(), ApplyError> {
+        apply_defaults(&mut obj);
+        let seq = txn.uid_seq;
+        txn.uid_seq += 1;
+        let now = txn.now;
+        {
+            let meta = obj.meta_mut();
+            meta.uid = Some(Uid::derive(txn.index, seq));
+            meta.resource_version = None;
+            meta.generation = None;
+            meta.creation_timestamp = Some(now);
+            meta.deletion_timestamp = None;
+            meta.deletion_grace_period_seconds = None;
+        }
+        // The status a new object starts with.
+        match &mut obj {
+            Object::Pod(p) => {
+                let pod = Arc::make_mut(p);
+                pod.status = PodStatus { phase: Some(PodPhase::Pending), ..PodStatus::default() };
+                if pod.spec.node_name.is_some() {
+                    pod.status.conditions.push(scheduled_condition(now));
+                }
+            }
+            Object::Deployment(d) => Arc::make_mut(d).status = Default::default(),
+            Object::ReplicaSet(rs) => Arc::make_mut(rs).status = Default::default(),
+            Object::Namespace(ns) => Arc::make_mut(ns).status.phase = Some(NamespacePhase::Active),
+            _ => {}
+        }
+        let errors = validation::validate(&obj);
+        if !errors.is_empty() {
+            return Err(invalid(&obj, errors));
+        }
+        let kind = obj.kind();
+        let namespace = obj.meta().namespace_str().to_owned();
+        self.check_namespace_open(kind, &namespace)?;
+        if obj.meta().name.is_empty() {
+            let prefix = obj.meta().generate_name.clone().unwrap_or_default();
+            let name = (0..GENERATE_NAME_ATTEMPTS_MAX)
+                .map(|attempt| format!("{prefix}{}", generated_suffix(txn.index, seq, attempt)))
+                .find(|name| !self.objects.contains_key(&ObjectKey::new(kind, &namespace, name)));
+            match name {
+                Some(name) => obj.meta_mut().name = name,
+                None => {
+                    return Err(ApplyError::AlreadyExists {
+                        key: ObjectKey::new(kind, &namespace, &format!("{prefix}*")),
+                    });
+                }
+            }
+        }
+        let key = obj.key();
+        if self.objects.contains_key(&key) {
+            return Err(ApplyError::AlreadyExists { key });
+        }
+        self.write(txn, None, obj, changes);
+        Ok(())
+    }
+
+    fn lookup(&self, key: &ObjectKey) -> Result<Object, ApplyError> {
+        self.objects.get(key).cloned().ok_or_else(|| ApplyError::NotFound { key: key.clone() })
+    }
+
+    fn update(&mut self, txn: &mut Txn, mut new: Object, changes: &mut Vec<Change>) -> Result<(), ApplyError> {
+        apply_defaults(&mut new);
+        let key = new.key();
+        let old = self.lookup(&key)?;
+        let pre = Preconditions { uid: new.meta().uid, resource_version: new.meta().resource_version };
+        check_preconditions(&key, old.meta(), &pre)?;
+        let old_meta = old.meta();
+        if old_meta.deletion_timestamp.is_some()
+            && new.meta().finalizers.iter().any(|f| !old_meta.finalizers.contains(f))
+        {
+            return Err(forbidden(&key, "no new finalizers can be added if the object is being deleted"));
+        }
+        // Fields the user does not own come from the stored object.
+        {
+            let meta = new.meta_mut();
+            meta.uid = old_meta.uid;
+            meta.generate_name.clone_from(&old_meta.generate_name);
+            meta.resource_version = old_meta.resource_version;
+            meta.generation = old_meta.generation;
+            meta.creation_timestamp = old_meta.creation_timestamp;
+            meta.deletion_timestamp = old_meta.deletion_timestamp;
+            meta.deletion_grace_period_seconds = old_meta.deletion_grace_period_seconds;
+        }
+        new.copy_status_from(&old);
+        match (&mut new, &old) {
+            // A re-applied manifest leaves out what the system filled in.
+            (Object::Pod(n), Object::Pod(o)) if n.spec.node_name.is_none() => {
+                Arc::make_mut(n).spec.node_name.clone_from(&o.spec.node_name);
+            }
+            (Object::Service(n), Object::Service(o)) if n.spec.cluster_ip.as_deref().unwrap_or("").is_empty() => {
+                Arc::make_mut(n).spec.cluster_ip.clone_from(&o.spec.cluster_ip);
+            }
+            _ => {}
+        }
+        let errors = validation::validate_update(&new, &old);
+        if !errors.is_empty() {
+            return Err(invalid(&new, errors));
+        }
+        self.write(txn, Some(&old), new, changes);
+        self.finish_deletion_if_done(txn, &key, changes);
+        Ok(())
+    }
+
+    fn update_status(&mut self, txn: &mut Txn, new: Object, changes: &mut Vec<Change>) -> Result<(), ApplyError> {
+        let key = new.key();
+        let old = self.lookup(&key)?;
+        let pre = Preconditions { uid: new.meta().uid, resource_version: new.meta().resource_version };
+        check_preconditions(&key, old.meta(), &pre)?;
+        let mut merged = old.clone();
+        merged.copy_status_from(&new);
+        let errors = validation::validate(&merged);
+        if !errors.is_empty() {
+            return Err(invalid(&merged, errors));
+        }
+        self.write(txn, Some(&old), merged, changes);
+        Ok(())
+    }
+
+    /// Removes an object whose deletion has started, once nothing holds it any more.
+    fn finish_deletion_if_done(&mut self, txn: &mut Txn, key: &ObjectKey, changes: &mut Vec<Change>) {
+        let Some(obj) = self.objects.get(key) else { return };
+        let meta = obj.meta();
+        if meta.deletion_timestamp.is_none() || !meta.finalizers.is_empty() {
+            return;
+        }
+        if key.kind == Kind::Namespace {
+            self.finish_namespace_if_done(txn, &key.name, changes);
+        } else if meta.deletion_grace_period_seconds.unwrap_or(0) == 0 {
+            self.remove(txn, key, changes);
+        }
+    }
+
+    fn delete(
+        &mut self,
+        txn: &mut Txn,
+        key: &ObjectKey,
+        grace_period_seconds: Option<i64>,
+        preconditions: &Preconditions,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), ApplyError> {
+        if let Some(g) = grace_period_seconds
+            && g < 0
+        {
+            return Err(ApplyError::BadRequest {
+                reason: format!("gracePeriodSeconds: Invalid value: {g}: must be greater than or equal to 0"),
+            });
+        }
+        let old = self.lookup(key)?;
+        check_preconditions(key, old.meta(), preconditions)?;
+        if key.kind == Kind::Namespace && key.name == DEFAULT_NAMESPACE {
+            return Err(forbidden(key, "this namespace may not be deleted"));
+        }
+        let grace = match &old {
+            Object::Pod(p) => {
+                let finished = matches!(p.status.phase, Some(PodPhase::Succeeded | PodPhase::Failed));
+                if p.spec.node_name.is_none() || finished {
+                    0
+                } else {
+                    grace_period_seconds
+                        .or(p.spec.termination_grace_period_seconds)
+                        .unwrap_or(DEFAULT_TERMINATION_GRACE_SECONDS)
+                }
+            }
+            _ => 0,
+        };
+        let meta = old.meta();
+        // A pending deletion can only be shortened.
+        let grace = meta.deletion_grace_period_seconds.map_or(grace, |g| g.min(grace));
+        let removable = meta.finalizers.is_empty()
+            && if key.kind == Kind::Namespace { self.namespace_is_empty(&key.name) } else { grace == 0 };
+        if removable {
+            self.remove(txn, key, changes);
+            return Ok(());
+        }
+        let mut new = old.clone();
+        {
+            let deadline = txn.now.plus_seconds(grace);
+            let m = new.meta_mut();
+            if m.deletion_timestamp.is_none_or(|t| deadline < t) {
+                m.deletion_timestamp = Some(deadline);
+            }
+            m.deletion_grace_period_seconds = Some(grace);
+        }
+        if let Object::Namespace(ns) = &mut new {
+            Arc::make_mut(ns).status.phase = Some(NamespacePhase::Terminating);
+        }
+        if self.write(txn, Some(&old), new, changes) == Action::Updated
+            && let Some(last) = changes.last_mut()
+        {
+            last.action = Action::Deleting;
+        }
+        Ok(())
+    }
+
+    fn bind(
+        &mut self,
+        txn: &mut Txn,
+        namespace: &str,
+        name: &str,
+        node: &str,
+        preconditions: &Preconditions,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), ApplyError> {
+        let key = ObjectKey::new(Kind::Pod, namespace, name);
+        let old = self.lookup(&key)?;
+        check_preconditions(&key, old.meta(), preconditions)?;
+        let Object::Pod(pod) = &old else { unreachable!("a pod key holds a pod") };
+        if old.meta().deletion_timestamp.is_some() {
+            return Err(forbidden(&key, "the pod is being deleted"));
+        }
+        match pod.spec.node_name.as_deref() {
+            Some(bound) if bound == node => {
+                self.write(txn, Some(&old), old.clone(), changes);
+                return Ok(());
+            }
+            Some(bound) => return Err(conflict(&key, format!("pod {name} is already assigned to node {bound:?}"))),
+            None => {}
+        }
+        let node_key = ObjectKey::new(Kind::Node, "", node);
+        match self.objects.get(&node_key) {
+            None => return Err(ApplyError::NotFound { key: node_key }),
+            Some(n) if n.meta().deletion_timestamp.is_some() => {
+                return Err(forbidden(&node_key, "the node is being deleted"));
+            }
+            Some(_) => {}
+        }
+        let mut new = old.clone();
+        if let Object::Pod(p) = &mut new {
+            let p = Arc::make_mut(p);
+            p.spec.node_name = Some(node.to_owned());
+            p.status.conditions.retain(|c| c.type_ != "PodScheduled");
+            p.status.conditions.push(scheduled_condition(txn.now));
+        }
+        self.write(txn, Some(&old), new, changes);
+        Ok(())
+    }
+
+    /// Checks the invariants that tie the state together. Used by tests and after restoring a
+    /// snapshot; returns the first violation.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut uids = std::collections::BTreeSet::new();
+        for (key, obj) in &self.objects {
+            if obj.key() != *key {
+                return Err(format!("object stored under {key:?} has key {:?}", obj.key()));
+            }
+            let meta = obj.meta();
+            let rv = meta.revision();
+            if rv.0 == 0 || rv > self.applied {
+                return Err(format!("{key}: resourceVersion {rv} outside 1..={}", self.applied));
+            }
+            if meta.generation.is_none_or(|g| g < 1) {
+                return Err(format!("{key}: generation {:?} is not positive", meta.generation));
+            }
+            match meta.uid {
+                Some(uid) if uids.insert(uid) => {}
+                _ => return Err(format!("{key}: uid missing or shared")),
+            }
+            if key.kind.namespaced() {
+                let ns = ObjectKey::new(Kind::Namespace, "", &key.namespace);
+                if !self.objects.contains_key(&ns) {
+                    return Err(format!("{key}: namespace {:?} does not exist", key.namespace));
+                }
+            }
+        }
+        self.sessions.check_invariants().map_err(str::to_owned)
+    }
+}
+
+fn scheduled_condition(now: Time) -> PodCondition {
+    PodCondition {
+        type_: "PodScheduled".into(),
+        status: ConditionStatus::True,
+        last_transition_time: Some(now),
+        ..PodCondition::default()
+    }
+}

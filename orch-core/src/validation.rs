@@ -1,0 +1,913 @@
+//! Field errors with Kubernetes-style messages, the name and label rules, and the validation
+//! of every kind.
+//!
+//! Messages name the field path and the rule, as the Kubernetes API server does:
+//! `spec.replicas: Invalid value: -1: must be greater than or equal to 0`.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use bincode::{Decode, Encode};
+use serde::{Deserialize, Serialize};
+
+use crate::apps_v1::{Deployment, DeploymentStrategyType};
+use crate::core_v1::{
+    Container, Endpoints, Event, Node, PodSpec, PodTemplateSpec, Probe, ResourceList, RestartPolicy, Service,
+    ServiceType, TolerationOperator,
+};
+use crate::intstr::IntOrString;
+use crate::meta::{LabelSelector, ObjectMeta, SelectorOperator};
+use crate::object::{Kind, Object};
+use crate::strmap::StrMap;
+
+/// The most labels an object may carry.
+pub const LABELS_MAX: usize = 64;
+/// The most bytes of annotations (keys and values) an object may carry, as Kubernetes.
+pub const ANNOTATIONS_BYTES_MAX: usize = 256 * 1024;
+/// The most finalizers an object may carry.
+pub const FINALIZERS_MAX: usize = 32;
+/// The most owner references an object may carry.
+pub const OWNER_REFERENCES_MAX: usize = 32;
+/// The most containers a pod may run.
+pub const CONTAINERS_MAX: usize = 32;
+/// The most ports, environment variables, arguments or tolerations one list may hold.
+pub const LIST_ITEMS_MAX: usize = 256;
+/// The most bytes one string field may hold (a name, an image, an argument...).
+pub const STRING_BYTES_MAX: usize = 32 * 1024;
+/// The most endpoint addresses an Endpoints object may hold.
+pub const ENDPOINT_ADDRESSES_MAX: usize = 5000;
+/// The lowest and highest port a `NodePort` service may use.
+pub const NODE_PORT_RANGE: (i32, i32) = (30000, 32767);
+
+/// The category of a field error, as Kubernetes' `field.ErrorType`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(proptest_derive::Arbitrary))]
+pub enum FieldErrorType {
+    /// A required field is missing.
+    Required,
+    /// The value breaks a rule.
+    Invalid,
+    /// The value is not one of a fixed set.
+    NotSupported,
+    /// The value repeats one that must be unique.
+    Duplicate,
+    /// The field may not be set or changed here.
+    Forbidden,
+    /// The value is longer than allowed.
+    TooLong,
+    /// The list holds more items than allowed.
+    TooMany,
+}
+
+/// One problem with one field.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(proptest_derive::Arbitrary))]
+pub struct FieldError {
+    /// The path of the field, such as `spec.template.spec.containers[0].name`.
+    pub field: String,
+    /// The category.
+    pub error_type: FieldErrorType,
+    /// The offending value as shown to the user (strings quoted), or empty.
+    pub value: String,
+    /// The rule that was broken.
+    pub detail: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (field, value, detail) = (&self.field, &self.value, &self.detail);
+        match self.error_type {
+            FieldErrorType::Required if detail.is_empty() => write!(f, "{field}: Required value"),
+            FieldErrorType::Required => write!(f, "{field}: Required value: {detail}"),
+            FieldErrorType::Invalid => write!(f, "{field}: Invalid value: {value}: {detail}"),
+            FieldErrorType::NotSupported => {
+                write!(f, "{field}: Unsupported value: {value}: supported values: {detail}")
+            }
+            FieldErrorType::Duplicate => write!(f, "{field}: Duplicate value: {value}"),
+            FieldErrorType::Forbidden => write!(f, "{field}: Forbidden: {detail}"),
+            FieldErrorType::TooLong => write!(f, "{field}: Too long: {detail}"),
+            FieldErrorType::TooMany => write!(f, "{field}: Too many: {value}: {detail}"),
+        }
+    }
+}
+
+/// A list of field errors; empty means valid.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(proptest_derive::Arbitrary))]
+pub struct FieldErrors(pub Vec<FieldError>);
+
+impl fmt::Display for FieldErrors {
+    /// One error as is; several as `[a, b]`, as Kubernetes prints an aggregate.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let many = self.0.len() > 1;
+        if many {
+            f.write_str("[")?;
+        }
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        if many {
+            f.write_str("]")?;
+        }
+        Ok(())
+    }
+}
+
+impl FieldErrors {
+    /// True when there is no error.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn push(&mut self, field: &str, error_type: FieldErrorType, value: String, detail: impl Into<String>) {
+        self.0.push(FieldError { field: field.to_owned(), error_type, value, detail: detail.into() });
+    }
+
+    /// Adds a `Required value` error.
+    pub fn required(&mut self, field: &str, detail: impl Into<String>) {
+        self.push(field, FieldErrorType::Required, String::new(), detail);
+    }
+
+    /// Adds an `Invalid value` error; `value` is shown as given (quote strings with [`q`]).
+    pub fn invalid(&mut self, field: &str, value: impl fmt::Display, detail: impl Into<String>) {
+        self.push(field, FieldErrorType::Invalid, value.to_string(), detail);
+    }
+
+    /// Adds an `Unsupported value` error listing the supported values.
+    pub fn not_supported(&mut self, field: &str, value: &str, supported: &[&str]) {
+        let list: Vec<String> = supported.iter().map(|s| q(s)).collect();
+        self.push(field, FieldErrorType::NotSupported, q(value), list.join(", "));
+    }
+
+    /// Adds a `Duplicate value` error.
+    pub fn duplicate(&mut self, field: &str, value: impl fmt::Display) {
+        self.push(field, FieldErrorType::Duplicate, value.to_string(), "");
+    }
+
+    /// Adds a `Forbidden` error.
+    pub fn forbidden(&mut self, field: &str, detail: impl Into<String>) {
+        self.push(field, FieldErrorType::Forbidden, String::new(), detail);
+    }
+
+    /// Adds a `Too long` error.
+    pub fn too_long(&mut self, field: &str, max: usize) {
+        self.push(field, FieldErrorType::TooLong, String::new(), format!("may not be more than {max} bytes"));
+    }
+
+    /// Adds a `Too many` error.
+    pub fn too_many(&mut self, field: &str, count: usize, max: usize) {
+        self.push(field, FieldErrorType::TooMany, count.to_string(), format!("must have at most {max} items"));
+    }
+
+    fn non_negative(&mut self, field: &str, value: Option<i64>) {
+        if let Some(v) = value
+            && v < 0
+        {
+            self.invalid(field, v, "must be greater than or equal to 0");
+        }
+    }
+
+    fn at_least_one(&mut self, field: &str, value: Option<i32>) {
+        if let Some(v) = value
+            && v < 1
+        {
+            self.invalid(field, v, "must be greater than or equal to 1");
+        }
+    }
+
+    fn check_len(&mut self, field: &str, items: usize, max: usize) -> bool {
+        if items > max {
+            self.too_many(field, items, max);
+            return false;
+        }
+        true
+    }
+
+    fn check_str(&mut self, field: &str, s: &str) {
+        if s.len() > STRING_BYTES_MAX {
+            self.too_long(field, STRING_BYTES_MAX);
+        }
+    }
+}
+
+/// Quotes a string as Kubernetes shows values in messages.
+pub fn q(s: &str) -> String {
+    format!("{s:?}")
+}
+
+fn field(base: &str, name: &str) -> String {
+    if base.is_empty() { name.to_owned() } else { format!("{base}.{name}") }
+}
+
+fn index(base: &str, i: usize) -> String {
+    format!("{base}[{i}]")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Name and label rules. Each returns None when valid, or the rule that was broken.
+
+const DNS1123_LABEL_RULE: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+const DNS1123_SUBDOMAIN_RULE: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+const DNS1035_LABEL_RULE: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
+const QUALIFIED_NAME_RULE: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+const LABEL_VALUE_RULE: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+
+fn lower_alnum(b: u8) -> bool {
+    b.is_ascii_lowercase() || b.is_ascii_digit()
+}
+
+fn dns_label_shape(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty() && lower_alnum(b[0]) && lower_alnum(b[b.len() - 1]) && b.iter().all(|&c| lower_alnum(c) || c == b'-')
+}
+
+/// The RFC 1123 label rule (namespace names, container names): at most 63 characters.
+pub fn is_dns1123_label(s: &str) -> Option<String> {
+    if s.len() > 63 {
+        return Some("must be no more than 63 characters".into());
+    }
+    (!dns_label_shape(s)).then(|| DNS1123_LABEL_RULE.into())
+}
+
+/// The RFC 1123 subdomain rule (most object names): at most 253 characters.
+pub fn is_dns1123_subdomain(s: &str) -> Option<String> {
+    if s.len() > 253 {
+        return Some("must be no more than 253 characters".into());
+    }
+    (s.is_empty() || !s.split('.').all(dns_label_shape)).then(|| DNS1123_SUBDOMAIN_RULE.into())
+}
+
+/// The RFC 1035 label rule (service names): starts with a letter, at most 63 characters.
+pub fn is_dns1035_label(s: &str) -> Option<String> {
+    if s.len() > 63 {
+        return Some("must be no more than 63 characters".into());
+    }
+    let starts_alpha = s.as_bytes().first().is_some_and(u8::is_ascii_lowercase);
+    (!starts_alpha || !dns_label_shape(s)).then(|| DNS1035_LABEL_RULE.into())
+}
+
+fn label_shape(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+/// The qualified name rule (label and annotation keys, finalizers): `[prefix/]name`.
+pub fn is_qualified_name(s: &str) -> Option<String> {
+    let (prefix, name) = match s.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, s),
+    };
+    if let Some(p) = prefix {
+        if p.is_empty() {
+            return Some("prefix part must be non-empty".into());
+        }
+        if let Some(reason) = is_dns1123_subdomain(p) {
+            return Some(format!("prefix part {reason}"));
+        }
+    }
+    if name.is_empty() {
+        return Some("name part must be non-empty".into());
+    }
+    if name.len() > 63 {
+        return Some("name part must be no more than 63 characters".into());
+    }
+    (!label_shape(name)).then(|| QUALIFIED_NAME_RULE.into())
+}
+
+/// The label value rule: empty, or at most 63 characters of `[-A-Za-z0-9_.]` starting and
+/// ending with an alphanumeric character.
+pub fn is_label_value(s: &str) -> Option<String> {
+    if s.len() > 63 {
+        return Some("must be no more than 63 characters".into());
+    }
+    (!s.is_empty() && !label_shape(s)).then(|| LABEL_VALUE_RULE.into())
+}
+
+/// The IANA service name rule (port names): at most 15 characters, lowercase letters, digits
+/// and '-', at least one letter, no leading, trailing or doubled '-'.
+pub fn is_iana_svc_name(s: &str) -> Option<String> {
+    if s.len() > 15 {
+        return Some("must be no more than 15 characters".into());
+    }
+    let b = s.as_bytes();
+    if b.is_empty() || !b.iter().all(|&c| lower_alnum(c) || c == b'-') {
+        return Some("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".into());
+    }
+    if s.contains("--") {
+        return Some("must not contain consecutive hyphens".into());
+    }
+    if !b.iter().any(u8::is_ascii_lowercase) {
+        return Some("must contain at least one letter (a-z)".into());
+    }
+    if b[0] == b'-' || b[b.len() - 1] == b'-' {
+        return Some("must not begin or end with a hyphen".into());
+    }
+    None
+}
+
+/// True for a dotted-quad IPv4 address.
+pub fn is_ipv4(s: &str) -> bool {
+    s.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
+fn is_env_var_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && !b[0].is_ascii_digit()
+        && b.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
+}
+
+fn check_port(errs: &mut FieldErrors, path: &str, port: i32) {
+    if !(1..=65535).contains(&port) {
+        errs.invalid(path, port, "must be between 1 and 65535, inclusive");
+    }
+}
+
+fn check_int_or_name_port(errs: &mut FieldErrors, path: &str, port: &IntOrString) {
+    match port {
+        IntOrString::Int(p) => check_port(errs, path, *p),
+        IntOrString::Str(name) => {
+            if let Some(reason) = is_iana_svc_name(name) {
+                errs.invalid(path, q(name), reason);
+            }
+        }
+    }
+}
+
+fn check_labels(errs: &mut FieldErrors, path: &str, labels: &StrMap) {
+    if !errs.check_len(path, labels.len(), LABELS_MAX) {
+        return;
+    }
+    for (k, v) in labels.iter() {
+        if let Some(reason) = is_qualified_name(k) {
+            errs.invalid(path, q(k), reason);
+        }
+        if let Some(reason) = is_label_value(v) {
+            errs.invalid(path, q(v), reason);
+        }
+    }
+}
+
+fn check_name(errs: &mut FieldErrors, path: &str, name: &str, rule: fn(&str) -> Option<String>) {
+    if let Some(reason) = rule(name) {
+        errs.invalid(path, q(name), reason);
+    }
+}
+
+/// The name rule of a kind.
+pub fn name_rule(kind: Kind) -> fn(&str) -> Option<String> {
+    match kind {
+        Kind::Namespace => is_dns1123_label,
+        Kind::Service => is_dns1035_label,
+        _ => is_dns1123_subdomain,
+    }
+}
+
+fn check_meta(errs: &mut FieldErrors, kind: Kind, meta: &ObjectMeta) {
+    if meta.name.is_empty() {
+        if meta.generate_name.as_deref().unwrap_or("").is_empty() {
+            errs.required("metadata.name", "name or generateName is required");
+        }
+    } else {
+        check_name(errs, "metadata.name", &meta.name, name_rule(kind));
+    }
+    if let Some(prefix) = meta.generate_name.as_deref()
+        && !prefix.is_empty()
+        && meta.name.is_empty()
+    {
+        // The prefix plus a generated suffix must make a valid name.
+        let sample = format!("{prefix}abcde");
+        check_name(errs, "metadata.generateName", &sample, name_rule(kind));
+    }
+    if kind.namespaced() {
+        match meta.namespace.as_deref() {
+            None | Some("") => errs.required("metadata.namespace", ""),
+            Some(ns) => check_name(errs, "metadata.namespace", ns, is_dns1123_label),
+        }
+    }
+    check_labels(errs, "metadata.labels", &meta.labels);
+    if meta.annotations.total_bytes() > ANNOTATIONS_BYTES_MAX {
+        errs.too_long("metadata.annotations", ANNOTATIONS_BYTES_MAX);
+    }
+    for (k, _) in meta.annotations.iter() {
+        if let Some(reason) = is_qualified_name(&k.to_ascii_lowercase()) {
+            errs.invalid("metadata.annotations", q(k), reason);
+        }
+    }
+    if errs.check_len("metadata.finalizers", meta.finalizers.len(), FINALIZERS_MAX) {
+        let mut seen = BTreeSet::new();
+        for (i, f) in meta.finalizers.iter().enumerate() {
+            let path = index("metadata.finalizers", i);
+            if let Some(reason) = is_qualified_name(f) {
+                errs.invalid(&path, q(f), reason);
+            } else if !seen.insert(f) {
+                errs.duplicate(&path, q(f));
+            }
+        }
+    }
+    if errs.check_len("metadata.ownerReferences", meta.owner_references.len(), OWNER_REFERENCES_MAX) {
+        let mut controllers = 0;
+        for (i, r) in meta.owner_references.iter().enumerate() {
+            let path = index("metadata.ownerReferences", i);
+            for (name, value) in [("apiVersion", &r.api_version), ("kind", &r.kind), ("name", &r.name)] {
+                if value.is_empty() {
+                    errs.required(&field(&path, name), "");
+                }
+            }
+            if r.uid.0 == 0 {
+                errs.required(&field(&path, "uid"), "");
+            }
+            controllers += usize::from(r.controller == Some(true));
+        }
+        if controllers > 1 {
+            errs.invalid("metadata.ownerReferences", controllers, "only one reference can have Controller set to true");
+        }
+    }
+}
+
+fn check_resources(errs: &mut FieldErrors, path: &str, list: &ResourceList) {
+    for (name, qty) in list.entries() {
+        if qty.is_negative() {
+            errs.invalid(&field(path, name), q(&qty.to_string()), "must be greater than or equal to 0");
+        }
+    }
+}
+
+fn check_probe(errs: &mut FieldErrors, path: &str, probe: &Probe, success_must_be_one: bool) {
+    let handlers = usize::from(probe.exec.is_some())
+        + usize::from(probe.http_get.is_some())
+        + usize::from(probe.tcp_socket.is_some());
+    match handlers {
+        0 => errs.required(path, "must specify a handler type"),
+        1 => {}
+        _ => errs.forbidden(path, "may not specify more than 1 handler type"),
+    }
+    if let Some(exec) = &probe.exec
+        && exec.command.is_empty()
+    {
+        errs.required(&field(path, "exec.command"), "");
+    }
+    if let Some(http) = &probe.http_get {
+        check_int_or_name_port(errs, &field(path, "httpGet.port"), &http.port);
+        if let Some(p) = &http.path
+            && !p.starts_with('/')
+        {
+            errs.invalid(&field(path, "httpGet.path"), q(p), "must be an absolute path starting with '/'");
+        }
+    }
+    if let Some(tcp) = &probe.tcp_socket {
+        check_int_or_name_port(errs, &field(path, "tcpSocket.port"), &tcp.port);
+    }
+    errs.non_negative(&field(path, "initialDelaySeconds"), probe.initial_delay_seconds.map(i64::from));
+    errs.at_least_one(&field(path, "timeoutSeconds"), probe.timeout_seconds);
+    errs.at_least_one(&field(path, "periodSeconds"), probe.period_seconds);
+    errs.at_least_one(&field(path, "successThreshold"), probe.success_threshold);
+    errs.at_least_one(&field(path, "failureThreshold"), probe.failure_threshold);
+    if success_must_be_one
+        && let Some(s) = probe.success_threshold
+        && s != 1
+    {
+        errs.invalid(&field(path, "successThreshold"), s, "must be 1");
+    }
+    errs.non_negative(&field(path, "terminationGracePeriodSeconds"), probe.termination_grace_period_seconds);
+}
+
+fn check_container(errs: &mut FieldErrors, path: &str, c: &Container, port_names: &mut BTreeSet<String>) {
+    if c.name.is_empty() {
+        errs.required(&field(path, "name"), "");
+    } else {
+        check_name(errs, &field(path, "name"), &c.name, is_dns1123_label);
+    }
+    if c.image.trim().is_empty() {
+        errs.required(&field(path, "image"), "");
+    }
+    errs.check_str(&field(path, "image"), &c.image);
+    for (name, list) in [("command", &c.command), ("args", &c.args)] {
+        let p = field(path, name);
+        if errs.check_len(&p, list.len(), LIST_ITEMS_MAX) {
+            for (i, s) in list.iter().enumerate() {
+                errs.check_str(&index(&p, i), s);
+            }
+        }
+    }
+    let env_path = field(path, "env");
+    if errs.check_len(&env_path, c.env.len(), LIST_ITEMS_MAX) {
+        for (i, e) in c.env.iter().enumerate() {
+            let p = field(&index(&env_path, i), "name");
+            if e.name.is_empty() {
+                errs.required(&p, "");
+            } else if !is_env_var_name(&e.name) {
+                errs.invalid(&p, q(&e.name), "a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', and must not start with a digit");
+            }
+            if let Some(v) = &e.value {
+                errs.check_str(&field(&index(&env_path, i), "value"), v);
+            }
+        }
+    }
+    let ports_path = field(path, "ports");
+    if errs.check_len(&ports_path, c.ports.len(), LIST_ITEMS_MAX) {
+        for (i, p) in c.ports.iter().enumerate() {
+            let pp = index(&ports_path, i);
+            check_port(errs, &field(&pp, "containerPort"), p.container_port);
+            if let Some(hp) = p.host_port {
+                check_port(errs, &field(&pp, "hostPort"), hp);
+            }
+            if let Some(name) = &p.name {
+                if let Some(reason) = is_iana_svc_name(name) {
+                    errs.invalid(&field(&pp, "name"), q(name), reason);
+                } else if !port_names.insert(name.clone()) {
+                    errs.duplicate(&field(&pp, "name"), q(name));
+                }
+            }
+        }
+    }
+    let res = field(path, "resources");
+    check_resources(errs, &field(&res, "requests"), &c.resources.requests);
+    check_resources(errs, &field(&res, "limits"), &c.resources.limits);
+    let limits: Vec<_> = c.resources.limits.entries().collect();
+    for (name, request) in c.resources.requests.entries() {
+        if let Some((_, limit)) = limits.iter().find(|(n, _)| *n == name)
+            && request > *limit
+        {
+            errs.invalid(
+                &field(&field(&res, "requests"), name),
+                q(&request.to_string()),
+                format!("must be less than or equal to {name} limit of {limit}"),
+            );
+        }
+    }
+    for (name, probe, success_one) in [
+        ("livenessProbe", &c.liveness_probe, true),
+        ("readinessProbe", &c.readiness_probe, false),
+        ("startupProbe", &c.startup_probe, true),
+    ] {
+        if let Some(p) = probe {
+            check_probe(errs, &field(path, name), p, success_one);
+        }
+    }
+}
+
+/// Validates a pod spec whose fields live under `path` (`spec` or `spec.template.spec`).
+pub fn check_pod_spec(errs: &mut FieldErrors, path: &str, spec: &PodSpec) {
+    let containers = field(path, "containers");
+    if spec.containers.is_empty() {
+        errs.required(&containers, "");
+    } else if errs.check_len(&containers, spec.containers.len(), CONTAINERS_MAX) {
+        let mut names = BTreeSet::new();
+        let mut port_names = BTreeSet::new();
+        for (i, c) in spec.containers.iter().enumerate() {
+            let p = index(&containers, i);
+            check_container(errs, &p, c, &mut port_names);
+            if !c.name.is_empty() && !names.insert(c.name.as_str()) {
+                errs.duplicate(&field(&p, "name"), q(&c.name));
+            }
+        }
+    }
+    errs.non_negative(&field(path, "terminationGracePeriodSeconds"), spec.termination_grace_period_seconds);
+    if let Some(node) = &spec.node_name {
+        check_name(errs, &field(path, "nodeName"), node, is_dns1123_subdomain);
+    }
+    if let Some(host) = &spec.hostname {
+        check_name(errs, &field(path, "hostname"), host, is_dns1123_label);
+    }
+    check_labels(errs, &field(path, "nodeSelector"), &spec.node_selector);
+    let tol_path = field(path, "tolerations");
+    if errs.check_len(&tol_path, spec.tolerations.len(), LIST_ITEMS_MAX) {
+        for (i, t) in spec.tolerations.iter().enumerate() {
+            let p = index(&tol_path, i);
+            let key = t.key.as_deref().unwrap_or("");
+            if key.is_empty() {
+                if t.operator != Some(TolerationOperator::Exists) {
+                    errs.invalid(
+                        &field(&p, "operator"),
+                        q(t.operator.map_or("", |o| o.as_str())),
+                        "operator must be Exists when `key` is empty, which means \"match all values and all keys\"",
+                    );
+                }
+            } else if let Some(reason) = is_qualified_name(key) {
+                errs.invalid(&field(&p, "key"), q(key), reason);
+            }
+            if t.operator == Some(TolerationOperator::Exists) && !t.value.as_deref().unwrap_or("").is_empty() {
+                errs.invalid(
+                    &field(&p, "operator"),
+                    q(t.value.as_deref().unwrap_or("")),
+                    "value must be empty when `operator` is 'Exists'",
+                );
+            }
+            if t.toleration_seconds.is_some() && t.effect != Some(crate::core_v1::TaintEffect::NoExecute) {
+                errs.invalid(
+                    &field(&p, "effect"),
+                    q(t.effect.map_or("", |e| e.as_str())),
+                    "effect must be 'NoExecute' when `tolerationSeconds` is set",
+                );
+            }
+        }
+    }
+}
+
+fn check_selector(errs: &mut FieldErrors, path: &str, sel: &LabelSelector) {
+    check_labels(errs, &field(path, "matchLabels"), &sel.match_labels);
+    let exprs = field(path, "matchExpressions");
+    if errs.check_len(&exprs, sel.match_expressions.len(), LIST_ITEMS_MAX) {
+        for (i, e) in sel.match_expressions.iter().enumerate() {
+            let p = index(&exprs, i);
+            if let Some(reason) = is_qualified_name(&e.key) {
+                errs.invalid(&field(&p, "key"), q(&e.key), reason);
+            }
+            match e.operator {
+                SelectorOperator::In | SelectorOperator::NotIn if e.values.is_empty() => {
+                    errs.required(&field(&p, "values"), "must be specified when `operator` is 'In' or 'NotIn'");
+                }
+                SelectorOperator::Exists | SelectorOperator::DoesNotExist if !e.values.is_empty() => {
+                    errs.forbidden(
+                        &field(&p, "values"),
+                        "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+                    );
+                }
+                _ => {}
+            }
+            for v in &e.values {
+                if let Some(reason) = is_label_value(v) {
+                    errs.invalid(&field(&p, "values"), q(v), reason);
+                }
+            }
+        }
+    }
+}
+
+/// Validates the selector, template and replicas shared by deployments and replica sets.
+fn check_workload(
+    errs: &mut FieldErrors,
+    replicas: Option<i32>,
+    selector: &LabelSelector,
+    template: &PodTemplateSpec,
+    min_ready_seconds: Option<i32>,
+) {
+    errs.non_negative("spec.replicas", replicas.map(i64::from));
+    errs.non_negative("spec.minReadySeconds", min_ready_seconds.map(i64::from));
+    if selector.is_empty() {
+        errs.required("spec.selector", "");
+    } else {
+        check_selector(errs, "spec.selector", selector);
+        if !selector.matches(&template.metadata.labels) {
+            errs.invalid(
+                "spec.template.metadata.labels",
+                q(&template.metadata.labels.to_string()),
+                "`selector` does not match template `labels`",
+            );
+        }
+    }
+    check_labels(errs, "spec.template.metadata.labels", &template.metadata.labels);
+    check_pod_spec(errs, "spec.template.spec", &template.spec);
+    if let Some(policy) = template.spec.restart_policy
+        && policy != RestartPolicy::Always
+    {
+        errs.not_supported("spec.template.spec.restartPolicy", policy.as_str(), &["Always"]);
+    }
+}
+
+fn check_percent_or_int(errs: &mut FieldErrors, path: &str, value: &IntOrString, at_most_100: bool) -> Option<i64> {
+    match value {
+        IntOrString::Int(i) => {
+            if *i < 0 {
+                errs.invalid(path, i, "must be greater than or equal to 0");
+                return None;
+            }
+            Some(i64::from(*i))
+        }
+        IntOrString::Str(s) => match value.percent() {
+            None => {
+                errs.invalid(path, q(s), "a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')");
+                None
+            }
+            Some(p) if at_most_100 && p > 100 => {
+                errs.invalid(path, q(s), "must not be greater than 100%");
+                None
+            }
+            Some(p) => Some(p),
+        },
+    }
+}
+
+fn check_deployment(errs: &mut FieldErrors, d: &Deployment) {
+    let s = &d.spec;
+    check_workload(errs, s.replicas, &s.selector, &s.template, s.min_ready_seconds);
+    errs.non_negative("spec.revisionHistoryLimit", s.revision_history_limit.map(i64::from));
+    if let Some(deadline) = s.progress_deadline_seconds {
+        errs.non_negative("spec.progressDeadlineSeconds", Some(i64::from(deadline)));
+        if deadline <= s.min_ready_seconds.unwrap_or(0) {
+            errs.invalid("spec.progressDeadlineSeconds", deadline, "must be greater than minReadySeconds");
+        }
+    }
+    match (s.strategy.type_, &s.strategy.rolling_update) {
+        (Some(DeploymentStrategyType::Recreate), Some(_)) => {
+            errs.forbidden("spec.strategy.rollingUpdate", "may not be specified when strategy `type` is 'Recreate'");
+        }
+        (_, Some(ru)) => {
+            let surge = ru
+                .max_surge
+                .as_ref()
+                .and_then(|v| check_percent_or_int(errs, "spec.strategy.rollingUpdate.maxSurge", v, false));
+            let unavailable = ru
+                .max_unavailable
+                .as_ref()
+                .and_then(|v| check_percent_or_int(errs, "spec.strategy.rollingUpdate.maxUnavailable", v, true));
+            if surge == Some(0) && unavailable == Some(0) {
+                errs.invalid("spec.strategy.rollingUpdate.maxUnavailable", 0, "may not be 0 when `maxSurge` is 0");
+            }
+        }
+        _ => {}
+    }
+}
+
+fn check_service(errs: &mut FieldErrors, svc: &Service) {
+    let s = &svc.spec;
+    check_labels(errs, "spec.selector", &s.selector);
+    if s.ports.is_empty() {
+        errs.required("spec.ports", "");
+    }
+    if errs.check_len("spec.ports", s.ports.len(), LIST_ITEMS_MAX) {
+        let mut names = BTreeSet::new();
+        let mut node_ports = BTreeSet::new();
+        for (i, p) in s.ports.iter().enumerate() {
+            let pp = index("spec.ports", i);
+            match p.name.as_deref() {
+                None | Some("") if s.ports.len() > 1 => errs.required(&field(&pp, "name"), ""),
+                None | Some("") => {}
+                Some(name) => {
+                    check_name(errs, &field(&pp, "name"), name, is_dns1123_label);
+                    if !names.insert(name) {
+                        errs.duplicate(&field(&pp, "name"), q(name));
+                    }
+                }
+            }
+            check_port(errs, &field(&pp, "port"), p.port);
+            if let Some(tp) = &p.target_port {
+                check_int_or_name_port(errs, &field(&pp, "targetPort"), tp);
+            }
+            if let Some(np) = p.node_port {
+                if s.type_ != Some(ServiceType::NodePort) {
+                    errs.forbidden(&field(&pp, "nodePort"), "may not be used when `type` is 'ClusterIP'");
+                } else if !(NODE_PORT_RANGE.0..=NODE_PORT_RANGE.1).contains(&np) {
+                    errs.invalid(
+                        &field(&pp, "nodePort"),
+                        np,
+                        format!(
+                            "provided port is not in the valid range. The range of valid ports is {}-{}",
+                            NODE_PORT_RANGE.0, NODE_PORT_RANGE.1
+                        ),
+                    );
+                } else if !node_ports.insert((np, p.protocol)) {
+                    errs.duplicate(&field(&pp, "nodePort"), np);
+                }
+            }
+        }
+    }
+    if let Some(ip) = s.cluster_ip.as_deref()
+        && !ip.is_empty()
+        && ip != "None"
+        && !is_ipv4(ip)
+    {
+        errs.invalid("spec.clusterIP", q(ip), "must be empty, 'None', or a valid IPv4 address");
+    }
+}
+
+fn check_endpoints(errs: &mut FieldErrors, ep: &Endpoints) {
+    if !errs.check_len("subsets", ep.subsets.len(), LIST_ITEMS_MAX) {
+        return;
+    }
+    for (i, subset) in ep.subsets.iter().enumerate() {
+        let sp = index("subsets", i);
+        for (name, list) in [("addresses", &subset.addresses), ("notReadyAddresses", &subset.not_ready_addresses)] {
+            let lp = field(&sp, name);
+            if !errs.check_len(&lp, list.len(), ENDPOINT_ADDRESSES_MAX) {
+                continue;
+            }
+            for (j, a) in list.iter().enumerate() {
+                if !is_ipv4(&a.ip) {
+                    errs.invalid(&field(&index(&lp, j), "ip"), q(&a.ip), "must be a valid IPv4 address");
+                }
+            }
+        }
+        let pp = field(&sp, "ports");
+        if errs.check_len(&pp, subset.ports.len(), LIST_ITEMS_MAX) {
+            for (j, p) in subset.ports.iter().enumerate() {
+                check_port(errs, &field(&index(&pp, j), "port"), p.port);
+            }
+        }
+    }
+}
+
+fn check_node(errs: &mut FieldErrors, node: &Node) {
+    let mut seen = BTreeSet::new();
+    if errs.check_len("spec.taints", node.spec.taints.len(), LIST_ITEMS_MAX) {
+        for (i, t) in node.spec.taints.iter().enumerate() {
+            let p = index("spec.taints", i);
+            if let Some(reason) = is_qualified_name(&t.key) {
+                errs.invalid(&field(&p, "key"), q(&t.key), reason);
+            }
+            if let Some(v) = &t.value
+                && let Some(reason) = is_label_value(v)
+            {
+                errs.invalid(&field(&p, "value"), q(v), reason);
+            }
+            match t.effect {
+                None => errs.required(&field(&p, "effect"), ""),
+                Some(effect) => {
+                    if !seen.insert((t.key.as_str(), effect)) {
+                        errs.duplicate(&p, format!("{}:{}", q(&t.key), effect));
+                    }
+                }
+            }
+        }
+    }
+    check_resources(errs, "status.capacity", &node.status.capacity);
+    check_resources(errs, "status.allocatable", &node.status.allocatable);
+}
+
+fn check_event(errs: &mut FieldErrors, ev: &Event) {
+    if ev.involved_object.name.as_deref().unwrap_or("").is_empty() {
+        errs.required("involvedObject.name", "");
+    }
+    if ev.involved_object.kind.as_deref().unwrap_or("").is_empty() {
+        errs.required("involvedObject.kind", "");
+    }
+    if let Some(t) = ev.type_.as_deref()
+        && t != "Normal"
+        && t != "Warning"
+    {
+        errs.not_supported("type", t, &["Normal", "Warning"]);
+    }
+    errs.check_str("message", ev.message.as_deref().unwrap_or(""));
+}
+
+/// Validates an object as it would be stored (defaults already applied).
+pub fn validate(obj: &Object) -> FieldErrors {
+    let mut errs = FieldErrors::default();
+    check_meta(&mut errs, obj.kind(), obj.meta());
+    match obj {
+        Object::Namespace(_) => {}
+        Object::Node(n) => check_node(&mut errs, n),
+        Object::Pod(p) => check_pod_spec(&mut errs, "spec", &p.spec),
+        Object::Service(s) => check_service(&mut errs, s),
+        Object::Endpoints(e) => check_endpoints(&mut errs, e),
+        Object::Deployment(d) => check_deployment(&mut errs, d),
+        Object::ReplicaSet(rs) => {
+            let s = &rs.spec;
+            check_workload(&mut errs, s.replicas, &s.selector, &s.template, s.min_ready_seconds);
+        }
+        Object::Event(e) => check_event(&mut errs, e),
+    }
+    errs
+}
+
+/// Validates a change from `old` to `new` of the same object: the rules of [`validate`] plus
+/// the fields that may not change.
+pub fn validate_update(new: &Object, old: &Object) -> FieldErrors {
+    let mut errs = validate(new);
+    match (new, old) {
+        (Object::Deployment(n), Object::Deployment(o)) if n.spec.selector != o.spec.selector => {
+            errs.invalid(
+                "spec.selector",
+                q(&crate::selector::Selector::from(&n.spec.selector).to_string()),
+                "field is immutable",
+            );
+        }
+        (Object::ReplicaSet(n), Object::ReplicaSet(o)) if n.spec.selector != o.spec.selector => {
+            errs.invalid(
+                "spec.selector",
+                q(&crate::selector::Selector::from(&n.spec.selector).to_string()),
+                "field is immutable",
+            );
+        }
+        (Object::Service(n), Object::Service(o)) => {
+            let (nip, oip) = (n.spec.cluster_ip.as_deref().unwrap_or(""), o.spec.cluster_ip.as_deref().unwrap_or(""));
+            if !oip.is_empty() && nip != oip {
+                errs.invalid("spec.clusterIP", q(nip), "field is immutable");
+            }
+        }
+        (Object::Pod(n), Object::Pod(o)) => {
+            // As Kubernetes: only container images may change (and tolerations be added).
+            let mut probe = n.spec.clone();
+            for (c, oc) in probe.containers.iter_mut().zip(&o.spec.containers) {
+                c.image.clone_from(&oc.image);
+            }
+            let added_tolerations = probe.tolerations.len() >= o.spec.tolerations.len()
+                && probe.tolerations[..o.spec.tolerations.len()] == o.spec.tolerations[..];
+            if added_tolerations {
+                probe.tolerations.clone_from(&o.spec.tolerations);
+            }
+            if probe != o.spec {
+                errs.forbidden("spec", "pod updates may not change fields other than `spec.containers[*].image` or `spec.tolerations` (only additions to existing tolerations); use a bind command to set `spec.nodeName`");
+            }
+        }
+        _ => {}
+    }
+    errs
+}
