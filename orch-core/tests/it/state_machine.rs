@@ -1,0 +1,432 @@
+//! The state machine's rules, one behaviour per test.
+
+use std::sync::Arc;
+
+use orch_core::command::Preconditions;
+use orch_core::core_v1::{PodPhase, PodStatus};
+use orch_core::{
+    Action, ApplyError, ClientId, Command, Entry, EventType, Kind, Object, ObjectKey, Request, Revision, Selector,
+    State, WatchFilter,
+};
+
+use crate::fixtures::{Harness, deployment, namespace, node, obj, pod};
+
+fn key(kind: Kind, ns: &str, name: &str) -> ObjectKey {
+    ObjectKey::new(kind, ns, name)
+}
+
+fn get(h: &Harness, k: &ObjectKey) -> Object {
+    h.state.get(k).cloned().unwrap_or_else(|| panic!("{k} missing"))
+}
+
+fn delete(k: &ObjectKey, grace: Option<i64>) -> Command {
+    Command::Delete { key: k.clone(), grace_period_seconds: grace, preconditions: Preconditions::default() }
+}
+
+fn bind(ns: &str, name: &str, node: &str) -> Command {
+    Command::Bind {
+        namespace: ns.into(),
+        name: name.into(),
+        node: node.into(),
+        preconditions: Preconditions::default(),
+    }
+}
+
+fn with_meta(mut o: Object, f: impl FnOnce(&mut orch_core::ObjectMeta)) -> Object {
+    f(o.meta_mut());
+    o
+}
+
+#[test]
+fn create_fills_system_fields_from_the_entry() {
+    let mut h = Harness::new();
+    let s = h.ok(Command::Create(pod("default", "web")));
+    let index = h.index();
+    assert_eq!(s.revision, Revision(index));
+    assert_eq!(s.changes[0].action, Action::Created);
+    let p = get(&h, &key(Kind::Pod, "default", "web"));
+    let m = p.meta();
+    assert_eq!(m.resource_version, Some(Revision(index)));
+    assert_eq!(m.generation, Some(1));
+    assert_eq!(m.creation_timestamp.map(|t| t.as_millis()), Some(h.now_ms));
+    assert_eq!(m.uid, Some(orch_core::Uid::derive(index, 0)));
+    assert_eq!(p.as_pod().and_then(|p| p.status.phase), Some(PodPhase::Pending));
+    let spec = &p.as_pod().map(|p| p.spec.clone()).unwrap_or_default();
+    assert_eq!(spec.termination_grace_period_seconds, Some(30), "defaults applied");
+    // The first entry created the default namespace.
+    let kinds: Vec<_> = h.events.iter().map(|e| (e.event_type, e.object.kind(), e.revision)).collect();
+    assert_eq!(kinds, [(EventType::Added, Kind::Namespace, Revision(1)), (EventType::Added, Kind::Pod, Revision(2))]);
+}
+
+#[test]
+fn create_rejects_duplicates_and_missing_namespaces() {
+    let mut h = Harness::new();
+    h.ok(Command::Create(pod("default", "web")));
+    assert_eq!(h.err(Command::Create(pod("default", "web"))), "pods \"web\" already exists");
+    assert_eq!(h.err(Command::Create(pod("nope", "web"))), "namespaces \"nope\" not found");
+    h.ok(Command::Create(namespace("other")));
+    h.ok(Command::Create(pod("other", "web")));
+}
+
+#[test]
+fn update_bumps_generation_only_for_spec_changes() {
+    let mut h = Harness::new();
+    h.ok(Command::Create(deployment("web", 2, "nginx:1")));
+    let k = key(Kind::Deployment, "default", "web");
+
+    // Labels only: new revision, same generation.
+    let relabeled = with_meta(deployment("web", 2, "nginx:1"), |m| {
+        m.labels.insert("team", "a");
+    });
+    let s = h.ok(Command::Update(relabeled.clone()));
+    assert_eq!(s.changes[0].action, Action::Updated);
+    let d = get(&h, &k);
+    assert_eq!((d.meta().generation, d.meta().resource_version), (Some(1), Some(Revision(h.index()))));
+
+    // Spec change: generation 2.
+    let scaled = with_meta(deployment("web", 5, "nginx:1"), |m| {
+        m.labels.insert("team", "a");
+    });
+    h.ok(Command::Update(scaled.clone()));
+    assert_eq!(get(&h, &k).meta().generation, Some(2));
+
+    // The same object again: unchanged, no event, no new revision.
+    let rv = get(&h, &k).meta().resource_version;
+    let events = h.events.len();
+    let s = h.ok(Command::Update(scaled));
+    assert_eq!(s.changes[0].action, Action::Unchanged);
+    assert_eq!(h.events.len(), events);
+    assert_eq!(get(&h, &k).meta().resource_version, rv);
+}
+
+#[test]
+fn update_with_a_stale_resource_version_is_a_conflict() {
+    let mut h = Harness::new();
+    h.ok(Command::Create(deployment("web", 1, "nginx:1")));
+    let created_rv = h.index();
+    h.ok(Command::Update(deployment("web", 2, "nginx:1")));
+    let stale = with_meta(deployment("web", 3, "nginx:1"), |m| m.resource_version = Some(Revision(created_rv)));
+    assert_eq!(
+        h.err(Command::Update(stale)),
+        "Operation cannot be fulfilled on deployments \"web\": the object has been modified; please apply your changes to the latest version and try again"
+    );
+    let current = with_meta(deployment("web", 3, "nginx:1"), |m| m.resource_version = Some(Revision(created_rv + 1)));
+    h.ok(Command::Update(current));
+    assert_eq!(h.err(Command::Update(deployment("gone", 1, "x"))), "deployments \"gone\" not found");
+}
+
+#[test]
+fn update_status_keeps_the_spec_and_update_keeps_the_status() {
+    let mut h = Harness::new();
+    h.ok(Command::Create(pod("default", "p")));
+    let k = key(Kind::Pod, "default", "p");
+    let mut running = get(&h, &k);
+    if let Object::Pod(p) = &mut running {
+        let p = Arc::make_mut(p);
+        p.status =
+            PodStatus { phase: Some(PodPhase::Running), pod_ip: Some("10.0.0.5".into()), ..PodStatus::default() };
+        p.spec.containers[0].image = "ignored:by-update-status".into();
+    }
+    h.ok(Command::UpdateStatus(running));
+    let stored = get(&h, &k);
+    let p = stored.as_pod().cloned().unwrap_or_default();
+    assert_eq!(p.status.phase, Some(PodPhase::Running));
+    assert_eq!(p.spec.containers[0].image, "busybox:1.36");
+    assert_eq!(p.metadata.generation, Some(1));
+
+    // A plain update of the image keeps the reported status.
+    let mut new_image = pod("default", "p");
+    if let Object::Pod(p) = &mut new_image {
+        Arc::make_mut(p).spec.containers[0].image = "busybox:1.37".into();
+    }
+    h.ok(Command::Update(new_image));
+    let p = get(&h, &k).as_pod().cloned().unwrap_or_default();
+    assert_eq!(p.status.pod_ip.as_deref(), Some("10.0.0.5"));
+    assert_eq!(p.metadata.generation, Some(2));
+}
+
+#[test]
+fn immutable_fields_are_refused() {
+    let mut h = Harness::new();
+    h.ok(Command::Create(pod("default", "p")));
+    let mut changed = pod("default", "p");
+    if let Object::Pod(p) = &mut changed {
+        Arc::make_mut(p).spec.containers[0].command = vec!["true".into()];
+    }
+    let e = h.err(Command::Update(changed));
+    assert!(e.starts_with("Pod \"p\" is invalid: spec: Forbidden: pod updates may not change fields"), "{e}");
+
+    h.ok(Command::Create(deployment("web", 1, "nginx:1")));
+    let mut reselected = deployment("web", 1, "nginx:1");
+    if let Object::Deployment(d) = &mut reselected {
+        let d = Arc::make_mut(d);
+        d.spec.selector.match_labels.insert("tier", "x");
+        d.spec.template.metadata.labels.insert("tier", "x");
+    }
+    let e = h.err(Command::Update(reselected));
+    assert!(e.contains("spec.selector: Invalid value: \"app=web,tier=x\": field is immutable"), "{e}");
+}
+
+#[test]
+fn unbound_pods_are_deleted_at_once() {
+    let mut h = Harness::new();
+    h.ok(Command::Create(pod("default", "p")));
+    let k = key(Kind::Pod, "default", "p");
+    let s = h.ok(delete(&k, None));
+    assert_eq!(s.changes[0].action, Action::Deleted);
+    assert!(h.state.get(&k).is_none());
+    let last = h.events.last().cloned().unwrap_or_else(|| panic!("no event"));
+    assert_eq!(last.event_type, EventType::Deleted);
+    assert_eq!(last.object.meta().resource_version, Some(Revision(h.index())), "Deleted carries the deletion revision");
+    assert_eq!(h.err(delete(&k, None)), "pods \"p\" not found");
+}
+
+#[test]
+fn bound_pods_are_deleted_gracefully() {
+    let mut h = Harness::new();
+    h.ok(Command::Create(node("n1")));
+    h.ok(Command::Create(pod("default", "p")));
+    h.ok(bind("default", "p", "n1"));
+    let k = key(Kind::Pod, "default", "p");
+    let generation = get(&h, &k).meta().generation;
+    assert_eq!(generation, Some(2), "binding set spec.nodeName");
+    let s = h.ok(delete(&k, None));
+    assert_eq!(s.changes[0].action, Action::Deleting);
+    let m = get(&h, &k).meta().clone();
+    assert_eq!(m.deletion_grace_period_seconds, Some(30));
+    assert_eq!(m.deletion_timestamp.map(|t| t.as_millis()), Some(h.now_ms + 30_000));
+    assert!(h.events.last().is_some_and(|e| e.event_type == EventType::Modified));
+    assert_eq!(m.generation, generation, "deletion is not a spec change");
+    // Deleting again with the same grace changes nothing; a shorter grace shortens it.
+    assert_eq!(h.ok(delete(&k, None)).changes[0].action, Action::Unchanged);
+    assert_eq!(h.ok(delete(&k, Some(5))).changes[0].action, Action::Deleting);
+    assert_eq!(get(&h, &k).meta().deletion_grace_period_seconds, Some(5));
+    // Creating a new pod under that name waits for the old one to go.
+    assert_eq!(h.err(Command::Create(pod("default", "p"))), "pods \"p\" already exists");
+    // The node agent confirms the stop with grace 0.
+    assert_eq!(h.ok(delete(&k, Some(0))).changes[0].action, Action::Deleted);
+    assert!(h.state.get(&k).is_none());
+    assert_eq!(
+        h.err(delete(&k, Some(-1))),
+        "bad request: gracePeriodSeconds: Invalid value: -1: must be greater than or equal to 0"
+    );
+}
+
+#[test]
+fn finalizers_hold_deletion_until_removed() {
+    let mut h = Harness::new();
+    let guarded = with_meta(deployment("web", 1, "nginx:1"), |m| m.finalizers = vec!["example.com/guard".into()]);
+    h.ok(Command::Create(guarded.clone()));
+    let k = key(Kind::Deployment, "default", "web");
+    assert_eq!(h.ok(delete(&k, None)).changes[0].action, Action::Deleting);
+    assert!(get(&h, &k).meta().deletion_timestamp.is_some());
+    let e = h.err(Command::Update(with_meta(guarded, |m| m.finalizers.push("example.com/more".into()))));
+    assert!(e.contains("no new finalizers can be added if the object is being deleted"), "{e}");
+    let s = h.ok(Command::Update(deployment("web", 1, "nginx:1")));
+    let actions: Vec<_> = s.changes.iter().map(|c| c.action).collect();
+    assert_eq!(actions, [Action::Updated, Action::Deleted]);
+    assert!(h.state.get(&k).is_none());
+}
+
+#[test]
+fn namespaces_terminate_when_emptied() {
+    let mut h = Harness::new();
+    h.ok(Command::Create(namespace("team")));
+    h.ok(Command::Create(pod("team", "a")));
+    let ns = key(Kind::Namespace, "", "team");
+    assert_eq!(h.ok(delete(&ns, None)).changes[0].action, Action::Deleting);
+    let phase = match get(&h, &ns) {
+        Object::Namespace(n) => n.status.phase,
+        _ => None,
+    };
+    assert_eq!(phase, Some(orch_core::core_v1::NamespacePhase::Terminating));
+    let e = h.err(Command::Create(pod("team", "b")));
+    assert_eq!(
+        e,
+        "namespaces \"team\" is forbidden: unable to create new content in namespace team because it is being terminated"
+    );
+    let s = h.ok(delete(&key(Kind::Pod, "team", "a"), None));
+    assert_eq!(s.changes.iter().map(|c| c.key.kind).collect::<Vec<_>>(), [Kind::Pod, Kind::Namespace]);
+    assert!(h.state.get(&ns).is_none());
+    assert_eq!(
+        h.err(delete(&key(Kind::Namespace, "", "default"), None)),
+        "namespaces \"default\" is forbidden: this namespace may not be deleted"
+    );
+}
+
+#[test]
+fn bind_sets_the_node_once() {
+    let mut h = Harness::new();
+    h.ok(Command::Create(node("n1")));
+    h.ok(Command::Create(node("n2")));
+    h.ok(Command::Create(pod("default", "p")));
+    assert_eq!(h.err(bind("default", "p", "n9")), "nodes \"n9\" not found");
+    h.ok(bind("default", "p", "n1"));
+    let p = get(&h, &key(Kind::Pod, "default", "p")).as_pod().cloned().unwrap_or_default();
+    assert_eq!(p.spec.node_name.as_deref(), Some("n1"));
+    assert!(p.status.conditions.iter().any(|c| c.type_ == "PodScheduled"));
+    assert_eq!(h.ok(bind("default", "p", "n1")).changes[0].action, Action::Unchanged);
+    assert_eq!(
+        h.err(bind("default", "p", "n2")),
+        "Operation cannot be fulfilled on pods \"p\": pod p is already assigned to node \"n1\""
+    );
+    assert_eq!(h.err(bind("default", "q", "n1")), "pods \"q\" not found");
+}
+
+#[test]
+fn a_failed_batch_applies_nothing() {
+    let mut h = Harness::new();
+    h.ok(Command::Create(pod("default", "taken")));
+    let batch =
+        Command::Batch(vec![Command::Create(pod("default", "fresh")), Command::Create(pod("default", "taken"))]);
+    assert_eq!(h.err(batch), "batch command 1: pods \"taken\" already exists");
+    assert!(h.state.get(&key(Kind::Pod, "default", "fresh")).is_none());
+    let nested = Command::Batch(vec![Command::Batch(vec![])]);
+    assert_eq!(h.err(nested), "batch command 0: bad request: a batch may not contain a batch");
+    let s = h.ok(Command::Batch(vec![Command::Create(pod("default", "x")), Command::Create(pod("default", "y"))]));
+    assert_eq!(s.changes.len(), 2);
+}
+
+#[test]
+fn a_retried_request_returns_its_first_outcome() {
+    let mut h = Harness::new();
+    let request = Request { client: ClientId(9), serial: 1, command: Command::Create(pod("default", "p")) };
+    let first = h.run_requests(vec![request.clone()]);
+    let events = h.events.len();
+    let again = h.run_requests(vec![request.clone(), request]);
+    assert_eq!(again, [first[0].clone(), first[0].clone()], "not 'already exists': the first outcome");
+    assert_eq!(h.events.len(), events, "applied once");
+    // Another client with the same serial is a different request.
+    let other = Request { client: ClientId(10), serial: 1, command: Command::Create(pod("default", "p")) };
+    assert!(matches!(h.run_requests(vec![other])[0], Err(ApplyError::AlreadyExists { .. })));
+}
+
+#[test]
+fn serials_older_than_the_window_are_refused() {
+    let mut h = Harness::new();
+    let window = orch_core::sessions::SESSION_OUTCOMES_MAX as u64;
+    let requests: Vec<_> = (1..=window + 1)
+        .map(|serial| Request {
+            client: ClientId(3),
+            serial,
+            command: Command::Create(pod("default", &format!("p{serial}"))),
+        })
+        .collect();
+    h.run_requests(requests);
+    let old = Request { client: ClientId(3), serial: 1, command: Command::Create(pod("default", "p1")) };
+    let out = h.run_requests(vec![old]);
+    assert_eq!(out[0], Err(ApplyError::StaleRequest { client: ClientId(3), serial: 1 }));
+    let recent = Request { client: ClientId(3), serial: 2, command: Command::Create(pod("default", "zzz")) };
+    assert!(h.run_requests(vec![recent])[0].is_ok(), "serial 2 is still remembered: its first outcome");
+    assert!(h.state.get(&key(Kind::Pod, "default", "zzz")).is_none());
+}
+
+#[test]
+fn idle_sessions_expire_by_entry_time() {
+    let mut h = Harness::new();
+    h.run_requests(vec![Request { client: ClientId(4), serial: 1, command: Command::Create(pod("default", "a")) }]);
+    assert_eq!(h.state.sessions().len(), 1);
+    h.now_ms += orch_core::sessions::SESSION_IDLE_MS_MAX + 1;
+    h.run_requests(vec![]);
+    assert_eq!(h.state.sessions().len(), 0);
+}
+
+#[test]
+fn generated_names_derive_from_the_index() {
+    let make = || {
+        let mut h = Harness::new();
+        let generated = with_meta(pod("default", "x"), |m| {
+            m.name = String::new();
+            m.generate_name = Some("web-".into());
+        });
+        h.ok(Command::Create(generated.clone()));
+        h.ok(Command::Create(generated));
+        h.state.list(Kind::Pod, Some("default")).map(|p| p.meta().name.clone()).collect::<Vec<_>>()
+    };
+    let names = make();
+    assert_eq!(names.len(), 2);
+    assert!(names.iter().all(|n| n.starts_with("web-") && n.len() == 9), "{names:?}");
+    assert_eq!(names, make(), "deterministic");
+}
+
+#[test]
+fn watch_filters_translate_selection_changes() {
+    let mut h = Harness::new();
+    h.ok(Command::Create(node("n1")));
+    h.ok(Command::Create(pod("default", "p")));
+    h.ok(bind("default", "p", "n1"));
+    let relabeled = with_meta(pod("default", "p"), |m| {
+        m.labels.insert("app", "other");
+    });
+    h.ok(Command::Update(relabeled));
+    h.ok(delete(&key(Kind::Pod, "default", "p"), Some(0)));
+
+    let by_node = WatchFilter { node_name: Some("n1".into()), ..WatchFilter::default() };
+    let seen: Vec<_> = h.events.iter().filter_map(|e| by_node.view(e)).map(|e| e.event_type).collect();
+    assert_eq!(seen, [EventType::Added, EventType::Modified, EventType::Deleted], "the bind is the agent's Added");
+
+    let by_label = WatchFilter {
+        kind: Some(Kind::Pod),
+        labels: "app=web".parse::<Selector>().unwrap_or_default(),
+        ..WatchFilter::default()
+    };
+    let seen: Vec<_> = h.events.iter().filter_map(|e| by_label.view(e)).map(|e| e.event_type).collect();
+    assert_eq!(seen, [EventType::Added, EventType::Modified, EventType::Deleted], "relabel leaves the selection");
+
+    let other_ns = WatchFilter { namespace: Some("kube-system".into()), ..WatchFilter::default() };
+    assert_eq!(h.events.iter().filter_map(|e| other_ns.view(e)).count(), 0);
+}
+
+#[test]
+fn the_clock_never_goes_back() {
+    let mut state = State::new();
+    state.apply(1, Entry { timestamp_ms: 5_000, requests: vec![] });
+    state.apply(2, Entry { timestamp_ms: 1_000, requests: vec![] });
+    assert_eq!(state.clock().as_millis(), 5_000);
+}
+
+#[test]
+#[should_panic(expected = "must be applied in log order")]
+fn applying_an_old_index_is_a_broken_invariant() {
+    let mut state = State::new();
+    state.apply(2, Entry::default());
+    state.apply(2, Entry::default());
+}
+
+#[test]
+fn snapshots_refuse_damaged_bytes() {
+    let mut h = Harness::new();
+    h.ok(Command::Create(pod("default", "p")));
+    let bytes = h.state.to_snapshot();
+    assert_eq!(State::from_snapshot(&bytes).as_ref().ok(), Some(&h.state));
+    let mut flipped = bytes.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    assert_eq!(State::from_snapshot(&flipped), Err(orch_core::SnapshotError::Digest));
+    assert!(State::from_snapshot(&bytes[..bytes.len() - 1]).is_err());
+    assert!(State::from_snapshot(&bytes[..10]).is_err());
+    assert!(State::from_snapshot(b"").is_err());
+    let mut version = bytes.clone();
+    version[8] = 99;
+    assert_eq!(State::from_snapshot(&version), Err(orch_core::SnapshotError::Version(99)));
+}
+
+#[test]
+fn entries_round_trip_and_garbage_is_an_error() {
+    let entry = Entry {
+        timestamp_ms: 42,
+        requests: vec![Request {
+            client: ClientId(1),
+            serial: 7,
+            command: Command::Create(obj(include_str!("../../../examples/web.yaml")
+                .split("---")
+                .nth(1)
+                .unwrap_or_default())),
+        }],
+    };
+    let bytes = orch_core::codec::encode_entry(&entry);
+    assert_eq!(orch_core::codec::decode_entry(&bytes).as_ref(), Ok(&entry));
+    assert!(orch_core::codec::decode_entry(&bytes[..bytes.len() / 2]).is_err());
+    assert!(orch_core::codec::decode_entry(&[]).is_err());
+    assert!(orch_core::codec::decode_entry(&[orch_core::codec::FORMAT_VERSION, 0xff, 0xff, 0xff]).is_err());
+}

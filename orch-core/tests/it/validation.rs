@@ -1,0 +1,236 @@
+//! Validation messages name the field path and the rule, and a rejected object writes nothing.
+
+use orch_core::Command;
+
+use crate::fixtures::{Harness, obj};
+
+/// Creates the manifest and returns the error message.
+fn rejected(yaml: &str) -> String {
+    let mut h = Harness::new();
+    h.err(Command::Create(obj(yaml)))
+}
+
+const DEPLOYMENT: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: nginx}]
+";
+
+fn deployment_with(from: &str, to: &str) -> String {
+    assert!(DEPLOYMENT.contains(from), "{from}");
+    DEPLOYMENT.replacen(from, to, 1)
+}
+
+#[test]
+fn the_base_fixture_is_valid() {
+    let mut h = Harness::new();
+    h.ok(Command::Create(obj(DEPLOYMENT)));
+}
+
+#[test]
+fn replicas_must_not_be_negative() {
+    assert_eq!(
+        rejected(&deployment_with("replicas: 2", "replicas: -1")),
+        "Deployment \"web\" is invalid: spec.replicas: Invalid value: -1: must be greater than or equal to 0"
+    );
+}
+
+#[test]
+fn container_name_is_required() {
+    assert_eq!(
+        rejected(&deployment_with("{name: web, image: nginx}", "{image: nginx}")),
+        "Deployment \"web\" is invalid: spec.template.spec.containers[0].name: Required value"
+    );
+}
+
+#[test]
+fn several_errors_are_listed_together() {
+    let e = rejected(&deployment_with("{name: web, image: nginx}", "{name: Web_1}"));
+    assert_eq!(
+        e,
+        "Deployment \"web\" is invalid: [spec.template.spec.containers[0].name: Invalid value: \"Web_1\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?'), spec.template.spec.containers[0].image: Required value]"
+    );
+}
+
+#[test]
+fn names_follow_dns_rules() {
+    let e = rejected("apiVersion: v1\nkind: Pod\nmetadata: {name: Web}\nspec: {containers: [{name: c, image: x}]}\n");
+    assert!(
+        e.starts_with("Pod \"Web\" is invalid: metadata.name: Invalid value: \"Web\": a lowercase RFC 1123 subdomain"),
+        "{e}"
+    );
+    let e = rejected("apiVersion: v1\nkind: Service\nmetadata: {name: 1web}\nspec: {ports: [{port: 80}]}\n");
+    assert!(
+        e.starts_with("Service \"1web\" is invalid: metadata.name: Invalid value: \"1web\": a DNS-1035 label"),
+        "{e}"
+    );
+    let e = rejected("apiVersion: v1\nkind: Namespace\nmetadata: {name: a.b}\n");
+    assert!(e.contains("metadata.name: Invalid value: \"a.b\": a lowercase RFC 1123 label"), "{e}");
+    let e = rejected("apiVersion: v1\nkind: Namespace\nmetadata: {labels: {a: b}}\n");
+    assert!(e.contains("metadata.name: Required value: name or generateName is required"), "{e}");
+}
+
+#[test]
+fn label_keys_and_values_are_checked() {
+    let e = rejected(&deployment_with("metadata: {name: web}", "metadata: {name: web, labels: {'-bad': ok}}"));
+    assert!(
+        e.contains("metadata.labels: Invalid value: \"-bad\": name part must consist of alphanumeric characters"),
+        "{e}"
+    );
+    let long = "v".repeat(64);
+    let e =
+        rejected(&deployment_with("metadata: {name: web}", &format!("metadata: {{name: web, labels: {{k: {long}}}}}")));
+    assert!(e.contains("must be no more than 63 characters"), "{e}");
+    let mut h = Harness::new();
+    h.ok(Command::Create(obj(&deployment_with(
+        "metadata: {name: web}",
+        "metadata: {name: web, labels: {'example.com/team': a}}",
+    ))));
+}
+
+#[test]
+fn selector_must_match_template_labels() {
+    let e = rejected(&deployment_with("metadata: {labels: {app: web}}", "metadata: {labels: {app: api}}"));
+    assert_eq!(
+        e,
+        "Deployment \"web\" is invalid: spec.template.metadata.labels: Invalid value: \"app=api\": `selector` does not match template `labels`"
+    );
+    let e = rejected(&deployment_with("selector: {matchLabels: {app: web}}", "selector: {}"));
+    assert!(e.contains("spec.selector: Required value"), "{e}");
+    let e = rejected(&deployment_with(
+        "selector: {matchLabels: {app: web}}",
+        "selector: {matchLabels: {app: web}, matchExpressions: [{key: tier, operator: In}]}",
+    ));
+    assert!(e.contains("spec.selector.matchExpressions[0].values: Required value"), "{e}");
+}
+
+#[test]
+fn rolling_update_bounds_are_checked() {
+    let e = rejected(&deployment_with(
+        "  template:",
+        "  strategy: {rollingUpdate: {maxSurge: 0, maxUnavailable: 0}}\n  template:",
+    ));
+    assert_eq!(
+        e,
+        "Deployment \"web\" is invalid: spec.strategy.rollingUpdate.maxUnavailable: Invalid value: 0: may not be 0 when `maxSurge` is 0"
+    );
+    let e = rejected(&deployment_with("  template:", "  strategy: {rollingUpdate: {maxSurge: 'lots'}}\n  template:"));
+    assert!(e.contains("spec.strategy.rollingUpdate.maxSurge: Invalid value: \"lots\": a valid percent string"), "{e}");
+    let e =
+        rejected(&deployment_with("  template:", "  strategy: {rollingUpdate: {maxUnavailable: '150%'}}\n  template:"));
+    assert!(e.contains("maxUnavailable: Invalid value: \"150%\": must not be greater than 100%"), "{e}");
+    let e = rejected(&deployment_with(
+        "  template:",
+        "  strategy: {type: Recreate, rollingUpdate: {maxSurge: 1}}\n  template:",
+    ));
+    assert!(
+        e.contains("spec.strategy.rollingUpdate: Forbidden: may not be specified when strategy `type` is 'Recreate'"),
+        "{e}"
+    );
+}
+
+#[test]
+fn template_restart_policy_must_be_always() {
+    let e = rejected(&deployment_with("    spec:\n", "    spec:\n      restartPolicy: Never\n"));
+    assert!(
+        e.contains("spec.template.spec.restartPolicy: Unsupported value: \"Never\": supported values: \"Always\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn ports_are_checked() {
+    let e = rejected(&deployment_with(
+        "{name: web, image: nginx}",
+        "{name: web, image: nginx, ports: [{containerPort: 70000}]}",
+    ));
+    assert!(e.contains("spec.template.spec.containers[0].ports[0].containerPort: Invalid value: 70000: must be between 1 and 65535, inclusive"), "{e}");
+    let e = rejected("apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80, nodePort: 80}]}\n");
+    assert!(e.contains("spec.ports[0].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'"), "{e}");
+    let e = rejected(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {type: NodePort, ports: [{port: 80, nodePort: 80}]}\n",
+    );
+    assert!(e.contains("spec.ports[0].nodePort: Invalid value: 80: provided port is not in the valid range. The range of valid ports is 30000-32767"), "{e}");
+    let e = rejected("apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80}, {port: 81}]}\n");
+    assert!(e.contains("spec.ports[0].name: Required value"), "{e}");
+    let e = rejected("apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {}\n");
+    assert!(e.contains("spec.ports: Required value"), "{e}");
+}
+
+#[test]
+fn probes_are_checked() {
+    let probe = |p: &str| {
+        deployment_with("{name: web, image: nginx}", &format!("{{name: web, image: nginx, livenessProbe: {p}}}"))
+    };
+    let e = rejected(&probe("{periodSeconds: 5}"));
+    assert!(
+        e.contains("spec.template.spec.containers[0].livenessProbe: Required value: must specify a handler type"),
+        "{e}"
+    );
+    let e = rejected(&probe("{exec: {command: ['true']}, tcpSocket: {port: 80}}"));
+    assert!(e.contains("livenessProbe: Forbidden: may not specify more than 1 handler type"), "{e}");
+    let e = rejected(&probe("{tcpSocket: {port: 80}, successThreshold: 2}"));
+    assert!(e.contains("livenessProbe.successThreshold: Invalid value: 2: must be 1"), "{e}");
+    let e = rejected(&probe("{httpGet: {port: 0}}"));
+    assert!(e.contains("livenessProbe.httpGet.port: Invalid value: 0: must be between 1 and 65535, inclusive"), "{e}");
+    let e = rejected(&probe("{httpGet: {port: 'Not_A_Name'}}"));
+    assert!(e.contains("livenessProbe.httpGet.port: Invalid value: \"Not_A_Name\""), "{e}");
+    let e = rejected(&probe("{exec: {command: ['true']}, periodSeconds: 0}"));
+    assert!(e.contains("livenessProbe.periodSeconds: Invalid value: 0: must be greater than or equal to 1"), "{e}");
+}
+
+#[test]
+fn requests_may_not_exceed_limits() {
+    let e = rejected(&deployment_with(
+        "{name: web, image: nginx}",
+        "{name: web, image: nginx, resources: {requests: {cpu: '2'}, limits: {cpu: 500m}}}",
+    ));
+    assert!(e.contains("spec.template.spec.containers[0].resources.requests.cpu: Invalid value: \"2\": must be less than or equal to cpu limit of 500m"), "{e}");
+    let e = rejected(&deployment_with(
+        "{name: web, image: nginx}",
+        "{name: web, image: nginx, resources: {requests: {memory: '-1Mi'}}}",
+    ));
+    assert!(
+        e.contains("resources.requests.memory: Invalid value: \"-1Mi\": must be greater than or equal to 0"),
+        "{e}"
+    );
+}
+
+#[test]
+fn tolerations_and_taints_are_checked() {
+    let e = rejected(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c, image: x}]\n  tolerations: [{key: k, operator: Exists, value: v}]\n",
+    );
+    assert!(
+        e.contains(
+            "spec.tolerations[0].operator: Invalid value: \"v\": value must be empty when `operator` is 'Exists'"
+        ),
+        "{e}"
+    );
+    let e = rejected("apiVersion: v1\nkind: Node\nmetadata: {name: n}\nspec: {taints: [{key: k}]}\n");
+    assert!(e.contains("spec.taints[0].effect: Required value"), "{e}");
+}
+
+#[test]
+fn defaults_are_applied_as_kubernetes_does() {
+    let mut h = Harness::new();
+    h.ok(Command::Create(obj(DEPLOYMENT)));
+    let d = h.state.get(&orch_core::ObjectKey::new(orch_core::Kind::Deployment, "default", "web")).cloned();
+    let Some(orch_core::Object::Deployment(d)) = d else { panic!("stored deployment") };
+    let ru = d.spec.strategy.rolling_update.clone().unwrap_or_default();
+    assert_eq!(ru.max_surge, Some(orch_core::IntOrString::Str("25%".into())));
+    assert_eq!(ru.max_unavailable, Some(orch_core::IntOrString::Str("25%".into())));
+    assert_eq!(d.spec.revision_history_limit, Some(10));
+    assert_eq!(d.spec.progress_deadline_seconds, Some(600));
+    assert_eq!(d.metadata.namespace.as_deref(), Some("default"));
+    let pod = &d.spec.template.spec;
+    assert_eq!(pod.restart_policy, Some(orch_core::core_v1::RestartPolicy::Always));
+    assert_eq!(pod.termination_grace_period_seconds, Some(30));
+    assert_eq!(pod.containers[0].image_pull_policy, Some(orch_core::core_v1::PullPolicy::Always), "untagged image");
+}
