@@ -1,4 +1,6 @@
-//! proptest `Arbitrary` impls for the primitive types whose invariants a derive cannot know.
+//! proptest `Arbitrary` impls for the primitive types whose invariants a derive cannot know,
+//! and [`Small`]: the strategies the model's derived impls use for their fields, which keep
+//! lists and strings short so that a generated Deployment stays a few kilobytes.
 
 use proptest::prelude::*;
 
@@ -65,3 +67,48 @@ impl Arbitrary for ClientId {
         any::<u128>().prop_map(ClientId).boxed()
     }
 }
+
+/// A strategy for a field of a model type: lists of at most 2 items, short strings.
+pub(crate) trait Small: Sized + std::fmt::Debug {
+    fn small() -> BoxedStrategy<Self>;
+}
+
+/// The field strategy of `T`; its type is inferred from the field it fills.
+pub(crate) fn small<T: Small>() -> BoxedStrategy<T> {
+    T::small()
+}
+
+impl<T: Small + 'static> Small for Vec<T> {
+    fn small() -> BoxedStrategy<Self> {
+        proptest::collection::vec(T::small(), 0..3).boxed()
+    }
+}
+
+impl<T: Small + 'static> Small for Option<T> {
+    fn small() -> BoxedStrategy<Self> {
+        proptest::option::of(T::small()).boxed()
+    }
+}
+
+impl<T: Small + 'static> Small for Box<T> {
+    fn small() -> BoxedStrategy<Self> {
+        T::small().prop_map(Box::new).boxed()
+    }
+}
+
+impl Small for String {
+    fn small() -> BoxedStrategy<Self> {
+        ".{0,10}".boxed()
+    }
+}
+
+macro_rules! small_is_any {
+    ($($ty:ty),*) => {$(
+        impl Small for $ty {
+            fn small() -> BoxedStrategy<Self> {
+                any::<$ty>().boxed()
+            }
+        }
+    )*};
+}
+small_is_any!(bool, i32, i64, u64, Quantity, Time, Uid, Revision, IntOrString, StrMap);

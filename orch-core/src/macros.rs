@@ -19,8 +19,16 @@ macro_rules! model {
             $(
                 $(#[$fmeta])*
                 #[serde(skip_serializing_if = "crate::macros::is_default")]
+                #[cfg_attr(feature = "arbitrary", proptest(strategy = "crate::arbitrary::small()"))]
                 pub $field: $ty,
             )*
+        }
+
+        #[cfg(feature = "arbitrary")]
+        impl crate::arbitrary::Small for $name {
+            fn small() -> proptest::strategy::BoxedStrategy<Self> {
+                proptest::strategy::Strategy::boxed(proptest::arbitrary::any::<Self>())
+            }
         }
     };
 }
@@ -46,6 +54,13 @@ macro_rules! string_enum {
             /// The value as written in manifests.
             pub const fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        #[cfg(feature = "arbitrary")]
+        impl crate::arbitrary::Small for $name {
+            fn small() -> proptest::strategy::BoxedStrategy<Self> {
+                proptest::strategy::Strategy::boxed(proptest::arbitrary::any::<Self>())
             }
         }
 

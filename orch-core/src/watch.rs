@@ -35,6 +35,7 @@ pub struct WatchEvent {
 
 /// Which events a watcher wants: every set field must match.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(proptest_derive::Arbitrary))]
 pub struct WatchFilter {
     /// Only this kind.
     pub kind: Option<Kind>,
