@@ -1,3 +1,161 @@
 //! Benchmarks for orch. `benches/` holds the criterion benches (`cargo bench -p orch-benches`)
 //! and measurement binaries; results are recorded in `BENCHMARKS.md` at the repository root.
 //! This library holds the fixtures they share.
+
+use std::sync::Arc;
+
+use orch_core::core_v1::{
+    Container, ContainerPort, ContainerState, ContainerStateRunning, ContainerStatus, HttpGetAction, Pod, PodCondition,
+    PodPhase, PodSpec, PodStatus, Probe, ResourceList, ResourceRequirements,
+};
+use orch_core::meta::{ConditionStatus, OwnerReference};
+use orch_core::{
+    ClientId, Command, Entry, IntOrString, Node, Object, ObjectMeta, Quantity, Request, State, StrMap, Time, Uid,
+};
+
+/// Pods in the scale envelope the benches use (Kubernetes' 150,000).
+pub const PODS: usize = 150_000;
+/// Nodes in the scale envelope (Kubernetes' 5,000).
+pub const NODES: usize = 5_000;
+/// Requests per entry when building a large state.
+const BUILD_BATCH: usize = 1_000;
+
+/// Node `i`, as its agent registers it: 4 cores, 16 GiB, 110 pods.
+pub fn node(i: usize) -> Object {
+    let mut node = Node::default();
+    node.metadata.name = format!("node-{i:05}");
+    node.metadata.labels =
+        [("kubernetes.io/hostname", node.metadata.name.as_str()), ("zone", "a")].into_iter().collect();
+    node.status.capacity = ResourceList {
+        cpu: Some(Quantity::from_units(4)),
+        memory: Some(Quantity::from_bytes(16 << 30)),
+        pods: Some(Quantity::from_units(110)),
+        ephemeral_storage: None,
+    };
+    Object::from(node)
+}
+
+/// A typical pod of a deployment, as the replica set controller creates it: one container
+/// with a port, requests and a readiness probe, two labels, an owner reference, bound to a
+/// node.
+pub fn typical_pod(i: usize) -> Object {
+    let metadata = ObjectMeta {
+        name: format!("web-5d8f9c7b6-{i:06}"),
+        namespace: Some("default".into()),
+        labels: StrMap::from_iter([("app", "web"), ("pod-template-hash", "5d8f9c7b6")]),
+        owner_references: vec![OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "ReplicaSet".into(),
+            name: "web-5d8f9c7b6".into(),
+            uid: Uid::from_u128(7),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }],
+        ..ObjectMeta::default()
+    };
+    let container = Container {
+        name: "web".into(),
+        image: "registry.example.com/shop/web:1.27.3".into(),
+        ports: vec![ContainerPort { name: Some("http".into()), container_port: 8080, ..ContainerPort::default() }],
+        resources: ResourceRequirements {
+            requests: ResourceList {
+                cpu: Some(Quantity::from_milli(250)),
+                memory: Some(Quantity::from_bytes(128 << 20)),
+                ..ResourceList::default()
+            },
+            limits: ResourceList { memory: Some(Quantity::from_bytes(256 << 20)), ..ResourceList::default() },
+        },
+        readiness_probe: Some(Box::new(Probe {
+            http_get: Some(HttpGetAction {
+                path: Some("/healthz".into()),
+                port: IntOrString::Str("http".into()),
+                ..HttpGetAction::default()
+            }),
+            ..Probe::default()
+        })),
+        ..Container::default()
+    };
+    let spec = PodSpec {
+        containers: vec![container],
+        node_name: Some(format!("node-{:05}", i % NODES)),
+        ..PodSpec::default()
+    };
+    Object::from(Pod { metadata, spec, status: PodStatus::default() })
+}
+
+/// The status a node agent reports for a running, ready pod.
+pub fn running_status(pod: &Object, now: Time) -> Object {
+    let mut pod = pod.clone();
+    if let Object::Pod(p) = &mut pod {
+        let p = Arc::make_mut(p);
+        let condition = |type_: &str| PodCondition {
+            type_: type_.into(),
+            status: ConditionStatus::True,
+            last_transition_time: Some(now),
+            ..PodCondition::default()
+        };
+        p.status = PodStatus {
+            phase: Some(PodPhase::Running),
+            conditions: ["PodScheduled", "Initialized", "ContainersReady", "Ready"].map(condition).into(),
+            container_statuses: vec![ContainerStatus {
+                name: "web".into(),
+                state: ContainerState {
+                    running: Some(ContainerStateRunning { started_at: Some(now) }),
+                    ..ContainerState::default()
+                },
+                ready: true,
+                image: p.spec.containers[0].image.clone(),
+                container_id: Some("orch://3f2a9c1e5b7d".into()),
+                started: Some(true),
+                ..ContainerStatus::default()
+            }],
+            pod_ip: Some("10.244.3.17".into()),
+            host_ip: Some("192.0.2.10".into()),
+            start_time: Some(now),
+            ..PodStatus::default()
+        };
+    }
+    pod
+}
+
+/// Applies commands in entries of [`BUILD_BATCH`] requests from one client.
+pub fn apply_all(state: &mut State, commands: impl IntoIterator<Item = Command>, now_ms: i64, serial: &mut u64) {
+    let mut requests = Vec::with_capacity(BUILD_BATCH);
+    let flush = |state: &mut State, requests: &mut Vec<Request>| {
+        if requests.is_empty() {
+            return;
+        }
+        let entry = Entry { timestamp_ms: now_ms, requests: std::mem::take(requests) };
+        let out = state.apply(state.applied_index() + 1, entry);
+        assert!(
+            out.outcomes.iter().all(Result::is_ok),
+            "fixture command failed: {:?}",
+            out.outcomes.iter().find(|o| o.is_err())
+        );
+    };
+    for command in commands {
+        *serial += 1;
+        requests.push(Request { client: ClientId(1), serial: *serial, command });
+        if requests.len() == BUILD_BATCH {
+            flush(state, &mut requests);
+        }
+    }
+    flush(state, &mut requests);
+}
+
+/// A state holding `nodes` nodes and `pods` running pods.
+pub fn build_state(nodes: usize, pods: usize) -> State {
+    let now_ms = 1_800_000_000_000;
+    let mut state = State::new();
+    let mut serial = 0;
+    apply_all(&mut state, (0..nodes).map(|i| Command::Create(node(i))), now_ms, &mut serial);
+    apply_all(&mut state, (0..pods).map(|i| Command::Create(typical_pod(i))), now_ms, &mut serial);
+    let now = Time::from_millis(now_ms);
+    apply_all(
+        &mut state,
+        (0..pods).map(|i| Command::UpdateStatus(running_status(&typical_pod(i), now))),
+        now_ms,
+        &mut serial,
+    );
+    state
+}

@@ -24,7 +24,7 @@ impl Arbitrary for Time {
     type Parameters = ();
     type Strategy = BoxedStrategy<Self>;
     fn arbitrary_with((): ()) -> Self::Strategy {
-        (TIME_MIN_MS..=TIME_MAX_MS).prop_map(Time).boxed()
+        (TIME_MIN_MS..=TIME_MAX_MS).prop_map(Time::from_millis).boxed()
     }
 }
 
@@ -32,7 +32,7 @@ impl Arbitrary for Uid {
     type Parameters = ();
     type Strategy = BoxedStrategy<Self>;
     fn arbitrary_with((): ()) -> Self::Strategy {
-        any::<u128>().prop_map(Uid).boxed()
+        any::<u128>().prop_map(Uid::from_u128).boxed()
     }
 }
 

@@ -374,11 +374,12 @@ model! {
 }
 
 model! {
-    /// At most one of the three is set.
+    /// At most one of the three is set. The rarer two are boxed: a pod's status holds two of
+    /// these per container, and inline they would triple its size.
     pub struct ContainerState {
-        pub waiting: Option<ContainerStateWaiting>,
+        pub waiting: Option<Box<ContainerStateWaiting>>,
         pub running: Option<ContainerStateRunning>,
-        pub terminated: Option<ContainerStateTerminated>,
+        pub terminated: Option<Box<ContainerStateTerminated>>,
     }
 }
 

@@ -50,21 +50,39 @@ impl<'de> Deserialize<'de> for Revision {
 }
 
 /// An object's unique id, derived from the log index that created it; printed as a UUID.
+///
+/// Held as two `u64`s (high, low) rather than a `u128`, whose 16-byte alignment would pad
+/// every `Option<Uid>` in the model to 32 bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
-pub struct Uid(pub u128);
+pub struct Uid([u64; 2]);
 
 impl Uid {
     /// The uid of the `seq`-th object created by the entry at `index`.
     ///
     /// Distinct (index, seq) pairs give distinct uids, so no two objects ever share one.
     pub const fn derive(index: u64, seq: u32) -> Self {
-        Self(((index as u128) << 64) | seq as u128)
+        Self([index, seq as u64])
+    }
+
+    /// The uid with this 128-bit value.
+    pub const fn from_u128(value: u128) -> Self {
+        Self([(value >> 64) as u64, value as u64])
+    }
+
+    /// The 128-bit value.
+    pub const fn as_u128(self) -> u128 {
+        ((self.0[0] as u128) << 64) | self.0[1] as u128
+    }
+
+    /// True for the all-zero uid, which no object has.
+    pub const fn is_nil(self) -> bool {
+        self.0[0] == 0 && self.0[1] == 0
     }
 }
 
 impl fmt::Display for Uid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let hex = format!("{:032x}", self.0);
+        let hex = format!("{:032x}", self.as_u128());
         write!(f, "{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
     }
 }
@@ -81,7 +99,7 @@ impl FromStr for Uid {
         if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(UidError);
         }
-        u128::from_str_radix(&hex, 16).map(Uid).map_err(|_| UidError)
+        u128::from_str_radix(&hex, 16).map(Uid::from_u128).map_err(|_| UidError)
     }
 }
 

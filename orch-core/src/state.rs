@@ -132,7 +132,7 @@ impl State {
 
     /// The state machine's clock: the largest entry timestamp applied so far.
     pub fn clock(&self) -> Time {
-        Time(self.clock_ms)
+        Time::from_millis(self.clock_ms)
     }
 
     /// The object with this key.
@@ -188,7 +188,8 @@ impl State {
         );
         self.applied = Revision(index);
         self.clock_ms = self.clock_ms.max(entry.timestamp_ms);
-        let mut txn = Txn { index, now: Time(self.clock_ms), uid_seq: 0, events: Vec::new(), undo: Vec::new() };
+        let mut txn =
+            Txn { index, now: Time::from_millis(self.clock_ms), uid_seq: 0, events: Vec::new(), undo: Vec::new() };
         if !self.bootstrapped {
             self.bootstrap(&mut txn);
         }

@@ -4,8 +4,12 @@
 //! timestamp, stamped by the proposer.
 
 use std::fmt;
+use std::num::NonZeroI64;
 use std::str::FromStr;
 
+use bincode::de::Decoder;
+use bincode::enc::Encoder;
+use bincode::error::{DecodeError, EncodeError};
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -14,9 +18,26 @@ pub const TIME_MIN_MS: i64 = -62_135_596_800_000;
 /// The latest representable time, 9999-12-31T23:59:59.999Z.
 pub const TIME_MAX_MS: i64 = 253_402_300_799_999;
 
-/// A point in time, in milliseconds since 1970-01-01T00:00:00Z.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
-pub struct Time(pub i64);
+/// A point in time, in milliseconds since 1970-01-01T00:00:00Z, between [`TIME_MIN_MS`] and
+/// [`TIME_MAX_MS`].
+///
+/// Held as a non-zero offset from [`TIME_MIN_MS`] so that `Option<Time>`, which every
+/// timestamp field is, takes 8 bytes rather than 16.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Time(NonZeroI64);
+
+impl Default for Time {
+    /// The epoch.
+    fn default() -> Self {
+        Self::from_millis(0)
+    }
+}
+
+impl fmt::Debug for Time {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Time({self})")
+    }
+}
 
 /// Why a timestamp string was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -24,19 +45,29 @@ pub struct Time(pub i64);
 pub struct TimeError;
 
 impl Time {
-    /// The time `ms` milliseconds after the epoch.
+    /// The time `ms` milliseconds after the epoch, clamped to the representable range.
     pub const fn from_millis(ms: i64) -> Self {
-        Self(ms)
+        let ms = if ms < TIME_MIN_MS {
+            TIME_MIN_MS
+        } else if ms > TIME_MAX_MS {
+            TIME_MAX_MS
+        } else {
+            ms
+        };
+        match NonZeroI64::new(ms - TIME_MIN_MS + 1) {
+            Some(offset) => Self(offset),
+            None => unreachable!(),
+        }
     }
 
     /// Milliseconds since the epoch.
     pub const fn as_millis(self) -> i64 {
-        self.0
+        self.0.get() - 1 + TIME_MIN_MS
     }
 
     /// This time plus `seconds`, saturating at the representable range.
     pub fn plus_seconds(self, seconds: i64) -> Self {
-        Self(self.0.saturating_add(seconds.saturating_mul(1000)).clamp(TIME_MIN_MS, TIME_MAX_MS))
+        Self::from_millis(self.as_millis().saturating_add(seconds.saturating_mul(1000)))
     }
 }
 
@@ -76,7 +107,7 @@ fn days_in_month(year: i64, month: i64) -> i64 {
 
 impl fmt::Display for Time {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = self.0.clamp(TIME_MIN_MS, TIME_MAX_MS);
+        let ms = self.as_millis();
         let days = ms.div_euclid(86_400_000);
         let in_day = ms.rem_euclid(86_400_000);
         let (year, month, day) = civil_from_days(days);
@@ -157,9 +188,26 @@ impl FromStr for Time {
         if !(TIME_MIN_MS..=TIME_MAX_MS).contains(&ms) {
             return Err(TimeError);
         }
-        Ok(Self(ms))
+        Ok(Self::from_millis(ms))
     }
 }
+
+impl Encode for Time {
+    fn encode<E: Encoder>(&self, encoder: &mut E) -> Result<(), EncodeError> {
+        self.as_millis().encode(encoder)
+    }
+}
+
+impl<Context> Decode<Context> for Time {
+    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        let ms = i64::decode(decoder)?;
+        if !(TIME_MIN_MS..=TIME_MAX_MS).contains(&ms) {
+            return Err(DecodeError::Other("time outside years 1 to 9999"));
+        }
+        Ok(Self::from_millis(ms))
+    }
+}
+bincode::impl_borrow_decode!(Time);
 
 impl Serialize for Time {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -180,17 +228,17 @@ mod tests {
 
     #[test]
     fn formats_and_parses() {
-        assert_eq!(Time(0).to_string(), "1970-01-01T00:00:00Z");
-        assert_eq!(Time(1_795_824_000_123).to_string(), "2026-11-28T00:00:00.123Z");
+        assert_eq!(Time::from_millis(0).to_string(), "1970-01-01T00:00:00Z");
+        assert_eq!(Time::from_millis(1_795_824_000_123).to_string(), "2026-11-28T00:00:00.123Z");
         for text in ["2026-11-27T23:59:43Z", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999Z", "2024-02-29T12:00:00Z"]
         {
             let t: Time = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
             assert_eq!(t.to_string(), text);
         }
-        let t: Time = "2026-11-27T23:59:43+01:00".parse().unwrap_or(Time(0));
+        let t: Time = "2026-11-27T23:59:43+01:00".parse().unwrap_or_default();
         assert_eq!(t.to_string(), "2026-11-27T22:59:43Z");
-        let t: Time = "1969-12-31T23:59:59.5Z".parse().unwrap_or(Time(0));
-        assert_eq!(t.0, -500);
+        let t: Time = "1969-12-31T23:59:59.5Z".parse().unwrap_or_default();
+        assert_eq!(t.as_millis(), -500);
     }
 
     #[test]
@@ -212,7 +260,7 @@ mod tests {
     #[test]
     fn every_day_round_trips() {
         for days in (-719_162..2_932_896).step_by(97) {
-            let t = Time(days * 86_400_000);
+            let t = Time::from_millis(days * 86_400_000);
             assert_eq!(t.to_string().parse::<Time>(), Ok(t));
         }
     }

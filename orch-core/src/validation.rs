@@ -122,47 +122,53 @@ impl FieldErrors {
         self.0.is_empty()
     }
 
-    fn push(&mut self, field: &str, error_type: FieldErrorType, value: String, detail: impl Into<String>) {
-        self.0.push(FieldError { field: field.to_owned(), error_type, value, detail: detail.into() });
+    fn push(
+        &mut self,
+        field: &(impl FieldPath + ?Sized),
+        error_type: FieldErrorType,
+        value: String,
+        detail: impl Into<String>,
+    ) {
+        self.0.push(FieldError { field: field.render(), error_type, value, detail: detail.into() });
     }
 
     /// Adds a `Required value` error.
-    pub fn required(&mut self, field: &str, detail: impl Into<String>) {
+    pub fn required(&mut self, field: &(impl FieldPath + ?Sized), detail: impl Into<String>) {
         self.push(field, FieldErrorType::Required, String::new(), detail);
     }
 
     /// Adds an `Invalid value` error; `value` is shown as given (quote strings with [`q`]).
-    pub fn invalid(&mut self, field: &str, value: impl fmt::Display, detail: impl Into<String>) {
+    pub fn invalid(&mut self, field: &(impl FieldPath + ?Sized), value: impl fmt::Display, detail: impl Into<String>) {
         self.push(field, FieldErrorType::Invalid, value.to_string(), detail);
     }
 
     /// Adds an `Unsupported value` error listing the supported values.
-    pub fn not_supported(&mut self, field: &str, value: &str, supported: &[&str]) {
+    pub fn not_supported(&mut self, field: &(impl FieldPath + ?Sized), value: &str, supported: &[&str]) {
         let list: Vec<String> = supported.iter().map(|s| q(s)).collect();
         self.push(field, FieldErrorType::NotSupported, q(value), list.join(", "));
     }
 
     /// Adds a `Duplicate value` error.
-    pub fn duplicate(&mut self, field: &str, value: impl fmt::Display) {
+    pub fn duplicate(&mut self, field: &(impl FieldPath + ?Sized), value: impl fmt::Display) {
         self.push(field, FieldErrorType::Duplicate, value.to_string(), "");
     }
 
     /// Adds a `Forbidden` error.
-    pub fn forbidden(&mut self, field: &str, detail: impl Into<String>) {
+    pub fn forbidden(&mut self, field: &(impl FieldPath + ?Sized), detail: impl Into<String>) {
         self.push(field, FieldErrorType::Forbidden, String::new(), detail);
     }
 
     /// Adds a `Too long` error.
-    pub fn too_long(&mut self, field: &str, max: usize) {
+    pub fn too_long(&mut self, field: &(impl FieldPath + ?Sized), max: usize) {
         self.push(field, FieldErrorType::TooLong, String::new(), format!("may not be more than {max} bytes"));
     }
 
     /// Adds a `Too many` error.
-    pub fn too_many(&mut self, field: &str, count: usize, max: usize) {
+    pub fn too_many(&mut self, field: &(impl FieldPath + ?Sized), count: usize, max: usize) {
         self.push(field, FieldErrorType::TooMany, count.to_string(), format!("must have at most {max} items"));
     }
 
-    fn non_negative(&mut self, field: &str, value: Option<i64>) {
+    fn non_negative(&mut self, field: &(impl FieldPath + ?Sized), value: Option<i64>) {
         if let Some(v) = value
             && v < 0
         {
@@ -170,7 +176,7 @@ impl FieldErrors {
         }
     }
 
-    fn at_least_one(&mut self, field: &str, value: Option<i32>) {
+    fn at_least_one(&mut self, field: &(impl FieldPath + ?Sized), value: Option<i32>) {
         if let Some(v) = value
             && v < 1
         {
@@ -178,7 +184,7 @@ impl FieldErrors {
         }
     }
 
-    fn check_len(&mut self, field: &str, items: usize, max: usize) -> bool {
+    fn check_len(&mut self, field: &(impl FieldPath + ?Sized), items: usize, max: usize) -> bool {
         if items > max {
             self.too_many(field, items, max);
             return false;
@@ -186,7 +192,7 @@ impl FieldErrors {
         true
     }
 
-    fn check_str(&mut self, field: &str, s: &str) {
+    fn check_str(&mut self, field: &(impl FieldPath + ?Sized), s: &str) {
         if s.len() > STRING_BYTES_MAX {
             self.too_long(field, STRING_BYTES_MAX);
         }
@@ -198,12 +204,73 @@ pub fn q(s: &str) -> String {
     format!("{s:?}")
 }
 
-fn field(base: &str, name: &str) -> String {
-    if base.is_empty() { name.to_owned() } else { format!("{base}.{name}") }
+/// Something that names a field: a `&str` such as `"spec.replicas"`, or a [`Path`].
+pub trait FieldPath {
+    /// The path as shown in messages.
+    fn render(&self) -> String;
 }
 
-fn index(base: &str, i: usize) -> String {
-    format!("{base}[{i}]")
+impl FieldPath for str {
+    fn render(&self) -> String {
+        self.to_owned()
+    }
+}
+
+/// A field path built as validation descends (`spec.containers[0].name`), rendered to a
+/// string only when an error is recorded: valid objects allocate no path strings.
+#[derive(Clone, Copy, Debug)]
+pub struct Path<'a> {
+    parent: Option<&'a Path<'a>>,
+    segment: Segment<'a>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Segment<'a> {
+    Name(&'a str),
+    Index(usize),
+}
+
+impl<'a> Path<'a> {
+    /// A path starting at `name` (which may itself be dotted, as `spec.template.spec`).
+    pub const fn root(name: &'a str) -> Self {
+        Self { parent: None, segment: Segment::Name(name) }
+    }
+
+    /// The field `name` under this path.
+    pub const fn child(&'a self, name: &'a str) -> Path<'a> {
+        Path { parent: Some(self), segment: Segment::Name(name) }
+    }
+
+    /// The list item `i` under this path.
+    pub const fn index(&'a self, i: usize) -> Path<'a> {
+        Path { parent: Some(self), segment: Segment::Index(i) }
+    }
+
+    fn write(&self, out: &mut String) {
+        if let Some(parent) = self.parent {
+            parent.write(out);
+        }
+        match self.segment {
+            Segment::Name(name) => {
+                if self.parent.is_some() {
+                    out.push('.');
+                }
+                out.push_str(name);
+            }
+            Segment::Index(i) => {
+                use std::fmt::Write;
+                let _ = write!(out, "[{i}]");
+            }
+        }
+    }
+}
+
+impl FieldPath for Path<'_> {
+    fn render(&self) -> String {
+        let mut out = String::new();
+        self.write(&mut out);
+        out
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -323,13 +390,13 @@ fn is_env_var_name(s: &str) -> bool {
         && b.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
 }
 
-fn check_port(errs: &mut FieldErrors, path: &str, port: i32) {
+fn check_port(errs: &mut FieldErrors, path: &(impl FieldPath + ?Sized), port: i32) {
     if !(1..=65535).contains(&port) {
         errs.invalid(path, port, "must be between 1 and 65535, inclusive");
     }
 }
 
-fn check_int_or_name_port(errs: &mut FieldErrors, path: &str, port: &IntOrString) {
+fn check_int_or_name_port(errs: &mut FieldErrors, path: &(impl FieldPath + ?Sized), port: &IntOrString) {
     match port {
         IntOrString::Int(p) => check_port(errs, path, *p),
         IntOrString::Str(name) => {
@@ -340,7 +407,7 @@ fn check_int_or_name_port(errs: &mut FieldErrors, path: &str, port: &IntOrString
     }
 }
 
-fn check_labels(errs: &mut FieldErrors, path: &str, labels: &StrMap) {
+fn check_labels(errs: &mut FieldErrors, path: &(impl FieldPath + ?Sized), labels: &StrMap) {
     if !errs.check_len(path, labels.len(), LABELS_MAX) {
         return;
     }
@@ -354,7 +421,7 @@ fn check_labels(errs: &mut FieldErrors, path: &str, labels: &StrMap) {
     }
 }
 
-fn check_name(errs: &mut FieldErrors, path: &str, name: &str, rule: fn(&str) -> Option<String>) {
+fn check_name(errs: &mut FieldErrors, path: &(impl FieldPath + ?Sized), name: &str, rule: fn(&str) -> Option<String>) {
     if let Some(reason) = rule(name) {
         errs.invalid(path, q(name), reason);
     }
@@ -402,8 +469,9 @@ fn check_meta(errs: &mut FieldErrors, kind: Kind, meta: &ObjectMeta) {
     }
     if errs.check_len("metadata.finalizers", meta.finalizers.len(), FINALIZERS_MAX) {
         let mut seen = BTreeSet::new();
+        let list = Path::root("metadata.finalizers");
         for (i, f) in meta.finalizers.iter().enumerate() {
-            let path = index("metadata.finalizers", i);
+            let path = list.index(i);
             if let Some(reason) = is_qualified_name(f) {
                 errs.invalid(&path, q(f), reason);
             } else if !seen.insert(f) {
@@ -413,15 +481,16 @@ fn check_meta(errs: &mut FieldErrors, kind: Kind, meta: &ObjectMeta) {
     }
     if errs.check_len("metadata.ownerReferences", meta.owner_references.len(), OWNER_REFERENCES_MAX) {
         let mut controllers = 0;
+        let list = Path::root("metadata.ownerReferences");
         for (i, r) in meta.owner_references.iter().enumerate() {
-            let path = index("metadata.ownerReferences", i);
+            let path = list.index(i);
             for (name, value) in [("apiVersion", &r.api_version), ("kind", &r.kind), ("name", &r.name)] {
                 if value.is_empty() {
-                    errs.required(&field(&path, name), "");
+                    errs.required(&path.child(name), "");
                 }
             }
-            if r.uid.0 == 0 {
-                errs.required(&field(&path, "uid"), "");
+            if r.uid.is_nil() {
+                errs.required(&path.child("uid"), "");
             }
             controllers += usize::from(r.controller == Some(true));
         }
@@ -431,15 +500,15 @@ fn check_meta(errs: &mut FieldErrors, kind: Kind, meta: &ObjectMeta) {
     }
 }
 
-fn check_resources(errs: &mut FieldErrors, path: &str, list: &ResourceList) {
+fn check_resources(errs: &mut FieldErrors, path: &Path<'_>, list: &ResourceList) {
     for (name, qty) in list.entries() {
         if qty.is_negative() {
-            errs.invalid(&field(path, name), q(&qty.to_string()), "must be greater than or equal to 0");
+            errs.invalid(&path.child(name), q(&qty.to_string()), "must be greater than or equal to 0");
         }
     }
 }
 
-fn check_probe(errs: &mut FieldErrors, path: &str, probe: &Probe, success_must_be_one: bool) {
+fn check_probe(errs: &mut FieldErrors, path: &Path<'_>, probe: &Probe, success_must_be_one: bool) {
     let handlers = usize::from(probe.exec.is_some())
         + usize::from(probe.http_get.is_some())
         + usize::from(probe.tcp_socket.is_some());
@@ -451,92 +520,93 @@ fn check_probe(errs: &mut FieldErrors, path: &str, probe: &Probe, success_must_b
     if let Some(exec) = &probe.exec
         && exec.command.is_empty()
     {
-        errs.required(&field(path, "exec.command"), "");
+        errs.required(&path.child("exec.command"), "");
     }
     if let Some(http) = &probe.http_get {
-        check_int_or_name_port(errs, &field(path, "httpGet.port"), &http.port);
+        check_int_or_name_port(errs, &path.child("httpGet.port"), &http.port);
         if let Some(p) = &http.path
             && !p.starts_with('/')
         {
-            errs.invalid(&field(path, "httpGet.path"), q(p), "must be an absolute path starting with '/'");
+            errs.invalid(&path.child("httpGet.path"), q(p), "must be an absolute path starting with '/'");
         }
     }
     if let Some(tcp) = &probe.tcp_socket {
-        check_int_or_name_port(errs, &field(path, "tcpSocket.port"), &tcp.port);
+        check_int_or_name_port(errs, &path.child("tcpSocket.port"), &tcp.port);
     }
-    errs.non_negative(&field(path, "initialDelaySeconds"), probe.initial_delay_seconds.map(i64::from));
-    errs.at_least_one(&field(path, "timeoutSeconds"), probe.timeout_seconds);
-    errs.at_least_one(&field(path, "periodSeconds"), probe.period_seconds);
-    errs.at_least_one(&field(path, "successThreshold"), probe.success_threshold);
-    errs.at_least_one(&field(path, "failureThreshold"), probe.failure_threshold);
+    errs.non_negative(&path.child("initialDelaySeconds"), probe.initial_delay_seconds.map(i64::from));
+    errs.at_least_one(&path.child("timeoutSeconds"), probe.timeout_seconds);
+    errs.at_least_one(&path.child("periodSeconds"), probe.period_seconds);
+    errs.at_least_one(&path.child("successThreshold"), probe.success_threshold);
+    errs.at_least_one(&path.child("failureThreshold"), probe.failure_threshold);
     if success_must_be_one
         && let Some(s) = probe.success_threshold
         && s != 1
     {
-        errs.invalid(&field(path, "successThreshold"), s, "must be 1");
+        errs.invalid(&path.child("successThreshold"), s, "must be 1");
     }
-    errs.non_negative(&field(path, "terminationGracePeriodSeconds"), probe.termination_grace_period_seconds);
+    errs.non_negative(&path.child("terminationGracePeriodSeconds"), probe.termination_grace_period_seconds);
 }
 
-fn check_container(errs: &mut FieldErrors, path: &str, c: &Container, port_names: &mut BTreeSet<String>) {
+fn check_container(errs: &mut FieldErrors, path: &Path<'_>, c: &Container, port_names: &mut BTreeSet<String>) {
     if c.name.is_empty() {
-        errs.required(&field(path, "name"), "");
+        errs.required(&path.child("name"), "");
     } else {
-        check_name(errs, &field(path, "name"), &c.name, is_dns1123_label);
+        check_name(errs, &path.child("name"), &c.name, is_dns1123_label);
     }
     if c.image.trim().is_empty() {
-        errs.required(&field(path, "image"), "");
+        errs.required(&path.child("image"), "");
     }
-    errs.check_str(&field(path, "image"), &c.image);
+    errs.check_str(&path.child("image"), &c.image);
     for (name, list) in [("command", &c.command), ("args", &c.args)] {
-        let p = field(path, name);
+        let p = path.child(name);
         if errs.check_len(&p, list.len(), LIST_ITEMS_MAX) {
             for (i, s) in list.iter().enumerate() {
-                errs.check_str(&index(&p, i), s);
+                errs.check_str(&p.index(i), s);
             }
         }
     }
-    let env_path = field(path, "env");
+    let env_path = path.child("env");
     if errs.check_len(&env_path, c.env.len(), LIST_ITEMS_MAX) {
         for (i, e) in c.env.iter().enumerate() {
-            let p = field(&index(&env_path, i), "name");
+            let item = env_path.index(i);
+            let p = item.child("name");
             if e.name.is_empty() {
                 errs.required(&p, "");
             } else if !is_env_var_name(&e.name) {
                 errs.invalid(&p, q(&e.name), "a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', and must not start with a digit");
             }
             if let Some(v) = &e.value {
-                errs.check_str(&field(&index(&env_path, i), "value"), v);
+                errs.check_str(&item.child("value"), v);
             }
         }
     }
-    let ports_path = field(path, "ports");
+    let ports_path = path.child("ports");
     if errs.check_len(&ports_path, c.ports.len(), LIST_ITEMS_MAX) {
         for (i, p) in c.ports.iter().enumerate() {
-            let pp = index(&ports_path, i);
-            check_port(errs, &field(&pp, "containerPort"), p.container_port);
+            let pp = ports_path.index(i);
+            check_port(errs, &pp.child("containerPort"), p.container_port);
             if let Some(hp) = p.host_port {
-                check_port(errs, &field(&pp, "hostPort"), hp);
+                check_port(errs, &pp.child("hostPort"), hp);
             }
             if let Some(name) = &p.name {
                 if let Some(reason) = is_iana_svc_name(name) {
-                    errs.invalid(&field(&pp, "name"), q(name), reason);
+                    errs.invalid(&pp.child("name"), q(name), reason);
                 } else if !port_names.insert(name.clone()) {
-                    errs.duplicate(&field(&pp, "name"), q(name));
+                    errs.duplicate(&pp.child("name"), q(name));
                 }
             }
         }
     }
-    let res = field(path, "resources");
-    check_resources(errs, &field(&res, "requests"), &c.resources.requests);
-    check_resources(errs, &field(&res, "limits"), &c.resources.limits);
+    let res = path.child("resources");
+    check_resources(errs, &res.child("requests"), &c.resources.requests);
+    check_resources(errs, &res.child("limits"), &c.resources.limits);
     let limits: Vec<_> = c.resources.limits.entries().collect();
     for (name, request) in c.resources.requests.entries() {
         if let Some((_, limit)) = limits.iter().find(|(n, _)| *n == name)
             && request > *limit
         {
             errs.invalid(
-                &field(&field(&res, "requests"), name),
+                &res.child("requests").child(name),
                 q(&request.to_string()),
                 format!("must be less than or equal to {name} limit of {limit}"),
             );
@@ -548,61 +618,61 @@ fn check_container(errs: &mut FieldErrors, path: &str, c: &Container, port_names
         ("startupProbe", &c.startup_probe, true),
     ] {
         if let Some(p) = probe {
-            check_probe(errs, &field(path, name), p, success_one);
+            check_probe(errs, &path.child(name), p, success_one);
         }
     }
 }
 
 /// Validates a pod spec whose fields live under `path` (`spec` or `spec.template.spec`).
-pub fn check_pod_spec(errs: &mut FieldErrors, path: &str, spec: &PodSpec) {
-    let containers = field(path, "containers");
+pub fn check_pod_spec(errs: &mut FieldErrors, path: &Path<'_>, spec: &PodSpec) {
+    let containers = path.child("containers");
     if spec.containers.is_empty() {
         errs.required(&containers, "");
     } else if errs.check_len(&containers, spec.containers.len(), CONTAINERS_MAX) {
         let mut names = BTreeSet::new();
         let mut port_names = BTreeSet::new();
         for (i, c) in spec.containers.iter().enumerate() {
-            let p = index(&containers, i);
+            let p = containers.index(i);
             check_container(errs, &p, c, &mut port_names);
             if !c.name.is_empty() && !names.insert(c.name.as_str()) {
-                errs.duplicate(&field(&p, "name"), q(&c.name));
+                errs.duplicate(&p.child("name"), q(&c.name));
             }
         }
     }
-    errs.non_negative(&field(path, "terminationGracePeriodSeconds"), spec.termination_grace_period_seconds);
+    errs.non_negative(&path.child("terminationGracePeriodSeconds"), spec.termination_grace_period_seconds);
     if let Some(node) = &spec.node_name {
-        check_name(errs, &field(path, "nodeName"), node, is_dns1123_subdomain);
+        check_name(errs, &path.child("nodeName"), node, is_dns1123_subdomain);
     }
     if let Some(host) = &spec.hostname {
-        check_name(errs, &field(path, "hostname"), host, is_dns1123_label);
+        check_name(errs, &path.child("hostname"), host, is_dns1123_label);
     }
-    check_labels(errs, &field(path, "nodeSelector"), &spec.node_selector);
-    let tol_path = field(path, "tolerations");
+    check_labels(errs, &path.child("nodeSelector"), &spec.node_selector);
+    let tol_path = path.child("tolerations");
     if errs.check_len(&tol_path, spec.tolerations.len(), LIST_ITEMS_MAX) {
         for (i, t) in spec.tolerations.iter().enumerate() {
-            let p = index(&tol_path, i);
+            let p = tol_path.index(i);
             let key = t.key.as_deref().unwrap_or("");
             if key.is_empty() {
                 if t.operator != Some(TolerationOperator::Exists) {
                     errs.invalid(
-                        &field(&p, "operator"),
+                        &p.child("operator"),
                         q(t.operator.map_or("", |o| o.as_str())),
                         "operator must be Exists when `key` is empty, which means \"match all values and all keys\"",
                     );
                 }
             } else if let Some(reason) = is_qualified_name(key) {
-                errs.invalid(&field(&p, "key"), q(key), reason);
+                errs.invalid(&p.child("key"), q(key), reason);
             }
             if t.operator == Some(TolerationOperator::Exists) && !t.value.as_deref().unwrap_or("").is_empty() {
                 errs.invalid(
-                    &field(&p, "operator"),
+                    &p.child("operator"),
                     q(t.value.as_deref().unwrap_or("")),
                     "value must be empty when `operator` is 'Exists'",
                 );
             }
             if t.toleration_seconds.is_some() && t.effect != Some(crate::core_v1::TaintEffect::NoExecute) {
                 errs.invalid(
-                    &field(&p, "effect"),
+                    &p.child("effect"),
                     q(t.effect.map_or("", |e| e.as_str())),
                     "effect must be 'NoExecute' when `tolerationSeconds` is set",
                 );
@@ -611,22 +681,22 @@ pub fn check_pod_spec(errs: &mut FieldErrors, path: &str, spec: &PodSpec) {
     }
 }
 
-fn check_selector(errs: &mut FieldErrors, path: &str, sel: &LabelSelector) {
-    check_labels(errs, &field(path, "matchLabels"), &sel.match_labels);
-    let exprs = field(path, "matchExpressions");
+fn check_selector(errs: &mut FieldErrors, path: &Path<'_>, sel: &LabelSelector) {
+    check_labels(errs, &path.child("matchLabels"), &sel.match_labels);
+    let exprs = path.child("matchExpressions");
     if errs.check_len(&exprs, sel.match_expressions.len(), LIST_ITEMS_MAX) {
         for (i, e) in sel.match_expressions.iter().enumerate() {
-            let p = index(&exprs, i);
+            let p = exprs.index(i);
             if let Some(reason) = is_qualified_name(&e.key) {
-                errs.invalid(&field(&p, "key"), q(&e.key), reason);
+                errs.invalid(&p.child("key"), q(&e.key), reason);
             }
             match e.operator {
                 SelectorOperator::In | SelectorOperator::NotIn if e.values.is_empty() => {
-                    errs.required(&field(&p, "values"), "must be specified when `operator` is 'In' or 'NotIn'");
+                    errs.required(&p.child("values"), "must be specified when `operator` is 'In' or 'NotIn'");
                 }
                 SelectorOperator::Exists | SelectorOperator::DoesNotExist if !e.values.is_empty() => {
                     errs.forbidden(
-                        &field(&p, "values"),
+                        &p.child("values"),
                         "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
                     );
                 }
@@ -634,7 +704,7 @@ fn check_selector(errs: &mut FieldErrors, path: &str, sel: &LabelSelector) {
             }
             for v in &e.values {
                 if let Some(reason) = is_label_value(v) {
-                    errs.invalid(&field(&p, "values"), q(v), reason);
+                    errs.invalid(&p.child("values"), q(v), reason);
                 }
             }
         }
@@ -654,7 +724,7 @@ fn check_workload(
     if selector.is_empty() {
         errs.required("spec.selector", "");
     } else {
-        check_selector(errs, "spec.selector", selector);
+        check_selector(errs, &Path::root("spec.selector"), selector);
         if !selector.matches(&template.metadata.labels) {
             errs.invalid(
                 "spec.template.metadata.labels",
@@ -664,7 +734,7 @@ fn check_workload(
         }
     }
     check_labels(errs, "spec.template.metadata.labels", &template.metadata.labels);
-    check_pod_spec(errs, "spec.template.spec", &template.spec);
+    check_pod_spec(errs, &Path::root("spec.template.spec"), &template.spec);
     if let Some(policy) = template.spec.restart_policy
         && policy != RestartPolicy::Always
     {
@@ -672,7 +742,12 @@ fn check_workload(
     }
 }
 
-fn check_percent_or_int(errs: &mut FieldErrors, path: &str, value: &IntOrString, at_most_100: bool) -> Option<i64> {
+fn check_percent_or_int(
+    errs: &mut FieldErrors,
+    path: &(impl FieldPath + ?Sized),
+    value: &IntOrString,
+    at_most_100: bool,
+) -> Option<i64> {
     match value {
         IntOrString::Int(i) => {
             if *i < 0 {
@@ -735,28 +810,29 @@ fn check_service(errs: &mut FieldErrors, svc: &Service) {
     if errs.check_len("spec.ports", s.ports.len(), LIST_ITEMS_MAX) {
         let mut names = BTreeSet::new();
         let mut node_ports = BTreeSet::new();
+        let list = Path::root("spec.ports");
         for (i, p) in s.ports.iter().enumerate() {
-            let pp = index("spec.ports", i);
+            let pp = list.index(i);
             match p.name.as_deref() {
-                None | Some("") if s.ports.len() > 1 => errs.required(&field(&pp, "name"), ""),
+                None | Some("") if s.ports.len() > 1 => errs.required(&pp.child("name"), ""),
                 None | Some("") => {}
                 Some(name) => {
-                    check_name(errs, &field(&pp, "name"), name, is_dns1123_label);
+                    check_name(errs, &pp.child("name"), name, is_dns1123_label);
                     if !names.insert(name) {
-                        errs.duplicate(&field(&pp, "name"), q(name));
+                        errs.duplicate(&pp.child("name"), q(name));
                     }
                 }
             }
-            check_port(errs, &field(&pp, "port"), p.port);
+            check_port(errs, &pp.child("port"), p.port);
             if let Some(tp) = &p.target_port {
-                check_int_or_name_port(errs, &field(&pp, "targetPort"), tp);
+                check_int_or_name_port(errs, &pp.child("targetPort"), tp);
             }
             if let Some(np) = p.node_port {
                 if s.type_ != Some(ServiceType::NodePort) {
-                    errs.forbidden(&field(&pp, "nodePort"), "may not be used when `type` is 'ClusterIP'");
+                    errs.forbidden(&pp.child("nodePort"), "may not be used when `type` is 'ClusterIP'");
                 } else if !(NODE_PORT_RANGE.0..=NODE_PORT_RANGE.1).contains(&np) {
                     errs.invalid(
-                        &field(&pp, "nodePort"),
+                        &pp.child("nodePort"),
                         np,
                         format!(
                             "provided port is not in the valid range. The range of valid ports is {}-{}",
@@ -764,7 +840,7 @@ fn check_service(errs: &mut FieldErrors, svc: &Service) {
                         ),
                     );
                 } else if !node_ports.insert((np, p.protocol)) {
-                    errs.duplicate(&field(&pp, "nodePort"), np);
+                    errs.duplicate(&pp.child("nodePort"), np);
                 }
             }
         }
@@ -782,23 +858,24 @@ fn check_endpoints(errs: &mut FieldErrors, ep: &Endpoints) {
     if !errs.check_len("subsets", ep.subsets.len(), LIST_ITEMS_MAX) {
         return;
     }
+    let list = Path::root("subsets");
     for (i, subset) in ep.subsets.iter().enumerate() {
-        let sp = index("subsets", i);
+        let sp = list.index(i);
         for (name, list) in [("addresses", &subset.addresses), ("notReadyAddresses", &subset.not_ready_addresses)] {
-            let lp = field(&sp, name);
+            let lp = sp.child(name);
             if !errs.check_len(&lp, list.len(), ENDPOINT_ADDRESSES_MAX) {
                 continue;
             }
             for (j, a) in list.iter().enumerate() {
                 if !is_ipv4(&a.ip) {
-                    errs.invalid(&field(&index(&lp, j), "ip"), q(&a.ip), "must be a valid IPv4 address");
+                    errs.invalid(&lp.index(j).child("ip"), q(&a.ip), "must be a valid IPv4 address");
                 }
             }
         }
-        let pp = field(&sp, "ports");
+        let pp = sp.child("ports");
         if errs.check_len(&pp, subset.ports.len(), LIST_ITEMS_MAX) {
             for (j, p) in subset.ports.iter().enumerate() {
-                check_port(errs, &field(&index(&pp, j), "port"), p.port);
+                check_port(errs, &pp.index(j).child("port"), p.port);
             }
         }
     }
@@ -807,18 +884,19 @@ fn check_endpoints(errs: &mut FieldErrors, ep: &Endpoints) {
 fn check_node(errs: &mut FieldErrors, node: &Node) {
     let mut seen = BTreeSet::new();
     if errs.check_len("spec.taints", node.spec.taints.len(), LIST_ITEMS_MAX) {
+        let list = Path::root("spec.taints");
         for (i, t) in node.spec.taints.iter().enumerate() {
-            let p = index("spec.taints", i);
+            let p = list.index(i);
             if let Some(reason) = is_qualified_name(&t.key) {
-                errs.invalid(&field(&p, "key"), q(&t.key), reason);
+                errs.invalid(&p.child("key"), q(&t.key), reason);
             }
             if let Some(v) = &t.value
                 && let Some(reason) = is_label_value(v)
             {
-                errs.invalid(&field(&p, "value"), q(v), reason);
+                errs.invalid(&p.child("value"), q(v), reason);
             }
             match t.effect {
-                None => errs.required(&field(&p, "effect"), ""),
+                None => errs.required(&p.child("effect"), ""),
                 Some(effect) => {
                     if !seen.insert((t.key.as_str(), effect)) {
                         errs.duplicate(&p, format!("{}:{}", q(&t.key), effect));
@@ -827,8 +905,8 @@ fn check_node(errs: &mut FieldErrors, node: &Node) {
             }
         }
     }
-    check_resources(errs, "status.capacity", &node.status.capacity);
-    check_resources(errs, "status.allocatable", &node.status.allocatable);
+    check_resources(errs, &Path::root("status.capacity"), &node.status.capacity);
+    check_resources(errs, &Path::root("status.allocatable"), &node.status.allocatable);
 }
 
 fn check_event(errs: &mut FieldErrors, ev: &Event) {
@@ -854,7 +932,7 @@ pub fn validate(obj: &Object) -> FieldErrors {
     match obj {
         Object::Namespace(_) => {}
         Object::Node(n) => check_node(&mut errs, n),
-        Object::Pod(p) => check_pod_spec(&mut errs, "spec", &p.spec),
+        Object::Pod(p) => check_pod_spec(&mut errs, &Path::root("spec"), &p.spec),
         Object::Service(s) => check_service(&mut errs, s),
         Object::Endpoints(e) => check_endpoints(&mut errs, e),
         Object::Deployment(d) => check_deployment(&mut errs, d),

@@ -1,0 +1,90 @@
+//! Apply rate of single-pod creates into a state holding 150,000 pods and 5,000 nodes, and
+//! snapshot encode/decode of that state. Results: BENCHMARKS.md.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use orch_benches::{NODES, PODS, build_state, typical_pod};
+use orch_core::command::Preconditions;
+use orch_core::{ClientId, Command, Entry, Kind, ObjectKey, Request, State};
+
+/// Creates `n` new pods in entries of `per_entry` requests (timed), then deletes them
+/// (untimed) so that every sample starts from the same state size.
+fn timed_creates(state: &mut State, serial: &mut u64, next_name: &mut usize, n: u64, per_entry: usize) -> Duration {
+    let mut entries = Vec::new();
+    let mut keys = Vec::new();
+    let mut requests = Vec::with_capacity(per_entry);
+    for _ in 0..n {
+        let i = PODS + *next_name;
+        *next_name += 1;
+        let mut pod = typical_pod(i);
+        pod.meta_mut().name = format!("bench-{i}");
+        keys.push(pod.key());
+        *serial += 1;
+        requests.push(Request { client: ClientId(2), serial: *serial, command: Command::Create(pod) });
+        if requests.len() == per_entry {
+            entries.push(Entry { timestamp_ms: 1_800_000_000_000, requests: std::mem::take(&mut requests) });
+        }
+    }
+    if !requests.is_empty() {
+        entries.push(Entry { timestamp_ms: 1_800_000_000_000, requests });
+    }
+    let start = Instant::now();
+    for entry in entries {
+        let index = state.applied_index() + 1;
+        black_box(state.apply(index, entry));
+    }
+    let elapsed = start.elapsed();
+    // Back to the starting size, outside the measurement. Unbound pods go at once.
+    for chunk in keys.chunks(1000) {
+        let requests = chunk
+            .iter()
+            .map(|key: &ObjectKey| Request {
+                client: ClientId(3),
+                serial: 0,
+                command: Command::Delete {
+                    key: ObjectKey::new(Kind::Pod, &key.namespace, &key.name),
+                    grace_period_seconds: Some(0),
+                    preconditions: Preconditions::default(),
+                },
+            })
+            .collect();
+        let index = state.applied_index() + 1;
+        state.apply(index, Entry { timestamp_ms: 1_800_000_000_000, requests });
+    }
+    elapsed
+}
+
+fn apply_rate(c: &mut Criterion) {
+    let mut state = build_state(NODES, PODS);
+    let mut serial = 0;
+    let mut next_name = 0;
+    let mut group = c.benchmark_group("apply_pod_create_into_150k_pods");
+    group.throughput(Throughput::Elements(1));
+    for per_entry in [1usize, 64] {
+        group.bench_function(format!("{per_entry}_per_entry"), |b| {
+            b.iter_custom(|n| timed_creates(&mut state, &mut serial, &mut next_name, n, per_entry));
+        });
+    }
+    group.finish();
+}
+
+fn snapshot(c: &mut Criterion) {
+    let state = build_state(NODES, PODS);
+    let bytes = state.to_snapshot();
+    eprintln!(
+        "snapshot of {PODS} pods and {NODES} nodes: {} bytes ({:.0} bytes per object)",
+        bytes.len(),
+        bytes.len() as f64 / (PODS + NODES) as f64
+    );
+    let mut group = c.benchmark_group("snapshot_150k_pods_5k_nodes");
+    group.sample_size(10);
+    group.throughput(Throughput::Bytes(bytes.len() as u64));
+    group.bench_function("encode", |b| b.iter(|| black_box(state.to_snapshot())));
+    group.bench_function("decode", |b| b.iter(|| black_box(State::from_snapshot(&bytes))));
+    group.finish();
+}
+
+criterion_group!(benches, apply_rate, snapshot);
+criterion_main!(benches);
