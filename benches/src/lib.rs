@@ -23,7 +23,7 @@ const BUILD_BATCH: usize = 1_000;
 /// Node `i`, as its agent registers it: 4 cores, 16 GiB, 110 pods.
 pub fn node(i: usize) -> Object {
     let mut node = Node::default();
-    node.metadata.name = format!("node-{i:05}");
+    node.metadata.name = format!("node-{i:05}").into();
     node.metadata.labels =
         [("kubernetes.io/hostname", node.metadata.name.as_str()), ("zone", "a")].into_iter().collect();
     node.status.capacity = ResourceList {
@@ -40,7 +40,7 @@ pub fn node(i: usize) -> Object {
 /// node.
 pub fn typical_pod(i: usize) -> Object {
     let metadata = ObjectMeta {
-        name: format!("web-5d8f9c7b6-{i:06}"),
+        name: format!("web-5d8f9c7b6-{i:06}").into(),
         namespace: Some("default".into()),
         labels: StrMap::from_iter([("app", "web"), ("pod-template-hash", "5d8f9c7b6")]),
         owner_references: vec![OwnerReference {
@@ -77,7 +77,7 @@ pub fn typical_pod(i: usize) -> Object {
     };
     let spec = PodSpec {
         containers: vec![container],
-        node_name: Some(format!("node-{:05}", i % NODES)),
+        node_name: Some(format!("node-{:05}", i % NODES).into()),
         ..PodSpec::default()
     };
     Object::from(Pod { metadata, spec, status: PodStatus::default() })

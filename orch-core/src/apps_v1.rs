@@ -3,6 +3,7 @@
 use crate::core_v1::PodTemplateSpec;
 use crate::intstr::IntOrString;
 use crate::meta::{ConditionStatus, LabelSelector, ObjectMeta};
+use crate::text::Text;
 use crate::time::Time;
 
 model! {
@@ -77,12 +78,12 @@ model! {
     /// A deployment condition such as `Available` or `Progressing`.
     pub struct DeploymentCondition {
         #[serde(rename = "type")]
-        pub type_: String,
+        pub type_: Text,
         pub status: ConditionStatus,
         pub last_update_time: Option<Time>,
         pub last_transition_time: Option<Time>,
-        pub reason: Option<String>,
-        pub message: Option<String>,
+        pub reason: Option<Text>,
+        pub message: Option<Text>,
     }
 }
 
@@ -122,10 +123,10 @@ model! {
     /// A replica set condition.
     pub struct ReplicaSetCondition {
         #[serde(rename = "type")]
-        pub type_: String,
+        pub type_: Text,
         pub status: ConditionStatus,
         pub last_transition_time: Option<Time>,
-        pub reason: Option<String>,
-        pub message: Option<String>,
+        pub reason: Option<Text>,
+        pub message: Option<Text>,
     }
 }

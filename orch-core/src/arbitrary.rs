@@ -8,6 +8,7 @@ use crate::ids::{ClientId, Revision, Uid};
 use crate::intstr::IntOrString;
 use crate::quantity::Quantity;
 use crate::strmap::StrMap;
+use crate::text::Text;
 use crate::time::{TIME_MAX_MS, TIME_MIN_MS, Time};
 
 impl Arbitrary for Quantity {
@@ -57,6 +58,15 @@ impl Arbitrary for StrMap {
     type Strategy = BoxedStrategy<Self>;
     fn arbitrary_with((): ()) -> Self::Strategy {
         proptest::collection::vec((".{0,12}", ".{0,12}"), 0..4).prop_map(|pairs| pairs.into_iter().collect()).boxed()
+    }
+}
+
+impl Arbitrary for Text {
+    type Parameters = ();
+    type Strategy = BoxedStrategy<Self>;
+    fn arbitrary_with((): ()) -> Self::Strategy {
+        // Both the inline (up to 24 bytes) and the heap representations.
+        prop_oneof![".{0,10}".prop_map(Text::from), ".{20,40}".prop_map(Text::from)].boxed()
     }
 }
 
@@ -111,4 +121,4 @@ macro_rules! small_is_any {
         }
     )*};
 }
-small_is_any!(bool, i32, i64, u64, Quantity, Time, Uid, Revision, IntOrString, StrMap);
+small_is_any!(bool, i32, i64, u64, Quantity, Time, Uid, Revision, IntOrString, StrMap, Text);

@@ -4,6 +4,7 @@ use crate::intstr::IntOrString;
 use crate::meta::{ConditionStatus, ObjectMeta, ObjectReference};
 use crate::quantity::Quantity;
 use crate::strmap::StrMap;
+use crate::text::Text;
 use crate::time::Time;
 
 // ---------------------------------------------------------------------------------------------
@@ -57,15 +58,15 @@ model! {
         pub unschedulable: Option<bool>,
         pub taints: Vec<Taint>,
         #[serde(rename = "podCIDR")]
-        pub pod_cidr: Option<String>,
+        pub pod_cidr: Option<Text>,
     }
 }
 
 model! {
     /// A taint repels pods that do not tolerate it.
     pub struct Taint {
-        pub key: String,
-        pub value: Option<String>,
+        pub key: Text,
+        pub value: Option<Text>,
         pub effect: Option<TaintEffect>,
         pub time_added: Option<Time>,
     }
@@ -95,8 +96,8 @@ model! {
     pub struct NodeAddress {
         /// `InternalIP`, `ExternalIP` or `Hostname`.
         #[serde(rename = "type")]
-        pub type_: String,
-        pub address: String,
+        pub type_: Text,
+        pub address: Text,
     }
 }
 
@@ -104,12 +105,12 @@ model! {
     /// A node condition such as `Ready`.
     pub struct NodeCondition {
         #[serde(rename = "type")]
-        pub type_: String,
+        pub type_: Text,
         pub status: ConditionStatus,
         pub last_heartbeat_time: Option<Time>,
         pub last_transition_time: Option<Time>,
-        pub reason: Option<String>,
-        pub message: Option<String>,
+        pub reason: Option<Text>,
+        pub message: Option<Text>,
     }
 }
 
@@ -160,12 +161,12 @@ model! {
         /// `Always` (default), `OnFailure` or `Never`.
         pub restart_policy: Option<RestartPolicy>,
         /// The node the pod is bound to; set by a bind command.
-        pub node_name: Option<String>,
+        pub node_name: Option<Text>,
         pub node_selector: StrMap,
         pub tolerations: Vec<Toleration>,
         /// Seconds between SIGTERM and SIGKILL on deletion; 30 by default.
         pub termination_grace_period_seconds: Option<i64>,
-        pub hostname: Option<String>,
+        pub hostname: Option<Text>,
     }
 }
 
@@ -181,12 +182,12 @@ string_enum! {
 model! {
     /// A process the pod runs.
     pub struct Container {
-        pub name: String,
-        pub image: String,
-        pub command: Vec<String>,
-        pub args: Vec<String>,
+        pub name: Text,
+        pub image: Text,
+        pub command: Vec<Text>,
+        pub args: Vec<Text>,
         pub env: Vec<EnvVar>,
-        pub working_dir: Option<String>,
+        pub working_dir: Option<Text>,
         pub ports: Vec<ContainerPort>,
         pub resources: ResourceRequirements,
         pub liveness_probe: Option<Box<Probe>>,
@@ -208,20 +209,20 @@ string_enum! {
 model! {
     /// An environment variable.
     pub struct EnvVar {
-        pub name: String,
-        pub value: Option<String>,
+        pub name: Text,
+        pub value: Option<Text>,
     }
 }
 
 model! {
     /// A port a container listens on.
     pub struct ContainerPort {
-        pub name: Option<String>,
+        pub name: Option<Text>,
         pub container_port: i32,
         pub protocol: Option<Protocol>,
         pub host_port: Option<i32>,
         #[serde(rename = "hostIP")]
-        pub host_ip: Option<String>,
+        pub host_ip: Option<Text>,
     }
 }
 
@@ -260,16 +261,16 @@ model! {
 model! {
     /// Run a command in the container; exit status 0 is success.
     pub struct ExecAction {
-        pub command: Vec<String>,
+        pub command: Vec<Text>,
     }
 }
 
 model! {
     /// An HTTP GET; a status in 200..400 is success.
     pub struct HttpGetAction {
-        pub path: Option<String>,
+        pub path: Option<Text>,
         pub port: IntOrString,
-        pub host: Option<String>,
+        pub host: Option<Text>,
         pub scheme: Option<UriScheme>,
         pub http_headers: Vec<HttpHeader>,
     }
@@ -286,8 +287,8 @@ string_enum! {
 model! {
     /// A header sent by an HTTP probe.
     pub struct HttpHeader {
-        pub name: String,
-        pub value: String,
+        pub name: Text,
+        pub value: Text,
     }
 }
 
@@ -295,16 +296,16 @@ model! {
     /// A TCP connect; an accepted connection is success.
     pub struct TcpSocketAction {
         pub port: IntOrString,
-        pub host: Option<String>,
+        pub host: Option<Text>,
     }
 }
 
 model! {
     /// Lets a pod run on nodes with matching taints.
     pub struct Toleration {
-        pub key: Option<String>,
+        pub key: Option<Text>,
         pub operator: Option<TolerationOperator>,
-        pub value: Option<String>,
+        pub value: Option<Text>,
         pub effect: Option<TaintEffect>,
         pub toleration_seconds: Option<i64>,
     }
@@ -325,12 +326,12 @@ model! {
         pub conditions: Vec<PodCondition>,
         pub container_statuses: Vec<ContainerStatus>,
         #[serde(rename = "podIP")]
-        pub pod_ip: Option<String>,
+        pub pod_ip: Option<Text>,
         #[serde(rename = "hostIP")]
-        pub host_ip: Option<String>,
+        pub host_ip: Option<Text>,
         pub start_time: Option<Time>,
-        pub reason: Option<String>,
-        pub message: Option<String>,
+        pub reason: Option<Text>,
+        pub message: Option<Text>,
     }
 }
 
@@ -349,26 +350,26 @@ model! {
     /// A pod condition such as `PodScheduled` or `Ready`.
     pub struct PodCondition {
         #[serde(rename = "type")]
-        pub type_: String,
+        pub type_: Text,
         pub status: ConditionStatus,
         pub last_probe_time: Option<Time>,
         pub last_transition_time: Option<Time>,
-        pub reason: Option<String>,
-        pub message: Option<String>,
+        pub reason: Option<Text>,
+        pub message: Option<Text>,
     }
 }
 
 model! {
     /// The state of one container.
     pub struct ContainerStatus {
-        pub name: String,
+        pub name: Text,
         pub state: ContainerState,
         pub last_state: ContainerState,
         pub ready: bool,
         pub restart_count: i32,
-        pub image: String,
+        pub image: Text,
         #[serde(rename = "containerID")]
-        pub container_id: Option<String>,
+        pub container_id: Option<Text>,
         pub started: Option<bool>,
     }
 }
@@ -386,8 +387,8 @@ model! {
 model! {
     /// Not yet running (pulling, back-off, ...).
     pub struct ContainerStateWaiting {
-        pub reason: Option<String>,
-        pub message: Option<String>,
+        pub reason: Option<Text>,
+        pub message: Option<Text>,
     }
 }
 
@@ -403,8 +404,8 @@ model! {
     pub struct ContainerStateTerminated {
         pub exit_code: i32,
         pub signal: Option<i32>,
-        pub reason: Option<String>,
-        pub message: Option<String>,
+        pub reason: Option<Text>,
+        pub message: Option<Text>,
         pub started_at: Option<Time>,
         pub finished_at: Option<Time>,
     }
@@ -432,7 +433,7 @@ model! {
         pub ports: Vec<ServicePort>,
         /// A virtual IPv4 address, `None` for a headless service, or empty to have one chosen.
         #[serde(rename = "clusterIP")]
-        pub cluster_ip: Option<String>,
+        pub cluster_ip: Option<Text>,
     }
 }
 
@@ -447,7 +448,7 @@ string_enum! {
 model! {
     /// A port of a service.
     pub struct ServicePort {
-        pub name: Option<String>,
+        pub name: Option<Text>,
         pub protocol: Option<Protocol>,
         pub port: i32,
         /// The pods' port, by number or container port name; defaults to `port`.
@@ -482,9 +483,9 @@ model! {
 model! {
     /// One backend address.
     pub struct EndpointAddress {
-        pub ip: String,
-        pub hostname: Option<String>,
-        pub node_name: Option<String>,
+        pub ip: Text,
+        pub hostname: Option<Text>,
+        pub node_name: Option<Text>,
         pub target_ref: Option<ObjectReference>,
     }
 }
@@ -492,7 +493,7 @@ model! {
 model! {
     /// One backend port.
     pub struct EndpointPort {
-        pub name: Option<String>,
+        pub name: Option<Text>,
         pub port: i32,
         pub protocol: Option<Protocol>,
     }
@@ -506,11 +507,11 @@ model! {
     pub struct Event {
         pub metadata: ObjectMeta,
         pub involved_object: ObjectReference,
-        pub reason: Option<String>,
-        pub message: Option<String>,
+        pub reason: Option<Text>,
+        pub message: Option<Text>,
         /// `Normal` (default) or `Warning`.
         #[serde(rename = "type")]
-        pub type_: Option<String>,
+        pub type_: Option<Text>,
         pub count: Option<i32>,
         pub first_timestamp: Option<Time>,
         pub last_timestamp: Option<Time>,
@@ -521,7 +522,7 @@ model! {
 model! {
     /// Who reported an event.
     pub struct EventSource {
-        pub component: Option<String>,
-        pub host: Option<String>,
+        pub component: Option<Text>,
+        pub host: Option<Text>,
     }
 }

@@ -26,7 +26,7 @@ fn default_probe(probe: &mut Probe) {
     probe.failure_threshold.get_or_insert(3);
     probe.initial_delay_seconds.get_or_insert(0);
     if let Some(http) = &mut probe.http_get {
-        http.path.get_or_insert_with(|| "/".to_owned());
+        http.path.get_or_insert_with(|| "/".into());
         http.scheme.get_or_insert(UriScheme::Http);
     }
 }
@@ -67,7 +67,7 @@ pub fn apply_defaults(obj: &mut Object) {
     let meta = obj.meta_mut();
     if namespaced {
         if meta.namespace.as_deref().unwrap_or("").is_empty() {
-            meta.namespace = Some(DEFAULT_NAMESPACE.to_owned());
+            meta.namespace = Some(DEFAULT_NAMESPACE.into());
         }
     } else {
         meta.namespace = None;
@@ -121,7 +121,7 @@ pub fn apply_defaults(obj: &mut Object) {
         }
         Object::Event(ev) => {
             let ev = Arc::make_mut(ev);
-            ev.type_.get_or_insert_with(|| "Normal".to_owned());
+            ev.type_.get_or_insert_with(|| "Normal".into());
             ev.count.get_or_insert(1);
         }
     }

@@ -2,17 +2,18 @@
 
 use crate::ids::{Revision, Uid};
 use crate::strmap::StrMap;
+use crate::text::Text;
 use crate::time::Time;
 
 model! {
     /// Kubernetes' `ObjectMeta`: identity, labels, and the fields the state machine maintains.
     pub struct ObjectMeta {
         /// Unique per kind and namespace.
-        pub name: String,
+        pub name: Text,
         /// A prefix from which the state machine derives a unique name when `name` is empty.
-        pub generate_name: Option<String>,
+        pub generate_name: Option<Text>,
         /// The namespace of a namespaced object; `default` when left out.
-        pub namespace: Option<String>,
+        pub namespace: Option<Text>,
         /// Set by the state machine on create, derived from the log index.
         pub uid: Option<Uid>,
         /// The log index of the entry that last changed the object.
@@ -32,7 +33,7 @@ model! {
         /// The objects this one depends on (for garbage collection).
         pub owner_references: Vec<OwnerReference>,
         /// Keys that must be removed before the object is finally deleted.
-        pub finalizers: Vec<String>,
+        pub finalizers: Vec<Text>,
     }
 }
 
@@ -56,9 +57,9 @@ impl ObjectMeta {
 model! {
     /// A reference from an object to its owner.
     pub struct OwnerReference {
-        pub api_version: String,
-        pub kind: String,
-        pub name: String,
+        pub api_version: Text,
+        pub kind: Text,
+        pub name: Text,
         pub uid: Uid,
         /// True for the owner that manages this object.
         pub controller: Option<bool>,
@@ -70,13 +71,13 @@ model! {
 model! {
     /// A reference to any object (events, endpoints).
     pub struct ObjectReference {
-        pub kind: Option<String>,
-        pub namespace: Option<String>,
-        pub name: Option<String>,
+        pub kind: Option<Text>,
+        pub namespace: Option<Text>,
+        pub name: Option<Text>,
         pub uid: Option<Uid>,
-        pub api_version: Option<String>,
+        pub api_version: Option<Text>,
         pub resource_version: Option<Revision>,
-        pub field_path: Option<String>,
+        pub field_path: Option<Text>,
     }
 }
 
@@ -91,9 +92,9 @@ model! {
 model! {
     /// One expression of a [`LabelSelector`].
     pub struct LabelSelectorRequirement {
-        pub key: String,
+        pub key: Text,
         pub operator: SelectorOperator,
-        pub values: Vec<String>,
+        pub values: Vec<Text>,
     }
 }
 

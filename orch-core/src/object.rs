@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::apps_v1::{Deployment, ReplicaSet};
 use crate::core_v1::{Endpoints, Event, Namespace, Node, Pod, Service};
 use crate::meta::ObjectMeta;
+use crate::text::Text;
 
 /// The kinds of object orch stores.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode, Serialize, Deserialize)]
@@ -129,16 +130,16 @@ pub struct ObjectKey {
     /// The kind.
     pub kind: Kind,
     /// The namespace, or "" for a cluster-scoped kind.
-    pub namespace: String,
+    pub namespace: Text,
     /// The name.
-    pub name: String,
+    pub name: Text,
 }
 
 impl ObjectKey {
     /// The key of `name` of `kind` in `namespace` (ignored for cluster-scoped kinds).
     pub fn new(kind: Kind, namespace: &str, name: &str) -> Self {
         let namespace = if kind.namespaced() { namespace } else { "" };
-        Self { kind, namespace: namespace.to_owned(), name: name.to_owned() }
+        Self { kind, namespace: namespace.into(), name: name.into() }
     }
 }
 

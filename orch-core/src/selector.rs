@@ -91,10 +91,11 @@ impl From<&LabelSelector> for Selector {
         let mut requirements: Vec<Requirement> =
             sel.match_labels.iter().map(|(k, v)| Requirement::Equals(k.to_owned(), v.to_owned())).collect();
         for expr in &sel.match_expressions {
-            let key = expr.key.clone();
+            let key = expr.key.to_string();
+            let values = || expr.values.iter().map(|v| v.to_string()).collect();
             requirements.push(match expr.operator {
-                SelectorOperator::In => Requirement::In(key, expr.values.clone()),
-                SelectorOperator::NotIn => Requirement::NotIn(key, expr.values.clone()),
+                SelectorOperator::In => Requirement::In(key, values()),
+                SelectorOperator::NotIn => Requirement::NotIn(key, values()),
                 SelectorOperator::Exists => Requirement::Exists(key),
                 SelectorOperator::DoesNotExist => Requirement::DoesNotExist(key),
             });

@@ -107,34 +107,41 @@ impl<Context> Decode<Context> for DecodedBody {
 }
 
 impl State {
-    fn payload(&self) -> Vec<u8> {
-        let body = Body {
+    fn body(&self) -> Body<'_> {
+        Body {
             applied: self.applied,
             clock_ms: self.clock_ms,
             bootstrapped: self.bootstrapped,
             objects: Objects(&self.objects),
             sessions: &self.sessions,
-        };
-        match bincode::encode_to_vec(&body, config()) {
-            Ok(bytes) => bytes,
-            Err(e) => unreachable!("encoding into memory failed: {e}"),
+        }
+    }
+
+    /// Appends the encoded state to `out`.
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        if let Err(e) = bincode::encode_into_std_write(self.body(), out, config()) {
+            unreachable!("encoding into memory failed: {e}");
         }
     }
 
     /// The BLAKE3 digest of the state's encoding: equal on every replica at the same index.
     pub fn digest(&self) -> Digest {
-        Digest(*blake3::hash(&self.payload()).as_bytes())
+        let mut payload = Vec::new();
+        self.encode_into(&mut payload);
+        Digest(*blake3::hash(&payload).as_bytes())
     }
 
     /// The state as snapshot bytes.
     pub fn to_snapshot(&self) -> Vec<u8> {
-        let payload = self.payload();
-        let mut out = Vec::with_capacity(HEADER_BYTES + payload.len());
-        out.extend_from_slice(MAGIC);
-        out.push(FORMAT_VERSION);
-        out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        out.extend_from_slice(blake3::hash(&payload).as_bytes());
-        out.extend_from_slice(&payload);
+        // Room for the header, then the payload encoded in place: one pass, no copy.
+        let mut out = vec![0; HEADER_BYTES];
+        self.encode_into(&mut out);
+        let payload_len = (out.len() - HEADER_BYTES) as u64;
+        let digest = blake3::hash(&out[HEADER_BYTES..]);
+        out[..8].copy_from_slice(MAGIC);
+        out[8] = FORMAT_VERSION;
+        out[9..17].copy_from_slice(&payload_len.to_le_bytes());
+        out[17..HEADER_BYTES].copy_from_slice(digest.as_bytes());
         out
     }
 
@@ -165,16 +172,16 @@ impl State {
         if used != payload.len() {
             return Err(SnapshotError::Malformed(format!("{} trailing bytes", payload.len() - used)));
         }
-        let mut objects = BTreeMap::new();
-        let mut last: Option<ObjectKey> = None;
+        let mut pairs: Vec<(ObjectKey, Object)> = Vec::with_capacity(body.objects.len());
         for obj in body.objects {
             let key = obj.key();
-            if last.as_ref().is_some_and(|l| *l >= key) {
+            if pairs.last().is_some_and(|(last, _)| *last >= key) {
                 return Err(SnapshotError::Inconsistent(format!("objects out of order at {key}")));
             }
-            last = Some(key.clone());
-            objects.insert(key, obj);
+            pairs.push((key, obj));
         }
+        // Sorted input: the map is built bottom-up without searching.
+        let objects = BTreeMap::from_iter(pairs);
         let state = State {
             objects,
             applied: body.applied,

@@ -29,6 +29,7 @@ use crate::meta::{ConditionStatus, ObjectMeta};
 use crate::object::{Kind, Object, ObjectKey};
 use crate::selector::Selector;
 use crate::sessions::{Seen, Sessions};
+use crate::text::Text;
 use crate::time::Time;
 use crate::validation::{self, FieldErrors};
 use crate::watch::{EventType, WatchEvent};
@@ -80,7 +81,7 @@ fn forbidden(key: &ObjectKey, reason: impl Into<String>) -> ApplyError {
 }
 
 fn invalid(obj: &Object, errors: FieldErrors) -> ApplyError {
-    ApplyError::Invalid { kind: obj.kind(), name: obj.meta().name.clone(), errors }
+    ApplyError::Invalid { kind: obj.kind(), name: obj.meta().name.to_string(), errors }
 }
 
 fn check_preconditions(key: &ObjectKey, meta: &ObjectMeta, pre: &Preconditions) -> Result<(), ApplyError> {
@@ -143,7 +144,7 @@ impl State {
     /// The objects of `kind`, in key order; in one namespace when `namespace` is given.
     pub fn list<'a>(&'a self, kind: Kind, namespace: Option<&str>) -> impl Iterator<Item = &'a Object> + 'a {
         let ns = namespace.filter(|_| kind.namespaced()).map(str::to_owned);
-        let start = ObjectKey { kind, namespace: ns.clone().unwrap_or_default(), name: String::new() };
+        let start = ObjectKey { kind, namespace: ns.as_deref().unwrap_or_default().into(), name: Text::new() };
         self.objects
             .range((Bound::Included(start), Bound::Unbounded))
             .take_while(move |(k, _)| k.kind == kind && ns.as_ref().is_none_or(|n| &k.namespace == n))
@@ -219,7 +220,7 @@ impl State {
     fn bootstrap(&mut self, txn: &mut Txn) {
         self.bootstrapped = true;
         let mut ns = Namespace::default();
-        ns.metadata.name = DEFAULT_NAMESPACE.to_owned();
+        ns.metadata.name = DEFAULT_NAMESPACE.into();
         // Creating `default` in an empty state cannot fail.
         let mut changes = Vec::new();
         let _ = self.create(txn, Object::from(ns), &mut changes);
@@ -412,7 +413,7 @@ impl State {
                 .map(|attempt| format!("{prefix}{}", generated_suffix(txn.index, seq, attempt)))
                 .find(|name| !self.objects.contains_key(&ObjectKey::new(kind, &namespace, name)));
             match name {
-                Some(name) => obj.meta_mut().name = name,
+                Some(name) => obj.meta_mut().name = name.into(),
                 None => {
                     return Err(ApplyError::AlreadyExists {
                         key: ObjectKey::new(kind, &namespace, &format!("{prefix}*")),
@@ -601,7 +602,7 @@ impl State {
         let mut new = old.clone();
         if let Object::Pod(p) = &mut new {
             let p = Arc::make_mut(p);
-            p.spec.node_name = Some(node.to_owned());
+            p.spec.node_name = Some(node.into());
             p.status.conditions.retain(|c| c.type_ != "PodScheduled");
             p.status.conditions.push(scheduled_condition(txn.now));
         }
@@ -613,11 +614,12 @@ impl State {
     /// snapshot; returns the first violation.
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut uids = std::collections::BTreeSet::new();
+        let mut namespace_seen: Option<&str> = None;
         for (key, obj) in &self.objects {
-            if obj.key() != *key {
+            let meta = obj.meta();
+            if obj.kind() != key.kind || meta.name != key.name || meta.namespace_str() != key.namespace {
                 return Err(format!("object stored under {key:?} has key {:?}", obj.key()));
             }
-            let meta = obj.meta();
             let rv = meta.revision();
             if rv.0 == 0 || rv > self.applied {
                 return Err(format!("{key}: resourceVersion {rv} outside 1..={}", self.applied));
@@ -629,11 +631,13 @@ impl State {
                 Some(uid) if uids.insert(uid) => {}
                 _ => return Err(format!("{key}: uid missing or shared")),
             }
-            if key.kind.namespaced() {
+            // Objects are sorted by (kind, namespace): check each namespace once per run.
+            if key.kind.namespaced() && namespace_seen != Some(key.namespace.as_str()) {
                 let ns = ObjectKey::new(Kind::Namespace, "", &key.namespace);
                 if !self.objects.contains_key(&ns) {
                     return Err(format!("{key}: namespace {:?} does not exist", key.namespace));
                 }
+                namespace_seen = Some(key.namespace.as_str());
             }
         }
         self.sessions.check_invariants().map_err(str::to_owned)

@@ -12,9 +12,11 @@ use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::text::Text;
+
 /// A map from string to string, sorted by key, without duplicate keys.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Encode)]
-pub struct StrMap(Vec<(String, String)>);
+pub struct StrMap(Vec<(Text, Text)>);
 
 impl StrMap {
     /// An empty map.
@@ -33,7 +35,7 @@ impl StrMap {
     }
 
     /// Sets `key` to `value`, returning the previous value.
-    pub fn insert(&mut self, key: impl Into<String>, value: impl Into<String>) -> Option<String> {
+    pub fn insert(&mut self, key: impl Into<Text>, value: impl Into<Text>) -> Option<Text> {
         let key = key.into();
         match self.find(&key) {
             Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value.into())),
@@ -45,7 +47,7 @@ impl StrMap {
     }
 
     /// Removes `key`, returning its value.
-    pub fn remove(&mut self, key: &str) -> Option<String> {
+    pub fn remove(&mut self, key: &str) -> Option<Text> {
         self.find(key).ok().map(|i| self.0.remove(i).1)
     }
 
@@ -79,7 +81,7 @@ impl StrMap {
     }
 }
 
-impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for StrMap {
+impl<K: Into<Text>, V: Into<Text>> FromIterator<(K, V)> for StrMap {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
         let mut map = Self::new();
         for (k, v) in iter {
@@ -122,7 +124,7 @@ impl<'de> Deserialize<'de> for StrMap {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<StrMap, A::Error> {
                 let mut map = StrMap::new();
-                while let Some((k, v)) = access.next_entry::<String, String>()? {
+                while let Some((k, v)) = access.next_entry::<Text, Text>()? {
                     if map.contains_key(&k) {
                         return Err(serde::de::Error::custom(format!("Duplicate value: {k:?}")));
                     }
@@ -137,7 +139,7 @@ impl<'de> Deserialize<'de> for StrMap {
 
 impl<Context> Decode<Context> for StrMap {
     fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
-        let pairs: Vec<(String, String)> = Decode::decode(decoder)?;
+        let pairs: Vec<(Text, Text)> = Decode::decode(decoder)?;
         if pairs.windows(2).any(|w| w[0].0 >= w[1].0) {
             return Err(DecodeError::Other("map keys are not strictly sorted"));
         }

@@ -19,6 +19,7 @@ use crate::intstr::IntOrString;
 use crate::meta::{LabelSelector, ObjectMeta, SelectorOperator};
 use crate::object::{Kind, Object};
 use crate::strmap::StrMap;
+use crate::text::Text;
 
 /// The most labels an object may carry.
 pub const LABELS_MAX: usize = 64;
@@ -547,7 +548,7 @@ fn check_probe(errs: &mut FieldErrors, path: &Path<'_>, probe: &Probe, success_m
     errs.non_negative(&path.child("terminationGracePeriodSeconds"), probe.termination_grace_period_seconds);
 }
 
-fn check_container(errs: &mut FieldErrors, path: &Path<'_>, c: &Container, port_names: &mut BTreeSet<String>) {
+fn check_container(errs: &mut FieldErrors, path: &Path<'_>, c: &Container, port_names: &mut BTreeSet<Text>) {
     if c.name.is_empty() {
         errs.required(&path.child("name"), "");
     } else {

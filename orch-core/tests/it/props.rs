@@ -32,7 +32,7 @@ fn object() -> impl Strategy<Value = Object> {
         (ns(), name(), 0..3u8).prop_map(|(ns, n, image)| {
             let mut p = pod(ns, n);
             if let Object::Pod(p) = &mut p {
-                Arc::make_mut(p).spec.containers[0].image = format!("busybox:1.{image}");
+                Arc::make_mut(p).spec.containers[0].image = format!("busybox:1.{image}").into();
             }
             p
         }),

@@ -336,7 +336,7 @@ fn generated_names_derive_from_the_index() {
     let make = || {
         let mut h = Harness::new();
         let generated = with_meta(pod("default", "x"), |m| {
-            m.name = String::new();
+            m.name = orch_core::Text::new();
             m.generate_name = Some("web-".into());
         });
         h.ok(Command::Create(generated.clone()));
