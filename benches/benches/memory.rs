@@ -50,9 +50,25 @@ fn resident_bytes() -> isize {
     pages * 4096
 }
 
+/// In a fresh process: restores a snapshot and prints the resident bytes it added.
+fn restore_and_report(path: &str) {
+    let bytes = std::fs::read(path).expect("snapshot file");
+    let (heap_before, rss_before) = (allocated(), resident_bytes());
+    let state = State::from_snapshot(&bytes).expect("snapshot restores");
+    // Measured while the file's bytes are still held, as they were before.
+    let (heap_after, rss_after) = (allocated(), resident_bytes());
+    let objects = state.len() as f64;
+    println!("{:.0} {:.0}", (heap_after - heap_before) as f64 / objects, (rss_after - rss_before) as f64 / objects);
+}
+
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
         return; // `cargo bench -- --list` probes every bench binary.
+    }
+    if let Some(i) = args.iter().position(|a| a == "--restore") {
+        restore_and_report(&args[i + 1]);
+        return;
     }
     let now_ms = 1_800_000_000_000;
     let mut serial = 0;
@@ -98,6 +114,19 @@ fn main() {
         encode * 1e3,
         decode * 1e3,
         (encode + decode) * 1e3
+    );
+    // A replica that restores the snapshot holds only the final objects, without the churn
+    // of applying: measured in a fresh process.
+    let path = std::env::temp_dir().join(format!("orch-memory-bench-{}.snap", std::process::id()));
+    std::fs::write(&path, &bytes).expect("temp file");
+    let out = std::process::Command::new(&args[0]).arg("--restore").arg(&path).output().expect("child process");
+    let _ = std::fs::remove_file(&path);
+    let line = String::from_utf8_lossy(&out.stdout);
+    let mut figures = line.split_whitespace();
+    println!(
+        "after restoring the snapshot in a fresh process: heap {} bytes, resident {} bytes per object",
+        figures.next().unwrap_or("?"),
+        figures.next().unwrap_or("?")
     );
     let start = Instant::now();
     let built = build_state(NODES, 10_000);

@@ -88,12 +88,7 @@ pub fn running_status(pod: &Object, now: Time) -> Object {
     let mut pod = pod.clone();
     if let Object::Pod(p) = &mut pod {
         let p = Arc::make_mut(p);
-        let condition = |type_: &str| PodCondition {
-            type_: type_.into(),
-            status: ConditionStatus::True,
-            last_transition_time: Some(now),
-            ..PodCondition::default()
-        };
+        let condition = |type_: &str| PodCondition::new(type_, ConditionStatus::True, now);
         p.status = PodStatus {
             phase: Some(PodPhase::Running),
             conditions: ["PodScheduled", "Initialized", "ContainersReady", "Ready"].map(condition).into(),

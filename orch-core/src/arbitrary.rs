@@ -15,7 +15,8 @@ impl Arbitrary for Quantity {
     type Parameters = ();
     type Strategy = BoxedStrategy<Self>;
     fn arbitrary_with((): ()) -> Self::Strategy {
-        (-(i64::MAX / 1000)..=(i64::MAX / 1000), any::<bool>())
+        let units_max = crate::quantity::QUANTITY_MILLI_MAX / 1000;
+        (-units_max..=units_max, any::<bool>())
             .prop_map(|(units, binary)| if binary { Quantity::from_bytes(units) } else { Quantity::from_milli(units) })
             .boxed()
     }
@@ -122,3 +123,17 @@ macro_rules! small_is_any {
     )*};
 }
 small_is_any!(bool, i32, i64, u64, Quantity, Time, Uid, Revision, IntOrString, StrMap, Text);
+
+impl Arbitrary for crate::core_v1::PodCondition {
+    type Parameters = ();
+    type Strategy = BoxedStrategy<Self>;
+    fn arbitrary_with((): ()) -> Self::Strategy {
+        any::<crate::core_v1::PodConditionFields>().prop_map(Self::from).boxed()
+    }
+}
+
+impl Small for crate::core_v1::PodCondition {
+    fn small() -> BoxedStrategy<Self> {
+        any::<Self>()
+    }
+}

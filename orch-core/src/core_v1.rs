@@ -346,9 +346,54 @@ string_enum! {
     }
 }
 
+/// A pod condition such as `PodScheduled` or `Ready`.
+///
+/// `reason` and `message` are boxed together: most conditions carry neither, and a running
+/// pod holds four conditions, so inline they would cost every stored pod 160 bytes. The
+/// manifest form is Kubernetes' (`type`, `status`, `lastProbeTime`, `lastTransitionTime`,
+/// `reason`, `message`); see [`PodConditionFields`].
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, bincode::Encode, bincode::Decode,
+)]
+#[serde(from = "PodConditionFields", into = "PodConditionFields")]
+pub struct PodCondition {
+    /// `PodScheduled`, `Initialized`, `ContainersReady`, `Ready`, ...
+    pub type_: Text,
+    /// Whether the condition holds.
+    pub status: ConditionStatus,
+    /// When it was last probed.
+    pub last_probe_time: Option<Time>,
+    /// When `status` last changed.
+    pub last_transition_time: Option<Time>,
+    /// Never `Some` of an empty detail (see [`PodCondition::set_detail`]).
+    detail: Option<Box<(Option<Text>, Option<Text>)>>,
+}
+
+impl PodCondition {
+    /// A condition of `type_` with `status`, changed at `at`.
+    pub fn new(type_: &str, status: ConditionStatus, at: Time) -> Self {
+        Self { type_: type_.into(), status, last_transition_time: Some(at), ..Self::default() }
+    }
+
+    /// A one-word reason for the last transition.
+    pub fn reason(&self) -> Option<&str> {
+        self.detail.as_ref().and_then(|d| d.0.as_deref())
+    }
+
+    /// A human-readable message about the last transition.
+    pub fn message(&self) -> Option<&str> {
+        self.detail.as_ref().and_then(|d| d.1.as_deref())
+    }
+
+    /// Sets the reason and message.
+    pub fn set_detail(&mut self, reason: Option<Text>, message: Option<Text>) {
+        self.detail = (reason.is_some() || message.is_some()).then(|| Box::new((reason, message)));
+    }
+}
+
 model! {
-    /// A pod condition such as `PodScheduled` or `Ready`.
-    pub struct PodCondition {
+    /// The manifest form of a [`PodCondition`], field for field as in Kubernetes.
+    pub struct PodConditionFields {
         #[serde(rename = "type")]
         pub type_: Text,
         pub status: ConditionStatus,
@@ -356,6 +401,34 @@ model! {
         pub last_transition_time: Option<Time>,
         pub reason: Option<Text>,
         pub message: Option<Text>,
+    }
+}
+
+impl From<PodConditionFields> for PodCondition {
+    fn from(f: PodConditionFields) -> Self {
+        let mut c = PodCondition {
+            type_: f.type_,
+            status: f.status,
+            last_probe_time: f.last_probe_time,
+            last_transition_time: f.last_transition_time,
+            detail: None,
+        };
+        c.set_detail(f.reason, f.message);
+        c
+    }
+}
+
+impl From<PodCondition> for PodConditionFields {
+    fn from(c: PodCondition) -> Self {
+        let (reason, message) = c.detail.map(|d| *d).unwrap_or_default();
+        PodConditionFields {
+            type_: c.type_,
+            status: c.status,
+            last_probe_time: c.last_probe_time,
+            last_transition_time: c.last_transition_time,
+            reason,
+            message,
+        }
     }
 }
 

@@ -645,10 +645,5 @@ impl State {
 }
 
 fn scheduled_condition(now: Time) -> PodCondition {
-    PodCondition {
-        type_: "PodScheduled".into(),
-        status: ConditionStatus::True,
-        last_transition_time: Some(now),
-        ..PodCondition::default()
-    }
+    PodCondition::new("PodScheduled", ConditionStatus::True, now)
 }
