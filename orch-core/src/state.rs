@@ -613,7 +613,7 @@ impl State {
     /// Checks the invariants that tie the state together. Used by tests and after restoring a
     /// snapshot; returns the first violation.
     pub fn check_invariants(&self) -> Result<(), String> {
-        let mut uids = std::collections::BTreeSet::new();
+        let mut uids = Vec::with_capacity(self.objects.len());
         let mut namespace_seen: Option<&str> = None;
         for (key, obj) in &self.objects {
             let meta = obj.meta();
@@ -628,8 +628,8 @@ impl State {
                 return Err(format!("{key}: generation {:?} is not positive", meta.generation));
             }
             match meta.uid {
-                Some(uid) if uids.insert(uid) => {}
-                _ => return Err(format!("{key}: uid missing or shared")),
+                Some(uid) => uids.push(uid),
+                None => return Err(format!("{key}: uid missing")),
             }
             // Objects are sorted by (kind, namespace): check each namespace once per run.
             if key.kind.namespaced() && namespace_seen != Some(key.namespace.as_str()) {
@@ -639,6 +639,10 @@ impl State {
                 }
                 namespace_seen = Some(key.namespace.as_str());
             }
+        }
+        uids.sort_unstable();
+        if let Some(pair) = uids.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!("uid {} is shared by two objects", pair[0]));
         }
         self.sessions.check_invariants().map_err(str::to_owned)
     }

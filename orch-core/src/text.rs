@@ -7,6 +7,7 @@ use std::fmt;
 use std::ops::Deref;
 
 use bincode::de::Decoder;
+use bincode::de::read::Reader;
 use bincode::enc::Encoder;
 use bincode::error::{DecodeError, EncodeError};
 use bincode::{Decode, Encode};
@@ -145,10 +146,24 @@ impl Encode for Text {
     }
 }
 
+/// Strings up to this long are decoded through a stack buffer, with no heap allocation.
+const INLINE_BYTES_MAX: usize = 24;
+
 impl<Context> Decode<Context> for Text {
     fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
-        // Decoding through `String` checks UTF-8 and the byte limit.
-        let s = String::decode(decoder)?;
+        // The layout of a bincode `String`: a length, then the bytes.
+        let len = u64::decode(decoder)?;
+        let len = usize::try_from(len).map_err(|_| DecodeError::OutsideUsizeRange(len))?;
+        decoder.claim_container_read::<u8>(len)?;
+        if len <= INLINE_BYTES_MAX {
+            let mut buf = [0u8; INLINE_BYTES_MAX];
+            decoder.reader().read(&mut buf[..len])?;
+            let s = std::str::from_utf8(&buf[..len]).map_err(|inner| DecodeError::Utf8 { inner })?;
+            return Ok(Self::from(s));
+        }
+        let mut bytes = vec![0u8; len];
+        decoder.reader().read(&mut bytes)?;
+        let s = String::from_utf8(bytes).map_err(|e| DecodeError::Utf8 { inner: e.utf8_error() })?;
         Ok(Self::from(s))
     }
 }
