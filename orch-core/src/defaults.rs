@@ -38,6 +38,20 @@ fn default_requests(requests: &mut ResourceList, limits: &ResourceList) {
     requests.ephemeral_storage = requests.ephemeral_storage.or(limits.ephemeral_storage);
 }
 
+/// `Always` for an untagged or `:latest` image, `IfNotPresent` for a tag or a digest, as
+/// Kubernetes defaults `imagePullPolicy`.
+fn default_pull_policy(image: &str) -> PullPolicy {
+    if image.contains('@') {
+        return PullPolicy::IfNotPresent;
+    }
+    // The tag follows the last ':' of the last path segment (a registry port has a '/' after it).
+    let last_segment = image.rsplit('/').next().unwrap_or(image);
+    match last_segment.split_once(':') {
+        None | Some((_, "latest")) => PullPolicy::Always,
+        Some(_) => PullPolicy::IfNotPresent,
+    }
+}
+
 /// Applies the pod spec defaults: restart policy, grace period, pull policy, port protocols,
 /// probe timings, requests from limits.
 pub fn default_pod_spec(spec: &mut PodSpec) {
@@ -45,9 +59,7 @@ pub fn default_pod_spec(spec: &mut PodSpec) {
     spec.termination_grace_period_seconds.get_or_insert(DEFAULT_TERMINATION_GRACE_SECONDS);
     for c in &mut spec.containers {
         if c.image_pull_policy.is_none() {
-            let tag = c.image.rsplit('/').next().and_then(|last| last.split_once(':')).map(|(_, t)| t);
-            let latest = c.image.contains('@').then_some(false).unwrap_or(matches!(tag, None | Some("latest")));
-            c.image_pull_policy = Some(if latest { PullPolicy::Always } else { PullPolicy::IfNotPresent });
+            c.image_pull_policy = Some(default_pull_policy(&c.image));
         }
         for p in &mut c.ports {
             p.protocol.get_or_insert(Protocol::Tcp);
@@ -124,5 +136,20 @@ pub fn apply_defaults(obj: &mut Object) {
             ev.type_.get_or_insert_with(|| "Normal".into());
             ev.count.get_or_insert(1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_policy_follows_the_tag() {
+        assert_eq!(default_pull_policy("nginx"), PullPolicy::Always);
+        assert_eq!(default_pull_policy("nginx:latest"), PullPolicy::Always);
+        assert_eq!(default_pull_policy("nginx:1.27"), PullPolicy::IfNotPresent);
+        assert_eq!(default_pull_policy("registry:5000/nginx"), PullPolicy::Always);
+        assert_eq!(default_pull_policy("registry:5000/nginx:1"), PullPolicy::IfNotPresent);
+        assert_eq!(default_pull_policy("nginx@sha256:abc"), PullPolicy::IfNotPresent);
     }
 }
