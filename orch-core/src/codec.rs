@@ -16,6 +16,30 @@ pub(crate) const fn config() -> Config {
     bincode::config::standard()
 }
 
+/// How many bytes of claims (container lengths times element sizes, string lengths) a decode
+/// may make per byte of input. A model object takes about four times its encoded size in
+/// memory; the rest is margin.
+pub const DECODE_CLAIMS_PER_INPUT_BYTE: usize = 16;
+
+/// Decodes from a slice with an allocation budget proportional to its length (at least 1 MiB,
+/// rounded up to a power of two): a crafted length prefix cannot make the decoder reserve more
+/// than a small multiple of the bytes it was given.
+pub(crate) fn decode_from_slice_bounded<T: Decode<()>>(
+    bytes: &[u8],
+) -> Result<(T, usize), bincode::error::DecodeError> {
+    let budget = bytes.len().saturating_mul(DECODE_CLAIMS_PER_INPUT_BYTE).max(1 << 20).next_power_of_two();
+    // bincode takes its limit as a const generic: one instantiation per power of two.
+    macro_rules! by_power_of_two {
+        ($($shift:literal)*) => {
+            match budget.trailing_zeros() {
+                $($shift => bincode::decode_from_slice(bytes, config().with_limit::<{ 1usize << $shift }>()),)*
+                _ => bincode::decode_from_slice(bytes, config().with_limit::<{ 1usize << 40 }>()),
+            }
+        };
+    }
+    by_power_of_two!(20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 36 37 38 39)
+}
+
 /// Bytes that could not be decoded.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
@@ -63,8 +87,7 @@ pub fn decode<T: Decode<()>>(bytes: &[u8], max: usize) -> Result<T, CodecError> 
     if version != FORMAT_VERSION {
         return Err(CodecError::Version { found: version });
     }
-    let (value, used) = bincode::decode_from_slice(body, config().with_limit::<ENTRY_BYTES_MAX>())
-        .map_err(|e| CodecError::Malformed(e.to_string()))?;
+    let (value, used) = decode_from_slice_bounded(body).map_err(|e| CodecError::Malformed(e.to_string()))?;
     if used != body.len() {
         return Err(CodecError::Trailing(body.len() - used));
     }

@@ -11,7 +11,7 @@ use bincode::enc::Encoder;
 use bincode::error::{DecodeError, EncodeError};
 use bincode::{Decode, Encode};
 
-use crate::codec::{FORMAT_VERSION, config};
+use crate::codec::{FORMAT_VERSION, config, decode_from_slice_bounded};
 use crate::ids::Revision;
 use crate::object::{Object, ObjectKey};
 use crate::sessions::Sessions;
@@ -167,8 +167,7 @@ impl State {
             return Err(SnapshotError::Digest);
         }
         let (body, used): (DecodedBody, usize) =
-            bincode::decode_from_slice(payload, config().with_limit::<SNAPSHOT_BYTES_MAX>())
-                .map_err(|e| SnapshotError::Malformed(e.to_string()))?;
+            decode_from_slice_bounded(payload).map_err(|e| SnapshotError::Malformed(e.to_string()))?;
         if used != payload.len() {
             return Err(SnapshotError::Malformed(format!("{} trailing bytes", payload.len() - used)));
         }

@@ -212,92 +212,99 @@ proptest! {
     }
 }
 
-/// bincode and JSON round trips of one value.
-fn round_trips<T>(value: &T) -> Result<(), TestCaseError>
-where
-    T: bincode::Encode
-        + bincode::Decode<()>
-        + serde::Serialize
-        + serde::de::DeserializeOwned
-        + PartialEq
-        + std::fmt::Debug,
-{
-    let bytes = orch_core::codec::encode(value);
-    let back: T = orch_core::codec::decode(&bytes, usize::MAX).map_err(|e| TestCaseError::fail(e.to_string()))?;
-    prop_assert_eq!(&back, value);
-    let json = serde_json::to_string(value).map_err(|e| TestCaseError::fail(e.to_string()))?;
-    let back: T = serde_json::from_str(&json).map_err(|e| TestCaseError::fail(format!("{e}: {json}")))?;
-    prop_assert_eq!(&back, value);
-    Ok(())
-}
+/// Encode/decode identity for every type, on generated values (the `arbitrary` feature:
+/// `cargo test --all-features`).
+#[cfg(feature = "arbitrary")]
+mod identity {
+    use super::*;
 
-macro_rules! identity_tests {
-    ($($test:ident: $ty:ty),* $(,)?) => {
-        proptest! {
-            #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
-            $(
-                #[test]
-                fn $test(value in any::<$ty>()) {
-                    round_trips(&value)?;
-                }
-            )*
+    /// bincode and JSON round trips of one value.
+    fn round_trips<T>(value: &T) -> Result<(), TestCaseError>
+    where
+        T: bincode::Encode
+            + bincode::Decode<()>
+            + serde::Serialize
+            + serde::de::DeserializeOwned
+            + PartialEq
+            + std::fmt::Debug,
+    {
+        let bytes = orch_core::codec::encode(value);
+        let back: T = orch_core::codec::decode(&bytes, usize::MAX).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(&back, value);
+        let json = serde_json::to_string(value).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let back: T = serde_json::from_str(&json).map_err(|e| TestCaseError::fail(format!("{e}: {json}")))?;
+        prop_assert_eq!(&back, value);
+        Ok(())
+    }
+
+    macro_rules! identity_tests {
+        ($($test:ident: $ty:ty),* $(,)?) => {
+            proptest! {
+                #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+                $(
+                    #[test]
+                    fn $test(value in any::<$ty>()) {
+                        round_trips(&value)?;
+                    }
+                )*
+            }
+        };
+    }
+
+    identity_tests! {
+        namespace_round_trips: orch_core::Namespace,
+        node_round_trips: orch_core::Node,
+        pod_round_trips: orch_core::Pod,
+        service_round_trips: orch_core::Service,
+        endpoints_round_trips: orch_core::Endpoints,
+        deployment_round_trips: orch_core::Deployment,
+        replica_set_round_trips: orch_core::ReplicaSet,
+        event_round_trips: orch_core::Event,
+        object_meta_round_trips: orch_core::ObjectMeta,
+        quantity_round_trips: orch_core::Quantity,
+        time_round_trips: orch_core::Time,
+        uid_round_trips: orch_core::Uid,
+        revision_round_trips: orch_core::Revision,
+        int_or_string_round_trips: orch_core::IntOrString,
+        selector_round_trips: orch_core::Selector,
+        watch_filter_round_trips: orch_core::WatchFilter,
+        apply_error_round_trips: orch_core::ApplyError,
+        success_round_trips: orch_core::Success,
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Objects travel as bincode in entries and as manifests (JSON and YAML) to users.
+        #[test]
+        fn objects_round_trip_as_bytes_and_manifests(object in any::<Object>()) {
+            let bytes = orch_core::codec::encode(&object);
+            let decoded = orch_core::codec::decode::<Object>(&bytes, usize::MAX);
+            prop_assert_eq!(decoded.as_ref(), Ok(&object));
+            let manifest = object.to_manifest();
+            let back = orch_core::manifest::object_from_value(manifest.clone());
+            prop_assert_eq!(back.as_ref(), Ok(&object));
+            let yaml = serde_yaml_ng::to_string(&manifest).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let parsed = orch_core::parse_manifests(&yaml).map_err(|e| TestCaseError::fail(format!("{e}\n{yaml}")))?;
+            prop_assert_eq!(parsed, vec![object]);
         }
-    };
-}
 
-identity_tests! {
-    namespace_round_trips: orch_core::Namespace,
-    node_round_trips: orch_core::Node,
-    pod_round_trips: orch_core::Pod,
-    service_round_trips: orch_core::Service,
-    endpoints_round_trips: orch_core::Endpoints,
-    deployment_round_trips: orch_core::Deployment,
-    replica_set_round_trips: orch_core::ReplicaSet,
-    event_round_trips: orch_core::Event,
-    object_meta_round_trips: orch_core::ObjectMeta,
-    quantity_round_trips: orch_core::Quantity,
-    time_round_trips: orch_core::Time,
-    uid_round_trips: orch_core::Uid,
-    revision_round_trips: orch_core::Revision,
-    int_or_string_round_trips: orch_core::IntOrString,
-    selector_round_trips: orch_core::Selector,
-    watch_filter_round_trips: orch_core::WatchFilter,
-    apply_error_round_trips: orch_core::ApplyError,
-    success_round_trips: orch_core::Success,
-}
+        #[test]
+        fn entries_round_trip(timestamp_ms in any::<i64>(), requests in prop::collection::vec(any::<Request>(), 0..3)) {
+            let entry = Entry { timestamp_ms, requests };
+            let bytes = orch_core::codec::encode_entry(&entry);
+            prop_assert_eq!(orch_core::codec::decode_entry(&bytes), Ok(entry));
+        }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
-
-    /// Objects travel as bincode in entries and as manifests (JSON and YAML) to users.
-    #[test]
-    fn objects_round_trip_as_bytes_and_manifests(object in any::<Object>()) {
-        let bytes = orch_core::codec::encode(&object);
-        let decoded = orch_core::codec::decode::<Object>(&bytes, usize::MAX);
-        prop_assert_eq!(decoded.as_ref(), Ok(&object));
-        let manifest = object.to_manifest();
-        let back = orch_core::manifest::object_from_value(manifest.clone());
-        prop_assert_eq!(back.as_ref(), Ok(&object));
-        let yaml = serde_yaml_ng::to_string(&manifest).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let parsed = orch_core::parse_manifests(&yaml).map_err(|e| TestCaseError::fail(format!("{e}\n{yaml}")))?;
-        prop_assert_eq!(parsed, vec![object]);
-    }
-
-    #[test]
-    fn entries_round_trip(timestamp_ms in any::<i64>(), requests in prop::collection::vec(any::<Request>(), 0..3)) {
-        let entry = Entry { timestamp_ms, requests };
-        let bytes = orch_core::codec::encode_entry(&entry);
-        prop_assert_eq!(orch_core::codec::decode_entry(&bytes), Ok(entry));
-    }
-
-    /// Bytes from a disk or a network never panic the decoders.
-    #[test]
-    fn garbage_never_panics_the_decoders(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-        let _ = orch_core::codec::decode_entry(&bytes);
-        let _ = State::from_snapshot(&bytes);
-        let mut with_header = b"ORCHSNAP".to_vec();
-        with_header.extend_from_slice(&bytes);
-        let _ = State::from_snapshot(&with_header);
-        let _ = orch_core::parse_manifests(&String::from_utf8_lossy(&bytes));
+        /// Bytes from a disk or a network never panic the decoders.
+        #[test]
+        fn garbage_never_panics_the_decoders(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = orch_core::codec::decode_entry(&bytes);
+            let _ = State::from_snapshot(&bytes);
+            let mut with_header = b"ORCHSNAP".to_vec();
+            with_header.extend_from_slice(&bytes);
+            let _ = State::from_snapshot(&with_header);
+            let _ = orch_core::parse_manifests(&String::from_utf8_lossy(&bytes));
+        }
     }
 }

@@ -411,6 +411,25 @@ fn snapshots_refuse_damaged_bytes() {
     assert_eq!(State::from_snapshot(&version), Err(orch_core::SnapshotError::Version(99)));
 }
 
+/// A snapshot with a valid header around a payload that claims 2^40 objects.
+#[test]
+fn a_crafted_length_is_refused_without_allocating_it() {
+    let mut payload = vec![1, 0, 0]; // applied index 1, clock 0, not bootstrapped
+    payload.push(253); // varint marker: a u64 follows
+    payload.extend_from_slice(&(1u64 << 40).to_le_bytes());
+    let mut bytes = b"ORCHSNAP".to_vec();
+    bytes.push(orch_core::codec::FORMAT_VERSION);
+    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(blake3::hash(&payload).as_bytes());
+    bytes.extend_from_slice(&payload);
+    let err = State::from_snapshot(&bytes).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.starts_with("malformed snapshot"), "{err}");
+
+    let mut entry = vec![orch_core::codec::FORMAT_VERSION, 0, 253];
+    entry.extend_from_slice(&(1u64 << 40).to_le_bytes());
+    assert!(orch_core::codec::decode_entry(&entry).is_err());
+}
+
 #[test]
 fn entries_round_trip_and_garbage_is_an_error() {
     let entry = Entry {
