@@ -449,3 +449,17 @@ fn entries_round_trip_and_garbage_is_an_error() {
     assert!(orch_core::codec::decode_entry(&[]).is_err());
     assert!(orch_core::codec::decode_entry(&[orch_core::codec::FORMAT_VERSION, 0xff, 0xff, 0xff]).is_err());
 }
+
+/// The state and what it hands out cross threads: the Raft layer applies on one task and
+/// serves reads and watches on others.
+#[test]
+fn public_types_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    assert_send_sync::<State>();
+    assert_send_sync::<Object>();
+    assert_send_sync::<Entry>();
+    assert_send_sync::<orch_core::ApplyOutput>();
+    assert_send_sync::<orch_core::WatchEvent>();
+    assert_send_sync::<orch_core::WatchFilter>();
+    assert_send_sync::<ApplyError>();
+}
