@@ -221,9 +221,10 @@ impl State {
         self.bootstrapped = true;
         let mut ns = Namespace::default();
         ns.metadata.name = DEFAULT_NAMESPACE.into();
-        // Creating `default` in an empty state cannot fail.
         let mut changes = Vec::new();
-        let _ = self.create(txn, Object::from(ns), &mut changes);
+        if let Err(e) = self.create(txn, Object::from(ns), &mut changes) {
+            unreachable!("creating the default namespace in an empty state failed: {e}");
+        }
         txn.undo.clear();
     }
 
