@@ -196,6 +196,15 @@ pub enum ApplyError {
 /// The outcome of one request.
 pub type Outcome = Result<Success, ApplyError>;
 
+impl fmt::Display for Entry {
+    /// `3 requests at 2026-11-27T23:59:43Z`, for logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.requests.len();
+        let time = crate::time::Time::from_millis(self.timestamp_ms);
+        write!(f, "{n} request{} at {time}", if n == 1 { "" } else { "s" })
+    }
+}
+
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

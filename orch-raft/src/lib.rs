@@ -1,7 +1,15 @@
-//! orch-raft: replication of orch-core's state machine with openraft, stored in RocksDB.
+//! orch-raft: replication of orch-core's state machine with openraft.
 //!
-//! Not built yet (issue 3): the openraft type config whose entries are
-//! `orch_core::Entry` batches, the RocksDB log and state-machine stores with group commit,
-//! snapshots, the tonic transport, in-memory stores and transport for simulation, and the
-//! embeddable `ControlPlane` handle. This crate holds no code until then, so nothing can
-//! mistake a placeholder for the real part.
+//! Built so far (issue 3, in progress): the openraft type configuration whose entries are
+//! `orch_core::Entry` batches ([`TypeConfig`]), and in-memory log and state-machine stores
+//! ([`mem`]) that pass openraft's own storage conformance suite. Still to come: the RocksDB
+//! stores with group commit, snapshot streaming, the tonic transport, the in-memory transport
+//! and the embeddable `ControlPlane`.
+//!
+//! **Boundary:** openraft's types stay inside this crate's modules, so that a bump of the
+//! openraft alpha stays local.
+
+pub mod mem;
+mod types;
+
+pub use types::{Response, TypeConfig};

@@ -1,0 +1,3 @@
+//! orch-raft's integration tests: one binary, one module per area.
+
+mod mem_store;
