@@ -1,3 +1,4 @@
 //! orch-raft's integration tests: one binary, one module per area.
 
 mod mem_store;
+mod rocks_store;

@@ -1,0 +1,246 @@
+//! The RocksDB log store, with group commit.
+//!
+//! Layout: one RocksDB per node, column family `log` (big-endian index -> entry) and `meta`
+//! (`vote`, `committed`, `purged`).
+//!
+//! Group commit: `append` writes the entries to RocksDB at once without syncing (so they are
+//! readable when it returns, as openraft requires) and queues the flush callback. A syncer
+//! thread takes every callback queued so far, makes all of them durable with one
+//! `FlushWAL(sync)` (an fsync of the write-ahead log, which holds every earlier write), then
+//! completes the callbacks in append order. Appends that arrive while a sync is in flight
+//! wait for the next one, together. The vote is written with a synced write before
+//! `save_vote` returns.
+//!
+//! To ensure correctness:
+//! - a callback completes only after a sync that began after its entries were written;
+//! - callbacks complete in the order of their appends (one FIFO queue, one syncer);
+//! - `purge` records the purged log id and deletes the entries in one atomic batch;
+//! - `truncate_after` deletes a suffix, so no hole can appear.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use openraft::OptionalSend;
+use openraft::alias::{EntryOf, LogIdOf, VoteOf};
+use openraft::entry::RaftEntry;
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
+use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
+use tokio::sync::mpsc;
+
+use crate::codec;
+use crate::types::TypeConfig;
+
+type C = TypeConfig;
+
+/// The most appends whose flush callbacks may wait for a sync; `append` waits beyond it.
+pub const SYNC_QUEUE_MAX: usize = 4096;
+/// The most appends one sync completes (the rest wait for the next).
+pub const SYNC_GROUP_MAX: usize = 1024;
+
+const CF_LOG: &str = "log";
+const CF_META: &str = "meta";
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_PURGED: &[u8] = b"purged";
+
+fn io_err(e: rocksdb::Error) -> io::Error {
+    io::Error::other(e)
+}
+
+/// Counters of the group commit, for benchmarks and metrics.
+#[derive(Debug, Default)]
+pub struct SyncStats {
+    /// Syncs performed.
+    pub syncs: AtomicU64,
+    /// Appends made durable.
+    pub appends: AtomicU64,
+}
+
+/// A reader of the RocksDB log; cheap to clone.
+#[derive(Clone)]
+pub struct RocksLogReader {
+    db: Arc<DB>,
+}
+
+/// The RocksDB log store.
+pub struct RocksLogStore {
+    reader: RocksLogReader,
+    syncer: mpsc::Sender<IOFlushed<C>>,
+    stats: Arc<SyncStats>,
+}
+
+impl RocksLogStore {
+    /// Opens (or creates) the log in `dir` and starts its syncer thread, which ends when the
+    /// store is dropped.
+    pub fn open(dir: &Path) -> Result<Self, io::Error> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let cfs = [CF_LOG, CF_META].map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let db = Arc::new(DB::open_cf_descriptors(&opts, dir, cfs).map_err(io_err)?);
+        let (tx, mut rx) = mpsc::channel::<IOFlushed<C>>(SYNC_QUEUE_MAX);
+        let stats = Arc::new(SyncStats::default());
+        let (sync_db, sync_stats) = (Arc::clone(&db), Arc::clone(&stats));
+        std::thread::Builder::new().name("orch-raft-log-sync".into()).spawn(move || {
+            let mut group = Vec::with_capacity(SYNC_GROUP_MAX);
+            while let Some(first) = rx.blocking_recv() {
+                group.push(first);
+                while group.len() < SYNC_GROUP_MAX {
+                    match rx.try_recv() {
+                        Ok(more) => group.push(more),
+                        Err(_) => break,
+                    }
+                }
+                let result = sync_db.flush_wal(true);
+                sync_stats.syncs.fetch_add(1, Ordering::Relaxed);
+                sync_stats.appends.fetch_add(group.len() as u64, Ordering::Relaxed);
+                for callback in group.drain(..) {
+                    callback.io_completed(result.as_ref().map(|_| ()).map_err(|e| io::Error::other(e.clone())));
+                }
+            }
+        })?;
+        Ok(Self { reader: RocksLogReader { db }, syncer: tx, stats })
+    }
+
+    /// The group commit counters.
+    pub fn stats(&self) -> Arc<SyncStats> {
+        Arc::clone(&self.stats)
+    }
+
+    fn db(&self) -> &DB {
+        &self.reader.db
+    }
+
+    fn put_meta(&self, key: &[u8], value: &[u8], sync: bool) -> Result<(), io::Error> {
+        let cf = self.db().cf_handle(CF_META).ok_or_else(|| io::Error::other("missing column family meta"))?;
+        let mut opts = WriteOptions::default();
+        opts.set_sync(sync);
+        self.db().put_cf_opt(&cf, key, value, &opts).map_err(io_err)
+    }
+
+    fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, io::Error> {
+        self.reader.get_meta(key)
+    }
+}
+
+impl RocksLogReader {
+    fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, io::Error> {
+        let cf = self.db.cf_handle(CF_META).ok_or_else(|| io::Error::other("missing column family meta"))?;
+        self.db.get_cf(&cf, key).map_err(io_err)
+    }
+
+    fn last_entry(&self) -> Result<Option<EntryOf<C>>, io::Error> {
+        let cf = self.db.cf_handle(CF_LOG).ok_or_else(|| io::Error::other("missing column family log"))?;
+        match self.db.iterator_cf(&cf, IteratorMode::End).next() {
+            None => Ok(None),
+            Some(item) => {
+                let (_, value) = item.map_err(io_err)?;
+                codec::decode_entry(&value).map(Some)
+            }
+        }
+    }
+}
+
+impl RaftLogReader<C> for RocksLogReader {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<EntryOf<C>>, io::Error> {
+        let start = match range.start_bound() {
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let cf = self.db.cf_handle(CF_LOG).ok_or_else(|| io::Error::other("missing column family log"))?;
+        let mut entries = Vec::new();
+        let key = codec::index_key(start);
+        for item in self.db.iterator_cf(&cf, IteratorMode::From(&key, Direction::Forward)) {
+            let (key, value) = item.map_err(io_err)?;
+            let index = codec::key_index(&key)?;
+            if !range.contains(&index) {
+                break;
+            }
+            entries.push(codec::decode_entry(&value)?);
+        }
+        Ok(entries)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<VoteOf<C>>, io::Error> {
+        self.get_meta(KEY_VOTE)?.map(|v| codec::decode_vote(&v)).transpose()
+    }
+}
+
+impl RaftLogStorage<C> for RocksLogStore {
+    type LogReader = RocksLogReader;
+
+    async fn get_log_state(&mut self) -> Result<openraft::storage::LogState<C>, io::Error> {
+        let last_purged = self.get_meta(KEY_PURGED)?.map(|v| codec::decode_log_id(&v)).transpose()?;
+        let last = self.reader.last_entry()?.map(|e| e.log_id()).or(last_purged);
+        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.reader.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &VoteOf<C>) -> Result<(), io::Error> {
+        // Durable before returning: a vote forgotten in a crash could be cast twice.
+        self.put_meta(KEY_VOTE, &codec::encode_vote(vote), true)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
+        // A hint for re-applying after a restart; it becomes durable with the next sync.
+        match committed {
+            Some(id) => self.put_meta(KEY_COMMITTED, &codec::encode_log_id(&id), false),
+            None => Ok(()),
+        }
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogIdOf<C>>, io::Error> {
+        self.get_meta(KEY_COMMITTED)?.map(|v| codec::decode_log_id(&v)).transpose()
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<C>) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = EntryOf<C>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let cf = self.db().cf_handle(CF_LOG).ok_or_else(|| io::Error::other("missing column family log"))?;
+        let mut batch = WriteBatch::default();
+        for entry in entries {
+            batch.put_cf(&cf, codec::index_key(entry.index()), codec::encode_entry(&entry));
+        }
+        // Written now (readable at once), made durable by the syncer with the next group.
+        let mut opts = WriteOptions::default();
+        opts.set_sync(false);
+        self.db().write_opt(batch, &opts).map_err(io_err)?;
+        self.syncer.send(callback).await.map_err(|_| io::Error::other("the log syncer thread has stopped"))
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<C>>) -> Result<(), io::Error> {
+        let first_removed = last_log_id.map_or(0, |id| id.index + 1);
+        let cf = self.db().cf_handle(CF_LOG).ok_or_else(|| io::Error::other("missing column family log"))?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(&cf, codec::index_key(first_removed), codec::index_key(u64::MAX));
+        batch.delete_cf(&cf, codec::index_key(u64::MAX));
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db().write_opt(batch, &opts).map_err(io_err)
+    }
+
+    async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
+        let cf_log = self.db().cf_handle(CF_LOG).ok_or_else(|| io::Error::other("missing column family log"))?;
+        let cf_meta = self.db().cf_handle(CF_META).ok_or_else(|| io::Error::other("missing column family meta"))?;
+        // One atomic batch: the purged id is recorded with the deletion, never after it.
+        let mut batch = WriteBatch::default();
+        batch.put_cf(&cf_meta, KEY_PURGED, codec::encode_log_id(&log_id));
+        batch.delete_range_cf(&cf_log, codec::index_key(0), codec::index_key(log_id.index.saturating_add(1)));
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db().write_opt(batch, &opts).map_err(io_err)
+    }
+}
