@@ -6,9 +6,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 
-use openraft::alias::{EntryOf, LogIdOf, VoteOf};
+use openraft::alias::{EntryOf, LogIdOf, SnapshotMetaOf, VoteOf};
 use openraft::impls::leader_id_adv::LeaderId;
-use openraft::{BasicNode, EntryPayload, LogId, Membership};
+use openraft::storage::SnapshotMeta;
+use openraft::{BasicNode, EntryPayload, LogId, Membership, StoredMembership};
 
 use crate::types::TypeConfig;
 
@@ -131,6 +132,67 @@ fn bincode_config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
+/// The most bytes an encoded membership may take.
+const MEMBERSHIP_BYTES_MAX: usize = 1 << 20;
+
+fn put_membership(out: &mut Vec<u8>, m: &Membership<u64, BasicNode>) {
+    let configs: Vec<Vec<u64>> = m.get_joint_config().iter().map(|c| c.iter().copied().collect()).collect();
+    let nodes: Vec<(u64, String)> = m.nodes().map(|(id, n)| (*id, n.addr.clone())).collect();
+    let wire: MembershipWire = (configs, nodes);
+    if let Err(e) = bincode::encode_into_std_write(&wire, out, bincode_config()) {
+        unreachable!("encoding into memory failed: {e}");
+    }
+}
+
+/// Reads a membership that takes all of `bytes`.
+fn read_membership(bytes: &[u8]) -> Result<Membership<u64, BasicNode>, io::Error> {
+    let ((configs, nodes), used): (MembershipWire, usize) =
+        bincode::decode_from_slice(bytes, bincode_config().with_limit::<MEMBERSHIP_BYTES_MAX>())
+            .map_err(|e| invalid(&format!("membership: {e}")))?;
+    if used != bytes.len() {
+        return Err(invalid("membership: trailing bytes"));
+    }
+    let configs: Vec<BTreeSet<u64>> = configs.into_iter().map(|c| c.into_iter().collect()).collect();
+    let nodes: BTreeMap<u64, BasicNode> = nodes.into_iter().map(|(id, addr)| (id, BasicNode { addr })).collect();
+    Membership::new(configs, nodes).map_err(|e| invalid(&format!("membership: {e}")))
+}
+
+fn put_opt_log_id(out: &mut Vec<u8>, id: Option<&LogIdOf<C>>) {
+    match id {
+        None => out.push(0),
+        Some(id) => {
+            out.push(1);
+            put_log_id(out, id);
+        }
+    }
+}
+
+fn read_opt_log_id(r: &mut Reader<'_>) -> Result<Option<LogIdOf<C>>, io::Error> {
+    match r.u8()? {
+        0 => Ok(None),
+        1 => read_log_id(r).map(Some),
+        _ => Err(invalid("optional log id flag")),
+    }
+}
+
+/// Encodes a snapshot's meta: the last applied log id and the membership.
+pub fn encode_snapshot_meta(meta: &SnapshotMetaOf<C>) -> Vec<u8> {
+    let mut out = vec![FORMAT_VERSION];
+    put_opt_log_id(&mut out, meta.last_log_id.as_ref());
+    put_opt_log_id(&mut out, meta.last_membership.log_id().as_ref());
+    put_membership(&mut out, meta.last_membership.membership());
+    out
+}
+
+/// Decodes a snapshot's meta.
+pub fn decode_snapshot_meta(bytes: &[u8]) -> Result<SnapshotMetaOf<C>, io::Error> {
+    let mut r = Reader::new(bytes, "snapshot meta")?;
+    let last_log_id = read_opt_log_id(&mut r)?;
+    let membership_log_id = read_opt_log_id(&mut r)?;
+    let membership = read_membership(r.rest())?;
+    Ok(SnapshotMeta { last_log_id, last_membership: StoredMembership::new(membership_log_id, membership) })
+}
+
 /// Encodes a log entry.
 pub fn encode_entry(entry: &EntryOf<C>) -> Vec<u8> {
     let mut out = vec![FORMAT_VERSION];
@@ -143,13 +205,7 @@ pub fn encode_entry(entry: &EntryOf<C>) -> Vec<u8> {
         }
         EntryPayload::Membership(m) => {
             out.push(PAYLOAD_MEMBERSHIP);
-            let configs: Vec<Vec<u64>> = m.get_joint_config().iter().map(|c| c.iter().copied().collect()).collect();
-            let nodes: Vec<(u64, String)> = m.nodes().map(|(id, n)| (*id, n.addr.clone())).collect();
-            let wire: MembershipWire = (configs, nodes);
-            match bincode::encode_to_vec(&wire, bincode_config()) {
-                Ok(bytes) => out.extend_from_slice(&bytes),
-                Err(e) => unreachable!("encoding into memory failed: {e}"),
-            }
+            put_membership(&mut out, m);
         }
     }
     out
@@ -165,20 +221,7 @@ pub fn decode_entry(bytes: &[u8]) -> Result<EntryOf<C>, io::Error> {
             let batch = orch_core::codec::decode_entry(r.rest()).map_err(|e| invalid(&e.to_string()))?;
             EntryPayload::Normal(batch)
         }
-        PAYLOAD_MEMBERSHIP => {
-            let rest = r.rest();
-            let ((configs, nodes), used): (MembershipWire, usize) =
-                bincode::decode_from_slice(rest, bincode_config().with_limit::<{ 1 << 20 }>())
-                    .map_err(|e| invalid(&format!("membership: {e}")))?;
-            if used != rest.len() {
-                return Err(invalid("membership: trailing bytes"));
-            }
-            let configs: Vec<BTreeSet<u64>> = configs.into_iter().map(|c| c.into_iter().collect()).collect();
-            let nodes: BTreeMap<u64, BasicNode> =
-                nodes.into_iter().map(|(id, addr)| (id, BasicNode { addr })).collect();
-            let membership = Membership::new(configs, nodes).map_err(|e| invalid(&format!("membership: {e}")))?;
-            EntryPayload::Membership(membership)
-        }
+        PAYLOAD_MEMBERSHIP => EntryPayload::Membership(read_membership(r.rest())?),
         tag => return Err(invalid(&format!("unknown payload tag {tag}"))),
     };
     r.finish()?;
@@ -226,6 +269,22 @@ mod tests {
         assert_eq!(decode_vote(&encode_vote(&vote)).expect("decodes"), vote);
         let id = log_id::<C>(3, 1, 77);
         assert_eq!(decode_log_id(&encode_log_id(&id)).expect("decodes"), id);
+    }
+
+    #[test]
+    fn snapshot_meta_round_trips() {
+        let nodes: BTreeMap<u64, BasicNode> = [(1, BasicNode { addr: "127.0.0.1:7001".into() })].into();
+        let membership = Membership::new(vec![[1].into()], nodes).expect("valid membership");
+        for meta in [
+            SnapshotMeta { last_log_id: None, last_membership: StoredMembership::default() },
+            SnapshotMeta {
+                last_log_id: Some(log_id::<C>(4, 1, 90)),
+                last_membership: StoredMembership::new(Some(log_id::<C>(2, 1, 3)), membership),
+            },
+        ] {
+            assert_eq!(decode_snapshot_meta(&encode_snapshot_meta(&meta)).expect("decodes"), meta);
+        }
+        assert!(decode_snapshot_meta(&[FORMAT_VERSION, 2]).is_err());
     }
 
     #[test]

@@ -1,8 +1,8 @@
-//! In-memory log and state-machine stores.
+//! The in-memory log store.
 //!
-//! They implement the same openraft traits as the RocksDB stores will, and run the same
-//! orch-core state machine. They are for fast tests and for the deterministic simulator,
-//! where the disk is simulated; nothing here is durable.
+//! It implements the same openraft traits as the RocksDB log store, for fast tests and for the
+//! deterministic simulator, where the disk is simulated; nothing here is durable. Its partner is
+//! [`crate::StateMachineStore::in_memory`].
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -10,22 +10,17 @@ use std::io;
 use std::ops::RangeBounds;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use futures_util::{Stream, StreamExt};
-use openraft::alias::{EntryOf, LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf, VoteOf};
+use openraft::OptionalSend;
+use openraft::alias::{EntryOf, LogIdOf, VoteOf};
 use openraft::entry::RaftEntry;
-use openraft::storage::{
-    EntryResponder, IOFlushed, LogState, RaftLogReader, RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine,
-    Snapshot, SnapshotMeta,
-};
-use openraft::{EntryPayload, OptionalSend, StoredMembership};
-use orch_core::State;
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 
-use crate::types::{Response, TypeConfig};
+use crate::types::TypeConfig;
 
 type C = TypeConfig;
 
 /// Locks a mutex; a panic elsewhere while it was held does not make the data unusable here.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -110,97 +105,5 @@ impl RaftLogStorage<C> for MemLogStore {
         inner.log = kept;
         inner.last_purged = Some(log_id);
         Ok(())
-    }
-}
-
-#[derive(Default)]
-struct SmInner {
-    state: State,
-    last_applied: Option<LogIdOf<C>>,
-    membership: StoredMembershipOf<C>,
-    snapshot: Option<(SnapshotMetaOf<C>, Vec<u8>)>,
-}
-
-/// An in-memory state machine running orch-core's [`State`]. Clones share the state.
-#[derive(Clone, Default)]
-pub struct MemStateMachine {
-    inner: Arc<Mutex<SmInner>>,
-}
-
-impl MemStateMachine {
-    /// Runs `f` on the current cluster state.
-    pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
-        f(&lock(&self.inner).state)
-    }
-}
-
-impl RaftSnapshotBuilder<C> for MemStateMachine {
-    type SnapshotData = Vec<u8>;
-
-    async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, Vec<u8>>, io::Error> {
-        // The view is consistent: it is taken under the lock that `apply` holds per entry.
-        let mut inner = lock(&self.inner);
-        let data = inner.state.to_snapshot();
-        let meta = SnapshotMeta { last_log_id: inner.last_applied, last_membership: inner.membership.clone() };
-        inner.snapshot = Some((meta.clone(), data.clone()));
-        Ok(Snapshot { meta, snapshot: data })
-    }
-}
-
-impl RaftStateMachine<C> for MemStateMachine {
-    type SnapshotData = Vec<u8>;
-    type SnapshotBuilder = Self;
-
-    async fn applied_state(&mut self) -> Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>), io::Error> {
-        let inner = lock(&self.inner);
-        Ok((inner.last_applied, inner.membership.clone()))
-    }
-
-    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
-    where
-        Strm: Stream<Item = Result<EntryResponder<C>, io::Error>> + Unpin + OptionalSend,
-    {
-        while let Some(item) = entries.next().await {
-            let (entry, responder) = item?;
-            let response = {
-                let mut inner = lock(&self.inner);
-                let log_id = entry.log_id();
-                let response = match entry.payload {
-                    EntryPayload::Blank => Response::default(),
-                    EntryPayload::Normal(batch) => {
-                        Response { outcomes: inner.state.apply(log_id.index(), batch).outcomes }
-                    }
-                    EntryPayload::Membership(membership) => {
-                        inner.membership = StoredMembership::new(Some(log_id), membership);
-                        Response::default()
-                    }
-                };
-                inner.last_applied = Some(log_id);
-                response
-            };
-            if let Some(responder) = responder {
-                responder.send(response);
-            }
-        }
-        Ok(())
-    }
-
-    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        self.clone()
-    }
-
-    async fn install_snapshot(&mut self, meta: &SnapshotMetaOf<C>, snapshot: Vec<u8>) -> Result<(), io::Error> {
-        let state = State::from_snapshot(&snapshot).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        let mut inner = lock(&self.inner);
-        inner.state = state;
-        inner.last_applied = meta.last_log_id;
-        inner.membership = meta.last_membership.clone();
-        inner.snapshot = Some((meta.clone(), snapshot));
-        Ok(())
-    }
-
-    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, Vec<u8>>>, io::Error> {
-        let inner = lock(&self.inner);
-        Ok(inner.snapshot.as_ref().map(|(meta, data)| Snapshot { meta: meta.clone(), snapshot: data.clone() }))
     }
 }

@@ -69,8 +69,21 @@ pub struct RocksLogReader {
 /// The RocksDB log store.
 pub struct RocksLogStore {
     reader: RocksLogReader,
-    syncer: mpsc::Sender<IOFlushed<C>>,
+    /// None only while dropping.
+    syncer: Option<mpsc::Sender<IOFlushed<C>>>,
+    syncer_thread: Option<std::thread::JoinHandle<()>>,
     stats: Arc<SyncStats>,
+}
+
+impl Drop for RocksLogStore {
+    /// Stops the syncer after it completes what is queued, so that when the store is gone its
+    /// database is closed (its files can be reopened at once).
+    fn drop(&mut self) {
+        drop(self.syncer.take());
+        if let Some(thread) = self.syncer_thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl RocksLogStore {
@@ -85,7 +98,7 @@ impl RocksLogStore {
         let (tx, mut rx) = mpsc::channel::<IOFlushed<C>>(SYNC_QUEUE_MAX);
         let stats = Arc::new(SyncStats::default());
         let (sync_db, sync_stats) = (Arc::clone(&db), Arc::clone(&stats));
-        std::thread::Builder::new().name("orch-raft-log-sync".into()).spawn(move || {
+        let syncer_thread = std::thread::Builder::new().name("orch-raft-log-sync".into()).spawn(move || {
             let mut group = Vec::with_capacity(SYNC_GROUP_MAX);
             while let Some(first) = rx.blocking_recv() {
                 group.push(first);
@@ -103,7 +116,7 @@ impl RocksLogStore {
                 }
             }
         })?;
-        Ok(Self { reader: RocksLogReader { db }, syncer: tx, stats })
+        Ok(Self { reader: RocksLogReader { db }, syncer: Some(tx), syncer_thread: Some(syncer_thread), stats })
     }
 
     /// The group commit counters.
@@ -218,7 +231,8 @@ impl RaftLogStorage<C> for RocksLogStore {
         let mut opts = WriteOptions::default();
         opts.set_sync(false);
         self.db().write_opt(batch, &opts).map_err(io_err)?;
-        self.syncer.send(callback).await.map_err(|_| io::Error::other("the log syncer thread has stopped"))
+        let syncer = self.syncer.as_ref().ok_or_else(|| io::Error::other("the log store is closing"))?;
+        syncer.send(callback).await.map_err(|_| io::Error::other("the log syncer thread has stopped"))
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<C>>) -> Result<(), io::Error> {

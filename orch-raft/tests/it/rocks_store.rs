@@ -6,18 +6,18 @@ use openraft::storage::{IOFlushed, RaftLogReader, RaftLogStorage};
 use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::testing::{blank_ent, log_id};
 use openraft::type_config::TypeConfigExt;
+use orch_raft::StateMachineStore;
 use orch_raft::TypeConfig;
-use orch_raft::mem::MemStateMachine;
 use orch_raft::rocks::RocksLogStore;
 use tempfile::TempDir;
 
 struct RocksBuilder;
 
-impl StoreBuilder<TypeConfig, RocksLogStore, MemStateMachine, TempDir> for RocksBuilder {
-    async fn build(&self) -> Result<(TempDir, RocksLogStore, MemStateMachine), StorageError<TypeConfig>> {
+impl StoreBuilder<TypeConfig, RocksLogStore, StateMachineStore, TempDir> for RocksBuilder {
+    async fn build(&self) -> Result<(TempDir, RocksLogStore, StateMachineStore), StorageError<TypeConfig>> {
         let dir = TempDir::new().map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
         let store = RocksLogStore::open(dir.path()).map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
-        Ok((dir, store, MemStateMachine::default()))
+        Ok((dir, store, StateMachineStore::in_memory()))
     }
 }
 

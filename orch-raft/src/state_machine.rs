@@ -1,0 +1,218 @@
+//! The state-machine store: orch-core's [`State`] in memory, with snapshots that are optionally
+//! kept on disk.
+//!
+//! Recovery design: the state lives in memory. A snapshot (built by openraft's policy, or
+//! installed from the leader) is written to `DIR/snapshot.bin` atomically (temporary file,
+//! fsync, rename, fsync of the directory) before openraft may purge the log it covers. On
+//! restart the store loads that snapshot, and openraft re-applies the log from the snapshot's
+//! last log id up to the committed id the log store saved, before the node serves.
+//!
+//! A snapshot file: `ORCHRSNP`, format version (u8), BLAKE3 digest of the rest (32 bytes),
+//! meta length (u32 LE), meta ([`crate::codec::encode_snapshot_meta`]), then the state as
+//! `State::to_snapshot` bytes (which carry their own digest).
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use futures_util::{Stream, StreamExt};
+use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
+use openraft::entry::RaftEntry;
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
+use openraft::{EntryPayload, OptionalSend, StoredMembership};
+use orch_core::State;
+
+use crate::codec;
+use crate::mem::lock;
+use crate::types::{Response, TypeConfig};
+
+type C = TypeConfig;
+
+const SNAPSHOT_MAGIC: &[u8; 8] = b"ORCHRSNP";
+const SNAPSHOT_FILE: &str = "snapshot.bin";
+const SNAPSHOT_HEADER_BYTES: usize = 8 + 1 + 32 + 4;
+
+#[derive(Default)]
+struct Inner {
+    state: State,
+    last_applied: Option<LogIdOf<C>>,
+    membership: StoredMembershipOf<C>,
+    snapshot: Option<(SnapshotMetaOf<C>, Vec<u8>)>,
+}
+
+/// openraft's state machine over orch-core's [`State`]. Clones share the state.
+#[derive(Clone, Default)]
+pub struct StateMachineStore {
+    inner: Arc<Mutex<Inner>>,
+    /// Where snapshots are kept; None keeps them in memory only (tests, simulation).
+    dir: Option<Arc<PathBuf>>,
+}
+
+fn invalid(what: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.into())
+}
+
+fn encode_snapshot_file(meta: &SnapshotMetaOf<C>, state: &[u8]) -> Vec<u8> {
+    let meta = codec::encode_snapshot_meta(meta);
+    let mut body = Vec::with_capacity(4 + meta.len() + state.len());
+    body.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+    body.extend_from_slice(&meta);
+    body.extend_from_slice(state);
+    let mut out = Vec::with_capacity(SNAPSHOT_HEADER_BYTES + body.len());
+    out.extend_from_slice(SNAPSHOT_MAGIC);
+    out.push(codec::FORMAT_VERSION);
+    out.extend_from_slice(blake3::hash(&body).as_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+fn decode_snapshot_file(bytes: &[u8]) -> Result<(SnapshotMetaOf<C>, &[u8]), io::Error> {
+    if bytes.len() < SNAPSHOT_HEADER_BYTES || &bytes[..8] != SNAPSHOT_MAGIC {
+        return Err(invalid("snapshot file: bad magic or short header"));
+    }
+    if bytes[8] != codec::FORMAT_VERSION {
+        return Err(invalid(format!("snapshot file: unknown format version {}", bytes[8])));
+    }
+    let body = &bytes[41..];
+    if blake3::hash(body).as_bytes() != &bytes[9..41] {
+        return Err(invalid("snapshot file: digest mismatch"));
+    }
+    let mut len = [0u8; 4];
+    len.copy_from_slice(&body[..4]);
+    let meta_len = u32::from_le_bytes(len) as usize;
+    let meta_bytes = body.get(4..4 + meta_len).ok_or_else(|| invalid("snapshot file: meta cut short"))?;
+    Ok((codec::decode_snapshot_meta(meta_bytes)?, &body[4 + meta_len..]))
+}
+
+/// Writes `bytes` to `dir/name` atomically and durably.
+fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+impl StateMachineStore {
+    /// A state machine whose snapshots stay in memory.
+    pub fn in_memory() -> Self {
+        Self::default()
+    }
+
+    /// A state machine that keeps its snapshots in `dir`, starting from the snapshot found
+    /// there, if any.
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let mut inner = Inner::default();
+        match std::fs::read(dir.join(SNAPSHOT_FILE)) {
+            Ok(bytes) => {
+                let (meta, state_bytes) = decode_snapshot_file(&bytes)?;
+                inner.state = State::from_snapshot(state_bytes).map_err(invalid_snapshot)?;
+                inner.last_applied = meta.last_log_id;
+                inner.membership = meta.last_membership.clone();
+                inner.snapshot = Some((meta, state_bytes.to_vec()));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        Ok(Self { inner: Arc::new(Mutex::new(inner)), dir: Some(Arc::new(dir.to_path_buf())) })
+    }
+
+    /// Runs `f` on the current cluster state.
+    pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&lock(&self.inner).state)
+    }
+
+    /// Persists a snapshot (when this store has a directory), off the async runtime's threads.
+    async fn persist(&self, meta: &SnapshotMetaOf<C>, state: &[u8]) -> io::Result<()> {
+        let Some(dir) = self.dir.clone() else { return Ok(()) };
+        let file = encode_snapshot_file(meta, state);
+        tokio::task::spawn_blocking(move || write_atomically(&dir, SNAPSHOT_FILE, &file))
+            .await
+            .map_err(io::Error::other)?
+    }
+}
+
+fn invalid_snapshot(e: orch_core::SnapshotError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+impl RaftSnapshotBuilder<C> for StateMachineStore {
+    type SnapshotData = Vec<u8>;
+
+    async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, Vec<u8>>, io::Error> {
+        // A consistent view: taken under the lock that `apply` holds for each entry.
+        let (meta, data) = {
+            let inner = lock(&self.inner);
+            let meta = SnapshotMeta { last_log_id: inner.last_applied, last_membership: inner.membership.clone() };
+            (meta, inner.state.to_snapshot())
+        };
+        self.persist(&meta, &data).await?;
+        lock(&self.inner).snapshot = Some((meta.clone(), data.clone()));
+        Ok(Snapshot { meta, snapshot: data })
+    }
+}
+
+impl RaftStateMachine<C> for StateMachineStore {
+    type SnapshotData = Vec<u8>;
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>), io::Error> {
+        let inner = lock(&self.inner);
+        Ok((inner.last_applied, inner.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<C>, io::Error>> + Unpin + OptionalSend,
+    {
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            let response = {
+                let mut inner = lock(&self.inner);
+                let log_id = entry.log_id();
+                let response = match entry.payload {
+                    EntryPayload::Blank => Response::default(),
+                    // Only application entries reach orch-core, so revisions are the indexes
+                    // of the entries that changed the state.
+                    EntryPayload::Normal(batch) => {
+                        Response { outcomes: inner.state.apply(log_id.index(), batch).outcomes }
+                    }
+                    EntryPayload::Membership(membership) => {
+                        inner.membership = StoredMembership::new(Some(log_id), membership);
+                        Response::default()
+                    }
+                };
+                inner.last_applied = Some(log_id);
+                response
+            };
+            if let Some(responder) = responder {
+                responder.send(response);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMetaOf<C>, snapshot: Vec<u8>) -> Result<(), io::Error> {
+        let state = State::from_snapshot(&snapshot).map_err(invalid_snapshot)?;
+        // On disk first: once installed, openraft may purge the log this snapshot replaces.
+        self.persist(meta, &snapshot).await?;
+        let mut inner = lock(&self.inner);
+        inner.state = state;
+        inner.last_applied = meta.last_log_id;
+        inner.membership = meta.last_membership.clone();
+        inner.snapshot = Some((meta.clone(), snapshot));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, Vec<u8>>>, io::Error> {
+        let inner = lock(&self.inner);
+        Ok(inner.snapshot.as_ref().map(|(meta, data)| Snapshot { meta: meta.clone(), snapshot: data.clone() }))
+    }
+}
