@@ -4,14 +4,15 @@
 //! whose entries are `orch_core::Entry` batches ([`TypeConfig`]); the state machine over
 //! orch-core with snapshots kept on disk or in memory ([`StateMachineStore`]); the in-memory
 //! log store ([`mem`]); the RocksDB log store with group commit ([`rocks`]) and its on-disk
-//! encoding ([`codec`]). All pass openraft's storage conformance suite. Still to come: snapshot
-//! streaming in chunks, the tonic transport, the in-memory transport and the deterministic
-//! simulation test, and the embeddable `ControlPlane`.
+//! encoding ([`codec`]). All pass openraft's storage conformance suite. An in-process transport
+//! ([`local`]) runs several nodes in one process. Still to come: snapshot streaming in chunks,
+//! the tonic transport, the deterministic simulation test, and the embeddable `ControlPlane`.
 //!
 //! **Boundary:** openraft's types stay inside this crate's modules, so that a bump of the
 //! openraft alpha stays local.
 
 pub mod codec;
+pub mod local;
 pub mod mem;
 pub mod rocks;
 mod state_machine;
