@@ -1,0 +1,85 @@
+//! Group commit of the RocksDB log store: appends/s, latency to durability, and syncs per
+//! 1,000 appends, with 1 to 256 appends in flight (fsync on, on the real disk).
+//!
+//! `cargo bench -p orch-benches --bench log_store` (set ORCH_BENCH_DIR to choose the disk).
+#![allow(clippy::print_stdout)]
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use openraft::storage::{IOFlushed, RaftLogStorage};
+use openraft::testing::log_id;
+use openraft::type_config::TypeConfigExt;
+use orch_benches::typical_pod;
+use orch_core::{ClientId, Command, Request};
+use orch_raft::TypeConfig;
+use orch_raft::rocks::RocksLogStore;
+
+/// Resolves when an append is durable.
+type Durable = openraft::alias::OneshotReceiverOf<TypeConfig, Result<(), std::io::Error>>;
+
+/// Appends measured per level of concurrency.
+const APPENDS: u64 = 3_000;
+
+fn entry(index: u64) -> openraft::alias::EntryOf<TypeConfig> {
+    let batch = orch_core::Entry {
+        timestamp_ms: 1_800_000_000_000,
+        requests: vec![Request {
+            client: ClientId(1),
+            serial: index,
+            command: Command::Create(typical_pod(index as usize)),
+        }],
+    };
+    openraft::Entry { log_id: log_id::<TypeConfig>(1, 1, index), payload: openraft::EntryPayload::Normal(batch) }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e3
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let base = std::env::var_os("ORCH_BENCH_DIR").map_or_else(std::env::temp_dir, Into::into);
+    println!("RocksDB log store, one ~600-byte entry per append, {APPENDS} appends per row, dir {}", base.display());
+    println!("{:>9} {:>11} {:>9} {:>9} {:>16}", "in flight", "appends/s", "p50 ms", "p99 ms", "syncs per 1000");
+    for in_flight in [1usize, 16, 64, 256] {
+        let dir = tempfile::tempdir_in(&base).expect("temp dir");
+        let mut store = RocksLogStore::open(dir.path()).expect("open");
+        let stats = store.stats();
+        let entries: Vec<_> = (1..=APPENDS).map(entry).collect();
+        let mut pending: VecDeque<(Instant, Durable)> = VecDeque::new();
+        let mut latencies = Vec::with_capacity(APPENDS as usize);
+        let start = Instant::now();
+        for e in entries {
+            if pending.len() == in_flight {
+                let (t0, rx) = pending.pop_front().expect("pending");
+                rx.await.expect("callback").expect("durable");
+                latencies.push(t0.elapsed());
+            }
+            let (tx, rx) = TypeConfig::oneshot();
+            let t0 = Instant::now();
+            store.append([e], IOFlushed::Signal(tx)).await.expect("append");
+            pending.push_back((t0, rx));
+        }
+        while let Some((t0, rx)) = pending.pop_front() {
+            rx.await.expect("callback").expect("durable");
+            latencies.push(t0.elapsed());
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        latencies.sort();
+        let syncs = stats.syncs.load(Ordering::Relaxed);
+        println!(
+            "{:>9} {:>11.0} {:>9.2} {:>9.2} {:>16.1}",
+            in_flight,
+            APPENDS as f64 / elapsed,
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99),
+            syncs as f64 * 1000.0 / APPENDS as f64
+        );
+    }
+}
