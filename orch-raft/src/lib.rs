@@ -20,3 +20,9 @@ mod types;
 
 pub use state_machine::StateMachineStore;
 pub use types::{Response, TypeConfig};
+
+/// Locks a mutex shared by the stores and the router; a panic elsewhere while it was held
+/// does not make the data unusable here.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

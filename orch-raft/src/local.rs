@@ -15,7 +15,7 @@ use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
 use openraft::{BasicNode, Raft};
 
-use crate::mem::lock;
+use crate::lock;
 use crate::{StateMachineStore, TypeConfig};
 
 type C = TypeConfig;

@@ -23,7 +23,7 @@ use openraft::{EntryPayload, OptionalSend, StoredMembership};
 use orch_core::State;
 
 use crate::codec;
-use crate::mem::lock;
+use crate::lock;
 use crate::types::{Response, TypeConfig};
 
 type C = TypeConfig;
