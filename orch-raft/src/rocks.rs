@@ -22,7 +22,7 @@ use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use openraft::OptionalSend;
 use openraft::alias::{EntryOf, LogIdOf, VoteOf};
@@ -63,7 +63,42 @@ pub struct SyncStats {
 /// A reader of the RocksDB log; cheap to clone.
 #[derive(Clone)]
 pub struct RocksLogReader {
-    db: Arc<DB>,
+    db: Arc<OwnedDb>,
+}
+
+/// Tells whether a log store's database was closed (see [`RocksLogStore::closed_probe`]).
+#[derive(Clone, Debug)]
+pub struct ClosedProbe(Arc<AtomicBool>);
+
+impl ClosedProbe {
+    /// True once the store and all its readers are dropped and the database closed.
+    pub fn is_closed(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Raises its flag when dropped.
+struct CloseFlag(Arc<AtomicBool>);
+
+impl Drop for CloseFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// The database and its close flag: fields drop in order, so the flag rises only after the
+/// database closed (its lock file released).
+struct OwnedDb {
+    db: DB,
+    _closed: CloseFlag,
+}
+
+impl std::ops::Deref for OwnedDb {
+    type Target = DB;
+
+    fn deref(&self) -> &DB {
+        &self.db
+    }
 }
 
 /// The RocksDB log store.
@@ -94,7 +129,9 @@ impl RocksLogStore {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         let cfs = [CF_LOG, CF_META].map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
-        let db = Arc::new(DB::open_cf_descriptors(&opts, dir, cfs).map_err(io_err)?);
+        let closed = Arc::new(AtomicBool::new(false));
+        let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(io_err)?;
+        let db = Arc::new(OwnedDb { db, _closed: CloseFlag(Arc::clone(&closed)) });
         let (tx, mut rx) = mpsc::channel::<IOFlushed<C>>(SYNC_QUEUE_MAX);
         let stats = Arc::new(SyncStats::default());
         let (sync_db, sync_stats) = (Arc::clone(&db), Arc::clone(&stats));
@@ -117,6 +154,11 @@ impl RocksLogStore {
             }
         })?;
         Ok(Self { reader: RocksLogReader { db }, syncer: Some(tx), syncer_thread: Some(syncer_thread), stats })
+    }
+
+    /// Tells, later, whether the database was closed: every store and reader of it dropped.
+    pub fn closed_probe(&self) -> ClosedProbe {
+        ClosedProbe(Arc::clone(&self.reader.db._closed.0))
     }
 
     /// The group commit counters.

@@ -23,6 +23,7 @@ use openraft::{EntryPayload, OptionalSend, StoredMembership};
 use orch_core::State;
 
 use crate::codec;
+use crate::feed::{Expired, Feed, Subscription};
 use crate::lock;
 use crate::types::{Response, TypeConfig};
 
@@ -32,12 +33,18 @@ const SNAPSHOT_MAGIC: &[u8; 8] = b"ORCHRSNP";
 const SNAPSHOT_FILE: &str = "snapshot.bin";
 const SNAPSHOT_HEADER_BYTES: usize = 8 + 1 + 32 + 4;
 
+/// Called with each application entry before it is applied: `(log index, entry)`. The
+/// simulator records the sequence of applications with it.
+pub type ApplyHook = Arc<dyn Fn(u64, &orch_core::Entry) + Send + Sync>;
+
 #[derive(Default)]
 struct Inner {
     state: State,
     last_applied: Option<LogIdOf<C>>,
     membership: StoredMembershipOf<C>,
     snapshot: Option<(SnapshotMetaOf<C>, Vec<u8>)>,
+    feed: Feed,
+    hook: Option<ApplyHook>,
 }
 
 /// openraft's state machine over orch-core's [`State`]. Clones share the state.
@@ -110,6 +117,7 @@ impl StateMachineStore {
             Ok(bytes) => {
                 let (meta, state_bytes) = decode_snapshot_file(&bytes)?;
                 inner.state = State::from_snapshot(state_bytes).map_err(invalid_snapshot)?;
+                inner.feed.reset(meta.last_log_id.map_or(0, |id| id.index));
                 inner.last_applied = meta.last_log_id;
                 inner.membership = meta.last_membership.clone();
                 inner.snapshot = Some((meta, state_bytes.to_vec()));
@@ -123,6 +131,26 @@ impl StateMachineStore {
     /// Runs `f` on the current cluster state.
     pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
         f(&lock(&self.inner).state)
+    }
+
+    /// The index of the last applied log entry (0 before any).
+    pub fn applied_index(&self) -> u64 {
+        lock(&self.inner).last_applied.map_or(0, |id| id.index)
+    }
+
+    /// The oldest revision a watch may start from on this replica.
+    pub fn watch_horizon(&self) -> u64 {
+        lock(&self.inner).feed.horizon()
+    }
+
+    /// Calls `hook` with every application entry from now on, before it is applied.
+    pub fn set_apply_hook(&self, hook: ApplyHook) {
+        lock(&self.inner).hook = Some(hook);
+    }
+
+    /// Subscribes to the committed events after revision `from`.
+    pub(crate) fn subscribe(&self, from: u64) -> Result<Subscription, Expired> {
+        lock(&self.inner).feed.subscribe(from)
     }
 
     /// Persists a snapshot (when this store has a directory), off the async runtime's threads.
@@ -174,14 +202,23 @@ impl RaftStateMachine<C> for StateMachineStore {
                 let mut inner = lock(&self.inner);
                 let log_id = entry.log_id();
                 let response = match entry.payload {
-                    EntryPayload::Blank => Response::default(),
+                    EntryPayload::Blank => {
+                        inner.feed.push(log_id.index(), Vec::new());
+                        Response::default()
+                    }
                     // Only application entries reach orch-core, so revisions are the indexes
                     // of the entries that changed the state.
                     EntryPayload::Normal(batch) => {
-                        Response { outcomes: inner.state.apply(log_id.index(), batch).outcomes }
+                        if let Some(hook) = &inner.hook {
+                            hook(log_id.index(), &batch);
+                        }
+                        let output = inner.state.apply(log_id.index(), batch);
+                        inner.feed.push(log_id.index(), output.events);
+                        Response { outcomes: output.outcomes }
                     }
                     EntryPayload::Membership(membership) => {
                         inner.membership = StoredMembership::new(Some(log_id), membership);
+                        inner.feed.push(log_id.index(), Vec::new());
                         Response::default()
                     }
                 };
@@ -205,6 +242,7 @@ impl RaftStateMachine<C> for StateMachineStore {
         self.persist(meta, &snapshot).await?;
         let mut inner = lock(&self.inner);
         inner.state = state;
+        inner.feed.reset(meta.last_log_id.map_or(0, |id| id.index));
         inner.last_applied = meta.last_log_id;
         inner.membership = meta.last_membership.clone();
         inner.snapshot = Some((meta.clone(), snapshot));

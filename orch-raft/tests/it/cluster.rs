@@ -4,11 +4,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::{BasicNode, Raft};
+use openraft::BasicNode;
 use orch_core::{ClientId, Command, Kind, ObjectKey, Request, parse_manifests};
-use orch_raft::StateMachineStore;
-use orch_raft::local::{LocalRouter, RaftNode};
+use orch_raft::local::LocalRouter;
 use orch_raft::mem::MemLogStore;
+use orch_raft::{RaftNode, StateMachineStore, start_raft};
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(20));
 
@@ -16,17 +16,11 @@ async fn start(
     router: &LocalRouter,
     ids: impl IntoIterator<Item = u64>,
 ) -> BTreeMap<u64, (RaftNode, StateMachineStore)> {
-    let config = openraft::Config {
-        heartbeat_interval: 50,
-        election_timeout_min: 150,
-        election_timeout_max: 300,
-        ..openraft::Config::default()
-    };
-    let config = Arc::new(config.validate().expect("valid raft config"));
+    let config = crate::fast_raft_config();
     let mut nodes = BTreeMap::new();
     for id in ids {
         let sm = StateMachineStore::in_memory();
-        let raft = Raft::new(id, Arc::clone(&config), router.clone(), MemLogStore::default(), sm.clone())
+        let raft = start_raft(id, Arc::clone(&config), router.clone(), MemLogStore::default(), sm.clone(), id)
             .await
             .expect("raft starts");
         router.register(id, raft.clone());

@@ -1,0 +1,13 @@
+//! Compiles the Raft transport's protocol with the vendored protoc: building needs no system
+//! protoc.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc);
+    // Snapshot chunks are slices of one buffer, not copies.
+    config.bytes([".orch.raft.v1.SnapshotChunk.data"]);
+    tonic_prost_build::configure().compile_with_config(config, &["proto/raft.proto"], &["proto"])?;
+    println!("cargo:rerun-if-changed=proto/raft.proto");
+    Ok(())
+}

@@ -1,0 +1,742 @@
+//! [`ControlPlane`]: the embeddable handle on one control-plane node.
+//!
+//! It owns the node's RocksDB log, its state machine (snapshots in the data directory), its
+//! Raft transport server, and a batcher that packs concurrent proposals into one log entry.
+//!
+//! **Serving after a restart.** A node that restarts re-applies its log up to the committed id it
+//! saved, which (written without its own fsync) may be older than what the node acknowledged or
+//! served before the crash. So after a restart the node serves stale reads and watches only once
+//! it has caught up: once it applied an entry of a term newer than the vote it restarted with
+//! (a later leader's log holds every earlier committed entry before its own), or applied its
+//! whole recovered log. Linearizable reads always confirm leadership and wait for the commit
+//! index, so they never need this gate.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::Stream;
+use openraft::async_runtime::WatchReceiver;
+use openraft::errors::{ClientWriteError, ForwardToLeader, LinearizableReadError, RaftError};
+use openraft::raft::ReadPolicy;
+use openraft::storage::{RaftLogReader, RaftLogStorage};
+use openraft::{BasicNode, ChangeMembers, SnapshotPolicy};
+use orch_core::{ClientId, Command, Outcome, Request, State, WatchEvent, WatchFilter};
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
+
+use crate::feed::Expired;
+use crate::grpc::{GrpcNetwork, RaftService, SNAPSHOT_CHUNK_BYTES_DEFAULT};
+use crate::rocks::{ClosedProbe, RocksLogStore};
+use crate::{RaftNode, StateMachineStore, TypeConfig, entropy_seed, start_raft};
+
+/// The most requests packed into one log entry.
+pub const BATCH_REQUESTS_MAX: usize = 1024;
+
+/// The most proposals waiting for the batcher; callers wait when it is full.
+pub const PROPOSALS_PENDING_MAX: usize = 4096;
+
+/// The most log entries a node has proposed and not yet seen committed.
+pub const ENTRIES_IN_FLIGHT_MAX: usize = 8;
+
+/// The most requests one call may propose.
+pub const PROPOSAL_REQUESTS_MAX: usize = BATCH_REQUESTS_MAX;
+
+/// How long [`ControlPlane::shutdown`] waits for the log's database to close.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+
+/// How long a call waits for an election to produce a leader, or for a fresh leader's first
+/// quorum acknowledgement.
+pub const LEASE_WAIT: Duration = Duration::from_secs(5);
+
+/// What went wrong, for a caller of the control plane.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Writes and linearizable reads go to the leader.
+    #[error("not the leader; the leader is {}", match (leader, address) {
+        (Some(id), Some(addr)) => format!("node {id} at {addr}"),
+        (Some(id), None) => format!("node {id}"),
+        _ => "unknown (an election is under way)".to_owned(),
+    })]
+    NotLeader {
+        /// The leader's node id, if known.
+        leader: Option<u64>,
+        /// The leader's Raft address, if known.
+        address: Option<String>,
+    },
+    /// The watch asked for events no longer kept.
+    #[error(transparent)]
+    Expired(#[from] Expired),
+    /// The node restarted and has not caught up with the cluster yet.
+    #[error("the node is catching up after a restart; it serves reads and watches once it has")]
+    CatchingUp,
+    /// A request broke a rule; the message names the field and the rule.
+    #[error("{0}")]
+    Invalid(String),
+    /// The node's storage failed.
+    #[error("storage: {0}")]
+    Storage(#[from] std::io::Error),
+    /// Raft failed (no quorum, a fatal error).
+    #[error("raft: {0}")]
+    Raft(String),
+    /// The control plane was shut down.
+    #[error("the control plane is shut down")]
+    Shutdown,
+}
+
+fn not_leader(f: &ForwardToLeader<TypeConfig>) -> Error {
+    Error::NotLeader { leader: f.leader_id, address: f.leader_node.as_ref().map(|n| n.addr.clone()) }
+}
+
+/// How a node joins the cluster when its data directory is fresh.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// Start a new cluster with these members (node id to Raft address), this node among them.
+    /// Give it to exactly one node; the others [`Bootstrap::Join`].
+    Initialize(BTreeMap<u64, String>),
+    /// Wait to be added by a member of an existing cluster ([`ControlPlane::add_member`]).
+    Join,
+}
+
+/// When to snapshot and how much log to keep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotSettings {
+    /// Build a snapshot after this many log entries since the last one.
+    pub every_entries: u64,
+    /// Keep this many entries behind a snapshot, for followers that lag a little.
+    pub keep_entries: u64,
+    /// The size of one chunk when a snapshot is sent to a follower.
+    pub chunk_bytes: usize,
+}
+
+impl Default for SnapshotSettings {
+    fn default() -> Self {
+        Self { every_entries: 10_000, keep_entries: 1_000, chunk_bytes: SNAPSHOT_CHUNK_BYTES_DEFAULT }
+    }
+}
+
+/// The settings of a control-plane node; build it with [`ControlPlane::builder`].
+#[derive(Clone, Debug)]
+pub struct Builder {
+    id: u64,
+    data_dir: PathBuf,
+    listen: SocketAddr,
+    advertise: Option<String>,
+    bootstrap: Option<Bootstrap>,
+    heartbeat: Duration,
+    election_timeout: (Duration, Duration),
+    snapshot: SnapshotSettings,
+    progress_interval: Duration,
+    seed: Option<u64>,
+}
+
+impl Builder {
+    /// The address the Raft transport listens on (default `127.0.0.1:0`, any free port).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// The address peers reach this node at (default: the bound listen address).
+    pub fn advertise(mut self, addr: impl Into<String>) -> Self {
+        self.advertise = Some(addr.into());
+        self
+    }
+
+    /// Start a new cluster of these members (ids to addresses) if the data directory is fresh.
+    pub fn initial_members(mut self, members: BTreeMap<u64, String>) -> Self {
+        self.bootstrap = Some(Bootstrap::Initialize(members));
+        self
+    }
+
+    /// Wait to be added to an existing cluster if the data directory is fresh.
+    pub fn join(mut self) -> Self {
+        self.bootstrap = Some(Bootstrap::Join);
+        self
+    }
+
+    /// The leader's heartbeat interval and the election timeout range.
+    pub fn timing(mut self, heartbeat: Duration, election_timeout: (Duration, Duration)) -> Self {
+        self.heartbeat = heartbeat;
+        self.election_timeout = election_timeout;
+        self
+    }
+
+    /// When to snapshot and how much log to keep.
+    pub fn snapshots(mut self, settings: SnapshotSettings) -> Self {
+        self.snapshot = settings;
+        self
+    }
+
+    /// How often an idle watch receives a progress event.
+    pub fn progress_interval(mut self, interval: Duration) -> Self {
+        self.progress_interval = interval;
+        self
+    }
+
+    /// The seed of the node's random numbers (default: from the operating system).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    fn raft_config(&self) -> Result<openraft::Config, Error> {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let config = openraft::Config {
+            cluster_name: "orch".to_owned(),
+            heartbeat_interval: ms(self.heartbeat),
+            election_timeout_min: ms(self.election_timeout.0),
+            election_timeout_max: ms(self.election_timeout.1),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot.every_entries),
+            max_in_snapshot_log_to_keep: self.snapshot.keep_entries,
+            ..openraft::Config::default()
+        };
+        config.validate().map_err(|e| Error::Invalid(format!("raft timing: {e}")))
+    }
+
+    /// Opens the data directory, starts the node and its transport server, and (for a fresh
+    /// directory) bootstraps as configured.
+    ///
+    /// # Errors
+    /// When the settings are invalid, the storage cannot be opened, or the address not bound.
+    pub async fn start(self) -> Result<ControlPlane, Error> {
+        if self.id == 0 {
+            return Err(Error::Invalid("id: Invalid value: 0: must be >= 1".to_owned()));
+        }
+        let raft_config = Arc::new(self.raft_config()?);
+        let mut log = RocksLogStore::open(&self.data_dir.join("log"))?;
+        let sm = StateMachineStore::open(&self.data_dir.join("state"))?;
+        let gate = RecoveryGate::read(&mut log).await?;
+        let closed = log.closed_probe();
+        let listener = tokio::net::TcpListener::bind(self.listen).await?;
+        let local = listener.local_addr()?;
+        let address = self.advertise.clone().unwrap_or_else(|| local.to_string());
+        let network = GrpcNetwork::new(self.id, self.snapshot.chunk_bytes);
+        let seed = self.seed.unwrap_or_else(entropy_seed);
+        let raft = start_raft(self.id, raft_config, network, log, sm.clone(), seed)
+            .await
+            .map_err(|e| Error::Raft(e.to_string()))?;
+
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let router = tonic::transport::Server::builder().add_service(RaftService::server(raft.clone()));
+        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let server = tokio::spawn(async move {
+            let _ = router.serve_with_incoming_shutdown(incoming, async { drop(stop_rx.await) }).await;
+        });
+
+        let fresh = !raft.is_initialized().await.map_err(|e| Error::Raft(e.to_string()))?;
+        if fresh {
+            let members = match &self.bootstrap {
+                None => Some(BTreeMap::from([(self.id, address.clone())])),
+                Some(Bootstrap::Initialize(members)) => Some(members.clone()),
+                Some(Bootstrap::Join) => None,
+            };
+            if let Some(members) = members {
+                let nodes: BTreeMap<u64, BasicNode> =
+                    members.into_iter().map(|(id, addr)| (id, BasicNode { addr })).collect();
+                raft.initialize(nodes).await.map_err(|e| Error::Raft(e.to_string()))?;
+            }
+        }
+
+        let (proposals, rx) = mpsc::channel(PROPOSALS_PENDING_MAX);
+        let batcher = tokio::spawn(batch(raft.clone(), rx));
+        let client = ClientId((u128::from(self.id) << 64) | u128::from(entropy_seed()));
+        Ok(ControlPlane {
+            inner: Arc::new(Inner {
+                id: self.id,
+                address,
+                raft,
+                sm,
+                proposals,
+                client,
+                serial: AtomicU64::new(1),
+                gate,
+                closed,
+                progress_interval: self.progress_interval,
+                tasks: std::sync::Mutex::new(Some((stop_tx, server, batcher))),
+            }),
+        })
+    }
+}
+
+/// When a restarted node may serve stale reads and watches (see the module docs).
+#[derive(Clone, Copy, Debug)]
+struct RecoveryGate {
+    vote_term: u64,
+    last_log_index: u64,
+}
+
+impl RecoveryGate {
+    async fn read(log: &mut RocksLogStore) -> Result<Self, Error> {
+        let state = log.get_log_state().await?;
+        let vote = log.get_log_reader().await.read_vote().await?;
+        Ok(Self {
+            vote_term: vote.map_or(0, |v| v.leader_id().term),
+            last_log_index: state.last_log_id.map_or(0, |id| id.index),
+        })
+    }
+
+    fn open(&self, raft: &RaftNode) -> bool {
+        let metrics = raft.metrics();
+        let m = metrics.borrow_watched();
+        m.last_applied.is_some_and(|id| id.leader_id.term > self.vote_term || id.index >= self.last_log_index)
+            || self.last_log_index == 0
+    }
+}
+
+struct Proposal {
+    requests: Vec<Request>,
+    reply: oneshot::Sender<Result<Vec<Outcome>, Error>>,
+}
+
+/// Packs waiting proposals into entries; at most [`ENTRIES_IN_FLIGHT_MAX`] entries in flight,
+/// so that under load proposals gather while earlier entries commit.
+async fn batch(raft: RaftNode, mut rx: mpsc::Receiver<Proposal>) {
+    let in_flight = Arc::new(Semaphore::new(ENTRIES_IN_FLIGHT_MAX));
+    let mut carry: Option<Proposal> = None;
+    loop {
+        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else { return };
+        let first = match carry.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let mut total = first.requests.len();
+        let mut group = vec![first];
+        while let Ok(next) = rx.try_recv() {
+            if total + next.requests.len() > BATCH_REQUESTS_MAX {
+                carry = Some(next);
+                break;
+            }
+            total += next.requests.len();
+            group.push(next);
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let counts: Vec<usize> = group.iter().map(|p| p.requests.len()).collect();
+            let mut requests = Vec::with_capacity(total);
+            let mut replies = Vec::with_capacity(group.len());
+            for p in group {
+                requests.extend(p.requests);
+                replies.push(p.reply);
+            }
+            let entry = orch_core::Entry { timestamp_ms: now_ms(), requests };
+            let result = write(&raft, entry).await;
+            drop(permit);
+            match result {
+                Ok(outcomes) => {
+                    let mut outcomes = outcomes.into_iter();
+                    for (reply, n) in replies.into_iter().zip(counts) {
+                        let _ = reply.send(Ok(outcomes.by_ref().take(n).collect()));
+                    }
+                }
+                Err(e) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(clone_error(&e)));
+                    }
+                }
+            }
+        });
+    }
+}
+
+fn clone_error(e: &Error) -> Error {
+    match e {
+        Error::NotLeader { leader, address } => Error::NotLeader { leader: *leader, address: address.clone() },
+        Error::Shutdown => Error::Shutdown,
+        other => Error::Raft(other.to_string()),
+    }
+}
+
+/// Writes one entry; a fresh leader refuses writes until a quorum acknowledged its lease, so
+/// that refusal is waited out (briefly) rather than reported.
+async fn write(raft: &RaftNode, entry: orch_core::Entry) -> Result<Vec<Outcome>, Error> {
+    let deadline = tokio::time::Instant::now() + LEASE_WAIT;
+    loop {
+        let acked = raft.metrics().borrow_watched().last_quorum_acked;
+        match raft.client_write(entry.clone()).await {
+            Ok(response) => return Ok(response.data.outcomes),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))
+                if f.leader_id == Some(raft_id(raft)) && tokio::time::Instant::now() < deadline =>
+            {
+                let wait = raft.wait(Some(deadline - tokio::time::Instant::now()));
+                let _ = wait.metrics(|m| m.last_quorum_acked != acked, "a quorum acknowledgement").await;
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => return Err(not_leader(&f)),
+            Err(e) => return Err(Error::Raft(e.to_string())),
+        }
+    }
+}
+
+fn raft_id(raft: &RaftNode) -> u64 {
+    raft.metrics().borrow_watched().id
+}
+
+fn now_ms() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// How fresh a read must be.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Consistency {
+    /// Reflects every write acknowledged before the read began (the leader confirms it still
+    /// leads with a quorum, ReadIndex, and waits until it applied that far).
+    #[default]
+    Linearizable,
+    /// This replica's current state, which may lag the leader; any node serves it.
+    Stale,
+}
+
+/// One item of a watch stream.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WatchItem {
+    /// A committed change that matches the filter.
+    Event(WatchEvent),
+    /// Nothing matching happened up to this revision (a bookmark to resume from).
+    Progress {
+        /// The revision the stream has reached.
+        revision: u64,
+    },
+}
+
+/// A stream of committed events; see [`ControlPlane::watch`].
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchItem, Error>> + Send>>;
+
+/// The members of the cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Members {
+    /// Voters: node id to Raft address.
+    pub voters: BTreeMap<u64, String>,
+    /// Learners (replicas that do not vote yet): node id to Raft address.
+    pub learners: BTreeMap<u64, String>,
+}
+
+/// What a node reports about itself and the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Metrics {
+    /// This node.
+    pub id: u64,
+    /// The current term.
+    pub term: u64,
+    /// The leader, if known.
+    pub leader: Option<u64>,
+    /// Leader, Follower, Candidate or Learner.
+    pub role: String,
+    /// The index of the last committed entry this node knows of.
+    pub commit_index: u64,
+    /// The index of the last entry applied to this node's state.
+    pub applied_index: u64,
+    /// The index of the last entry in this node's log.
+    pub last_log_index: u64,
+    /// The index covered by this node's latest snapshot.
+    pub snapshot_index: u64,
+    /// The index up to which this node's log was purged (compacted into a snapshot).
+    pub purged_index: u64,
+}
+
+struct Inner {
+    id: u64,
+    address: String,
+    raft: RaftNode,
+    sm: StateMachineStore,
+    proposals: mpsc::Sender<Proposal>,
+    client: ClientId,
+    serial: AtomicU64,
+    gate: RecoveryGate,
+    closed: ClosedProbe,
+    progress_interval: Duration,
+    #[allow(clippy::type_complexity)]
+    tasks: std::sync::Mutex<Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>)>>,
+}
+
+/// A handle on one control-plane node. Clones share the node.
+#[derive(Clone)]
+pub struct ControlPlane {
+    inner: Arc<Inner>,
+}
+
+impl ControlPlane {
+    /// The settings of node `id` keeping its data in `data_dir`: a single-node cluster on
+    /// `127.0.0.1` (any free port) unless told otherwise.
+    pub fn builder(id: u64, data_dir: impl AsRef<Path>) -> Builder {
+        Builder {
+            id,
+            data_dir: data_dir.as_ref().to_path_buf(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise: None,
+            bootstrap: None,
+            heartbeat: Duration::from_millis(50),
+            election_timeout: (Duration::from_millis(300), Duration::from_millis(600)),
+            snapshot: SnapshotSettings::default(),
+            progress_interval: Duration::from_secs(1),
+            seed: None,
+        }
+    }
+
+    /// The embedded default: a single-node control plane keeping its data in `data_dir`.
+    ///
+    /// # Errors
+    /// When the storage cannot be opened.
+    pub async fn open(data_dir: impl AsRef<Path>) -> Result<Self, Error> {
+        Self::builder(1, data_dir).start().await
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// The address peers reach this node's Raft transport at.
+    pub fn address(&self) -> &str {
+        &self.inner.address
+    }
+
+    /// Proposes commands as this control plane's own client, with fresh serials; the outcomes
+    /// come back in order.
+    ///
+    /// # Errors
+    /// [`Error::NotLeader`] on a follower; [`Error::Raft`] when the entry could not commit (it may
+    /// still commit later: a caller that retries should use [`ControlPlane::submit`] with its
+    /// own client id and serials, which the state machine deduplicates).
+    pub async fn propose(&self, commands: Vec<Command>) -> Result<Vec<Outcome>, Error> {
+        let n = commands.len() as u64;
+        let first = self.inner.serial.fetch_add(n, Ordering::Relaxed);
+        let requests = commands
+            .into_iter()
+            .zip(first..)
+            .map(|(command, serial)| Request { client: self.inner.client, serial, command })
+            .collect();
+        self.submit(requests).await
+    }
+
+    /// Proposes requests that carry their own client id and serial: a retried request (same
+    /// client, same serial) is applied at most once and answers the first outcome.
+    ///
+    /// # Errors
+    /// As [`ControlPlane::propose`], and [`Error::Invalid`] for more than
+    /// [`PROPOSAL_REQUESTS_MAX`] requests.
+    pub async fn submit(&self, requests: Vec<Request>) -> Result<Vec<Outcome>, Error> {
+        if requests.len() > PROPOSAL_REQUESTS_MAX {
+            return Err(Error::Invalid(format!(
+                "requests: Too many: {}: must have at most {PROPOSAL_REQUESTS_MAX} items",
+                requests.len()
+            )));
+        }
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.await_leader().await;
+        {
+            let metrics = self.inner.raft.metrics();
+            let m = metrics.borrow_watched();
+            if m.current_leader != Some(self.inner.id) {
+                let address = m
+                    .current_leader
+                    .and_then(|l| m.membership_config.membership().get_node(&l).map(|n: &BasicNode| n.addr.clone()));
+                return Err(Error::NotLeader { leader: m.current_leader, address });
+            }
+        }
+        let (reply, rx) = oneshot::channel();
+        self.inner.proposals.send(Proposal { requests, reply }).await.map_err(|_| Error::Shutdown)?;
+        rx.await.map_err(|_| Error::Shutdown)?
+    }
+
+    /// Waits (up to [`LEASE_WAIT`]) while an election is under way and no leader is known, so
+    /// that a node that just started answers its first calls rather than "no leader".
+    async fn await_leader(&self) {
+        let wait = self.inner.raft.wait(Some(LEASE_WAIT));
+        let _ = wait.metrics(|m| m.current_leader.is_some(), "a leader").await;
+    }
+
+    /// Runs `f` on the cluster state at the chosen consistency.
+    ///
+    /// # Errors
+    /// [`Error::NotLeader`] for a linearizable read on a follower; [`Error::CatchingUp`] for a
+    /// stale read on a node that restarted and has not caught up yet.
+    pub async fn read<T>(&self, consistency: Consistency, f: impl FnOnce(&State) -> T) -> Result<T, Error> {
+        match consistency {
+            Consistency::Linearizable => match self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+                Ok(_) => {}
+                Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => return Err(not_leader(&f)),
+                Err(e) => return Err(Error::Raft(e.to_string())),
+            },
+            Consistency::Stale => {
+                if !self.inner.gate.open(&self.inner.raft) {
+                    return Err(Error::CatchingUp);
+                }
+            }
+        }
+        Ok(self.inner.sm.read(f))
+    }
+
+    /// A stream of the committed events after `from_revision` that match `filter`, in revision
+    /// order, with no gap and no duplicate, on any replica. An idle stream receives
+    /// [`WatchItem::Progress`] every progress interval. A revision older than this replica's
+    /// horizon is refused with [`Error::Expired`] (relist, then watch from the list's
+    /// revision); a stream that falls too far behind ends with the same error.
+    ///
+    /// # Errors
+    /// [`Error::Expired`], or [`Error::CatchingUp`] right after a restart.
+    pub fn watch(&self, from_revision: u64, filter: WatchFilter) -> Result<WatchStream, Error> {
+        if !self.inner.gate.open(&self.inner.raft) {
+            return Err(Error::CatchingUp);
+        }
+        let sub = self.inner.sm.subscribe(from_revision)?;
+        let state = WatchState {
+            pending: sub.backlog.into_iter().filter_map(|e| filter.view(&e)).collect(),
+            live: sub.live,
+            filter,
+            revision: sub.applied.max(from_revision),
+            interval: self.inner.progress_interval,
+            horizon: self.inner.sm.watch_horizon(),
+            done: false,
+        };
+        Ok(Box::pin(futures_util::stream::unfold(state, WatchState::next)))
+    }
+
+    /// The cluster's members as this node knows them.
+    pub fn members(&self) -> Members {
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow_watched();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let mut members = Members::default();
+        for (id, node) in membership.nodes() {
+            let map = if voters.contains(id) { &mut members.voters } else { &mut members.learners };
+            map.insert(*id, node.addr.clone());
+        }
+        members
+    }
+
+    /// Adds node `id` at `address`: first as a learner that catches up, then as a voter.
+    ///
+    /// # Errors
+    /// [`Error::NotLeader`] on a follower; [`Error::Raft`] when the change fails.
+    pub async fn add_member(&self, id: u64, address: impl Into<String>) -> Result<(), Error> {
+        let node = BasicNode { addr: address.into() };
+        self.change(self.inner.raft.add_learner(id, node, true).await)?;
+        self.change(self.inner.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false).await)
+    }
+
+    /// Removes node `id` from the cluster (as voter and as learner).
+    ///
+    /// # Errors
+    /// [`Error::NotLeader`] on a follower; [`Error::Raft`] when the change fails.
+    pub async fn remove_member(&self, id: u64) -> Result<(), Error> {
+        self.change(self.inner.raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false).await)
+    }
+
+    fn change<T>(&self, result: Result<T, RaftError<TypeConfig, ClientWriteError<TypeConfig>>>) -> Result<(), Error> {
+        match result {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(not_leader(&f)),
+            Err(e) => Err(Error::Raft(e.to_string())),
+        }
+    }
+
+    /// Asks the leader (this node) to hand leadership to `to`.
+    ///
+    /// # Errors
+    /// [`Error::NotLeader`] on a follower.
+    pub async fn transfer_leadership(&self, to: u64) -> Result<(), Error> {
+        let leader = self.inner.raft.metrics().borrow_watched().current_leader;
+        if leader != Some(self.inner.id) {
+            return Err(Error::NotLeader { leader, address: None });
+        }
+        self.inner.raft.trigger().transfer_leader(to).await.map_err(|e| Error::Raft(e.to_string()))
+    }
+
+    /// Term, leader, role, and how far the log, the commit and the state have come.
+    pub fn metrics(&self) -> Metrics {
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow_watched();
+        Metrics {
+            id: m.id,
+            term: m.current_term,
+            leader: m.current_leader,
+            role: format!("{:?}", m.state),
+            commit_index: m.cluster_committed.map_or(0, |id| id.index),
+            applied_index: m.last_applied.map_or(0, |id| id.index),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            snapshot_index: m.snapshot.map_or(0, |id| id.index),
+            purged_index: m.purged.map_or(0, |id| id.index),
+        }
+    }
+
+    /// The underlying Raft node, for tests and tools inside this crate's users that need more.
+    pub fn raft(&self) -> &RaftNode {
+        &self.inner.raft
+    }
+
+    /// Stops the node: Raft, the transport server and the batcher, and waits (up to
+    /// [`SHUTDOWN_WAIT`]) until the log's database is closed, so the data directory can be opened
+    /// again at once. Other clones then fail with [`Error::Shutdown`] or [`Error::NotLeader`].
+    ///
+    /// # Errors
+    /// When Raft's task ended in a panic, or the database stayed open.
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        let tasks = crate::lock(&self.inner.tasks).take();
+        let Some((stop, server, batcher)) = tasks else { return Ok(()) };
+        batcher.abort();
+        let result = self.inner.raft.shutdown().await.map_err(|e| Error::Raft(e.to_string()));
+        let _ = stop.send(());
+        let _ = server.await;
+        let _ = batcher.await;
+        result?;
+        // openraft's tasks drop their handles on the log as they wind down.
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
+        while !self.inner.closed.is_closed() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Raft("the log database is still open after shutdown".to_owned()));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
+    }
+}
+
+struct WatchState {
+    pending: VecDeque<WatchEvent>,
+    live: broadcast::Receiver<Arc<crate::feed::Applied>>,
+    filter: WatchFilter,
+    /// The revision the stream has reached: events up to it were delivered or did not match.
+    revision: u64,
+    interval: Duration,
+    horizon: u64,
+    done: bool,
+}
+
+impl WatchState {
+    async fn next(mut self) -> Option<(Result<WatchItem, Error>, Self)> {
+        if self.done {
+            return None;
+        }
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some((Ok(WatchItem::Event(event)), self));
+            }
+            match tokio::time::timeout(self.interval, self.live.recv()).await {
+                Ok(Ok(applied)) => {
+                    if applied.index <= self.revision {
+                        continue;
+                    }
+                    self.revision = applied.index;
+                    self.pending.extend(applied.events.iter().filter_map(|e| self.filter.view(e)));
+                }
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
+                    self.done = true;
+                    let expired = Expired { requested: self.revision, horizon: self.horizon.max(self.revision + 1) };
+                    return Some((Err(Error::Expired(expired)), self));
+                }
+                Ok(Err(broadcast::error::RecvError::Closed)) => return None,
+                Err(_) => return Some((Ok(WatchItem::Progress { revision: self.revision }), self)),
+            }
+        }
+    }
+}

@@ -1,0 +1,451 @@
+//! The Raft transport over gRPC (tonic): append entries, vote, and snapshots streamed in
+//! bounded chunks. The protocol is `orch-raft/proto/raft.proto`.
+//!
+//! Client side, [`GrpcNetwork`] keeps one lazily connected channel per peer (replaced when the
+//! peer's address changes), puts openraft's deadline on every call, and reports a peer it cannot
+//! reach as unreachable so that openraft backs off. Server side, [`RaftService`] hands requests
+//! to the local Raft node; a snapshot is installed only once its stream ended complete, so a
+//! broken transfer leaves the follower as it was.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::{Either, select};
+use openraft::alias::{LogIdOf, SnapshotOf, VoteOf};
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable};
+use openraft::impls::leader_id_adv::LeaderId;
+use openraft::network::v2::RaftNetworkV2;
+use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::storage::Snapshot;
+use openraft::{BasicNode, LogId};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+
+use crate::{RaftNode, TypeConfig, codec, lock};
+
+type C = TypeConfig;
+
+/// The generated protocol types and service stubs.
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+pub mod proto {
+    tonic::include_proto!("orch.raft.v1");
+}
+
+use proto::raft_client::RaftClient;
+use proto::raft_server::{Raft as RaftRpc, RaftServer};
+
+/// The largest single Raft message (an append with its entries) sent or accepted.
+pub const RPC_MESSAGE_BYTES_MAX: usize = 64 << 20;
+
+/// The largest snapshot a node accepts.
+pub const SNAPSHOT_BYTES_MAX: u64 = 8 << 30;
+
+/// The default size of one snapshot chunk.
+pub const SNAPSHOT_CHUNK_BYTES_DEFAULT: usize = 1 << 20;
+
+/// The most peers one node keeps channels to.
+pub const PEERS_MAX: usize = 64;
+
+/// How long connecting to a peer may take before it counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+// --- conversions -------------------------------------------------------------------------
+
+fn vote_to_pb(vote: &VoteOf<C>) -> proto::Vote {
+    let leader = vote.leader_id();
+    proto::Vote {
+        leader_id: Some(proto::LeaderId { term: leader.term, node_id: leader.node_id }),
+        committed: vote.is_committed(),
+    }
+}
+
+fn vote_from_pb(vote: Option<proto::Vote>, field: &str) -> Result<VoteOf<C>, Status> {
+    let vote = vote.ok_or_else(|| Status::invalid_argument(format!("{field}: Required value")))?;
+    let leader = vote.leader_id.ok_or_else(|| Status::invalid_argument(format!("{field}.leaderId: Required value")))?;
+    Ok(if vote.committed {
+        VoteOf::<C>::new_committed(leader.term, leader.node_id)
+    } else {
+        VoteOf::<C>::new(leader.term, leader.node_id)
+    })
+}
+
+fn log_id_to_pb(id: &LogIdOf<C>) -> proto::LogId {
+    proto::LogId {
+        leader_id: Some(proto::LeaderId { term: id.leader_id.term, node_id: id.leader_id.node_id }),
+        index: id.index,
+    }
+}
+
+fn log_id_from_pb(id: Option<proto::LogId>, field: &str) -> Result<Option<LogIdOf<C>>, Status> {
+    let Some(id) = id else { return Ok(None) };
+    let leader = id.leader_id.ok_or_else(|| Status::invalid_argument(format!("{field}.leaderId: Required value")))?;
+    Ok(Some(LogId::new(LeaderId { term: leader.term, node_id: leader.node_id }, id.index)))
+}
+
+fn append_request_to_pb(rpc: &AppendEntriesRequest<C>) -> proto::AppendEntriesRequest {
+    proto::AppendEntriesRequest {
+        vote: Some(vote_to_pb(&rpc.vote)),
+        prev_log_id: rpc.prev_log_id.as_ref().map(log_id_to_pb),
+        entries: rpc.entries.iter().map(codec::encode_entry).collect(),
+        leader_commit: rpc.leader_commit.as_ref().map(log_id_to_pb),
+    }
+}
+
+fn append_request_from_pb(rpc: proto::AppendEntriesRequest) -> Result<AppendEntriesRequest<C>, Status> {
+    let entries = rpc
+        .entries
+        .iter()
+        .enumerate()
+        .map(|(i, bytes)| {
+            codec::decode_entry(bytes).map_err(|e| Status::invalid_argument(format!("entries[{i}]: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(AppendEntriesRequest {
+        vote: vote_from_pb(rpc.vote, "vote")?,
+        prev_log_id: log_id_from_pb(rpc.prev_log_id, "prevLogId")?,
+        entries,
+        leader_commit: log_id_from_pb(rpc.leader_commit, "leaderCommit")?,
+    })
+}
+
+fn append_response_to_pb(resp: &AppendEntriesResponse<C>) -> proto::AppendEntriesResponse {
+    use proto::append_entries_response::Result as R;
+    let result = match resp {
+        AppendEntriesResponse::Success => R::Success(proto::Empty {}),
+        AppendEntriesResponse::PartialSuccess(id) => {
+            R::PartialSuccess(proto::PartialSuccess { matching: id.as_ref().map(log_id_to_pb) })
+        }
+        AppendEntriesResponse::Conflict => R::Conflict(proto::Empty {}),
+        AppendEntriesResponse::HigherVote(vote) => R::HigherVote(vote_to_pb(vote)),
+    };
+    proto::AppendEntriesResponse { result: Some(result) }
+}
+
+fn append_response_from_pb(resp: proto::AppendEntriesResponse) -> Result<AppendEntriesResponse<C>, Status> {
+    use proto::append_entries_response::Result as R;
+    Ok(match resp.result {
+        Some(R::Success(_)) => AppendEntriesResponse::Success,
+        Some(R::PartialSuccess(p)) => AppendEntriesResponse::PartialSuccess(log_id_from_pb(p.matching, "matching")?),
+        Some(R::Conflict(_)) => AppendEntriesResponse::Conflict,
+        Some(R::HigherVote(v)) => AppendEntriesResponse::HigherVote(vote_from_pb(Some(v), "higherVote")?),
+        None => return Err(Status::invalid_argument("result: Required value")),
+    })
+}
+
+fn vote_request_to_pb(rpc: &VoteRequest<C>) -> proto::VoteRequest {
+    proto::VoteRequest {
+        vote: Some(vote_to_pb(&rpc.vote)),
+        last_log_id: rpc.last_log_id.as_ref().map(log_id_to_pb),
+        leadership_transfer: rpc.leadership_transfer,
+    }
+}
+
+fn vote_request_from_pb(rpc: proto::VoteRequest) -> Result<VoteRequest<C>, Status> {
+    let mut req = VoteRequest::new(vote_from_pb(rpc.vote, "vote")?, log_id_from_pb(rpc.last_log_id, "lastLogId")?);
+    req.leadership_transfer = rpc.leadership_transfer;
+    Ok(req)
+}
+
+fn vote_response_to_pb(resp: &VoteResponse<C>) -> proto::VoteResponse {
+    proto::VoteResponse {
+        vote: Some(vote_to_pb(&resp.vote)),
+        vote_granted: resp.vote_granted,
+        last_log_id: resp.last_log_id.as_ref().map(log_id_to_pb),
+    }
+}
+
+fn vote_response_from_pb(resp: proto::VoteResponse) -> Result<VoteResponse<C>, Status> {
+    Ok(VoteResponse::new(
+        vote_from_pb(resp.vote, "vote")?,
+        log_id_from_pb(resp.last_log_id, "lastLogId")?,
+        resp.vote_granted,
+    ))
+}
+
+// --- client ------------------------------------------------------------------------------
+
+/// The client side of the transport: openraft's network factory. Clones share the channels.
+#[derive(Clone)]
+pub struct GrpcNetwork {
+    id: u64,
+    chunk_bytes: usize,
+    channels: Arc<Mutex<BTreeMap<u64, (String, Channel)>>>,
+}
+
+impl GrpcNetwork {
+    /// The network of node `id`, sending snapshots in chunks of `chunk_bytes` (at least 1).
+    pub fn new(id: u64, chunk_bytes: usize) -> Self {
+        Self { id, chunk_bytes: chunk_bytes.max(1), channels: Arc::default() }
+    }
+
+    /// The cached channel to `target` at `addr`, connecting lazily.
+    fn channel(&self, target: u64, addr: &str) -> Result<Channel, Unreachable<C>> {
+        let mut channels = lock(&self.channels);
+        if let Some((cached, channel)) = channels.get(&target)
+            && cached == addr
+        {
+            return Ok(channel.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Unreachable::new(&e))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5));
+        let channel = endpoint.connect_lazy();
+        if channels.len() >= PEERS_MAX && !channels.contains_key(&target) {
+            // A member set this large is refused elsewhere; drop the oldest-numbered entry.
+            if let Some(first) = channels.keys().next().copied() {
+                channels.remove(&first);
+            }
+        }
+        channels.insert(target, (addr.to_owned(), channel.clone()));
+        Ok(channel)
+    }
+}
+
+/// A connection to one peer.
+pub struct GrpcConnection {
+    network: GrpcNetwork,
+    target: u64,
+    addr: String,
+}
+
+impl RaftNetworkFactory<C> for GrpcNetwork {
+    type Network = GrpcConnection;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
+        GrpcConnection { network: self.clone(), target, addr: node.addr.clone() }
+    }
+}
+
+/// Why a call failed, as openraft needs to know it.
+fn rpc_error(status: Status, action: RPCTypes, id: u64, target: u64, ttl: Duration) -> RPCError<C> {
+    match status.code() {
+        Code::DeadlineExceeded | Code::Cancelled => RPCError::Timeout(Timeout { action, id, target, timeout: ttl }),
+        Code::Unavailable | Code::Unknown => RPCError::Unreachable(Unreachable::new(&status)),
+        _ => RPCError::Network(NetworkError::new(&status)),
+    }
+}
+
+impl GrpcConnection {
+    fn client(&self) -> Result<RaftClient<Channel>, Unreachable<C>> {
+        let channel = self.network.channel(self.target, &self.addr)?;
+        Ok(RaftClient::new(channel)
+            .max_decoding_message_size(RPC_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(RPC_MESSAGE_BYTES_MAX))
+    }
+
+    fn timeout(&self, action: RPCTypes, ttl: Duration) -> Timeout<C> {
+        Timeout { action, id: self.network.id, target: self.target, timeout: ttl }
+    }
+}
+
+fn with_deadline<T>(message: T, ttl: Duration) -> Request<T> {
+    let mut request = Request::new(message);
+    request.set_timeout(ttl);
+    request
+}
+
+impl RaftNetworkV2<C> for GrpcConnection {
+    type SnapshotData = Vec<u8>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<C>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
+        let ttl = option.hard_ttl();
+        let mut client = self.client()?;
+        let call = client.append_entries(with_deadline(append_request_to_pb(&rpc), ttl));
+        let reply = tokio::time::timeout(ttl, call)
+            .await
+            .map_err(|_| self.timeout(RPCTypes::AppendEntries, ttl))?
+            .map_err(|s| rpc_error(s, RPCTypes::AppendEntries, self.network.id, self.target, ttl))?;
+        append_response_from_pb(reply.into_inner()).map_err(|s| RPCError::Network(NetworkError::new(&s)))
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<C>, option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
+        let ttl = option.hard_ttl();
+        let mut client = self.client()?;
+        let call = client.vote(with_deadline(vote_request_to_pb(&rpc), ttl));
+        let reply = tokio::time::timeout(ttl, call)
+            .await
+            .map_err(|_| self.timeout(RPCTypes::Vote, ttl))?
+            .map_err(|s| rpc_error(s, RPCTypes::Vote, self.network.id, self.target, ttl))?;
+        vote_response_from_pb(reply.into_inner()).map_err(|s| RPCError::Network(NetworkError::new(&s)))
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: VoteOf<C>,
+        snapshot: SnapshotOf<C, Vec<u8>>,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
+        let ttl = option.hard_ttl();
+        let data = Bytes::from(snapshot.snapshot);
+        let header = proto::SnapshotHeader {
+            vote: Some(vote_to_pb(&vote)),
+            meta: codec::encode_snapshot_meta(&snapshot.meta),
+            total_bytes: data.len() as u64,
+        };
+        let chunk_bytes = self.network.chunk_bytes;
+        let count = data.len().div_ceil(chunk_bytes).max(1);
+        let chunks = (0..count).map(move |i| {
+            let slice = data.slice((i * chunk_bytes).min(data.len())..((i + 1) * chunk_bytes).min(data.len()));
+            proto::SnapshotChunk { header: (i == 0).then(|| header.clone()), data: slice }
+        });
+        let mut client = self.client()?;
+        let call = pin!(client.install_snapshot(with_deadline(futures_util::stream::iter(chunks), ttl)));
+        let reply = match select(call, pin!(cancel)).await {
+            Either::Left((reply, _)) => reply,
+            Either::Right((closed, _)) => return Err(StreamingError::Closed(closed)),
+        };
+        let reply =
+            reply.map_err(|s| match rpc_error(s, RPCTypes::InstallSnapshot, self.network.id, self.target, ttl) {
+                RPCError::Timeout(t) => StreamingError::Timeout(t),
+                RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+                RPCError::Network(n) => StreamingError::Network(n),
+                RPCError::RemoteError(r) => StreamingError::Network(NetworkError::new(&r)),
+            })?;
+        let vote = vote_from_pb(reply.into_inner().vote, "vote")
+            .map_err(|s| StreamingError::Network(NetworkError::new(&s)))?;
+        Ok(SnapshotResponse::new(vote))
+    }
+}
+
+// --- server ------------------------------------------------------------------------------
+
+/// The server side of the transport: hands requests to the local Raft node.
+#[derive(Clone)]
+pub struct RaftService {
+    raft: RaftNode,
+}
+
+impl RaftService {
+    /// The tonic service for `raft`, with orch's message size limits.
+    pub fn server(raft: RaftNode) -> RaftServer<Self> {
+        RaftServer::new(Self { raft })
+            .max_decoding_message_size(RPC_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(RPC_MESSAGE_BYTES_MAX)
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Status {
+    Status::unavailable(e.to_string())
+}
+
+#[tonic::async_trait]
+impl RaftRpc for RaftService {
+    async fn append_entries(
+        &self,
+        request: Request<proto::AppendEntriesRequest>,
+    ) -> Result<tonic::Response<proto::AppendEntriesResponse>, Status> {
+        let rpc = append_request_from_pb(request.into_inner())?;
+        let resp = self.raft.append_entries(rpc).await.map_err(unavailable)?;
+        Ok(tonic::Response::new(append_response_to_pb(&resp)))
+    }
+
+    async fn vote(&self, request: Request<proto::VoteRequest>) -> Result<tonic::Response<proto::VoteResponse>, Status> {
+        let rpc = vote_request_from_pb(request.into_inner())?;
+        let resp = self.raft.vote(rpc).await.map_err(unavailable)?;
+        Ok(tonic::Response::new(vote_response_to_pb(&resp)))
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<tonic::Streaming<proto::SnapshotChunk>>,
+    ) -> Result<tonic::Response<proto::SnapshotResponse>, Status> {
+        let mut stream = request.into_inner();
+        let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("snapshot stream is empty"))?;
+        let header =
+            first.header.ok_or_else(|| Status::invalid_argument("header: Required value in the first chunk"))?;
+        let vote = vote_from_pb(header.vote, "header.vote")?;
+        let meta = codec::decode_snapshot_meta(&header.meta)
+            .map_err(|e| Status::invalid_argument(format!("header.meta: {e}")))?;
+        if header.total_bytes > SNAPSHOT_BYTES_MAX {
+            return Err(Status::invalid_argument(format!(
+                "header.totalBytes: Invalid value: {}: must be no more than {SNAPSHOT_BYTES_MAX}",
+                header.total_bytes
+            )));
+        }
+        let total = usize::try_from(header.total_bytes).map_err(|_| Status::invalid_argument("header.totalBytes"))?;
+        let mut data = Vec::with_capacity(total);
+        let mut chunk = first.data;
+        loop {
+            if data.len() + chunk.len() > total {
+                return Err(Status::invalid_argument("data: the chunks exceed header.totalBytes"));
+            }
+            data.extend_from_slice(&chunk);
+            match stream.message().await? {
+                Some(next) if next.header.is_some() => {
+                    return Err(Status::invalid_argument("header: only the first chunk carries one"));
+                }
+                Some(next) => chunk = next.data,
+                None => break,
+            }
+        }
+        if data.len() != total {
+            return Err(Status::invalid_argument(format!(
+                "data: the stream ended after {} of {total} bytes",
+                data.len()
+            )));
+        }
+        let resp =
+            self.raft.install_full_snapshot(vote, Snapshot { meta, snapshot: data }).await.map_err(unavailable)?;
+        Ok(tonic::Response::new(proto::SnapshotResponse { vote: Some(vote_to_pb(&resp.vote)) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_survive_the_round_trip_through_protobuf() {
+        let vote = VoteOf::<C>::new_committed(7, 3);
+        let log_id = LogId::new(LeaderId { term: 7, node_id: 3 }, 42);
+        let append = AppendEntriesRequest::<C> {
+            vote,
+            prev_log_id: Some(log_id),
+            entries: vec![openraft::testing::blank_ent::<C>(7, 3, 43)],
+            leader_commit: None,
+        };
+        let back = append_request_from_pb(append_request_to_pb(&append)).expect("decodes");
+        assert_eq!(format!("{back:?}"), format!("{append:?}"));
+        for resp in [
+            AppendEntriesResponse::<C>::Success,
+            AppendEntriesResponse::PartialSuccess(Some(log_id)),
+            AppendEntriesResponse::PartialSuccess(None),
+            AppendEntriesResponse::Conflict,
+            AppendEntriesResponse::HigherVote(VoteOf::<C>::new(8, 1)),
+        ] {
+            assert_eq!(append_response_from_pb(append_response_to_pb(&resp)).expect("decodes"), resp);
+        }
+        let mut vote_req = VoteRequest::<C>::new(VoteOf::<C>::new(9, 2), Some(log_id));
+        vote_req.leadership_transfer = true;
+        let back = vote_request_from_pb(vote_request_to_pb(&vote_req)).expect("decodes");
+        assert_eq!(back, vote_req);
+        let vote_resp = VoteResponse::<C>::new(VoteOf::<C>::new(9, 2), None, true);
+        assert_eq!(vote_response_from_pb(vote_response_to_pb(&vote_resp)).expect("decodes"), vote_resp);
+    }
+
+    #[test]
+    fn malformed_messages_are_refused_with_the_field_named() {
+        let err = append_request_from_pb(proto::AppendEntriesRequest::default()).expect_err("no vote");
+        assert_eq!(err.message(), "vote: Required value");
+        let bad = proto::AppendEntriesRequest {
+            vote: Some(vote_to_pb(&VoteOf::<C>::new(1, 1))),
+            entries: vec![vec![9, 9, 9]],
+            ..Default::default()
+        };
+        let err = append_request_from_pb(bad).expect_err("garbage entry");
+        assert!(err.message().starts_with("entries[0]: "), "{}", err.message());
+    }
+}

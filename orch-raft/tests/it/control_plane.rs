@@ -1,0 +1,302 @@
+//! The embeddable control plane with real RocksDB in temporary directories and the real tonic
+//! transport on loopback.
+
+use std::io::{BufRead, BufReader, Write};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use orch_core::{ClientId, Command, Kind, ObjectKey, Request, State, WatchFilter, parse_manifests};
+use orch_raft::control_plane::{Consistency, ControlPlane, Error, SnapshotSettings, WatchItem};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Small snapshots, often, sent in many small chunks.
+const SNAPSHOTS: SnapshotSettings = SnapshotSettings { every_entries: 30, keep_entries: 5, chunk_bytes: 512 };
+
+fn pod(name: &str) -> Command {
+    let manifest =
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec: {{containers: [{{name: c, image: x}}]}}");
+    Command::Create(parse_manifests(&manifest).expect("valid manifest").remove(0))
+}
+
+fn key(name: &str) -> ObjectKey {
+    ObjectKey::new(Kind::Pod, "default", name)
+}
+
+/// Polls `check` until it holds, or fails the test at the deadline.
+async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Proposes through whichever of `nodes` leads, following NotLeader answers.
+async fn propose(nodes: &[&ControlPlane], commands: Vec<Command>) -> Vec<orch_core::Outcome> {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        for node in nodes {
+            match node.propose(commands.clone()).await {
+                Ok(outcomes) => return outcomes,
+                Err(Error::NotLeader { .. } | Error::Raft(_)) => {}
+                Err(e) => panic!("unexpected error: {e}"),
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no node accepted the proposal");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn start_leader(dir: &std::path::Path) -> ControlPlane {
+    let node = ControlPlane::builder(1, dir)
+        .progress_interval(Duration::from_millis(100))
+        .snapshots(SNAPSHOTS)
+        .start()
+        .await
+        .expect("starts");
+    eventually("a leader", || (node.metrics().leader == Some(1)).then_some(())).await;
+    node
+}
+
+async fn start_joiner(id: u64, dir: &std::path::Path, listen: Option<std::net::SocketAddr>) -> ControlPlane {
+    let mut builder =
+        ControlPlane::builder(id, dir).join().progress_interval(Duration::from_millis(100)).snapshots(SNAPSHOTS);
+    if let Some(addr) = listen {
+        builder = builder.listen(addr);
+    }
+    builder.start().await.expect("starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_default_writes_reads_watches_and_restarts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = ControlPlane::open(dir.path()).await.expect("opens");
+    let outcomes = propose(&[&node], vec![pod("a"), pod("b")]).await;
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    let names: Vec<String> = node
+        .read(Consistency::Linearizable, |s| s.list(Kind::Pod, None).map(|p| p.meta().name.to_string()).collect())
+        .await
+        .expect("linearizable read");
+    assert_eq!(names, vec!["a".to_owned(), "b".to_owned()]);
+
+    // A retried request (same client, same serial) applies once and answers the first outcome.
+    let request = Request { client: ClientId(99), serial: 1, command: pod("c") };
+    let first = node.submit(vec![request.clone()]).await.expect("submitted");
+    let again = node.submit(vec![request]).await.expect("resubmitted");
+    assert_eq!(first, again);
+
+    // A watch from revision 0 replays the history, then reports progress when idle.
+    let pods = WatchFilter { kind: Some(Kind::Pod), ..WatchFilter::all() };
+    let mut watch = node.watch(0, pods).expect("watch");
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        match watch.next().await.expect("stream open").expect("no error") {
+            WatchItem::Event(e) => seen.push(e.object.meta().name.to_string()),
+            WatchItem::Progress { .. } => panic!("progress before the backlog was delivered"),
+        }
+    }
+    assert_eq!(seen, ["a", "b", "c"]);
+    let applied = node.metrics().applied_index;
+    let progress = watch.next().await.expect("stream open").expect("no error");
+    assert!(matches!(progress, WatchItem::Progress { revision } if revision >= applied), "{progress:?}");
+
+    // Restart from the data directory: everything acknowledged is there.
+    node.shutdown().await.expect("shuts down");
+    drop(node);
+    let node = ControlPlane::open(dir.path()).await.expect("reopens");
+    let count = node.read(Consistency::Linearizable, |s| s.list(Kind::Pod, None).count()).await.expect("read");
+    assert_eq!(count, 3);
+    node.shutdown().await.expect("shuts down");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_proposals_and_follower_calls_get_clear_errors() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = ControlPlane::open(dir.path()).await.expect("opens");
+    let too_many = vec![pod("x"); orch_raft::control_plane::PROPOSAL_REQUESTS_MAX + 1];
+    let err = node.propose(too_many).await.expect_err("too many");
+    assert_eq!(err.to_string(), "requests: Too many: 1025: must have at most 1024 items");
+    let expired = node.watch(0, WatchFilter::all());
+    assert!(expired.is_ok(), "revision 0 is within the horizon of a fresh node");
+    node.shutdown().await.expect("shuts down");
+    assert!(matches!(node.propose(vec![pod("y")]).await, Err(Error::NotLeader { .. } | Error::Shutdown)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_survive_leader_loss_restart_snapshot_and_membership_changes() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("temp dir")).collect();
+    let n1 = start_leader(dirs[0].path()).await;
+    let n2 = start_joiner(2, dirs[1].path(), None).await;
+    let n3 = start_joiner(3, dirs[2].path(), None).await;
+    n1.add_member(2, n2.address()).await.expect("adds 2");
+    n1.add_member(3, n3.address()).await.expect("adds 3");
+    assert_eq!(n1.members().voters.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
+
+    // Writes replicate to every node.
+    for i in 0..10 {
+        let outcomes = propose(&[&n1], vec![pod(&format!("p{i}"))]).await;
+        assert!(outcomes[0].is_ok(), "{outcomes:?}");
+    }
+    // The state's applied index: metrics may trail what the state machine has applied.
+    let target = n1.read(Consistency::Stale, State::applied_index).await.expect("read");
+    for n in [&n1, &n2, &n3] {
+        eventually("replication", || (n.metrics().applied_index >= target).then_some(())).await;
+        let has = n.read(Consistency::Stale, |s| s.get(&key("p9")).is_some()).await.expect("stale read");
+        assert!(has, "node {} has the write", n.id());
+    }
+    let follower_read = n2.read(Consistency::Linearizable, |_| ()).await;
+    assert!(matches!(follower_read, Err(Error::NotLeader { leader: Some(1), .. })), "{follower_read:?}");
+
+    // A watch on node 2 reads the first events and remembers its revision.
+    let pods = WatchFilter { kind: Some(Kind::Pod), ..WatchFilter::all() };
+    let mut first_part = Vec::new();
+    let mut watch = n2.watch(0, pods.clone()).expect("watch");
+    while first_part.len() < 10 {
+        if let WatchItem::Event(e) = watch.next().await.expect("open").expect("no error") {
+            first_part.push(e.revision.0);
+        }
+    }
+    drop(watch);
+    let resume_from = *first_part.last().expect("events");
+
+    // Node 3 falls behind while the log is compacted past it.
+    let n3_addr: std::net::SocketAddr = n3.address().parse().expect("address");
+    let n3_last = n3.metrics().last_log_index;
+    n3.shutdown().await.expect("stops 3");
+    drop(n3);
+    for i in 10..80 {
+        propose(&[&n1, &n2], vec![pod(&format!("p{i}"))]).await;
+    }
+    eventually("logs compacted past node 3", || {
+        (n1.metrics().purged_index > n3_last && n2.metrics().purged_index > n3_last).then_some(())
+    })
+    .await;
+
+    // Kill the leader: node 2 and node 3 (restarted from its directory) carry on.
+    n1.shutdown().await.expect("stops 1");
+    drop(n1);
+    let n3 = start_joiner(3, dirs[2].path(), Some(n3_addr)).await;
+    for i in 80..90 {
+        propose(&[&n2, &n3], vec![pod(&format!("p{i}"))]).await;
+    }
+    let (leader, other) = eventually("a new leader", || match n2.metrics().leader {
+        Some(2) => Some((&n2, &n3)),
+        Some(3) => Some((&n3, &n2)),
+        _ => None,
+    })
+    .await;
+    let count = leader.read(Consistency::Linearizable, |s| s.list(Kind::Pod, None).count()).await.expect("read");
+    assert_eq!(count, 90, "no acknowledged write was lost");
+    let target = leader.read(Consistency::Stale, State::applied_index).await.expect("read");
+    eventually("node 3 caught up", || (other.metrics().applied_index >= target).then_some(())).await;
+    let (snap3, count3) =
+        (n3.metrics().snapshot_index, n3.read(Consistency::Stale, |s| s.list(Kind::Pod, None).count()));
+    assert!(snap3 > 0, "node 3 received a snapshot");
+    assert_eq!(count3.await.expect("read"), 90);
+
+    // The watch resumes from its last revision on node 2, across the leader change: no gap, no
+    // duplicate. Node 3 installed a snapshot, so it no longer holds those events and says so.
+    let mut resumed = Vec::new();
+    let mut watch = n2.watch(resume_from, pods.clone()).expect("watch resumes");
+    while resumed.len() < 80 {
+        if let WatchItem::Event(e) = watch.next().await.expect("open").expect("no error") {
+            resumed.push(e.revision.0);
+        }
+    }
+    let all: Vec<u64> = first_part.iter().chain(&resumed).copied().collect();
+    let mut full = Vec::new();
+    let mut full_watch = n2.watch(0, pods.clone()).expect("watch from the start");
+    while full.len() < 90 {
+        if let WatchItem::Event(e) = full_watch.next().await.expect("open").expect("no error") {
+            full.push(e.revision.0);
+        }
+    }
+    assert_eq!(full, all, "the two halves are exactly the full history");
+    assert!(all.windows(2).all(|w| w[0] < w[1]), "revisions strictly increase");
+    match n3.watch(resume_from, pods) {
+        Err(Error::Expired(e)) => assert!(e.horizon > resume_from),
+        other => panic!("expected an expired watch, got {:?}", other.map(|_| "a stream")),
+    }
+
+    // Remove the killed member.
+    leader.remove_member(1).await.expect("removes 1");
+    let voters: Vec<u64> = leader.members().voters.keys().copied().collect();
+    assert_eq!(voters.len(), 2);
+    assert!(!voters.contains(&1));
+    n2.shutdown().await.expect("stops");
+    n3.shutdown().await.expect("stops");
+}
+
+/// Run by `a_crash_between_append_and_apply_loses_nothing_acknowledged` in a child process,
+/// which it kills with SIGKILL; not a test on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a helper process of the crash test"]
+async fn crash_child() {
+    let Ok(dir) = std::env::var("ORCH_CRASH_DIR") else { return };
+    let node = ControlPlane::open(dir).await.expect("opens");
+    let mut out = std::io::stdout().lock();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    for worker in 0..16u64 {
+        let node = node.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            for i in 0.. {
+                let name = format!("w{worker}-{i}");
+                if let Ok(outcomes) = node.propose(vec![pod(&name)]).await
+                    && outcomes[0].is_ok()
+                    && tx.send(name).await.is_err()
+                {
+                    return;
+                }
+            }
+        });
+    }
+    while let Some(name) = rx.recv().await {
+        writeln!(out, "acked {name}").expect("stdout");
+        out.flush().expect("stdout");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_append_and_apply_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--ignored", "--exact", "control_plane::crash_child", "--nocapture"])
+        .env("ORCH_CRASH_DIR", dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("child starts");
+    let stdout = child.stdout.take().expect("piped");
+    let acked = tokio::task::spawn_blocking(move || {
+        let mut acked = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(name) = line.strip_prefix("acked ") {
+                acked.push(name.to_owned());
+                if acked.len() == 300 {
+                    break;
+                }
+            }
+        }
+        acked
+    })
+    .await
+    .expect("reader");
+    // SIGKILL while sixteen writers have entries appended, committing and applying.
+    child.kill().expect("kill -9");
+    child.wait().expect("reaped");
+    assert_eq!(acked.len(), 300, "the child acknowledged writes before it was killed");
+
+    let node = ControlPlane::open(dir.path()).await.expect("reopens");
+    let missing: Vec<String> = node
+        .read(Consistency::Linearizable, |s| acked.iter().filter(|n| s.get(&key(n)).is_none()).cloned().collect())
+        .await
+        .expect("read");
+    assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
+    node.shutdown().await.expect("shuts down");
+}
