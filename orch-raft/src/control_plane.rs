@@ -30,7 +30,7 @@ use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 
 use crate::feed::Expired;
 use crate::grpc::{GrpcNetwork, RaftService, SNAPSHOT_CHUNK_BYTES_DEFAULT};
-use crate::rocks::{ClosedProbe, RocksLogStore};
+use crate::rocks::{ClosedProbe, RocksLogStore, SyncStats};
 use crate::{RaftNode, StateMachineStore, TypeConfig, entropy_seed, start_raft};
 
 /// The most requests packed into one log entry.
@@ -211,6 +211,7 @@ impl Builder {
         let sm = StateMachineStore::open(&self.data_dir.join("state"))?;
         let gate = RecoveryGate::read(&mut log).await?;
         let closed = log.closed_probe();
+        let sync_stats = log.stats();
         let listener = tokio::net::TcpListener::bind(self.listen).await?;
         let local = listener.local_addr()?;
         let address = self.advertise.clone().unwrap_or_else(|| local.to_string());
@@ -255,6 +256,7 @@ impl Builder {
                 serial: AtomicU64::new(1),
                 gate,
                 closed,
+                sync_stats,
                 progress_interval: self.progress_interval,
                 tasks: std::sync::Mutex::new(Some((stop_tx, server, batcher))),
             }),
@@ -450,6 +452,7 @@ struct Inner {
     serial: AtomicU64,
     gate: RecoveryGate,
     closed: ClosedProbe,
+    sync_stats: Arc<SyncStats>,
     progress_interval: Duration,
     #[allow(clippy::type_complexity)]
     tasks: std::sync::Mutex<Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>)>>,
@@ -667,6 +670,11 @@ impl ControlPlane {
             snapshot_index: m.snapshot.map_or(0, |id| id.index),
             purged_index: m.purged.map_or(0, |id| id.index),
         }
+    }
+
+    /// The group commit counters of this node's log (appends and syncs so far).
+    pub fn log_sync_stats(&self) -> Arc<SyncStats> {
+        Arc::clone(&self.inner.sync_stats)
     }
 
     /// The underlying Raft node, for tests and tools inside this crate's users that need more.
