@@ -45,6 +45,9 @@ pub const ENTRIES_IN_FLIGHT_MAX: usize = 8;
 /// The most requests one call may propose.
 pub const PROPOSAL_REQUESTS_MAX: usize = BATCH_REQUESTS_MAX;
 
+/// How long [`ControlPlane::transfer_leadership`] keeps trying.
+pub const TRANSFER_WAIT: Duration = Duration::from_secs(10);
+
 /// How long [`ControlPlane::shutdown`] waits for the log's database to close.
 pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
@@ -119,11 +122,12 @@ impl Default for SnapshotSettings {
 }
 
 /// The settings of a control-plane node; build it with [`ControlPlane::builder`].
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Builder {
     id: u64,
     data_dir: PathBuf,
     listen: SocketAddr,
+    listener: Option<std::net::TcpListener>,
     advertise: Option<String>,
     bootstrap: Option<Bootstrap>,
     heartbeat: Duration,
@@ -137,6 +141,14 @@ impl Builder {
     /// The address the Raft transport listens on (default `127.0.0.1:0`, any free port).
     pub fn listen(mut self, addr: SocketAddr) -> Self {
         self.listen = addr;
+        self
+    }
+
+    /// Serve the Raft transport on a socket bound beforehand (for example to learn every
+    /// node's address before any starts, or from a service manager); overrides
+    /// [`Builder::listen`].
+    pub fn listener(mut self, listener: std::net::TcpListener) -> Self {
+        self.listener = Some(listener);
         self
     }
 
@@ -202,7 +214,7 @@ impl Builder {
     ///
     /// # Errors
     /// When the settings are invalid, the storage cannot be opened, or the address not bound.
-    pub async fn start(self) -> Result<ControlPlane, Error> {
+    pub async fn start(mut self) -> Result<ControlPlane, Error> {
         if self.id == 0 {
             return Err(Error::Invalid("id: Invalid value: 0: must be >= 1".to_owned()));
         }
@@ -212,7 +224,13 @@ impl Builder {
         let gate = RecoveryGate::read(&mut log).await?;
         let closed = log.closed_probe();
         let sync_stats = log.stats();
-        let listener = tokio::net::TcpListener::bind(self.listen).await?;
+        let listener = match self.listener.take() {
+            Some(listener) => {
+                listener.set_nonblocking(true)?;
+                tokio::net::TcpListener::from_std(listener)?
+            }
+            None => tokio::net::TcpListener::bind(self.listen).await?,
+        };
         let local = listener.local_addr()?;
         let address = self.advertise.clone().unwrap_or_else(|| local.to_string());
         let network = GrpcNetwork::new(self.id, self.snapshot.chunk_bytes);
@@ -472,6 +490,7 @@ impl ControlPlane {
             id,
             data_dir: data_dir.as_ref().to_path_buf(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listener: None,
             advertise: None,
             bootstrap: None,
             heartbeat: Duration::from_millis(50),
@@ -643,16 +662,34 @@ impl ControlPlane {
         }
     }
 
-    /// Asks the leader (this node) to hand leadership to `to`.
+    /// Hands leadership from this node (the leader) to node `to`, and waits until `to` leads.
+    /// An attempt that does not complete (the target lagged, a message was lost) is repeated
+    /// until [`TRANSFER_WAIT`] has passed.
     ///
     /// # Errors
-    /// [`Error::NotLeader`] on a follower.
+    /// [`Error::NotLeader`] when another node leads; [`Error::Raft`] when the transfer did not
+    /// complete in time.
     pub async fn transfer_leadership(&self, to: u64) -> Result<(), Error> {
-        let leader = self.inner.raft.metrics().borrow_watched().current_leader;
-        if leader != Some(self.inner.id) {
-            return Err(Error::NotLeader { leader, address: None });
+        let deadline = tokio::time::Instant::now() + TRANSFER_WAIT;
+        let mut first = true;
+        loop {
+            let leader = self.inner.raft.metrics().borrow_watched().current_leader;
+            if leader == Some(to) {
+                return Ok(());
+            }
+            if leader == Some(self.inner.id) {
+                self.inner.raft.trigger().transfer_leader(to).await.map_err(|e| Error::Raft(e.to_string()))?;
+            } else if first || leader.is_some() {
+                return Err(Error::NotLeader { leader, address: None });
+            }
+            first = false;
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(Error::Raft(format!("leadership did not move to node {to} within {TRANSFER_WAIT:?}")));
+            }
+            let wait = self.inner.raft.wait(Some((deadline - now).min(Duration::from_secs(1))));
+            let _ = wait.metrics(|m| m.current_leader == Some(to), "the new leader").await;
         }
-        self.inner.raft.trigger().transfer_leader(to).await.map_err(|e| Error::Raft(e.to_string()))
     }
 
     /// Term, leader, role, and how far the log, the commit and the state have come.

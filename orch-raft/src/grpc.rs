@@ -20,7 +20,10 @@ use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError
 use openraft::impls::leader_id_adv::LeaderId;
 use openraft::network::v2::RaftNetworkV2;
 use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderError, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
 use openraft::storage::Snapshot;
 use openraft::{BasicNode, LogId};
 use tonic::transport::{Channel, Endpoint};
@@ -167,6 +170,54 @@ fn vote_response_from_pb(resp: proto::VoteResponse) -> Result<VoteResponse<C>, S
     ))
 }
 
+fn transfer_request_to_pb(req: &TransferLeaderRequest<C>) -> proto::TransferLeaderRequest {
+    proto::TransferLeaderRequest {
+        from_leader: Some(vote_to_pb(req.from_leader())),
+        to_node_id: *req.to_node_id(),
+        last_log_id: req.last_log_id().map(log_id_to_pb),
+    }
+}
+
+fn transfer_request_from_pb(req: proto::TransferLeaderRequest) -> Result<TransferLeaderRequest<C>, Status> {
+    Ok(TransferLeaderRequest::new(
+        vote_from_pb(req.from_leader, "fromLeader")?,
+        req.to_node_id,
+        log_id_from_pb(req.last_log_id, "lastLogId")?,
+    ))
+}
+
+fn transfer_response_to_pb(resp: &TransferLeaderResponse<C>) -> proto::TransferLeaderResponse {
+    use proto::transfer_leader_response::Result as R;
+    let result = match resp {
+        Ok(()) => R::Ok(proto::Empty {}),
+        Err(TransferLeaderError::VoteChanged { expected, actual }) => R::VoteChanged(proto::VoteChanged {
+            expected: Some(vote_to_pb(expected)),
+            actual: Some(vote_to_pb(actual)),
+        }),
+        Err(TransferLeaderError::LogNotFlushed { expected, actual }) => R::LogNotFlushed(proto::LogNotFlushed {
+            expected: expected.as_ref().map(log_id_to_pb),
+            actual: actual.as_ref().map(log_id_to_pb),
+        }),
+    };
+    proto::TransferLeaderResponse { result: Some(result) }
+}
+
+fn transfer_response_from_pb(resp: proto::TransferLeaderResponse) -> Result<TransferLeaderResponse<C>, Status> {
+    use proto::transfer_leader_response::Result as R;
+    Ok(match resp.result {
+        Some(R::Ok(_)) => Ok(()),
+        Some(R::VoteChanged(v)) => Err(TransferLeaderError::VoteChanged {
+            expected: vote_from_pb(v.expected, "voteChanged.expected")?,
+            actual: vote_from_pb(v.actual, "voteChanged.actual")?,
+        }),
+        Some(R::LogNotFlushed(l)) => Err(TransferLeaderError::LogNotFlushed {
+            expected: log_id_from_pb(l.expected, "logNotFlushed.expected")?,
+            actual: log_id_from_pb(l.actual, "logNotFlushed.actual")?,
+        }),
+        None => return Err(Status::invalid_argument("result: Required value")),
+    })
+}
+
 // --- client ------------------------------------------------------------------------------
 
 /// The client side of the transport: openraft's network factory. Clones share the channels.
@@ -281,6 +332,21 @@ impl RaftNetworkV2<C> for GrpcConnection {
         vote_response_from_pb(reply.into_inner()).map_err(|s| RPCError::Network(NetworkError::new(&s)))
     }
 
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<C>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<C>, RPCError<C>> {
+        let ttl = option.hard_ttl();
+        let mut client = self.client()?;
+        let call = client.transfer_leader(with_deadline(transfer_request_to_pb(&req), ttl));
+        let reply = tokio::time::timeout(ttl, call)
+            .await
+            .map_err(|_| self.timeout(RPCTypes::TransferLeader, ttl))?
+            .map_err(|s| rpc_error(s, RPCTypes::TransferLeader, self.network.id, self.target, ttl))?;
+        transfer_response_from_pb(reply.into_inner()).map_err(|s| RPCError::Network(NetworkError::new(&s)))
+    }
+
     async fn full_snapshot(
         &mut self,
         vote: VoteOf<C>,
@@ -356,6 +422,15 @@ impl RaftRpc for RaftService {
         let rpc = vote_request_from_pb(request.into_inner())?;
         let resp = self.raft.vote(rpc).await.map_err(unavailable)?;
         Ok(tonic::Response::new(vote_response_to_pb(&resp)))
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<proto::TransferLeaderRequest>,
+    ) -> Result<tonic::Response<proto::TransferLeaderResponse>, Status> {
+        let req = transfer_request_from_pb(request.into_inner())?;
+        let resp = self.raft.handle_transfer_leader(req).await.map_err(unavailable)?;
+        Ok(tonic::Response::new(transfer_response_to_pb(&resp)))
     }
 
     async fn install_snapshot(
@@ -434,6 +509,16 @@ mod tests {
         assert_eq!(back, vote_req);
         let vote_resp = VoteResponse::<C>::new(VoteOf::<C>::new(9, 2), None, true);
         assert_eq!(vote_response_from_pb(vote_response_to_pb(&vote_resp)).expect("decodes"), vote_resp);
+        let transfer = TransferLeaderRequest::<C>::new(VoteOf::<C>::new_committed(9, 2), 3, Some(log_id));
+        let back = transfer_request_from_pb(transfer_request_to_pb(&transfer)).expect("decodes");
+        assert_eq!(back.to_string(), transfer.to_string());
+        for resp in [
+            Ok(()),
+            Err(TransferLeaderError::VoteChanged { expected: VoteOf::<C>::new(1, 1), actual: VoteOf::<C>::new(2, 2) }),
+            Err(TransferLeaderError::LogNotFlushed { expected: Some(log_id), actual: None }),
+        ] {
+            assert_eq!(transfer_response_from_pb(transfer_response_to_pb(&resp)).expect("decodes"), resp);
+        }
     }
 
     #[test]

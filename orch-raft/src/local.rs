@@ -18,7 +18,10 @@ use openraft::alias::{SnapshotOf, VoteOf};
 use openraft::errors::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::v2::RaftNetworkV2;
 use openraft::network::{RPCOption, RaftNetworkFactory};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
+    VoteRequest, VoteResponse,
+};
 
 use crate::lock;
 use crate::{RaftNode, TypeConfig};
@@ -164,6 +167,14 @@ impl RaftNetworkV2<C> for LocalConnection {
 
     async fn vote(&mut self, rpc: VoteRequest<C>, _option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
         Ok(self.router.deliver(self.target, |node| async move { node.vote(rpc).await }).await?)
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<C>,
+        _option: RPCOption,
+    ) -> Result<TransferLeaderResponse<C>, RPCError<C>> {
+        Ok(self.router.deliver(self.target, |node| async move { node.handle_transfer_leader(req).await }).await?)
     }
 
     async fn full_snapshot(

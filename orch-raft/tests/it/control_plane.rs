@@ -231,6 +231,53 @@ async fn three_nodes_survive_leader_loss_restart_snapshot_and_membership_changes
     n3.shutdown().await.expect("stops");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_bootstrapped_together_hand_over_leadership() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("temp dir")).collect();
+    let listeners: Vec<_> =
+        (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("binds a free port")).collect();
+    let members: std::collections::BTreeMap<u64, String> =
+        (1..=3).zip(&listeners).map(|(id, l)| (id, l.local_addr().expect("address").to_string())).collect();
+    let mut nodes = Vec::new();
+    for ((id, dir), listener) in (1..=3u64).zip(&dirs).zip(listeners) {
+        let builder = ControlPlane::builder(id, dir.path()).listener(listener);
+        // Exactly one node initializes the cluster; the others learn of it from the leader.
+        let builder = if id == 1 { builder.initial_members(members.clone()) } else { builder.join() };
+        nodes.push(builder.start().await.expect("starts"));
+    }
+    let refs: Vec<&ControlPlane> = nodes.iter().collect();
+    propose(&refs, vec![pod("before")]).await;
+    assert_eq!(nodes[0].members().voters, members);
+
+    // Hand leadership to another node. An election may move it meanwhile (the answer is then
+    // NotLeader): ask whoever leads now, a few times at most.
+    let mut moved = None;
+    for _ in 0..5 {
+        let leader = eventually("a leader", || nodes.iter().find(|n| n.metrics().leader == Some(n.id()))).await;
+        let to = if leader.id() == 3 { 2 } else { 3 };
+        match leader.transfer_leadership(to).await {
+            Ok(()) => {
+                moved = Some((leader.id(), to));
+                break;
+            }
+            Err(Error::NotLeader { .. }) => continue,
+            Err(e) => panic!("transfer failed: {e}"),
+        }
+    }
+    let (from, to) = moved.expect("leadership moved");
+    assert_ne!(from, to);
+    let outcomes = propose(&refs, vec![pod("after")]).await;
+    assert!(outcomes[0].is_ok());
+    let former = &nodes[usize::try_from(from - 1).expect("index")];
+    if former.metrics().leader != Some(from) {
+        let answer = former.propose(vec![pod("x")]).await;
+        assert!(matches!(answer, Err(Error::NotLeader { .. })), "{answer:?}");
+    }
+    for n in &nodes {
+        n.shutdown().await.expect("stops");
+    }
+}
+
 /// Run by `a_crash_between_append_and_apply_loses_nothing_acknowledged` in a child process,
 /// which it kills with SIGKILL; not a test on its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
