@@ -300,10 +300,14 @@ impl RecoveryGate {
     }
 
     fn open(&self, raft: &RaftNode) -> bool {
-        let metrics = raft.metrics();
-        let m = metrics.borrow_watched();
-        m.last_applied.is_some_and(|id| id.leader_id.term > self.vote_term || id.index >= self.last_log_index)
-            || self.last_log_index == 0
+        let applied = raft.metrics().borrow_watched().last_applied;
+        self.caught_up(applied.map(|id| (id.leader_id.term, id.index)))
+    }
+
+    /// Whether a node that applied up to `(term, index)` has caught up.
+    fn caught_up(&self, applied: Option<(u64, u64)>) -> bool {
+        self.last_log_index == 0
+            || applied.is_some_and(|(term, index)| term > self.vote_term || index >= self.last_log_index)
     }
 }
 
@@ -783,5 +787,21 @@ impl WatchState {
                 Err(_) => return Some((Ok(WatchItem::Progress { revision: self.revision }), self)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RecoveryGate;
+
+    #[test]
+    fn a_restarted_node_serves_once_it_caught_up() {
+        let fresh = RecoveryGate { vote_term: 0, last_log_index: 0 };
+        assert!(fresh.caught_up(None), "a fresh node has nothing to catch up");
+        let restarted = RecoveryGate { vote_term: 4, last_log_index: 120 };
+        assert!(!restarted.caught_up(None));
+        assert!(!restarted.caught_up(Some((4, 100))), "behind its own log, in the same term");
+        assert!(restarted.caught_up(Some((4, 120))), "applied its whole recovered log");
+        assert!(restarted.caught_up(Some((5, 90))), "applied an entry of a later leader");
     }
 }
