@@ -3,7 +3,8 @@
 //! nodes), with 1, 16, 64 and 256 concurrent proposers, each proposing one pod create at a time.
 //!
 //! `cargo bench -p orch-benches --bench control_plane` (ORCH_BENCH_DIR chooses the disk,
-//! ORCH_BENCH_SECONDS the time per level, default 5).
+//! ORCH_BENCH_SECONDS the time per level, default 5; ORCH_BENCH_NODES=1 measures a single node
+//! for comparison).
 #![allow(clippy::print_stdout)]
 
 use std::sync::atomic::Ordering;
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use orch_benches::typical_pod;
 use orch_core::Command;
-use orch_raft::control_plane::ControlPlane;
+use orch_raft::control_plane::{ControlPlane, Error};
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -33,35 +34,58 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     while n1.metrics().leader != Some(1) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    n1.add_member(2, n2.address()).await?;
-    n1.add_member(3, n3.address()).await?;
+    let three = std::env::var("ORCH_BENCH_NODES").map_or(true, |n| n != "1");
+    if three {
+        n1.add_member(2, n2.address()).await?;
+        n1.add_member(3, n3.address()).await?;
+    }
     let nodes = [n1.clone(), n2.clone(), n3.clone()];
-    println!("three nodes on loopback, fsync on, {seconds} s per level, one pod create per proposal");
-    println!("{:>10} {:>12} {:>9} {:>9} {:>16}", "proposers", "commands/s", "p50 ms", "p99 ms", "syncs/1000 cmds");
+    let shape = if three { "three nodes on loopback" } else { "one node" };
+    println!("{shape}, fsync on, {seconds} s per level, one pod create per proposal");
+    println!(
+        "{:>10} {:>12} {:>9} {:>9} {:>16} {:>10}",
+        "proposers", "commands/s", "p50 ms", "p99 ms", "syncs/1000 cmds", "redirects"
+    );
     for (level, proposers) in [1usize, 16, 64, 256].into_iter().enumerate() {
         let syncs_before = syncs(&nodes);
         let deadline = Instant::now() + Duration::from_secs(seconds);
         let started = Instant::now();
         let mut tasks = Vec::new();
         for p in 0..proposers {
-            let leader = n1.clone();
+            let nodes = nodes.clone();
             tasks.push(tokio::spawn(async move {
                 let mut latencies = Vec::new();
+                let mut redirects = 0u64;
+                let mut at = 0;
                 let mut k = 0;
                 while Instant::now() < deadline {
                     let pod = typical_pod(level * 10_000_000 + p * 100_000 + k);
                     let t = Instant::now();
-                    let outcomes = leader.propose(vec![Command::Create(pod)]).await.expect("proposal commits");
+                    // A leader change under load is counted, and the proposal follows the leader.
+                    let outcomes = loop {
+                        match nodes[at].propose(vec![Command::Create(pod.clone())]).await {
+                            Ok(outcomes) => break outcomes,
+                            Err(Error::NotLeader { leader, .. }) => {
+                                redirects += 1;
+                                at = leader.and_then(|l| usize::try_from(l - 1).ok()).unwrap_or((at + 1) % 3);
+                                tokio::time::sleep(Duration::from_millis(1)).await;
+                            }
+                            Err(e) => panic!("proposal failed: {e}"),
+                        }
+                    };
                     assert!(outcomes[0].is_ok(), "{outcomes:?}");
                     latencies.push(t.elapsed());
                     k += 1;
                 }
-                latencies
+                (latencies, redirects)
             }));
         }
         let mut latencies = Vec::new();
+        let mut redirects = 0;
         for task in tasks {
-            latencies.extend(task.await?);
+            let (l, r) = task.await?;
+            latencies.extend(l);
+            redirects += r;
         }
         let elapsed = started.elapsed().as_secs_f64();
         latencies.sort();
@@ -69,7 +93,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let rate = latencies.len() as f64 / elapsed;
         let per_1000 = syncs as f64 * 1000.0 / latencies.len() as f64;
         println!(
-            "{proposers:>10} {rate:>12.0} {:>9.2} {:>9.2} {per_1000:>16.1}",
+            "{proposers:>10} {rate:>12.0} {:>9.2} {:>9.2} {per_1000:>16.1} {redirects:>10}",
             percentile(&latencies, 0.5),
             percentile(&latencies, 0.99)
         );
