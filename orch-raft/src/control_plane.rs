@@ -170,7 +170,9 @@ impl Builder {
         self
     }
 
-    /// The leader's heartbeat interval and the election timeout range.
+    /// The leader's heartbeat interval and the election timeout range (default 100 ms and
+    /// 1-2 s, etcd's choice: shorter timeouts made a busy 2-core machine hold elections under
+    /// load, with nothing wrong but a late heartbeat).
     pub fn timing(mut self, heartbeat: Duration, election_timeout: (Duration, Duration)) -> Self {
         self.heartbeat = heartbeat;
         self.election_timeout = election_timeout;
@@ -497,8 +499,8 @@ impl ControlPlane {
             listener: None,
             advertise: None,
             bootstrap: None,
-            heartbeat: Duration::from_millis(50),
-            election_timeout: (Duration::from_millis(300), Duration::from_millis(600)),
+            heartbeat: Duration::from_millis(100),
+            election_timeout: (Duration::from_millis(1000), Duration::from_millis(2000)),
             snapshot: SnapshotSettings::default(),
             progress_interval: Duration::from_secs(1),
             seed: None,
