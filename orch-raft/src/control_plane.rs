@@ -45,6 +45,9 @@ pub const ENTRIES_IN_FLIGHT_MAX: usize = 8;
 /// The most requests one call may propose.
 pub const PROPOSAL_REQUESTS_MAX: usize = BATCH_REQUESTS_MAX;
 
+/// The shortest interval between progress events of an idle watch.
+pub const PROGRESS_INTERVAL_MIN: Duration = Duration::from_millis(10);
+
 /// How long [`ControlPlane::transfer_leadership`] keeps trying.
 pub const TRANSFER_WAIT: Duration = Duration::from_secs(10);
 
@@ -197,6 +200,25 @@ impl Builder {
         self
     }
 
+    fn validate(&self) -> Result<(), Error> {
+        let invalid = |field: &str, value: String, rule: &str| {
+            Err(Error::Invalid(format!("{field}: Invalid value: {value}: {rule}")))
+        };
+        if self.id == 0 {
+            return invalid("id", "0".to_owned(), "must be >= 1");
+        }
+        if self.progress_interval < PROGRESS_INTERVAL_MIN {
+            return invalid("progressInterval", format!("{:?}", self.progress_interval), "must be at least 10ms");
+        }
+        if self.snapshot.every_entries == 0 {
+            return invalid("snapshots.everyEntries", "0".to_owned(), "must be >= 1");
+        }
+        if self.snapshot.chunk_bytes == 0 {
+            return invalid("snapshots.chunkBytes", "0".to_owned(), "must be >= 1");
+        }
+        Ok(())
+    }
+
     fn raft_config(&self) -> Result<openraft::Config, Error> {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let config = openraft::Config {
@@ -217,9 +239,7 @@ impl Builder {
     /// # Errors
     /// When the settings are invalid, the storage cannot be opened, or the address not bound.
     pub async fn start(mut self) -> Result<ControlPlane, Error> {
-        if self.id == 0 {
-            return Err(Error::Invalid("id: Invalid value: 0: must be >= 1".to_owned()));
-        }
+        self.validate()?;
         let raft_config = Arc::new(self.raft_config()?);
         let mut log = RocksLogStore::open(&self.data_dir.join("log"))?;
         let sm = StateMachineStore::open(&self.data_dir.join("state"))?;

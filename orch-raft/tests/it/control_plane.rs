@@ -124,6 +124,17 @@ async fn bad_proposals_and_follower_calls_get_clear_errors() {
     assert!(expired.is_ok(), "revision 0 is within the horizon of a fresh node");
     node.shutdown().await.expect("shuts down");
     assert!(matches!(node.propose(vec![pod("y")]).await, Err(Error::NotLeader { .. } | Error::Shutdown)));
+
+    let other = tempfile::tempdir().expect("temp dir");
+    let settings = SnapshotSettings { every_entries: 0, ..SnapshotSettings::default() };
+    let refused = ControlPlane::builder(1, other.path()).snapshots(settings).start().await;
+    let message = refused.err().map(|e| e.to_string());
+    assert_eq!(message.as_deref(), Some("snapshots.everyEntries: Invalid value: 0: must be >= 1"));
+    let refused = ControlPlane::builder(0, other.path()).start().await;
+    assert_eq!(refused.err().map(|e| e.to_string()).as_deref(), Some("id: Invalid value: 0: must be >= 1"));
+    let too_often = ControlPlane::builder(1, other.path()).progress_interval(Duration::ZERO).start().await;
+    let message = too_often.err().map(|e| e.to_string());
+    assert_eq!(message.as_deref(), Some("progressInterval: Invalid value: 0ns: must be at least 10ms"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
