@@ -98,8 +98,36 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             percentile(&latencies, 0.99)
         );
     }
+    if three {
+        round_trips(&n2).await?;
+    }
     for n in nodes {
         n.shutdown().await?;
     }
+    Ok(())
+}
+
+/// The floor replication stands on: sequential vote requests (stale, so refused at once) from
+/// a gRPC client to node 2's Raft service and its openraft core, and back.
+async fn round_trips(target: &ControlPlane) -> Result<(), Box<dyn std::error::Error>> {
+    use openraft::network::v2::RaftNetworkV2;
+    use openraft::network::{RPCOption, RaftNetworkFactory};
+    let mut network = orch_raft::grpc::GrpcNetwork::new(9, 1 << 20);
+    let node = openraft::BasicNode { addr: target.address().to_owned() };
+    let mut connection = network.new_client(target.id(), &node).await;
+    let vote = openraft::alias::VoteOf::<orch_raft::TypeConfig>::new(0, 9);
+    let mut latencies = Vec::new();
+    for _ in 0..2_000 {
+        let request = openraft::raft::VoteRequest::new(vote, None);
+        let t = Instant::now();
+        connection.vote(request, RPCOption::new(Duration::from_secs(1))).await?;
+        latencies.push(t.elapsed());
+    }
+    latencies.sort();
+    println!(
+        "gRPC round trip to a follower's Raft core (vote, refused): p50 {:.3} ms, p99 {:.3} ms",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99)
+    );
     Ok(())
 }
