@@ -228,6 +228,8 @@ impl Builder {
             election_timeout_max: ms(self.election_timeout.1),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot.every_entries),
             max_in_snapshot_log_to_keep: self.snapshot.keep_entries,
+            // A node cut off from the others does not disrupt the leader when it returns.
+            enable_pre_vote: Some(true),
             ..openraft::Config::default()
         };
         config.validate().map_err(|e| Error::Invalid(format!("raft timing: {e}")))

@@ -332,6 +332,17 @@ impl RaftNetworkV2<C> for GrpcConnection {
         vote_response_from_pb(reply.into_inner()).map_err(|s| RPCError::Network(NetworkError::new(&s)))
     }
 
+    async fn pre_vote(&mut self, rpc: VoteRequest<C>, option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
+        let ttl = option.hard_ttl();
+        let mut client = self.client()?;
+        let call = client.pre_vote(with_deadline(vote_request_to_pb(&rpc), ttl));
+        let reply = tokio::time::timeout(ttl, call)
+            .await
+            .map_err(|_| self.timeout(RPCTypes::Vote, ttl))?
+            .map_err(|s| rpc_error(s, RPCTypes::Vote, self.network.id, self.target, ttl))?;
+        vote_response_from_pb(reply.into_inner()).map_err(|s| RPCError::Network(NetworkError::new(&s)))
+    }
+
     async fn transfer_leader(
         &mut self,
         req: TransferLeaderRequest<C>,
@@ -421,6 +432,15 @@ impl RaftRpc for RaftService {
     async fn vote(&self, request: Request<proto::VoteRequest>) -> Result<tonic::Response<proto::VoteResponse>, Status> {
         let rpc = vote_request_from_pb(request.into_inner())?;
         let resp = self.raft.vote(rpc).await.map_err(unavailable)?;
+        Ok(tonic::Response::new(vote_response_to_pb(&resp)))
+    }
+
+    async fn pre_vote(
+        &self,
+        request: Request<proto::VoteRequest>,
+    ) -> Result<tonic::Response<proto::VoteResponse>, Status> {
+        let rpc = vote_request_from_pb(request.into_inner())?;
+        let resp = self.raft.pre_vote(rpc).await.map_err(unavailable)?;
         Ok(tonic::Response::new(vote_response_to_pb(&resp)))
     }
 

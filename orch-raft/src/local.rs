@@ -169,6 +169,10 @@ impl RaftNetworkV2<C> for LocalConnection {
         Ok(self.router.deliver(self.target, |node| async move { node.vote(rpc).await }).await?)
     }
 
+    async fn pre_vote(&mut self, rpc: VoteRequest<C>, _option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
+        Ok(self.router.deliver(self.target, |node| async move { node.pre_vote(rpc).await }).await?)
+    }
+
     async fn transfer_leader(
         &mut self,
         req: TransferLeaderRequest<C>,
