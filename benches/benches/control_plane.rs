@@ -4,7 +4,7 @@
 //!
 //! `cargo bench -p orch-benches --bench control_plane` (ORCH_BENCH_DIR chooses the disk,
 //! ORCH_BENCH_SECONDS the time per level, default 5; ORCH_BENCH_NODES=1 measures a single node
-//! for comparison).
+//! for comparison; ORCH_BENCH_FOLLOWER_DIR puts the two followers on another file system).
 #![allow(clippy::print_stdout)]
 
 use std::sync::atomic::Ordering;
@@ -27,7 +27,10 @@ fn syncs(nodes: &[ControlPlane]) -> u64 {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let base = std::env::var("ORCH_BENCH_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string());
     let seconds: u64 = std::env::var("ORCH_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
-    let dirs = [tempfile::tempdir_in(&base)?, tempfile::tempdir_in(&base)?, tempfile::tempdir_in(&base)?];
+    // ORCH_BENCH_FOLLOWER_DIR puts the followers' data elsewhere (another disk), so that the
+    // three nodes' fsyncs do not queue behind each other on one device.
+    let followers = std::env::var("ORCH_BENCH_FOLLOWER_DIR").unwrap_or_else(|_| base.clone());
+    let dirs = [tempfile::tempdir_in(&base)?, tempfile::tempdir_in(&followers)?, tempfile::tempdir_in(&followers)?];
     let n1 = ControlPlane::builder(1, dirs[0].path()).start().await?;
     let n2 = ControlPlane::builder(2, dirs[1].path()).join().start().await?;
     let n3 = ControlPlane::builder(3, dirs[2].path()).join().start().await?;
