@@ -36,6 +36,9 @@ use crate::{RaftNode, StateMachineStore, TypeConfig, entropy_seed, start_raft};
 /// The most requests packed into one log entry.
 pub const BATCH_REQUESTS_MAX: usize = 1024;
 
+// An entry the batcher packs must be one orch-core accepts whole.
+const _: () = assert!(BATCH_REQUESTS_MAX <= orch_core::command::ENTRY_REQUESTS_MAX);
+
 /// The most proposals waiting for the batcher; callers wait when it is full.
 pub const PROPOSALS_PENDING_MAX: usize = 4096;
 
