@@ -295,6 +295,21 @@ impl GrpcConnection {
     fn timeout(&self, action: RPCTypes, ttl: Duration) -> Timeout<C> {
         Timeout { action, id: self.network.id, target: self.target, timeout: ttl }
     }
+
+    /// Awaits one unary call within `ttl`, and decodes its reply with `decode`.
+    async fn unary<T, R>(
+        &self,
+        action: RPCTypes,
+        ttl: Duration,
+        call: impl Future<Output = Result<tonic::Response<T>, Status>>,
+        decode: impl FnOnce(T) -> Result<R, Status>,
+    ) -> Result<R, RPCError<C>> {
+        let reply = tokio::time::timeout(ttl, call)
+            .await
+            .map_err(|_| self.timeout(action, ttl))?
+            .map_err(|s| rpc_error(s, action, self.network.id, self.target, ttl))?;
+        decode(reply.into_inner()).map_err(|s| RPCError::Network(NetworkError::new(&s)))
+    }
 }
 
 fn with_deadline<T>(message: T, ttl: Duration) -> Request<T> {
@@ -314,33 +329,21 @@ impl RaftNetworkV2<C> for GrpcConnection {
         let ttl = option.hard_ttl();
         let mut client = self.client()?;
         let call = client.append_entries(with_deadline(append_request_to_pb(&rpc), ttl));
-        let reply = tokio::time::timeout(ttl, call)
-            .await
-            .map_err(|_| self.timeout(RPCTypes::AppendEntries, ttl))?
-            .map_err(|s| rpc_error(s, RPCTypes::AppendEntries, self.network.id, self.target, ttl))?;
-        append_response_from_pb(reply.into_inner()).map_err(|s| RPCError::Network(NetworkError::new(&s)))
+        self.unary(RPCTypes::AppendEntries, ttl, call, append_response_from_pb).await
     }
 
     async fn vote(&mut self, rpc: VoteRequest<C>, option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
         let ttl = option.hard_ttl();
         let mut client = self.client()?;
         let call = client.vote(with_deadline(vote_request_to_pb(&rpc), ttl));
-        let reply = tokio::time::timeout(ttl, call)
-            .await
-            .map_err(|_| self.timeout(RPCTypes::Vote, ttl))?
-            .map_err(|s| rpc_error(s, RPCTypes::Vote, self.network.id, self.target, ttl))?;
-        vote_response_from_pb(reply.into_inner()).map_err(|s| RPCError::Network(NetworkError::new(&s)))
+        self.unary(RPCTypes::Vote, ttl, call, vote_response_from_pb).await
     }
 
     async fn pre_vote(&mut self, rpc: VoteRequest<C>, option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
         let ttl = option.hard_ttl();
         let mut client = self.client()?;
         let call = client.pre_vote(with_deadline(vote_request_to_pb(&rpc), ttl));
-        let reply = tokio::time::timeout(ttl, call)
-            .await
-            .map_err(|_| self.timeout(RPCTypes::Vote, ttl))?
-            .map_err(|s| rpc_error(s, RPCTypes::Vote, self.network.id, self.target, ttl))?;
-        vote_response_from_pb(reply.into_inner()).map_err(|s| RPCError::Network(NetworkError::new(&s)))
+        self.unary(RPCTypes::Vote, ttl, call, vote_response_from_pb).await
     }
 
     async fn transfer_leader(
@@ -351,11 +354,7 @@ impl RaftNetworkV2<C> for GrpcConnection {
         let ttl = option.hard_ttl();
         let mut client = self.client()?;
         let call = client.transfer_leader(with_deadline(transfer_request_to_pb(&req), ttl));
-        let reply = tokio::time::timeout(ttl, call)
-            .await
-            .map_err(|_| self.timeout(RPCTypes::TransferLeader, ttl))?
-            .map_err(|s| rpc_error(s, RPCTypes::TransferLeader, self.network.id, self.target, ttl))?;
-        transfer_response_from_pb(reply.into_inner()).map_err(|s| RPCError::Network(NetworkError::new(&s)))
+        self.unary(RPCTypes::TransferLeader, ttl, call, transfer_response_from_pb).await
     }
 
     async fn full_snapshot(
