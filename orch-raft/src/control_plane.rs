@@ -288,7 +288,7 @@ impl Builder {
         }
 
         let (proposals, rx) = mpsc::channel(PROPOSALS_PENDING_MAX);
-        let batcher = tokio::spawn(batch(raft.clone(), rx));
+        let batcher = tokio::spawn(batch(self.id, raft.clone(), rx));
         let client = ClientId((u128::from(self.id) << 64) | u128::from(entropy_seed()));
         Ok(ControlPlane {
             inner: Arc::new(Inner {
@@ -345,7 +345,7 @@ struct Proposal {
 
 /// Packs waiting proposals into entries; at most [`ENTRIES_IN_FLIGHT_MAX`] entries in flight,
 /// so that under load proposals gather while earlier entries commit.
-async fn batch(raft: RaftNode, mut rx: mpsc::Receiver<Proposal>) {
+async fn batch(id: u64, raft: RaftNode, mut rx: mpsc::Receiver<Proposal>) {
     let in_flight = Arc::new(Semaphore::new(ENTRIES_IN_FLIGHT_MAX));
     let mut carry: Option<Proposal> = None;
     loop {
@@ -377,7 +377,7 @@ async fn batch(raft: RaftNode, mut rx: mpsc::Receiver<Proposal>) {
                 replies.push(p.reply);
             }
             let entry = orch_core::Entry { timestamp_ms: now_ms(), requests };
-            let result = write(&raft, entry).await;
+            let result = write(id, &raft, entry).await;
             drop(permit);
             match result {
                 Ok(outcomes) => {
@@ -406,14 +406,14 @@ fn clone_error(e: &Error) -> Error {
 
 /// Writes one entry; a fresh leader refuses writes until a quorum acknowledged its lease, so
 /// that refusal is waited out (briefly) rather than reported.
-async fn write(raft: &RaftNode, entry: orch_core::Entry) -> Result<Vec<Outcome>, Error> {
+async fn write(id: u64, raft: &RaftNode, entry: orch_core::Entry) -> Result<Vec<Outcome>, Error> {
     let deadline = tokio::time::Instant::now() + LEASE_WAIT;
     loop {
         let acked = raft.metrics().borrow_watched().last_quorum_acked;
         match raft.client_write(entry.clone()).await {
             Ok(response) => return Ok(response.data.outcomes),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))
-                if f.leader_id == Some(raft_id(raft)) && tokio::time::Instant::now() < deadline =>
+                if f.leader_id == Some(id) && tokio::time::Instant::now() < deadline =>
             {
                 let wait = raft.wait(Some(deadline - tokio::time::Instant::now()));
                 let _ = wait.metrics(|m| m.last_quorum_acked != acked, "a quorum acknowledgement").await;
@@ -422,10 +422,6 @@ async fn write(raft: &RaftNode, entry: orch_core::Entry) -> Result<Vec<Outcome>,
             Err(e) => return Err(Error::Raft(e.to_string())),
         }
     }
-}
-
-fn raft_id(raft: &RaftNode) -> u64 {
-    raft.metrics().borrow_watched().id
 }
 
 fn now_ms() -> i64 {
