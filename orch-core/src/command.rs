@@ -83,6 +83,11 @@ pub enum Command {
     /// Apply all commands or none.
     #[cfg_attr(feature = "arbitrary", proptest(skip))]
     Batch(Vec<Command>),
+    /// Create the object, or update it when one of its kind, namespace and name exists (what
+    /// `orchctl apply` sends): decided when the entry applies, so two appliers cannot race
+    /// between a read and a write. As an update, an expected `metadata.resourceVersion` makes
+    /// it a compare-and-set.
+    Apply(Object),
 }
 
 /// What happened to one object.

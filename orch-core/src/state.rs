@@ -258,6 +258,12 @@ impl State {
         match command {
             Command::Create(obj) => self.create(txn, obj, changes),
             Command::Update(obj) => self.update(txn, obj, changes),
+            Command::Apply(mut obj) => {
+                // Defaults first: they name the namespace the object goes to.
+                apply_defaults(&mut obj);
+                let exists = !obj.meta().name.is_empty() && self.objects.contains_key(&obj.key());
+                if exists { self.update(txn, obj, changes) } else { self.create(txn, obj, changes) }
+            }
             Command::UpdateStatus(obj) => self.update_status(txn, obj, changes),
             Command::Delete { key, grace_period_seconds, preconditions } => {
                 self.delete(txn, &key, grace_period_seconds, &preconditions, changes)

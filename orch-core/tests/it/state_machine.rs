@@ -100,6 +100,27 @@ fn update_bumps_generation_only_for_spec_changes() {
 }
 
 #[test]
+fn apply_creates_then_updates_then_changes_nothing() {
+    let mut h = Harness::new();
+    let s = h.ok(Command::Apply(deployment("web", 2, "nginx:1")));
+    assert_eq!(s.changes[0].action, Action::Created);
+    let s = h.ok(Command::Apply(deployment("web", 3, "nginx:1")));
+    assert_eq!(s.changes[0].action, Action::Updated);
+    assert_eq!(get(&h, &key(Kind::Deployment, "default", "web")).meta().generation, Some(2));
+    let s = h.ok(Command::Apply(deployment("web", 3, "nginx:1")));
+    assert_eq!(s.changes[0].action, Action::Unchanged);
+    // As an update it keeps the update's rules: a stale resourceVersion is a conflict.
+    let stale = with_meta(deployment("web", 4, "nginx:1"), |m| m.resource_version = Some(Revision(1)));
+    assert!(h.err(Command::Apply(stale)).starts_with("Operation cannot be fulfilled"));
+    // An atomic batch of applies: one bad object and nothing is written.
+    let before = h.state.len();
+    let bad = deployment("broken", -1, "nginx:1");
+    let e = h.err(Command::Batch(vec![Command::Apply(pod("default", "new")), Command::Apply(bad)]));
+    assert!(e.starts_with("batch command 1: Deployment \"broken\" is invalid: spec.replicas"), "{e}");
+    assert_eq!(h.state.len(), before);
+}
+
+#[test]
 fn update_with_a_stale_resource_version_is_a_conflict() {
     let mut h = Harness::new();
     h.ok(Command::Create(deployment("web", 1, "nginx:1")));
