@@ -116,7 +116,7 @@ async fn round_trips(target: &ControlPlane) -> Result<(), Box<dyn std::error::Er
     use openraft::network::v2::RaftNetworkV2;
     use openraft::network::{RPCOption, RaftNetworkFactory};
     let mut network = orch_raft::grpc::GrpcNetwork::new(9, 1 << 20);
-    let node = openraft::BasicNode { addr: target.address().to_owned() };
+    let node = orch_raft::Member::from(target.address());
     let mut connection = network.new_client(target.id(), &node).await;
     let vote = openraft::alias::VoteOf::<orch_raft::TypeConfig>::new(0, 9);
     let mut latencies = Vec::new();

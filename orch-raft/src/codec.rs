@@ -9,9 +9,9 @@ use std::io;
 use openraft::alias::{EntryOf, LogIdOf, SnapshotMetaOf, VoteOf};
 use openraft::impls::leader_id_adv::LeaderId;
 use openraft::storage::SnapshotMeta;
-use openraft::{BasicNode, EntryPayload, LogId, Membership, StoredMembership};
+use openraft::{EntryPayload, LogId, Membership, StoredMembership};
 
-use crate::types::TypeConfig;
+use crate::types::{Member, TypeConfig};
 
 type C = TypeConfig;
 
@@ -126,7 +126,7 @@ pub fn decode_vote(bytes: &[u8]) -> Result<VoteOf<C>, io::Error> {
     }
 }
 
-type MembershipWire = (Vec<Vec<u64>>, Vec<(u64, String)>);
+type MembershipWire = (Vec<Vec<u64>>, Vec<(u64, String, String)>);
 
 fn bincode_config() -> bincode::config::Configuration {
     bincode::config::standard()
@@ -135,9 +135,10 @@ fn bincode_config() -> bincode::config::Configuration {
 /// The most bytes an encoded membership may take.
 const MEMBERSHIP_BYTES_MAX: usize = 1 << 20;
 
-fn put_membership(out: &mut Vec<u8>, m: &Membership<u64, BasicNode>) {
+fn put_membership(out: &mut Vec<u8>, m: &Membership<u64, Member>) {
     let configs: Vec<Vec<u64>> = m.get_joint_config().iter().map(|c| c.iter().copied().collect()).collect();
-    let nodes: Vec<(u64, String)> = m.nodes().map(|(id, n)| (*id, n.addr.clone())).collect();
+    let nodes: Vec<(u64, String, String)> =
+        m.nodes().map(|(id, n)| (*id, n.addr.clone(), n.api_addr.clone())).collect();
     let wire: MembershipWire = (configs, nodes);
     if let Err(e) = bincode::encode_into_std_write(&wire, out, bincode_config()) {
         unreachable!("encoding into memory failed: {e}");
@@ -145,7 +146,7 @@ fn put_membership(out: &mut Vec<u8>, m: &Membership<u64, BasicNode>) {
 }
 
 /// Reads a membership that takes all of `bytes`.
-fn read_membership(bytes: &[u8]) -> Result<Membership<u64, BasicNode>, io::Error> {
+fn read_membership(bytes: &[u8]) -> Result<Membership<u64, Member>, io::Error> {
     let ((configs, nodes), used): (MembershipWire, usize) =
         bincode::decode_from_slice(bytes, bincode_config().with_limit::<MEMBERSHIP_BYTES_MAX>())
             .map_err(|e| invalid(&format!("membership: {e}")))?;
@@ -153,7 +154,8 @@ fn read_membership(bytes: &[u8]) -> Result<Membership<u64, BasicNode>, io::Error
         return Err(invalid("membership: trailing bytes"));
     }
     let configs: Vec<BTreeSet<u64>> = configs.into_iter().map(|c| c.into_iter().collect()).collect();
-    let nodes: BTreeMap<u64, BasicNode> = nodes.into_iter().map(|(id, addr)| (id, BasicNode { addr })).collect();
+    let nodes: BTreeMap<u64, Member> =
+        nodes.into_iter().map(|(id, addr, api_addr)| (id, Member { addr, api_addr })).collect();
     Membership::new(configs, nodes).map_err(|e| invalid(&format!("membership: {e}")))
 }
 
@@ -253,8 +255,9 @@ mod tests {
         };
         let mut membership = membership_ent::<C>(2, 1, 5, vec![[1, 2, 3].into()]);
         if let EntryPayload::Membership(m) = &mut membership.payload {
-            let nodes: BTreeMap<u64, BasicNode> =
-                (1..=3).map(|i| (i, BasicNode { addr: format!("127.0.0.1:{}", 7000 + i) })).collect();
+            let nodes: BTreeMap<u64, Member> = (1..=3)
+                .map(|i| (i, Member::new(format!("127.0.0.1:{}", 7000 + i), format!("127.0.0.1:{}", 8000 + i))))
+                .collect();
             *m = Membership::new(vec![[1, 2, 3].into()], nodes).expect("valid membership");
         }
         let entries = [
@@ -273,7 +276,7 @@ mod tests {
 
     #[test]
     fn snapshot_meta_round_trips() {
-        let nodes: BTreeMap<u64, BasicNode> = [(1, BasicNode { addr: "127.0.0.1:7001".into() })].into();
+        let nodes: BTreeMap<u64, Member> = [(1, Member::from("127.0.0.1:7001"))].into();
         let membership = Membership::new(vec![[1].into()], nodes).expect("valid membership");
         for meta in [
             SnapshotMeta { last_log_id: None, last_membership: StoredMembership::default() },

@@ -21,17 +21,17 @@ use std::time::Duration;
 
 use futures_util::Stream;
 use openraft::async_runtime::WatchReceiver;
-use openraft::errors::{ClientWriteError, ForwardToLeader, LinearizableReadError, RaftError};
+use openraft::errors::{ClientWriteError, ForwardToLeader, InitializeError, LinearizableReadError, RaftError};
 use openraft::raft::ReadPolicy;
 use openraft::storage::{RaftLogReader, RaftLogStorage};
-use openraft::{BasicNode, ChangeMembers, SnapshotPolicy};
+use openraft::{ChangeMembers, SnapshotPolicy};
 use orch_core::{ClientId, Command, Outcome, Request, State, WatchEvent, WatchFilter};
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 
 use crate::feed::Expired;
 use crate::grpc::{GrpcNetwork, RaftService, SNAPSHOT_CHUNK_BYTES_DEFAULT};
 use crate::rocks::{ClosedProbe, RocksLogStore, SyncStats};
-use crate::{RaftNode, StateMachineStore, TypeConfig, entropy_seed, start_raft};
+use crate::{Member, RaftNode, StateMachineStore, TypeConfig, entropy_seed, start_raft};
 
 /// The most requests packed into one log entry.
 pub const BATCH_REQUESTS_MAX: usize = 1024;
@@ -75,10 +75,20 @@ pub enum Error {
         leader: Option<u64>,
         /// The leader's Raft address, if known.
         address: Option<String>,
+        /// The leader's client API address, if known and it serves one.
+        api_address: Option<String>,
     },
     /// The watch asked for events no longer kept.
     #[error(transparent)]
     Expired(#[from] Expired),
+    /// A watch consumer read too slowly and fell more than
+    /// [`crate::feed::FEED_SUBSCRIBER_BUFFER_MAX`] entries behind; its stream ended. Watch again
+    /// from `revision` (the last one delivered) while the history still holds it.
+    #[error("the watch fell too far behind and was ended; resume from revision {revision}")]
+    FellBehind {
+        /// The last revision the stream delivered in full.
+        revision: u64,
+    },
     /// The node restarted and has not caught up with the cluster yet.
     #[error("the node is catching up after a restart; it serves reads and watches once it has")]
     CatchingUp,
@@ -97,15 +107,67 @@ pub enum Error {
 }
 
 fn not_leader(f: &ForwardToLeader<TypeConfig>) -> Error {
-    Error::NotLeader { leader: f.leader_id, address: f.leader_node.as_ref().map(|n| n.addr.clone()) }
+    not_leader_at(f.leader_id, f.leader_node.as_ref())
+}
+
+/// Prepares a fresh data directory to start from a backup: the state of `snapshot`
+/// (`orch_core::State::to_snapshot` bytes, as `orchctl snapshot save` writes them) with
+/// `members` as the voters. Give every member of the new cluster the same snapshot and
+/// members, then start each with [`ControlPlane::builder`] on its directory (no
+/// `initial_members` needed: the restored membership is the first configuration). Objects
+/// keep their revisions; the log continues after the snapshot's revision.
+///
+/// # Errors
+/// [`Error::Invalid`] when the directory holds data already, the members are empty, or the
+/// snapshot does not verify; [`Error::Storage`] when writing fails.
+pub async fn restore(
+    data_dir: impl AsRef<Path>,
+    snapshot: &[u8],
+    members: BTreeMap<u64, Member>,
+) -> Result<u64, Error> {
+    let dir = data_dir.as_ref();
+    for sub in ["log", "state"] {
+        let path = dir.join(sub);
+        if path.exists() && std::fs::read_dir(&path)?.next().is_some() {
+            return Err(Error::Invalid(format!(
+                "dataDir: Invalid value: {:?}: holds data already; restore into a fresh directory",
+                dir.display()
+            )));
+        }
+    }
+    if members.is_empty() {
+        return Err(Error::Invalid("members: Required value".to_owned()));
+    }
+    let state = State::from_snapshot(snapshot).map_err(|e| Error::Invalid(format!("snapshot: {e}")))?;
+    let index = state.applied_index();
+    // Every member computes the same log id from the same file: term 0, as before any leader.
+    let log_id = openraft::LogId::new(openraft::impls::leader_id_adv::LeaderId { term: 0, node_id: 0 }, index);
+    let voters = BTreeSet::from_iter(members.keys().copied());
+    let membership =
+        openraft::Membership::new(vec![voters], members).map_err(|e| Error::Invalid(format!("members: {e}")))?;
+    let stored = openraft::StoredMembership::new(Some(log_id), membership);
+    crate::state_machine::write_start_snapshot(&dir.join("state"), log_id, stored, snapshot)?;
+    let mut log = RocksLogStore::open(&dir.join("log"))?;
+    // The log starts after the snapshot: its entries count as purged.
+    log.purge(log_id).await?;
+    drop(log);
+    Ok(index)
+}
+
+fn not_leader_at(leader: Option<u64>, member: Option<&Member>) -> Error {
+    Error::NotLeader {
+        leader,
+        address: member.map(|m| m.addr.clone()),
+        api_address: member.map(|m| m.api_addr.clone()).filter(|a| !a.is_empty()),
+    }
 }
 
 /// How a node joins the cluster when its data directory is fresh.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Bootstrap {
-    /// Start a new cluster with these members (node id to Raft address), this node among them.
-    /// Give it to exactly one node; the others [`Bootstrap::Join`].
-    Initialize(BTreeMap<u64, String>),
+    /// Start a new cluster with these members, this node among them. Give the same members to
+    /// every initial node (or to one, and let the others [`Bootstrap::Join`]).
+    Initialize(BTreeMap<u64, Member>),
     /// Wait to be added by a member of an existing cluster ([`ControlPlane::add_member`]).
     Join,
 }
@@ -135,6 +197,7 @@ pub struct Builder {
     listen: SocketAddr,
     listener: Option<std::net::TcpListener>,
     advertise: Option<String>,
+    api_address: String,
     bootstrap: Option<Bootstrap>,
     heartbeat: Duration,
     election_timeout: (Duration, Duration),
@@ -164,9 +227,17 @@ impl Builder {
         self
     }
 
-    /// Start a new cluster of these members (ids to addresses) if the data directory is fresh.
-    pub fn initial_members(mut self, members: BTreeMap<u64, String>) -> Self {
-        self.bootstrap = Some(Bootstrap::Initialize(members));
+    /// The address this node's client API is served at, recorded in the membership so that
+    /// a follower can point clients at the leader's API (default: none).
+    pub fn api_address(mut self, addr: impl Into<String>) -> Self {
+        self.api_address = addr.into();
+        self
+    }
+
+    /// Start a new cluster of these members (ids to Raft addresses, or to [`Member`]s) if the
+    /// data directory is fresh.
+    pub fn initial_members<M: Into<Member>>(mut self, members: impl IntoIterator<Item = (u64, M)>) -> Self {
+        self.bootstrap = Some(Bootstrap::Initialize(members.into_iter().map(|(id, m)| (id, m.into())).collect()));
         self
     }
 
@@ -276,14 +347,17 @@ impl Builder {
         let fresh = !raft.is_initialized().await.map_err(|e| Error::Raft(e.to_string()))?;
         if fresh {
             let members = match &self.bootstrap {
-                None => Some(BTreeMap::from([(self.id, address.clone())])),
+                None => Some(BTreeMap::from([(self.id, Member::new(address.clone(), self.api_address.clone()))])),
                 Some(Bootstrap::Initialize(members)) => Some(members.clone()),
                 Some(Bootstrap::Join) => None,
             };
             if let Some(members) = members {
-                let nodes: BTreeMap<u64, BasicNode> =
-                    members.into_iter().map(|(id, addr)| (id, BasicNode { addr })).collect();
-                raft.initialize(nodes).await.map_err(|e| Error::Raft(e.to_string()))?;
+                match raft.initialize(members).await {
+                    // Another initial member initialized first and this node heard from it:
+                    // the cluster is forming, which is what initializing is for.
+                    Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                    Err(e) => return Err(Error::Raft(e.to_string())),
+                }
             }
         }
 
@@ -398,7 +472,10 @@ async fn batch(id: u64, raft: RaftNode, mut rx: mpsc::Receiver<Proposal>) {
 
 fn clone_error(e: &Error) -> Error {
     match e {
-        Error::NotLeader { leader, address } => Error::NotLeader { leader: *leader, address: address.clone() },
+        Error::FellBehind { revision } => Error::FellBehind { revision: *revision },
+        Error::NotLeader { leader, address, api_address } => {
+            Error::NotLeader { leader: *leader, address: address.clone(), api_address: api_address.clone() }
+        }
         Error::Shutdown => Error::Shutdown,
         other => Error::Raft(other.to_string()),
     }
@@ -458,10 +535,10 @@ pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchItem, Error>> + Sen
 /// The members of the cluster.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Members {
-    /// Voters: node id to Raft address.
-    pub voters: BTreeMap<u64, String>,
-    /// Learners (replicas that do not vote yet): node id to Raft address.
-    pub learners: BTreeMap<u64, String>,
+    /// Voters by node id.
+    pub voters: BTreeMap<u64, Member>,
+    /// Learners (replicas that do not vote yet) by node id.
+    pub learners: BTreeMap<u64, Member>,
 }
 
 /// What a node reports about itself and the cluster.
@@ -519,6 +596,7 @@ impl ControlPlane {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             listener: None,
             advertise: None,
+            api_address: String::new(),
             bootstrap: None,
             heartbeat: Duration::from_millis(100),
             election_timeout: (Duration::from_millis(1000), Duration::from_millis(2000)),
@@ -585,10 +663,8 @@ impl ControlPlane {
             let metrics = self.inner.raft.metrics();
             let m = metrics.borrow_watched();
             if m.current_leader != Some(self.inner.id) {
-                let address = m
-                    .current_leader
-                    .and_then(|l| m.membership_config.membership().get_node(&l).map(|n: &BasicNode| n.addr.clone()));
-                return Err(Error::NotLeader { leader: m.current_leader, address });
+                let member = m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l));
+                return Err(not_leader_at(m.current_leader, member));
             }
         }
         let (reply, rx) = oneshot::channel();
@@ -628,7 +704,8 @@ impl ControlPlane {
     /// order, with no gap and no duplicate, on any replica. An idle stream receives
     /// [`WatchItem::Progress`] every progress interval. A revision older than this replica's
     /// horizon is refused with [`Error::Expired`] (relist, then watch from the list's
-    /// revision); a stream that falls too far behind ends with the same error.
+    /// revision). A stream whose consumer falls too far behind ends with
+    /// [`Error::FellBehind`], naming the revision to resume from: memory stays bounded.
     ///
     /// # Errors
     /// [`Error::Expired`], or [`Error::CatchingUp`] right after a restart.
@@ -643,7 +720,6 @@ impl ControlPlane {
             filter,
             revision: sub.applied.max(from_revision),
             interval: self.inner.progress_interval,
-            horizon: self.inner.sm.watch_horizon(),
             done: false,
         };
         Ok(Box::pin(futures_util::stream::unfold(state, WatchState::next)))
@@ -658,17 +734,18 @@ impl ControlPlane {
         let mut members = Members::default();
         for (id, node) in membership.nodes() {
             let map = if voters.contains(id) { &mut members.voters } else { &mut members.learners };
-            map.insert(*id, node.addr.clone());
+            map.insert(*id, node.clone());
         }
         members
     }
 
-    /// Adds node `id` at `address`: first as a learner that catches up, then as a voter.
+    /// Adds node `id` (its Raft address, or a [`Member`]): first as a learner that catches up,
+    /// then as a voter.
     ///
     /// # Errors
     /// [`Error::NotLeader`] on a follower; [`Error::Raft`] when the change fails.
-    pub async fn add_member(&self, id: u64, address: impl Into<String>) -> Result<(), Error> {
-        let node = BasicNode { addr: address.into() };
+    pub async fn add_member(&self, id: u64, member: impl Into<Member>) -> Result<(), Error> {
+        let node = member.into();
         self.change(self.inner.raft.add_learner(id, node, true).await)?;
         self.change(self.inner.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false).await)
     }
@@ -707,7 +784,7 @@ impl ControlPlane {
             if leader == Some(self.inner.id) {
                 self.inner.raft.trigger().transfer_leader(to).await.map_err(|e| Error::Raft(e.to_string()))?;
             } else if first || leader.is_some() {
-                return Err(Error::NotLeader { leader, address: None });
+                return Err(Error::NotLeader { leader, address: None, api_address: None });
             }
             first = false;
             let now = tokio::time::Instant::now();
@@ -780,7 +857,6 @@ struct WatchState {
     /// The revision the stream has reached: events up to it were delivered or did not match.
     revision: u64,
     interval: Duration,
-    horizon: u64,
     done: bool,
 }
 
@@ -803,8 +879,7 @@ impl WatchState {
                 }
                 Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
                     self.done = true;
-                    let expired = Expired { requested: self.revision, horizon: self.horizon.max(self.revision + 1) };
-                    return Some((Err(Error::Expired(expired)), self));
+                    return Some((Err(Error::FellBehind { revision: self.revision }), self));
                 }
                 Ok(Err(broadcast::error::RecvError::Closed)) => return None,
                 Err(_) => return Some((Ok(WatchItem::Progress { revision: self.revision }), self)),

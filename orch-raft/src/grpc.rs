@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::{Either, select};
+use openraft::LogId;
 use openraft::alias::{LogIdOf, SnapshotOf, VoteOf};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable};
 use openraft::impls::leader_id_adv::LeaderId;
@@ -25,11 +26,10 @@ use openraft::raft::{
     TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::storage::Snapshot;
-use openraft::{BasicNode, LogId};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
-use crate::{RaftNode, TypeConfig, codec, lock};
+use crate::{Member, RaftNode, TypeConfig, codec, lock};
 
 type C = TypeConfig;
 
@@ -270,7 +270,7 @@ pub struct GrpcConnection {
 impl RaftNetworkFactory<C> for GrpcNetwork {
     type Network = GrpcConnection;
 
-    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
+    async fn new_client(&mut self, target: u64, node: &Member) -> Self::Network {
         GrpcConnection { network: self.clone(), target, addr: node.addr.clone() }
     }
 }

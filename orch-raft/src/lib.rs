@@ -79,7 +79,7 @@ use openraft::storage::RaftLogStorage;
 
 pub use control_plane::ControlPlane;
 pub use state_machine::{ApplyHook, StateMachineStore};
-pub use types::{Response, Runtime, TypeConfig, with_seed};
+pub use types::{Member, Response, Runtime, TypeConfig, with_seed};
 
 /// A Raft node of orch.
 pub type RaftNode = Raft<TypeConfig, StateMachineStore>;

@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use openraft::BasicNode;
 use openraft::alias::{SnapshotOf, VoteOf};
 use openraft::errors::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::v2::RaftNetworkV2;
@@ -24,7 +23,7 @@ use openraft::raft::{
 };
 
 use crate::lock;
-use crate::{RaftNode, TypeConfig};
+use crate::{Member, RaftNode, TypeConfig};
 
 type C = TypeConfig;
 
@@ -149,7 +148,7 @@ pub struct LocalConnection {
 impl RaftNetworkFactory<C> for LocalRouter {
     type Network = LocalConnection;
 
-    async fn new_client(&mut self, target: u64, _node: &BasicNode) -> Self::Network {
+    async fn new_client(&mut self, target: u64, _node: &Member) -> Self::Network {
         LocalConnection { router: self.clone(), target }
     }
 }

@@ -102,6 +102,20 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// Writes a state snapshot (`State::to_snapshot` bytes) into `dir` as the snapshot a node
+/// starts from, covering log id `last_log_id` with `membership`. For restoring a backup into
+/// a fresh data directory.
+pub(crate) fn write_start_snapshot(
+    dir: &Path,
+    last_log_id: LogIdOf<C>,
+    membership: StoredMembershipOf<C>,
+    state: &[u8],
+) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let meta = SnapshotMeta { last_log_id: Some(last_log_id), last_membership: membership };
+    write_atomically(dir, SNAPSHOT_FILE, &encode_snapshot_file(&meta, state))
+}
+
 impl StateMachineStore {
     /// A state machine whose snapshots stay in memory.
     pub fn in_memory() -> Self {

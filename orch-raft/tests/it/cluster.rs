@@ -4,11 +4,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::BasicNode;
 use orch_core::{ClientId, Command, Kind, ObjectKey, Request, parse_manifests};
 use orch_raft::local::LocalRouter;
 use orch_raft::mem::MemLogStore;
-use orch_raft::{RaftNode, StateMachineStore, start_raft};
+use orch_raft::{Member, RaftNode, StateMachineStore, start_raft};
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(20));
 
@@ -80,7 +79,7 @@ fn create_pod(serial: u64, name: &str) -> orch_core::Entry {
 async fn three_nodes_replicate_writes_and_survive_the_leader_leaving() {
     let router = LocalRouter::default();
     let nodes = start(&router, 1..=3).await;
-    let members: BTreeMap<u64, BasicNode> = (1..=3).map(|i| (i, BasicNode { addr: format!("local-{i}") })).collect();
+    let members: BTreeMap<u64, Member> = (1..=3).map(|i| (i, Member::from(format!("local-{i}")))).collect();
     nodes[&1].0.initialize(members).await.expect("initialize");
     let (written, leader) = write(&nodes, &[1, 2, 3], create_pod(1, "a")).await;
     assert!(written.data.outcomes[0].is_ok(), "{:?}", written.data.outcomes);

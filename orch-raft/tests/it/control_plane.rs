@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use orch_core::{ClientId, Command, Kind, ObjectKey, Request, State, WatchFilter, parse_manifests};
+use orch_raft::Member;
 use orch_raft::control_plane::{Consistency, ControlPlane, Error, SnapshotSettings, WatchItem};
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -247,8 +248,10 @@ async fn three_nodes_bootstrapped_together_hand_over_leadership() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("temp dir")).collect();
     let listeners: Vec<_> =
         (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("binds a free port")).collect();
-    let members: std::collections::BTreeMap<u64, String> =
-        (1..=3).zip(&listeners).map(|(id, l)| (id, l.local_addr().expect("address").to_string())).collect();
+    let members: std::collections::BTreeMap<u64, Member> = (1..=3)
+        .zip(&listeners)
+        .map(|(id, l)| (id, Member::new(l.local_addr().expect("address").to_string(), format!("api-{id}"))))
+        .collect();
     let mut nodes = Vec::new();
     for ((id, dir), listener) in (1..=3u64).zip(&dirs).zip(listeners) {
         let builder = ControlPlane::builder(id, dir.path()).listener(listener);
@@ -280,9 +283,16 @@ async fn three_nodes_bootstrapped_together_hand_over_leadership() {
     let outcomes = propose(&refs, vec![pod("after")]).await;
     assert!(outcomes[0].is_ok());
     let former = &nodes[usize::try_from(from - 1).expect("index")];
-    if former.metrics().leader != Some(from) {
+    if let Some(leader) = former.metrics().leader.filter(|l| *l != from) {
+        // The refusal points at the leader's client API, as the membership records it.
         let answer = former.propose(vec![pod("x")]).await;
-        assert!(matches!(answer, Err(Error::NotLeader { .. })), "{answer:?}");
+        match answer {
+            Err(Error::NotLeader { leader: Some(l), api_address: Some(api), .. }) if l == leader => {
+                assert_eq!(api, format!("api-{leader}"));
+            }
+            Err(Error::NotLeader { .. }) => {} // leadership moved again meanwhile
+            other => panic!("expected NotLeader with the leader's API address, got {other:?}"),
+        }
     }
     for n in &nodes {
         n.shutdown().await.expect("stops");
@@ -357,4 +367,35 @@ async fn a_crash_between_append_and_apply_loses_nothing_acknowledged() {
         .expect("read");
     assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
     node.shutdown().await.expect("shuts down");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_that_falls_behind_ends_with_the_revision_to_resume_from() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = ControlPlane::open(dir.path()).await.expect("starts");
+    node.propose(vec![pod("first")]).await.expect("proposes");
+    let mut slow = node.watch(0, WatchFilter::all()).expect("watches");
+    // More entries than a subscriber may have waiting, while the watch is not read.
+    let entries = orch_raft::feed::FEED_SUBSCRIBER_BUFFER_MAX + 10;
+    for i in 0..entries {
+        node.propose(vec![pod(&format!("p{i}"))]).await.expect("proposes");
+    }
+    let mut delivered = 0;
+    let resume = loop {
+        match slow.next().await {
+            Some(Ok(WatchItem::Event(e))) => delivered = e.revision.0,
+            Some(Ok(WatchItem::Progress { .. })) => {}
+            Some(Err(Error::FellBehind { revision })) => break revision,
+            other => panic!("expected the stream to end with FellBehind, got {other:?}"),
+        }
+    };
+    assert!(resume >= delivered, "every event up to the resume point was delivered");
+    assert!(slow.next().await.is_none(), "the stream ended");
+    // Resuming from there misses nothing: the next event is the one after it.
+    let mut resumed = node.watch(resume, WatchFilter::all()).expect("resumes");
+    match resumed.next().await {
+        Some(Ok(WatchItem::Event(e))) => assert_eq!(e.revision.0, resume + 1),
+        other => panic!("expected the next event, got {other:?}"),
+    }
+    node.shutdown().await.expect("stops");
 }

@@ -6,13 +6,12 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::BasicNode;
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, RaftError};
 use orch_core::{ClientId, Command, Kind, Request, parse_manifests};
 use orch_raft::local::{Faults, LocalRouter};
 use orch_raft::mem::MemLogStore;
-use orch_raft::{RaftNode, StateMachineStore, start_raft, with_seed};
+use orch_raft::{Member, RaftNode, StateMachineStore, start_raft, with_seed};
 
 /// What one run produced: every application as (node, index, encoded entry), in the order
 /// they happened, and the final state digest of each surviving node.
@@ -64,7 +63,7 @@ async fn run(seed: u64) -> Trace {
         router.register(id, raft.clone());
         nodes.insert(id, (raft, sm));
     }
-    let members: BTreeMap<u64, BasicNode> = (1..=3).map(|i| (i, BasicNode { addr: format!("sim-{i}") })).collect();
+    let members: BTreeMap<u64, Member> = (1..=3).map(|i| (i, Member::from(format!("sim-{i}")))).collect();
     nodes[&1].0.initialize(members).await.expect("initialize");
 
     let mut up: Vec<u64> = vec![1, 2, 3];
