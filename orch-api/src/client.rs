@@ -1,0 +1,766 @@
+//! The client library: typed calls to orch's API with leader discovery and retries.
+//!
+//! A [`Client`] holds the addresses of the control plane's API servers. Writes and
+//! linearizable reads go to the leader: a follower answers UNAVAILABLE with the leader's
+//! address, and the client moves there and asks again. An unreachable server, a server that
+//! is shutting down or a cluster in the middle of an election is retried on the next address,
+//! with back-off, for up to [`ClientOptions::retry_for`]. Retrying a write is safe: each write
+//! carries the client's id and a serial, and the state machine applies a (client, serial) pair
+//! once and answers retries with the first outcome.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use orch_core::{Change, ClientId, Kind, Object, ObjectKey, Revision, WatchEvent};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::convert::{
+    action_from_str, event_type_from_pb, key_from_pb, key_to_pb, object_from_pb, object_to_pb, write_id,
+};
+use crate::pb::orch_client::OrchClient;
+use crate::pb::{self, Consistency};
+use crate::status::Error;
+use crate::{REQUEST_BYTES_MAX, RESPONSE_BYTES_MAX};
+
+/// The most addresses a client keeps (the given ones plus leaders it was pointed at).
+pub const CLIENT_ENDPOINTS_MAX: usize = 64;
+
+/// How a [`Client`] connects and retries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// How long connecting to one server may take.
+    pub connect_timeout: Duration,
+    /// How long one attempt of a call may take.
+    pub request_timeout: Duration,
+    /// How long a call keeps retrying while no server can serve it (an election, a restart).
+    pub retry_for: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(15),
+            retry_for: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The result of a write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteResult {
+    /// The revision of the entry that applied it.
+    pub revision: u64,
+    /// The change to each object, in order.
+    pub changes: Vec<Change>,
+}
+
+/// One item of a watch stream.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WatchItem {
+    /// A committed change matching the filter.
+    Event(WatchEvent),
+    /// Nothing matching happened up to this revision.
+    Progress(u64),
+}
+
+/// A watch: events in revision order; it resumes on another server after a failure.
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchItem, Error>> + Send>>;
+
+/// A member of the control plane, as the API reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// Its node id.
+    pub id: u64,
+    /// Its Raft transport's address.
+    pub raft_address: String,
+    /// Its API address.
+    pub api_address: String,
+    /// Whether it votes (a learner does not yet).
+    pub voter: bool,
+}
+
+/// The members and the leader (0 when unknown).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MembersInfo {
+    /// The members by id.
+    pub members: Vec<MemberInfo>,
+    /// The leader's id, or 0.
+    pub leader: u64,
+}
+
+struct Endpoints {
+    /// Addresses to try, in order; `current` is the one in use.
+    addrs: Vec<String>,
+    current: usize,
+    channels: BTreeMap<String, Channel>,
+}
+
+struct Inner {
+    endpoints: Mutex<Endpoints>,
+    client: ClientId,
+    serial: AtomicU64,
+    options: ClientOptions,
+}
+
+/// A handle on the API of a control plane. Clones share connections, the client id and the
+/// serial counter.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+/// A random number from the standard library's per-process random keys (no clock, no extra
+/// dependency); enough to tell clients apart, not a secret.
+fn random_u64() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(std::process::id())
+}
+
+impl Client {
+    /// A client of the servers at `addrs` (`host:port`, or `http://host:port`), with default
+    /// options. Connections are made on first use.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when no address is given or one is malformed.
+    pub fn new<S: Into<String>>(addrs: impl IntoIterator<Item = S>) -> Result<Self, Error> {
+        Self::with_options(addrs, ClientOptions::default())
+    }
+
+    /// A client with chosen timeouts.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when no address is given or one is malformed.
+    pub fn with_options<S: Into<String>>(
+        addrs: impl IntoIterator<Item = S>,
+        options: ClientOptions,
+    ) -> Result<Self, Error> {
+        let mut list = Vec::new();
+        for addr in addrs {
+            let addr = normalize(&addr.into())?;
+            if !list.contains(&addr) {
+                list.push(addr);
+            }
+        }
+        if list.is_empty() {
+            return Err(Error::Invalid("servers: Required value: give at least one address".to_owned()));
+        }
+        if list.len() > CLIENT_ENDPOINTS_MAX {
+            return Err(Error::Invalid(format!(
+                "servers: Too many: {}: must have at most {CLIENT_ENDPOINTS_MAX} items",
+                list.len()
+            )));
+        }
+        let client = ClientId((u128::from(random_u64()) << 64) | u128::from(random_u64() | 1));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                endpoints: Mutex::new(Endpoints { addrs: list, current: 0, channels: BTreeMap::new() }),
+                client,
+                serial: AtomicU64::new(1),
+                options,
+            }),
+        })
+    }
+
+    /// This client's id (writes carry it with their serial).
+    pub fn id(&self) -> ClientId {
+        self.inner.client
+    }
+
+    /// The address calls go to now.
+    pub fn current_server(&self) -> String {
+        let e = lock(&self.inner.endpoints);
+        e.addrs[e.current].clone()
+    }
+
+    fn connect(&self) -> Result<(String, OrchClient<Channel>), Error> {
+        let mut e = lock(&self.inner.endpoints);
+        let addr = e.addrs[e.current].clone();
+        let channel = match e.channels.get(&addr) {
+            Some(c) => c.clone(),
+            None => {
+                let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+                    .map_err(|err| Error::Invalid(format!("servers: Invalid value: {addr:?}: {err}")))?
+                    .connect_timeout(self.inner.options.connect_timeout)
+                    .tcp_nodelay(true);
+                let channel = endpoint.connect_lazy();
+                e.channels.insert(addr.clone(), channel.clone());
+                channel
+            }
+        };
+        let client = OrchClient::new(channel)
+            .max_decoding_message_size(RESPONSE_BYTES_MAX)
+            .max_encoding_message_size(REQUEST_BYTES_MAX);
+        Ok((addr, client))
+    }
+
+    /// After `failed` could not serve: go to the leader it named, or to the next address.
+    fn move_on(&self, failed: &str, leader: Option<&str>) {
+        let mut e = lock(&self.inner.endpoints);
+        if e.addrs[e.current] != failed {
+            return; // another call moved already
+        }
+        if let Some(leader) = leader.and_then(|l| normalize(l).ok()) {
+            if let Some(i) = e.addrs.iter().position(|a| *a == leader) {
+                e.current = i;
+                return;
+            }
+            if e.addrs.len() < CLIENT_ENDPOINTS_MAX {
+                e.addrs.push(leader);
+                e.current = e.addrs.len() - 1;
+                return;
+            }
+        }
+        e.current = (e.current + 1) % e.addrs.len();
+        // A broken connection is made again on the next use.
+        e.channels.remove(failed);
+    }
+
+    /// Runs one call, retrying on other servers while the answer is "not here, not now".
+    async fn call<T, F, Fut>(&self, mut attempt: F) -> Result<T, Error>
+    where
+        F: FnMut(OrchClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.inner.options.retry_for;
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let (addr, client) = self.connect()?;
+            let result = tokio::time::timeout(self.inner.options.request_timeout, attempt(client)).await;
+            let error = match result {
+                Ok(Ok(response)) => return Ok(response.into_inner()),
+                Ok(Err(status)) => Error::from(status),
+                Err(_) => {
+                    Error::Timeout(format!("{addr} did not answer within {:?}", self.inner.options.request_timeout))
+                }
+            };
+            let hinted = match &error {
+                Error::Unavailable { leader, .. } => {
+                    leader.clone().filter(|l| normalize(l).ok().as_deref() != Some(&addr))
+                }
+                Error::Timeout(_) => None,
+                e if transport_failure(e) => None,
+                _ => return Err(error),
+            };
+            self.move_on(&addr, hinted.as_deref());
+            if tokio::time::Instant::now() >= deadline {
+                return Err(error);
+            }
+            if hinted.is_none() {
+                // Nobody named a leader: an election, a restart, or every server is down.
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+
+    fn next_id(&self) -> pb::WriteId {
+        write_id(self.inner.client, self.inner.serial.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Creates an object.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`], [`Error::Invalid`] (naming the field), [`Error::NotFound`] (no
+    /// such namespace), or the cluster is unavailable.
+    pub async fn create(&self, object: &Object) -> Result<WriteResult, Error> {
+        let request = sized(pb::CreateRequest { id: Some(self.next_id()), object: Some(object_to_pb(object)) })?;
+        write_result(
+            self.call(|mut c| {
+                let r = request.clone();
+                async move { c.create(r).await }
+            })
+            .await?,
+        )
+    }
+
+    /// Replaces an object's spec and metadata; with `metadata.resourceVersion` set, only if it
+    /// is still at that revision ([`Error::Conflict`] otherwise).
+    ///
+    /// # Errors
+    /// As [`Client::create`], and [`Error::Conflict`].
+    pub async fn update(&self, object: &Object) -> Result<WriteResult, Error> {
+        let request = sized(pb::UpdateRequest { id: Some(self.next_id()), object: Some(object_to_pb(object)) })?;
+        write_result(
+            self.call(|mut c| {
+                let r = request.clone();
+                async move { c.update(r).await }
+            })
+            .await?,
+        )
+    }
+
+    /// Replaces an object's status.
+    ///
+    /// # Errors
+    /// As [`Client::update`].
+    pub async fn update_status(&self, object: &Object) -> Result<WriteResult, Error> {
+        let request = sized(pb::UpdateRequest { id: Some(self.next_id()), object: Some(object_to_pb(object)) })?;
+        write_result(
+            self.call(|mut c| {
+                let r = request.clone();
+                async move { c.update_status(r).await }
+            })
+            .await?,
+        )
+    }
+
+    /// Deletes an object; `grace_period_seconds` overrides a pod's grace period (0: at once).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], or the cluster is unavailable.
+    pub async fn delete(&self, key: &ObjectKey, grace_period_seconds: Option<i64>) -> Result<WriteResult, Error> {
+        let request = pb::DeleteRequest {
+            id: Some(self.next_id()),
+            key: Some(key_to_pb(key)),
+            grace_period_seconds,
+            resource_version: None,
+        };
+        write_result(
+            self.call(|mut c| {
+                let r = request.clone();
+                async move { c.delete(r).await }
+            })
+            .await?,
+        )
+    }
+
+    /// Creates or updates each object, in one atomic write: all of them or none.
+    ///
+    /// # Errors
+    /// The first object's error (the message names it); nothing is written.
+    pub async fn apply(&self, objects: &[Object]) -> Result<WriteResult, Error> {
+        let request =
+            sized(pb::ApplyRequest { id: Some(self.next_id()), objects: objects.iter().map(object_to_pb).collect() })?;
+        write_result(
+            self.call(|mut c| {
+                let r = request.clone();
+                async move { c.apply(r).await }
+            })
+            .await?,
+        )
+    }
+
+    /// Binds a pod to a node.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::Conflict`] when it is bound already.
+    pub async fn bind(&self, namespace: &str, name: &str, node: &str) -> Result<WriteResult, Error> {
+        let request = pb::BindRequest {
+            id: Some(self.next_id()),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            node: node.to_owned(),
+        };
+        write_result(
+            self.call(|mut c| {
+                let r = request.clone();
+                async move { c.bind(r).await }
+            })
+            .await?,
+        )
+    }
+
+    /// Sets the replicas of a Deployment or ReplicaSet.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::Invalid`] for a negative count or a kind without replicas.
+    pub async fn scale(&self, key: &ObjectKey, replicas: i32) -> Result<WriteResult, Error> {
+        let request = pb::ScaleRequest { id: Some(self.next_id()), key: Some(key_to_pb(key)), replicas };
+        write_result(
+            self.call(|mut c| {
+                let r = request.clone();
+                async move { c.scale(r).await }
+            })
+            .await?,
+        )
+    }
+
+    /// Reads one object (linearizable).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], or the cluster is unavailable.
+    pub async fn get(&self, key: &ObjectKey) -> Result<Object, Error> {
+        let request = pb::GetRequest { key: Some(key_to_pb(key)), consistency: Consistency::Linearizable.into() };
+        let response = self
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.get(r).await }
+            })
+            .await?;
+        object_from_pb(response.object.as_ref(), "object").map_err(broken)
+    }
+
+    /// Lists the objects of `kind` in `namespace` (all namespaces for `None`) whose labels
+    /// match `label_selector` (empty: all) and, for pods, bound to `node_name`; with the
+    /// revision of the state listed (watch from it to follow the list).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a malformed selector; [`Error::ResourceExhausted`] for a list
+    /// over [`crate::LIST_OBJECTS_MAX`].
+    pub async fn list(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        label_selector: &str,
+        node_name: Option<&str>,
+    ) -> Result<(Vec<Object>, u64), Error> {
+        let request = pb::ListRequest {
+            kind: kind.as_str().to_owned(),
+            namespace: namespace.unwrap_or_default().to_owned(),
+            label_selector: label_selector.to_owned(),
+            node_name: node_name.unwrap_or_default().to_owned(),
+            consistency: Consistency::Linearizable.into(),
+        };
+        let response = self
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.list(r).await }
+            })
+            .await?;
+        let objects = response
+            .objects
+            .iter()
+            .enumerate()
+            .map(|(i, o)| object_from_pb(Some(o), &format!("objects[{i}]")).map_err(broken))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((objects, response.revision))
+    }
+
+    /// The revisions of a Deployment, oldest first.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when there is no such Deployment.
+    pub async fn rollout_history(&self, namespace: &str, name: &str) -> Result<Vec<pb::RolloutRevision>, Error> {
+        let request = pb::RolloutHistoryRequest { namespace: namespace.to_owned(), name: name.to_owned() };
+        let response = self
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.rollout_history(r).await }
+            })
+            .await?;
+        Ok(response.revisions)
+    }
+
+    /// Rolls a Deployment back to revision `to_revision` (0: the one before the current).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown Deployment or revision.
+    pub async fn rollout_undo(&self, namespace: &str, name: &str, to_revision: i64) -> Result<WriteResult, Error> {
+        let request = pb::RolloutUndoRequest {
+            id: Some(self.next_id()),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            to_revision,
+        };
+        write_result(
+            self.call(|mut c| {
+                let r = request.clone();
+                async move { c.rollout_undo(r).await }
+            })
+            .await?,
+        )
+    }
+
+    /// The control plane's members and its leader.
+    ///
+    /// # Errors
+    /// When no server answers.
+    pub async fn members(&self) -> Result<MembersInfo, Error> {
+        let response = self.call(|mut c| async move { c.members(pb::MembersRequest {}).await }).await?;
+        Ok(members_info(response))
+    }
+
+    /// Adds a member: it catches up as a learner, then votes.
+    ///
+    /// # Errors
+    /// When the change fails or no leader answers.
+    pub async fn add_member(&self, id: u64, raft_address: &str, api_address: &str) -> Result<MembersInfo, Error> {
+        let request =
+            pb::AddMemberRequest { id, raft_address: raft_address.to_owned(), api_address: api_address.to_owned() };
+        let response = self
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.add_member(r).await }
+            })
+            .await?;
+        Ok(members_info(response))
+    }
+
+    /// Removes a member.
+    ///
+    /// # Errors
+    /// When the change fails or no leader answers.
+    pub async fn remove_member(&self, id: u64) -> Result<MembersInfo, Error> {
+        let response = self.call(|mut c| async move { c.remove_member(pb::RemoveMemberRequest { id }).await }).await?;
+        Ok(members_info(response))
+    }
+
+    /// The status of the server calls go to now (any server answers; no retry to the leader).
+    ///
+    /// # Errors
+    /// When no server answers.
+    pub async fn status(&self) -> Result<pb::StatusResponse, Error> {
+        self.call(|mut c| async move { c.status(pb::StatusRequest {}).await }).await
+    }
+
+    /// A snapshot of the whole state: its revision and its bytes (`orch_core::State`'s
+    /// snapshot format, with a digest).
+    ///
+    /// # Errors
+    /// When no leader answers or the stream breaks.
+    pub async fn snapshot(&self) -> Result<(u64, Vec<u8>), Error> {
+        let mut stream = self.call(|mut c| async move { c.snapshot(pb::SnapshotRequest {}).await }).await?;
+        let mut revision = 0;
+        let mut data = Vec::new();
+        let mut total = None;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(Error::from)?;
+            if total.is_none() {
+                revision = chunk.revision;
+                total = Some(usize::try_from(chunk.total_bytes).map_err(|_| broken_msg("snapshot size"))?);
+                data.reserve(total.unwrap_or_default().min(RESPONSE_BYTES_MAX));
+            }
+            data.extend_from_slice(&chunk.data);
+            if total.is_some_and(|t| data.len() > t) {
+                return Err(broken_msg("the snapshot stream exceeds its announced size"));
+            }
+        }
+        if total != Some(data.len()) {
+            return Err(broken_msg("the snapshot stream ended early"));
+        }
+        Ok((revision, data))
+    }
+
+    /// Watches the committed events after `from_revision` (0: from now) that match the
+    /// filter (empty strings do not filter). When the server fails, the stream resumes on
+    /// another from the last revision it delivered; it ends with [`Error::Expired`] when that
+    /// revision is no longer kept (list again, then watch from the list's revision).
+    pub fn watch(
+        &self,
+        from_revision: u64,
+        kind: &str,
+        namespace: &str,
+        label_selector: &str,
+        node_name: &str,
+    ) -> WatchStream {
+        let request = pb::WatchRequest {
+            from_revision,
+            kind: kind.to_owned(),
+            namespace: namespace.to_owned(),
+            label_selector: label_selector.to_owned(),
+            node_name: node_name.to_owned(),
+        };
+        let state = WatchState { client: self.clone(), request, stream: None, done: false };
+        Box::pin(futures_util::stream::unfold(state, WatchState::next))
+    }
+}
+
+struct WatchState {
+    client: Client,
+    request: pb::WatchRequest,
+    stream: Option<tonic::Streaming<pb::WatchResponse>>,
+    done: bool,
+}
+
+impl WatchState {
+    async fn next(mut self) -> Option<(Result<WatchItem, Error>, Self)> {
+        if self.done {
+            return None;
+        }
+        loop {
+            let stream = match &mut self.stream {
+                Some(s) => s,
+                None => {
+                    let request = self.request.clone();
+                    match self
+                        .client
+                        .call(|mut c| {
+                            let r = request.clone();
+                            async move { c.watch(r).await }
+                        })
+                        .await
+                    {
+                        Ok(s) => self.stream.insert(s),
+                        Err(e) => {
+                            self.done = true;
+                            return Some((Err(e), self));
+                        }
+                    }
+                }
+            };
+            match stream.next().await {
+                Some(Ok(response)) => match watch_item(response) {
+                    Ok(item) => {
+                        let revision = match &item {
+                            WatchItem::Event(e) => e.revision.0,
+                            WatchItem::Progress(r) => *r,
+                        };
+                        self.request.from_revision = self.request.from_revision.max(revision);
+                        return Some((Ok(item), self));
+                    }
+                    Err(e) => {
+                        self.done = true;
+                        return Some((Err(e), self));
+                    }
+                },
+                Some(Err(status)) => {
+                    let e = Error::from(status);
+                    if matches!(e, Error::Unavailable { .. } | Error::Timeout(_)) || transport_failure(&e) {
+                        // Resume on another server from the last revision delivered.
+                        let addr = self.client.current_server();
+                        self.client.move_on(&addr, None);
+                        self.stream = None;
+                        continue;
+                    }
+                    self.done = true;
+                    return Some((Err(e), self));
+                }
+                None => {
+                    // The server ended the stream (shutting down): resume elsewhere.
+                    let addr = self.client.current_server();
+                    self.client.move_on(&addr, None);
+                    self.stream = None;
+                }
+            }
+        }
+    }
+}
+
+fn watch_item(response: pb::WatchResponse) -> Result<WatchItem, Error> {
+    match response.item {
+        Some(pb::watch_response::Item::Progress(r)) => Ok(WatchItem::Progress(r)),
+        Some(pb::watch_response::Item::Event(e)) => {
+            let event_type = pb::EventType::try_from(e.r#type).map_err(|_| broken_msg("event.type"))?;
+            let object = object_from_pb(e.object.as_ref(), "event.object").map_err(broken)?;
+            Ok(WatchItem::Event(WatchEvent {
+                revision: Revision(e.revision),
+                event_type: event_type_from_pb(event_type),
+                object,
+                prev: None,
+            }))
+        }
+        None => Err(broken_msg("watch response: empty")),
+    }
+}
+
+fn members_info(response: pb::MembersResponse) -> MembersInfo {
+    MembersInfo {
+        members: response
+            .members
+            .into_iter()
+            .map(|m| MemberInfo { id: m.id, raft_address: m.raft_address, api_address: m.api_address, voter: m.voter })
+            .collect(),
+        leader: response.leader,
+    }
+}
+
+fn write_result(response: pb::WriteResponse) -> Result<WriteResult, Error> {
+    let changes = response
+        .changes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| change_from_pb(c).map_err(|e| broken_msg(&format!("changes[{i}]: {e}"))))
+        .collect::<Result<_, _>>()?;
+    Ok(WriteResult { revision: response.revision, changes })
+}
+
+fn change_from_pb(c: &pb::Change) -> Result<Change, Error> {
+    let key = key_from_pb(c.key.as_ref(), "key")?;
+    let uid = c.uid.parse().map_err(|_| Error::Invalid(format!("uid: Invalid value: {:?}", c.uid)))?;
+    let action = action_from_str(&c.action)
+        .ok_or_else(|| Error::Invalid(format!("action: Unsupported value: {:?}", c.action)))?;
+    Ok(Change { key, uid, revision: Revision(c.revision), action })
+}
+
+/// Refuses a request over [`REQUEST_BYTES_MAX`] before sending it, with the sizes named.
+fn sized<T: prost::Message>(request: T) -> Result<T, Error> {
+    let len = request.encoded_len();
+    if len > REQUEST_BYTES_MAX {
+        return Err(Error::ResourceExhausted(format!(
+            "the request is {len} bytes, larger than the server accepts ({REQUEST_BYTES_MAX} bytes at most)"
+        )));
+    }
+    Ok(request)
+}
+
+/// An error from the connection rather than the server (the server died mid-call, a reset):
+/// worth retrying elsewhere.
+fn transport_failure(e: &Error) -> bool {
+    match e {
+        Error::Internal(m) => {
+            ["h2 protocol error", "transport error", "connection", "broken pipe"].iter().any(|s| m.contains(s))
+        }
+        _ => false,
+    }
+}
+
+/// A response the client cannot read: the server is broken or of another version.
+fn broken(e: Error) -> Error {
+    broken_msg(e.message())
+}
+
+fn broken_msg(what: &str) -> Error {
+    Error::Internal(format!("malformed response from the server: {what}"))
+}
+
+/// `host:port` from `host:port` or `http://host:port/`.
+fn normalize(addr: &str) -> Result<String, Error> {
+    let trimmed = addr.trim().trim_start_matches("http://").trim_end_matches('/');
+    if trimmed.is_empty() || trimmed.contains('/') || !trimmed.contains(':') {
+        return Err(Error::Invalid(format!("servers: Invalid value: {addr:?}: must be host:port")));
+    }
+    Ok(trimmed.to_owned())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_normalized_and_checked() {
+        assert_eq!(normalize("http://127.0.0.1:7100/").expect("valid"), "127.0.0.1:7100");
+        assert!(normalize("localhost").is_err());
+        assert!(normalize("").is_err());
+        assert!(Client::new(Vec::<String>::new()).is_err());
+        let c = Client::new(["127.0.0.1:1", "http://127.0.0.1:1"]).expect("valid");
+        assert_eq!(c.current_server(), "127.0.0.1:1");
+    }
+
+    #[test]
+    fn a_client_moves_to_the_named_leader_then_round_robin() {
+        let c = Client::new(["127.0.0.1:1", "127.0.0.1:2"]).expect("valid");
+        c.move_on("127.0.0.1:1", Some("127.0.0.1:3"));
+        assert_eq!(c.current_server(), "127.0.0.1:3");
+        c.move_on("127.0.0.1:3", None);
+        assert_eq!(c.current_server(), "127.0.0.1:1");
+        c.move_on("127.0.0.1:1", Some("127.0.0.1:2"));
+        assert_eq!(c.current_server(), "127.0.0.1:2");
+        // A stale failure report (another call moved already) changes nothing.
+        c.move_on("127.0.0.1:1", None);
+        assert_eq!(c.current_server(), "127.0.0.1:2");
+    }
+
+    #[test]
+    fn clients_get_distinct_nonzero_ids() {
+        let a = Client::new(["127.0.0.1:1"]).expect("valid");
+        let b = Client::new(["127.0.0.1:1"]).expect("valid");
+        assert_ne!(a.id(), b.id());
+        assert_ne!(a.id().0, 0);
+    }
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Client>();
+    }
+}

@@ -1,0 +1,196 @@
+//! The one place where outcomes become gRPC statuses and statuses become typed errors.
+//!
+//! | rejection | gRPC code |
+//! |---|---|
+//! | not found | NOT_FOUND |
+//! | already exists | ALREADY_EXISTS |
+//! | conflict (precondition, resourceVersion) | ABORTED |
+//! | invalid (field and rule named), bad request | INVALID_ARGUMENT |
+//! | forbidden in the current state | FAILED_PRECONDITION |
+//! | not the leader, no quorum, shutting down | UNAVAILABLE (+ `orch-leader` metadata) |
+//! | over a limit | RESOURCE_EXHAUSTED |
+//! | watch revision older than the history kept | OUT_OF_RANGE |
+
+use orch_core::ApplyError;
+use tonic::{Code, Status};
+
+use crate::LEADER_METADATA;
+
+/// What a call to the API can fail with. The message is the server's, intact.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The object (or its namespace) does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// An object with that kind, namespace and name exists.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The object changed since it was read (a failed precondition or resourceVersion).
+    #[error("{0}")]
+    Conflict(String),
+    /// The request breaks a rule; the message names the field and the rule.
+    #[error("{0}")]
+    Invalid(String),
+    /// The request is not allowed in the current state.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The server cannot serve the request now (not the leader, no quorum, shutting down, or
+    /// unreachable); `leader` is the leader's API address when the server knows it.
+    #[error("{message}")]
+    Unavailable {
+        /// Why.
+        message: String,
+        /// The leader's API address.
+        leader: Option<String>,
+    },
+    /// The request is over a limit.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// A watch asked for a revision older than the history kept: list again, then watch from
+    /// the list's revision.
+    #[error("{0}")]
+    Expired(String),
+    /// The call took too long.
+    #[error("{0}")]
+    Timeout(String),
+    /// Anything else (an internal error, a broken response).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// An UNAVAILABLE error with no leader hint.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Error::Unavailable { message: message.into(), leader: None }
+    }
+
+    /// The gRPC code of this error.
+    pub fn code(&self) -> Code {
+        match self {
+            Error::NotFound(_) => Code::NotFound,
+            Error::AlreadyExists(_) => Code::AlreadyExists,
+            Error::Conflict(_) => Code::Aborted,
+            Error::Invalid(_) => Code::InvalidArgument,
+            Error::Forbidden(_) => Code::FailedPrecondition,
+            Error::Unavailable { .. } => Code::Unavailable,
+            Error::ResourceExhausted(_) => Code::ResourceExhausted,
+            Error::Expired(_) => Code::OutOfRange,
+            Error::Timeout(_) => Code::DeadlineExceeded,
+            Error::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// The message without the kind of error.
+    pub fn message(&self) -> &str {
+        match self {
+            Error::NotFound(m)
+            | Error::AlreadyExists(m)
+            | Error::Conflict(m)
+            | Error::Invalid(m)
+            | Error::Forbidden(m)
+            | Error::ResourceExhausted(m)
+            | Error::Expired(m)
+            | Error::Timeout(m)
+            | Error::Internal(m)
+            | Error::Unavailable { message: m, .. } => m,
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Status {
+        let mut status = Status::new(e.code(), e.message().to_owned());
+        if let Error::Unavailable { leader: Some(leader), .. } = &e
+            && let Ok(value) = leader.parse()
+        {
+            status.metadata_mut().insert(LEADER_METADATA, value);
+        }
+        status
+    }
+}
+
+impl From<Status> for Error {
+    fn from(s: Status) -> Error {
+        let message = s.message().to_owned();
+        match s.code() {
+            Code::NotFound => Error::NotFound(message),
+            Code::AlreadyExists => Error::AlreadyExists(message),
+            Code::Aborted => Error::Conflict(message),
+            Code::InvalidArgument => Error::Invalid(message),
+            Code::FailedPrecondition => Error::Forbidden(message),
+            Code::Unavailable => {
+                let leader = s.metadata().get(LEADER_METADATA).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                Error::Unavailable { message, leader }
+            }
+            Code::ResourceExhausted => Error::ResourceExhausted(message),
+            // tonic's own message-size limits answer OUT_OF_RANGE; they are over-limit requests.
+            Code::OutOfRange if message.contains("message length too large") => Error::ResourceExhausted(format!(
+                "the request is larger than the server accepts ({} bytes at most): {message}",
+                crate::REQUEST_BYTES_MAX
+            )),
+            Code::OutOfRange => Error::Expired(message),
+            Code::DeadlineExceeded => Error::Timeout(message),
+            code => Error::Internal(if message.is_empty() { format!("{code:?}") } else { message }),
+        }
+    }
+}
+
+impl From<&ApplyError> for Error {
+    /// The status of a rejected command; a failed command of a batch keeps its own code.
+    fn from(e: &ApplyError) -> Error {
+        let message = e.to_string();
+        let mut inner = e;
+        while let ApplyError::Batch { error, .. } = inner {
+            inner = error;
+        }
+        match inner {
+            ApplyError::Invalid { .. } | ApplyError::BadRequest { .. } => Error::Invalid(message),
+            ApplyError::AlreadyExists { .. } => Error::AlreadyExists(message),
+            ApplyError::NotFound { .. } => Error::NotFound(message),
+            ApplyError::Conflict { .. } => Error::Conflict(message),
+            ApplyError::Forbidden { .. } | ApplyError::StaleRequest { .. } => Error::Forbidden(message),
+            ApplyError::Batch { .. } => Error::Internal(message),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use orch_core::{Kind, ObjectKey};
+
+    use super::*;
+
+    #[test]
+    fn a_status_round_trip_keeps_the_kind_message_and_leader_hint() {
+        let errors = [
+            Error::NotFound("pods \"web\" not found".into()),
+            Error::AlreadyExists("pods \"web\" already exists".into()),
+            Error::Conflict("Operation cannot be fulfilled".into()),
+            Error::Invalid("spec.replicas: Invalid value: -1: must be >= 0".into()),
+            Error::Forbidden("forbidden".into()),
+            Error::Unavailable { message: "not the leader".into(), leader: Some("127.0.0.1:7200".into()) },
+            Error::unavailable("no leader"),
+            Error::ResourceExhausted("too large".into()),
+            Error::Expired("expired, relist".into()),
+            Error::Timeout("deadline".into()),
+            Error::Internal("broken".into()),
+        ];
+        for e in errors {
+            assert_eq!(Error::from(Status::from(e.clone())), e);
+        }
+    }
+
+    #[test]
+    fn a_message_over_tonics_size_limit_is_an_over_limit_error() {
+        let s = Status::out_of_range("Error, decoded message length too large: found 9 bytes, the limit is: 4 bytes");
+        assert!(matches!(Error::from(s), Error::ResourceExhausted(m) if m.contains("the limit is: 4 bytes")));
+    }
+
+    #[test]
+    fn a_rejected_batch_command_keeps_its_own_code() {
+        let key = ObjectKey::new(Kind::Pod, "default", "web");
+        let e = ApplyError::Batch { index: 2, error: Box::new(ApplyError::AlreadyExists { key }) };
+        let mapped = Error::from(&e);
+        assert_eq!(mapped, Error::AlreadyExists("batch command 2: pods \"web\" already exists".into()));
+    }
+}

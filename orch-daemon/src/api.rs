@@ -1,0 +1,571 @@
+//! The gRPC API service (`orch.api.v1.Orch`) over a [`ControlPlane`].
+//!
+//! Writes go through [`ControlPlane::submit`] with the caller's client id and serial, so a
+//! retried write is applied once. A follower answers writes and linearizable reads with
+//! UNAVAILABLE and the leader's API address; any node serves stale reads and watches.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::{Stream, StreamExt};
+use orch_api::convert::{
+    change_to_pb, event_type_to_pb, filter_from_parts, key_from_pb, object_from_pb, object_to_pb, write_id_from_pb,
+};
+use orch_api::{Error, LIST_OBJECTS_MAX, pb};
+use orch_core::apps_v1::{Deployment, ReplicaSet};
+use orch_core::{Command, Kind, Object, ObjectKey, Preconditions, Request, State, Success, WatchFilter};
+use orch_raft::ControlPlane;
+use orch_raft::control_plane::{Consistency, Error as CpError, WatchItem};
+use tokio::sync::Semaphore;
+use tonic::{Request as GrpcRequest, Response, Status};
+
+use crate::metrics::SharedMetrics;
+
+/// The most watch streams one node serves at once; more are refused (RESOURCE_EXHAUSTED).
+pub const WATCHES_MAX: usize = 10_000;
+/// The bytes of one snapshot chunk sent to a client.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+/// How often a read-modify-write (scale, rollout undo) is retried when the object changed
+/// between its read and its write.
+pub const READ_MODIFY_WRITE_ATTEMPTS_MAX: usize = 8;
+
+/// The annotation a ReplicaSet's rollout revision is kept in.
+pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
+/// The annotation that records why a revision was made.
+pub const CHANGE_CAUSE_ANNOTATION: &str = "kubernetes.io/change-cause";
+/// The label the ReplicaSets of a Deployment tell their pod templates apart by.
+pub const POD_TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
+
+/// Maps a control-plane error to the API's.
+pub fn cp_error(e: CpError) -> Error {
+    match e {
+        CpError::NotLeader { ref api_address, .. } => {
+            Error::Unavailable { message: e.to_string(), leader: api_address.clone() }
+        }
+        CpError::Expired(_) => Error::Expired(e.to_string()),
+        CpError::FellBehind { .. } => Error::ResourceExhausted(e.to_string()),
+        CpError::Invalid(m) if m.contains("Too many") => Error::ResourceExhausted(m),
+        CpError::Invalid(m) => Error::Invalid(m),
+        CpError::CatchingUp | CpError::Raft(_) | CpError::Shutdown => Error::unavailable(e.to_string()),
+        CpError::Storage(_) => Error::Internal(e.to_string()),
+    }
+}
+
+/// The API service of one node.
+#[derive(Clone)]
+pub struct ApiService {
+    cp: ControlPlane,
+    metrics: SharedMetrics,
+    watches: Arc<Semaphore>,
+}
+
+type ApiResult<T> = Result<Response<T>, Status>;
+
+impl ApiService {
+    /// The service over `cp`, counting into `metrics`.
+    pub fn new(cp: ControlPlane, metrics: SharedMetrics) -> Self {
+        Self { cp, metrics, watches: Arc::new(Semaphore::new(WATCHES_MAX)) }
+    }
+
+    /// The tonic server of this service, with the API's message limits.
+    pub fn server(self) -> pb::orch_server::OrchServer<Self> {
+        pb::orch_server::OrchServer::new(self)
+            .max_decoding_message_size(orch_api::REQUEST_BYTES_MAX)
+            .max_encoding_message_size(orch_api::RESPONSE_BYTES_MAX)
+    }
+
+    /// Runs a handler, counting it by method and code.
+    async fn timed<T>(&self, method: &'static str, f: impl Future<Output = Result<T, Error>>) -> ApiResult<T> {
+        let start = Instant::now();
+        let result = f.await;
+        let code = result.as_ref().map_or_else(Error::code, |_| tonic::Code::Ok);
+        self.metrics.observe(method, code, start.elapsed());
+        result.map(Response::new).map_err(Status::from)
+    }
+
+    async fn write(&self, id: Option<&pb::WriteId>, command: Command) -> Result<pb::WriteResponse, Error> {
+        let (client, serial) = write_id_from_pb(id)?;
+        let outcomes = self.cp.submit(vec![Request { client, serial, command }]).await.map_err(cp_error)?;
+        match outcomes.into_iter().next() {
+            Some(Ok(success)) => Ok(write_response(&success)),
+            Some(Err(e)) => Err(Error::from(&e)),
+            None => Err(Error::Internal("the write returned no outcome".to_owned())),
+        }
+    }
+
+    /// Proposes as this node's own client (fresh serials): for read-modify-write steps,
+    /// which are idempotent (they set a value) and retried on conflict.
+    async fn propose(&self, command: Command) -> Result<Success, Error> {
+        let outcomes = self.cp.propose(vec![command]).await.map_err(cp_error)?;
+        match outcomes.into_iter().next() {
+            Some(Ok(success)) => Ok(success),
+            Some(Err(e)) => Err(Error::from(&e)),
+            None => Err(Error::Internal("the write returned no outcome".to_owned())),
+        }
+    }
+
+    async fn read<T>(&self, consistency: i32, f: impl FnOnce(&State) -> T) -> Result<T, Error> {
+        let consistency = match pb::Consistency::try_from(consistency) {
+            Ok(pb::Consistency::Linearizable) => Consistency::Linearizable,
+            Ok(pb::Consistency::Stale) => Consistency::Stale,
+            Err(_) => return Err(Error::Invalid(format!("consistency: Unsupported value: {consistency}"))),
+        };
+        self.cp.read(consistency, f).await.map_err(cp_error)
+    }
+
+    /// Reads an object, changes it with `f`, and writes it back with its resourceVersion as a
+    /// precondition; retried when it changed in between.
+    async fn read_modify_write(
+        &self,
+        key: &ObjectKey,
+        mut f: impl FnMut(&State, Object) -> Result<Object, Error>,
+    ) -> Result<pb::WriteResponse, Error> {
+        let mut last = None;
+        for _ in 0..READ_MODIFY_WRITE_ATTEMPTS_MAX {
+            let changed = self
+                .cp
+                .read(Consistency::Linearizable, |s| match s.get(key) {
+                    Some(obj) => f(s, obj.clone()),
+                    None => Err(Error::NotFound(format!("{key} not found"))),
+                })
+                .await
+                .map_err(cp_error)??;
+            match self.propose(Command::Update(changed)).await {
+                Ok(success) => return Ok(write_response(&success)),
+                Err(e @ Error::Conflict(_)) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Internal("no attempt was made".to_owned())))
+    }
+}
+
+fn write_response(success: &Success) -> pb::WriteResponse {
+    pb::WriteResponse { revision: success.revision.0, changes: success.changes.iter().map(change_to_pb).collect() }
+}
+
+/// The revision a ReplicaSet records, if any.
+fn rs_revision(rs: &ReplicaSet) -> Option<i64> {
+    rs.metadata.annotations.get(REVISION_ANNOTATION).and_then(|r| r.parse().ok())
+}
+
+/// The ReplicaSets a Deployment controls, oldest revision first.
+fn owned_replica_sets(state: &State, d: &Deployment) -> Vec<Arc<ReplicaSet>> {
+    let namespace = d.metadata.namespace_str();
+    let mut sets: Vec<Arc<ReplicaSet>> = state
+        .list(Kind::ReplicaSet, Some(namespace))
+        .filter_map(|o| match o {
+            Object::ReplicaSet(rs) if rs.metadata.controller_ref().is_some_and(|r| Some(r.uid) == d.metadata.uid) => {
+                Some(Arc::clone(rs))
+            }
+            _ => None,
+        })
+        .collect();
+    sets.sort_by_key(|rs| rs_revision(rs).unwrap_or(0));
+    sets
+}
+
+fn deployment_of(state: &State, namespace: &str, name: &str) -> Result<Arc<Deployment>, Error> {
+    let key = ObjectKey::new(Kind::Deployment, namespace, name);
+    match state.get(&key) {
+        Some(Object::Deployment(d)) => Ok(Arc::clone(d)),
+        _ => Err(Error::NotFound(format!("{key} not found"))),
+    }
+}
+
+/// A namespace does not narrow a cluster-scoped kind (nodes, namespaces), as in kubectl.
+fn scoped(mut filter: WatchFilter) -> WatchFilter {
+    if filter.kind.is_some_and(|k| !k.namespaced()) {
+        filter.namespace = None;
+    }
+    filter
+}
+
+fn namespace_or_default(namespace: &str) -> &str {
+    if namespace.is_empty() { "default" } else { namespace }
+}
+
+type WatchResponseStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
+type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::orch_server::Orch for ApiService {
+    async fn create(&self, request: GrpcRequest<pb::CreateRequest>) -> ApiResult<pb::WriteResponse> {
+        let r = request.into_inner();
+        self.timed("Create", async {
+            let object = object_from_pb(r.object.as_ref(), "object")?;
+            self.write(r.id.as_ref(), Command::Create(object)).await
+        })
+        .await
+    }
+
+    async fn get(&self, request: GrpcRequest<pb::GetRequest>) -> ApiResult<pb::GetResponse> {
+        let r = request.into_inner();
+        self.timed("Get", async {
+            let key = key_from_pb(r.key.as_ref(), "key")?;
+            let (object, revision) = self.read(r.consistency, |s| (s.get(&key).cloned(), s.applied_index())).await?;
+            let object = object.ok_or_else(|| Error::NotFound(format!("{key} not found")))?;
+            Ok(pb::GetResponse { object: Some(object_to_pb(&object)), revision })
+        })
+        .await
+    }
+
+    async fn list(&self, request: GrpcRequest<pb::ListRequest>) -> ApiResult<pb::ListResponse> {
+        let r = request.into_inner();
+        self.timed("List", async {
+            let filter = scoped(filter_from_parts(&r.kind, &r.namespace, &r.label_selector, &r.node_name)?);
+            let kind = filter.kind.ok_or_else(|| Error::Invalid("kind: Required value".to_owned()))?;
+            let (objects, revision) = self
+                .read(r.consistency, |s| {
+                    let objects: Vec<Object> = s
+                        .list(kind, filter.namespace.as_deref())
+                        .filter(|o| filter.matches(o))
+                        .take(LIST_OBJECTS_MAX + 1)
+                        .cloned()
+                        .collect();
+                    (objects, s.applied_index())
+                })
+                .await?;
+            if objects.len() > LIST_OBJECTS_MAX {
+                return Err(Error::ResourceExhausted(format!(
+                    "the list holds more than {LIST_OBJECTS_MAX} objects; narrow it with a namespace or a label selector"
+                )));
+            }
+            Ok(pb::ListResponse { objects: objects.iter().map(object_to_pb).collect(), revision })
+        })
+        .await
+    }
+
+    async fn update(&self, request: GrpcRequest<pb::UpdateRequest>) -> ApiResult<pb::WriteResponse> {
+        let r = request.into_inner();
+        self.timed("Update", async {
+            let object = object_from_pb(r.object.as_ref(), "object")?;
+            self.write(r.id.as_ref(), Command::Update(object)).await
+        })
+        .await
+    }
+
+    async fn update_status(&self, request: GrpcRequest<pb::UpdateRequest>) -> ApiResult<pb::WriteResponse> {
+        let r = request.into_inner();
+        self.timed("UpdateStatus", async {
+            let object = object_from_pb(r.object.as_ref(), "object")?;
+            self.write(r.id.as_ref(), Command::UpdateStatus(object)).await
+        })
+        .await
+    }
+
+    async fn delete(&self, request: GrpcRequest<pb::DeleteRequest>) -> ApiResult<pb::WriteResponse> {
+        let r = request.into_inner();
+        self.timed("Delete", async {
+            let key = key_from_pb(r.key.as_ref(), "key")?;
+            let preconditions =
+                Preconditions { uid: None, resource_version: r.resource_version.map(orch_core::Revision) };
+            let command = Command::Delete { key, grace_period_seconds: r.grace_period_seconds, preconditions };
+            self.write(r.id.as_ref(), command).await
+        })
+        .await
+    }
+
+    async fn apply(&self, request: GrpcRequest<pb::ApplyRequest>) -> ApiResult<pb::WriteResponse> {
+        let r = request.into_inner();
+        self.timed("Apply", async {
+            if r.objects.is_empty() {
+                return Err(Error::Invalid("objects: Required value".to_owned()));
+            }
+            if r.objects.len() > orch_api::APPLY_OBJECTS_MAX {
+                return Err(Error::ResourceExhausted(format!(
+                    "objects: Too many: {}: must have at most {} items",
+                    r.objects.len(),
+                    orch_api::APPLY_OBJECTS_MAX
+                )));
+            }
+            let objects = r
+                .objects
+                .iter()
+                .enumerate()
+                .map(|(i, o)| object_from_pb(Some(o), &format!("objects[{i}]")))
+                .collect::<Result<Vec<_>, _>>()?;
+            let command = if objects.len() == 1 {
+                objects.into_iter().map(Command::Apply).next().unwrap_or(Command::Batch(Vec::new()))
+            } else {
+                Command::Batch(objects.into_iter().map(Command::Apply).collect())
+            };
+            self.write(r.id.as_ref(), command).await
+        })
+        .await
+    }
+
+    async fn bind(&self, request: GrpcRequest<pb::BindRequest>) -> ApiResult<pb::WriteResponse> {
+        let r = request.into_inner();
+        self.timed("Bind", async {
+            let command = Command::Bind {
+                namespace: namespace_or_default(&r.namespace).to_owned(),
+                name: r.name,
+                node: r.node,
+                preconditions: Preconditions::default(),
+            };
+            self.write(r.id.as_ref(), command).await
+        })
+        .await
+    }
+
+    async fn scale(&self, request: GrpcRequest<pb::ScaleRequest>) -> ApiResult<pb::WriteResponse> {
+        let r = request.into_inner();
+        self.timed("Scale", async {
+            write_id_from_pb(r.id.as_ref())?;
+            let key = key_from_pb(r.key.as_ref(), "key")?;
+            if r.replicas < 0 {
+                return Err(Error::Invalid(format!("spec.replicas: Invalid value: {}: must be >= 0", r.replicas)));
+            }
+            if !matches!(key.kind, Kind::Deployment | Kind::ReplicaSet) {
+                return Err(Error::Invalid(format!(
+                    "key.kind: Unsupported value: {:?}: supported values: Deployment, ReplicaSet",
+                    key.kind.as_str()
+                )));
+            }
+            self.read_modify_write(&key, |_, obj| {
+                let mut obj = obj;
+                match &mut obj {
+                    Object::Deployment(d) => Arc::make_mut(d).spec.replicas = Some(r.replicas),
+                    Object::ReplicaSet(rs) => Arc::make_mut(rs).spec.replicas = Some(r.replicas),
+                    _ => {}
+                }
+                Ok(obj)
+            })
+            .await
+        })
+        .await
+    }
+
+    async fn rollout_history(
+        &self,
+        request: GrpcRequest<pb::RolloutHistoryRequest>,
+    ) -> ApiResult<pb::RolloutHistoryResponse> {
+        let r = request.into_inner();
+        self.timed("RolloutHistory", async {
+            let namespace = namespace_or_default(&r.namespace).to_owned();
+            let revisions = self
+                .read(pb::Consistency::Linearizable.into(), |s| {
+                    let d = deployment_of(s, &namespace, &r.name)?;
+                    Ok::<_, Error>(
+                        owned_replica_sets(s, &d)
+                            .iter()
+                            .filter_map(|rs| {
+                                Some(pb::RolloutRevision {
+                                    revision: rs_revision(rs)?,
+                                    replica_set: rs.metadata.name.to_string(),
+                                    change_cause: rs
+                                        .metadata
+                                        .annotations
+                                        .get(CHANGE_CAUSE_ANNOTATION)
+                                        .unwrap_or_default()
+                                        .to_owned(),
+                                    images: rs
+                                        .spec
+                                        .template
+                                        .spec
+                                        .containers
+                                        .iter()
+                                        .map(|c| c.image.to_string())
+                                        .collect(),
+                                })
+                            })
+                            .collect(),
+                    )
+                })
+                .await??;
+            Ok(pb::RolloutHistoryResponse { revisions })
+        })
+        .await
+    }
+
+    async fn rollout_undo(&self, request: GrpcRequest<pb::RolloutUndoRequest>) -> ApiResult<pb::WriteResponse> {
+        let r = request.into_inner();
+        self.timed("RolloutUndo", async {
+            write_id_from_pb(r.id.as_ref())?;
+            let namespace = namespace_or_default(&r.namespace).to_owned();
+            let key = ObjectKey::new(Kind::Deployment, &namespace, &r.name);
+            self.read_modify_write(&key, |s, obj| {
+                let Object::Deployment(d) = &obj else { return Err(Error::NotFound(format!("{key} not found"))) };
+                let sets = owned_replica_sets(s, d);
+                let target = if r.to_revision > 0 {
+                    sets.iter().find(|rs| rs_revision(rs) == Some(r.to_revision))
+                } else {
+                    // The revision before the newest.
+                    sets.iter().rev().nth(1)
+                };
+                let Some(target) = target else {
+                    return Err(Error::NotFound(if r.to_revision > 0 {
+                        format!("unable to find the specified revision {} of {key}", r.to_revision)
+                    } else {
+                        format!("no rollout history found for {key}")
+                    }));
+                };
+                let mut template = target.spec.template.clone();
+                template.metadata.labels.remove(POD_TEMPLATE_HASH_LABEL);
+                let mut d = (**d).clone();
+                d.spec.template = template;
+                Ok(Object::from(d))
+            })
+            .await
+        })
+        .await
+    }
+
+    type WatchStream = WatchResponseStream;
+
+    async fn watch(&self, request: GrpcRequest<pb::WatchRequest>) -> ApiResult<Self::WatchStream> {
+        let r = request.into_inner();
+        self.timed("Watch", async {
+            let filter = scoped(filter_from_parts(&r.kind, &r.namespace, &r.label_selector, &r.node_name)?);
+            let permit = Arc::clone(&self.watches).try_acquire_owned().map_err(|_| {
+                Error::ResourceExhausted(format!("this node serves at most {WATCHES_MAX} watches; try another"))
+            })?;
+            let from = if r.from_revision == 0 {
+                self.read(pb::Consistency::Stale.into(), State::applied_index).await?
+            } else {
+                r.from_revision
+            };
+            let stream = self.cp.watch(from, filter).map_err(cp_error)?;
+            let gauge = self.metrics.watches.clone();
+            gauge.inc();
+            let guard = WatchGuard { gauge, _permit: permit };
+            let stream = stream.map(move |item| {
+                let _held = &guard;
+                match item {
+                    Ok(WatchItem::Event(e)) => Ok(pb::WatchResponse {
+                        item: Some(pb::watch_response::Item::Event(pb::WatchEvent {
+                            r#type: event_type_to_pb(e.event_type).into(),
+                            revision: e.revision.0,
+                            object: Some(object_to_pb(&e.object)),
+                        })),
+                    }),
+                    Ok(WatchItem::Progress { revision }) => {
+                        Ok(pb::WatchResponse { item: Some(pb::watch_response::Item::Progress(revision)) })
+                    }
+                    Err(e) => Err(Status::from(cp_error(e))),
+                }
+            });
+            Ok(Box::pin(stream) as Self::WatchStream)
+        })
+        .await
+    }
+
+    async fn members(&self, _request: GrpcRequest<pb::MembersRequest>) -> ApiResult<pb::MembersResponse> {
+        self.timed("Members", async { Ok(members_response(&self.cp)) }).await
+    }
+
+    async fn add_member(&self, request: GrpcRequest<pb::AddMemberRequest>) -> ApiResult<pb::MembersResponse> {
+        let r = request.into_inner();
+        self.timed("AddMember", async {
+            if r.id == 0 {
+                return Err(Error::Invalid("id: Invalid value: 0: must be >= 1".to_owned()));
+            }
+            if r.raft_address.is_empty() {
+                return Err(Error::Invalid("raftAddress: Required value".to_owned()));
+            }
+            let member = orch_raft::Member::new(r.raft_address, r.api_address);
+            self.cp.add_member(r.id, member).await.map_err(cp_error)?;
+            Ok(members_response(&self.cp))
+        })
+        .await
+    }
+
+    async fn remove_member(&self, request: GrpcRequest<pb::RemoveMemberRequest>) -> ApiResult<pb::MembersResponse> {
+        let r = request.into_inner();
+        self.timed("RemoveMember", async {
+            let members = self.cp.members();
+            if !members.voters.contains_key(&r.id) && !members.learners.contains_key(&r.id) {
+                return Err(Error::NotFound(format!("member {} not found", r.id)));
+            }
+            self.cp.remove_member(r.id).await.map_err(cp_error)?;
+            Ok(members_response(&self.cp))
+        })
+        .await
+    }
+
+    async fn status(&self, _request: GrpcRequest<pb::StatusRequest>) -> ApiResult<pb::StatusResponse> {
+        self.timed("Status", async {
+            let m = self.cp.metrics();
+            let objects = self
+                .cp
+                .read(Consistency::Stale, crate::metrics::count_objects)
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(kind, count)| pb::KindCount { kind: kind.as_str().to_owned(), count })
+                .collect();
+            Ok(pb::StatusResponse {
+                id: m.id,
+                term: m.term,
+                leader: m.leader.unwrap_or(0),
+                role: m.role,
+                commit_index: m.commit_index,
+                applied_index: m.applied_index,
+                last_log_index: m.last_log_index,
+                snapshot_index: m.snapshot_index,
+                purged_index: m.purged_index,
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                objects,
+            })
+        })
+        .await
+    }
+
+    type SnapshotStream = SnapshotStream;
+
+    async fn snapshot(&self, _request: GrpcRequest<pb::SnapshotRequest>) -> ApiResult<Self::SnapshotStream> {
+        self.timed("Snapshot", async {
+            let (revision, bytes) = self
+                .cp
+                .read(Consistency::Linearizable, |s| (s.applied_index(), s.to_snapshot()))
+                .await
+                .map_err(cp_error)?;
+            let bytes = bytes::Bytes::from(bytes);
+            let total = bytes.len() as u64;
+            let chunks: Vec<bytes::Bytes> = if bytes.is_empty() {
+                vec![bytes::Bytes::new()]
+            } else {
+                (0..bytes.len())
+                    .step_by(SNAPSHOT_CHUNK_BYTES)
+                    .map(|at| bytes.slice(at..(at + SNAPSHOT_CHUNK_BYTES).min(bytes.len())))
+                    .collect()
+            };
+            let stream = futures_util::stream::iter(chunks.into_iter().enumerate().map(move |(i, data)| {
+                Ok(pb::SnapshotChunk {
+                    revision: if i == 0 { revision } else { 0 },
+                    total_bytes: if i == 0 { total } else { 0 },
+                    data,
+                })
+            }));
+            Ok(Box::pin(stream) as Self::SnapshotStream)
+        })
+        .await
+    }
+}
+
+/// Holds a watch's slot and gauge for as long as its stream lives.
+struct WatchGuard {
+    gauge: prometheus_client::metrics::gauge::Gauge,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+fn members_response(cp: &ControlPlane) -> pb::MembersResponse {
+    let members = cp.members();
+    let list = |map: &std::collections::BTreeMap<u64, orch_raft::Member>, voter: bool| -> Vec<pb::Member> {
+        map.iter()
+            .map(|(id, m)| pb::Member { id: *id, raft_address: m.addr.clone(), api_address: m.api_addr.clone(), voter })
+            .collect()
+    };
+    let mut all = list(&members.voters, true);
+    all.extend(list(&members.learners, false));
+    all.sort_by_key(|m| m.id);
+    pb::MembersResponse { members: all, leader: cp.metrics().leader.unwrap_or(0) }
+}

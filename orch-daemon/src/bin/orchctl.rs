@@ -1,0 +1,19 @@
+//! `orchctl`: the command line of an orch cluster, modelled on kubectl.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use orch_daemon::ctl::{Cli, run};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut out = std::io::stdout().lock();
+    match run(cli, &mut out).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! `orchd`: the orch control-plane daemon. With no flags, a single-node control plane with
+//! its data in `./orch-data`, the API on 127.0.0.1:7100.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use orch_daemon::config::{Config, FileConfig};
+use orch_daemon::server::Orchd;
+
+/// The orch control-plane daemon.
+#[derive(Debug, Parser)]
+#[command(name = "orchd", version, about)]
+struct Args {
+    /// A TOML file with any of the settings below (flags win over it).
+    #[arg(long, env = "ORCHD_CONFIG")]
+    config: Option<PathBuf>,
+    /// This node's id (>= 1) [default: 1].
+    #[arg(long)]
+    id: Option<u64>,
+    /// Where the data lives [default: ./orch-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The API listen address [default: 127.0.0.1:7100].
+    #[arg(long)]
+    api_addr: Option<SocketAddr>,
+    /// The Raft listen address [default: 127.0.0.1:7101].
+    #[arg(long)]
+    raft_addr: Option<SocketAddr>,
+    /// The metrics and health listen address [default: 127.0.0.1:7102].
+    #[arg(long)]
+    http_addr: Option<SocketAddr>,
+    /// The API address others are told (default: the listen address).
+    #[arg(long)]
+    advertise_api: Option<String>,
+    /// The Raft address peers are told (default: the listen address).
+    #[arg(long)]
+    advertise_raft: Option<String>,
+    /// Start a new cluster of these members: ID=RAFT_ADDR/API_ADDR,... (give the same list to
+    /// each of them).
+    #[arg(long)]
+    initial_members: Option<String>,
+    /// Join the cluster whose API answers at these addresses (comma-separated).
+    #[arg(long)]
+    join: Option<String>,
+    /// error, warn, info, debug, trace, or a tracing filter [default: info].
+    #[arg(long, env = "ORCH_LOG")]
+    log_level: Option<String>,
+    /// The leader's heartbeat interval in milliseconds [default: 100].
+    #[arg(long)]
+    heartbeat_ms: Option<u64>,
+    /// The shortest election timeout in milliseconds (the longest is twice it) [default: 1000].
+    #[arg(long)]
+    election_timeout_ms: Option<u64>,
+    /// Build a snapshot after this many log entries [default: 10000].
+    #[arg(long)]
+    snapshot_every_entries: Option<u64>,
+    /// Start a fresh data directory from this snapshot file (`orchctl snapshot save`), with
+    /// the initial members (or alone) as the new cluster; ignored once the directory has data.
+    #[arg(long)]
+    restore: Option<PathBuf>,
+}
+
+impl Args {
+    fn into_file_config(self) -> (Option<PathBuf>, FileConfig) {
+        let flags = FileConfig {
+            id: self.id,
+            data_dir: self.data_dir,
+            api_addr: self.api_addr,
+            raft_addr: self.raft_addr,
+            http_addr: self.http_addr,
+            advertise_api: self.advertise_api,
+            advertise_raft: self.advertise_raft,
+            initial_members: self.initial_members,
+            join: self.join,
+            log_level: self.log_level,
+            heartbeat_ms: self.heartbeat_ms,
+            election_timeout_ms: self.election_timeout_ms,
+            snapshot_every_entries: self.snapshot_every_entries,
+            restore: self.restore,
+        };
+        (self.config, flags)
+    }
+}
+
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let (file, flags) = Args::parse().into_file_config();
+    let from_file = match &file {
+        Some(path) => FileConfig::read(path)?,
+        None => FileConfig::default(),
+    };
+    let config = Config::resolve(from_file.overridden_by(flags))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&config.log_level)
+                .with_context(|| format!("log-level: Invalid value: {:?}", config.log_level))?,
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut orchd = Orchd::start(config.clone(), Vec::new()).await.context("orchd could not start")?;
+    eprintln!(
+        "orchd {} ready: node {}, API {}, metrics http://{}/metrics, data {}",
+        env!("CARGO_PKG_VERSION"),
+        config.id,
+        orchd.api_addr(),
+        orchd.http_addr(),
+        config.data_dir.display()
+    );
+    terminated().await;
+    eprintln!("orchd: shutting down");
+    orchd.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,319 @@
+//! `orchd`'s settings: defaults, an optional TOML file, and flags, in rising precedence.
+//!
+//! With nothing given, `orchd` is a single-node control plane keeping its data in
+//! `./orch-data`, serving the API on `127.0.0.1:7100`, Raft on `127.0.0.1:7101` and metrics
+//! and health on `127.0.0.1:7102`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The default API address.
+pub const DEFAULT_API_ADDR: &str = "127.0.0.1:7100";
+/// The default Raft transport address.
+pub const DEFAULT_RAFT_ADDR: &str = "127.0.0.1:7101";
+/// The default metrics and health address.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:7102";
+/// The default data directory.
+pub const DEFAULT_DATA_DIR: &str = "orch-data";
+/// The largest config file read.
+pub const CONFIG_BYTES_MAX: usize = 1024 * 1024;
+/// The most initial members.
+pub const INITIAL_MEMBERS_MAX: usize = 64;
+
+/// A bad setting; the message names the setting and the rule.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// A member of the first configuration: `ID=RAFT_ADDR/API_ADDR`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InitialMember {
+    /// Its node id.
+    pub id: u64,
+    /// Its Raft address.
+    pub raft: String,
+    /// Its API address.
+    pub api: String,
+}
+
+/// Parses `ID=RAFT_ADDR/API_ADDR,...`.
+///
+/// # Errors
+/// Naming the entry and the rule.
+pub fn parse_members(text: &str) -> Result<Vec<InitialMember>, ConfigError> {
+    let mut out: Vec<InitialMember> = Vec::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let bad = |rule: &str| ConfigError(format!("initial-members: Invalid value: {entry:?}: {rule}"));
+        let (id, addrs) = entry.split_once('=').ok_or_else(|| bad("must be ID=RAFT_ADDR/API_ADDR"))?;
+        let id: u64 = id.trim().parse().map_err(|_| bad("the id must be a number >= 1"))?;
+        if id == 0 {
+            return Err(bad("the id must be a number >= 1"));
+        }
+        let (raft, api) = addrs.split_once('/').ok_or_else(|| bad("must be ID=RAFT_ADDR/API_ADDR"))?;
+        if !raft.contains(':') || !api.contains(':') {
+            return Err(bad("addresses must be host:port"));
+        }
+        if out.iter().any(|m| m.id == id) {
+            return Err(bad("the id appears twice"));
+        }
+        out.push(InitialMember { id, raft: raft.trim().to_owned(), api: api.trim().to_owned() });
+    }
+    if out.len() > INITIAL_MEMBERS_MAX {
+        return Err(ConfigError(format!(
+            "initial-members: Too many: {}: must have at most {INITIAL_MEMBERS_MAX} items",
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
+/// The settings of one `orchd`. Every field may be left out of the file.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    /// This node's id.
+    pub id: Option<u64>,
+    /// Where the data lives.
+    pub data_dir: Option<PathBuf>,
+    /// The API listen address.
+    pub api_addr: Option<SocketAddr>,
+    /// The Raft listen address.
+    pub raft_addr: Option<SocketAddr>,
+    /// The metrics and health listen address.
+    pub http_addr: Option<SocketAddr>,
+    /// The API address clients and peers are told (default: the listen address).
+    pub advertise_api: Option<String>,
+    /// The Raft address peers are told (default: the listen address).
+    pub advertise_raft: Option<String>,
+    /// `ID=RAFT_ADDR/API_ADDR,...`: start a new cluster of these members.
+    pub initial_members: Option<String>,
+    /// API addresses of an existing cluster's members: join it.
+    pub join: Option<String>,
+    /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter.
+    pub log_level: Option<String>,
+    /// The leader's heartbeat interval in milliseconds.
+    pub heartbeat_ms: Option<u64>,
+    /// The lower bound of the election timeout in milliseconds (the upper is twice it).
+    pub election_timeout_ms: Option<u64>,
+    /// Build a snapshot after this many log entries.
+    pub snapshot_every_entries: Option<u64>,
+    /// A snapshot file (`orchctl snapshot save`) to start a fresh data directory from.
+    pub restore: Option<PathBuf>,
+}
+
+impl FileConfig {
+    /// Reads a TOML file.
+    ///
+    /// # Errors
+    /// When it cannot be read, is too large, or holds an unknown or malformed setting.
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        let meta = std::fs::metadata(path).map_err(|e| ConfigError(format!("config {}: {e}", path.display())))?;
+        if meta.len() > CONFIG_BYTES_MAX as u64 {
+            return Err(ConfigError(format!("config {}: larger than {CONFIG_BYTES_MAX} bytes", path.display())));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError(format!("config {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| ConfigError(format!("config {}: {e}", path.display())))
+    }
+
+    /// `other`'s settings where it has them, this one's elsewhere.
+    pub fn overridden_by(self, other: FileConfig) -> FileConfig {
+        FileConfig {
+            id: other.id.or(self.id),
+            data_dir: other.data_dir.or(self.data_dir),
+            api_addr: other.api_addr.or(self.api_addr),
+            raft_addr: other.raft_addr.or(self.raft_addr),
+            http_addr: other.http_addr.or(self.http_addr),
+            advertise_api: other.advertise_api.or(self.advertise_api),
+            advertise_raft: other.advertise_raft.or(self.advertise_raft),
+            initial_members: other.initial_members.or(self.initial_members),
+            join: other.join.or(self.join),
+            log_level: other.log_level.or(self.log_level),
+            heartbeat_ms: other.heartbeat_ms.or(self.heartbeat_ms),
+            election_timeout_ms: other.election_timeout_ms.or(self.election_timeout_ms),
+            snapshot_every_entries: other.snapshot_every_entries.or(self.snapshot_every_entries),
+            restore: other.restore.or(self.restore),
+        }
+    }
+}
+
+/// How a fresh node comes to be part of a cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// Alone: a single-node cluster.
+    Single,
+    /// One of these initial members.
+    Initial(Vec<InitialMember>),
+    /// Added to the cluster whose API answers at these addresses.
+    Join(Vec<String>),
+}
+
+/// The resolved settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// This node's id.
+    pub id: u64,
+    /// Where the data lives.
+    pub data_dir: PathBuf,
+    /// The API listen address.
+    pub api_addr: SocketAddr,
+    /// The Raft listen address.
+    pub raft_addr: SocketAddr,
+    /// The metrics and health listen address.
+    pub http_addr: SocketAddr,
+    /// The API address others are told, if not the bound one.
+    pub advertise_api: Option<String>,
+    /// The Raft address others are told, if not the bound one.
+    pub advertise_raft: Option<String>,
+    /// How a fresh data directory starts.
+    pub start: Start,
+    /// The log filter.
+    pub log_level: String,
+    /// Heartbeat and election timeout range.
+    pub timing: Option<(Duration, (Duration, Duration))>,
+    /// Build a snapshot after this many log entries.
+    pub snapshot_every_entries: Option<u64>,
+    /// A snapshot to start a fresh data directory from.
+    pub restore: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::resolve(FileConfig::default()).unwrap_or_else(|e| unreachable!("the defaults are valid: {e}"))
+    }
+}
+
+impl Config {
+    /// Fills in the defaults and checks every setting.
+    ///
+    /// # Errors
+    /// Naming the setting and the rule.
+    pub fn resolve(f: FileConfig) -> Result<Self, ConfigError> {
+        let addr = |text: &str| -> SocketAddr { text.parse().unwrap_or_else(|_| unreachable!("a valid default")) };
+        let id = f.id.unwrap_or(1);
+        if id == 0 {
+            return Err(ConfigError("id: Invalid value: 0: must be >= 1".to_owned()));
+        }
+        let start = match (f.initial_members.as_deref(), f.join.as_deref()) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError("join: Forbidden: give either initial-members or join, not both".to_owned()));
+            }
+            (Some(m), None) => {
+                let members = parse_members(m)?;
+                if !members.iter().any(|m| m.id == id) {
+                    return Err(ConfigError(format!(
+                        "initial-members: Invalid value: {m:?}: must include this node's id {id}"
+                    )));
+                }
+                Start::Initial(members)
+            }
+            (None, Some(j)) => {
+                let addrs: Vec<String> =
+                    j.split(',').map(str::trim).filter(|a| !a.is_empty()).map(str::to_owned).collect();
+                if addrs.is_empty() {
+                    return Err(ConfigError("join: Required value: API addresses of the cluster".to_owned()));
+                }
+                Start::Join(addrs)
+            }
+            (None, None) => Start::Single,
+        };
+        if f.restore.is_some() && matches!(start, Start::Join(_)) {
+            return Err(ConfigError(
+                "restore: Forbidden: a restored cluster starts from initial-members (or alone), not by joining"
+                    .to_owned(),
+            ));
+        }
+        let timing = match (f.heartbeat_ms, f.election_timeout_ms) {
+            (None, None) => None,
+            (h, e) => {
+                let h = h.unwrap_or(100);
+                let e = e.unwrap_or(1000);
+                if h == 0 || e <= h {
+                    return Err(ConfigError(format!(
+                        "election-timeout-ms: Invalid value: {e}: must be greater than heartbeat-ms ({h})"
+                    )));
+                }
+                let ms = Duration::from_millis;
+                Some((ms(h), (ms(e), ms(e * 2))))
+            }
+        };
+        Ok(Config {
+            id,
+            data_dir: f.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            api_addr: f.api_addr.unwrap_or_else(|| addr(DEFAULT_API_ADDR)),
+            raft_addr: f.raft_addr.unwrap_or_else(|| addr(DEFAULT_RAFT_ADDR)),
+            http_addr: f.http_addr.unwrap_or_else(|| addr(DEFAULT_HTTP_ADDR)),
+            advertise_api: f.advertise_api,
+            advertise_raft: f.advertise_raft,
+            start,
+            log_level: f.log_level.unwrap_or_else(|| "info".to_owned()),
+            timing,
+            snapshot_every_entries: f.snapshot_every_entries,
+            restore: f.restore,
+        })
+    }
+
+    /// The initial members as the control plane takes them.
+    pub fn initial_members(&self) -> Option<BTreeMap<u64, orch_raft::Member>> {
+        match &self.start {
+            Start::Initial(members) => {
+                Some(members.iter().map(|m| (m.id, orch_raft::Member::new(m.raft.clone(), m.api.clone()))).collect())
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_a_single_local_node() {
+        let c = Config::default();
+        assert_eq!((c.id, c.start.clone()), (1, Start::Single));
+        assert_eq!(c.api_addr.to_string(), DEFAULT_API_ADDR);
+        assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+    }
+
+    #[test]
+    fn members_parse_and_bad_ones_are_named() {
+        let m = parse_members("1=127.0.0.1:7101/127.0.0.1:7100, 2=127.0.0.1:7201/127.0.0.1:7200").expect("valid");
+        assert_eq!(m[1], InitialMember { id: 2, raft: "127.0.0.1:7201".into(), api: "127.0.0.1:7200".into() });
+        for (text, rule) in [
+            ("1=127.0.0.1:7101", "must be ID=RAFT_ADDR/API_ADDR"),
+            ("x=a:1/b:2", "the id must be a number >= 1"),
+            ("0=a:1/b:2", "the id must be a number >= 1"),
+            ("1=a/b", "addresses must be host:port"),
+            ("1=a:1/b:2,1=c:3/d:4", "the id appears twice"),
+        ] {
+            let e = parse_members(text).expect_err(text).to_string();
+            assert!(e.starts_with("initial-members: Invalid value") && e.ends_with(rule), "{e}");
+        }
+    }
+
+    #[test]
+    fn settings_are_checked_and_flags_win_over_the_file() {
+        let file: FileConfig = toml::from_str("id = 2\ndata-dir = \"/tmp/x\"\nlog-level = \"debug\"\n").expect("valid");
+        let flags = FileConfig { id: Some(3), ..FileConfig::default() };
+        let c = Config::resolve(file.overridden_by(flags)).expect("valid");
+        assert_eq!((c.id, c.data_dir, c.log_level.as_str()), (3, PathBuf::from("/tmp/x"), "debug"));
+        assert!(toml::from_str::<FileConfig>("colour = 1\n").is_err(), "unknown settings are refused");
+        let both =
+            FileConfig { initial_members: Some("1=a:1/b:2".into()), join: Some("c:3".into()), ..FileConfig::default() };
+        assert!(Config::resolve(both).expect_err("both").to_string().starts_with("join: Forbidden"));
+        let without_self =
+            FileConfig { id: Some(5), initial_members: Some("1=a:1/b:2".into()), ..FileConfig::default() };
+        assert!(
+            Config::resolve(without_self)
+                .expect_err("not a member")
+                .to_string()
+                .contains("must include this node's id 5")
+        );
+        let timing = FileConfig { heartbeat_ms: Some(500), election_timeout_ms: Some(100), ..FileConfig::default() };
+        assert!(Config::resolve(timing).expect_err("timing").to_string().starts_with("election-timeout-ms"));
+    }
+}

@@ -1,0 +1,856 @@
+//! `orchctl`, modelled on kubectl: the commands, on [`orch_api::Client`].
+
+pub mod table;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use futures_util::StreamExt;
+use orch_api::client::WriteResult;
+use orch_api::{Client, Error as ApiError, WatchItem};
+use orch_core::{Kind, Object, ObjectKey, parse_manifests};
+
+use self::table::{Output, headers, render, row, type_name};
+
+/// The most manifest files one `-f DIR` reads.
+pub const MANIFEST_FILES_MAX: usize = 1000;
+
+/// What `orchctl` can fail with: a server's answer (printed as kubectl does) or a local
+/// problem.
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    /// The server refused or failed.
+    #[error("Error from server ({}): {}", code_name(.0), .0.message())]
+    Server(#[from] ApiError),
+    /// A bad argument, file or manifest.
+    #[error("error: {0}")]
+    Local(String),
+    /// Writing the output failed.
+    #[error("error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn code_name(e: &ApiError) -> &'static str {
+    match e {
+        ApiError::NotFound(_) => "NotFound",
+        ApiError::AlreadyExists(_) => "AlreadyExists",
+        ApiError::Conflict(_) => "Conflict",
+        ApiError::Invalid(_) => "Invalid",
+        ApiError::Forbidden(_) => "Forbidden",
+        ApiError::Unavailable { .. } => "ServiceUnavailable",
+        ApiError::ResourceExhausted(_) => "RequestEntityTooLarge",
+        ApiError::Expired(_) => "Expired",
+        ApiError::Timeout(_) => "Timeout",
+        ApiError::Internal(_) => "InternalError",
+    }
+}
+
+fn local(message: impl Into<String>) -> CtlError {
+    CtlError::Local(message.into())
+}
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(name = "orchctl", version, about = "Controls an orch cluster, as kubectl controls Kubernetes")]
+pub struct Cli {
+    /// API addresses of the control plane, comma-separated (the leader is found among them).
+    #[arg(long, global = true, env = orch_api::SERVER_ENV, default_value = "127.0.0.1:7100")]
+    pub server: String,
+    /// The namespace.
+    #[arg(short = 'n', long, global = true, default_value = "default")]
+    pub namespace: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Create or update the objects of manifest files (all of them, atomically, or none).
+    Apply(FileArgs),
+    /// Create the objects of manifest files (all of them, atomically, or none).
+    Create(FileArgs),
+    /// Show objects.
+    Get(GetArgs),
+    /// Show an object in detail, with its events.
+    Describe {
+        /// The kind.
+        kind: String,
+        /// The name.
+        name: String,
+    },
+    /// Delete objects by kind and names, or those of manifest files.
+    Delete(DeleteArgs),
+    /// Set the replicas of a Deployment or ReplicaSet: `scale deploy/web --replicas 3`.
+    Scale {
+        /// KIND/NAME, or KIND NAME.
+        target: Vec<String>,
+        /// The new number of replicas.
+        #[arg(long)]
+        replicas: i32,
+    },
+    /// Manage a Deployment's rollouts.
+    Rollout {
+        /// What to do.
+        #[command(subcommand)]
+        action: RolloutCmd,
+    },
+    /// Print a pod's logs.
+    Logs {
+        /// The pod.
+        pod: String,
+    },
+    /// Mark a node unschedulable.
+    Cordon {
+        /// The node.
+        node: String,
+    },
+    /// Mark a node schedulable.
+    Uncordon {
+        /// The node.
+        node: String,
+    },
+    /// Cordon a node and delete the pods bound to it.
+    Drain {
+        /// The node.
+        node: String,
+        /// Overrides the pods' grace period (seconds).
+        #[arg(long)]
+        grace_period: Option<i64>,
+    },
+    /// The control plane.
+    Cluster {
+        /// What to show or change.
+        #[command(subcommand)]
+        action: ClusterCmd,
+    },
+    /// Backups of the whole state.
+    Snapshot {
+        /// What to do.
+        #[command(subcommand)]
+        action: SnapshotCmd,
+    },
+}
+
+/// `-f` arguments.
+#[derive(Debug, Args)]
+pub struct FileArgs {
+    /// A manifest file, a directory of them (.yaml, .yml, .json), or - for standard input.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<String>,
+}
+
+/// `get` arguments.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The kind (pods, po, deploy, svc, ...).
+    pub kind: String,
+    /// Names (all when none).
+    pub names: Vec<String>,
+    /// In every namespace.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// A label selector: `app=web,tier!=db`.
+    #[arg(short = 'l', long)]
+    pub selector: Option<String>,
+    /// wide, yaml, json or name.
+    #[arg(short = 'o', long)]
+    pub output: Option<String>,
+    /// After listing, print changes as they happen.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+}
+
+/// `delete` arguments.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// The kind, then names (or KIND/NAME ...).
+    pub targets: Vec<String>,
+    /// Delete the objects of these manifests.
+    #[arg(short = 'f', long = "filename")]
+    pub files: Vec<String>,
+    /// Overrides a pod's grace period (seconds); 0 deletes at once.
+    #[arg(long)]
+    pub grace_period: Option<i64>,
+}
+
+/// `rollout` actions.
+#[derive(Debug, Subcommand)]
+pub enum RolloutCmd {
+    /// Wait until a Deployment's rollout completes.
+    Status {
+        /// deploy/NAME, or NAME.
+        target: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// The revisions of a Deployment.
+    History {
+        /// deploy/NAME, or NAME.
+        target: String,
+    },
+    /// Roll a Deployment back.
+    Undo {
+        /// deploy/NAME, or NAME.
+        target: String,
+        /// The revision to go back to (default: the previous one).
+        #[arg(long, default_value_t = 0)]
+        to_revision: i64,
+    },
+}
+
+/// `cluster` actions.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    /// The members and the leader.
+    Members,
+    /// Each member's term, role and indexes.
+    Status,
+    /// Add a member (it catches up as a learner, then votes).
+    AddMember {
+        /// Its node id.
+        id: u64,
+        /// Its Raft address.
+        raft_address: String,
+        /// Its API address.
+        api_address: String,
+    },
+    /// Remove a member.
+    RemoveMember {
+        /// Its node id.
+        id: u64,
+    },
+}
+
+/// `snapshot` actions.
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCmd {
+    /// Save the whole state of a running cluster to a file.
+    Save {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Check a snapshot file and print what it holds.
+    Status {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Prepare a fresh data directory for one member of a new cluster from a snapshot file
+    /// (run it for each member with the same file and members, then start each `orchd` on
+    /// its directory; `orchd --restore FILE` does the same at start-up).
+    Restore {
+        /// The file.
+        file: PathBuf,
+        /// The new member's data directory (must not hold data).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The new cluster: ID=RAFT_ADDR/API_ADDR,... [default: one node on orchd's default
+        /// addresses].
+        #[arg(long, default_value = "1=127.0.0.1:7101/127.0.0.1:7100")]
+        initial_members: String,
+    },
+}
+
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn kind_of(text: &str) -> Result<Kind, CtlError> {
+    orch_api::convert::kind_from_str(text, "kind")
+        .map_err(|e| local(format!("the server doesn't have a resource type {text:?} ({})", e.message())))
+}
+
+/// Reads manifests from files, directories (sorted, non-recursive) or `-` (stdin).
+///
+/// # Errors
+/// When a file cannot be read, or a document does not parse (the error names the file, the
+/// document and the field).
+pub fn read_manifests(files: &[String]) -> Result<Vec<Object>, CtlError> {
+    let mut sources: Vec<(String, String)> = Vec::new();
+    for f in files {
+        if f == "-" {
+            let mut text = String::new();
+            std::io::stdin().take(orch_core::manifest::MANIFEST_BYTES_MAX as u64 + 1).read_to_string(&mut text)?;
+            sources.push(("<stdin>".to_owned(), text));
+            continue;
+        }
+        let path = Path::new(f);
+        if path.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| local(format!("{f}: {e}")))?
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")))
+                .collect();
+            entries.sort();
+            if entries.len() > MANIFEST_FILES_MAX {
+                return Err(local(format!("{f}: more than {MANIFEST_FILES_MAX} manifest files")));
+            }
+            for p in entries {
+                let text = read_file(&p)?;
+                sources.push((p.display().to_string(), text));
+            }
+        } else {
+            sources.push((f.clone(), read_file(path)?));
+        }
+    }
+    let mut objects = Vec::new();
+    for (name, text) in sources {
+        let parsed = parse_manifests(&text).map_err(|e| local(format!("{name}: {e}")))?;
+        for obj in parsed {
+            let mut checked = obj.clone();
+            orch_core::apply_defaults(&mut checked);
+            let errors = orch_core::validate(&checked);
+            if !errors.is_empty() {
+                return Err(local(format!(
+                    "{name}: {} {:?} is invalid: {errors}",
+                    obj.kind(),
+                    obj.meta().name.as_str()
+                )));
+            }
+            objects.push(obj);
+        }
+    }
+    if objects.is_empty() {
+        return Err(local("no objects passed to apply"));
+    }
+    Ok(objects)
+}
+
+fn read_file(path: &Path) -> Result<String, CtlError> {
+    let meta = std::fs::metadata(path).map_err(|e| local(format!("{}: {e}", path.display())))?;
+    if meta.len() > orch_core::manifest::MANIFEST_BYTES_MAX as u64 {
+        return Err(local(format!(
+            "{}: larger than {} bytes",
+            path.display(),
+            orch_core::manifest::MANIFEST_BYTES_MAX
+        )));
+    }
+    std::fs::read_to_string(path).map_err(|e| local(format!("{}: {e}", path.display())))
+}
+
+fn print_changes(out: &mut dyn Write, result: &WriteResult) -> Result<(), CtlError> {
+    for c in &result.changes {
+        writeln!(out, "{}/{} {}", type_name(c.key.kind), c.key.name, c.action)?;
+    }
+    Ok(())
+}
+
+/// `KIND/NAME` or `KIND NAME` to a key.
+fn target_key(parts: &[String], namespace: &str, default_kind: Option<Kind>) -> Result<ObjectKey, CtlError> {
+    match parts {
+        [one] => match one.split_once('/') {
+            Some((kind, name)) => Ok(ObjectKey::new(kind_of(kind)?, namespace, name)),
+            None => match default_kind {
+                Some(kind) => Ok(ObjectKey::new(kind, namespace, one)),
+                None => Err(local(format!("{one:?}: give KIND/NAME or KIND NAME"))),
+            },
+        },
+        [kind, name] => Ok(ObjectKey::new(kind_of(kind)?, namespace, name)),
+        _ => Err(local("give KIND/NAME or KIND NAME")),
+    }
+}
+
+fn print_objects(
+    out: &mut dyn Write,
+    objects: &[Object],
+    output: Output,
+    all_namespaces: bool,
+    single: bool,
+) -> Result<(), CtlError> {
+    match output {
+        Output::Json => {
+            let values: Vec<serde_json::Value> = objects.iter().map(Object::to_manifest).collect();
+            let value = if single && values.len() == 1 {
+                values.into_iter().next().unwrap_or_default()
+            } else {
+                serde_json::json!({"apiVersion": "v1", "kind": "List", "items": values})
+            };
+            writeln!(out, "{}", serde_json::to_string_pretty(&value).map_err(|e| local(e.to_string()))?)?;
+        }
+        Output::Yaml => {
+            for (i, o) in objects.iter().enumerate() {
+                if i > 0 {
+                    writeln!(out, "---")?;
+                }
+                write!(out, "{}", serde_yaml_ng::to_string(&o.to_manifest()).map_err(|e| local(e.to_string()))?)?;
+            }
+        }
+        Output::Name => {
+            for o in objects {
+                writeln!(out, "{}/{}", type_name(o.kind()), o.meta().name)?;
+            }
+        }
+        Output::Table | Output::Wide => {
+            let Some(first) = objects.first() else { return Ok(()) };
+            let wide = output == Output::Wide;
+            let kind = first.kind();
+            let mut heads = headers(kind, wide);
+            let show_ns = all_namespaces && kind.namespaced();
+            if show_ns {
+                heads.insert(0, "NAMESPACE");
+            }
+            let now = now_ms();
+            let rows: Vec<Vec<String>> = objects
+                .iter()
+                .map(|o| {
+                    let mut r = row(o, wide, now);
+                    if show_ns {
+                        r.insert(0, o.meta().namespace_str().to_owned());
+                    }
+                    r
+                })
+                .collect();
+            write!(out, "{}", render(&heads, &rows))?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs one command against the cluster, writing what it shows to `out`.
+///
+/// # Errors
+/// The server's error, or a local one (bad arguments, unreadable or invalid manifests).
+pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
+    let client = Client::new(cli.server.split(',').map(str::trim).filter(|s| !s.is_empty()))?;
+    let ns = cli.namespace.as_str();
+    match cli.command {
+        Cmd::Apply(f) => {
+            let objects = with_namespace(read_manifests(&f.files)?, ns);
+            print_changes(out, &client.apply(&objects).await?)
+        }
+        Cmd::Create(f) => {
+            let objects = with_namespace(read_manifests(&f.files)?, ns);
+            for o in &objects {
+                print_changes(out, &client.create(o).await?)?;
+            }
+            Ok(())
+        }
+        Cmd::Get(g) => get(&client, g, ns, out).await,
+        Cmd::Describe { kind, name } => describe(&client, kind_of(&kind)?, ns, &name, out).await,
+        Cmd::Delete(d) => delete(&client, d, ns, out).await,
+        Cmd::Scale { target, replicas } => {
+            let key = target_key(&target, ns, None)?;
+            client.scale(&key, replicas).await?;
+            writeln!(out, "{}/{} scaled", type_name(key.kind), key.name)?;
+            Ok(())
+        }
+        Cmd::Rollout { action } => rollout(&client, action, ns, out).await,
+        Cmd::Logs { pod } => Err(local(format!(
+            "logs of pod {pod:?}: pod logs are kept by the node agent (orch-node), which a later orch release adds; this control plane has none yet"
+        ))),
+        Cmd::Cordon { node } => set_unschedulable(&client, &node, true, out).await,
+        Cmd::Uncordon { node } => set_unschedulable(&client, &node, false, out).await,
+        Cmd::Drain { node, grace_period } => {
+            set_unschedulable(&client, &node, true, out).await?;
+            let (pods, _) = client.list(Kind::Pod, None, "", Some(&node)).await?;
+            for p in pods {
+                let key = p.key();
+                match client.delete(&key, grace_period).await {
+                    Ok(_) | Err(ApiError::NotFound(_)) => writeln!(out, "evicting pod {}/{}", key.namespace, key.name)?,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            writeln!(out, "node/{node} drained")?;
+            Ok(())
+        }
+        Cmd::Cluster { action } => cluster(&client, action, out).await,
+        Cmd::Snapshot { action } => snapshot(&client, action, out).await,
+    }
+}
+
+/// Objects that name no namespace go to `-n`'s.
+fn with_namespace(mut objects: Vec<Object>, ns: &str) -> Vec<Object> {
+    for o in &mut objects {
+        if o.kind().namespaced() && o.meta().namespace.is_none() && ns != "default" {
+            o.meta_mut().namespace = Some(ns.into());
+        }
+    }
+    objects
+}
+
+async fn get(client: &Client, g: GetArgs, ns: &str, out: &mut dyn Write) -> Result<(), CtlError> {
+    let kind = kind_of(&g.kind)?;
+    let output = match g.output.as_deref() {
+        None => Output::Table,
+        Some(o) => o.parse().map_err(local)?,
+    };
+    let namespace = (!g.all_namespaces).then_some(ns);
+    let selector = g.selector.unwrap_or_default();
+    let (objects, revision) = if g.names.is_empty() {
+        client.list(kind, namespace, &selector, None).await?
+    } else {
+        let mut objects = Vec::new();
+        for name in &g.names {
+            objects.push(client.get(&ObjectKey::new(kind, ns, name)).await?);
+        }
+        (objects, 0)
+    };
+    if objects.is_empty() && !g.watch && matches!(output, Output::Table | Output::Wide) {
+        if kind.namespaced() && !g.all_namespaces {
+            writeln!(out, "No resources found in {ns} namespace.")?;
+        } else {
+            writeln!(out, "No resources found")?;
+        }
+        return Ok(());
+    }
+    print_objects(out, &objects, output, g.all_namespaces, !g.names.is_empty())?;
+    out.flush()?;
+    if !g.watch {
+        return Ok(());
+    }
+    let mut stream = client.watch(revision, kind.as_str(), namespace.unwrap_or(""), &selector, "");
+    let mut printed_header = !objects.is_empty();
+    while let Some(item) = stream.next().await {
+        match item? {
+            WatchItem::Progress(_) => {}
+            WatchItem::Event(e) => {
+                if !g.names.is_empty() && !g.names.iter().any(|n| *n == e.object.meta().name.as_str()) {
+                    continue;
+                }
+                match output {
+                    Output::Table | Output::Wide => {
+                        let wide = output == Output::Wide;
+                        let mut r = row(&e.object, wide, now_ms());
+                        let mut heads = headers(kind, wide);
+                        if g.all_namespaces && kind.namespaced() {
+                            heads.insert(0, "NAMESPACE");
+                            r.insert(0, e.object.meta().namespace_str().to_owned());
+                        }
+                        let text = render(&heads, &[r]);
+                        let text = if printed_header {
+                            text.lines().skip(1).collect::<Vec<_>>().join("\n") + "\n"
+                        } else {
+                            text
+                        };
+                        printed_header = true;
+                        write!(out, "{text}")?;
+                    }
+                    other => print_objects(out, &[e.object], other, g.all_namespaces, true)?,
+                }
+                out.flush()?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn describe(client: &Client, kind: Kind, ns: &str, name: &str, out: &mut dyn Write) -> Result<(), CtlError> {
+    let object = client.get(&ObjectKey::new(kind, ns, name)).await?;
+    writeln!(out, "Name:         {}", object.meta().name)?;
+    if kind.namespaced() {
+        writeln!(out, "Namespace:    {}", object.meta().namespace_str())?;
+    }
+    writeln!(out, "Kind:         {}", kind.as_str())?;
+    let labels: Vec<String> = object.meta().labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    writeln!(out, "Labels:       {}", if labels.is_empty() { "<none>".to_owned() } else { labels.join(",") })?;
+    if let Some(uid) = object.meta().uid {
+        writeln!(out, "UID:          {uid}")?;
+    }
+    if let Some(rv) = object.meta().resource_version {
+        writeln!(out, "Revision:     {rv}")?;
+    }
+    let manifest = object.to_manifest();
+    for section in ["spec", "status"] {
+        if let Some(v) = manifest.get(section) {
+            writeln!(out, "{}:", section[..1].to_ascii_uppercase() + &section[1..])?;
+            let yaml = serde_yaml_ng::to_string(v).map_err(|e| local(e.to_string()))?;
+            for line in yaml.lines() {
+                writeln!(out, "  {line}")?;
+            }
+        }
+    }
+    let event_ns = if kind.namespaced() { Some(object.meta().namespace_str()) } else { None };
+    let (events, _) = client.list(Kind::Event, event_ns, "", None).await?;
+    let mine: Vec<&Object> = events
+        .iter()
+        .filter(|e| {
+            let v = e.to_manifest();
+            v.pointer("/involvedObject/name").and_then(serde_json::Value::as_str) == Some(name)
+                && v.pointer("/involvedObject/kind").and_then(serde_json::Value::as_str) == Some(kind.as_str())
+        })
+        .collect();
+    if mine.is_empty() {
+        writeln!(out, "Events:       <none>")?;
+    } else {
+        writeln!(out, "Events:")?;
+        let now = now_ms();
+        let rows: Vec<Vec<String>> = mine.iter().map(|e| row(e, false, now)).collect();
+        for line in render(&headers(Kind::Event, false), &rows).lines() {
+            writeln!(out, "  {line}")?;
+        }
+    }
+    Ok(())
+}
+
+async fn delete(client: &Client, d: DeleteArgs, ns: &str, out: &mut dyn Write) -> Result<(), CtlError> {
+    let keys: Vec<ObjectKey> = if d.files.is_empty() {
+        match d.targets.as_slice() {
+            [] => return Err(local("give KIND NAME..., KIND/NAME..., or -f FILE")),
+            [first, ..] if first.contains('/') => {
+                d.targets.iter().map(|t| target_key(std::slice::from_ref(t), ns, None)).collect::<Result<_, _>>()?
+            }
+            [kind, names @ ..] => {
+                if names.is_empty() {
+                    return Err(local("give the names of the objects to delete"));
+                }
+                let kind = kind_of(kind)?;
+                names.iter().map(|n| ObjectKey::new(kind, ns, n)).collect()
+            }
+        }
+    } else {
+        with_namespace(read_manifests(&d.files)?, ns)
+            .iter()
+            .map(|o| {
+                let mut o = o.clone();
+                orch_core::apply_defaults(&mut o);
+                o.key()
+            })
+            .collect()
+    };
+    for key in keys {
+        let result = client.delete(&key, d.grace_period).await?;
+        writeln!(out, "{}/{} deleted", type_name(key.kind), key.name)?;
+        let _ = result;
+    }
+    Ok(())
+}
+
+fn deployment_name(target: &str) -> Result<&str, CtlError> {
+    match target.split_once('/') {
+        Some((kind, name)) if kind_of(kind)? == Kind::Deployment => Ok(name),
+        Some((kind, _)) => Err(local(format!("rollout works on deployments, not {kind:?}"))),
+        None => Ok(target),
+    }
+}
+
+async fn rollout(client: &Client, action: RolloutCmd, ns: &str, out: &mut dyn Write) -> Result<(), CtlError> {
+    match action {
+        RolloutCmd::History { target } => {
+            let name = deployment_name(&target)?;
+            let revisions = client.rollout_history(ns, name).await?;
+            writeln!(out, "deployment.apps/{name}")?;
+            let rows: Vec<Vec<String>> = revisions
+                .iter()
+                .map(|r| {
+                    let cause = if r.change_cause.is_empty() { "<none>".to_owned() } else { r.change_cause.clone() };
+                    vec![r.revision.to_string(), cause]
+                })
+                .collect();
+            write!(out, "{}", render(&["REVISION", "CHANGE-CAUSE"], &rows))?;
+            if revisions.is_empty() {
+                writeln!(
+                    out,
+                    "(no revisions yet: ReplicaSets are made by the deployment controller, which runs on the leader once a later release adds it)"
+                )?;
+            }
+            Ok(())
+        }
+        RolloutCmd::Undo { target, to_revision } => {
+            let name = deployment_name(&target)?;
+            client.rollout_undo(ns, name, to_revision).await?;
+            writeln!(out, "deployment.apps/{name} rolled back")?;
+            Ok(())
+        }
+        RolloutCmd::Status { target, timeout } => {
+            let name = deployment_name(&target)?;
+            let key = ObjectKey::new(Kind::Deployment, ns, name);
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(timeout);
+            loop {
+                let d = client.get(&key).await?;
+                let v = d.to_manifest();
+                let get = |p: &str| v.pointer(p).and_then(serde_json::Value::as_i64).unwrap_or(0);
+                let (generation, observed) = (get("/metadata/generation"), get("/status/observedGeneration"));
+                let (want, updated, available) =
+                    (get("/spec/replicas"), get("/status/updatedReplicas"), get("/status/availableReplicas"));
+                let waiting = if observed < generation {
+                    format!(
+                        "Waiting for deployment spec update to be observed (generation {generation}, observed {observed}; the deployment controller runs on the leader once a later release adds it)..."
+                    )
+                } else if updated < want {
+                    format!(
+                        "Waiting for deployment {name:?} rollout to finish: {updated} out of {want} new replicas have been updated..."
+                    )
+                } else if available < want {
+                    format!(
+                        "Waiting for deployment {name:?} rollout to finish: {available} of {want} updated replicas are available..."
+                    )
+                } else {
+                    writeln!(out, "deployment {name:?} successfully rolled out")?;
+                    return Ok(());
+                };
+                writeln!(out, "{waiting}")?;
+                out.flush()?;
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(local(format!("timed out waiting for the rollout of deployment {name:?}")));
+                }
+                // Follow the deployment until the next change (or a progress tick).
+                let mut events = client.watch(d.meta().resource_version.map_or(0, |r| r.0), "Deployment", ns, "", "");
+                let _ = tokio::time::timeout_at(deadline, async {
+                    while let Some(item) = events.next().await {
+                        if matches!(item, Ok(WatchItem::Event(ref e)) if e.object.meta().name.as_str() == name)
+                            || item.is_err()
+                        {
+                            break;
+                        }
+                    }
+                })
+                .await;
+            }
+        }
+    }
+}
+
+async fn set_unschedulable(client: &Client, node: &str, value: bool, out: &mut dyn Write) -> Result<(), CtlError> {
+    let key = ObjectKey::new(Kind::Node, "", node);
+    for _ in 0..8 {
+        let obj = client.get(&key).await?;
+        let Object::Node(n) = &obj else { return Err(local(format!("{key} is not a node"))) };
+        if n.spec.unschedulable.unwrap_or(false) == value {
+            writeln!(out, "node/{node} already {}", if value { "cordoned" } else { "uncordoned" })?;
+            return Ok(());
+        }
+        let mut n = (**n).clone();
+        n.spec.unschedulable = Some(value);
+        match client.update(&Object::from(n)).await {
+            Ok(_) => {
+                writeln!(out, "node/{node} {}", if value { "cordoned" } else { "uncordoned" })?;
+                return Ok(());
+            }
+            Err(ApiError::Conflict(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(local(format!("node/{node} kept changing; try again")))
+}
+
+async fn cluster(client: &Client, action: ClusterCmd, out: &mut dyn Write) -> Result<(), CtlError> {
+    match action {
+        ClusterCmd::Members => {
+            let info = client.members().await?;
+            print_members(out, &info)
+        }
+        ClusterCmd::Status => {
+            let info = client.members().await?;
+            let mut rows = Vec::new();
+            for m in &info.members {
+                let row = match member_status(&m.api_address).await {
+                    Ok(s) => vec![
+                        m.id.to_string(),
+                        m.api_address.clone(),
+                        s.role.clone(),
+                        s.term.to_string(),
+                        if s.leader == 0 { "-".to_owned() } else { s.leader.to_string() },
+                        s.commit_index.to_string(),
+                        s.applied_index.to_string(),
+                        s.snapshot_index.to_string(),
+                    ],
+                    Err(e) => vec![m.id.to_string(), m.api_address.clone(), format!("unreachable: {}", e.message())],
+                };
+                rows.push(row);
+            }
+            write!(
+                out,
+                "{}",
+                render(&["ID", "API", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "SNAPSHOT"], &rows)
+            )?;
+            Ok(())
+        }
+        ClusterCmd::AddMember { id, raft_address, api_address } => {
+            let info = client.add_member(id, &raft_address, &api_address).await?;
+            writeln!(out, "member {id} added")?;
+            print_members(out, &info)
+        }
+        ClusterCmd::RemoveMember { id } => {
+            let info = client.remove_member(id).await?;
+            writeln!(out, "member {id} removed")?;
+            print_members(out, &info)
+        }
+    }
+}
+
+/// One member's own status, asked directly (no redirect).
+async fn member_status(api: &str) -> Result<orch_api::pb::StatusResponse, ApiError> {
+    let options = orch_api::ClientOptions {
+        retry_for: std::time::Duration::ZERO,
+        request_timeout: std::time::Duration::from_secs(3),
+        ..orch_api::ClientOptions::default()
+    };
+    Client::with_options([api], options)?.status().await
+}
+
+fn print_members(out: &mut dyn Write, info: &orch_api::client::MembersInfo) -> Result<(), CtlError> {
+    let rows: Vec<Vec<String>> = info
+        .members
+        .iter()
+        .map(|m| {
+            vec![
+                m.id.to_string(),
+                if m.id == info.leader {
+                    "leader"
+                } else if m.voter {
+                    "voter"
+                } else {
+                    "learner"
+                }
+                .to_owned(),
+                m.raft_address.clone(),
+                if m.api_address.is_empty() { "<none>".to_owned() } else { m.api_address.clone() },
+            ]
+        })
+        .collect();
+    write!(out, "{}", render(&["ID", "ROLE", "RAFT", "API"], &rows))?;
+    Ok(())
+}
+
+async fn snapshot(client: &Client, action: SnapshotCmd, out: &mut dyn Write) -> Result<(), CtlError> {
+    match action {
+        SnapshotCmd::Save { file } => {
+            let (revision, bytes) = client.snapshot().await?;
+            // Check before keeping: a snapshot that does not restore is no backup.
+            let state = orch_core::State::from_snapshot(&bytes)
+                .map_err(|e| local(format!("the snapshot does not verify: {e}")))?;
+            let partial = file.with_extension("partial");
+            std::fs::write(&partial, &bytes).map_err(|e| local(format!("{}: {e}", partial.display())))?;
+            std::fs::File::open(&partial)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| local(format!("{}: {e}", partial.display())))?;
+            std::fs::rename(&partial, &file).map_err(|e| local(format!("{}: {e}", file.display())))?;
+            writeln!(
+                out,
+                "Snapshot saved at {} (revision {revision}, {} objects, {} bytes)",
+                file.display(),
+                state.len(),
+                bytes.len()
+            )?;
+            Ok(())
+        }
+        SnapshotCmd::Restore { file, data_dir, initial_members } => {
+            let bytes = std::fs::read(&file).map_err(|e| local(format!("{}: {e}", file.display())))?;
+            let members = crate::config::parse_members(&initial_members).map_err(|e| local(e.to_string()))?;
+            let members = members.into_iter().map(|m| (m.id, orch_raft::Member::new(m.raft, m.api))).collect();
+            let revision = orch_raft::control_plane::restore(&data_dir, &bytes, members)
+                .await
+                .map_err(|e| local(format!("restore: {e}")))?;
+            writeln!(out, "restored revision {revision} into {}", data_dir.display())?;
+            Ok(())
+        }
+        SnapshotCmd::Status { file } => {
+            let bytes = std::fs::read(&file).map_err(|e| local(format!("{}: {e}", file.display())))?;
+            let state =
+                orch_core::State::from_snapshot(&bytes).map_err(|e| local(format!("{}: {e}", file.display())))?;
+            writeln!(
+                out,
+                "revision {}, {} objects, {} bytes, digest verified",
+                state.applied_index(),
+                state.len(),
+                bytes.len()
+            )?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Leader-only loops: the scheduler and the controllers run here, on the Raft leader only.
+//!
+//! When this node becomes leader, every loop is made afresh and reconciles from the full
+//! current state; after that it reconciles again whenever committed changes arrive, and at
+//! least every resync interval. When the node steps down (or the term changes) the loops are
+//! stopped. A loop's output is commands, proposed through the log: a deposed leader's late
+//! proposal fails its preconditions or is refused, so it cannot corrupt state.
+//!
+//! Loops are level-triggered: [`LeaderLoop::reconcile`] gets the whole state and the time,
+//! never the reason it was woken.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::future::FutureExt;
+use orch_core::{Command, State, WatchFilter};
+use orch_raft::ControlPlane;
+use orch_raft::control_plane::{Consistency, PROPOSAL_REQUESTS_MAX};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// The most watch items a loop takes in before it reconciles (the rest wait for the next
+/// round).
+pub const LOOP_EVENTS_PER_ROUND_MAX: usize = 4096;
+
+/// A leader-only reconcile loop.
+pub trait LeaderLoop: Send + 'static {
+    /// Its name, for logs.
+    fn name(&self) -> &'static str;
+    /// The commands that move `state` towards what this loop wants, at `now_ms` (milliseconds
+    /// since the epoch, read by the daemon).
+    fn reconcile(&mut self, state: &State, now_ms: i64) -> Vec<Command>;
+}
+
+/// Makes a fresh loop for each term this node leads.
+pub type LoopFactory = Arc<dyn Fn() -> Box<dyn LeaderLoop> + Send + Sync>;
+
+/// The running framework; dropping it does not stop it, [`Loops::stop`] does.
+pub struct Loops {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Loops {
+    /// Starts watching for leadership on `cp`; `factories` make the loops.
+    pub fn spawn(cp: ControlPlane, factories: Vec<LoopFactory>, resync: Duration) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run(cp, factories, resync, stopped));
+        Self { stop, task }
+    }
+
+    /// Stops the loops and waits for them.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The term this node leads in, if it leads.
+fn leading(cp: &ControlPlane) -> Option<u64> {
+    let m = cp.metrics();
+    (m.leader == Some(m.id)).then_some(m.term)
+}
+
+async fn run(cp: ControlPlane, factories: Vec<LoopFactory>, resync: Duration, mut stopped: watch::Receiver<bool>) {
+    // Leadership is polled at a fraction of the election timeout: cheap, and it cannot miss a
+    // change the way a lost wake-up could.
+    let poll = Duration::from_millis(50);
+    loop {
+        let Some(term) = leading(&cp) else {
+            tokio::select! {
+                _ = stopped.changed() => return,
+                () = tokio::time::sleep(poll) => continue,
+            }
+        };
+        tracing::info!(term, loops = factories.len(), "leading: starting the leader-only loops");
+        let mut running = JoinSet::new();
+        for factory in &factories {
+            running.spawn(run_one(cp.clone(), factory(), resync));
+        }
+        loop {
+            tokio::select! {
+                _ = stopped.changed() => {
+                    running.shutdown().await;
+                    return;
+                }
+                () = tokio::time::sleep(poll) => {
+                    if leading(&cp) != Some(term) {
+                        break;
+                    }
+                }
+            }
+        }
+        tracing::info!(term, "no longer leading: stopping the leader-only loops");
+        running.shutdown().await;
+    }
+}
+
+async fn run_one(cp: ControlPlane, mut lp: Box<dyn LeaderLoop>, resync: Duration) {
+    let name = lp.name();
+    loop {
+        // A full reconcile from the current state, then follow the committed changes.
+        let Ok(from) = cp.read(Consistency::Linearizable, State::applied_index).await else {
+            tokio::time::sleep(resync.min(Duration::from_secs(1))).await;
+            continue;
+        };
+        let mut events = match cp.watch(from, WatchFilter::all()) {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::warn!(name, error = %e, "leader loop: cannot watch; retrying");
+                tokio::time::sleep(resync.min(Duration::from_secs(1))).await;
+                continue;
+            }
+        };
+        reconcile_and_propose(&cp, lp.as_mut()).await;
+        loop {
+            let first = tokio::time::timeout(resync, events.next()).await;
+            match first {
+                Err(_) => {}                          // resync
+                Ok(None) | Ok(Some(Err(_))) => break, // the stream ended or fell behind: start over
+                Ok(Some(Ok(_))) => {
+                    // Take what else is ready, then reconcile once for all of it.
+                    for _ in 0..LOOP_EVENTS_PER_ROUND_MAX {
+                        match events.next().now_or_never() {
+                            Some(Some(Ok(_))) => {}
+                            Some(Some(Err(_)) | None) => break,
+                            None => break,
+                        }
+                    }
+                }
+            }
+            reconcile_and_propose(&cp, lp.as_mut()).await;
+        }
+    }
+}
+
+async fn reconcile_and_propose(cp: &ControlPlane, lp: &mut dyn LeaderLoop) {
+    let now = now_ms();
+    let Ok(commands) = cp.read(Consistency::Stale, |s| lp.reconcile(s, now)).await else { return };
+    let mut commands = commands;
+    while !commands.is_empty() {
+        let rest = commands.split_off(commands.len().min(PROPOSAL_REQUESTS_MAX));
+        if let Err(e) = cp.propose(commands).await {
+            tracing::debug!(name = lp.name(), error = %e, "leader loop: proposal failed; the next round retries");
+            return;
+        }
+        commands = rest;
+    }
+}

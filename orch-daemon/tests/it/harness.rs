@@ -1,0 +1,157 @@
+//! Starting, stopping and killing `orchd` processes, and running `orchctl`.
+//!
+//! Each test uses its own loopback network `127.0.<net>.0/24` with fixed ports, so tests in
+//! one process never race for ports: node `i` listens on `127.0.<net>.<i>:7100` (API), `:7101`
+//! (Raft) and `:7102` (HTTP).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a test waits for a condition before it fails.
+pub(crate) const WAIT: Duration = Duration::from_secs(60);
+
+/// One `orchd` process.
+pub(crate) struct Daemon {
+    pub(crate) id: u64,
+    pub(crate) net: u8,
+    pub(crate) dir: PathBuf,
+    pub(crate) extra: Vec<String>,
+    child: Option<Child>,
+}
+
+pub(crate) fn api(net: u8, id: u64) -> String {
+    format!("127.0.{net}.{id}:7100")
+}
+
+pub(crate) fn raft(net: u8, id: u64) -> String {
+    format!("127.0.{net}.{id}:7101")
+}
+
+pub(crate) fn http(net: u8, id: u64) -> String {
+    format!("127.0.{net}.{id}:7102")
+}
+
+/// `ID=RAFT/API,...` for nodes 1..=n.
+pub(crate) fn initial_members(net: u8, n: u64) -> String {
+    (1..=n).map(|i| format!("{i}={}/{}", raft(net, i), api(net, i))).collect::<Vec<_>>().join(",")
+}
+
+impl Daemon {
+    /// Node `id` of network `net`, its data in `root/net<net>-n<id>`, with extra flags.
+    pub(crate) fn new(root: &Path, net: u8, id: u64, extra: &[String]) -> Self {
+        Self { id, net, dir: root.join(format!("net{net}-n{id}")), extra: extra.to_vec(), child: None }
+    }
+
+    pub(crate) fn api(&self) -> String {
+        api(self.net, self.id)
+    }
+
+    /// Starts the process (again).
+    pub(crate) fn start(&mut self) {
+        let log = std::fs::File::create(self.dir.with_extension("log")).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_orchd"))
+            .args(["--id", &self.id.to_string()])
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(["--api-addr", &api(self.net, self.id)])
+            .args(["--raft-addr", &raft(self.net, self.id)])
+            .args(["--http-addr", &http(self.net, self.id)])
+            .args(["--heartbeat-ms", "50", "--election-timeout-ms", "500"])
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("orchd starts");
+        self.child = Some(child);
+    }
+
+    /// kill -9.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub(crate) fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let pid = child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "orchd {} did not exit after SIGTERM", self.id);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The daemon's log so far, for failure messages.
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs orchctl against `servers` with `args`, `stdin` piped in.
+pub(crate) fn orchctl(servers: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orchctl"))
+        .args(["--server", servers])
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("orchctl starts");
+    if let Some(text) = stdin {
+        child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("writes stdin");
+    }
+    child.wait_with_output().expect("orchctl runs")
+}
+
+/// orchctl that must succeed; returns its standard output.
+pub(crate) fn ok(servers: &str, args: &[&str]) -> String {
+    let out = orchctl(servers, args, None);
+    assert!(
+        out.status.success(),
+        "orchctl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Polls `f` until it returns Some, or fails the test after [`WAIT`].
+pub(crate) fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A plain HTTP GET on loopback: (status code, body).
+pub(crate) fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Some((code, body))
+}

@@ -1,0 +1,6 @@
+//! orchd and orchctl as real processes on loopback, with temporary data directories.
+
+mod cluster;
+mod harness;
+mod loops;
+mod single;

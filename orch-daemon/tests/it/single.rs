@@ -1,0 +1,346 @@
+//! One `orchd` driven by `orchctl`: apply, get, scale, delete, bad input, endpoints, restart.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use orch_api::{Client, Error, WatchItem};
+use orch_core::{EventType, Kind, ObjectKey};
+
+use crate::harness::{Daemon, eventually, http, http_get, ok, orchctl};
+
+const NET: u8 = 11;
+
+fn examples() -> String {
+    format!("{}/../examples", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn ready(d: &Daemon) {
+    eventually("orchd to be ready", || {
+        http_get(&http(d.net, d.id), "/readyz").filter(|(code, _)| *code == 200).map(|_| ())
+    });
+}
+
+#[test]
+fn orchctl_applies_gets_scales_and_deletes_on_one_node() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let mut d = Daemon::new(root.path(), NET, 1, &[]);
+    d.start();
+    ready(&d);
+    let server = d.api();
+    let (nodes, web) = (format!("{}/nodes.yaml", examples()), format!("{}/web.yaml", examples()));
+
+    let applied = ok(&server, &["apply", "-f", &nodes, "-f", &web]);
+    for line in ["node/node-a created", "namespace/shop created", "deployment.apps/web created", "service/web created"]
+    {
+        assert!(applied.contains(line), "{line} missing from:\n{applied}");
+    }
+    // Idempotent: the same files again change nothing.
+    let again = ok(&server, &["apply", "-f", &examples()]);
+    assert!(again.contains("deployment.apps/web unchanged"), "{again}");
+
+    let table = ok(&server, &["get", "deploy", "-n", "shop"]);
+    assert!(table.starts_with("NAME   READY   UP-TO-DATE   AVAILABLE   AGE\nweb    0/3 "), "{table}");
+    let all = ok(&server, &["get", "svc", "-A"]);
+    assert!(all.starts_with("NAMESPACE") && all.contains("shop"), "{all}");
+    let yaml = ok(&server, &["get", "deployment", "web", "-n", "shop", "-o", "yaml"]);
+    assert!(yaml.contains("replicas: 3"), "{yaml}");
+    let names = ok(&server, &["get", "no", "-o", "name"]);
+    assert!(names.contains("node/node-a"), "{names}");
+    let selected = ok(&server, &["get", "deploy", "-A", "-l", "app=nothing"]);
+    assert_eq!(selected, "No resources found\n");
+
+    assert_eq!(ok(&server, &["scale", "deploy/web", "-n", "shop", "--replicas", "5"]), "deployment.apps/web scaled\n");
+    let json = ok(&server, &["get", "deploy", "web", "-n", "shop", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(v["spec"]["replicas"], 5);
+
+    let described = ok(&server, &["describe", "deploy", "web", "-n", "shop"]);
+    assert!(described.starts_with("Name:         web\nNamespace:    shop\n"), "{described}");
+
+    assert_eq!(ok(&server, &["cordon", "node-a"]), "node/node-a cordoned\n");
+    assert!(ok(&server, &["get", "nodes"]).contains("SchedulingDisabled"));
+    assert_eq!(ok(&server, &["uncordon", "node-a"]), "node/node-a uncordoned\n");
+
+    // Rollout history and undo read the Deployment's ReplicaSets (made by hand here: the
+    // deployment controller comes later).
+    let uid = v["metadata"]["uid"].as_str().expect("uid").to_owned();
+    let image = v["spec"]["template"]["spec"]["containers"][0]["image"].as_str().expect("image").to_owned();
+    let rs = |revision: u32, image: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata:\n  name: web-r{revision}\n  namespace: shop\n  \
+             annotations: {{deployment.kubernetes.io/revision: '{revision}', kubernetes.io/change-cause: 'image {image}'}}\n  \
+             ownerReferences: [{{apiVersion: apps/v1, kind: Deployment, name: web, uid: '{uid}', controller: true}}]\n\
+             spec:\n  replicas: 0\n  selector: {{matchLabels: {{app: web, pod-template-hash: r{revision}}}}}\n  \
+             template:\n    metadata: {{labels: {{app: web, pod-template-hash: r{revision}}}}}\n    \
+             spec:\n      containers: [{{name: web, image: '{image}'}}]\n"
+        )
+    };
+    let sets = format!("{}---\n{}", rs(1, "nginx:1.0"), rs(2, &image));
+    let out = orchctl(&server, &["apply", "-f", "-"], Some(&sets));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let history = ok(&server, &["rollout", "history", "deploy/web", "-n", "shop"]);
+    assert_eq!(
+        history,
+        format!("deployment.apps/web\nREVISION   CHANGE-CAUSE\n1          image nginx:1.0\n2          image {image}\n")
+    );
+    assert_eq!(ok(&server, &["rollout", "undo", "deploy/web", "-n", "shop"]), "deployment.apps/web rolled back\n");
+    let undone: serde_json::Value =
+        serde_json::from_str(&ok(&server, &["get", "deploy", "web", "-n", "shop", "-o", "json"])).expect("json");
+    assert_eq!(undone["spec"]["template"]["spec"]["containers"][0]["image"], "nginx:1.0");
+    assert!(undone["spec"]["template"]["metadata"]["labels"].get("pod-template-hash").is_none());
+
+    assert_eq!(ok(&server, &["delete", "deploy", "web", "-n", "shop"]), "deployment.apps/web deleted\n");
+    let gone = orchctl(&server, &["get", "deploy", "web", "-n", "shop"], None);
+    assert!(!gone.status.success());
+    assert_eq!(String::from_utf8_lossy(&gone.stderr), "Error from server (NotFound): deployments \"web\" not found\n");
+
+    // get -w lists, then prints changes as they commit.
+    let mut watcher = std::process::Command::new(env!("CARGO_BIN_EXE_orchctl"))
+        .args(["--server", &server, "get", "ns", "-w"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("orchctl -w starts");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = watcher.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next_line = || rx.recv_timeout(crate::harness::WAIT).expect("a line from orchctl get -w");
+    assert!(next_line().starts_with("NAME"), "the table's head first");
+    while !next_line().starts_with("shop") {}
+    let out =
+        orchctl(&server, &["apply", "-f", "-"], Some("apiVersion: v1\nkind: Namespace\nmetadata: {name: late}\n"));
+    assert!(out.status.success());
+    while !next_line().starts_with("late ") {}
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+
+    // A command whose feature comes later says so and fails.
+    let logs = orchctl(&server, &["logs", "web-1"], None);
+    assert!(!logs.status.success() && String::from_utf8_lossy(&logs.stderr).contains("later orch release"));
+
+    // The endpoints.
+    let (code, metrics) = http_get(&http(NET, 1), "/metrics").expect("metrics answer");
+    assert_eq!(code, 200);
+    assert!(metrics.contains("orch_api_requests_total{method=\"Apply\",code=\"OK\"}"), "{metrics}");
+    assert!(metrics.contains("orch_raft_is_leader 1"), "{metrics}");
+    assert!(metrics.contains("orch_objects{kind=\"Namespace\"}"), "{metrics}");
+    assert!(metrics.contains("orch_api_request_duration_seconds_bucket"), "{metrics}");
+    assert_eq!(http_get(&http(NET, 1), "/healthz").map(|r| r.0), Some(200));
+
+    // SIGTERM stops it cleanly; the data is there after a restart.
+    assert!(d.terminate().success(), "orchd exits 0 on SIGTERM:\n{}", d.log());
+    d.start();
+    ready(&d);
+    assert!(ok(&server, &["get", "ns"]).contains("shop"));
+    assert!(d.terminate().success());
+}
+
+const INVALID: &str = "apiVersion: v1
+kind: Namespace
+metadata: {name: fine}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: broken, namespace: fine}
+spec:
+  replicas: -1
+  selector: {matchLabels: {app: b}}
+  template:
+    metadata: {labels: {app: b}}
+    spec:
+      containers: [{name: c, image: busybox}]
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_whole_and_named() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let mut d = Daemon::new(root.path(), NET + 1, 1, &[]);
+    d.start();
+    let server = d.api();
+    tokio::task::spawn_blocking({
+        let d_http = http(d.net, d.id);
+        move || eventually("ready", || http_get(&d_http, "/readyz").filter(|r| r.0 == 200))
+    })
+    .await
+    .expect("ready");
+
+    // A multi-document manifest with one invalid document: nothing is created.
+    let out = tokio::task::spawn_blocking({
+        let server = server.clone();
+        move || orchctl(&server, &["apply", "-f", "-"], Some(INVALID))
+    })
+    .await
+    .expect("orchctl");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err,
+        "error: <stdin>: Deployment \"broken\" is invalid: spec.replicas: Invalid value: -1: must be greater than or equal to 0\n"
+    );
+    let client = Client::new([server.as_str()]).expect("client");
+    let missing = client.get(&ObjectKey::new(Kind::Namespace, "", "fine")).await;
+    assert!(matches!(missing, Err(Error::NotFound(_))), "{missing:?}");
+
+    // The same through the API, past orchctl's own checks: the server refuses the whole batch.
+    let objects = orch_core::parse_manifests(INVALID).expect("parses");
+    let refused = client.apply(&objects).await.expect_err("refused");
+    assert!(
+        matches!(&refused, Error::Invalid(m) if m.contains("batch command 1") && m.contains("spec.replicas")),
+        "{refused:?}"
+    );
+    assert!(matches!(client.get(&ObjectKey::new(Kind::Namespace, "", "fine")).await, Err(Error::NotFound(_))));
+
+    // An oversized request: refused with a clear error, the server carries on.
+    let big = orch_core::parse_manifests(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: big\n  annotations: {{a: '{}'}}\n",
+        "x".repeat(orch_api::REQUEST_BYTES_MAX)
+    ))
+    .expect("parses");
+    let too_big = client.apply(&big).await.expect_err("too big");
+    assert!(
+        matches!(&too_big, Error::ResourceExhausted(m) if m.contains("larger than the server accepts")),
+        "{too_big:?}"
+    );
+    // Sent anyway by a client without that check: the server refuses it.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{server}")).expect("endpoint").connect_lazy();
+    let mut raw = orch_api::pb::orch_client::OrchClient::new(channel).max_encoding_message_size(64 << 20);
+    let request = orch_api::pb::ApplyRequest {
+        id: Some(orch_api::convert::write_id(orch_core::ClientId(7), 1)),
+        objects: big.iter().map(orch_api::convert::object_to_pb).collect(),
+    };
+    let refused = Error::from(raw.apply(request).await.expect_err("refused by the server"));
+    assert!(
+        matches!(&refused, Error::ResourceExhausted(m) if m.contains("decoded message length too large")),
+        "{refused:?}"
+    );
+
+    // A malformed message (a field of the wrong wire type) does not crash orchd.
+    malformed_create(&server).await;
+    let status = client.status().await.expect("still serving");
+    assert_eq!(status.id, 1);
+
+    // A watch sees a change made after it started.
+    let (_, revision) = client.list(Kind::Namespace, None, "", None).await.expect("lists");
+    let mut watch = client.watch(revision, "Namespace", "", "", "");
+    let created =
+        orch_core::parse_manifests("apiVersion: v1\nkind: Namespace\nmetadata: {name: watched}\n").expect("parses");
+    client.apply(&created).await.expect("applies");
+    let event = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match watch.next().await {
+                Some(Ok(WatchItem::Event(e))) => return e,
+                Some(Ok(WatchItem::Progress(_))) => continue,
+                other => panic!("watch ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("an event within the deadline");
+    assert_eq!((event.event_type, event.object.meta().name.as_str()), (EventType::Added, "watched"));
+    assert!(event.revision.0 > revision);
+}
+
+/// Sends `Create` with its `object` field (tag 2, a message) as a varint: the server must
+/// answer an error, not crash.
+async fn malformed_create(server: &str) {
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Garbage {
+        #[prost(uint64, tag = "2")]
+        object: u64,
+    }
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{server}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connects");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/orch.api.v1.Orch/Create");
+    let codec = tonic_prost::ProstCodec::<Garbage, Garbage>::default();
+    let answer = grpc.unary(tonic::Request::new(Garbage { object: 42 }), path, codec).await;
+    let status = answer.expect_err("a malformed message is refused");
+    assert_ne!(status.code(), tonic::Code::Ok);
+}
+
+#[test]
+fn a_saved_snapshot_starts_a_new_three_node_cluster() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let mut source = Daemon::new(root.path(), NET + 2, 1, &[]);
+    source.start();
+    ready(&source);
+    ok(&source.api(), &["apply", "-f", &examples()]);
+    let before = ok(&source.api(), &["get", "deploy", "web", "-n", "shop", "-o", "json"]);
+    let file = root.path().join("backup.snap");
+    let saved = ok(&source.api(), &["snapshot", "save", file.to_str().expect("utf-8 path")]);
+    assert!(saved.starts_with(&format!("Snapshot saved at {}", file.display())), "{saved}");
+    let checked = ok(&source.api(), &["snapshot", "status", file.to_str().expect("utf-8 path")]);
+    assert!(checked.contains("digest verified"), "{checked}");
+    assert!(source.terminate().success());
+
+    // The documented procedure: every member of the new cluster starts with the same file and
+    // the same initial members.
+    let net = NET + 3;
+    let flags = [
+        "--restore".to_owned(),
+        file.display().to_string(),
+        "--initial-members".to_owned(),
+        crate::harness::initial_members(net, 3),
+    ];
+    let mut nodes: Vec<Daemon> = (1..=3).map(|i| Daemon::new(root.path(), net, i, &flags)).collect();
+    // Node 1 is prepared offline with orchctl (as etcdctl does); 2 and 3 restore at start-up.
+    let prepared = ok(
+        "127.0.0.1:1",
+        &[
+            "snapshot",
+            "restore",
+            file.to_str().expect("utf-8 path"),
+            "--data-dir",
+            nodes[0].dir.to_str().expect("utf-8 path"),
+            "--initial-members",
+            &crate::harness::initial_members(net, 3),
+        ],
+    );
+    assert!(prepared.starts_with("restored revision "), "{prepared}");
+    nodes[0].extra = vec!["--initial-members".to_owned(), crate::harness::initial_members(net, 3)];
+    let again = orchctl(
+        "127.0.0.1:1",
+        &[
+            "snapshot",
+            "restore",
+            file.to_str().expect("utf-8 path"),
+            "--data-dir",
+            nodes[0].dir.to_str().expect("utf-8 path"),
+        ],
+        None,
+    );
+    assert!(!again.status.success(), "a directory with data is refused");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("holds data already"));
+    for n in &mut nodes {
+        n.start();
+    }
+    let servers = (1..=3).map(|i| crate::harness::api(net, i)).collect::<Vec<_>>().join(",");
+    let after = eventually("the restored cluster to serve", || {
+        let out = orchctl(&servers, &["get", "deploy", "web", "-n", "shop", "-o", "json"], None);
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    });
+    // The same object: uid and resourceVersion kept.
+    let (b, a): (serde_json::Value, serde_json::Value) =
+        (serde_json::from_str(&before).expect("json"), serde_json::from_str(&after).expect("json"));
+    assert_eq!(b["metadata"], a["metadata"]);
+    // It takes writes, with revisions after the snapshot's.
+    let applied = ok(&servers, &["scale", "deploy/web", "-n", "shop", "--replicas", "4"]);
+    assert_eq!(applied, "deployment.apps/web scaled\n");
+    let scaled: serde_json::Value =
+        serde_json::from_str(&ok(&servers, &["get", "deploy", "web", "-n", "shop", "-o", "json"])).expect("json");
+    let rv = |v: &serde_json::Value| v["metadata"]["resourceVersion"].as_str().and_then(|s| s.parse::<u64>().ok());
+    assert!(rv(&scaled) > rv(&a), "{scaled}");
+    let members = ok(&servers, &["cluster", "members"]);
+    assert_eq!(members.lines().count(), 4, "{members}");
+}
