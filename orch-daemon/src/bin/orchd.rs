@@ -120,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("log-level: Invalid value: {:?}", config.log_level))?,
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let mut orchd = Orchd::start(config.clone(), Vec::new()).await.context("orchd could not start")?;
     eprintln!(
