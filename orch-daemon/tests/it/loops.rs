@@ -46,6 +46,24 @@ async fn until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until one node leads, its loop alone is live, and that loop's proposal committed;
+/// returns the leader's id.
+async fn settled(nodes: &[ControlPlane], lives: &[Arc<AtomicUsize>]) -> u64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(tokio::time::Instant::now() < deadline, "no leader settled with its loop alone running");
+        if let Some(leader) = nodes.iter().find(|n| n.metrics().leader == Some(n.id())) {
+            let id = leader.id();
+            let alone =
+                lives.iter().enumerate().all(|(i, l)| l.load(Ordering::SeqCst) == usize::from(i as u64 + 1 == id));
+            if alone && has(leader, &format!("led-by-{id}")).await {
+                return id;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn has(cp: &ControlPlane, name: &str) -> bool {
     let key = ObjectKey::new(Kind::Namespace, "", name);
     cp.read(Consistency::Stale, |s| s.get(&key).is_some()).await.unwrap_or(false)
@@ -79,61 +97,27 @@ async fn loops_follow_leadership() {
         nodes.push(cp);
         lives.push(live);
     }
-    let leader = loop {
-        if let Some(l) = nodes.iter().find(|n| n.metrics().leader == Some(n.id())) {
-            break l.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let first = leader.id();
-    // The leader's loop reconciled from the full state and its proposal committed.
-    let mut found = false;
-    for _ in 0..3000 {
-        if has(&leader, &format!("led-by-{first}")).await {
-            found = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(found, "the leader's loop ran");
-    for (i, live) in lives.iter().enumerate() {
-        let expected = usize::from(i as u64 + 1 == first);
-        assert_eq!(live.load(Ordering::SeqCst), expected, "node {}: loops live", i + 1);
-    }
+    // Exactly the leader runs the loop, and its full reconcile at start committed.
+    let first = settled(&nodes, &lives).await;
 
     // Hand leadership over: the old leader's loop stops, the new one's starts. (An election
     // may move leadership meanwhile; any new leader will do.)
-    let mut to = None;
-    for _ in 0..5 {
-        let current = nodes.iter().find(|n| n.metrics().leader == Some(n.id())).cloned();
-        let Some(current) = current else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        if current.id() != first {
-            to = Some(current.id());
-            break;
-        }
-        let target = if first == 3 { 2 } else { 3 };
-        if current.transfer_leadership(target).await.is_ok() {
-            to = Some(target);
-            break;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(tokio::time::Instant::now() < deadline, "leadership did not move");
+        match nodes.iter().find(|n| n.metrics().leader == Some(n.id())) {
+            Some(current) if current.id() != first => break,
+            Some(current) => {
+                let target = if first == 3 { 2 } else { 3 };
+                let _ = current.transfer_leadership(target).await;
+            }
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
-    let to = to.expect("leadership moved");
-    let new_leader = nodes[usize::try_from(to - 1).expect("index")].clone();
-    let mut found = false;
-    for _ in 0..3000 {
-        if has(&new_leader, &format!("led-by-{to}")).await {
-            found = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(found, "the new leader's loop ran");
+    let second = settled(&nodes, &lives).await;
+    assert_ne!(second, first);
     let old = Arc::clone(&lives[usize::try_from(first - 1).expect("index")]);
     until("the old leader's loop to stop", || old.load(Ordering::SeqCst) == 0).await;
-    assert_eq!(lives[usize::try_from(to - 1).expect("index")].load(Ordering::SeqCst), 1);
 
     for loops in running {
         loops.stop().await;

@@ -23,10 +23,21 @@ fn ready(d: &Daemon) {
 #[test]
 fn orchctl_applies_gets_scales_and_deletes_on_one_node() {
     let root = tempfile::tempdir().expect("temp dir");
-    let mut d = Daemon::new(root.path(), NET, 1, &[]);
+    // Settings from a file; the flags the harness adds win over it.
+    let config = root.path().join("orchd.toml");
+    std::fs::write(&config, "log-level = \"warn\"\nsnapshot-every-entries = 50\napi-addr = \"127.0.0.1:1\"\n")
+        .expect("writes");
+    let mut d = Daemon::new(root.path(), NET, 1, &["--config".to_owned(), config.display().to_string()]);
     d.start();
     ready(&d);
     let server = d.api();
+    // An unknown setting is refused at start-up, with its name.
+    let bad = root.path().join("bad.toml");
+    std::fs::write(&bad, "colour = \"blue\"\n").expect("writes");
+    let refused =
+        std::process::Command::new(env!("CARGO_BIN_EXE_orchd")).arg("--config").arg(&bad).output().expect("runs");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("unknown field `colour`"), "{refused:?}");
     let (nodes, web) = (format!("{}/nodes.yaml", examples()), format!("{}/web.yaml", examples()));
 
     let applied = ok(&server, &["apply", "-f", &nodes, "-f", &web]);
@@ -60,6 +71,16 @@ fn orchctl_applies_gets_scales_and_deletes_on_one_node() {
     assert_eq!(ok(&server, &["cordon", "node-a"]), "node/node-a cordoned\n");
     assert!(ok(&server, &["get", "nodes"]).contains("SchedulingDisabled"));
     assert_eq!(ok(&server, &["uncordon", "node-a"]), "node/node-a uncordoned\n");
+    // drain: cordon, then delete the pods bound to the node.
+    let bound = "apiVersion: v1\nkind: Pod\nmetadata: {name: bound, namespace: shop}\n\
+                 spec: {nodeName: node-a, containers: [{name: c, image: busybox}]}\n";
+    let out = orchctl(&server, &["create", "-f", "-"], Some(bound));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "pod/bound created\n");
+    let again = orchctl(&server, &["create", "-f", "-"], Some(bound));
+    assert!(String::from_utf8_lossy(&again.stderr).starts_with("Error from server (AlreadyExists)"));
+    let drained = ok(&server, &["drain", "node-a", "--grace-period", "0"]);
+    assert_eq!(drained, "node/node-a cordoned\nevicting pod shop/bound\nnode/node-a drained\n");
+    assert_eq!(ok(&server, &["get", "pods", "-n", "shop"]), "No resources found in shop namespace.\n");
 
     // Rollout history and undo read the Deployment's ReplicaSets (made by hand here: the
     // deployment controller comes later).
@@ -225,6 +246,40 @@ async fn bad_input_is_refused_whole_and_named() {
     malformed_create(&server).await;
     let status = client.status().await.expect("still serving");
     assert_eq!(status.id, 1);
+
+    // The API's other errors, each with its code.
+    let pod = orch_core::parse_manifests(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: busybox}]}\n",
+    )
+    .expect("parses")
+    .remove(0);
+    let created = client.create(&pod).await.expect("creates");
+    assert!(matches!(client.create(&pod).await, Err(Error::AlreadyExists(_))));
+    let mut stale = client.get(&pod.key()).await.expect("reads");
+    stale.meta_mut().resource_version = Some(orch_core::Revision(created.revision - 1));
+    stale.meta_mut().labels.insert("changed", "yes");
+    let conflict = client.update(&stale).await.expect_err("stale");
+    assert!(matches!(&conflict, Error::Conflict(m) if m.contains("has been modified")), "{conflict:?}");
+    let unknown_node = client.bind("default", "p", "node-x").await.expect_err("no such node");
+    assert!(matches!(&unknown_node, Error::NotFound(m) if m == "nodes \"node-x\" not found"), "{unknown_node:?}");
+    let node = orch_core::parse_manifests("apiVersion: v1\nkind: Node\nmetadata: {name: node-x}\n").expect("parses");
+    client.apply(&node).await.expect("adds the node");
+    client.bind("default", "p", "node-x").await.expect("binds");
+    let bound = client.get(&pod.key()).await.expect("reads");
+    assert_eq!(bound.as_pod().and_then(|p| p.spec.node_name.as_deref().map(str::to_owned)), Some("node-x".to_owned()));
+    let (pods, _) = client.list(Kind::Pod, Some("default"), "", Some("node-x")).await.expect("lists by node");
+    assert_eq!(pods.len(), 1);
+    let mut with_status = bound.clone();
+    if let orch_core::Object::Pod(p) = &mut with_status {
+        std::sync::Arc::make_mut(p).status.message = Some("from the node agent".into());
+    }
+    client.update_status(&with_status).await.expect("updates the status");
+    let json = client.get(&pod.key()).await.expect("reads").to_manifest();
+    assert_eq!(json["status"]["message"], "from the node agent");
+    assert!(matches!(
+        client.delete(&ObjectKey::new(Kind::Pod, "default", "nope"), None).await,
+        Err(Error::NotFound(_))
+    ));
 
     // A watch sees a change made after it started.
     let (_, revision) = client.list(Kind::Namespace, None, "", None).await.expect("lists");
