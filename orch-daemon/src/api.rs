@@ -286,11 +286,9 @@ impl pb::orch_server::Orch for ApiService {
                 .enumerate()
                 .map(|(i, o)| object_from_pb(Some(o), &format!("objects[{i}]")))
                 .collect::<Result<Vec<_>, _>>()?;
-            let command = if objects.len() == 1 {
-                objects.into_iter().map(Command::Apply).next().unwrap_or(Command::Batch(Vec::new()))
-            } else {
-                Command::Batch(objects.into_iter().map(Command::Apply).collect())
-            };
+            let mut commands: Vec<Command> = objects.into_iter().map(Command::Apply).collect();
+            // One object needs no batch; several are written all or none.
+            let command = if commands.len() == 1 { commands.swap_remove(0) } else { Command::Batch(commands) };
             self.write(r.id.as_ref(), command).await
         })
         .await

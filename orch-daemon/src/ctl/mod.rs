@@ -613,9 +613,8 @@ async fn delete(client: &Client, d: DeleteArgs, ns: &str, out: &mut dyn Write) -
             .collect()
     };
     for key in keys {
-        let result = client.delete(&key, d.grace_period).await?;
+        client.delete(&key, d.grace_period).await?;
         writeln!(out, "{}/{} deleted", type_name(key.kind), key.name)?;
-        let _ = result;
     }
     Ok(())
 }
