@@ -57,7 +57,9 @@ impl Loops {
     }
 }
 
-fn now_ms() -> i64 {
+/// Milliseconds since the epoch, read from the system clock (the daemon shell reads it; the
+/// core takes it as an argument).
+pub(crate) fn now_ms() -> i64 {
     let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
 }

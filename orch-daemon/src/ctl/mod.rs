@@ -12,6 +12,7 @@ use orch_api::{Client, Error as ApiError, WatchItem};
 use orch_core::{Kind, Object, ObjectKey, parse_manifests};
 
 use self::table::{Output, headers, render, row, type_name};
+use crate::loops::now_ms;
 
 /// The most manifest files one `-f DIR` reads.
 pub const MANIFEST_FILES_MAX: usize = 1000;
@@ -252,11 +253,6 @@ pub enum SnapshotCmd {
         #[arg(long, default_value = "1=127.0.0.1:7101/127.0.0.1:7100")]
         initial_members: String,
     },
-}
-
-fn now_ms() -> i64 {
-    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn kind_of(text: &str) -> Result<Kind, CtlError> {
