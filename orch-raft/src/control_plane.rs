@@ -813,6 +813,12 @@ impl ControlPlane {
         }
     }
 
+    /// How long each site held the state machine's lock: what apply, reads and watches may have
+    /// had to wait for.
+    pub fn lock_holds(&self) -> &crate::LockHolds {
+        self.inner.sm.lock_holds()
+    }
+
     /// The group commit counters of this node's log (appends and syncs so far).
     pub fn log_sync_stats(&self) -> Arc<SyncStats> {
         Arc::clone(&self.inner.sync_stats)

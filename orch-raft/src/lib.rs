@@ -78,7 +78,7 @@ use openraft::network::{NetSnapshot, RaftNetworkFactory};
 use openraft::storage::RaftLogStorage;
 
 pub use control_plane::ControlPlane;
-pub use state_machine::{ApplyHook, StateMachineStore};
+pub use state_machine::{ApplyHook, LockHolds, LockSite, StateMachineStore};
 pub use types::{Member, Response, Runtime, TypeConfig, with_seed};
 
 /// A Raft node of orch.

@@ -13,7 +13,9 @@
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use futures_util::{Stream, StreamExt};
 use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
@@ -47,10 +49,127 @@ struct Inner {
     hook: Option<ApplyHook>,
 }
 
+/// Who held the state machine's lock, for [`LockHolds`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockSite {
+    /// Applying one log entry.
+    Apply,
+    /// A read of the state ([`StateMachineStore::read`]).
+    Read,
+    /// A watch subscribing to the feed.
+    Subscribe,
+    /// Building a snapshot.
+    BuildSnapshot,
+    /// Installing a snapshot received from the leader.
+    InstallSnapshot,
+    /// Handing the current snapshot to openraft (to send it to a follower).
+    CurrentSnapshot,
+    /// Anything else (metadata, hooks).
+    Other,
+}
+
+impl LockSite {
+    /// Every site, in the order [`LockHolds::report`] lists them.
+    pub const ALL: [LockSite; 7] = [
+        LockSite::Apply,
+        LockSite::Read,
+        LockSite::Subscribe,
+        LockSite::BuildSnapshot,
+        LockSite::InstallSnapshot,
+        LockSite::CurrentSnapshot,
+        LockSite::Other,
+    ];
+
+    /// Its name in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockSite::Apply => "apply",
+            LockSite::Read => "read",
+            LockSite::Subscribe => "subscribe",
+            LockSite::BuildSnapshot => "build_snapshot",
+            LockSite::InstallSnapshot => "install_snapshot",
+            LockSite::CurrentSnapshot => "current_snapshot",
+            LockSite::Other => "other",
+        }
+    }
+}
+
+/// The longest time each site held the state machine's lock, and how often it took it: what
+/// apply, reads and watches may have to wait for. Measured, never used for decisions.
+#[derive(Debug, Default)]
+pub struct LockHolds {
+    longest_ns: [AtomicU64; LockSite::ALL.len()],
+    count: [AtomicU64; LockSite::ALL.len()],
+}
+
+impl LockHolds {
+    fn record(&self, site: LockSite, held: Duration) {
+        let i = site as usize;
+        self.longest_ns[i].fetch_max(u64::try_from(held.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.count[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (site, longest hold, number of holds) for every site, since the last reset.
+    pub fn report(&self) -> Vec<(LockSite, Duration, u64)> {
+        LockSite::ALL
+            .iter()
+            .map(|&site| {
+                let i = site as usize;
+                (
+                    site,
+                    Duration::from_nanos(self.longest_ns[i].load(Ordering::Relaxed)),
+                    self.count[i].load(Ordering::Relaxed),
+                )
+            })
+            .collect()
+    }
+
+    /// The longest hold of any site.
+    pub fn longest(&self) -> Duration {
+        self.report().into_iter().map(|(_, d, _)| d).max().unwrap_or_default()
+    }
+
+    /// Starts counting afresh.
+    pub fn reset(&self) {
+        for (longest, count) in self.longest_ns.iter().zip(&self.count) {
+            longest.store(0, Ordering::Relaxed);
+            count.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The state machine's lock, held by one site; the hold is recorded when it is released.
+struct Held<'a, T> {
+    guard: MutexGuard<'a, T>,
+    site: LockSite,
+    since: Instant,
+    holds: &'a LockHolds,
+}
+
+impl<T> std::ops::Deref for Held<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.guard
+    }
+}
+
+impl<T> std::ops::DerefMut for Held<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.guard
+    }
+}
+
+impl<T> Drop for Held<'_, T> {
+    fn drop(&mut self) {
+        self.holds.record(self.site, self.since.elapsed());
+    }
+}
+
 /// openraft's state machine over orch-core's [`State`]. Clones share the state.
 #[derive(Clone, Default)]
 pub struct StateMachineStore {
     inner: Arc<Mutex<Inner>>,
+    holds: Arc<LockHolds>,
     /// Where snapshots are kept; None keeps them in memory only (tests, simulation).
     dir: Option<Arc<PathBuf>>,
 }
@@ -139,32 +258,43 @@ impl StateMachineStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        Ok(Self { inner: Arc::new(Mutex::new(inner)), dir: Some(Arc::new(dir.to_path_buf())) })
+        Ok(Self { inner: Arc::new(Mutex::new(inner)), holds: Arc::default(), dir: Some(Arc::new(dir.to_path_buf())) })
+    }
+
+    /// Takes the state machine's lock for `site`.
+    fn hold(&self, site: LockSite) -> Held<'_, Inner> {
+        let guard = lock(&self.inner);
+        Held { guard, site, since: Instant::now(), holds: &self.holds }
+    }
+
+    /// How long each site held the state machine's lock.
+    pub fn lock_holds(&self) -> &LockHolds {
+        &self.holds
     }
 
     /// Runs `f` on the current cluster state.
     pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
-        f(&lock(&self.inner).state)
+        f(&self.hold(LockSite::Read).state)
     }
 
     /// The index of the last applied log entry (0 before any).
     pub fn applied_index(&self) -> u64 {
-        lock(&self.inner).last_applied.map_or(0, |id| id.index)
+        self.hold(LockSite::Other).last_applied.map_or(0, |id| id.index)
     }
 
     /// The oldest revision a watch may start from on this replica.
     pub fn watch_horizon(&self) -> u64 {
-        lock(&self.inner).feed.horizon()
+        self.hold(LockSite::Other).feed.horizon()
     }
 
     /// Calls `hook` with every application entry from now on, before it is applied.
     pub fn set_apply_hook(&self, hook: ApplyHook) {
-        lock(&self.inner).hook = Some(hook);
+        self.hold(LockSite::Other).hook = Some(hook);
     }
 
     /// Subscribes to the committed events after revision `from`.
     pub(crate) fn subscribe(&self, from: u64) -> Result<Subscription, Expired> {
-        lock(&self.inner).feed.subscribe(from)
+        self.hold(LockSite::Subscribe).feed.subscribe(from)
     }
 
     /// Persists a snapshot (when this store has a directory), off the async runtime's threads.
@@ -187,12 +317,12 @@ impl RaftSnapshotBuilder<C> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, Vec<u8>>, io::Error> {
         // A consistent view: taken under the lock that `apply` holds for each entry.
         let (meta, data) = {
-            let inner = lock(&self.inner);
+            let inner = self.hold(LockSite::BuildSnapshot);
             let meta = SnapshotMeta { last_log_id: inner.last_applied, last_membership: inner.membership.clone() };
             (meta, inner.state.to_snapshot())
         };
         self.persist(&meta, &data).await?;
-        lock(&self.inner).snapshot = Some((meta.clone(), data.clone()));
+        self.hold(LockSite::BuildSnapshot).snapshot = Some((meta.clone(), data.clone()));
         Ok(Snapshot { meta, snapshot: data })
     }
 }
@@ -202,7 +332,7 @@ impl RaftStateMachine<C> for StateMachineStore {
     type SnapshotBuilder = Self;
 
     async fn applied_state(&mut self) -> Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>), io::Error> {
-        let inner = lock(&self.inner);
+        let inner = self.hold(LockSite::Other);
         Ok((inner.last_applied, inner.membership.clone()))
     }
 
@@ -213,7 +343,7 @@ impl RaftStateMachine<C> for StateMachineStore {
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
             let response = {
-                let mut inner = lock(&self.inner);
+                let mut inner = self.hold(LockSite::Apply);
                 let log_id = entry.log_id();
                 let response = match entry.payload {
                     EntryPayload::Blank => {
@@ -254,7 +384,7 @@ impl RaftStateMachine<C> for StateMachineStore {
         let state = State::from_snapshot(&snapshot).map_err(invalid_snapshot)?;
         // On disk first: once installed, openraft may purge the log this snapshot replaces.
         self.persist(meta, &snapshot).await?;
-        let mut inner = lock(&self.inner);
+        let mut inner = self.hold(LockSite::InstallSnapshot);
         inner.state = state;
         inner.feed.reset(meta.last_log_id.map_or(0, |id| id.index));
         inner.last_applied = meta.last_log_id;
@@ -264,7 +394,7 @@ impl RaftStateMachine<C> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, Vec<u8>>>, io::Error> {
-        let inner = lock(&self.inner);
+        let inner = self.hold(LockSite::CurrentSnapshot);
         Ok(inner.snapshot.as_ref().map(|(meta, data)| Snapshot { meta: meta.clone(), snapshot: data.clone() }))
     }
 }
