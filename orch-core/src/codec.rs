@@ -78,6 +78,17 @@ pub fn encode<T: Encode>(value: &T) -> Vec<u8> {
     out
 }
 
+/// The number of bytes [`encode`] writes for `value`, without the version tag; computed without
+/// writing them.
+pub fn encoded_len<T: Encode>(value: &T) -> usize {
+    let mut size = bincode::enc::write::SizeWriter::default();
+    // Counting cannot fail, and the model types encode infallibly.
+    match bincode::encode_into_writer(value, &mut size, config()) {
+        Ok(()) => size.bytes_written,
+        Err(e) => unreachable!("encoding into a size counter failed: {e}"),
+    }
+}
+
 /// Decodes a value written by [`encode`], refusing inputs over `max` bytes.
 pub fn decode<T: Decode<()>>(bytes: &[u8], max: usize) -> Result<T, CodecError> {
     if bytes.len() > max {

@@ -3,8 +3,13 @@
 //! A proposer may retry a request whose first attempt committed (the reply was lost, the
 //! leader changed). The table returns the first outcome instead of applying it twice.
 //! It is part of the replicated state and of snapshots, so every replica agrees.
+//!
+//! The table is made of persistent maps ([`imbl::OrdMap`]): a copy of the state shares them, so
+//! that readers can hold a copy while entries go on being applied.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+
+use imbl::{OrdMap, OrdSet};
 
 use bincode::de::Decoder;
 use bincode::enc::Encoder;
@@ -32,20 +37,52 @@ pub(crate) enum Seen<'a> {
     Stale,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Session {
     last_seen_ms: i64,
     /// Every serial at or below this has been forgotten.
     floor: u64,
-    outcomes: BTreeMap<u64, Outcome>,
+    outcomes: OrdMap<u64, Outcome>,
+}
+
+// Encoded as the `BTreeMap` it replaced: the same bytes.
+impl Encode for Session {
+    fn encode<E: Encoder>(&self, encoder: &mut E) -> Result<(), EncodeError> {
+        self.last_seen_ms.encode(encoder)?;
+        self.floor.encode(encoder)?;
+        encode_map(&self.outcomes, encoder)
+    }
+}
+
+impl<Context> Decode<Context> for Session {
+    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        let last_seen_ms = Decode::decode(decoder)?;
+        let floor = Decode::decode(decoder)?;
+        let outcomes: BTreeMap<u64, Outcome> = Decode::decode(decoder)?;
+        Ok(Self { last_seen_ms, floor, outcomes: outcomes.into_iter().collect() })
+    }
+}
+bincode::impl_borrow_decode!(Session);
+
+/// A map as bincode encodes a `BTreeMap`: the length, then the pairs in key order.
+fn encode_map<K: Encode + Ord + Clone, V: Encode + Clone, E: Encoder>(
+    map: &OrdMap<K, V>,
+    encoder: &mut E,
+) -> Result<(), EncodeError> {
+    (map.len() as u64).encode(encoder)?;
+    for (k, v) in map {
+        k.encode(encoder)?;
+        v.encode(encoder)?;
+    }
+    Ok(())
 }
 
 /// Per-client recent outcomes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Sessions {
-    by_client: BTreeMap<ClientId, Session>,
+    by_client: OrdMap<ClientId, Session>,
     /// (last seen, client): derived from `by_client`, for expiry in time order.
-    by_last_seen: BTreeSet<(i64, ClientId)>,
+    by_last_seen: OrdSet<(i64, ClientId)>,
 }
 
 impl Sessions {
@@ -75,9 +112,9 @@ impl Sessions {
         }
         session.outcomes.insert(serial, outcome.clone());
         while session.outcomes.len() > SESSION_OUTCOMES_MAX {
-            if let Some((evicted, _)) = session.outcomes.pop_first() {
-                session.floor = session.floor.max(evicted);
-            }
+            let Some(&evicted) = session.outcomes.get_min().map(|(serial, _)| serial) else { break };
+            session.outcomes.remove(&evicted);
+            session.floor = session.floor.max(evicted);
         }
         while self.by_client.len() > SESSIONS_MAX {
             self.forget_oldest();
@@ -86,7 +123,7 @@ impl Sessions {
 
     /// Forgets clients idle for longer than [`SESSION_IDLE_MS_MAX`].
     pub(crate) fn expire(&mut self, now_ms: i64) {
-        while let Some(&(seen, _)) = self.by_last_seen.first() {
+        while let Some(&(seen, _)) = self.by_last_seen.get_min() {
             if seen >= now_ms.saturating_sub(SESSION_IDLE_MS_MAX) {
                 break;
             }
@@ -95,7 +132,7 @@ impl Sessions {
     }
 
     fn forget_oldest(&mut self) {
-        if let Some((_, client)) = self.by_last_seen.pop_first() {
+        if let Some((_, client)) = self.by_last_seen.remove_min() {
             self.by_client.remove(&client);
         }
     }
@@ -115,7 +152,7 @@ impl Sessions {
         if self.by_client.len() > SESSIONS_MAX {
             return Err("more sessions than SESSIONS_MAX");
         }
-        let derived: BTreeSet<_> = self.by_client.iter().map(|(c, s)| (s.last_seen_ms, *c)).collect();
+        let derived: OrdSet<_> = self.by_client.iter().map(|(c, s)| (s.last_seen_ms, *c)).collect();
         if derived != self.by_last_seen {
             return Err("session time index disagrees with the sessions");
         }
@@ -128,7 +165,7 @@ impl Sessions {
 
 impl Encode for Sessions {
     fn encode<E: Encoder>(&self, encoder: &mut E) -> Result<(), EncodeError> {
-        self.by_client.encode(encoder)
+        encode_map(&self.by_client, encoder)
     }
 }
 
@@ -136,9 +173,39 @@ impl<Context> Decode<Context> for Sessions {
     fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
         let by_client: BTreeMap<ClientId, Session> = Decode::decode(decoder)?;
         let by_last_seen = by_client.iter().map(|(c, s)| (s.last_seen_ms, *c)).collect();
+        let by_client = by_client.into_iter().collect();
         let sessions = Self { by_client, by_last_seen };
         sessions.check_invariants().map_err(DecodeError::Other)?;
         Ok(sessions)
     }
 }
 bincode::impl_borrow_decode!(Sessions);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{ApplyError, Success};
+    use crate::ids::Revision;
+
+    #[test]
+    fn the_table_encodes_as_the_btree_maps_it_replaced() {
+        let mut sessions = Sessions::default();
+        let ok: Outcome = Ok(Success { revision: Revision(3), changes: Vec::new() });
+        let stale: Outcome = Err(ApplyError::StaleRequest { client: ClientId(9), serial: 1 });
+        sessions.record(ClientId(9), 2, &ok, 1_000);
+        sessions.record(ClientId(9), 5, &stale, 1_500);
+        sessions.record(ClientId(4), 1, &ok, 2_000);
+        // The same content as the maps and struct the snapshot format was defined with.
+        let mut nine = BTreeMap::new();
+        nine.insert(2u64, ok.clone());
+        nine.insert(5u64, stale);
+        let mut four = BTreeMap::new();
+        four.insert(1u64, ok);
+        let mut before: BTreeMap<ClientId, (i64, u64, BTreeMap<u64, Outcome>)> = BTreeMap::new();
+        before.insert(ClientId(9), (1_500, 0, nine));
+        before.insert(ClientId(4), (2_000, 0, four));
+        assert_eq!(crate::codec::encode(&sessions), crate::codec::encode(&before), "snapshots keep their bytes");
+        let decoded: Sessions = crate::codec::decode(&crate::codec::encode(&sessions), 1 << 20).expect("decodes");
+        assert_eq!(decoded, sessions);
+    }
+}

@@ -4,8 +4,6 @@
 //! Layout: `ORCHSNAP` magic, format version (u8), payload length (u64 LE), BLAKE3 digest of
 //! the payload (32 bytes), payload (bincode). Equal states give equal bytes.
 
-use std::collections::BTreeMap;
-
 use bincode::de::Decoder;
 use bincode::enc::Encoder;
 use bincode::error::{DecodeError, EncodeError};
@@ -15,7 +13,7 @@ use crate::codec::{FORMAT_VERSION, config, decode_from_slice_bounded};
 use crate::ids::Revision;
 use crate::object::{Object, ObjectKey};
 use crate::sessions::Sessions;
-use crate::state::State;
+use crate::state::{Objects as ObjectMap, State};
 
 const MAGIC: &[u8; 8] = b"ORCHSNAP";
 const HEADER_BYTES: usize = 8 + 1 + 8 + 32;
@@ -56,7 +54,7 @@ pub enum SnapshotError {
 }
 
 /// The objects of a state, encoded as a length and the objects in key order.
-struct Objects<'a>(&'a BTreeMap<ObjectKey, Object>);
+struct Objects<'a>(&'a ObjectMap);
 
 impl Encode for Objects<'_> {
     fn encode<E: Encoder>(&self, encoder: &mut E) -> Result<(), EncodeError> {
@@ -179,8 +177,14 @@ impl State {
             }
             pairs.push((key, obj));
         }
-        // Sorted input: the map is built bottom-up without searching.
-        let objects = BTreeMap::from_iter(pairs);
+        // The input is sorted. Inserting it in order would split every leaf of the B+tree in
+        // half and leave it half empty; every other object first, then the rest in between,
+        // fills the leaves (about 90 bytes less per object).
+        let (evens, odds): (Vec<_>, Vec<_>) = pairs.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+        let mut objects = ObjectMap::new();
+        for (_, (key, obj)) in evens.into_iter().chain(odds) {
+            objects.insert(key, obj);
+        }
         let state = State {
             objects,
             applied: body.applied,

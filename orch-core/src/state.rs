@@ -15,7 +15,6 @@
 //!   (the node agent's, once the pod stopped) arrives. Unbound and finished pods go at once.
 //!   A namespace with content is marked Terminating and goes when its last object goes.
 
-use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -37,10 +36,18 @@ use crate::watch::{EventType, WatchEvent};
 /// How many names `generateName` tries before giving up.
 const GENERATE_NAME_ATTEMPTS_MAX: u32 = 8;
 
+/// The objects of the state by key: a persistent B+tree, so that a copy of the state costs a
+/// few reference counts and shares every node until one side changes it.
+pub(crate) type Objects = imbl::OrdMap<ObjectKey, Object>;
+
 /// The replicated cluster state.
+///
+/// Cloning is cheap (the object map and the deduplication table are persistent maps whose
+/// nodes a copy shares): a reader takes a copy and works on it while entries go on being
+/// applied to the original, which copies only the nodes it changes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
-    pub(crate) objects: BTreeMap<ObjectKey, Object>,
+    pub(crate) objects: Objects,
     pub(crate) applied: Revision,
     pub(crate) clock_ms: i64,
     pub(crate) bootstrapped: bool,
@@ -657,4 +664,37 @@ impl State {
 
 fn scheduled_condition(now: Time) -> PodCondition {
     PodCondition::new("PodScheduled", ConditionStatus::True, now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::Request;
+    use crate::ids::ClientId;
+
+    fn create_namespace(state: &mut State, name: &str) {
+        let ns =
+            crate::manifest::parse_manifests(&format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}}}"))
+                .expect("valid")
+                .remove(0);
+        let serial = state.applied_index() + 1;
+        let request = Request { client: ClientId(1), serial, command: Command::Create(ns) };
+        let out = state.apply(serial, Entry { timestamp_ms: 1_000, requests: vec![request] });
+        assert!(out.outcomes.iter().all(Result::is_ok), "{:?}", out.outcomes);
+    }
+
+    #[test]
+    fn a_copy_shares_the_maps_until_the_original_changes() {
+        let mut state = State::new();
+        create_namespace(&mut state, "a");
+        let copy = state.clone();
+        assert!(copy.objects.ptr_eq(&state.objects), "a copy shares the object map");
+        let digest = copy.digest();
+        create_namespace(&mut state, "b");
+        assert!(!copy.objects.ptr_eq(&state.objects));
+        assert_eq!(copy.digest(), digest, "the copy keeps the state it was taken at");
+        assert_eq!((copy.len(), state.len()), (2, 3));
+        copy.check_invariants().expect("the copy is whole");
+        state.check_invariants().expect("the original is whole");
+    }
 }
