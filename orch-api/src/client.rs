@@ -16,15 +16,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
-use orch_core::{Change, ClientId, Kind, Object, ObjectKey, Revision, WatchEvent};
+use orch_core::{Change, ClientId, Kind, Object, ObjectKey, Revision};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::convert::{
-    action_from_str, event_type_from_pb, key_from_pb, key_to_pb, object_from_pb, object_to_pb, write_id,
-};
+use crate::convert::{action_from_str, key_from_pb, key_to_pb, object_from_pb, object_to_pb, write_id};
 use crate::pb::orch_client::OrchClient;
 use crate::pb::{self, Consistency};
 use crate::status::Error;
+use crate::watch::{Assembler, WatchItem};
 use crate::{REQUEST_BYTES_MAX, RESPONSE_BYTES_MAX};
 
 /// The most addresses a client keeps (the given ones plus leaders it was pointed at).
@@ -35,10 +34,17 @@ pub const CLIENT_ENDPOINTS_MAX: usize = 64;
 pub struct ClientOptions {
     /// How long connecting to one server may take.
     pub connect_timeout: Duration,
-    /// How long one attempt of a call may take.
+    /// How long one attempt of a call may take (for a watch: until the stream is open).
     pub request_timeout: Duration,
-    /// How long a call keeps retrying while no server can serve it (an election, a restart).
+    /// How long a call keeps retrying while no server can serve it (an election, a restart);
+    /// for a watch, how long it keeps resuming without delivering anything.
     pub retry_for: Duration,
+    /// How often an HTTP/2 ping checks the connection, so that a server that vanished
+    /// (a watch with nothing to say would otherwise wait forever) is noticed.
+    pub keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is dropped and its calls fail
+    /// (a watch then resumes on another server).
+    pub keepalive_timeout: Duration,
 }
 
 impl Default for ClientOptions {
@@ -47,6 +53,8 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(15),
             retry_for: Duration::from_secs(30),
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -58,15 +66,6 @@ pub struct WriteResult {
     pub revision: u64,
     /// The change to each object, in order.
     pub changes: Vec<Change>,
-}
-
-/// One item of a watch stream.
-#[derive(Clone, Debug, PartialEq)]
-pub enum WatchItem {
-    /// A committed change matching the filter.
-    Event(WatchEvent),
-    /// Nothing matching happened up to this revision.
-    Progress(u64),
 }
 
 /// A watch: events in revision order; it resumes on another server after a failure.
@@ -187,7 +186,10 @@ impl Client {
                 let endpoint = Endpoint::from_shared(format!("http://{addr}"))
                     .map_err(|err| Error::Invalid(format!("servers: Invalid value: {addr:?}: {err}")))?
                     .connect_timeout(self.inner.options.connect_timeout)
-                    .tcp_nodelay(true);
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(self.inner.options.keepalive_interval)
+                    .keep_alive_timeout(self.inner.options.keepalive_timeout)
+                    .keep_alive_while_idle(true);
                 let channel = endpoint.connect_lazy();
                 e.channels.insert(addr.clone(), channel.clone());
                 channel
@@ -381,11 +383,12 @@ impl Client {
         )
     }
 
-    /// Reads one object (linearizable).
+    /// Reads one object (linearizable), with the revision of the state it was read from
+    /// (watch from it to follow the object).
     ///
     /// # Errors
     /// [`Error::NotFound`], or the cluster is unavailable.
-    pub async fn get(&self, key: &ObjectKey) -> Result<Object, Error> {
+    pub async fn get(&self, key: &ObjectKey) -> Result<(Object, u64), Error> {
         let request = pb::GetRequest { key: Some(key_to_pb(key)), consistency: Consistency::Linearizable.into() };
         let response = self
             .call(|mut c| {
@@ -393,7 +396,8 @@ impl Client {
                 async move { c.get(r).await }
             })
             .await?;
-        object_from_pb(response.object.as_ref(), "object").map_err(broken)
+        let object = object_from_pb(response.object.as_ref(), "object").map_err(broken)?;
+        Ok((object, response.revision))
     }
 
     /// Lists the objects of `kind` in `namespace` (all namespaces for `None`) whose labels
@@ -538,9 +542,19 @@ impl Client {
     }
 
     /// Watches the committed events after `from_revision` (0: from now) that match the
-    /// filter (empty strings do not filter). When the server fails, the stream resumes on
-    /// another from the last revision it delivered; it ends with [`Error::Expired`] when that
-    /// revision is no longer kept (list again, then watch from the list's revision).
+    /// filter (empty strings do not filter), a revision at a time: each
+    /// [`WatchItem::Events`] holds all the matching events of one revision. After the backlog
+    /// (the kept events after `from_revision`) comes progress, so for a watch from now the
+    /// first item is progress naming the revision it starts at; then progress comes at least
+    /// every progress interval of the server (1 s by default).
+    ///
+    /// When the stream breaks (the server died, stopped answering pings, shut down, or is at
+    /// its limit of watches) the watch resumes on another server after the last revision it
+    /// delivered, so no event is lost or repeated; it gives up after
+    /// [`ClientOptions::retry_for`] without delivering anything. A watch from now that breaks
+    /// before its first item starts afresh from now on the next server: it had delivered
+    /// nothing, so nothing is skipped from what it reported. It ends with [`Error::Expired`]
+    /// when its revision is no longer kept (list again, then watch from the list's revision).
     pub fn watch(
         &self,
         from_revision: u64,
@@ -556,19 +570,61 @@ impl Client {
             label_selector: label_selector.to_owned(),
             node_name: node_name.to_owned(),
         };
-        let state = WatchState { client: self.clone(), request, stream: None, done: false };
+        let state = WatchState {
+            client: self.clone(),
+            request,
+            stream: None,
+            assembler: Assembler::new(from_revision),
+            failing_since: None,
+            backoff: WATCH_BACKOFF_MIN,
+            done: false,
+        };
         Box::pin(futures_util::stream::unfold(state, WatchState::next))
     }
 }
+
+/// The first pause before a watch resumes after a failure; it doubles up to a second.
+const WATCH_BACKOFF_MIN: Duration = Duration::from_millis(20);
 
 struct WatchState {
     client: Client,
     request: pb::WatchRequest,
     stream: Option<tonic::Streaming<pb::WatchResponse>>,
+    assembler: Assembler,
+    /// Since when the watch has been failing without delivering anything.
+    failing_since: Option<tokio::time::Instant>,
+    backoff: Duration,
     done: bool,
 }
 
+/// Whether a watch that failed with `e` may resume on another server.
+fn resumable(e: &Error) -> bool {
+    matches!(e, Error::Unavailable { .. } | Error::Timeout(_) | Error::ResourceExhausted(_)) || transport_failure(e)
+}
+
 impl WatchState {
+    fn end(mut self, e: Error) -> Option<(Result<WatchItem, Error>, Self)> {
+        self.done = true;
+        Some((Err(e), self))
+    }
+
+    /// After a failure: drop the stream (and any revision still in fragments), move to the
+    /// next server, and wait a little; false once the watch has failed for too long.
+    async fn resume(&mut self) -> bool {
+        self.assembler.broken();
+        self.stream = None;
+        let addr = self.client.current_server();
+        self.client.move_on(&addr, None);
+        let now = tokio::time::Instant::now();
+        let since = *self.failing_since.get_or_insert(now);
+        if now.duration_since(since) >= self.client.inner.options.retry_for {
+            return false;
+        }
+        tokio::time::sleep(self.backoff).await;
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(1));
+        true
+    }
+
     async fn next(mut self) -> Option<(Result<WatchItem, Error>, Self)> {
         if self.done {
             return None;
@@ -577,75 +633,51 @@ impl WatchState {
             let stream = match &mut self.stream {
                 Some(s) => s,
                 None => {
+                    self.request.from_revision = self.assembler.resume_from();
                     let request = self.request.clone();
-                    match self
+                    let opened = self
                         .client
                         .call(|mut c| {
                             let r = request.clone();
                             async move { c.watch(r).await }
                         })
-                        .await
-                    {
+                        .await;
+                    match opened {
                         Ok(s) => self.stream.insert(s),
-                        Err(e) => {
-                            self.done = true;
-                            return Some((Err(e), self));
+                        Err(e) if resumable(&e) => {
+                            if !self.resume().await {
+                                return self.end(e);
+                            }
+                            continue;
                         }
+                        Err(e) => return self.end(e),
                     }
                 }
             };
-            match stream.next().await {
-                Some(Ok(response)) => match watch_item(response) {
-                    Ok(item) => {
-                        let revision = match &item {
-                            WatchItem::Event(e) => e.revision.0,
-                            WatchItem::Progress(r) => *r,
-                        };
-                        self.request.from_revision = self.request.from_revision.max(revision);
+            let failure = match stream.next().await {
+                Some(Ok(response)) => match self.assembler.push(response) {
+                    Ok(Some(item)) => {
+                        self.failing_since = None;
+                        self.backoff = WATCH_BACKOFF_MIN;
                         return Some((Ok(item), self));
                     }
-                    Err(e) => {
-                        self.done = true;
-                        return Some((Err(e), self));
-                    }
+                    Ok(None) => continue,
+                    Err(e) => return self.end(e),
                 },
                 Some(Err(status)) => {
                     let e = Error::from(status);
-                    if matches!(e, Error::Unavailable { .. } | Error::Timeout(_)) || transport_failure(&e) {
-                        // Resume on another server from the last revision delivered.
-                        let addr = self.client.current_server();
-                        self.client.move_on(&addr, None);
-                        self.stream = None;
-                        continue;
+                    if !resumable(&e) {
+                        return self.end(e);
                     }
-                    self.done = true;
-                    return Some((Err(e), self));
+                    e
                 }
-                None => {
-                    // The server ended the stream (shutting down): resume elsewhere.
-                    let addr = self.client.current_server();
-                    self.client.move_on(&addr, None);
-                    self.stream = None;
-                }
+                // The server ended the stream (it is shutting down): resume elsewhere.
+                None => Error::unavailable("the server ended the watch stream"),
+            };
+            if !self.resume().await {
+                return self.end(failure);
             }
         }
-    }
-}
-
-fn watch_item(response: pb::WatchResponse) -> Result<WatchItem, Error> {
-    match response.item {
-        Some(pb::watch_response::Item::Progress(r)) => Ok(WatchItem::Progress(r)),
-        Some(pb::watch_response::Item::Event(e)) => {
-            let event_type = pb::EventType::try_from(e.r#type).map_err(|_| broken_msg("event.type"))?;
-            let object = object_from_pb(e.object.as_ref(), "event.object").map_err(broken)?;
-            Ok(WatchItem::Event(WatchEvent {
-                revision: Revision(e.revision),
-                event_type: event_type_from_pb(event_type),
-                object,
-                prev: None,
-            }))
-        }
-        None => Err(broken_msg("watch response: empty")),
     }
 }
 

@@ -5,6 +5,7 @@
 //! - [`convert`]: between the wire messages and orch-core's types. Objects travel in their
 //!   Kubernetes JSON form.
 //! - [`status`]: how rejections become gRPC statuses and back, with the server's message intact.
+//! - [`watch`]: the watch stream's framing: a revision's events travel and arrive together.
 //! - [`Client`]: the client library used by `orchctl` and the node agent. It finds the leader
 //!   among the addresses it is given and retries across leader changes; every write carries
 //!   the client's id and a serial, so a retried write is applied once.
@@ -30,6 +31,7 @@
 pub mod client;
 pub mod convert;
 pub mod status;
+pub mod watch;
 
 /// The generated messages and service stubs of `orch.api.v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
@@ -37,8 +39,9 @@ pub mod pb {
     tonic::include_proto!("orch.api.v1");
 }
 
-pub use client::{Client, ClientOptions, WatchItem, WatchStream};
+pub use client::{Client, ClientOptions, WatchStream};
 pub use status::Error;
+pub use watch::WatchItem;
 
 /// The largest request a server accepts, and the largest message a client sends.
 pub const REQUEST_BYTES_MAX: usize = 4 * 1024 * 1024;

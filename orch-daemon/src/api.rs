@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::{Stream, StreamExt};
-use orch_api::convert::{
-    change_to_pb, event_type_to_pb, filter_from_parts, key_from_pb, object_from_pb, object_to_pb, write_id_from_pb,
-};
+use orch_api::convert::{change_to_pb, filter_from_parts, key_from_pb, object_from_pb, object_to_pb, write_id_from_pb};
 use orch_api::{Error, LIST_OBJECTS_MAX, pb};
 use orch_core::apps_v1::{Deployment, ReplicaSet};
 use orch_core::{Command, Kind, Object, ObjectKey, Preconditions, Request, State, Success, WatchFilter};
@@ -44,7 +42,11 @@ pub fn cp_error(e: CpError) -> Error {
             Error::Unavailable { message: e.to_string(), leader: api_address.clone() }
         }
         CpError::Expired(_) => Error::Expired(e.to_string()),
-        CpError::FellBehind { .. } => Error::ResourceExhausted(e.to_string()),
+        // A gap is a broken invariant: logged loudly; the client's way out is to relist.
+        CpError::Gap { .. } => {
+            tracing::error!(error = %e, "a watch stream found a gap in the feed; it ends and its client relists");
+            Error::Expired(e.to_string())
+        }
         CpError::Invalid(m) if m.contains("Too many") => Error::ResourceExhausted(m),
         CpError::Invalid(m) => Error::Invalid(m),
         CpError::CatchingUp | CpError::Raft(_) | CpError::Shutdown => Error::unavailable(e.to_string()),
@@ -58,6 +60,7 @@ pub struct ApiService {
     cp: ControlPlane,
     metrics: SharedMetrics,
     watches: Arc<Semaphore>,
+    watch_message_bytes: usize,
 }
 
 type ApiResult<T> = Result<Response<T>, Status>;
@@ -65,7 +68,20 @@ type ApiResult<T> = Result<Response<T>, Status>;
 impl ApiService {
     /// The service over `cp`, counting into `metrics`.
     pub fn new(cp: ControlPlane, metrics: SharedMetrics) -> Self {
-        Self { cp, metrics, watches: Arc::new(Semaphore::new(WATCHES_MAX)) }
+        Self {
+            cp,
+            metrics,
+            watches: Arc::new(Semaphore::new(WATCHES_MAX)),
+            watch_message_bytes: orch_api::watch::WATCH_MESSAGE_BYTES_DEFAULT,
+        }
+    }
+
+    /// How many bytes of events go into one watch response before the rest of the revision
+    /// follows in the next (default [`orch_api::watch::WATCH_MESSAGE_BYTES_DEFAULT`]; at least
+    /// one event per response).
+    pub fn with_watch_message_bytes(mut self, bytes: usize) -> Self {
+        self.watch_message_bytes = bytes.max(1);
+        self
     }
 
     /// The tonic server of this service, with the API's message limits.
@@ -420,30 +436,23 @@ impl pb::orch_server::Orch for ApiService {
             let permit = Arc::clone(&self.watches).try_acquire_owned().map_err(|_| {
                 Error::ResourceExhausted(format!("this node serves at most {WATCHES_MAX} watches; try another"))
             })?;
-            let from = if r.from_revision == 0 {
-                self.read(pb::Consistency::Stale.into(), State::applied_index).await?
-            } else {
-                r.from_revision
-            };
-            let stream = self.cp.watch(from, filter).map_err(cp_error)?;
+            // 0 means "from now" here as in the control plane; the stream's first response
+            // is progress naming the revision it starts at.
+            let stream = self.cp.watch(r.from_revision, filter).map_err(cp_error)?;
             let gauge = self.metrics.watches.clone();
             gauge.inc();
             let guard = WatchGuard { gauge, _permit: permit };
-            let stream = stream.map(move |item| {
+            let message_bytes = self.watch_message_bytes;
+            let stream = stream.flat_map(move |item| {
                 let _held = &guard;
-                match item {
-                    Ok(WatchItem::Event(e)) => Ok(pb::WatchResponse {
-                        item: Some(pb::watch_response::Item::Event(pb::WatchEvent {
-                            r#type: event_type_to_pb(e.event_type).into(),
-                            revision: e.revision.0,
-                            object: Some(object_to_pb(&e.object)),
-                        })),
-                    }),
-                    Ok(WatchItem::Progress { revision }) => {
-                        Ok(pb::WatchResponse { item: Some(pb::watch_response::Item::Progress(revision)) })
+                let responses: Vec<Result<pb::WatchResponse, Status>> = match item {
+                    Ok(WatchItem::Events { revision, events }) => {
+                        orch_api::watch::responses(revision, &events, message_bytes).into_iter().map(Ok).collect()
                     }
-                    Err(e) => Err(Status::from(cp_error(e))),
-                }
+                    Ok(WatchItem::Progress { revision }) => vec![Ok(orch_api::watch::progress(revision))],
+                    Err(e) => vec![Err(Status::from(cp_error(e)))],
+                };
+                futures_util::stream::iter(responses)
             });
             Ok(Box::pin(stream) as Self::WatchStream)
         })
@@ -515,11 +524,11 @@ impl pb::orch_server::Orch for ApiService {
 
     async fn snapshot(&self, _request: GrpcRequest<pb::SnapshotRequest>) -> ApiResult<Self::SnapshotStream> {
         self.timed("Snapshot", async {
-            let (revision, bytes) = self
-                .cp
-                .read(Consistency::Linearizable, |s| (s.applied_index(), s.to_snapshot()))
+            // Encoded from a copy of the state, on a blocking thread: apply goes on meanwhile.
+            let state = self.cp.state(Consistency::Linearizable).await.map_err(cp_error)?;
+            let (revision, bytes) = tokio::task::spawn_blocking(move || (state.applied_index(), state.to_snapshot()))
                 .await
-                .map_err(cp_error)?;
+                .map_err(|e| Error::Internal(format!("encoding the snapshot: {e}")))?;
             let bytes = bytes::Bytes::from(bytes);
             let total = bytes.len() as u64;
             let chunks: Vec<bytes::Bytes> = if bytes.is_empty() {

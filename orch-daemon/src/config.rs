@@ -24,6 +24,11 @@ pub const CONFIG_BYTES_MAX: usize = 1024 * 1024;
 /// The most initial members.
 pub const INITIAL_MEMBERS_MAX: usize = 64;
 
+/// How often a watch gets progress at the least, by default (milliseconds).
+pub const DEFAULT_WATCH_PROGRESS_MS: u64 = 1000;
+/// The API server's HTTP/2 keepalive interval and timeout, by default (milliseconds).
+pub const DEFAULT_KEEPALIVE_MS: u64 = 10_000;
+
 /// A bad setting; the message names the setting and the rule.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -103,6 +108,12 @@ pub struct FileConfig {
     pub snapshot_every_entries: Option<u64>,
     /// A snapshot file (`orchctl snapshot save`) to start a fresh data directory from.
     pub restore: Option<PathBuf>,
+    /// How often every watch gets a progress notification at the least, in milliseconds.
+    pub watch_progress_ms: Option<u64>,
+    /// How often the API server pings a client's connection, in milliseconds.
+    pub keepalive_interval_ms: Option<u64>,
+    /// How long a ping may go unanswered before the connection (and its watches) is dropped.
+    pub keepalive_timeout_ms: Option<u64>,
 }
 
 impl FileConfig {
@@ -136,6 +147,9 @@ impl FileConfig {
             election_timeout_ms: other.election_timeout_ms.or(self.election_timeout_ms),
             snapshot_every_entries: other.snapshot_every_entries.or(self.snapshot_every_entries),
             restore: other.restore.or(self.restore),
+            watch_progress_ms: other.watch_progress_ms.or(self.watch_progress_ms),
+            keepalive_interval_ms: other.keepalive_interval_ms.or(self.keepalive_interval_ms),
+            keepalive_timeout_ms: other.keepalive_timeout_ms.or(self.keepalive_timeout_ms),
         }
     }
 }
@@ -178,6 +192,11 @@ pub struct Config {
     pub snapshot_every_entries: Option<u64>,
     /// A snapshot to start a fresh data directory from.
     pub restore: Option<PathBuf>,
+    /// How often every watch gets a progress notification at the least.
+    pub watch_progress: Duration,
+    /// How often the API server pings a connection, and how long it waits for the answer
+    /// before dropping it: a client that vanished does not hold its watches forever.
+    pub keepalive: (Duration, Duration),
 }
 
 impl Default for Config {
@@ -240,6 +259,15 @@ impl Config {
                 Some((ms(h), (ms(e), ms(e * 2))))
             }
         };
+        let positive = |name: &str, value: Option<u64>, default: u64, min: u64| match value {
+            Some(v) if v < min => Err(ConfigError(format!("{name}: Invalid value: {v}: must be >= {min}"))),
+            v => Ok(Duration::from_millis(v.unwrap_or(default))),
+        };
+        let watch_progress = positive("watch-progress-ms", f.watch_progress_ms, DEFAULT_WATCH_PROGRESS_MS, 10)?;
+        let keepalive = (
+            positive("keepalive-interval-ms", f.keepalive_interval_ms, DEFAULT_KEEPALIVE_MS, 10)?,
+            positive("keepalive-timeout-ms", f.keepalive_timeout_ms, DEFAULT_KEEPALIVE_MS, 10)?,
+        );
         Ok(Config {
             id,
             data_dir: f.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
@@ -253,6 +281,8 @@ impl Config {
             timing,
             snapshot_every_entries: f.snapshot_every_entries,
             restore: f.restore,
+            watch_progress,
+            keepalive,
         })
     }
 
@@ -315,5 +345,16 @@ mod tests {
         );
         let timing = FileConfig { heartbeat_ms: Some(500), election_timeout_ms: Some(100), ..FileConfig::default() };
         assert!(Config::resolve(timing).expect_err("timing").to_string().starts_with("election-timeout-ms"));
+        let keepalive = FileConfig { keepalive_timeout_ms: Some(0), ..FileConfig::default() };
+        assert_eq!(
+            Config::resolve(keepalive).expect_err("keepalive").to_string(),
+            "keepalive-timeout-ms: Invalid value: 0: must be >= 10"
+        );
+        let progress: FileConfig = toml::from_str(
+            "watch-progress-ms = 250
+",
+        )
+        .expect("valid");
+        assert_eq!(Config::resolve(progress).expect("valid").watch_progress, Duration::from_millis(250));
     }
 }

@@ -51,6 +51,7 @@ pub enum StartError {
 /// A running daemon.
 pub struct Orchd {
     cp: ControlPlane,
+    metrics: Arc<Metrics>,
     api_addr: SocketAddr,
     http_addr: SocketAddr,
     stop_api: Option<oneshot::Sender<()>>,
@@ -88,6 +89,7 @@ impl Orchd {
             restore(&config, file, &advertise_raft, &advertise_api).await?;
         }
         let mut builder = ControlPlane::builder(config.id, &config.data_dir)
+            .progress_interval(config.watch_progress)
             .listener(raft_listener)
             .advertise(advertise_raft.clone())
             .api_address(advertise_api.clone());
@@ -115,8 +117,11 @@ impl Orchd {
             })?,
         )
         .with_nodelay(Some(true));
+        let (keepalive_interval, keepalive_timeout) = config.keepalive;
         let api_task = tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
+                .http2_keepalive_interval(Some(keepalive_interval))
+                .http2_keepalive_timeout(Some(keepalive_timeout))
                 .add_service(api)
                 .serve_with_incoming_shutdown(incoming, async { drop(api_stopped.await) })
                 .await;
@@ -142,6 +147,7 @@ impl Orchd {
 
         let mut orchd = Self {
             cp: cp.clone(),
+            metrics: Arc::clone(&metrics),
             api_addr,
             http_addr,
             stop_api: Some(stop_api),
@@ -163,6 +169,11 @@ impl Orchd {
     /// The control plane.
     pub fn control_plane(&self) -> &ControlPlane {
         &self.cp
+    }
+
+    /// The daemon's metrics (what `/metrics` shows).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The bound API address.

@@ -11,7 +11,7 @@
 //! whole recovered log. Linearizable reads always confirm leadership and wait for the commit
 //! index, so they never need this gate.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -26,9 +26,9 @@ use openraft::raft::ReadPolicy;
 use openraft::storage::{RaftLogReader, RaftLogStorage};
 use openraft::{ChangeMembers, SnapshotPolicy};
 use orch_core::{ClientId, Command, Outcome, Request, State, WatchEvent, WatchFilter};
-use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::feed::Expired;
+use crate::feed::{Expired, HistoryLimits};
 use crate::grpc::{GrpcNetwork, RaftService, SNAPSHOT_CHUNK_BYTES_DEFAULT};
 use crate::rocks::{ClosedProbe, RocksLogStore, SyncStats};
 use crate::{Member, RaftNode, StateMachineStore, TypeConfig, entropy_seed, start_raft};
@@ -81,13 +81,14 @@ pub enum Error {
     /// The watch asked for events no longer kept.
     #[error(transparent)]
     Expired(#[from] Expired),
-    /// A watch consumer read too slowly and fell more than
-    /// [`crate::feed::FEED_SUBSCRIBER_BUFFER_MAX`] entries behind; its stream ended. Watch again
-    /// from `revision` (the last one delivered) while the history still holds it.
-    #[error("the watch fell too far behind and was ended; resume from revision {revision}")]
-    FellBehind {
-        /// The last revision the stream delivered in full.
-        revision: u64,
+    /// A watch received entries that are not contiguous: a broken invariant of the feed,
+    /// reported rather than skipped. Relist, then watch again.
+    #[error("watch feed gap: entry {next} came after entry {after}; relist")]
+    Gap {
+        /// The last entry the watch had accounted for.
+        after: u64,
+        /// The entry that came next.
+        next: u64,
     },
     /// The node restarted and has not caught up with the cluster yet.
     #[error("the node is catching up after a restart; it serves reads and watches once it has")]
@@ -203,6 +204,7 @@ pub struct Builder {
     election_timeout: (Duration, Duration),
     snapshot: SnapshotSettings,
     progress_interval: Duration,
+    history: HistoryLimits,
     seed: Option<u64>,
 }
 
@@ -262,9 +264,16 @@ impl Builder {
         self
     }
 
-    /// How often an idle watch receives a progress event.
+    /// How often a watch receives a progress event at the least, busy or idle (default 1 s).
     pub fn progress_interval(mut self, interval: Duration) -> Self {
         self.progress_interval = interval;
+        self
+    }
+
+    /// How much history of watch events this node keeps for watches that start in the past
+    /// or resume (default: [`HistoryLimits::default`]).
+    pub fn watch_history(mut self, limits: HistoryLimits) -> Self {
+        self.history = limits;
         self
     }
 
@@ -289,6 +298,12 @@ impl Builder {
         }
         if self.snapshot.chunk_bytes == 0 {
             return invalid("snapshots.chunkBytes", "0".to_owned(), "must be >= 1");
+        }
+        if self.history.bytes_max == 0 {
+            return invalid("watchHistory.bytesMax", "0".to_owned(), "must be >= 1");
+        }
+        if self.history.age_ms < 0 {
+            return invalid("watchHistory.ageMs", self.history.age_ms.to_string(), "must be >= 0");
         }
         Ok(())
     }
@@ -318,7 +333,7 @@ impl Builder {
         self.validate()?;
         let raft_config = Arc::new(self.raft_config()?);
         let mut log = RocksLogStore::open(&self.data_dir.join("log"))?;
-        let sm = StateMachineStore::open(&self.data_dir.join("state"))?;
+        let sm = StateMachineStore::open_with(&self.data_dir.join("state"), self.history)?;
         let gate = RecoveryGate::read(&mut log).await?;
         let closed = log.closed_probe();
         let sync_stats = log.stats();
@@ -472,7 +487,6 @@ async fn batch(id: u64, raft: RaftNode, mut rx: mpsc::Receiver<Proposal>) {
 
 fn clone_error(e: &Error) -> Error {
     match e {
-        Error::FellBehind { revision } => Error::FellBehind { revision: *revision },
         Error::NotLeader { leader, address, api_address } => {
             Error::NotLeader { leader: *leader, address: address.clone(), api_address: api_address.clone() }
         }
@@ -520,9 +534,16 @@ pub enum Consistency {
 /// One item of a watch stream.
 #[derive(Clone, Debug, PartialEq)]
 pub enum WatchItem {
-    /// A committed change that matches the filter.
-    Event(WatchEvent),
-    /// Nothing matching happened up to this revision (a bookmark to resume from).
+    /// The committed changes of one revision (one log entry) that match the filter, in order:
+    /// never split, so a consumer that resumes after `revision` misses nothing of it.
+    Events {
+        /// The revision (log index) they share.
+        revision: u64,
+        /// The changes, at least one.
+        events: Vec<WatchEvent>,
+    },
+    /// Every matching change up to this revision has been delivered (a bookmark to resume
+    /// from).
     Progress {
         /// The revision the stream has reached.
         revision: u64,
@@ -602,6 +623,7 @@ impl ControlPlane {
             election_timeout: (Duration::from_millis(1000), Duration::from_millis(2000)),
             snapshot: SnapshotSettings::default(),
             progress_interval: Duration::from_secs(1),
+            history: HistoryLimits::default(),
             seed: None,
         }
     }
@@ -679,12 +701,25 @@ impl ControlPlane {
         let _ = wait.metrics(|m| m.current_leader.is_some(), "a leader").await;
     }
 
-    /// Runs `f` on the cluster state at the chosen consistency.
+    /// Runs `f` on the cluster state at the chosen consistency. `f` runs on a copy of the
+    /// state (taken in constant time), so a long read does not hold up apply; it runs on the
+    /// caller's task, so a read of seconds belongs on a blocking thread with
+    /// [`ControlPlane::state`].
     ///
     /// # Errors
     /// [`Error::NotLeader`] for a linearizable read on a follower; [`Error::CatchingUp`] for a
     /// stale read on a node that restarted and has not caught up yet.
     pub async fn read<T>(&self, consistency: Consistency, f: impl FnOnce(&State) -> T) -> Result<T, Error> {
+        Ok(f(&self.state(consistency).await?))
+    }
+
+    /// A copy of the cluster state at the chosen consistency, taken in constant time (the
+    /// state's maps are persistent: the copy shares them, and apply copies only what it
+    /// changes while the copy lives).
+    ///
+    /// # Errors
+    /// As [`ControlPlane::read`].
+    pub async fn state(&self, consistency: Consistency) -> Result<State, Error> {
         match consistency {
             Consistency::Linearizable => match self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
                 Ok(_) => {}
@@ -697,15 +732,19 @@ impl ControlPlane {
                 }
             }
         }
-        Ok(self.inner.sm.read(f))
+        Ok(self.inner.sm.state())
     }
 
-    /// A stream of the committed events after `from_revision` that match `filter`, in revision
-    /// order, with no gap and no duplicate, on any replica. An idle stream receives
-    /// [`WatchItem::Progress`] every progress interval. A revision older than this replica's
-    /// horizon is refused with [`Error::Expired`] (relist, then watch from the list's
-    /// revision). A stream whose consumer falls too far behind ends with
-    /// [`Error::FellBehind`], naming the revision to resume from: memory stays bounded.
+    /// A stream of the committed events after `from_revision` (0: from now) that match
+    /// `filter`, in revision order, with no gap and no duplicate, on any replica. Each item
+    /// holds all the matching events of one revision ([`WatchItem::Events`]), or is a
+    /// [`WatchItem::Progress`]: one right after the backlog (the revision the stream has
+    /// reached; for a watch from now, the revision it started at), then at least every
+    /// progress interval, busy or idle. A revision older than this replica's horizon is
+    /// refused with [`Error::Expired`] (relist, then watch from the list's revision); a
+    /// stream whose replica installs a snapshot ends with [`Error::Expired`]. A consumer that
+    /// reads slowly continues from the history, which keeps memory bounded, and expires only
+    /// if the history no longer reaches back to it.
     ///
     /// # Errors
     /// [`Error::Expired`], or [`Error::CatchingUp`] right after a restart.
@@ -713,16 +752,15 @@ impl ControlPlane {
         if !self.inner.gate.open(&self.inner.raft) {
             return Err(Error::CatchingUp);
         }
-        let sub = self.inner.sm.subscribe(from_revision)?;
-        let state = WatchState {
-            pending: sub.backlog.into_iter().filter_map(|e| filter.view(&e)).collect(),
-            live: sub.live,
-            filter,
-            revision: sub.applied.max(from_revision),
-            interval: self.inner.progress_interval,
-            done: false,
-        };
-        Ok(Box::pin(futures_util::stream::unfold(state, WatchState::next)))
+        let from = (from_revision > 0).then_some(from_revision);
+        Ok(crate::watch::stream(self.inner.sm.feed(), from, filter, self.inner.progress_interval)?)
+    }
+
+    /// The oldest revision a watch may start from on this node, and the events and bytes its
+    /// watch history holds.
+    pub fn watch_history(&self) -> (u64, usize, usize) {
+        let (events, bytes) = self.inner.sm.watch_history_held();
+        (self.inner.sm.watch_horizon(), events, bytes)
     }
 
     /// The cluster's members as this node knows them.
@@ -853,44 +891,6 @@ impl ControlPlane {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         Ok(())
-    }
-}
-
-struct WatchState {
-    pending: VecDeque<WatchEvent>,
-    live: broadcast::Receiver<Arc<crate::feed::Applied>>,
-    filter: WatchFilter,
-    /// The revision the stream has reached: events up to it were delivered or did not match.
-    revision: u64,
-    interval: Duration,
-    done: bool,
-}
-
-impl WatchState {
-    async fn next(mut self) -> Option<(Result<WatchItem, Error>, Self)> {
-        if self.done {
-            return None;
-        }
-        loop {
-            if let Some(event) = self.pending.pop_front() {
-                return Some((Ok(WatchItem::Event(event)), self));
-            }
-            match tokio::time::timeout(self.interval, self.live.recv()).await {
-                Ok(Ok(applied)) => {
-                    if applied.index <= self.revision {
-                        continue;
-                    }
-                    self.revision = applied.index;
-                    self.pending.extend(applied.events.iter().filter_map(|e| self.filter.view(e)));
-                }
-                Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
-                    self.done = true;
-                    return Some((Err(Error::FellBehind { revision: self.revision }), self));
-                }
-                Ok(Err(broadcast::error::RecvError::Closed)) => return None,
-                Err(_) => return Some((Ok(WatchItem::Progress { revision: self.revision }), self)),
-            }
-        }
     }
 }
 

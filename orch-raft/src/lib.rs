@@ -63,12 +63,14 @@ pub mod codec;
 pub mod control_plane;
 pub mod feed;
 pub mod grpc;
+mod holds;
 pub mod local;
 pub mod mem;
 pub mod rocks;
 pub mod runtime;
 mod state_machine;
 mod types;
+mod watch;
 
 use std::sync::Arc;
 
@@ -78,7 +80,8 @@ use openraft::network::{NetSnapshot, RaftNetworkFactory};
 use openraft::storage::RaftLogStorage;
 
 pub use control_plane::ControlPlane;
-pub use state_machine::{ApplyHook, LockHolds, LockSite, StateMachineStore};
+pub use holds::{LockHolds, LockSite};
+pub use state_machine::{ApplyHook, StateMachineStore};
 pub use types::{Member, Response, Runtime, TypeConfig, with_seed};
 
 /// A Raft node of orch.

@@ -7,6 +7,10 @@
 //! restart the store loads that snapshot, and openraft re-applies the log from the snapshot's
 //! last log id up to the committed id the log store saved, before the node serves.
 //!
+//! A snapshot never replaces a newer one: snapshots are written and recorded one at a time, and
+//! one whose log id is not newer than the recorded one is dropped (a build that finishes after
+//! an install of a later snapshot). Each write goes through a temporary file of its own.
+//!
 //! A snapshot file: `ORCHRSNP`, format version (u8), BLAKE3 digest of the rest (32 bytes),
 //! meta length (u32 LE), meta ([`crate::codec::encode_snapshot_meta`]), then the state as
 //! `State::to_snapshot` bytes (which carry their own digest).
@@ -14,8 +18,7 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
 
 use futures_util::{Stream, StreamExt};
 use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
@@ -25,8 +28,8 @@ use openraft::{EntryPayload, OptionalSend, StoredMembership};
 use orch_core::State;
 
 use crate::codec;
-use crate::feed::{Expired, Feed, Subscription};
-use crate::lock;
+use crate::feed::{Applied, Feed, HistoryLimits, SharedFeed};
+use crate::holds::{Held, LockHolds, LockSite};
 use crate::types::{Response, TypeConfig};
 
 type C = TypeConfig;
@@ -44,134 +47,31 @@ struct Inner {
     state: State,
     last_applied: Option<LogIdOf<C>>,
     membership: StoredMembershipOf<C>,
-    snapshot: Option<(SnapshotMetaOf<C>, Vec<u8>)>,
-    feed: Feed,
+    snapshot: Option<(SnapshotMetaOf<C>, Arc<Vec<u8>>)>,
     hook: Option<ApplyHook>,
 }
 
-/// Who held the state machine's lock, for [`LockHolds`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LockSite {
-    /// Applying one log entry.
-    Apply,
-    /// A read of the state ([`StateMachineStore::read`]).
-    Read,
-    /// A watch subscribing to the feed.
-    Subscribe,
-    /// Building a snapshot.
-    BuildSnapshot,
-    /// Installing a snapshot received from the leader.
-    InstallSnapshot,
-    /// Handing the current snapshot to openraft (to send it to a follower).
-    CurrentSnapshot,
-    /// Anything else (metadata, hooks).
-    Other,
-}
-
-impl LockSite {
-    /// Every site, in the order [`LockHolds::report`] lists them.
-    pub const ALL: [LockSite; 7] = [
-        LockSite::Apply,
-        LockSite::Read,
-        LockSite::Subscribe,
-        LockSite::BuildSnapshot,
-        LockSite::InstallSnapshot,
-        LockSite::CurrentSnapshot,
-        LockSite::Other,
-    ];
-
-    /// Its name in reports.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LockSite::Apply => "apply",
-            LockSite::Read => "read",
-            LockSite::Subscribe => "subscribe",
-            LockSite::BuildSnapshot => "build_snapshot",
-            LockSite::InstallSnapshot => "install_snapshot",
-            LockSite::CurrentSnapshot => "current_snapshot",
-            LockSite::Other => "other",
-        }
-    }
-}
-
-/// The longest time each site held the state machine's lock, and how often it took it: what
-/// apply, reads and watches may have to wait for. Measured, never used for decisions.
-#[derive(Debug, Default)]
-pub struct LockHolds {
-    longest_ns: [AtomicU64; LockSite::ALL.len()],
-    count: [AtomicU64; LockSite::ALL.len()],
-}
-
-impl LockHolds {
-    fn record(&self, site: LockSite, held: Duration) {
-        let i = site as usize;
-        self.longest_ns[i].fetch_max(u64::try_from(held.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
-        self.count[i].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// (site, longest hold, number of holds) for every site, since the last reset.
-    pub fn report(&self) -> Vec<(LockSite, Duration, u64)> {
-        LockSite::ALL
-            .iter()
-            .map(|&site| {
-                let i = site as usize;
-                (
-                    site,
-                    Duration::from_nanos(self.longest_ns[i].load(Ordering::Relaxed)),
-                    self.count[i].load(Ordering::Relaxed),
-                )
-            })
-            .collect()
-    }
-
-    /// The longest hold of any site.
-    pub fn longest(&self) -> Duration {
-        self.report().into_iter().map(|(_, d, _)| d).max().unwrap_or_default()
-    }
-
-    /// Starts counting afresh.
-    pub fn reset(&self) {
-        for (longest, count) in self.longest_ns.iter().zip(&self.count) {
-            longest.store(0, Ordering::Relaxed);
-            count.store(0, Ordering::Relaxed);
-        }
-    }
-}
-
-/// The state machine's lock, held by one site; the hold is recorded when it is released.
-struct Held<'a, T> {
-    guard: MutexGuard<'a, T>,
-    site: LockSite,
-    since: Instant,
-    holds: &'a LockHolds,
-}
-
-impl<T> std::ops::Deref for Held<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.guard
-    }
-}
-
-impl<T> std::ops::DerefMut for Held<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        &mut self.guard
-    }
-}
-
-impl<T> Drop for Held<'_, T> {
-    fn drop(&mut self) {
-        self.holds.record(self.site, self.since.elapsed());
-    }
-}
-
 /// openraft's state machine over orch-core's [`State`]. Clones share the state.
-#[derive(Clone, Default)]
+///
+/// **Invariant:** nothing long runs under the state's lock. Apply holds it for one entry;
+/// readers take a copy of the state under it (constant time: the state's maps are
+/// persistent) and read the copy without it; snapshots are encoded, written, decoded and
+/// freed outside it. The feed of watch events has a lock of its own.
+#[derive(Clone)]
 pub struct StateMachineStore {
     inner: Arc<Mutex<Inner>>,
+    feed: Arc<SharedFeed>,
     holds: Arc<LockHolds>,
+    /// Held while a snapshot is written and recorded: one at a time, newest wins.
+    snapshots: Arc<tokio::sync::Mutex<()>>,
     /// Where snapshots are kept; None keeps them in memory only (tests, simulation).
     dir: Option<Arc<PathBuf>>,
+}
+
+impl Default for StateMachineStore {
+    fn default() -> Self {
+        Self::with(Inner::default(), Feed::default(), None)
+    }
 }
 
 fn invalid(what: impl Into<String>) -> io::Error {
@@ -210,9 +110,13 @@ fn decode_snapshot_file(bytes: &[u8]) -> Result<(SnapshotMetaOf<C>, &[u8]), io::
     Ok((codec::decode_snapshot_meta(meta_bytes)?, &body[4 + meta_len..]))
 }
 
-/// Writes `bytes` to `dir/name` atomically and durably.
+/// Distinguishes the temporary files of writes in flight.
+static TEMPORARY_FILES: AtomicU64 = AtomicU64::new(0);
+
+/// Writes `bytes` to `dir/name` atomically and durably, through a temporary file of its own.
 fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
+    let n = TEMPORARY_FILES.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!("{name}.{}.{n}.tmp", std::process::id()));
     let mut file = std::fs::File::create(&tmp)?;
     file.write_all(bytes)?;
     file.sync_all()?;
@@ -236,6 +140,17 @@ pub(crate) fn write_start_snapshot(
 }
 
 impl StateMachineStore {
+    fn with(inner: Inner, feed: Feed, dir: Option<PathBuf>) -> Self {
+        let holds = Arc::new(LockHolds::default());
+        Self {
+            inner: Arc::new(Mutex::new(inner)),
+            feed: SharedFeed::new(feed, Arc::clone(&holds)),
+            holds,
+            snapshots: Arc::default(),
+            dir: dir.map(Arc::new),
+        }
+    }
+
     /// A state machine whose snapshots stay in memory.
     pub fn in_memory() -> Self {
         Self::default()
@@ -244,37 +159,48 @@ impl StateMachineStore {
     /// A state machine that keeps its snapshots in `dir`, starting from the snapshot found
     /// there, if any.
     pub fn open(dir: &Path) -> io::Result<Self> {
+        Self::open_with(dir, HistoryLimits::default())
+    }
+
+    /// As [`StateMachineStore::open`], keeping the watch history within `limits`.
+    pub fn open_with(dir: &Path, limits: HistoryLimits) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let mut inner = Inner::default();
+        let mut feed = Feed::new(limits);
         match std::fs::read(dir.join(SNAPSHOT_FILE)) {
             Ok(bytes) => {
                 let (meta, state_bytes) = decode_snapshot_file(&bytes)?;
                 inner.state = State::from_snapshot(state_bytes).map_err(invalid_snapshot)?;
-                inner.feed.reset(meta.last_log_id.map_or(0, |id| id.index));
+                let _ = feed.reset(meta.last_log_id.map_or(0, |id| id.index), inner.state.applied_index());
                 inner.last_applied = meta.last_log_id;
                 inner.membership = meta.last_membership.clone();
-                inner.snapshot = Some((meta, state_bytes.to_vec()));
+                inner.snapshot = Some((meta, Arc::new(state_bytes.to_vec())));
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        Ok(Self { inner: Arc::new(Mutex::new(inner)), holds: Arc::default(), dir: Some(Arc::new(dir.to_path_buf())) })
+        Ok(Self::with(inner, feed, Some(dir.to_path_buf())))
     }
 
     /// Takes the state machine's lock for `site`.
     fn hold(&self, site: LockSite) -> Held<'_, Inner> {
-        let guard = lock(&self.inner);
-        Held { guard, site, since: Instant::now(), holds: &self.holds }
+        self.holds.hold(&self.inner, site)
     }
 
-    /// How long each site held the state machine's lock.
+    /// How long each site held the state machine's lock, or the feed's.
     pub fn lock_holds(&self) -> &LockHolds {
         &self.holds
     }
 
-    /// Runs `f` on the current cluster state.
+    /// A copy of the current cluster state, taken in constant time; entries go on being
+    /// applied to the original while the copy is read.
+    pub fn state(&self) -> State {
+        self.hold(LockSite::Read).state.clone()
+    }
+
+    /// Runs `f` on a copy of the current cluster state, without holding the state's lock.
     pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
-        f(&self.hold(LockSite::Read).state)
+        f(&self.state())
     }
 
     /// The index of the last applied log entry (0 before any).
@@ -284,7 +210,12 @@ impl StateMachineStore {
 
     /// The oldest revision a watch may start from on this replica.
     pub fn watch_horizon(&self) -> u64 {
-        self.hold(LockSite::Other).feed.horizon()
+        self.feed.hold(LockSite::Subscribe).horizon()
+    }
+
+    /// The events and bytes the watch history holds on this replica.
+    pub fn watch_history_held(&self) -> (usize, usize) {
+        self.feed.hold(LockSite::Subscribe).held()
     }
 
     /// Calls `hook` with every application entry from now on, before it is applied.
@@ -292,18 +223,41 @@ impl StateMachineStore {
         self.hold(LockSite::Other).hook = Some(hook);
     }
 
-    /// Subscribes to the committed events after revision `from`.
-    pub(crate) fn subscribe(&self, from: u64) -> Result<Subscription, Expired> {
-        self.hold(LockSite::Subscribe).feed.subscribe(from)
+    /// The feed of committed watch events.
+    pub(crate) fn feed(&self) -> &Arc<SharedFeed> {
+        &self.feed
     }
 
-    /// Persists a snapshot (when this store has a directory), off the async runtime's threads.
-    async fn persist(&self, meta: &SnapshotMetaOf<C>, state: &[u8]) -> io::Result<()> {
-        let Some(dir) = self.dir.clone() else { return Ok(()) };
-        let file = encode_snapshot_file(meta, state);
-        tokio::task::spawn_blocking(move || write_atomically(&dir, SNAPSHOT_FILE, &file))
+    /// Makes `data` the current snapshot unless one at least as new is: persisted first
+    /// (when this store has a directory), then recorded. Returns false when it was dropped.
+    async fn keep_snapshot(&self, meta: &SnapshotMetaOf<C>, data: Arc<Vec<u8>>) -> io::Result<bool> {
+        let _one_at_a_time = self.snapshots.lock().await;
+        let current = self.hold(LockSite::Other).snapshot.as_ref().and_then(|(m, _)| m.last_log_id);
+        if current.is_some() && current >= meta.last_log_id {
+            return Ok(false);
+        }
+        if let Some(dir) = self.dir.clone() {
+            let file_meta = meta.clone();
+            let bytes = Arc::clone(&data);
+            tokio::task::spawn_blocking(move || {
+                write_atomically(&dir, SNAPSHOT_FILE, &encode_snapshot_file(&file_meta, &bytes))
+            })
             .await
-            .map_err(io::Error::other)?
+            .map_err(io::Error::other)??;
+        }
+        // The snapshot replaced is freed after the lock is released (tens of MB at scale).
+        let replaced = self.hold(LockSite::BuildSnapshot).snapshot.replace((meta.clone(), data));
+        drop(replaced);
+        Ok(true)
+    }
+
+    /// Runs `f` off the async runtime's threads when this store keeps its snapshots on disk
+    /// (a daemon), or in place (tests and the simulation, whose runtime is one thread).
+    async fn off_runtime<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
+        if self.dir.is_none() {
+            return Ok(f());
+        }
+        tokio::task::spawn_blocking(f).await.map_err(io::Error::other)
     }
 }
 
@@ -315,15 +269,18 @@ impl RaftSnapshotBuilder<C> for StateMachineStore {
     type SnapshotData = Vec<u8>;
 
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, Vec<u8>>, io::Error> {
-        // A consistent view: taken under the lock that `apply` holds for each entry.
-        let (meta, data) = {
+        // A consistent view: a copy taken under the lock that `apply` holds for each entry,
+        // encoded without it.
+        let (meta, state) = {
             let inner = self.hold(LockSite::BuildSnapshot);
             let meta = SnapshotMeta { last_log_id: inner.last_applied, last_membership: inner.membership.clone() };
-            (meta, inner.state.to_snapshot())
+            (meta, inner.state.clone())
         };
-        self.persist(&meta, &data).await?;
-        self.hold(LockSite::BuildSnapshot).snapshot = Some((meta.clone(), data.clone()));
-        Ok(Snapshot { meta, snapshot: data })
+        let data = Arc::new(self.off_runtime(move || state.to_snapshot()).await?);
+        // An install of a later snapshot may have finished meanwhile: then this one is dropped
+        // (openraft ignores a built snapshot older than its current one).
+        self.keep_snapshot(&meta, Arc::clone(&data)).await?;
+        Ok(Snapshot { meta, snapshot: Arc::unwrap_or_clone(data) })
     }
 }
 
@@ -342,33 +299,35 @@ impl RaftStateMachine<C> for StateMachineStore {
     {
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
-            let response = {
+            let log_id = entry.log_id();
+            let index = log_id.index();
+            let (response, events, time_ms) = {
                 let mut inner = self.hold(LockSite::Apply);
-                let log_id = entry.log_id();
-                let response = match entry.payload {
-                    EntryPayload::Blank => {
-                        inner.feed.push(log_id.index(), Vec::new());
-                        Response::default()
-                    }
+                let (response, events) = match entry.payload {
+                    EntryPayload::Blank => (Response::default(), Vec::new()),
                     // Only application entries reach orch-core, so revisions are the indexes
                     // of the entries that changed the state.
                     EntryPayload::Normal(batch) => {
                         if let Some(hook) = &inner.hook {
-                            hook(log_id.index(), &batch);
+                            hook(index, &batch);
                         }
-                        let output = inner.state.apply(log_id.index(), batch);
-                        inner.feed.push(log_id.index(), output.events);
-                        Response { outcomes: output.outcomes }
+                        let output = inner.state.apply(index, batch);
+                        (Response { outcomes: output.outcomes }, output.events)
                     }
                     EntryPayload::Membership(membership) => {
                         inner.membership = StoredMembership::new(Some(log_id), membership);
-                        inner.feed.push(log_id.index(), Vec::new());
-                        Response::default()
+                        (Response::default(), Vec::new())
                     }
                 };
                 inner.last_applied = Some(log_id);
-                response
+                (response, events, inner.state.clock().as_millis())
             };
+            // Index 0 is the first membership entry; revisions start at 1.
+            if index > 0 {
+                let applied = Arc::new(Applied::new(index, time_ms, events));
+                let dropped = self.feed.hold(LockSite::FeedPush).push(applied);
+                drop(dropped);
+            }
             if let Some(responder) = responder {
                 responder.send(response);
             }
@@ -381,20 +340,31 @@ impl RaftStateMachine<C> for StateMachineStore {
     }
 
     async fn install_snapshot(&mut self, meta: &SnapshotMetaOf<C>, snapshot: Vec<u8>) -> Result<(), io::Error> {
-        let state = State::from_snapshot(&snapshot).map_err(invalid_snapshot)?;
+        let snapshot = Arc::new(snapshot);
+        let bytes = Arc::clone(&snapshot);
+        let state = self.off_runtime(move || State::from_snapshot(&bytes)).await?.map_err(invalid_snapshot)?;
         // On disk first: once installed, openraft may purge the log this snapshot replaces.
-        self.persist(meta, &snapshot).await?;
-        let mut inner = self.hold(LockSite::InstallSnapshot);
-        inner.state = state;
-        inner.feed.reset(meta.last_log_id.map_or(0, |id| id.index));
-        inner.last_applied = meta.last_log_id;
-        inner.membership = meta.last_membership.clone();
-        inner.snapshot = Some((meta.clone(), snapshot));
+        self.keep_snapshot(meta, snapshot).await?;
+        let index = meta.last_log_id.map_or(0, |id| id.index);
+        let revision = state.applied_index();
+        let old = {
+            let mut inner = self.hold(LockSite::InstallSnapshot);
+            let old = std::mem::replace(&mut inner.state, state);
+            inner.last_applied = meta.last_log_id;
+            inner.membership = meta.last_membership.clone();
+            old
+        };
+        // Watches that had not seen everything the snapshot covers end: they never will.
+        let old_history = self.feed.hold(LockSite::FeedPush).reset(index, revision);
+        // Freeing the old state and history takes a while at scale: not under a lock.
+        drop(old_history);
+        let _ = self.off_runtime(move || drop(old)).await;
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, Vec<u8>>>, io::Error> {
-        let inner = self.hold(LockSite::CurrentSnapshot);
-        Ok(inner.snapshot.as_ref().map(|(meta, data)| Snapshot { meta: meta.clone(), snapshot: data.clone() }))
+        let current = self.hold(LockSite::CurrentSnapshot).snapshot.clone();
+        // The copy openraft takes is made without the lock.
+        Ok(current.map(|(meta, data)| Snapshot { meta, snapshot: Arc::unwrap_or_clone(data) }))
     }
 }

@@ -1,7 +1,57 @@
 //! Cross-crate integration tests: manifests from `examples/` go through parsing, validation
-//! and the state machine as a user's `apply` would.
+//! and the state machine as a user's `apply` would; watches over the control plane and the
+//! API, with connections cut, frozen and partitioned by a proxy.
+
+mod proxy;
+mod watch_api;
+mod watch_snapshot;
+
+use std::time::Duration;
 
 use orch_core::{ClientId, Command, Entry, Kind, Request, State, parse_manifests};
+use orch_raft::control_plane::{ControlPlane, Error};
+
+/// How long a test waits for something that should happen.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A pod create.
+fn pod(name: &str) -> Command {
+    let manifest =
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec: {{containers: [{{name: c, image: x}}]}}");
+    Command::Create(parse_manifests(&manifest).expect("valid manifest").remove(0))
+}
+
+/// Polls `check` until it holds, or fails the test at the deadline.
+async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Proposes through whichever of `nodes` leads; every outcome must be a success.
+async fn propose(nodes: &[&ControlPlane], commands: Vec<Command>) -> u64 {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        for node in nodes {
+            match node.propose(commands.clone()).await {
+                Ok(outcomes) => {
+                    let first = outcomes.first().map(|o| o.as_ref().map(|s| s.revision.0));
+                    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+                    return first.and_then(Result::ok).unwrap_or(0);
+                }
+                Err(Error::NotLeader { .. } | Error::Raft(_)) => {}
+                Err(e) => panic!("unexpected error: {e}"),
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no node accepted the proposal");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 
 #[test]
 fn example_manifests_apply_cleanly() {

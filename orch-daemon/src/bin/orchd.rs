@@ -60,6 +60,17 @@ struct Args {
     /// the initial members (or alone) as the new cluster; ignored once the directory has data.
     #[arg(long)]
     restore: Option<PathBuf>,
+    /// How often every watch gets a progress notification at the least, in milliseconds
+    /// [default: 1000].
+    #[arg(long)]
+    watch_progress_ms: Option<u64>,
+    /// How often the API server pings a client's connection, in milliseconds [default: 10000].
+    #[arg(long)]
+    keepalive_interval_ms: Option<u64>,
+    /// How long an unanswered ping waits before the connection and its watches are dropped,
+    /// in milliseconds [default: 10000].
+    #[arg(long)]
+    keepalive_timeout_ms: Option<u64>,
 }
 
 impl Args {
@@ -79,6 +90,9 @@ impl Args {
             election_timeout_ms: self.election_timeout_ms,
             snapshot_every_entries: self.snapshot_every_entries,
             restore: self.restore,
+            watch_progress_ms: self.watch_progress_ms,
+            keepalive_interval_ms: self.keepalive_interval_ms,
+            keepalive_timeout_ms: self.keepalive_timeout_ms,
         };
         (self.config, flags)
     }

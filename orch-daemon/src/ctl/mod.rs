@@ -480,11 +480,15 @@ async fn get(client: &Client, g: GetArgs, ns: &str, out: &mut dyn Write) -> Resu
     let (objects, revision) = if g.names.is_empty() {
         client.list(kind, namespace, &selector, None).await?
     } else {
+        // Watch from the oldest state read, so that no change after any of the reads is missed.
         let mut objects = Vec::new();
+        let mut revision = u64::MAX;
         for name in &g.names {
-            objects.push(client.get(&ObjectKey::new(kind, ns, name)).await?);
+            let (object, read_at) = client.get(&ObjectKey::new(kind, ns, name)).await?;
+            objects.push(object);
+            revision = revision.min(read_at);
         }
-        (objects, 0)
+        (objects, revision)
     };
     if objects.is_empty() && !g.watch && matches!(output, Output::Table | Output::Wide) {
         if kind.namespaced() && !g.all_namespaces {
@@ -502,41 +506,36 @@ async fn get(client: &Client, g: GetArgs, ns: &str, out: &mut dyn Write) -> Resu
     let mut stream = client.watch(revision, kind.as_str(), namespace.unwrap_or(""), &selector, "");
     let mut printed_header = !objects.is_empty();
     while let Some(item) = stream.next().await {
-        match item? {
-            WatchItem::Progress(_) => {}
-            WatchItem::Event(e) => {
-                if !g.names.is_empty() && !g.names.iter().any(|n| *n == e.object.meta().name.as_str()) {
-                    continue;
-                }
-                match output {
-                    Output::Table | Output::Wide => {
-                        let wide = output == Output::Wide;
-                        let mut r = row(&e.object, wide, now_ms());
-                        let mut heads = headers(kind, wide);
-                        if g.all_namespaces && kind.namespaced() {
-                            heads.insert(0, "NAMESPACE");
-                            r.insert(0, e.object.meta().namespace_str().to_owned());
-                        }
-                        let text = render(&heads, &[r]);
-                        let text = if printed_header {
-                            text.lines().skip(1).collect::<Vec<_>>().join("\n") + "\n"
-                        } else {
-                            text
-                        };
-                        printed_header = true;
-                        write!(out, "{text}")?;
-                    }
-                    other => print_objects(out, &[e.object], other, g.all_namespaces, true)?,
-                }
-                out.flush()?;
+        let WatchItem::Events { events, .. } = item? else { continue };
+        for e in events {
+            if !g.names.is_empty() && !g.names.iter().any(|n| *n == e.object.meta().name.as_str()) {
+                continue;
             }
+            match output {
+                Output::Table | Output::Wide => {
+                    let wide = output == Output::Wide;
+                    let mut r = row(&e.object, wide, now_ms());
+                    let mut heads = headers(kind, wide);
+                    if g.all_namespaces && kind.namespaced() {
+                        heads.insert(0, "NAMESPACE");
+                        r.insert(0, e.object.meta().namespace_str().to_owned());
+                    }
+                    let text = render(&heads, &[r]);
+                    let text =
+                        if printed_header { text.lines().skip(1).collect::<Vec<_>>().join("\n") + "\n" } else { text };
+                    printed_header = true;
+                    write!(out, "{text}")?;
+                }
+                other => print_objects(out, &[e.object], other, g.all_namespaces, true)?,
+            }
+            out.flush()?;
         }
     }
     Ok(())
 }
 
 async fn describe(client: &Client, kind: Kind, ns: &str, name: &str, out: &mut dyn Write) -> Result<(), CtlError> {
-    let object = client.get(&ObjectKey::new(kind, ns, name)).await?;
+    let (object, _) = client.get(&ObjectKey::new(kind, ns, name)).await?;
     writeln!(out, "Name:         {}", object.meta().name)?;
     if kind.namespaced() {
         writeln!(out, "Namespace:    {}", object.meta().namespace_str())?;
@@ -656,7 +655,7 @@ async fn rollout(client: &Client, action: RolloutCmd, ns: &str, out: &mut dyn Wr
             let key = ObjectKey::new(Kind::Deployment, ns, name);
             let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(timeout);
             loop {
-                let d = client.get(&key).await?;
+                let (d, read_at) = client.get(&key).await?;
                 let v = d.to_manifest();
                 let get = |p: &str| v.pointer(p).and_then(serde_json::Value::as_i64).unwrap_or(0);
                 let (generation, observed) = (get("/metadata/generation"), get("/status/observedGeneration"));
@@ -684,12 +683,17 @@ async fn rollout(client: &Client, action: RolloutCmd, ns: &str, out: &mut dyn Wr
                     return Err(local(format!("timed out waiting for the rollout of deployment {name:?}")));
                 }
                 // Follow the deployment until the next change (or a progress tick).
-                let mut events = client.watch(d.meta().resource_version.map_or(0, |r| r.0), "Deployment", ns, "", "");
+                let mut events = client.watch(read_at, "Deployment", ns, "", "");
                 let _ = tokio::time::timeout_at(deadline, async {
                     while let Some(item) = events.next().await {
-                        if matches!(item, Ok(WatchItem::Event(ref e)) if e.object.meta().name.as_str() == name)
-                            || item.is_err()
-                        {
+                        let changed = match &item {
+                            Ok(WatchItem::Events { events, .. }) => {
+                                events.iter().any(|e| e.object.meta().name.as_str() == name)
+                            }
+                            Ok(WatchItem::Progress(_)) => false,
+                            Err(_) => true,
+                        };
+                        if changed {
                             break;
                         }
                     }
@@ -703,7 +707,7 @@ async fn rollout(client: &Client, action: RolloutCmd, ns: &str, out: &mut dyn Wr
 async fn set_unschedulable(client: &Client, node: &str, value: bool, out: &mut dyn Write) -> Result<(), CtlError> {
     let key = ObjectKey::new(Kind::Node, "", node);
     for _ in 0..8 {
-        let obj = client.get(&key).await?;
+        let (obj, _) = client.get(&key).await?;
         let Object::Node(n) = &obj else { return Err(local(format!("{key} is not a node"))) };
         if n.spec.unschedulable.unwrap_or(false) == value {
             writeln!(out, "node/{node} already {}", if value { "cordoned" } else { "uncordoned" })?;

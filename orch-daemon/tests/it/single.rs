@@ -255,7 +255,8 @@ async fn bad_input_is_refused_whole_and_named() {
     .remove(0);
     let created = client.create(&pod).await.expect("creates");
     assert!(matches!(client.create(&pod).await, Err(Error::AlreadyExists(_))));
-    let mut stale = client.get(&pod.key()).await.expect("reads");
+    let (mut stale, read_at) = client.get(&pod.key()).await.expect("reads");
+    assert!(read_at >= created.revision, "a get names the revision it read at");
     stale.meta_mut().resource_version = Some(orch_core::Revision(created.revision - 1));
     stale.meta_mut().labels.insert("changed", "yes");
     let conflict = client.update(&stale).await.expect_err("stale");
@@ -265,7 +266,7 @@ async fn bad_input_is_refused_whole_and_named() {
     let node = orch_core::parse_manifests("apiVersion: v1\nkind: Node\nmetadata: {name: node-x}\n").expect("parses");
     client.apply(&node).await.expect("adds the node");
     client.bind("default", "p", "node-x").await.expect("binds");
-    let bound = client.get(&pod.key()).await.expect("reads");
+    let (bound, _) = client.get(&pod.key()).await.expect("reads");
     assert_eq!(bound.as_pod().and_then(|p| p.spec.node_name.as_deref().map(str::to_owned)), Some("node-x".to_owned()));
     let (pods, _) = client.list(Kind::Pod, Some("default"), "", Some("node-x")).await.expect("lists by node");
     assert_eq!(pods.len(), 1);
@@ -274,7 +275,7 @@ async fn bad_input_is_refused_whole_and_named() {
         std::sync::Arc::make_mut(p).status.message = Some("from the node agent".into());
     }
     client.update_status(&with_status).await.expect("updates the status");
-    let json = client.get(&pod.key()).await.expect("reads").to_manifest();
+    let json = client.get(&pod.key()).await.expect("reads").0.to_manifest();
     assert_eq!(json["status"]["message"], "from the node agent");
     assert!(matches!(
         client.delete(&ObjectKey::new(Kind::Pod, "default", "nope"), None).await,
@@ -290,7 +291,7 @@ async fn bad_input_is_refused_whole_and_named() {
     let event = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             match watch.next().await {
-                Some(Ok(WatchItem::Event(e))) => return e,
+                Some(Ok(WatchItem::Events { mut events, .. })) => return events.remove(0),
                 Some(Ok(WatchItem::Progress(_))) => continue,
                 other => panic!("watch ended: {other:?}"),
             }

@@ -90,20 +90,30 @@ async fn the_embedded_default_writes_reads_watches_and_restarts() {
     let again = node.submit(vec![request]).await.expect("resubmitted");
     assert_eq!(first, again);
 
-    // A watch from revision 0 replays the history, then reports progress when idle.
+    // A watch from revision 1 replays the history, a revision at a time (a and b were one
+    // entry), then reports progress at once.
     let pods = WatchFilter { kind: Some(Kind::Pod), ..WatchFilter::all() };
-    let mut watch = node.watch(0, pods).expect("watch");
+    // (openraft's metrics may trail the state machine, never lead it.)
+    let applied = node.metrics().applied_index;
+    let mut watch = node.watch(1, pods.clone()).expect("watch");
     let mut seen = Vec::new();
-    while seen.len() < 3 {
+    while seen.len() < 2 {
         match watch.next().await.expect("stream open").expect("no error") {
-            WatchItem::Event(e) => seen.push(e.object.meta().name.to_string()),
+            WatchItem::Events { events, .. } => {
+                seen.push(events.iter().map(|e| e.object.meta().name.to_string()).collect::<Vec<_>>());
+            }
             WatchItem::Progress { .. } => panic!("progress before the backlog was delivered"),
         }
     }
-    assert_eq!(seen, ["a", "b", "c"]);
-    let applied = node.metrics().applied_index;
+    assert_eq!(seen, [vec!["a", "b"], vec!["c"]]);
     let progress = watch.next().await.expect("stream open").expect("no error");
-    assert!(matches!(progress, WatchItem::Progress { revision } if revision >= applied), "{progress:?}");
+    let WatchItem::Progress { revision: reached } = progress else {
+        panic!("progress after the backlog: {progress:?}")
+    };
+    assert!(reached >= applied, "{reached} >= {applied}");
+    // A watch from 0 starts now, and says where that is.
+    let mut now = node.watch(0, pods).expect("watch");
+    assert_eq!(now.next().await.expect("open").expect("no error"), WatchItem::Progress { revision: reached });
 
     // Restart from the data directory: everything acknowledged is there.
     node.shutdown().await.expect("shuts down");
@@ -121,8 +131,8 @@ async fn bad_proposals_and_follower_calls_get_clear_errors() {
     let too_many = vec![pod("x"); orch_raft::control_plane::PROPOSAL_REQUESTS_MAX + 1];
     let err = node.propose(too_many).await.expect_err("too many");
     assert_eq!(err.to_string(), "requests: Too many: 1025: must have at most 1024 items");
-    let expired = node.watch(0, WatchFilter::all());
-    assert!(expired.is_ok(), "revision 0 is within the horizon of a fresh node");
+    let expired = node.watch(1, WatchFilter::all());
+    assert!(expired.is_ok(), "revision 1 is within the horizon of a fresh node");
     node.shutdown().await.expect("shuts down");
     assert!(matches!(node.propose(vec![pod("y")]).await, Err(Error::NotLeader { .. } | Error::Shutdown)));
 
@@ -166,10 +176,10 @@ async fn three_nodes_survive_leader_loss_restart_snapshot_and_membership_changes
     // A watch on node 2 reads the first events and remembers its revision.
     let pods = WatchFilter { kind: Some(Kind::Pod), ..WatchFilter::all() };
     let mut first_part = Vec::new();
-    let mut watch = n2.watch(0, pods.clone()).expect("watch");
+    let mut watch = n2.watch(1, pods.clone()).expect("watch");
     while first_part.len() < 10 {
-        if let WatchItem::Event(e) = watch.next().await.expect("open").expect("no error") {
-            first_part.push(e.revision.0);
+        if let WatchItem::Events { events, .. } = watch.next().await.expect("open").expect("no error") {
+            first_part.extend(events.iter().map(|e| e.revision.0));
         }
     }
     drop(watch);
@@ -215,16 +225,16 @@ async fn three_nodes_survive_leader_loss_restart_snapshot_and_membership_changes
     let mut resumed = Vec::new();
     let mut watch = n2.watch(resume_from, pods.clone()).expect("watch resumes");
     while resumed.len() < 80 {
-        if let WatchItem::Event(e) = watch.next().await.expect("open").expect("no error") {
-            resumed.push(e.revision.0);
+        if let WatchItem::Events { events, .. } = watch.next().await.expect("open").expect("no error") {
+            resumed.extend(events.iter().map(|e| e.revision.0));
         }
     }
     let all: Vec<u64> = first_part.iter().chain(&resumed).copied().collect();
     let mut full = Vec::new();
-    let mut full_watch = n2.watch(0, pods.clone()).expect("watch from the start");
+    let mut full_watch = n2.watch(1, pods.clone()).expect("watch from the start");
     while full.len() < 90 {
-        if let WatchItem::Event(e) = full_watch.next().await.expect("open").expect("no error") {
-            full.push(e.revision.0);
+        if let WatchItem::Events { events, .. } = full_watch.next().await.expect("open").expect("no error") {
+            full.extend(events.iter().map(|e| e.revision.0));
         }
     }
     assert_eq!(full, all, "the two halves are exactly the full history");
@@ -370,32 +380,87 @@ async fn a_crash_between_append_and_apply_loses_nothing_acknowledged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_watch_that_falls_behind_ends_with_the_revision_to_resume_from() {
+async fn a_watch_that_falls_behind_continues_from_the_history() {
     let dir = tempfile::tempdir().expect("temp dir");
     let node = ControlPlane::open(dir.path()).await.expect("starts");
     node.propose(vec![pod("first")]).await.expect("proposes");
     let mut slow = node.watch(0, WatchFilter::all()).expect("watches");
+    assert!(matches!(slow.next().await, Some(Ok(WatchItem::Progress { .. }))));
     // More entries than a subscriber may have waiting, while the watch is not read.
     let entries = orch_raft::feed::FEED_SUBSCRIBER_BUFFER_MAX + 10;
     for i in 0..entries {
         node.propose(vec![pod(&format!("p{i}"))]).await.expect("proposes");
     }
-    let mut delivered = 0;
-    let resume = loop {
+    // Every one of them arrives, in order: the watch went on from the history.
+    let mut names = Vec::new();
+    while names.len() < entries {
         match slow.next().await {
-            Some(Ok(WatchItem::Event(e))) => delivered = e.revision.0,
+            Some(Ok(WatchItem::Events { events, .. })) => {
+                names.extend(events.iter().map(|e| e.object.meta().name.to_string()));
+            }
             Some(Ok(WatchItem::Progress { .. })) => {}
-            Some(Err(Error::FellBehind { revision })) => break revision,
-            other => panic!("expected the stream to end with FellBehind, got {other:?}"),
+            other => panic!("expected the watch to go on, got {other:?}"),
         }
-    };
-    assert!(resume >= delivered, "every event up to the resume point was delivered");
-    assert!(slow.next().await.is_none(), "the stream ended");
-    // Resuming from there misses nothing: the next event is the one after it.
-    let mut resumed = node.watch(resume, WatchFilter::all()).expect("resumes");
-    match resumed.next().await {
-        Some(Ok(WatchItem::Event(e))) => assert_eq!(e.revision.0, resume + 1),
-        other => panic!("expected the next event, got {other:?}"),
     }
+    assert_eq!(names, (0..entries).map(|i| format!("p{i}")).collect::<Vec<_>>());
+    node.shutdown().await.expect("stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_read_does_not_hold_up_apply() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = ControlPlane::open(dir.path()).await.expect("starts");
+    node.propose(vec![pod("before")]).await.expect("proposes");
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    // A read that takes as long as the test wants, on a thread of its own.
+    let reader = {
+        let node = node.clone();
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            runtime.block_on(node.read(Consistency::Stale, move |s| {
+                let _ = entered_tx.send(());
+                let _ = release_rx.recv();
+                (s.get(&key("before")).is_some(), s.get(&key("during")).is_some())
+            }))
+        })
+    };
+    entered.recv().expect("the read started");
+    // While the read runs, a write commits and is applied.
+    // (`propose` returns once the entry was applied.)
+    let write = tokio::time::timeout(DEADLINE, node.propose(vec![pod("during")])).await;
+    let _ = release.send(());
+    let seen = reader.await.expect("the reader ends").expect("reads");
+    assert!(write.is_ok(), "a write waited for a read to finish");
+    assert_eq!(seen, (true, false), "the read saw one consistent state: before the write");
+    node.shutdown().await.expect("stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_from_a_lists_revision_is_accepted_after_a_restart_from_a_snapshot() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = ControlPlane::open(dir.path()).await.expect("starts");
+    let outcomes = node.propose(vec![pod("a"), pod("b")]).await.expect("proposes");
+    let written = outcomes[0].as_ref().expect("created").revision.0;
+    // A membership entry (a learner that never comes) after the last application entry: a
+    // snapshot taken now ends on it, past the state's revision.
+    node.raft().add_learner(9, Member::from("127.0.0.1:9"), false).await.expect("adds a learner");
+    let blank = eventually("the membership entry applied", || {
+        let applied = node.metrics().applied_index;
+        (applied > written).then_some(applied)
+    })
+    .await;
+    node.raft().trigger().snapshot().await.expect("triggers a snapshot");
+    eventually("the snapshot", || (node.metrics().snapshot_index >= blank).then_some(())).await;
+    let revision = node.read(Consistency::Linearizable, State::applied_index).await.expect("reads");
+    assert!(revision < blank, "the snapshot's state revision {revision} is below its log index {blank}");
+    node.shutdown().await.expect("stops");
+    drop(node);
+    // Restarted from that snapshot: a list reports the state's revision, and a watch from it is
+    // accepted (not expired: nothing happened after it that a watch could miss).
+    let node = ControlPlane::open(dir.path()).await.expect("restarts");
+    let revision = node.read(Consistency::Linearizable, State::applied_index).await.expect("reads");
+    let mut watch = node.watch(revision, WatchFilter::all()).expect("a watch from the list's revision");
+    assert!(matches!(watch.next().await, Some(Ok(WatchItem::Progress { .. }))));
     node.shutdown().await.expect("stops");
 }
