@@ -49,22 +49,50 @@ pub fn progress(revision: u64) -> pb::WatchResponse {
 /// The responses that carry the events of one revision: as few as fit `message_bytes` each
 /// (at least one event per response), all but the last marked as fragments.
 pub fn responses(revision: u64, events: &[WatchEvent], message_bytes: usize) -> Vec<pb::WatchResponse> {
-    let mut out = Vec::new();
-    let mut current = Vec::new();
-    let mut bytes = 0;
-    for e in events {
-        let event =
-            pb::WatchEvent { r#type: event_type_to_pb(e.event_type).into(), object: Some(object_to_pb(&e.object)) };
-        let len = event.encoded_len();
-        if !current.is_empty() && bytes + len > message_bytes {
-            out.push(pb::WatchResponse { revision, events: std::mem::take(&mut current), fragment: true });
-            bytes = 0;
-        }
-        bytes += len;
-        current.push(event);
+    Fragments::new(revision, events.to_vec(), message_bytes).collect()
+}
+
+/// The responses of one revision, made one at a time as they are sent, so that a server
+/// holds the wire form of at most one response per watch whatever the revision's size.
+pub struct Fragments {
+    revision: u64,
+    events: std::vec::IntoIter<WatchEvent>,
+    /// An event made for the last response that did not fit it.
+    carried: Option<pb::WatchEvent>,
+    message_bytes: usize,
+    done: bool,
+}
+
+impl Fragments {
+    /// The responses for `events` (at least one) of `revision`.
+    pub fn new(revision: u64, events: Vec<WatchEvent>, message_bytes: usize) -> Self {
+        Self { revision, events: events.into_iter(), carried: None, message_bytes, done: false }
     }
-    out.push(pb::WatchResponse { revision, events: current, fragment: false });
-    out
+}
+
+impl Iterator for Fragments {
+    type Item = pb::WatchResponse;
+
+    fn next(&mut self) -> Option<pb::WatchResponse> {
+        if self.done {
+            return None;
+        }
+        let mut current: Vec<pb::WatchEvent> = self.carried.take().into_iter().collect();
+        let mut bytes: usize = current.iter().map(Message::encoded_len).sum();
+        for e in self.events.by_ref() {
+            let event =
+                pb::WatchEvent { r#type: event_type_to_pb(e.event_type).into(), object: Some(object_to_pb(&e.object)) };
+            let len = event.encoded_len();
+            if !current.is_empty() && bytes + len > self.message_bytes {
+                self.carried = Some(event);
+                return Some(pb::WatchResponse { revision: self.revision, events: current, fragment: true });
+            }
+            bytes += len;
+            current.push(event);
+        }
+        self.done = true;
+        Some(pb::WatchResponse { revision: self.revision, events: current, fragment: false })
+    }
 }
 
 /// A revision whose fragments are still arriving.

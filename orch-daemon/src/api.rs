@@ -445,12 +445,15 @@ impl pb::orch_server::Orch for ApiService {
             let message_bytes = self.watch_message_bytes;
             let stream = stream.flat_map(move |item| {
                 let _held = &guard;
-                let responses: Vec<Result<pb::WatchResponse, Status>> = match item {
+                // A revision's responses are made one at a time as the client takes them.
+                let responses: Box<dyn Iterator<Item = Result<pb::WatchResponse, Status>> + Send> = match item {
                     Ok(WatchItem::Events { revision, events }) => {
-                        orch_api::watch::responses(revision, &events, message_bytes).into_iter().map(Ok).collect()
+                        Box::new(orch_api::watch::Fragments::new(revision, events, message_bytes).map(Ok))
                     }
-                    Ok(WatchItem::Progress { revision }) => vec![Ok(orch_api::watch::progress(revision))],
-                    Err(e) => vec![Err(Status::from(cp_error(e)))],
+                    Ok(WatchItem::Progress { revision }) => {
+                        Box::new(std::iter::once(Ok(orch_api::watch::progress(revision))))
+                    }
+                    Err(e) => Box::new(std::iter::once(Err(Status::from(cp_error(e))))),
                 };
                 futures_util::stream::iter(responses)
             });

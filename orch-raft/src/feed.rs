@@ -14,12 +14,13 @@
 //! never more than [`HistoryLimits::bytes_max`] bytes of events (events carry the object and
 //! its previous state): the byte bound wins over the age and the count.
 //!
-//! A subscriber reads its backlog from the history a chunk at a time
-//! ([`FEED_BACKLOG_CHUNK_MAX`] entries, found by binary search under the feed's lock), so the
-//! lock is held briefly and a subscriber holds no copy of the history. The live feed is a ring
-//! of the last [`FEED_SUBSCRIBER_BUFFER_MAX`] entries shared by all subscribers (a stalled
-//! subscriber keeps at most those alive, whatever their number); one that falls further behind
-//! continues from the history. Entries the history drops and a history replaced by a snapshot
+//! A subscriber reads its backlog from the history a chunk at a time (at most
+//! [`FEED_BACKLOG_CHUNK_MAX`] entries and, past the first, [`FEED_BACKLOG_CHUNK_BYTES_MAX`]
+//! bytes, found by binary search under the feed's lock), so the lock is held briefly and a
+//! subscriber holds no copy of the history: a stalled one keeps at most one chunk alive. The
+//! live feed is a ring of the last [`FEED_SUBSCRIBER_BUFFER_MAX`] entries shared by all
+//! subscribers (however many stall, they keep at most those alive); one that falls further
+//! behind continues from the history. Entries the history drops and a history replaced by a snapshot
 //! are freed after the lock is released.
 //!
 //! **Invariant:** the entries published are contiguous: each live item's index is one more
@@ -49,6 +50,10 @@ pub const EVENT_OVERHEAD_BYTES: usize = 64;
 
 /// The most entries a subscriber takes from the history at a time.
 pub const FEED_BACKLOG_CHUNK_MAX: usize = 64;
+
+/// The most bytes ([`Applied::bytes`]) of entries a subscriber takes from the history at a
+/// time, past the first entry: what a stalled subscriber keeps alive.
+pub const FEED_BACKLOG_CHUNK_BYTES_MAX: usize = 64 * 1024;
 
 /// The most applied entries the live feed buffers (one ring shared by every subscriber); a
 /// subscriber that falls further behind continues from the history (or, if the history no
@@ -267,14 +272,24 @@ impl Feed {
         Ok(Subscription { from, applied: self.applied, live: self.tx.subscribe() })
     }
 
-    /// The kept entries after revision `after` up to `until`, at most
-    /// [`FEED_BACKLOG_CHUNK_MAX`] of them, oldest first.
+    /// The kept entries after revision `after` up to `until`, oldest first: at least one if
+    /// there is any, at most [`FEED_BACKLOG_CHUNK_MAX`] and, past the first,
+    /// [`FEED_BACKLOG_CHUNK_BYTES_MAX`] bytes.
     pub(crate) fn backlog(&self, after: u64, until: u64) -> Result<Vec<Arc<Applied>>, Expired> {
         if after < self.horizon {
             return Err(Expired { requested: after, horizon: self.horizon });
         }
         let start = self.history.partition_point(|a| a.index <= after);
-        Ok(self.history.range(start..).take_while(|a| a.index <= until).take(FEED_BACKLOG_CHUNK_MAX).cloned().collect())
+        let mut chunk = Vec::new();
+        let mut bytes = 0;
+        for applied in self.history.range(start..).take_while(|a| a.index <= until).take(FEED_BACKLOG_CHUNK_MAX) {
+            bytes += applied.bytes;
+            if !chunk.is_empty() && bytes > FEED_BACKLOG_CHUNK_BYTES_MAX {
+                break;
+            }
+            chunk.push(Arc::clone(applied));
+        }
+        Ok(chunk)
     }
 }
 
@@ -342,6 +357,14 @@ mod tests {
         let last = first.last().map_or(0, |a| a.index);
         let next = feed.backlog(last, n).expect("kept");
         assert_eq!(next.first().map(|a| a.index), Some(last + 1), "no entry skipped or repeated");
+        // Large entries come fewer at a time, but at least one.
+        let mut big = Feed::default();
+        for i in 1..=4 {
+            let _ = big.push(entry(i, 0, 1000));
+        }
+        assert!(big.history[0].bytes > FEED_BACKLOG_CHUNK_BYTES_MAX);
+        assert_eq!(big.backlog(0, 4).expect("kept").len(), 1);
+        assert_eq!(big.backlog(3, 4).expect("kept").len(), 1);
     }
 
     #[test]

@@ -125,6 +125,18 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// Removes the temporary files of snapshot writes that a crash interrupted.
+fn remove_temporary_files(dir: &Path) -> io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if name.starts_with(&format!("{SNAPSHOT_FILE}.")) && name.ends_with(".tmp") {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes a state snapshot (`State::to_snapshot` bytes) into `dir` as the snapshot a node
 /// starts from, covering log id `last_log_id` with `membership`. For restoring a backup into
 /// a fresh data directory.
@@ -165,6 +177,7 @@ impl StateMachineStore {
     /// As [`StateMachineStore::open`], keeping the watch history within `limits`.
     pub fn open_with(dir: &Path, limits: HistoryLimits) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
+        remove_temporary_files(dir)?;
         let mut inner = Inner::default();
         let mut feed = Feed::new(limits);
         match std::fs::read(dir.join(SNAPSHOT_FILE)) {
@@ -280,7 +293,9 @@ impl RaftSnapshotBuilder<C> for StateMachineStore {
         // An install of a later snapshot may have finished meanwhile: then this one is dropped
         // (openraft ignores a built snapshot older than its current one).
         self.keep_snapshot(&meta, Arc::clone(&data)).await?;
-        Ok(Snapshot { meta, snapshot: Arc::unwrap_or_clone(data) })
+        // openraft takes the bytes by value: a copy, off the runtime's threads.
+        let snapshot = self.off_runtime(move || Arc::unwrap_or_clone(data)).await?;
+        Ok(Snapshot { meta, snapshot })
     }
 }
 

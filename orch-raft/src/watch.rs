@@ -117,7 +117,12 @@ impl WatchState {
         }
         loop {
             if !self.caught_up {
-                // Replay the history up to `fed`, then say how far the stream has come.
+                // Replay the history up to `fed`, then say how far the stream has come; a long
+                // replay reports its progress too (between entries, a whole revision's bound).
+                if Instant::now() >= self.next_progress {
+                    let item = self.progress();
+                    return Some((Ok(item), self));
+                }
                 while let Some(applied) = self.backlog.pop_front() {
                     if let Some(item) = self.take(&applied) {
                         return Some((Ok(item), self));

@@ -35,10 +35,10 @@ async fn a_follower_that_installs_a_snapshot_under_a_live_watch_expires_it() {
     let proxy = Proxy::start(n3.address().parse().expect("address")).await;
     n1.add_member(2, n2.address()).await.expect("adds 2");
     n1.add_member(3, proxy.addr().to_string()).await.expect("adds 3");
+    let mut target = 0;
     for i in 0..5 {
-        propose(&[&n1], vec![pod(&format!("before-{i}"))]).await;
+        target = propose(&[&n1], vec![pod(&format!("before-{i}"))]).await;
     }
-    let target = n1.metrics().applied_index;
     eventually("node 3 caught up", || (n3.metrics().applied_index >= target).then_some(())).await;
 
     // A watch on node 3, live and caught up.
