@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use bincode::de::Decoder;
+use bincode::error::{AllowedEnumVariants, DecodeError};
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
@@ -48,7 +50,10 @@ pub struct Preconditions {
 }
 
 /// A change to the cluster state.
-#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+///
+/// Decoding refuses a batch inside a batch (apply refuses it anyway): bytes from a peer, the
+/// disk or a backup cannot nest batches deep enough to overflow the stack.
+#[derive(Clone, Debug, PartialEq, Eq, Encode)]
 #[cfg_attr(feature = "arbitrary", derive(proptest_derive::Arbitrary))]
 pub enum Command {
     /// Create an object; fails if one of that kind, namespace and name exists.
@@ -131,7 +136,9 @@ pub struct Success {
 }
 
 /// A rejected command. Rejections are outcomes, identical on every replica.
-#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, Serialize, Deserialize, thiserror::Error)]
+///
+/// As for [`Command`], decoding refuses a batch error inside a batch error.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Serialize, Deserialize, thiserror::Error)]
 #[cfg_attr(feature = "arbitrary", derive(proptest_derive::Arbitrary))]
 pub enum ApplyError {
     /// The object breaks a validation rule.
@@ -201,6 +208,91 @@ pub enum ApplyError {
 /// The outcome of one request.
 pub type Outcome = Result<Success, ApplyError>;
 
+// Decoding by hand, with the variant numbers the derived `Encode` writes (declaration order), so
+// that a batch cannot hold a batch: nesting would recurse once per level of the input. Tested
+// for every variant in `tests::every_variant_decodes_as_encoded`.
+
+fn decode_length<D: Decoder>(decoder: &mut D) -> Result<usize, DecodeError> {
+    let len = u64::decode(decoder)?;
+    usize::try_from(len).map_err(|_| DecodeError::OutsideUsizeRange(len))
+}
+
+/// The variants of `Command` and `ApplyError`, for the error about any other.
+const COMMAND_VARIANTS: AllowedEnumVariants = AllowedEnumVariants::Range { min: 0, max: 6 };
+const APPLY_ERROR_VARIANTS: AllowedEnumVariants = AllowedEnumVariants::Range { min: 0, max: 7 };
+
+const NESTED_BATCH: &str = "a batch may not contain a batch";
+
+fn decode_command<D: Decoder>(decoder: &mut D, in_batch: bool) -> Result<Command, DecodeError> {
+    Ok(match u32::decode(decoder)? {
+        0 => Command::Create(Decode::decode(decoder)?),
+        1 => Command::Update(Decode::decode(decoder)?),
+        2 => Command::UpdateStatus(Decode::decode(decoder)?),
+        3 => Command::Delete {
+            key: Decode::decode(decoder)?,
+            grace_period_seconds: Decode::decode(decoder)?,
+            preconditions: Decode::decode(decoder)?,
+        },
+        4 => Command::Bind {
+            namespace: Decode::decode(decoder)?,
+            name: Decode::decode(decoder)?,
+            node: Decode::decode(decoder)?,
+            preconditions: Decode::decode(decoder)?,
+        },
+        5 if in_batch => return Err(DecodeError::Other(NESTED_BATCH)),
+        5 => {
+            let len = decode_length(decoder)?;
+            decoder.claim_container_read::<Command>(len)?;
+            let mut commands = Vec::with_capacity(len);
+            for _ in 0..len {
+                decoder.unclaim_bytes_read(std::mem::size_of::<Command>());
+                commands.push(decode_command(decoder, true)?);
+            }
+            Command::Batch(commands)
+        }
+        6 => Command::Apply(Decode::decode(decoder)?),
+        found => {
+            return Err(DecodeError::UnexpectedVariant { type_name: "Command", allowed: &COMMAND_VARIANTS, found });
+        }
+    })
+}
+
+impl<Context> Decode<Context> for Command {
+    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        decode_command(decoder, false)
+    }
+}
+bincode::impl_borrow_decode!(Command);
+
+fn decode_apply_error<D: Decoder>(decoder: &mut D, in_batch: bool) -> Result<ApplyError, DecodeError> {
+    Ok(match u32::decode(decoder)? {
+        0 => ApplyError::Invalid {
+            kind: Decode::decode(decoder)?,
+            name: Decode::decode(decoder)?,
+            errors: Decode::decode(decoder)?,
+        },
+        1 => ApplyError::AlreadyExists { key: Decode::decode(decoder)? },
+        2 => ApplyError::NotFound { key: Decode::decode(decoder)? },
+        3 => ApplyError::Conflict { key: Decode::decode(decoder)?, reason: Decode::decode(decoder)? },
+        4 => ApplyError::Forbidden { key: Decode::decode(decoder)?, reason: Decode::decode(decoder)? },
+        5 => ApplyError::BadRequest { reason: Decode::decode(decoder)? },
+        6 => ApplyError::StaleRequest { client: Decode::decode(decoder)?, serial: Decode::decode(decoder)? },
+        7 if in_batch => return Err(DecodeError::Other(NESTED_BATCH)),
+        7 => ApplyError::Batch { index: Decode::decode(decoder)?, error: Box::new(decode_apply_error(decoder, true)?) },
+        found => {
+            let allowed = &APPLY_ERROR_VARIANTS;
+            return Err(DecodeError::UnexpectedVariant { type_name: "ApplyError", allowed, found });
+        }
+    })
+}
+
+impl<Context> Decode<Context> for ApplyError {
+    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        decode_apply_error(decoder, false)
+    }
+}
+bincode::impl_borrow_decode!(ApplyError);
+
 impl fmt::Display for Entry {
     /// `3 requests at 2026-11-27T23:59:43Z`, for logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -234,5 +326,76 @@ impl Command {
     /// True for an empty batch.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{decode, encode};
+
+    fn namespace() -> Object {
+        crate::manifest::parse_manifests("apiVersion: v1\nkind: Namespace\nmetadata: {name: a}")
+            .expect("valid")
+            .remove(0)
+    }
+
+    #[test]
+    fn every_variant_decodes_as_encoded() {
+        let key = ObjectKey::new(Kind::Pod, "default", "p");
+        let pre = Preconditions { uid: Some(Uid::from_u128(3)), resource_version: Some(Revision(4)) };
+        let commands = vec![
+            Command::Create(namespace()),
+            Command::Update(namespace()),
+            Command::UpdateStatus(namespace()),
+            Command::Delete { key: key.clone(), grace_period_seconds: Some(0), preconditions: pre.clone() },
+            Command::Bind { namespace: "default".into(), name: "p".into(), node: "n".into(), preconditions: pre },
+            Command::Batch(vec![Command::Create(namespace()), Command::Apply(namespace())]),
+            Command::Apply(namespace()),
+        ];
+        for command in commands {
+            assert_eq!(decode::<Command>(&encode(&command), 1 << 20).expect("decodes"), command);
+        }
+        let errors = vec![
+            ApplyError::Invalid { kind: Kind::Pod, name: "p".into(), errors: FieldErrors::default() },
+            ApplyError::AlreadyExists { key: key.clone() },
+            ApplyError::NotFound { key: key.clone() },
+            ApplyError::Conflict { key: key.clone(), reason: "r".into() },
+            ApplyError::Forbidden { key: key.clone(), reason: "r".into() },
+            ApplyError::BadRequest { reason: "r".into() },
+            ApplyError::StaleRequest { client: ClientId(1), serial: 2 },
+            ApplyError::Batch { index: 3, error: Box::new(ApplyError::NotFound { key }) },
+        ];
+        for error in errors {
+            assert_eq!(decode::<ApplyError>(&encode(&error), 1 << 20).expect("decodes"), error);
+        }
+    }
+
+    /// The bytes of a batch holding a batch holding a batch... `depth` deep (the value itself
+    /// could not be built and encoded that deep without overflowing the stack).
+    fn nested_batches(depth: usize, variant: u8) -> Vec<u8> {
+        let mut bytes = vec![crate::codec::FORMAT_VERSION];
+        for _ in 0..depth {
+            bytes.push(variant);
+            if variant == 7 {
+                bytes.push(0); // ApplyError::Batch's index
+            } else {
+                bytes.push(1); // a batch of one command
+            }
+        }
+        bytes
+    }
+
+    #[test]
+    fn nested_batches_are_refused_not_recursed_into() {
+        // A million levels: decoding them recursively would overflow any thread's stack.
+        let command = decode::<Command>(&nested_batches(1_000_000, 5), usize::MAX).expect_err("nested");
+        assert!(command.to_string().contains("a batch may not contain a batch"), "{command}");
+        let error = decode::<ApplyError>(&nested_batches(1_000_000, 7), usize::MAX).expect_err("nested");
+        assert!(error.to_string().contains("a batch may not contain a batch"), "{error}");
+        // Inside an entry too, as a peer or the disk would send it.
+        let mut entry = vec![crate::codec::FORMAT_VERSION, 0, 1, 1, 1];
+        entry.extend_from_slice(&nested_batches(100_000, 5)[1..]);
+        assert!(crate::codec::decode_entry(&entry).is_err());
     }
 }

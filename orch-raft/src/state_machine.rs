@@ -383,3 +383,96 @@ impl RaftStateMachine<C> for StateMachineStore {
         Ok(current.map(|(meta, data)| Snapshot { meta, snapshot: Arc::unwrap_or_clone(data) }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use openraft::LogId;
+    use openraft::impls::leader_id_adv::LeaderId;
+
+    use super::*;
+    use crate::lock;
+
+    /// A state after `n` entries (each creating a namespace), with its snapshot meta at index `n`.
+    fn state_at(n: u64) -> (SnapshotMetaOf<C>, State) {
+        let mut state = State::new();
+        for i in 1..=n {
+            let ns =
+                orch_core::parse_manifests(&format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: ns-{i}}}"))
+                    .expect("valid")
+                    .remove(0);
+            let request = orch_core::Request {
+                client: orch_core::ClientId(1),
+                serial: i,
+                command: orch_core::Command::Create(ns),
+            };
+            state.apply(i, orch_core::Entry { timestamp_ms: 1_000, requests: vec![request] });
+        }
+        let log_id = LogId::new(LeaderId { term: 1, node_id: 1 }, n);
+        (SnapshotMeta { last_log_id: Some(log_id), last_membership: StoredMembership::default() }, state)
+    }
+
+    fn on_disk(dir: &Path) -> u64 {
+        let bytes = std::fs::read(dir.join(SNAPSHOT_FILE)).expect("a snapshot file");
+        decode_snapshot_file(&bytes).expect("decodes").0.last_log_id.map_or(0, |id| id.index)
+    }
+
+    fn current(store: &StateMachineStore) -> u64 {
+        lock(&store.inner).snapshot.as_ref().and_then(|(m, _)| m.last_log_id).map_or(0, |id| id.index)
+    }
+
+    #[tokio::test]
+    async fn a_build_that_finishes_after_a_newer_install_is_dropped() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut store = StateMachineStore::open(dir.path()).expect("opens");
+        let (meta_a, state_a) = state_at(3);
+        let (meta_b, state_b) = state_at(5);
+        // A build copies the state at 3 and encodes it ...
+        lock(&store.inner).state = state_a.clone();
+        let built = Arc::new(state_a.to_snapshot());
+        // ... while the leader's snapshot at 5 is installed and purges the log up to 5 ...
+        store.install_snapshot(&meta_b, state_b.to_snapshot()).await.expect("installs");
+        assert_eq!((current(&store), on_disk(dir.path())), (5, 5));
+        // ... then the build finishes: it must not replace the newer snapshot.
+        assert!(!store.keep_snapshot(&meta_a, built).await.expect("no error"), "the older one is dropped");
+        assert_eq!((current(&store), on_disk(dir.path())), (5, 5));
+        // A restart starts from 5, which the purged log continues.
+        drop(store);
+        let reopened = StateMachineStore::open(dir.path()).expect("reopens");
+        assert_eq!(reopened.applied_index(), 5);
+        assert_eq!(reopened.state(), state_b);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).expect("lists").filter_map(Result::ok).collect();
+        assert_eq!(leftovers.len(), 1, "only snapshot.bin: {leftovers:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn builds_and_installs_racing_keep_the_newest_snapshot() {
+        let (meta_b, state_b) = state_at(5);
+        let bytes_b = state_b.to_snapshot();
+        for round in 0..20 {
+            let dir = tempfile::tempdir().expect("dir");
+            let store = StateMachineStore::open(dir.path()).expect("opens");
+            let (_, state_a) = state_at(3);
+            {
+                let mut inner = lock(&store.inner);
+                inner.state = state_a;
+                inner.last_applied = Some(LogId::new(LeaderId { term: 1, node_id: 1 }, 3));
+            }
+            let mut builder = store.clone();
+            let mut installer = store.clone();
+            let (meta, bytes) = (meta_b.clone(), bytes_b.clone());
+            let build = async move { builder.build_snapshot().await.map(|_| ()) };
+            let install = async move { installer.install_snapshot(&meta, bytes).await };
+            // Both orders of starting, each on its own task.
+            let (a, b) = if round % 2 == 0 {
+                let b = tokio::spawn(build);
+                (tokio::spawn(install), b)
+            } else {
+                let i = tokio::spawn(install);
+                (i, tokio::spawn(build))
+            };
+            a.await.expect("joins").expect("no error");
+            b.await.expect("joins").expect("no error");
+            assert_eq!((current(&store), on_disk(dir.path())), (5, 5), "round {round}");
+        }
+    }
+}
