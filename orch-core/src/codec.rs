@@ -7,8 +7,17 @@ use bincode::{Decode, Encode};
 
 /// The version of the storage layout written by this build.
 pub const FORMAT_VERSION: u8 = 1;
-/// The largest encoded log entry accepted.
-pub const ENTRY_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// The most bytes of a log entry this build writes ([`encode_entry`] refuses more): room for any
+/// object Kubernetes would store (etcd takes 1.5 MiB). Sixteen of
+/// them fit one Raft append message with a quarter of it to spare (see orch-raft's
+/// `APPEND_ENTRIES_MAX`).
+pub const ENTRY_BYTES_MAX: usize = 2 * 1024 * 1024;
+/// The most bytes of a log entry [`decode_entry`] reads: earlier builds wrote entries of up to
+/// this size, and a node must restart on its old log. Everything [`encode_entry`] writes is
+/// within it.
+pub const ENTRY_READ_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+const _: () = assert!(ENTRY_BYTES_MAX <= ENTRY_READ_BYTES_MAX);
 
 type Config = bincode::config::Configuration;
 
@@ -21,13 +30,21 @@ pub(crate) const fn config() -> Config {
 /// memory; the rest is margin.
 pub const DECODE_CLAIMS_PER_INPUT_BYTE: usize = 16;
 
-/// Decodes from a slice with an allocation budget proportional to its length (at least 1 MiB,
-/// rounded up to a power of two): a crafted length prefix cannot make the decoder reserve more
-/// than a small multiple of the bytes it was given.
+/// The least budget of claims a decode gets, whatever its length. A list reserves its length
+/// times its element's size before its items arrive, so a short input can claim much: the
+/// 5,000 addresses an Endpoints may hold (`ENDPOINT_ADDRESSES_MAX`) take 60 KB encoded and
+/// claim 1.16 MB (232 bytes each), and an entry's 4,096 requests 590 KB more. With a budget of
+/// 1 MiB such a valid object was refused by every replica's decoder once it was in the log.
+/// 8 MiB covers the largest valid entry with room; a crafted input still cannot claim more.
+pub const DECODE_CLAIMS_MIN: usize = 8 << 20;
+
+/// Decodes from a slice with an allocation budget proportional to its length (at least
+/// [`DECODE_CLAIMS_MIN`], rounded up to a power of two): a crafted length prefix cannot make
+/// the decoder reserve more than a small multiple of the bytes it was given.
 pub(crate) fn decode_from_slice_bounded<T: Decode<()>>(
     bytes: &[u8],
 ) -> Result<(T, usize), bincode::error::DecodeError> {
-    let budget = bytes.len().saturating_mul(DECODE_CLAIMS_PER_INPUT_BYTE).max(1 << 20).next_power_of_two();
+    let budget = bytes.len().saturating_mul(DECODE_CLAIMS_PER_INPUT_BYTE).max(DECODE_CLAIMS_MIN).next_power_of_two();
     // bincode takes its limit as a const generic: one instantiation per power of two.
     macro_rules! by_power_of_two {
         ($($shift:literal)*) => {
@@ -105,12 +122,27 @@ pub fn decode<T: Decode<()>>(bytes: &[u8], max: usize) -> Result<T, CodecError> 
     Ok(value)
 }
 
-/// Encodes a log entry.
-pub fn encode_entry(entry: &crate::command::Entry) -> Vec<u8> {
-    encode(entry)
+/// Encodes a log entry, refusing one that [`decode_entry`] would refuse: more than
+/// [`ENTRY_BYTES_MAX`] bytes, or contents whose decoding claims more memory than its budget
+/// ([`DECODE_CLAIMS_PER_INPUT_BYTE`] per byte). The second is checked by decoding the bytes
+/// with the decoder's own budget, so the two cannot drift apart. A proposer calls this once per
+/// entry; storage and transport re-encode an entry that passed (or was decoded) with
+/// [`encode`].
+///
+/// # Errors
+/// [`CodecError::TooLarge`] or [`CodecError::Malformed`] (the decoder's refusal).
+pub fn encode_entry(entry: &crate::command::Entry) -> Result<Vec<u8>, CodecError> {
+    let len = 1 + encoded_len(entry);
+    if len > ENTRY_BYTES_MAX {
+        return Err(CodecError::TooLarge { len, max: ENTRY_BYTES_MAX });
+    }
+    let bytes = encode(entry);
+    decode_from_slice_bounded::<crate::command::Entry>(&bytes[1..])
+        .map_err(|e| CodecError::Malformed(format!("the entry would not decode: {e}")))?;
+    Ok(bytes)
 }
 
-/// Decodes a log entry.
+/// Decodes a log entry of up to [`ENTRY_READ_BYTES_MAX`] bytes.
 pub fn decode_entry(bytes: &[u8]) -> Result<crate::command::Entry, CodecError> {
-    decode(bytes, ENTRY_BYTES_MAX)
+    decode(bytes, ENTRY_READ_BYTES_MAX)
 }

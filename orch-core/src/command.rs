@@ -208,6 +208,25 @@ pub enum ApplyError {
 /// The outcome of one request.
 pub type Outcome = Result<Success, ApplyError>;
 
+/// The rules of a batch's shape, checked by apply and before proposing: no batch inside a
+/// batch, at most [`BATCH_COMMANDS_MAX`] commands.
+pub(crate) fn check_batch_shape(commands: usize, in_batch: bool) -> Result<(), ApplyError> {
+    if in_batch {
+        return Err(ApplyError::BadRequest { reason: "a batch may not contain a batch".into() });
+    }
+    if commands > BATCH_COMMANDS_MAX {
+        return Err(ApplyError::BadRequest {
+            reason: format!("a batch may hold at most {BATCH_COMMANDS_MAX} commands, this one holds {commands}"),
+        });
+    }
+    Ok(())
+}
+
+/// The error of command `index` of a batch.
+pub(crate) fn batch_error(index: usize, error: ApplyError) -> ApplyError {
+    ApplyError::Batch { index: u32::try_from(index).unwrap_or(u32::MAX), error: Box::new(error) }
+}
+
 // Decoding by hand, with the variant numbers the derived `Encode` writes (declaration order), so
 // that a batch cannot hold a batch: nesting would recurse once per level of the input. Tested
 // for every variant in `tests::every_variant_decodes_as_encoded`.

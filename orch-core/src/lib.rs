@@ -40,7 +40,9 @@
 #[macro_use]
 mod macros;
 
+pub mod admit;
 pub mod apps_v1;
+pub mod bounds;
 pub mod codec;
 pub mod command;
 pub mod core_v1;

@@ -131,7 +131,7 @@ pub fn object_from_value(mut value: Value) -> Result<Object, ManifestError> {
             format!("no kind {kind_name:?} is registered for version {api_version:?}; supported: {}", known.join(", ")),
         ));
     };
-    match kind {
+    let obj = match kind {
         Kind::Namespace => typed::<crate::core_v1::Namespace>(value),
         Kind::Node => typed::<crate::core_v1::Node>(value),
         Kind::Pod => typed::<crate::core_v1::Pod>(value),
@@ -140,7 +140,14 @@ pub fn object_from_value(mut value: Value) -> Result<Object, ManifestError> {
         Kind::Deployment => typed::<crate::apps_v1::Deployment>(value),
         Kind::ReplicaSet => typed::<crate::apps_v1::ReplicaSet>(value),
         Kind::Event => typed::<crate::core_v1::Event>(value),
+    }?;
+    // Every list and string within its limit as soon as the object is parsed.
+    if let Some(first) = crate::bounds::check_bounds(&obj).0.first() {
+        let text = first.to_string();
+        let message = text.strip_prefix(&format!("{}: ", first.field)).unwrap_or(&text).to_owned();
+        return Err(error(first.field.clone(), message));
     }
+    Ok(obj)
 }
 
 /// Adds the objects of one document (a single object, or a `v1` `List`) to `out`.
@@ -286,6 +293,15 @@ spec:
 
     fn err_of(text: &str) -> String {
         parse_manifests(text).err().map(|e| e.to_string()).unwrap_or_else(|| "parsed".into())
+    }
+
+    #[test]
+    fn lists_and_strings_are_bounded_where_the_object_is_parsed() {
+        let args = vec!["''"; 300].join(", ");
+        let e = err_of(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec: {{containers: [{{name: c, image: x, args: [{args}]}}]}}"
+        ));
+        assert_eq!(e, "document 1 (Pod \"p\"): spec.containers[0].args: Too many: 300: must have at most 256 items");
     }
 
     #[test]

@@ -18,9 +18,7 @@
 use std::ops::Bound;
 use std::sync::Arc;
 
-use crate::command::{
-    Action, ApplyError, BATCH_COMMANDS_MAX, Change, Command, ENTRY_REQUESTS_MAX, Entry, Outcome, Preconditions, Success,
-};
+use crate::command::{Action, ApplyError, Change, Command, ENTRY_REQUESTS_MAX, Entry, Outcome, Preconditions, Success};
 use crate::core_v1::{Namespace, NamespacePhase, PodCondition, PodPhase, PodStatus};
 use crate::defaults::{DEFAULT_NAMESPACE, DEFAULT_TERMINATION_GRACE_SECONDS, apply_defaults};
 use crate::ids::{Revision, Uid};
@@ -279,22 +277,9 @@ impl State {
                 self.bind(txn, &namespace, &name, &node, &preconditions, changes)
             }
             Command::Batch(commands) => {
-                if in_batch {
-                    return Err(ApplyError::BadRequest { reason: "a batch may not contain a batch".into() });
-                }
-                if commands.len() > BATCH_COMMANDS_MAX {
-                    return Err(ApplyError::BadRequest {
-                        reason: format!(
-                            "a batch may hold at most {BATCH_COMMANDS_MAX} commands, this one holds {}",
-                            commands.len()
-                        ),
-                    });
-                }
+                crate::command::check_batch_shape(commands.len(), in_batch)?;
                 for (i, c) in commands.into_iter().enumerate() {
-                    self.exec(txn, c, changes, true).map_err(|e| ApplyError::Batch {
-                        index: u32::try_from(i).unwrap_or(u32::MAX),
-                        error: Box::new(e),
-                    })?;
+                    self.exec(txn, c, changes, true).map_err(|e| crate::command::batch_error(i, e))?;
                 }
                 Ok(())
             }
@@ -400,20 +385,7 @@ impl State {
             meta.deletion_timestamp = None;
             meta.deletion_grace_period_seconds = None;
         }
-        // The status a new object starts with.
-        match &mut obj {
-            Object::Pod(p) => {
-                let pod = Arc::make_mut(p);
-                pod.status = PodStatus { phase: Some(PodPhase::Pending), ..PodStatus::default() };
-                if pod.spec.node_name.is_some() {
-                    pod.status.conditions.push(scheduled_condition(now));
-                }
-            }
-            Object::Deployment(d) => Arc::make_mut(d).status = Default::default(),
-            Object::ReplicaSet(rs) => Arc::make_mut(rs).status = Default::default(),
-            Object::Namespace(ns) => Arc::make_mut(ns).status.phase = Some(NamespacePhase::Active),
-            _ => {}
-        }
+        set_initial_status(&mut obj, now);
         let errors = validation::validate(&obj);
         if !errors.is_empty() {
             return Err(invalid(&obj, errors));
@@ -497,7 +469,7 @@ impl State {
         check_preconditions(&key, old.meta(), &pre)?;
         let mut merged = old.clone();
         merged.copy_status_from(&new);
-        let errors = validation::validate(&merged);
+        let errors = validation::validate_status_update(&merged, &old);
         if !errors.is_empty() {
             return Err(invalid(&merged, errors));
         }
@@ -659,6 +631,23 @@ impl State {
             return Err(format!("uid {} is shared by two objects", pair[0]));
         }
         self.sessions.check_invariants().map_err(str::to_owned)
+    }
+}
+
+/// The status a new object starts with: what a create keeps of the status it was given.
+pub(crate) fn set_initial_status(obj: &mut Object, now: Time) {
+    match obj {
+        Object::Pod(p) => {
+            let pod = Arc::make_mut(p);
+            pod.status = PodStatus { phase: Some(PodPhase::Pending), ..PodStatus::default() };
+            if pod.spec.node_name.is_some() {
+                pod.status.conditions.push(scheduled_condition(now));
+            }
+        }
+        Object::Deployment(d) => Arc::make_mut(d).status = Default::default(),
+        Object::ReplicaSet(rs) => Arc::make_mut(rs).status = Default::default(),
+        Object::Namespace(ns) => Arc::make_mut(ns).status.phase = Some(NamespacePhase::Active),
+        Object::Node(_) | Object::Service(_) | Object::Endpoints(_) | Object::Event(_) => {}
     }
 }
 

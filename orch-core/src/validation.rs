@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::apps_v1::{Deployment, DeploymentStrategyType};
 use crate::core_v1::{
-    Container, Endpoints, Event, Node, PodSpec, PodTemplateSpec, Probe, ResourceList, RestartPolicy, Service,
-    ServiceType, TolerationOperator,
+    Container, Endpoints, Event, Node, Pod, PodPhase, PodSpec, PodTemplateSpec, Probe, ResourceList, RestartPolicy,
+    Service, ServiceType, TolerationOperator,
 };
 use crate::intstr::IntOrString;
 use crate::meta::{LabelSelector, ObjectMeta, SelectorOperator};
@@ -58,6 +58,8 @@ pub enum FieldErrorType {
     TooLong,
     /// The list holds more items than allowed.
     TooMany,
+    /// The value names something that does not exist.
+    NotFound,
 }
 
 /// One problem with one field.
@@ -88,6 +90,7 @@ impl fmt::Display for FieldError {
             FieldErrorType::Forbidden => write!(f, "{field}: Forbidden: {detail}"),
             FieldErrorType::TooLong => write!(f, "{field}: Too long: {detail}"),
             FieldErrorType::TooMany => write!(f, "{field}: Too many: {value}: {detail}"),
+            FieldErrorType::NotFound => write!(f, "{field}: Not found: {value}: {detail}"),
         }
     }
 }
@@ -157,6 +160,16 @@ impl FieldErrors {
     /// Adds a `Forbidden` error.
     pub fn forbidden(&mut self, field: &(impl FieldPath + ?Sized), detail: impl Into<String>) {
         self.push(field, FieldErrorType::Forbidden, String::new(), detail);
+    }
+
+    /// Adds a `Not found` error.
+    pub fn not_found(
+        &mut self,
+        field: &(impl FieldPath + ?Sized),
+        value: impl fmt::Display,
+        detail: impl Into<String>,
+    ) {
+        self.push(field, FieldErrorType::NotFound, value.to_string(), detail);
     }
 
     /// Adds a `Too long` error.
@@ -926,20 +939,152 @@ fn check_event(errs: &mut FieldErrors, ev: &Event) {
     errs.check_str("message", ev.message.as_deref().unwrap_or(""));
 }
 
-/// Validates an object as it would be stored (defaults already applied).
+/// The node address types, as Kubernetes.
+pub const NODE_ADDRESS_TYPES: [&str; 5] = ["Hostname", "InternalIP", "ExternalIP", "InternalDNS", "ExternalDNS"];
+
+fn check_condition_type(errs: &mut FieldErrors, path: &Path<'_>, type_: &str) {
+    if type_.is_empty() {
+        errs.required(&path.child("type"), "");
+    } else if let Some(reason) = is_qualified_name(type_) {
+        errs.invalid(&path.child("type"), q(type_), reason);
+    }
+}
+
+fn check_ip_field(errs: &mut FieldErrors, path: &str, ip: Option<&str>) {
+    if let Some(ip) = ip
+        && !ip.is_empty()
+        && !is_ipv4(ip)
+    {
+        errs.invalid(path, q(ip), "must be a valid IPv4 address");
+    }
+}
+
+fn check_counts(errs: &mut FieldErrors, counts: &[(&str, Option<i64>)]) {
+    for (field, value) in counts {
+        errs.non_negative(*field, *value);
+    }
+}
+
+/// A pod's status: its addresses, its conditions, and one status per container of its spec.
+fn check_pod_status(errs: &mut FieldErrors, pod: &Pod) {
+    let s = &pod.status;
+    check_ip_field(errs, "status.podIP", s.pod_ip.as_deref());
+    check_ip_field(errs, "status.hostIP", s.host_ip.as_deref());
+    let conditions = Path::root("status.conditions");
+    let mut types = BTreeSet::new();
+    for (i, c) in s.conditions.iter().enumerate() {
+        let p = conditions.index(i);
+        check_condition_type(errs, &p, &c.type_);
+        if !types.insert(c.type_.as_str()) {
+            errs.duplicate(&p.child("type"), q(&c.type_));
+        }
+    }
+    let statuses = Path::root("status.containerStatuses");
+    let mut names = BTreeSet::new();
+    for (i, cs) in s.container_statuses.iter().enumerate() {
+        let p = statuses.index(i);
+        if !pod.spec.containers.iter().any(|c| c.name == cs.name) {
+            errs.not_found(&p.child("name"), q(&cs.name), "no container of that name in spec.containers");
+        } else if !names.insert(cs.name.as_str()) {
+            errs.duplicate(&p.child("name"), q(&cs.name));
+        }
+        errs.non_negative(&p.child("restartCount"), Some(i64::from(cs.restart_count)));
+        let states = [&cs.state, &cs.last_state];
+        for (name, state) in ["state", "lastState"].into_iter().zip(states) {
+            let set = usize::from(state.waiting.is_some())
+                + usize::from(state.running.is_some())
+                + usize::from(state.terminated.is_some());
+            if set > 1 {
+                errs.forbidden(&p.child(name), "may not specify more than 1 state type");
+            }
+        }
+    }
+}
+
+/// A node's status: address types and addresses, and condition types.
+fn check_node_status(errs: &mut FieldErrors, node: &Node) {
+    let addresses = Path::root("status.addresses");
+    for (i, a) in node.status.addresses.iter().enumerate() {
+        let p = addresses.index(i);
+        if !NODE_ADDRESS_TYPES.contains(&a.type_.as_str()) {
+            errs.not_supported(&p.child("type"), &a.type_, &NODE_ADDRESS_TYPES);
+        } else if a.type_.ends_with("IP") && !is_ipv4(&a.address) {
+            errs.invalid(&p.child("address"), q(&a.address), "must be a valid IPv4 address");
+        }
+    }
+    let conditions = Path::root("status.conditions");
+    for (i, c) in node.status.conditions.iter().enumerate() {
+        check_condition_type(errs, &conditions.index(i), &c.type_);
+    }
+}
+
+/// Validates a status change from `old` to `new`: the rules of [`validate`] plus the
+/// transitions a status may not make (a pod that succeeded or failed keeps its phase).
+pub fn validate_status_update(new: &Object, old: &Object) -> FieldErrors {
+    let mut errs = validate(new);
+    if let (Object::Pod(n), Object::Pod(o)) = (new, old)
+        && let Some(phase @ (PodPhase::Succeeded | PodPhase::Failed)) = o.status.phase
+        && n.status.phase != Some(phase)
+    {
+        errs.forbidden("status.phase", format!("may not change from the terminal phase {phase}"));
+    }
+    errs
+}
+
+/// Validates an object as it would be stored (defaults already applied), status included.
 pub fn validate(obj: &Object) -> FieldErrors {
     let mut errs = FieldErrors::default();
     check_meta(&mut errs, obj.kind(), obj.meta());
     match obj {
         Object::Namespace(_) => {}
-        Object::Node(n) => check_node(&mut errs, n),
-        Object::Pod(p) => check_pod_spec(&mut errs, &Path::root("spec"), &p.spec),
+        Object::Node(n) => {
+            check_node(&mut errs, n);
+            check_node_status(&mut errs, n);
+        }
+        Object::Pod(p) => {
+            check_pod_spec(&mut errs, &Path::root("spec"), &p.spec);
+            check_pod_status(&mut errs, p);
+        }
         Object::Service(s) => check_service(&mut errs, s),
         Object::Endpoints(e) => check_endpoints(&mut errs, e),
-        Object::Deployment(d) => check_deployment(&mut errs, d),
+        Object::Deployment(d) => {
+            check_deployment(&mut errs, d);
+            let st = &d.status;
+            check_counts(
+                &mut errs,
+                &[
+                    ("status.replicas", st.replicas.map(i64::from)),
+                    ("status.updatedReplicas", st.updated_replicas.map(i64::from)),
+                    ("status.readyReplicas", st.ready_replicas.map(i64::from)),
+                    ("status.availableReplicas", st.available_replicas.map(i64::from)),
+                    ("status.unavailableReplicas", st.unavailable_replicas.map(i64::from)),
+                    ("status.observedGeneration", st.observed_generation),
+                    ("status.collisionCount", st.collision_count.map(i64::from)),
+                ],
+            );
+            let conditions = Path::root("status.conditions");
+            for (i, c) in st.conditions.iter().enumerate() {
+                check_condition_type(&mut errs, &conditions.index(i), &c.type_);
+            }
+        }
         Object::ReplicaSet(rs) => {
             let s = &rs.spec;
             check_workload(&mut errs, s.replicas, &s.selector, &s.template, s.min_ready_seconds);
+            let st = &rs.status;
+            check_counts(
+                &mut errs,
+                &[
+                    ("status.replicas", Some(i64::from(st.replicas))),
+                    ("status.fullyLabeledReplicas", st.fully_labeled_replicas.map(i64::from)),
+                    ("status.readyReplicas", st.ready_replicas.map(i64::from)),
+                    ("status.availableReplicas", st.available_replicas.map(i64::from)),
+                    ("status.observedGeneration", st.observed_generation),
+                ],
+            );
+            let conditions = Path::root("status.conditions");
+            for (i, c) in st.conditions.iter().enumerate() {
+                check_condition_type(&mut errs, &conditions.index(i), &c.type_);
+            }
         }
         Object::Event(e) => check_event(&mut errs, e),
     }

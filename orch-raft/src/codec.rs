@@ -203,7 +203,8 @@ pub fn encode_entry(entry: &EntryOf<C>) -> Vec<u8> {
         EntryPayload::Blank => out.push(PAYLOAD_BLANK),
         EntryPayload::Normal(batch) => {
             out.push(PAYLOAD_NORMAL);
-            out.extend_from_slice(&orch_core::codec::encode_entry(batch));
+            // Admitted by the proposer (`orch_core::codec::encode_entry`), or decoded from a peer.
+            out.extend_from_slice(&orch_core::codec::encode(batch));
         }
         EntryPayload::Membership(m) => {
             out.push(PAYLOAD_MEMBERSHIP);

@@ -32,6 +32,7 @@ use crate::feed::{Expired, HistoryLimits};
 use crate::grpc::{GrpcNetwork, RaftService, SNAPSHOT_CHUNK_BYTES_DEFAULT};
 use crate::rocks::{ClosedProbe, RocksLogStore, SyncStats};
 use crate::{Member, RaftNode, StateMachineStore, TypeConfig, entropy_seed, start_raft};
+use orch_core::codec::ENTRY_BYTES_MAX;
 
 /// The most requests packed into one log entry.
 pub const BATCH_REQUESTS_MAX: usize = 1024;
@@ -428,7 +429,13 @@ impl RecoveryGate {
 }
 
 struct Proposal {
+    /// Moved into the entry by [`join`].
     requests: Vec<Request>,
+    /// How many requests the proposal holds: its share of the entry's outcomes.
+    count: usize,
+    /// The encoded size of `requests` as an entry of their own (an upper bound of what they
+    /// add to a shared entry).
+    bytes: usize,
     reply: oneshot::Sender<Result<Vec<Outcome>, Error>>,
 }
 
@@ -447,41 +454,65 @@ async fn batch(id: u64, raft: RaftNode, mut rx: mpsc::Receiver<Proposal>) {
             },
         };
         let mut total = first.requests.len();
+        let mut bytes = first.bytes;
         let mut group = vec![first];
         while let Ok(next) = rx.try_recv() {
-            if total + next.requests.len() > BATCH_REQUESTS_MAX {
+            if total + next.requests.len() > BATCH_REQUESTS_MAX || bytes + next.bytes > ENTRY_BYTES_MAX {
                 carry = Some(next);
                 break;
             }
             total += next.requests.len();
+            bytes += next.bytes;
             group.push(next);
         }
         let raft = raft.clone();
         tokio::spawn(async move {
-            let counts: Vec<usize> = group.iter().map(|p| p.requests.len()).collect();
-            let mut requests = Vec::with_capacity(total);
-            let mut replies = Vec::with_capacity(group.len());
-            for p in group {
-                requests.extend(p.requests);
-                replies.push(p.reply);
-            }
-            let entry = orch_core::Entry { timestamp_ms: now_ms(), requests };
-            let result = write(id, &raft, entry).await;
-            drop(permit);
-            match result {
-                Ok(outcomes) => {
-                    let mut outcomes = outcomes.into_iter();
-                    for (reply, n) in replies.into_iter().zip(counts) {
-                        let _ = reply.send(Ok(outcomes.by_ref().take(n).collect()));
-                    }
+            let timestamp_ms = now_ms();
+            let entry = join(timestamp_ms, &mut group);
+            // Each proposal passed the encoder's checks alone; together they may still claim
+            // more decoding memory than the entry's length allows. Then each goes alone.
+            if group.len() == 1 || orch_core::codec::encode_entry(&entry).is_ok() {
+                let result = write(id, &raft, entry).await;
+                drop(permit);
+                reply(group, result);
+            } else {
+                let mut requests = entry.requests.into_iter();
+                for mut p in group {
+                    p.requests = requests.by_ref().take(p.count).collect();
+                    let mut one = vec![p];
+                    let entry = join(timestamp_ms, &mut one);
+                    let result = write(id, &raft, entry).await;
+                    reply(one, result);
                 }
-                Err(e) => {
-                    for reply in replies {
-                        let _ = reply.send(Err(clone_error(&e)));
-                    }
-                }
+                drop(permit);
             }
         });
+    }
+}
+
+/// One entry of the proposals' requests, in order (moving them out of the proposals).
+fn join(timestamp_ms: i64, group: &mut [Proposal]) -> orch_core::Entry {
+    let mut requests = Vec::with_capacity(group.iter().map(|p| p.requests.len()).sum());
+    for p in group.iter_mut() {
+        requests.append(&mut p.requests);
+    }
+    orch_core::Entry { timestamp_ms, requests }
+}
+
+/// Answers each proposal of an entry with its share of the outcomes.
+fn reply(group: Vec<Proposal>, result: Result<Vec<Outcome>, Error>) {
+    match result {
+        Ok(outcomes) => {
+            let mut outcomes = outcomes.into_iter();
+            for p in group {
+                let _ = p.reply.send(Ok(outcomes.by_ref().take(p.count).collect()));
+            }
+        }
+        Err(e) => {
+            for p in group {
+                let _ = p.reply.send(Err(clone_error(&e)));
+            }
+        }
     }
 }
 
@@ -689,9 +720,45 @@ impl ControlPlane {
                 return Err(not_leader_at(m.current_leader, member));
             }
         }
-        let (reply, rx) = oneshot::channel();
-        self.inner.proposals.send(Proposal { requests, reply }).await.map_err(|_| Error::Shutdown)?;
-        rx.await.map_err(|_| Error::Shutdown)?
+        // Admission: what apply would refuse without the state, and what would not decode, is
+        // answered here and never becomes an entry.
+        let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(requests.len());
+        let mut admitted = Vec::with_capacity(requests.len());
+        for request in requests {
+            match orch_core::admit::check_request(&request) {
+                Ok(()) => {
+                    outcomes.push(None);
+                    admitted.push(request);
+                }
+                Err(e) => outcomes.push(Some(Err(e))),
+            }
+        }
+        if !admitted.is_empty() {
+            // The largest timestamp, so that the size is an upper bound.
+            let alone = orch_core::Entry { timestamp_ms: i64::MAX, requests: admitted };
+            let bytes = match orch_core::codec::encode_entry(&alone) {
+                Ok(bytes) => bytes.len(),
+                Err(orch_core::codec::CodecError::TooLarge { len, max }) => {
+                    return Err(Error::Invalid(format!(
+                        "requests: Too long: {len} bytes: must have at most {max} bytes (one log entry); \
+                         propose fewer or smaller objects at once"
+                    )));
+                }
+                Err(e) => return Err(Error::Invalid(format!("requests: Invalid value: {e}"))),
+            };
+            let (reply, rx) = oneshot::channel();
+            let count = alone.requests.len();
+            let proposal = Proposal { requests: alone.requests, count, bytes, reply };
+            self.inner.proposals.send(proposal).await.map_err(|_| Error::Shutdown)?;
+            let mut applied = rx.await.map_err(|_| Error::Shutdown)??.into_iter();
+            for slot in outcomes.iter_mut().filter(|o| o.is_none()) {
+                *slot = applied.next();
+            }
+        }
+        outcomes
+            .into_iter()
+            .map(|o| o.ok_or_else(|| Error::Raft("the entry answered fewer outcomes than it had requests".into())))
+            .collect()
     }
 
     /// Waits (up to [`LEASE_WAIT`]) while an election is under way and no leader is known, so

@@ -45,6 +45,19 @@ use proto::raft_server::{Raft as RaftRpc, RaftServer};
 /// The largest single Raft message (an append with its entries) sent or accepted.
 pub const RPC_MESSAGE_BYTES_MAX: usize = 64 << 20;
 
+/// The most bytes of entries one append carries: the log reader hands openraft's replication
+/// at most this much per append (`RocksLogReader::limited_get_log_entries`), so an append
+/// always fits one message with half of [`RPC_MESSAGE_BYTES_MAX`] to spare and is never too
+/// large to send (and resent forever). An entry is at most `orch_core::codec::ENTRY_BYTES_MAX`,
+/// so every entry fits one append.
+pub const APPEND_BYTES_MAX: usize = RPC_MESSAGE_BYTES_MAX / 2;
+
+/// The most bytes an entry's framing adds around its payload in an append: the format tag,
+/// the log id (three varints), the payload tag and the protobuf field header.
+pub const ENTRY_FRAMING_BYTES_MAX: usize = 64;
+
+const _: () = assert!(orch_core::codec::ENTRY_BYTES_MAX + ENTRY_FRAMING_BYTES_MAX <= APPEND_BYTES_MAX);
+
 /// The largest snapshot a node accepts.
 pub const SNAPSHOT_BYTES_MAX: u64 = 8 << 30;
 

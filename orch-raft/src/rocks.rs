@@ -32,6 +32,7 @@ use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, Writ
 use tokio::sync::mpsc;
 
 use crate::codec;
+use crate::grpc::{APPEND_BYTES_MAX, ENTRY_FRAMING_BYTES_MAX};
 use crate::types::TypeConfig;
 
 type C = TypeConfig;
@@ -217,6 +218,25 @@ impl RaftLogReader<C> for RocksLogReader {
             let (key, value) = item.map_err(io_err)?;
             let index = codec::key_index(&key)?;
             if !range.contains(&index) {
+                break;
+            }
+            entries.push(codec::decode_entry(&value)?);
+        }
+        Ok(entries)
+    }
+
+    /// What replication sends in one append: the entries from `start`, up to `end` or
+    /// [`APPEND_BYTES_MAX`] bytes with their framing, whichever comes first (at least one).
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<EntryOf<C>>, io::Error> {
+        let cf = self.db.cf_handle(CF_LOG).ok_or_else(|| io::Error::other("missing column family log"))?;
+        let mut entries = Vec::new();
+        let mut bytes = 0;
+        let key = codec::index_key(start);
+        for item in self.db.iterator_cf(&cf, IteratorMode::From(&key, Direction::Forward)) {
+            let (key, value) = item.map_err(io_err)?;
+            let index = codec::key_index(&key)?;
+            bytes += value.len() + ENTRY_FRAMING_BYTES_MAX;
+            if index >= end || (bytes > APPEND_BYTES_MAX && !entries.is_empty()) {
                 break;
             }
             entries.push(codec::decode_entry(&value)?);

@@ -464,11 +464,36 @@ fn entries_round_trip_and_garbage_is_an_error() {
                 .unwrap_or_default())),
         }],
     };
-    let bytes = orch_core::codec::encode_entry(&entry);
+    let bytes = orch_core::codec::encode_entry(&entry).expect("encodes");
     assert_eq!(orch_core::codec::decode_entry(&bytes).as_ref(), Ok(&entry));
     assert!(orch_core::codec::decode_entry(&bytes[..bytes.len() / 2]).is_err());
     assert!(orch_core::codec::decode_entry(&[]).is_err());
     assert!(orch_core::codec::decode_entry(&[orch_core::codec::FORMAT_VERSION, 0xff, 0xff, 0xff]).is_err());
+}
+
+/// The encoder refuses what the decoder would: an entry over its byte limit, and one whose
+/// decoding claims more memory than the budget its length allows (400,000 empty arguments:
+/// 400 KB of input claiming 9.6 MB). Without the check the second became an entry every
+/// replica refused to decode.
+#[test]
+fn the_encoder_refuses_what_the_decoder_would() {
+    let mut pod = pod("default", "p");
+    let orch_core::Object::Pod(p) = &mut pod else { unreachable!("a pod") };
+    std::sync::Arc::make_mut(p).spec.containers[0].args = vec![orch_core::Text::new(); 400_000];
+    let request = |command| Request { client: ClientId(1), serial: 1, command };
+    let entry = Entry { timestamp_ms: 1, requests: vec![request(Command::Create(pod.clone()))] };
+    assert!(orch_core::codec::decode_entry(&orch_core::codec::encode(&entry)).is_err());
+    let err = orch_core::codec::encode_entry(&entry).expect_err("refused");
+    assert!(err.to_string().contains("the entry would not decode"), "{err}");
+
+    let blob = "v".repeat(200_000);
+    let big = obj(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: p, annotations: {{a: {blob}}}}}\nspec: {{containers: [{{name: c, image: x}}]}}"
+    ));
+    let requests = (0..25).map(|_| request(Command::Create(big.clone()))).collect();
+    let entry = Entry { timestamp_ms: 1, requests };
+    let err = orch_core::codec::encode_entry(&entry).expect_err("refused");
+    assert!(matches!(err, orch_core::codec::CodecError::TooLarge { max: orch_core::codec::ENTRY_BYTES_MAX, .. }));
 }
 
 /// The state and what it hands out cross threads: the Raft layer applies on one task and
@@ -483,4 +508,44 @@ fn public_types_are_send_and_sync() {
     assert_send_sync::<orch_core::WatchEvent>();
     assert_send_sync::<orch_core::WatchFilter>();
     assert_send_sync::<ApplyError>();
+}
+
+/// The largest valid objects are stored: an Endpoints with `ENDPOINT_ADDRESSES_MAX` addresses
+/// (its decoding claims 1.16 MB from 60 KB; with a 1 MiB floor every replica refused it), and
+/// an entry of `ENTRY_REQUESTS_MAX` requests.
+#[test]
+fn the_largest_valid_lists_encode_and_decode() {
+    let max = orch_core::validation::ENDPOINT_ADDRESSES_MAX;
+    let endpoints = |not_ready: usize| {
+        let mut e = obj("apiVersion: v1\nkind: Endpoints\nmetadata: {name: e}\n");
+        let orch_core::Object::Endpoints(ep) = &mut e else { unreachable!("endpoints") };
+        let a = orch_core::core_v1::EndpointAddress { ip: "10.1.2.3".into(), ..Default::default() };
+        std::sync::Arc::make_mut(ep).subsets = vec![orch_core::core_v1::EndpointSubset {
+            addresses: vec![a.clone(); max],
+            not_ready_addresses: vec![a; not_ready],
+            ..Default::default()
+        }];
+        orch_core::apply_defaults(&mut e);
+        assert_eq!(orch_core::validate(&e), orch_core::FieldErrors::default());
+        e
+    };
+    let alone = Entry {
+        timestamp_ms: 1,
+        requests: vec![Request { client: ClientId(1), serial: 1, command: Command::Create(endpoints(0)) }],
+    };
+    let bytes = orch_core::codec::encode_entry(&alone).expect("a valid entry encodes");
+    assert_eq!(orch_core::codec::decode_entry(&bytes).as_ref(), Ok(&alone));
+    let mut requests = vec![Request { client: ClientId(1), serial: 1, command: Command::Create(endpoints(max)) }];
+    requests.extend((1..orch_core::command::ENTRY_REQUESTS_MAX).map(|i| Request {
+        client: ClientId(1),
+        serial: i as u64 + 1,
+        command: Command::Delete {
+            key: orch_core::ObjectKey::new(orch_core::Kind::Pod, "default", "x"),
+            grace_period_seconds: None,
+            preconditions: Default::default(),
+        },
+    }));
+    let entry = Entry { timestamp_ms: 1, requests };
+    let bytes = orch_core::codec::encode_entry(&entry).expect("a valid entry encodes");
+    assert_eq!(orch_core::codec::decode_entry(&bytes).as_ref(), Ok(&entry));
 }

@@ -234,3 +234,78 @@ fn defaults_are_applied_as_kubernetes_does() {
     assert_eq!(pod.termination_grace_period_seconds, Some(30));
     assert_eq!(pod.containers[0].image_pull_policy, Some(orch_core::core_v1::PullPolicy::Always), "untagged image");
 }
+
+/// A status write is validated against the stored object: addresses are addresses, container
+/// statuses name containers of the spec, condition types are names, and a pod that finished
+/// keeps its phase. A refused write changes nothing.
+#[test]
+fn status_writes_are_validated() {
+    use orch_core::core_v1::{ContainerStatus, NodeAddress, PodPhase};
+    use orch_core::{Object, Resource};
+    let mut h = Harness::new();
+    h.ok(Command::Create(crate::fixtures::pod("default", "p")));
+    h.ok(Command::Create(crate::fixtures::node("n1")));
+    let stored = |s: &orch_core::State, kind: orch_core::Kind, ns: &str, name: &str| {
+        s.get(&orch_core::ObjectKey::new(kind, ns, name)).cloned().expect("stored")
+    };
+    let with_pod = |h: &Harness, edit: &dyn Fn(&mut orch_core::Pod)| {
+        let Object::Pod(mut p) = stored(&h.state, orch_core::Kind::Pod, "default", "p") else { unreachable!("a pod") };
+        edit(std::sync::Arc::make_mut(&mut p));
+        Command::UpdateStatus(std::sync::Arc::unwrap_or_clone(p).into_object())
+    };
+    type Edit<'a> = &'a dyn Fn(&mut orch_core::Pod);
+    let cases: [(Edit<'_>, &str); 4] = [
+        (
+            &|p| p.status.pod_ip = Some("10.0.0.300".into()),
+            "status.podIP: Invalid value: \"10.0.0.300\": must be a valid IPv4 address",
+        ),
+        (
+            &|p| p.status.container_statuses = vec![ContainerStatus { name: "nope".into(), ..Default::default() }],
+            "status.containerStatuses[0].name: Not found: \"nope\": no container of that name in spec.containers",
+        ),
+        (
+            &|p| {
+                p.status.container_statuses =
+                    vec![ContainerStatus { name: "c".into(), restart_count: -1, ..Default::default() }]
+            },
+            "status.containerStatuses[0].restartCount: Invalid value: -1: must be greater than or equal to 0",
+        ),
+        (
+            &|p| {
+                p.status.conditions.push(orch_core::core_v1::PodCondition::new(
+                    "bad type!",
+                    orch_core::meta::ConditionStatus::True,
+                    orch_core::Time::from_millis(0),
+                ));
+            },
+            "status.conditions[0].type: Invalid value: \"bad type!\"",
+        ),
+    ];
+    for (edit, message) in cases {
+        let before = h.state.clone();
+        let err = h.err(with_pod(&h, edit));
+        assert!(err.contains(message), "{err}\nwanted: {message}");
+        assert_eq!(h.state.applied_index(), before.applied_index() + 1);
+        assert_eq!(
+            stored(&h.state, orch_core::Kind::Pod, "default", "p"),
+            stored(&before, orch_core::Kind::Pod, "default", "p")
+        );
+    }
+
+    // Succeeded is final.
+    h.ok(with_pod(&h, &|p| p.status.phase = Some(PodPhase::Succeeded)));
+    let err = h.err(with_pod(&h, &|p| p.status.phase = Some(PodPhase::Running)));
+    assert!(err.contains("status.phase: Forbidden: may not change from the terminal phase Succeeded"), "{err}");
+
+    let Object::Node(mut n) = stored(&h.state, orch_core::Kind::Node, "", "n1") else { unreachable!("a node") };
+    std::sync::Arc::make_mut(&mut n).status.addresses = vec![
+        NodeAddress { type_: "InternalIP".into(), address: "host-a".into() },
+        NodeAddress { type_: "Carrier".into(), address: "x".into() },
+    ];
+    let err = h.err(Command::UpdateStatus(Object::Node(n)));
+    assert!(
+        err.contains("status.addresses[0].address: Invalid value: \"host-a\": must be a valid IPv4 address"),
+        "{err}"
+    );
+    assert!(err.contains("status.addresses[1].type: Unsupported value: \"Carrier\""), "{err}");
+}

@@ -25,7 +25,7 @@ fn key(name: &str) -> ObjectKey {
 }
 
 /// Polls `check` until it holds, or fails the test at the deadline.
-async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+pub(crate) async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
         if let Some(value) = check() {

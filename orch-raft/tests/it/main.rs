@@ -2,6 +2,7 @@
 
 mod cluster;
 mod control_plane;
+mod limits;
 mod mem_store;
 mod rocks_store;
 mod sim;

@@ -78,3 +78,49 @@ async fn appends_are_readable_at_once_and_durable_in_order() {
     assert_eq!(appends, 200);
     assert!((1..=200).contains(&syncs), "{syncs} syncs for 200 appends");
 }
+
+/// Replication reads one append's worth at a time: at most `APPEND_BYTES_MAX` bytes of entries
+/// (so an append always fits one gRPC message), at least one entry, the whole range when small.
+#[tokio::test]
+async fn an_append_s_entries_fit_one_message() {
+    let dir = TempDir::new().expect("temp dir");
+    let mut store = RocksLogStore::open(dir.path()).expect("opens");
+    let blob = "v".repeat(200_000);
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: p, annotations: {{a: {blob}}}}}\nspec: {{containers: [{{name: c, image: x}}]}}"
+    );
+    let pod = orch_core::parse_manifests(&manifest).expect("valid").remove(0);
+    let request = |serial| orch_core::Request {
+        client: orch_core::ClientId(1),
+        serial,
+        command: orch_core::Command::Create(pod.clone()),
+    };
+    // 40 entries of ten such pods, each just under ENTRY_BYTES_MAX: 80 MB in all.
+    let entries: Vec<_> = (1..=40u64)
+        .map(|i| {
+            let batch = orch_core::Entry { timestamp_ms: 1, requests: (0..10).map(|j| request(i * 10 + j)).collect() };
+            assert!(orch_core::codec::encode_entry(&batch).is_ok());
+            openraft::Entry { log_id: log_id::<TypeConfig>(1, 0, i), payload: openraft::EntryPayload::Normal(batch) }
+        })
+        .collect();
+    let (tx, rx) = TypeConfig::oneshot();
+    store.append(entries, IOFlushed::Signal(tx)).await.expect("append");
+    rx.await.expect("flushed").expect("durable");
+    let mut reader = store.get_log_reader().await;
+    let mut start = 1;
+    let mut appends = 0;
+    while start <= 40 {
+        let got = reader.limited_get_log_entries(start, 41).await.expect("read");
+        assert!(!got.is_empty());
+        let bytes: usize = got
+            .iter()
+            .map(|e| orch_raft::codec::encode_entry(e).len() + orch_raft::grpc::ENTRY_FRAMING_BYTES_MAX)
+            .sum();
+        assert!(bytes <= orch_raft::grpc::APPEND_BYTES_MAX, "{} entries, {bytes} bytes", got.len());
+        assert_eq!(got[0].log_id.index, start);
+        start += got.len() as u64;
+        appends += 1;
+    }
+    assert!(appends >= 3, "80 MB in {appends} appends");
+    assert_eq!(reader.limited_get_log_entries(5, 7).await.expect("read").len(), 2);
+}

@@ -55,7 +55,7 @@ async fn run(seed: u64) -> Trace {
         let sm = StateMachineStore::in_memory();
         let log = Arc::clone(&applications);
         sm.set_apply_hook(Arc::new(move |index, entry| {
-            log.lock().expect("trace lock").push((id, index, orch_core::codec::encode_entry(entry)));
+            log.lock().expect("trace lock").push((id, index, orch_core::codec::encode(entry)));
         }));
         let raft = start_raft(id, Arc::clone(&config), router.clone(), MemLogStore::default(), sm.clone(), seed ^ id)
             .await
