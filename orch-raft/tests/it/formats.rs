@@ -1,0 +1,139 @@
+//! An upgraded node restarts on the data an earlier build wrote.
+//!
+//! `tests/fixtures/format-v1/` is a data directory (RocksDB log, snapshot) written by a build of
+//! storage format version 1: a snapshot, entries after it, every command and kind. It is
+//! committed and never rewritten: when a layout changes (a model field, a codec), the change
+//! bumps the format version and keeps a reader for version 1, and this test keeps passing.
+//! `write_format_v1_fixture` (ignored) is how it was made.
+
+use std::path::Path;
+
+use orch_core::{Command, Kind, Object, ObjectKey, Preconditions, State, parse_manifests};
+use orch_raft::control_plane::{Consistency, ControlPlane, SnapshotSettings};
+
+use crate::control_plane::eventually;
+
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/format-v1");
+
+/// Proposals before the snapshot: the membership entry, the leader's blank entry and these
+/// creates make 9 log entries, `every_entries` of the fixture's snapshot settings.
+const CREATES: usize = 7;
+
+/// What the fixture's node was asked to do, one proposal per item.
+fn proposals() -> Vec<Vec<Command>> {
+    let objects = parse_manifests(include_str!("../../../examples/web.yaml")).expect("example parses");
+    let mut out: Vec<Vec<Command>> = objects.into_iter().map(|o| vec![Command::Create(o)]).collect();
+    let node = "apiVersion: v1\nkind: Node\nmetadata: {name: n1, labels: {zone: a}}\nstatus:\n  capacity: {cpu: '4', memory: 8Gi, pods: '110'}\n  addresses: [{type: InternalIP, address: 10.0.0.1}]\n";
+    let ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: team}\n";
+    let pod = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: team, labels: {{app: x}}, finalizers: [example.com/keep]}}\n\
+             spec:\n  containers:\n  - name: c\n    image: busybox:1.36\n    command: [sleep, '3600']\n    env: [{{name: A, value: b}}]\n    \
+             readinessProbe: {{httpGet: {{path: /, port: 80, httpHeaders: [{{name: X, value: y}}]}}}}\n"
+        )
+    };
+    let one = |yaml: &str| parse_manifests(yaml).expect("fixture parses").remove(0);
+    out.push(vec![Command::Create(one(node))]);
+    out.push(vec![Command::Create(one(ns))]);
+    out.push(vec![Command::Create(one(&pod("p1")))]);
+    out.push(vec![Command::Create(one(&pod("p2")))]);
+    // The snapshot covers the creates above; every kind of command below stays in the log.
+    out.push(vec![Command::Batch(vec![Command::Create(one(&pod("p4"))), Command::Create(one(&pod("p5")))])]);
+    let mut relabeled = one(&pod("p5"));
+    relabeled.meta_mut().labels.insert("tier", "b");
+    out.push(vec![Command::Update(relabeled)]);
+    out.push(vec![Command::Bind {
+        namespace: "team".into(),
+        name: "p1".into(),
+        node: "n1".into(),
+        preconditions: Preconditions::default(),
+    }]);
+    let mut running = one(&pod("p1"));
+    if let Object::Pod(p) = &mut running {
+        let p = std::sync::Arc::make_mut(p);
+        p.status.phase = Some(orch_core::core_v1::PodPhase::Running);
+        p.status.pod_ip = Some("10.1.0.5".into());
+    }
+    out.push(vec![Command::UpdateStatus(running)]);
+    out.push(vec![Command::Apply(one(&pod("p2").replace("busybox:1.36", "busybox:1.37")))]);
+    out.push(vec![Command::Delete {
+        key: ObjectKey::new(Kind::Pod, "team", "p1"),
+        grace_period_seconds: Some(0),
+        preconditions: Preconditions::default(),
+    }]);
+    out.push(vec![Command::Create(one(&pod("p3"))), Command::Create(one(&pod("p3")))]);
+    out
+}
+
+fn objects(state: &State) -> Vec<Object> {
+    Kind::ALL.iter().flat_map(|k| state.list(*k, None).cloned().collect::<Vec<_>>()).collect()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "writes tests/fixtures/format-v1; run only to make a fixture for a new format version"]
+async fn write_format_v1_fixture() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let settings = SnapshotSettings { every_entries: 9, keep_entries: 0, ..SnapshotSettings::default() };
+    let node = ControlPlane::builder(1, dir.path()).snapshots(settings).seed(1).start().await.expect("starts");
+    eventually("a leader", || (node.metrics().leader == Some(1)).then_some(())).await;
+    let all = proposals();
+    for p in &all[..CREATES] {
+        node.propose(p.clone()).await.expect("proposed");
+    }
+    let mark = node.metrics().last_log_index;
+    eventually("a snapshot", || (node.metrics().snapshot_index == mark).then_some(())).await;
+    for p in &all[CREATES..] {
+        let outcomes = node.propose(p.clone()).await.expect("proposed");
+        assert!(outcomes.iter().all(Result::is_ok) || p.len() == 2, "{outcomes:?}");
+    }
+    assert_eq!(node.metrics().snapshot_index, mark, "one snapshot, the rest in the log");
+    let state = node.state(Consistency::Linearizable).await.expect("state");
+    node.shutdown().await.expect("shuts down");
+    drop(node);
+    let out = Path::new(FIXTURE);
+    let _ = std::fs::remove_dir_all(out);
+    copy_dir(dir.path(), out);
+    for f in ["log/LOG", "log/LOCK"] {
+        let _ = std::fs::remove_file(out.join(f));
+    }
+    let expected = serde_json::to_string_pretty(&objects(&state)).expect("json");
+    std::fs::write(out.join("expected.json"), expected).expect("write");
+    std::fs::write(out.join("applied-index"), state.applied_index().to_string()).expect("write");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarts_on_data_written_by_format_v1() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    copy_dir(Path::new(FIXTURE), dir.path());
+    let node = ControlPlane::open(dir.path()).await.expect("opens the old data");
+    eventually("a leader", || (node.metrics().leader == Some(1)).then_some(())).await;
+    let state = node.state(Consistency::Linearizable).await.expect("state");
+    let applied: u64 =
+        std::fs::read_to_string(dir.path().join("applied-index")).expect("read").parse().expect("a number");
+    assert_eq!(state.applied_index(), applied, "the snapshot and the log after it replayed");
+    let snapshot = node.metrics().snapshot_index;
+    assert!(snapshot > 0 && snapshot + 7 <= applied, "a snapshot at {snapshot}, entries after it up to {applied}");
+    let expected: Vec<Object> =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("expected.json")).expect("read"))
+            .expect("parses");
+    assert_eq!(objects(&state), expected);
+    assert!(expected.len() >= 8, "the fixture holds every kind it was written with");
+    // And it goes on writing.
+    let more = parse_manifests("apiVersion: v1\nkind: Namespace\nmetadata: {name: after}\n").expect("parses");
+    let outcomes = node.propose(vec![Command::Create(more[0].clone())]).await.expect("proposed");
+    assert!(outcomes[0].is_ok(), "{outcomes:?}");
+    node.shutdown().await.expect("shuts down");
+}
