@@ -415,12 +415,41 @@ impl RaftNetworkV2<C> for GrpcConnection {
 #[derive(Clone)]
 pub struct RaftService {
     raft: RaftNode,
+    /// Held while a snapshot is received and installed ([`SNAPSHOT_INSTALLS_MAX`]).
+    installs: Arc<tokio::sync::Semaphore>,
+}
+
+/// The most snapshot streams a node receives at once; another is refused (resource exhausted)
+/// and its leader retries later. One leader sends a follower one snapshot at a time, so a second
+/// stream comes from a deposed leader or a client that is not a leader at all.
+pub const SNAPSHOT_INSTALLS_MAX: usize = 1;
+
+/// A snapshot header openraft can install without tripping its own assertions: a last log id
+/// (a snapshot of nothing is never sent), within the sender's vote (openraft asserts that a
+/// snapshot's last log id is not owned by a leader newer than the one installing it), and a
+/// membership no newer than the snapshot.
+fn check_snapshot_header(vote: &VoteOf<C>, meta: &openraft::alias::SnapshotMetaOf<C>) -> Result<(), Status> {
+    let Some(last) = &meta.last_log_id else {
+        return Err(Status::invalid_argument("header.meta.lastLogId: Required value"));
+    };
+    if last.leader_id > *vote.leader_id() {
+        return Err(Status::invalid_argument(format!(
+            "header.meta.lastLogId: Invalid value: {last}: owned by a leader newer than the sender's vote {vote}"
+        )));
+    }
+    if meta.last_membership.log_id().as_ref().is_some_and(|m| m > last) {
+        return Err(Status::invalid_argument(format!(
+            "header.meta.lastMembership: Invalid value: {}: newer than the snapshot's last log id {last}",
+            meta.last_membership.log_id().as_ref().map(ToString::to_string).unwrap_or_default()
+        )));
+    }
+    Ok(())
 }
 
 impl RaftService {
     /// The tonic service for `raft`, with orch's message size limits.
     pub fn server(raft: RaftNode) -> RaftServer<Self> {
-        RaftServer::new(Self { raft })
+        RaftServer::new(Self { raft, installs: Arc::new(tokio::sync::Semaphore::new(SNAPSHOT_INSTALLS_MAX)) })
             .max_decoding_message_size(RPC_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(RPC_MESSAGE_BYTES_MAX)
     }
@@ -469,6 +498,10 @@ impl RaftRpc for RaftService {
         &self,
         request: Request<tonic::Streaming<proto::SnapshotChunk>>,
     ) -> Result<tonic::Response<proto::SnapshotResponse>, Status> {
+        let _install = self
+            .installs
+            .try_acquire()
+            .map_err(|_| Status::resource_exhausted("a snapshot is being received already; retry later"))?;
         let mut stream = request.into_inner();
         let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("snapshot stream is empty"))?;
         let header =
@@ -482,8 +515,10 @@ impl RaftRpc for RaftService {
                 header.total_bytes
             )));
         }
+        check_snapshot_header(&vote, &meta)?;
         let total = usize::try_from(header.total_bytes).map_err(|_| Status::invalid_argument("header.totalBytes"))?;
-        let mut data = Vec::with_capacity(total);
+        // Memory grows with the bytes that arrive, never with what the header claims.
+        let mut data = Vec::new();
         let mut chunk = first.data;
         loop {
             if data.len() + chunk.len() > total {
@@ -551,6 +586,23 @@ mod tests {
         ] {
             assert_eq!(transfer_response_from_pb(transfer_response_to_pb(&resp)).expect("decodes"), resp);
         }
+    }
+
+    #[test]
+    fn a_snapshot_header_openraft_would_assert_on_is_refused() {
+        let vote = VoteOf::<C>::new_committed(5, 1);
+        let id = |term, index| LogId::new(LeaderId { term, node_id: 1 }, index);
+        let meta = |last: Option<LogIdOf<C>>, membership: Option<LogIdOf<C>>| openraft::alias::SnapshotMetaOf::<C> {
+            last_log_id: last,
+            last_membership: openraft::StoredMembership::new(membership, openraft::Membership::default()),
+        };
+        assert!(check_snapshot_header(&vote, &meta(Some(id(5, 10)), Some(id(4, 3)))).is_ok());
+        let err = check_snapshot_header(&vote, &meta(None, None)).expect_err("no last log id");
+        assert_eq!(err.message(), "header.meta.lastLogId: Required value");
+        let err = check_snapshot_header(&vote, &meta(Some(id(9, 10)), None)).expect_err("beyond the vote");
+        assert!(err.message().starts_with("header.meta.lastLogId: Invalid value: "), "{}", err.message());
+        let err = check_snapshot_header(&vote, &meta(Some(id(5, 10)), Some(id(5, 11)))).expect_err("membership");
+        assert!(err.message().starts_with("header.meta.lastMembership: Invalid value: "), "{}", err.message());
     }
 
     #[test]
