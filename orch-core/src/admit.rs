@@ -2,11 +2,14 @@
 //!
 //! Apply validates every command, but by then the command is an entry in every replica's log.
 //! [`check_request`] runs the checks that need no state before the request is proposed: every
-//! list and string of what the request carries within its limit ([`crate::bounds`]), and the
-//! object as a create or update would store it valid ([`crate::validation::validate`], on the
-//! same defaults and initial status apply uses). What it refuses apply would refuse too (or
-//! would drop unread, as the status an update ignores); what it accepts may still be refused by
-//! apply for reasons that need the state (a name taken, a precondition, an immutable field).
+//! list and string of what the request carries within its limit ([`crate::bounds`]: limits
+//! that bound what an entry carries, some on fields apply never reads), keys within
+//! [`KEY_BYTES_MAX`], and the object as a create or update would store it valid
+//! ([`crate::validation::validate`], on the same defaults and initial status apply uses).
+//! An invalid object gets the error apply would give it, though where apply would first
+//! report a state error (not found, a conflict) admission reports the invalid field; what it
+//! accepts may still be refused by apply for reasons that need the state (a name taken, a
+//! precondition, an immutable field, a status that does not fit the stored spec).
 //!
 //! The entry's bytes have their own check, [`crate::codec::encode_entry`].
 
@@ -45,7 +48,9 @@ pub fn check_request(request: &Request) -> Result<(), ApplyError> {
 
 fn check_command(command: &Command, in_batch: bool) -> Result<(), ApplyError> {
     match command {
-        Command::Create(obj) | Command::Apply(obj) => check_object(obj, Status::Initial),
+        Command::Create(obj) => check_object(obj, Status::Initial),
+        // An apply may become an update, which ignores the status: check it as one.
+        Command::Apply(obj) => check_object(obj, Status::Ignored),
         Command::Update(obj) => check_object(obj, Status::Ignored),
         Command::UpdateStatus(obj) => check_object(obj, Status::Written),
         Command::Delete { key, grace_period_seconds, .. } => {

@@ -110,13 +110,10 @@ impl Walk {
         }
     }
 
-    /// Whether the current string is an annotation value (bounded by the annotations' total).
+    /// Whether the current string is a value of the object's own annotations (bounded by
+    /// their total, `ANNOTATIONS_BYTES_MAX`); a template's annotations are ordinary strings.
     fn is_annotation_value(&self) -> bool {
-        let n = self.path.len();
-        n >= 3
-            && matches!(self.path[n - 1], Seg::Key(_))
-            && matches!(self.path[n - 2], Seg::Field("annotations"))
-            && matches!(self.path[n - 3], Seg::Field("metadata"))
+        matches!(self.path.as_slice(), [Seg::Field("metadata"), Seg::Field("annotations"), Seg::Key(_)])
     }
 
     fn string(&mut self, len: usize, text: &str) {
@@ -429,6 +426,13 @@ mod tests {
                 "spec.containers: Too many: 33: must have at most 32 items",
             ]
         );
+        // A template's annotations are ordinary strings.
+        let big = "y".repeat(STRING_BYTES_MAX + 1);
+        let d = parse_manifests(&format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: d, annotations: {{a: {big}}}}}\nspec:\n  selector: {{matchLabels: {{app: x}}}}\n  template:\n    metadata: {{labels: {{app: x}}, annotations: {{a: {big}}}}}\n    spec: {{containers: [{{name: c, image: x}}]}}\n"
+        ));
+        let e = d.expect_err("refused where it is parsed").to_string();
+        assert!(e.contains("spec.template.metadata.annotations[a]: Too long"), "{e}");
         let eps = parse_manifests("apiVersion: v1\nkind: Endpoints\nmetadata: {name: e}\n").expect("valid").remove(0);
         let Object::Endpoints(mut e) = eps else { unreachable!("endpoints") };
         let subset = crate::core_v1::EndpointSubset {

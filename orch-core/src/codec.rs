@@ -8,9 +8,8 @@ use bincode::{Decode, Encode};
 /// The version of the storage layout written by this build.
 pub const FORMAT_VERSION: u8 = 1;
 /// The most bytes of a log entry this build writes ([`encode_entry`] refuses more): room for any
-/// object Kubernetes would store (etcd takes 1.5 MiB). Sixteen of
-/// them fit one Raft append message with a quarter of it to spare (see orch-raft's
-/// `APPEND_ENTRIES_MAX`).
+/// object Kubernetes would store (etcd takes 1.5 MiB), and well within one Raft append (see
+/// orch-raft's `APPEND_BYTES_MAX`).
 pub const ENTRY_BYTES_MAX: usize = 2 * 1024 * 1024;
 /// The most bytes of a log entry [`decode_entry`] reads: earlier builds wrote entries of up to
 /// this size, and a node must restart on its old log. Everything [`encode_entry`] writes is

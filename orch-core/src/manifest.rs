@@ -131,7 +131,7 @@ pub fn object_from_value(mut value: Value) -> Result<Object, ManifestError> {
             format!("no kind {kind_name:?} is registered for version {api_version:?}; supported: {}", known.join(", ")),
         ));
     };
-    let obj = match kind {
+    match kind {
         Kind::Namespace => typed::<crate::core_v1::Namespace>(value),
         Kind::Node => typed::<crate::core_v1::Node>(value),
         Kind::Pod => typed::<crate::core_v1::Pod>(value),
@@ -140,14 +140,7 @@ pub fn object_from_value(mut value: Value) -> Result<Object, ManifestError> {
         Kind::Deployment => typed::<crate::apps_v1::Deployment>(value),
         Kind::ReplicaSet => typed::<crate::apps_v1::ReplicaSet>(value),
         Kind::Event => typed::<crate::core_v1::Event>(value),
-    }?;
-    // Every list and string within its limit as soon as the object is parsed.
-    if let Some(first) = crate::bounds::check_bounds(&obj).0.first() {
-        let text = first.to_string();
-        let message = text.strip_prefix(&format!("{}: ", first.field)).unwrap_or(&text).to_owned();
-        return Err(error(first.field.clone(), message));
     }
-    Ok(obj)
 }
 
 /// Adds the objects of one document (a single object, or a `v1` `List`) to `out`.
@@ -180,6 +173,17 @@ fn push_document(value: Value, document: usize, out: &mut Vec<Object>) -> Result
 }
 
 fn push_object(obj: Object, document: usize, out: &mut Vec<Object>) -> Result<(), ManifestError> {
+    // Every list and string within its limit as soon as a manifest is parsed. (Not in
+    // `object_from_value`, which also reads what servers send: a stored object is not refused
+    // on the way out.)
+    if let Some(first) = crate::bounds::check_bounds(&obj).0.first() {
+        let text = first.to_string();
+        let message = text.strip_prefix(&format!("{}: ", first.field)).unwrap_or(&text).to_owned();
+        let mut e = error(first.field.clone(), message);
+        e.document = document;
+        e.object = Some(format!("{} {:?}", obj.kind(), obj.meta().name.as_str()));
+        return Err(e);
+    }
     if out.len() >= MANIFEST_OBJECTS_MAX {
         let mut e = error("", format!("a manifest may hold at most {MANIFEST_OBJECTS_MAX} objects"));
         e.document = document;

@@ -386,7 +386,11 @@ impl State {
             meta.deletion_grace_period_seconds = None;
         }
         set_initial_status(&mut obj, now);
-        let errors = validation::validate(&obj);
+        let mut errors = validation::validate(&obj);
+        if let Object::Node(_) = obj {
+            // A node registers with the status its agent reports.
+            errors.0.extend(validation::validate_status(&obj).0);
+        }
         if !errors.is_empty() {
             return Err(invalid(&obj, errors));
         }

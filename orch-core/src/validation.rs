@@ -748,6 +748,9 @@ fn check_workload(
         }
     }
     check_labels(errs, "spec.template.metadata.labels", &template.metadata.labels);
+    if template.metadata.annotations.total_bytes() > ANNOTATIONS_BYTES_MAX {
+        errs.too_long("spec.template.metadata.annotations", ANNOTATIONS_BYTES_MAX);
+    }
     check_pod_spec(errs, &Path::root("spec.template.spec"), &template.spec);
     if let Some(policy) = template.spec.restart_policy
         && policy != RestartPolicy::Always
@@ -1018,37 +1021,16 @@ fn check_node_status(errs: &mut FieldErrors, node: &Node) {
     }
 }
 
-/// Validates a status change from `old` to `new`: the rules of [`validate`] plus the
-/// transitions a status may not make (a pod that succeeded or failed keeps its phase).
-pub fn validate_status_update(new: &Object, old: &Object) -> FieldErrors {
-    let mut errs = validate(new);
-    if let (Object::Pod(n), Object::Pod(o)) = (new, old)
-        && let Some(phase @ (PodPhase::Succeeded | PodPhase::Failed)) = o.status.phase
-        && n.status.phase != Some(phase)
-    {
-        errs.forbidden("status.phase", format!("may not change from the terminal phase {phase}"));
-    }
-    errs
-}
-
-/// Validates an object as it would be stored (defaults already applied), status included.
-pub fn validate(obj: &Object) -> FieldErrors {
+/// Validates an object's status against its spec: IPv4 addresses (orch is IPv4 only, as its
+/// cluster IPs), container statuses that name containers of the spec, condition types, counts
+/// that are not negative. Applied where a status is written (a status update, a node's create),
+/// not to every spec update: a status stored by an earlier build never blocks one.
+pub fn validate_status(obj: &Object) -> FieldErrors {
     let mut errs = FieldErrors::default();
-    check_meta(&mut errs, obj.kind(), obj.meta());
     match obj {
-        Object::Namespace(_) => {}
-        Object::Node(n) => {
-            check_node(&mut errs, n);
-            check_node_status(&mut errs, n);
-        }
-        Object::Pod(p) => {
-            check_pod_spec(&mut errs, &Path::root("spec"), &p.spec);
-            check_pod_status(&mut errs, p);
-        }
-        Object::Service(s) => check_service(&mut errs, s),
-        Object::Endpoints(e) => check_endpoints(&mut errs, e),
+        Object::Node(n) => check_node_status(&mut errs, n),
+        Object::Pod(p) => check_pod_status(&mut errs, p),
         Object::Deployment(d) => {
-            check_deployment(&mut errs, d);
             let st = &d.status;
             check_counts(
                 &mut errs,
@@ -1068,8 +1050,6 @@ pub fn validate(obj: &Object) -> FieldErrors {
             }
         }
         Object::ReplicaSet(rs) => {
-            let s = &rs.spec;
-            check_workload(&mut errs, s.replicas, &s.selector, &s.template, s.min_ready_seconds);
             let st = &rs.status;
             check_counts(
                 &mut errs,
@@ -1085,6 +1065,41 @@ pub fn validate(obj: &Object) -> FieldErrors {
             for (i, c) in st.conditions.iter().enumerate() {
                 check_condition_type(&mut errs, &conditions.index(i), &c.type_);
             }
+        }
+        Object::Namespace(_) | Object::Service(_) | Object::Endpoints(_) | Object::Event(_) => {}
+    }
+    errs
+}
+
+/// Validates a status change from `old` to `new`: the rules of [`validate`] and
+/// [`validate_status`], plus the transitions a status may not make (a pod that succeeded or
+/// failed keeps its phase).
+pub fn validate_status_update(new: &Object, old: &Object) -> FieldErrors {
+    let mut errs = validate(new);
+    errs.0.extend(validate_status(new).0);
+    if let (Object::Pod(n), Object::Pod(o)) = (new, old)
+        && let Some(phase @ (PodPhase::Succeeded | PodPhase::Failed)) = o.status.phase
+        && n.status.phase != Some(phase)
+    {
+        errs.forbidden("status.phase", format!("may not change from the terminal phase {phase}"));
+    }
+    errs
+}
+
+/// Validates an object as it would be stored (defaults already applied), status included.
+pub fn validate(obj: &Object) -> FieldErrors {
+    let mut errs = FieldErrors::default();
+    check_meta(&mut errs, obj.kind(), obj.meta());
+    match obj {
+        Object::Namespace(_) => {}
+        Object::Node(n) => check_node(&mut errs, n),
+        Object::Pod(p) => check_pod_spec(&mut errs, &Path::root("spec"), &p.spec),
+        Object::Service(s) => check_service(&mut errs, s),
+        Object::Endpoints(e) => check_endpoints(&mut errs, e),
+        Object::Deployment(d) => check_deployment(&mut errs, d),
+        Object::ReplicaSet(rs) => {
+            let s = &rs.spec;
+            check_workload(&mut errs, s.replicas, &s.selector, &s.template, s.min_ready_seconds);
         }
         Object::Event(e) => check_event(&mut errs, e),
     }

@@ -292,9 +292,16 @@ fn status_writes_are_validated() {
         );
     }
 
-    // Succeeded is final.
-    h.ok(with_pod(&h, &|p| p.status.phase = Some(PodPhase::Succeeded)));
-    let err = h.err(with_pod(&h, &|p| p.status.phase = Some(PodPhase::Running)));
+    // Failed is final (and Succeeded: a fresh pod below).
+    h.ok(with_pod(&h, &|p| p.status.phase = Some(PodPhase::Failed)));
+    for next in [PodPhase::Running, PodPhase::Succeeded] {
+        let err = h.err(with_pod(&h, &|p| p.status.phase = Some(next)));
+        assert!(err.contains("status.phase: Forbidden: may not change from the terminal phase Failed"), "{err}");
+    }
+    let mut fresh = Harness::new();
+    fresh.ok(Command::Create(crate::fixtures::pod("default", "p")));
+    fresh.ok(with_pod(&fresh, &|p| p.status.phase = Some(PodPhase::Succeeded)));
+    let err = fresh.err(with_pod(&fresh, &|p| p.status.phase = Some(PodPhase::Running)));
     assert!(err.contains("status.phase: Forbidden: may not change from the terminal phase Succeeded"), "{err}");
 
     let Object::Node(mut n) = stored(&h.state, orch_core::Kind::Node, "", "n1") else { unreachable!("a node") };
