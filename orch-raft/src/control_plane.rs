@@ -3,13 +3,9 @@
 //! It owns the node's RocksDB log, its state machine (snapshots in the data directory), its
 //! Raft transport server, and a batcher that packs concurrent proposals into one log entry.
 //!
-//! **Serving after a restart.** A node that restarts re-applies its log up to the committed id it
-//! saved, which (written without its own fsync) may be older than what the node acknowledged or
-//! served before the crash. So after a restart the node serves stale reads and watches only once
-//! it has caught up: once it applied an entry of a term newer than the vote it restarted with
-//! (a later leader's log holds every earlier committed entry before its own), or applied its
-//! whole recovered log. Linearizable reads always confirm leadership and wait for the commit
-//! index, so they never need this gate.
+//! **Serving after a restart.** Stale reads and watches wait for [`RecoveryGate`]: see
+//! [`crate::gate`]. Linearizable reads always confirm leadership and wait for the commit index,
+//! so they never need it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -23,12 +19,13 @@ use futures_util::Stream;
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, ForwardToLeader, InitializeError, LinearizableReadError, RaftError};
 use openraft::raft::ReadPolicy;
-use openraft::storage::{RaftLogReader, RaftLogStorage};
+use openraft::storage::RaftLogStorage;
 use openraft::{ChangeMembers, SnapshotPolicy};
 use orch_core::{ClientId, Command, Outcome, Request, State, WatchEvent, WatchFilter};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::feed::{Expired, HistoryLimits};
+use crate::gate::RecoveryGate;
 use crate::grpc::{GrpcNetwork, RaftService, SNAPSHOT_CHUNK_BYTES_DEFAULT};
 use crate::rocks::{ClosedProbe, RocksLogStore, SyncStats};
 use crate::{Member, RaftNode, StateMachineStore, TypeConfig, entropy_seed, start_raft};
@@ -396,35 +393,6 @@ impl Builder {
                 tasks: std::sync::Mutex::new(Some((stop_tx, server, batcher))),
             }),
         })
-    }
-}
-
-/// When a restarted node may serve stale reads and watches (see the module docs).
-#[derive(Clone, Copy, Debug)]
-struct RecoveryGate {
-    vote_term: u64,
-    last_log_index: u64,
-}
-
-impl RecoveryGate {
-    async fn read(log: &mut RocksLogStore) -> Result<Self, Error> {
-        let state = log.get_log_state().await?;
-        let vote = log.get_log_reader().await.read_vote().await?;
-        Ok(Self {
-            vote_term: vote.map_or(0, |v| v.leader_id().term),
-            last_log_index: state.last_log_id.map_or(0, |id| id.index),
-        })
-    }
-
-    fn open(&self, raft: &RaftNode) -> bool {
-        let applied = raft.metrics().borrow_watched().last_applied;
-        self.caught_up(applied.map(|id| (id.leader_id.term, id.index)))
-    }
-
-    /// Whether a node that applied up to `(term, index)` has caught up.
-    fn caught_up(&self, applied: Option<(u64, u64)>) -> bool {
-        self.last_log_index == 0
-            || applied.is_some_and(|(term, index)| term > self.vote_term || index >= self.last_log_index)
     }
 }
 
@@ -958,21 +926,5 @@ impl ControlPlane {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::RecoveryGate;
-
-    #[test]
-    fn a_restarted_node_serves_once_it_caught_up() {
-        let fresh = RecoveryGate { vote_term: 0, last_log_index: 0 };
-        assert!(fresh.caught_up(None), "a fresh node has nothing to catch up");
-        let restarted = RecoveryGate { vote_term: 4, last_log_index: 120 };
-        assert!(!restarted.caught_up(None));
-        assert!(!restarted.caught_up(Some((4, 100))), "behind its own log, in the same term");
-        assert!(restarted.caught_up(Some((4, 120))), "applied its whole recovered log");
-        assert!(restarted.caught_up(Some((5, 90))), "applied an entry of a later leader");
     }
 }

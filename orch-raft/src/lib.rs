@@ -61,7 +61,10 @@
 
 pub mod codec;
 pub mod control_plane;
+pub mod crash;
+pub mod durable;
 pub mod feed;
+pub mod gate;
 pub mod grpc;
 mod holds;
 pub mod local;
@@ -80,6 +83,7 @@ use openraft::network::{NetSnapshot, RaftNetworkFactory};
 use openraft::storage::RaftLogStorage;
 
 pub use control_plane::ControlPlane;
+pub use durable::{DurableIndex, DurableLog};
 pub use holds::{LockHolds, LockSite};
 pub use state_machine::{ApplyHook, StateMachineStore};
 pub use types::{Member, Response, Runtime, TypeConfig, with_seed};
@@ -102,8 +106,9 @@ pub async fn start_raft<N, L>(
 where
     N: RaftNetworkFactory<TypeConfig>,
     N::Network: NetSnapshot<TypeConfig, SnapshotData = Vec<u8>>,
-    L: RaftLogStorage<TypeConfig>,
+    L: RaftLogStorage<TypeConfig> + DurableLog,
 {
+    state_machine.follow_durable(log.durable_index());
     with_seed(seed, Raft::new(id, config, network, log, state_machine)).await
 }
 

@@ -15,6 +15,7 @@ use openraft::alias::{EntryOf, LogIdOf, VoteOf};
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 
+use crate::durable::{DurableIndex, DurableLog};
 use crate::lock;
 use crate::types::TypeConfig;
 
@@ -28,10 +29,18 @@ struct LogInner {
     log: BTreeMap<u64, EntryOf<C>>,
 }
 
-/// An in-memory Raft log. Clones share the log.
+/// An in-memory Raft log. Clones share the log. It completes every write at once and counts
+/// it durable at once (see [`crate::crash::CrashLogStore`] for a log that can lose writes).
 #[derive(Clone, Default)]
 pub struct MemLogStore {
     inner: Arc<Mutex<LogInner>>,
+}
+
+impl DurableLog for MemLogStore {
+    fn durable_index(&self) -> DurableIndex {
+        // Nothing to wait for: every write counts as durable when it returns.
+        DurableIndex::new(u64::MAX)
+    }
 }
 
 impl RaftLogReader<C> for MemLogStore {

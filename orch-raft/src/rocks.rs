@@ -32,6 +32,7 @@ use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, Writ
 use tokio::sync::mpsc;
 
 use crate::codec;
+use crate::durable::{DurableIndex, DurableLog};
 use crate::grpc::{APPEND_BYTES_MAX, ENTRY_FRAMING_BYTES_MAX};
 use crate::types::TypeConfig;
 
@@ -102,6 +103,14 @@ impl std::ops::Deref for OwnedDb {
     }
 }
 
+/// The last index written to the log (durable or not) and the number of truncations so far:
+/// the syncer makes durable what was written before it syncs, unless a truncation intervened.
+#[derive(Debug, Default)]
+struct Written {
+    last: u64,
+    truncations: u64,
+}
+
 /// The RocksDB log store.
 pub struct RocksLogStore {
     reader: RocksLogReader,
@@ -109,6 +118,14 @@ pub struct RocksLogStore {
     syncer: Option<mpsc::Sender<IOFlushed<C>>>,
     syncer_thread: Option<std::thread::JoinHandle<()>>,
     stats: Arc<SyncStats>,
+    written: Arc<std::sync::Mutex<Written>>,
+    durable: DurableIndex,
+}
+
+impl DurableLog for RocksLogStore {
+    fn durable_index(&self) -> DurableIndex {
+        self.durable.clone()
+    }
 }
 
 impl Drop for RocksLogStore {
@@ -133,9 +150,17 @@ impl RocksLogStore {
         let closed = Arc::new(AtomicBool::new(false));
         let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(io_err)?;
         let db = Arc::new(OwnedDb { db, _closed: CloseFlag(Arc::clone(&closed)) });
+        // What the log holds now is made durable before anything is applied from it (after a
+        // kill, unsynced writes may still be in the page cache only).
+        db.flush_wal(true).map_err(io_err)?;
+        let reader = RocksLogReader { db: Arc::clone(&db) };
+        let last = reader.last_entry()?.map_or(0, |e| e.index());
+        let written = Arc::new(std::sync::Mutex::new(Written { last, truncations: 0 }));
+        let durable = DurableIndex::new(last);
         let (tx, mut rx) = mpsc::channel::<IOFlushed<C>>(SYNC_QUEUE_MAX);
         let stats = Arc::new(SyncStats::default());
         let (sync_db, sync_stats) = (Arc::clone(&db), Arc::clone(&stats));
+        let (sync_written, sync_durable) = (Arc::clone(&written), durable.clone());
         let syncer_thread = std::thread::Builder::new().name("orch-raft-log-sync".into()).spawn(move || {
             let mut group = Vec::with_capacity(SYNC_GROUP_MAX);
             while let Some(first) = rx.blocking_recv() {
@@ -146,7 +171,19 @@ impl RocksLogStore {
                         Err(_) => break,
                     }
                 }
+                // Everything written before this point is in the WAL this sync makes durable.
+                let (last, truncations) = {
+                    let w = crate::lock(&sync_written);
+                    (w.last, w.truncations)
+                };
                 let result = sync_db.flush_wal(true);
+                if result.is_ok() {
+                    let w = crate::lock(&sync_written);
+                    // A truncation since then set the index itself (its write was synced).
+                    if w.truncations == truncations {
+                        sync_durable.raise(last);
+                    }
+                }
                 sync_stats.syncs.fetch_add(1, Ordering::Relaxed);
                 sync_stats.appends.fetch_add(group.len() as u64, Ordering::Relaxed);
                 for callback in group.drain(..) {
@@ -154,7 +191,7 @@ impl RocksLogStore {
                 }
             }
         })?;
-        Ok(Self { reader: RocksLogReader { db }, syncer: Some(tx), syncer_thread: Some(syncer_thread), stats })
+        Ok(Self { reader, syncer: Some(tx), syncer_thread: Some(syncer_thread), stats, written, durable })
     }
 
     /// Tells, later, whether the database was closed: every store and reader of it dropped.
@@ -286,13 +323,18 @@ impl RaftLogStorage<C> for RocksLogStore {
     {
         let cf = self.db().cf_handle(CF_LOG).ok_or_else(|| io::Error::other("missing column family log"))?;
         let mut batch = WriteBatch::default();
+        let mut last = None;
         for entry in entries {
             batch.put_cf(&cf, codec::index_key(entry.index()), codec::encode_entry(&entry));
+            last = Some(entry.index());
         }
         // Written now (readable at once), made durable by the syncer with the next group.
         let mut opts = WriteOptions::default();
         opts.set_sync(false);
         self.db().write_opt(batch, &opts).map_err(io_err)?;
+        if let Some(last) = last {
+            crate::lock(&self.written).last = last;
+        }
         let syncer = self.syncer.as_ref().ok_or_else(|| io::Error::other("the log store is closing"))?;
         syncer.send(callback).await.map_err(|_| io::Error::other("the log syncer thread has stopped"))
     }
@@ -305,7 +347,14 @@ impl RaftLogStorage<C> for RocksLogStore {
         batch.delete_cf(&cf, codec::index_key(u64::MAX));
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
-        self.db().write_opt(batch, &opts).map_err(io_err)
+        self.db().write_opt(batch, &opts).map_err(io_err)?;
+        // The synced write made everything before it durable: the log up to the cut.
+        let kept = first_removed.saturating_sub(1);
+        let mut w = crate::lock(&self.written);
+        w.last = kept;
+        w.truncations += 1;
+        self.durable.set(kept);
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {

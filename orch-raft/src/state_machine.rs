@@ -28,6 +28,7 @@ use openraft::{EntryPayload, OptionalSend, StoredMembership};
 use orch_core::State;
 
 use crate::codec;
+use crate::durable::DurableIndex;
 use crate::feed::{Applied, Feed, HistoryLimits, SharedFeed};
 use crate::holds::{Held, LockHolds, LockSite};
 use crate::types::{Response, TypeConfig};
@@ -66,6 +67,9 @@ pub struct StateMachineStore {
     snapshots: Arc<tokio::sync::Mutex<()>>,
     /// Where snapshots are kept; None keeps them in memory only (tests, simulation).
     dir: Option<Arc<PathBuf>>,
+    /// The log's durable index: an entry is applied only once it is durable in this node's
+    /// own log (see [`crate::durable`]). Set by [`crate::start_raft`].
+    durable: Arc<Mutex<Option<DurableIndex>>>,
 }
 
 impl Default for StateMachineStore {
@@ -160,7 +164,13 @@ impl StateMachineStore {
             holds,
             snapshots: Arc::default(),
             dir: dir.map(Arc::new),
+            durable: Arc::default(),
         }
+    }
+
+    /// Applies entries only once `durable` reaches them (see [`crate::durable`]).
+    pub fn follow_durable(&self, durable: DurableIndex) {
+        *crate::lock(&self.durable) = Some(durable);
     }
 
     /// A state machine whose snapshots stay in memory.
@@ -312,10 +322,15 @@ impl RaftStateMachine<C> for StateMachineStore {
     where
         Strm: Stream<Item = Result<EntryResponder<C>, io::Error>> + Unpin + OptionalSend,
     {
+        let durable = crate::lock(&self.durable).clone();
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
             let log_id = entry.log_id();
             let index = log_id.index();
+            // Never apply (and so never serve) what a crash of this node could take back.
+            if let Some(durable) = &durable {
+                durable.wait_for(index).await?;
+            }
             let (response, events, time_ms) = {
                 let mut inner = self.hold(LockSite::Apply);
                 let (response, events) = match entry.payload {

@@ -9,7 +9,7 @@ use orch_raft::local::LocalRouter;
 use orch_raft::mem::MemLogStore;
 use orch_raft::{Member, RaftNode, StateMachineStore, start_raft};
 
-const WAIT: Option<Duration> = Some(Duration::from_secs(20));
+pub(crate) const WAIT: Option<Duration> = Some(Duration::from_secs(20));
 
 async fn start(
     router: &LocalRouter,
@@ -32,7 +32,7 @@ async fn start(
 /// write that did commit is not applied twice) while leadership settles. Between attempts it
 /// waits for the leader's metrics to show a fresh quorum acknowledgement, never for a fixed
 /// time.
-async fn write(
+pub(crate) async fn write(
     nodes: &BTreeMap<u64, (RaftNode, StateMachineStore)>,
     up: &[u64],
     entry: orch_core::Entry,
@@ -65,7 +65,7 @@ async fn write(
     }
 }
 
-fn create_pod(serial: u64, name: &str) -> orch_core::Entry {
+pub(crate) fn create_pod(serial: u64, name: &str) -> orch_core::Entry {
     let manifest =
         format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec: {{containers: [{{name: c, image: x}}]}}");
     let pod = parse_manifests(&manifest).expect("valid manifest").remove(0);

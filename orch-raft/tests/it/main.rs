@@ -2,6 +2,7 @@
 
 mod cluster;
 mod control_plane;
+mod crash;
 mod formats;
 mod limits;
 mod mem_store;

@@ -1,0 +1,151 @@
+//! A node on a disk that loses unsynced writes ([`orch_raft::crash::CrashDisk`]): it applies,
+//! and so serves, only what its own log holds durably, and after a crash it serves no older
+//! state than before. (A SIGKILL cannot show this: the page cache survives it.)
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use openraft::StorageError;
+use openraft::storage::{IOFlushed, RaftLogReader, RaftLogStorage};
+use openraft::testing::log::{StoreBuilder, Suite};
+use openraft::testing::{blank_ent, log_id};
+use openraft::type_config::TypeConfigExt;
+use orch_raft::crash::{CrashDisk, CrashLogStore};
+use orch_raft::gate::RecoveryGate;
+use orch_raft::local::LocalRouter;
+use orch_raft::mem::MemLogStore;
+use orch_raft::{DurableLog, Member, StateMachineStore, TypeConfig, start_raft};
+
+use crate::cluster::{WAIT, create_pod, write};
+
+struct CrashBuilder;
+
+impl StoreBuilder<TypeConfig, CrashLogStore, StateMachineStore> for CrashBuilder {
+    async fn build(&self) -> Result<((), CrashLogStore, StateMachineStore), StorageError<TypeConfig>> {
+        Ok(((), CrashDisk::new().store(), StateMachineStore::in_memory()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_crash_store_passes_the_openraft_storage_suite() {
+    Suite::test_all(CrashBuilder).await.expect("the crash store passes openraft's suite");
+}
+
+async fn append(store: &mut CrashLogStore, index: u64, done: IOFlushed<TypeConfig>) {
+    store.append([blank_ent::<TypeConfig>(1, 0, index)], done).await.expect("append");
+}
+
+#[tokio::test]
+async fn a_crash_loses_what_was_not_synced_and_keeps_the_rest() {
+    let disk = CrashDisk::new();
+    let mut store = disk.store();
+    let (tx, rx) = TypeConfig::oneshot();
+    append(&mut store, 1, IOFlushed::Signal(tx)).await;
+    rx.await.expect("completed").expect("durable");
+    assert_eq!(store.durable_index().get(), 1);
+    store.save_vote(&openraft::alias::VoteOf::<TypeConfig>::new(3, 1)).await.expect("vote");
+
+    disk.pause_syncs(true);
+    let (tx, mut pending) = TypeConfig::oneshot();
+    append(&mut store, 2, IOFlushed::Signal(tx)).await;
+    store.save_committed(Some(log_id::<TypeConfig>(1, 0, 2))).await.expect("committed");
+    assert_eq!(disk.last_index(), (2, 1), "readable at once, durable at the next sync");
+    assert_eq!(store.durable_index().get(), 1);
+    assert!(pending.try_recv().is_err(), "its callback waits for the sync");
+
+    disk.crash();
+    let mut after = disk.store();
+    assert_eq!(disk.last_index(), (1, 1), "the unsynced entry is gone");
+    assert_eq!(after.read_committed().await.expect("read"), None, "and the unsynced committed hint");
+    let mut reader = after.get_log_reader().await;
+    assert_eq!(reader.read_vote().await.expect("read"), Some(openraft::alias::VoteOf::<TypeConfig>::new(3, 1)));
+    assert_eq!(after.durable_index().get(), 1);
+
+    let (tx, rx) = TypeConfig::oneshot();
+    append(&mut after, 2, IOFlushed::Signal(tx)).await;
+    rx.await.expect("completed").expect("durable");
+    disk.crash();
+    assert_eq!(disk.last_index(), (2, 2), "a synced entry survives");
+}
+
+/// Node 3, a learner on a crash disk whose syncs are held, receives an entry the voters
+/// committed. It must not apply it (a power cut would take it back after a read served it);
+/// once the disk syncs it does. Then it crashes with a newer entry unsynced: the log it
+/// recovers holds everything it served, so the restart gate never lets it serve older state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_applies_only_what_its_log_holds_durably_and_serves_no_older_state_after_a_crash() {
+    let router = LocalRouter::default();
+    let config = crate::fast_raft_config();
+    let mut nodes = BTreeMap::new();
+    for id in 1..=2 {
+        let sm = StateMachineStore::in_memory();
+        let raft = start_raft(id, Arc::clone(&config), router.clone(), MemLogStore::default(), sm.clone(), id)
+            .await
+            .expect("starts");
+        router.register(id, raft.clone());
+        nodes.insert(id, (raft, sm));
+    }
+    let disk = CrashDisk::new();
+    let sm3 = StateMachineStore::in_memory();
+    let raft3 = start_raft(3, Arc::clone(&config), router.clone(), disk.store(), sm3.clone(), 3).await.expect("starts");
+    router.register(3, raft3.clone());
+    let voters: BTreeMap<u64, Member> = (1..=2).map(|i| (i, Member::from(format!("local-{i}")))).collect();
+    nodes[&1].0.initialize(voters).await.expect("initialize");
+    let (first, _) = write(&nodes, &[1, 2], create_pod(1, "a")).await;
+    let leader = nodes[&1].0.wait(WAIT).metrics(|m| m.current_leader.is_some(), "a leader").await.expect("leader");
+    let leader = &nodes[&leader.current_leader.expect("leader")].0;
+    leader.add_learner(3, Member::from("local-3".to_owned()), true).await.expect("adds the learner");
+    raft3.wait(WAIT).applied_index_at_least(Some(first.log_id.index), "node 3 applied").await.expect("applied");
+
+    // Node 3's disk holds its syncs: what it receives now is readable, not durable.
+    disk.pause_syncs(true);
+    let (second, _) = write(&nodes, &[1, 2], create_pod(2, "b")).await;
+    let index = second.log_id.index;
+    raft3
+        .wait(WAIT)
+        .metrics(
+            |m| m.last_log_index >= Some(index) && m.local_committed.is_some_and(|c| c.index >= index),
+            "node 3 holds the entry and knows it committed",
+        )
+        .await
+        .expect("node 3 caught up in memory");
+    let (readable, durable) = disk.last_index();
+    assert!(readable >= index && durable < index, "readable {readable}, durable {durable}");
+    let served = sm3.read(orch_core::State::applied_index);
+    assert!(served < index, "node 3 applied entry {index} that a crash would take back (applied {served})");
+
+    // The disk syncs: node 3 applies it.
+    disk.sync();
+    raft3.wait(WAIT).applied_index_at_least(Some(index), "applied once durable").await.expect("applied");
+
+    // A third write reaches node 3 unsynced; then the power fails.
+    disk.pause_syncs(true);
+    let (third, _) = write(&nodes, &[1, 2], create_pod(3, "c")).await;
+    raft3
+        .wait(WAIT)
+        .metrics(|m| m.last_log_index >= Some(third.log_id.index), "node 3 holds the third entry")
+        .await
+        .expect("received");
+    let served = sm3.read(orch_core::State::applied_index);
+    disk.crash();
+    router.unregister(3);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), raft3.shutdown()).await;
+
+    // The recovered log holds everything node 3 served: its gate opens no earlier than that.
+    let mut store = disk.store();
+    let gate = RecoveryGate::read(&mut store).await.expect("reads the gate");
+    assert!(gate.last_log_index >= served, "recovered log ends at {}, node 3 served {served}", gate.last_log_index);
+    let sm3 = StateMachineStore::in_memory();
+    let raft3 = start_raft(3, Arc::clone(&config), router.clone(), store, sm3.clone(), 3).await.expect("restarts");
+    router.register(3, raft3.clone());
+    raft3
+        .wait(WAIT)
+        .metrics(|m| gate.caught_up(m.last_applied.map(|id| (id.leader_id.term, id.index))), "the gate opens")
+        .await
+        .expect("caught up");
+    assert!(sm3.read(orch_core::State::applied_index) >= served, "no older state than before the crash");
+    raft3.wait(WAIT).applied_index_at_least(Some(third.log_id.index), "catches up").await.expect("applied");
+    for raft in [raft3, nodes[&1].0.clone(), nodes[&2].0.clone()] {
+        raft.shutdown().await.expect("shuts down");
+    }
+}
