@@ -24,7 +24,7 @@ use openraft::alias::{EntryOf, LogIdOf, VoteOf};
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 
-use crate::durable::{DurableIndex, DurableLog};
+use crate::durable::{DurableIndex, DurableLog, DurableWatch};
 use crate::lock;
 use crate::types::TypeConfig;
 
@@ -40,8 +40,12 @@ struct Contents {
 }
 
 impl Contents {
+    fn last(&self) -> Option<u64> {
+        self.log.keys().next_back().copied().or(self.last_purged.map(|id| id.index()))
+    }
+
     fn last_index(&self) -> u64 {
-        self.log.keys().next_back().copied().or(self.last_purged.map(|id| id.index())).unwrap_or(0)
+        self.last().unwrap_or(0)
     }
 }
 
@@ -61,7 +65,9 @@ struct Disk {
 impl Disk {
     fn sync(&mut self) {
         self.synced = self.current.clone();
-        self.durable.raise(self.current.last_index());
+        if let Some(last) = self.current.last() {
+            self.durable.raise(last);
+        }
         self.syncs += 1;
         for callback in self.pending.drain(..) {
             callback.io_completed(Ok(()));
@@ -89,16 +95,18 @@ impl CrashDisk {
             synced: Contents::default(),
             pending: Vec::new(),
             paused: false,
-            durable: DurableIndex::new(0),
+            durable: DurableIndex::up_to(None),
             syncs: 0,
             crashes: 0,
         };
         Self { disk: Arc::new(Mutex::new(disk)) }
     }
 
-    /// The log store on this disk, as a node (re)starting now finds it.
+    /// The log store on this disk, as a node (re)starting now finds it. A store taken before
+    /// a crash fails every call after it: the node that used it is gone.
     pub fn store(&self) -> CrashLogStore {
-        CrashLogStore { disk: self.clone() }
+        let incarnation = lock(&self.disk).crashes;
+        CrashLogStore { disk: self.clone(), incarnation }
     }
 
     /// Holds syncs (appends stay unsynced, their callbacks wait) or lets them run again (and
@@ -125,14 +133,21 @@ impl CrashDisk {
         disk.pending.clear();
         disk.paused = false;
         disk.crashes += 1;
-        // The old node's waits stay with the old index; the restarted one starts afresh.
-        disk.durable = DurableIndex::new(disk.current.last_index());
+        // The old node's waits end (with an error); its store's handles fail from now on; the
+        // restarted node starts afresh.
+        disk.durable.close();
+        disk.durable = DurableIndex::up_to(disk.current.last());
     }
 
     /// The last index of the log as a reader sees it, and as a crash would leave it.
     pub fn last_index(&self) -> (u64, u64) {
         let disk = lock(&self.disk);
         (disk.current.last_index(), disk.synced.last_index())
+    }
+
+    /// Every entry below this index is durable (as the waiting state machine sees it).
+    pub fn durable_below(&self) -> u64 {
+        lock(&self.disk).durable.below()
     }
 
     /// How many syncs and crashes the disk has seen.
@@ -146,17 +161,23 @@ impl CrashDisk {
 #[derive(Clone)]
 pub struct CrashLogStore {
     disk: CrashDisk,
+    /// The disk's crash count when the store was taken.
+    incarnation: u64,
 }
 
 impl CrashLogStore {
-    fn with<T>(&self, f: impl FnOnce(&mut Disk) -> T) -> T {
-        f(&mut lock(&self.disk.disk))
+    fn with<T>(&self, f: impl FnOnce(&mut Disk) -> T) -> Result<T, io::Error> {
+        let mut disk = lock(&self.disk.disk);
+        if disk.crashes != self.incarnation {
+            return Err(io::Error::other("the disk crashed under this store; restart on a new one"));
+        }
+        Ok(f(&mut disk))
     }
 }
 
 impl DurableLog for CrashLogStore {
-    fn durable_index(&self) -> DurableIndex {
-        self.with(|d| d.durable.clone())
+    fn durable_watch(&self) -> DurableWatch {
+        lock(&self.disk.disk).durable.watch()
     }
 }
 
@@ -165,11 +186,11 @@ impl RaftLogReader<C> for CrashLogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<EntryOf<C>>, io::Error> {
-        Ok(self.with(|d| d.current.log.range(range).map(|(_, e)| e.clone()).collect()))
+        self.with(|d| d.current.log.range(range).map(|(_, e)| e.clone()).collect())
     }
 
     async fn read_vote(&mut self) -> Result<Option<VoteOf<C>>, io::Error> {
-        Ok(self.with(|d| d.current.vote))
+        self.with(|d| d.current.vote)
     }
 }
 
@@ -177,11 +198,11 @@ impl RaftLogStorage<C> for CrashLogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<C>, io::Error> {
-        Ok(self.with(|d| {
+        self.with(|d| {
             let c = &d.current;
             let last = c.log.values().next_back().map(|e| e.log_id()).or(c.last_purged);
             LogState { last_purged_log_id: c.last_purged, last_log_id: last }
-        }))
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -193,18 +214,16 @@ impl RaftLogStorage<C> for CrashLogStore {
         self.with(|d| {
             d.current.vote = Some(*vote);
             d.sync();
-        });
-        Ok(())
+        })
     }
 
     async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
         // Unsynced: durable with the next sync.
-        self.with(|d| d.current.committed = committed);
-        Ok(())
+        self.with(|d| d.current.committed = committed)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogIdOf<C>>, io::Error> {
-        Ok(self.with(|d| d.current.committed))
+        self.with(|d| d.current.committed)
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<C>) -> Result<(), io::Error>
@@ -220,8 +239,7 @@ impl RaftLogStorage<C> for CrashLogStore {
             if !d.paused {
                 d.sync();
             }
-        });
-        Ok(())
+        })
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<C>>) -> Result<(), io::Error> {
@@ -230,9 +248,8 @@ impl RaftLogStorage<C> for CrashLogStore {
             d.current.log.split_off(&first_removed);
             // A synced write: what was written before is durable too.
             d.sync();
-            d.durable.set(d.current.last_index());
-        });
-        Ok(())
+            d.durable.cut(d.current.last());
+        })
     }
 
     async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
@@ -241,7 +258,6 @@ impl RaftLogStorage<C> for CrashLogStore {
             d.current.log = kept;
             d.current.last_purged = Some(log_id);
             d.sync();
-        });
-        Ok(())
+        })
     }
 }

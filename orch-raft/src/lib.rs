@@ -83,7 +83,7 @@ use openraft::network::{NetSnapshot, RaftNetworkFactory};
 use openraft::storage::RaftLogStorage;
 
 pub use control_plane::ControlPlane;
-pub use durable::{DurableIndex, DurableLog};
+pub use durable::{DurableIndex, DurableLog, DurableWatch};
 pub use holds::{LockHolds, LockSite};
 pub use state_machine::{ApplyHook, StateMachineStore};
 pub use types::{Member, Response, Runtime, TypeConfig, with_seed};
@@ -108,7 +108,7 @@ where
     N::Network: NetSnapshot<TypeConfig, SnapshotData = Vec<u8>>,
     L: RaftLogStorage<TypeConfig> + DurableLog,
 {
-    state_machine.follow_durable(log.durable_index());
+    state_machine.follow_durable(log.durable_watch());
     with_seed(seed, Raft::new(id, config, network, log, state_machine)).await
 }
 

@@ -15,7 +15,7 @@ use openraft::alias::{EntryOf, LogIdOf, VoteOf};
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 
-use crate::durable::{DurableIndex, DurableLog};
+use crate::durable::{DurableIndex, DurableLog, DurableWatch};
 use crate::lock;
 use crate::types::TypeConfig;
 
@@ -37,9 +37,10 @@ pub struct MemLogStore {
 }
 
 impl DurableLog for MemLogStore {
-    fn durable_index(&self) -> DurableIndex {
-        // Nothing to wait for: every write counts as durable when it returns.
-        DurableIndex::new(u64::MAX)
+    fn durable_watch(&self) -> DurableWatch {
+        // Nothing to wait for: every write counts as durable when it returns. (The index is
+        // dropped at once; a wait below u64::MAX returns before it looks at the sender.)
+        DurableIndex::new(u64::MAX).watch()
     }
 }
 

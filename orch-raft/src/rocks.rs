@@ -32,7 +32,7 @@ use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, Writ
 use tokio::sync::mpsc;
 
 use crate::codec;
-use crate::durable::{DurableIndex, DurableLog};
+use crate::durable::{DurableIndex, DurableLog, DurableWatch};
 use crate::grpc::{APPEND_BYTES_MAX, ENTRY_FRAMING_BYTES_MAX};
 use crate::types::TypeConfig;
 
@@ -123,7 +123,14 @@ pub struct RocksLogStore {
 }
 
 impl DurableLog for RocksLogStore {
-    fn durable_index(&self) -> DurableIndex {
+    fn durable_watch(&self) -> DurableWatch {
+        self.durable.watch()
+    }
+}
+
+impl RocksLogStore {
+    /// What the log holds durably.
+    pub fn durable_index(&self) -> DurableIndex {
         self.durable.clone()
     }
 }
@@ -136,6 +143,7 @@ impl Drop for RocksLogStore {
         if let Some(thread) = self.syncer_thread.take() {
             let _ = thread.join();
         }
+        self.durable.close();
     }
 }
 
@@ -151,12 +159,15 @@ impl RocksLogStore {
         let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(io_err)?;
         let db = Arc::new(OwnedDb { db, _closed: CloseFlag(Arc::clone(&closed)) });
         // What the log holds now is made durable before anything is applied from it (after a
-        // kill, unsynced writes may still be in the page cache only).
+        // kill, unsynced writes may still be in the page cache only). RocksDB's recovery
+        // flushed the replayed WAL to synced table files (`avoid_flush_during_recovery` is off
+        // by default); this syncs the live WAL.
         db.flush_wal(true).map_err(io_err)?;
         let reader = RocksLogReader { db: Arc::clone(&db) };
-        let last = reader.last_entry()?.map_or(0, |e| e.index());
-        let written = Arc::new(std::sync::Mutex::new(Written { last, truncations: 0 }));
-        let durable = DurableIndex::new(last);
+        let purged = reader.get_meta(KEY_PURGED)?.map(|v| codec::decode_log_id(&v)).transpose()?;
+        let last = reader.last_entry()?.map(|e| e.index()).or(purged.map(|id| id.index));
+        let written = Arc::new(std::sync::Mutex::new(Written { last: last.unwrap_or(0), truncations: 0 }));
+        let durable = DurableIndex::up_to(last);
         let (tx, mut rx) = mpsc::channel::<IOFlushed<C>>(SYNC_QUEUE_MAX);
         let stats = Arc::new(SyncStats::default());
         let (sync_db, sync_stats) = (Arc::clone(&db), Arc::clone(&stats));
@@ -183,6 +194,9 @@ impl RocksLogStore {
                     if w.truncations == truncations {
                         sync_durable.raise(last);
                     }
+                } else {
+                    // Nothing more becomes durable: waiters end with an error.
+                    sync_durable.close();
                 }
                 sync_stats.syncs.fetch_add(1, Ordering::Relaxed);
                 sync_stats.appends.fetch_add(group.len() as u64, Ordering::Relaxed);
@@ -349,11 +363,11 @@ impl RaftLogStorage<C> for RocksLogStore {
         opts.set_sync(true);
         self.db().write_opt(batch, &opts).map_err(io_err)?;
         // The synced write made everything before it durable: the log up to the cut.
-        let kept = first_removed.saturating_sub(1);
+        let kept = first_removed.checked_sub(1);
         let mut w = crate::lock(&self.written);
-        w.last = kept;
+        w.last = kept.unwrap_or(0);
         w.truncations += 1;
-        self.durable.set(kept);
+        self.durable.cut(kept);
         Ok(())
     }
 

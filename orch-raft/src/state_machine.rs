@@ -28,7 +28,7 @@ use openraft::{EntryPayload, OptionalSend, StoredMembership};
 use orch_core::State;
 
 use crate::codec;
-use crate::durable::DurableIndex;
+use crate::durable::DurableWatch;
 use crate::feed::{Applied, Feed, HistoryLimits, SharedFeed};
 use crate::holds::{Held, LockHolds, LockSite};
 use crate::types::{Response, TypeConfig};
@@ -69,7 +69,7 @@ pub struct StateMachineStore {
     dir: Option<Arc<PathBuf>>,
     /// The log's durable index: an entry is applied only once it is durable in this node's
     /// own log (see [`crate::durable`]). Set by [`crate::start_raft`].
-    durable: Arc<Mutex<Option<DurableIndex>>>,
+    durable: Arc<Mutex<Option<DurableWatch>>>,
 }
 
 impl Default for StateMachineStore {
@@ -169,7 +169,7 @@ impl StateMachineStore {
     }
 
     /// Applies entries only once `durable` reaches them (see [`crate::durable`]).
-    pub fn follow_durable(&self, durable: DurableIndex) {
+    pub fn follow_durable(&self, durable: DurableWatch) {
         *crate::lock(&self.durable) = Some(durable);
     }
 
@@ -322,13 +322,13 @@ impl RaftStateMachine<C> for StateMachineStore {
     where
         Strm: Stream<Item = Result<EntryResponder<C>, io::Error>> + Unpin + OptionalSend,
     {
-        let durable = crate::lock(&self.durable).clone();
+        let mut durable = crate::lock(&self.durable).clone();
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
             let log_id = entry.log_id();
             let index = log_id.index();
             // Never apply (and so never serve) what a crash of this node could take back.
-            if let Some(durable) = &durable {
+            if let Some(durable) = &mut durable {
                 durable.wait_for(index).await?;
             }
             let (response, events, time_ms) = {

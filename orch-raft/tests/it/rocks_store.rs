@@ -129,20 +129,19 @@ async fn an_append_s_entries_fit_one_message() {
 /// truncation (a synced write) sets it to the cut, and a reopened log is durable whole.
 #[tokio::test]
 async fn the_durable_index_follows_syncs_truncations_and_reopens() {
-    use orch_raft::DurableLog;
     let dir = TempDir::new().expect("temp dir");
     {
         let mut store = RocksLogStore::open(dir.path()).expect("opens");
         let durable = store.durable_index();
-        assert_eq!(durable.get(), 0);
+        assert_eq!(durable.below(), 0, "nothing is durable in an empty log");
         append_durably(&mut store, 1..=5).await;
         // The callback completes after the index is raised, in the same sync.
-        assert_eq!(durable.get(), 5);
+        assert_eq!(durable.below(), 6);
         store.truncate_after(Some(log_id::<TypeConfig>(1, 0, 3))).await.expect("truncates");
-        assert_eq!(durable.get(), 3);
+        assert_eq!(durable.below(), 4);
         append_durably(&mut store, 4..=6).await;
-        assert_eq!(durable.get(), 6);
+        assert_eq!(durable.below(), 7);
     }
     let store = RocksLogStore::open(dir.path()).expect("reopens");
-    assert_eq!(store.durable_index().get(), 6);
+    assert_eq!(store.durable_index().below(), 7);
 }
