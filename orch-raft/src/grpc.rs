@@ -45,6 +45,21 @@ use proto::raft_server::{Raft as RaftRpc, RaftServer};
 /// The largest single Raft message (an append with its entries) sent or accepted.
 pub const RPC_MESSAGE_BYTES_MAX: usize = 64 << 20;
 
+/// The slowest link a snapshot is expected to cross, in bytes per second: a snapshot stream's
+/// deadline allows this rate on top of openraft's `install_snapshot_timeout`.
+pub const SNAPSHOT_BYTES_PER_SECOND_MIN: u64 = 1 << 20;
+
+/// The deadline of one snapshot stream (`hard_ttl` is openraft's `install_snapshot_timeout`,
+/// 200 ms by default). It was `hard_ttl` alone, which the server enforces (tonic honours the
+/// `grpc-timeout` header) over the whole stream and the install: a snapshot slower than that to
+/// send or install was cut off and resent from the start, forever over a slow link. (On a fast
+/// one a large snapshot still "worked": openraft goes on installing after the handler is
+/// dropped, and the resend finds it installed.) openraft's docs say as much: for a long stream
+/// `hard_ttl` is not a limit on its lifetime.
+fn snapshot_deadline(hard_ttl: Duration, bytes: usize) -> Duration {
+    hard_ttl + Duration::from_secs_f64(bytes as f64 / SNAPSHOT_BYTES_PER_SECOND_MIN as f64)
+}
+
 /// The most bytes of entries one append carries: the log reader hands openraft's replication
 /// at most this much per append (`RocksLogReader::limited_get_log_entries`), so an append
 /// always fits one message with half of [`RPC_MESSAGE_BYTES_MAX`] to spare and is never too
@@ -377,8 +392,8 @@ impl RaftNetworkV2<C> for GrpcConnection {
         cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
-        let ttl = option.hard_ttl();
         let data = Bytes::from(snapshot.snapshot);
+        let ttl = snapshot_deadline(option.hard_ttl(), data.len());
         let header = proto::SnapshotHeader {
             vote: Some(vote_to_pb(&vote)),
             meta: codec::encode_snapshot_meta(&snapshot.meta),

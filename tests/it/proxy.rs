@@ -1,7 +1,7 @@
 //! A TCP proxy on loopback that the tests break on purpose: it forwards connections to a
 //! target and can cut every connection after a chosen number of bytes from the target,
-//! refuse to forward anything (a partition), or freeze (keep the sockets open and forward
-//! nothing: a host that vanished without closing its connections).
+//! refuse to forward anything (a partition), freeze (keep the sockets open and forward
+//! nothing: a host that vanished without closing its connections), or throttle (a slow link).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -21,6 +21,9 @@ pub(crate) enum Mode {
     Cut,
     /// Keep connections open, forward nothing.
     Freeze,
+    /// Forward both ways, the client's bytes at no more than this many per second (a slow
+    /// link towards the target).
+    Throttle(u64),
 }
 
 /// A running proxy; dropping it stops accepting.
@@ -112,13 +115,21 @@ async fn connection(client: TcpStream, target: SocketAddr, mut modes: watch::Rec
                 }
                 continue;
             }
-            Mode::Forward => {}
+            Mode::Forward | Mode::Throttle(_) => {}
         }
         tokio::select! {
             _ = modes.changed() => {}
             read = client_read.read(&mut up) => match read {
                 Ok(0) | Err(_) => return,
-                Ok(n) => if server_write.write_all(&up[..n]).await.is_err() { return },
+                Ok(n) => {
+                    if server_write.write_all(&up[..n]).await.is_err() {
+                        return;
+                    }
+                    if let Mode::Throttle(rate) = mode {
+                        // The link's pace: these bytes take n / rate seconds to cross it.
+                        tokio::time::sleep(std::time::Duration::from_secs_f64(n as f64 / rate.max(1) as f64)).await;
+                    }
+                }
             },
             read = server_read.read(&mut down[..left.clamp(1, 16 * 1024)]) => match read {
                 Ok(0) | Err(_) => return,

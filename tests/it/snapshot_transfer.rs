@@ -1,0 +1,66 @@
+//! A snapshot reaches a follower over a slow link: three `ControlPlane`s on loopback, node 3
+//! reached through a proxy that paces the leader's bytes to 5 MB/s. A 3 MB snapshot takes
+//! 0.6 s to cross, three times openraft's `install_snapshot_timeout` (200 ms), which used to be
+//! the stream's whole deadline: the stream was cut and resent from the start, forever (with
+//! the old deadline put back this test times out).
+//!
+//! At 2 MB/s it still fails, for another reason left to issue 10's item 2: the snapshot shares
+//! the peer's one HTTP/2 connection with the heartbeats, which queue behind its bytes for more
+//! than the election timeout.
+
+use orch_core::{Command, parse_manifests};
+use orch_raft::control_plane::{Consistency, ControlPlane, SnapshotSettings};
+
+use crate::proxy::{Mode, Proxy};
+use crate::{eventually, propose};
+
+const SNAPSHOTS: SnapshotSettings = SnapshotSettings { every_entries: 20, keep_entries: 5, chunk_bytes: 64 * 1024 };
+
+async fn node(id: u64, dir: &std::path::Path, join: bool) -> ControlPlane {
+    let mut builder = ControlPlane::builder(id, dir).snapshots(SNAPSHOTS);
+    if join {
+        builder = builder.join();
+    }
+    builder.start().await.expect("starts")
+}
+
+fn big_pod(name: &str) -> Command {
+    let blob = "v".repeat(20_000);
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, annotations: {{blob: {blob}}}}}\nspec: {{containers: [{{name: c, image: x}}]}}"
+    );
+    Command::Create(parse_manifests(&manifest).expect("valid manifest").remove(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_slower_than_the_install_timeout_reaches_a_follower() {
+    let dirs =
+        [tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir")];
+    let n1 = node(1, dirs[0].path(), false).await;
+    eventually("node 1 leads", || (n1.metrics().leader == Some(1)).then_some(())).await;
+    let n2 = node(2, dirs[1].path(), true).await;
+    let n3 = node(3, dirs[2].path(), true).await;
+    let proxy = Proxy::start(n3.address().parse().expect("address")).await;
+    n1.add_member(2, n2.address()).await.expect("adds 2");
+    n1.add_member(3, proxy.addr().to_string()).await.expect("adds 3");
+
+    // Node 3 is cut off while 150 pods of 20 KB (3 MB) are written and the log compacted.
+    proxy.set(Mode::Cut);
+    let n3_last = n3.metrics().last_log_index;
+    let mut target = 0;
+    for i in 0..150 {
+        target = propose(&[&n1], vec![big_pod(&format!("p{i}"))]).await;
+    }
+    eventually("the leader's log compacted past node 3", || (n1.metrics().purged_index > n3_last).then_some(())).await;
+
+    // Back over a 5 MB/s link: the snapshot takes 0.6 s to cross.
+    proxy.set(Mode::Throttle(5_000_000));
+    eventually("node 3 installed the snapshot and caught up", || (n3.metrics().applied_index >= target).then_some(()))
+        .await;
+    let pods = n3.read(Consistency::Stale, |s| s.len()).await.expect("reads");
+    assert!(pods >= 150, "node 3 holds the state: {pods} objects");
+    drop(proxy);
+    for n in [n1, n2, n3] {
+        n.shutdown().await.expect("shuts down");
+    }
+}
