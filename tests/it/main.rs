@@ -22,6 +22,29 @@ fn pod(name: &str) -> Command {
     Command::Create(parse_manifests(&manifest).expect("valid manifest").remove(0))
 }
 
+/// Three nodes on loopback, each with `dir` and `snapshots`; node 1 leads, and reaches node 3
+/// only through the returned proxy.
+async fn proxied_cluster(
+    dirs: &[tempfile::TempDir; 3],
+    snapshots: orch_raft::control_plane::SnapshotSettings,
+) -> ([ControlPlane; 3], proxy::Proxy) {
+    let node = |id: u64| {
+        let builder = ControlPlane::builder(id, dirs[id as usize - 1].path())
+            .progress_interval(Duration::from_millis(100))
+            .snapshots(snapshots);
+        let builder = if id == 1 { builder } else { builder.join() };
+        async move { builder.start().await.expect("starts") }
+    };
+    let n1 = node(1).await;
+    eventually("node 1 leads", || (n1.metrics().leader == Some(1)).then_some(())).await;
+    let n2 = node(2).await;
+    let n3 = node(3).await;
+    let proxy = proxy::Proxy::start(n3.address().parse().expect("address")).await;
+    n1.add_member(2, n2.address()).await.expect("adds 2");
+    n1.add_member(3, proxy.addr().to_string()).await.expect("adds 3");
+    ([n1, n2, n3], proxy)
+}
+
 /// Polls `check` until it holds, or fails the test at the deadline.
 async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = tokio::time::Instant::now() + DEADLINE;

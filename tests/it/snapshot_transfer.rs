@@ -9,20 +9,12 @@
 //! than the election timeout.
 
 use orch_core::{Command, parse_manifests};
-use orch_raft::control_plane::{Consistency, ControlPlane, SnapshotSettings};
+use orch_raft::control_plane::{Consistency, SnapshotSettings};
 
-use crate::proxy::{Mode, Proxy};
+use crate::proxy::Mode;
 use crate::{eventually, propose};
 
 const SNAPSHOTS: SnapshotSettings = SnapshotSettings { every_entries: 20, keep_entries: 5, chunk_bytes: 64 * 1024 };
-
-async fn node(id: u64, dir: &std::path::Path, join: bool) -> ControlPlane {
-    let mut builder = ControlPlane::builder(id, dir).snapshots(SNAPSHOTS);
-    if join {
-        builder = builder.join();
-    }
-    builder.start().await.expect("starts")
-}
 
 fn big_pod(name: &str) -> Command {
     let blob = "v".repeat(20_000);
@@ -36,13 +28,7 @@ fn big_pod(name: &str) -> Command {
 async fn a_snapshot_slower_than_the_install_timeout_reaches_a_follower() {
     let dirs =
         [tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir")];
-    let n1 = node(1, dirs[0].path(), false).await;
-    eventually("node 1 leads", || (n1.metrics().leader == Some(1)).then_some(())).await;
-    let n2 = node(2, dirs[1].path(), true).await;
-    let n3 = node(3, dirs[2].path(), true).await;
-    let proxy = Proxy::start(n3.address().parse().expect("address")).await;
-    n1.add_member(2, n2.address()).await.expect("adds 2");
-    n1.add_member(3, proxy.addr().to_string()).await.expect("adds 3");
+    let ([n1, n2, n3], proxy) = crate::proxied_cluster(&dirs, SNAPSHOTS).await;
 
     // Node 3 is cut off while 150 pods of 20 KB (3 MB) are written and the log compacted.
     proxy.set(Mode::Cut);

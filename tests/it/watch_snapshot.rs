@@ -4,37 +4,20 @@
 //! watch, which never saw the entries the snapshot covers, must end with `Expired` (relist),
 //! not carry on as if nothing had been skipped.
 
-use std::time::Duration;
-
 use futures_util::StreamExt;
 use orch_core::{Kind, WatchFilter};
-use orch_raft::control_plane::{Consistency, ControlPlane, Error, SnapshotSettings, WatchItem};
+use orch_raft::control_plane::{Consistency, Error, SnapshotSettings, WatchItem};
 
-use crate::proxy::{Mode, Proxy};
+use crate::proxy::Mode;
 use crate::{DEADLINE, eventually, pod, propose};
 
 const SNAPSHOTS: SnapshotSettings = SnapshotSettings { every_entries: 20, keep_entries: 5, chunk_bytes: 4096 };
-
-async fn node(id: u64, dir: &std::path::Path, join: bool) -> ControlPlane {
-    let mut builder = ControlPlane::builder(id, dir).progress_interval(Duration::from_millis(100)).snapshots(SNAPSHOTS);
-    if join {
-        builder = builder.join();
-    }
-    builder.start().await.expect("starts")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_that_installs_a_snapshot_under_a_live_watch_expires_it() {
     let dirs =
         [tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir")];
-    let n1 = node(1, dirs[0].path(), false).await;
-    eventually("node 1 leads", || (n1.metrics().leader == Some(1)).then_some(())).await;
-    let n2 = node(2, dirs[1].path(), true).await;
-    let n3 = node(3, dirs[2].path(), true).await;
-    // The leader reaches node 3 only through the proxy.
-    let proxy = Proxy::start(n3.address().parse().expect("address")).await;
-    n1.add_member(2, n2.address()).await.expect("adds 2");
-    n1.add_member(3, proxy.addr().to_string()).await.expect("adds 3");
+    let ([n1, n2, n3], proxy) = crate::proxied_cluster(&dirs, SNAPSHOTS).await;
     let mut target = 0;
     for i in 0..5 {
         target = propose(&[&n1], vec![pod(&format!("before-{i}"))]).await;
