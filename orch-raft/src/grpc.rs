@@ -45,19 +45,20 @@ use proto::raft_server::{Raft as RaftRpc, RaftServer};
 /// The largest single Raft message (an append with its entries) sent or accepted.
 pub const RPC_MESSAGE_BYTES_MAX: usize = 64 << 20;
 
-/// The slowest link a snapshot is expected to cross, in bytes per second: a snapshot stream's
-/// deadline allows this rate on top of openraft's `install_snapshot_timeout`.
-pub const SNAPSHOT_BYTES_PER_SECOND_MIN: u64 = 1 << 20;
+/// The slowest link a snapshot or an append is expected to cross, in bytes per second: the
+/// deadline of a call that carries bytes allows this rate on top of openraft's TTL.
+pub const TRANSFER_BYTES_PER_SECOND_MIN: u64 = 1 << 20;
 
-/// The deadline of one snapshot stream (`hard_ttl` is openraft's `install_snapshot_timeout`,
-/// 200 ms by default). It was `hard_ttl` alone, which the server enforces (tonic honours the
-/// `grpc-timeout` header) over the whole stream and the install: a snapshot slower than that to
-/// send or install was cut off and resent from the start, forever over a slow link. (On a fast
-/// one a large snapshot still "worked": openraft goes on installing after the handler is
-/// dropped, and the resend finds it installed.) openraft's docs say as much: for a long stream
-/// `hard_ttl` is not a limit on its lifetime.
-fn snapshot_deadline(hard_ttl: Duration, bytes: usize) -> Duration {
-    hard_ttl + Duration::from_secs_f64(bytes as f64 / SNAPSHOT_BYTES_PER_SECOND_MIN as f64)
+/// The deadline of a call that carries `bytes` (openraft's `hard_ttl`: for a snapshot its
+/// `install_snapshot_timeout`, 200 ms by default; for an append the heartbeat interval,
+/// 100 ms). It was `hard_ttl` alone, which the server enforces too (tonic honours the
+/// `grpc-timeout` header) over the whole call: a snapshot slower than 200 ms to send and
+/// install, or an append slower than 100 ms, was cut and resent from the start, forever over a
+/// slow link. (On a fast link a large snapshot still "worked": openraft goes on installing
+/// after the handler is dropped, and the resend finds it installed.) openraft's docs say as
+/// much: for a long stream `hard_ttl` is not a limit on its lifetime.
+fn transfer_deadline(hard_ttl: Duration, bytes: usize) -> Duration {
+    hard_ttl + Duration::from_secs_f64(bytes as f64 / TRANSFER_BYTES_PER_SECOND_MIN as f64)
 }
 
 /// The most bytes of entries one append carries: the log reader hands openraft's replication
@@ -354,9 +355,10 @@ impl RaftNetworkV2<C> for GrpcConnection {
         rpc: AppendEntriesRequest<C>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
-        let ttl = option.hard_ttl();
+        let request = append_request_to_pb(&rpc);
+        let ttl = transfer_deadline(option.hard_ttl(), request.entries.iter().map(Vec::len).sum());
         let mut client = self.client()?;
-        let call = client.append_entries(with_deadline(append_request_to_pb(&rpc), ttl));
+        let call = client.append_entries(with_deadline(request, ttl));
         self.unary(RPCTypes::AppendEntries, ttl, call, append_response_from_pb).await
     }
 
@@ -393,7 +395,7 @@ impl RaftNetworkV2<C> for GrpcConnection {
         option: RPCOption,
     ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
         let data = Bytes::from(snapshot.snapshot);
-        let ttl = snapshot_deadline(option.hard_ttl(), data.len());
+        let ttl = transfer_deadline(option.hard_ttl(), data.len());
         let header = proto::SnapshotHeader {
             vote: Some(vote_to_pb(&vote)),
             meta: codec::encode_snapshot_meta(&snapshot.meta),
