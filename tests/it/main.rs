@@ -3,6 +3,7 @@
 //! API, with connections cut, frozen and partitioned by a proxy.
 
 mod proxy;
+mod slow_link;
 mod snapshot_transfer;
 mod watch_api;
 mod watch_snapshot;
