@@ -438,13 +438,23 @@ pub struct RaftService {
 
 /// The most snapshot streams a node receives at once; another is refused (resource exhausted)
 /// and its leader retries later. One leader sends a follower one snapshot at a time, so a second
-/// stream comes from a deposed leader or a client that is not a leader at all.
+/// stream comes from a deposed leader, a resend racing the end of the first (harmless), or a
+/// client that is not a leader at all.
 pub const SNAPSHOT_INSTALLS_MAX: usize = 1;
 
-/// A snapshot header openraft can install without tripping its own assertions: a last log id
-/// (a snapshot of nothing is never sent), within the sender's vote (openraft asserts that a
-/// snapshot's last log id is not owned by a leader newer than the one installing it), and a
-/// membership no newer than the snapshot.
+/// The longest a snapshot stream may go without a chunk before it is dropped (and the install
+/// slot freed): a sender that froze or vanished mid-stream does not block later installs.
+pub const SNAPSHOT_CHUNK_WAIT: Duration = Duration::from_secs(30);
+
+/// The most memory reserved ahead of a snapshot's bytes: beyond it the buffer grows as they
+/// arrive.
+const SNAPSHOT_RESERVE_MAX: usize = 64 << 20;
+
+/// A snapshot header that is consistent: a last log id (a snapshot of nothing is never sent),
+/// within the sender's vote (openraft asserts that a snapshot's last log id is not owned by a
+/// leader newer than the one installing it), and a membership no newer than the snapshot.
+/// openraft's other assertion, that the snapshot is beyond the locally committed index, depends
+/// on the local state and is not checked here.
 fn check_snapshot_header(vote: &VoteOf<C>, meta: &openraft::alias::SnapshotMetaOf<C>) -> Result<(), Status> {
     let Some(last) = &meta.last_log_id else {
         return Err(Status::invalid_argument("header.meta.lastLogId: Required value"));
@@ -461,6 +471,18 @@ fn check_snapshot_header(vote: &VoteOf<C>, meta: &openraft::alias::SnapshotMetaO
         )));
     }
     Ok(())
+}
+
+/// The next chunk of a snapshot stream, within [`SNAPSHOT_CHUNK_WAIT`].
+async fn next_chunk(
+    stream: &mut tonic::Streaming<proto::SnapshotChunk>,
+) -> Result<Option<proto::SnapshotChunk>, Status> {
+    tokio::time::timeout(SNAPSHOT_CHUNK_WAIT, stream.message()).await.map_err(|_| {
+        Status::deadline_exceeded(format!(
+            "no snapshot chunk for {}s; the stream is dropped",
+            SNAPSHOT_CHUNK_WAIT.as_secs()
+        ))
+    })?
 }
 
 impl RaftService {
@@ -520,7 +542,8 @@ impl RaftRpc for RaftService {
             .try_acquire()
             .map_err(|_| Status::resource_exhausted("a snapshot is being received already; retry later"))?;
         let mut stream = request.into_inner();
-        let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("snapshot stream is empty"))?;
+        let first =
+            next_chunk(&mut stream).await?.ok_or_else(|| Status::invalid_argument("snapshot stream is empty"))?;
         let header =
             first.header.ok_or_else(|| Status::invalid_argument("header: Required value in the first chunk"))?;
         let vote = vote_from_pb(header.vote, "header.vote")?;
@@ -535,14 +558,14 @@ impl RaftRpc for RaftService {
         check_snapshot_header(&vote, &meta)?;
         let total = usize::try_from(header.total_bytes).map_err(|_| Status::invalid_argument("header.totalBytes"))?;
         // Memory grows with the bytes that arrive, never with what the header claims.
-        let mut data = Vec::new();
+        let mut data = Vec::with_capacity(total.min(SNAPSHOT_RESERVE_MAX));
         let mut chunk = first.data;
         loop {
             if data.len() + chunk.len() > total {
                 return Err(Status::invalid_argument("data: the chunks exceed header.totalBytes"));
             }
             data.extend_from_slice(&chunk);
-            match stream.message().await? {
+            match next_chunk(&mut stream).await? {
                 Some(next) if next.header.is_some() => {
                     return Err(Status::invalid_argument("header: only the first chunk carries one"));
                 }
