@@ -204,6 +204,7 @@ pub struct Builder {
     progress_interval: Duration,
     history: HistoryLimits,
     seed: Option<u64>,
+    disk: Option<crate::crash::CrashDisk>,
 }
 
 impl Builder {
@@ -281,6 +282,15 @@ impl Builder {
         self
     }
 
+    /// Keep the Raft log on a simulated disk that loses what it did not sync, instead of
+    /// RocksDB in the data directory (crash tests and the simulator; the state machine's
+    /// snapshots stay in the data directory). Start a restarted node on the same disk after
+    /// [`crate::crash::CrashDisk::crash`].
+    pub fn crash_disk(mut self, disk: crate::crash::CrashDisk) -> Self {
+        self.disk = Some(disk);
+        self
+    }
+
     fn validate(&self) -> Result<(), Error> {
         let invalid = |field: &str, value: String, rule: &str| {
             Err(Error::Invalid(format!("{field}: Invalid value: {value}: {rule}")))
@@ -330,11 +340,7 @@ impl Builder {
     pub async fn start(mut self) -> Result<ControlPlane, Error> {
         self.validate()?;
         let raft_config = Arc::new(self.raft_config()?);
-        let mut log = RocksLogStore::open(&self.data_dir.join("log"))?;
         let sm = StateMachineStore::open_with(&self.data_dir.join("state"), self.history)?;
-        let gate = RecoveryGate::read(&mut log).await?;
-        let closed = log.closed_probe();
-        let sync_stats = log.stats();
         let listener = match self.listener.take() {
             Some(listener) => {
                 listener.set_nonblocking(true)?;
@@ -346,9 +352,22 @@ impl Builder {
         let address = self.advertise.clone().unwrap_or_else(|| local.to_string());
         let network = GrpcNetwork::new(self.id, self.snapshot.chunk_bytes);
         let seed = self.seed.unwrap_or_else(entropy_seed);
-        let raft = start_raft(self.id, raft_config, network, log, sm.clone(), seed)
-            .await
-            .map_err(|e| Error::Raft(e.to_string()))?;
+        let (raft, gate, closed, sync_stats) = match self.disk.take() {
+            None => {
+                let mut log = RocksLogStore::open(&self.data_dir.join("log"))?;
+                let gate = RecoveryGate::read(&mut log).await?;
+                let (closed, sync_stats) = (log.closed_probe(), log.stats());
+                let raft = start_raft(self.id, raft_config, network, log, sm.clone(), seed).await;
+                (raft, gate, closed, sync_stats)
+            }
+            Some(disk) => {
+                let mut log = disk.store();
+                let gate = RecoveryGate::read(&mut log).await?;
+                let raft = start_raft(self.id, raft_config, network, log, sm.clone(), seed).await;
+                (raft, gate, ClosedProbe::closed(), Arc::default())
+            }
+        };
+        let raft = raft.map_err(|e| Error::Raft(e.to_string()))?;
 
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let router = tonic::transport::Server::builder().add_service(RaftService::server(raft.clone()));
@@ -624,6 +643,7 @@ impl ControlPlane {
             progress_interval: Duration::from_secs(1),
             history: HistoryLimits::default(),
             seed: None,
+            disk: None,
         }
     }
 

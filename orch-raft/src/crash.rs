@@ -81,6 +81,19 @@ pub struct CrashDisk {
     disk: Arc<Mutex<Disk>>,
 }
 
+impl std::fmt::Debug for CrashDisk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (readable, durable) = self.last_index();
+        let (syncs, crashes) = self.counts();
+        f.debug_struct("CrashDisk")
+            .field("readable", &readable)
+            .field("durable", &durable)
+            .field("syncs", &syncs)
+            .field("crashes", &crashes)
+            .finish()
+    }
+}
+
 impl Default for CrashDisk {
     fn default() -> Self {
         Self::new()

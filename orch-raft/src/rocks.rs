@@ -73,6 +73,11 @@ pub struct RocksLogReader {
 pub struct ClosedProbe(Arc<AtomicBool>);
 
 impl ClosedProbe {
+    /// A probe of a store with no database to close (a simulated disk).
+    pub(crate) fn closed() -> Self {
+        Self(Arc::new(AtomicBool::new(true)))
+    }
+
     /// True once the store and all its readers are dropped and the database closed.
     pub fn is_closed(&self) -> bool {
         self.0.load(Ordering::Acquire)
