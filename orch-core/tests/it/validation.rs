@@ -316,3 +316,17 @@ fn status_writes_are_validated() {
     );
     assert!(err.contains("status.addresses[1].type: Unsupported value: \"Carrier\""), "{err}");
 }
+
+/// A pod template's annotations share the same total as an object's own.
+#[test]
+fn template_annotations_are_bounded_in_total() {
+    let values: Vec<String> = (0..9).map(|i| format!("a{i}: {}", "v".repeat(30_000))).collect();
+    let yaml = deployment_with(
+        "metadata: {labels: {app: web}}",
+        &format!("metadata: {{labels: {{app: web}}, annotations: {{{}}}}}", values.join(", ")),
+    );
+    assert_eq!(
+        rejected(&yaml),
+        "Deployment \"web\" is invalid: spec.template.metadata.annotations: Too long: may not be more than 262144 bytes"
+    );
+}

@@ -1,7 +1,6 @@
 //! Several nodes in one process over the in-process transport.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use orch_core::{ClientId, Command, Kind, ObjectKey, Request, parse_manifests};
@@ -11,21 +10,27 @@ use orch_raft::{Member, RaftNode, StateMachineStore, start_raft};
 
 pub(crate) const WAIT: Option<Duration> = Some(Duration::from_secs(20));
 
-async fn start(
+pub(crate) async fn start(
     router: &LocalRouter,
     ids: impl IntoIterator<Item = u64>,
 ) -> BTreeMap<u64, (RaftNode, StateMachineStore)> {
-    let config = crate::fast_raft_config();
     let mut nodes = BTreeMap::new();
     for id in ids {
-        let sm = StateMachineStore::in_memory();
-        let raft = start_raft(id, Arc::clone(&config), router.clone(), MemLogStore::default(), sm.clone(), id)
-            .await
-            .expect("raft starts");
-        router.register(id, raft.clone());
-        nodes.insert(id, (raft, sm));
+        nodes.insert(id, start_node(router, id, MemLogStore::default()).await);
     }
     nodes
+}
+
+/// Starts node `id` on `log` with an in-memory state machine and registers it with `router`.
+pub(crate) async fn start_node<L>(router: &LocalRouter, id: u64, log: L) -> (RaftNode, StateMachineStore)
+where
+    L: openraft::storage::RaftLogStorage<orch_raft::TypeConfig> + orch_raft::DurableLog,
+{
+    let sm = StateMachineStore::in_memory();
+    let raft =
+        start_raft(id, crate::fast_raft_config(), router.clone(), log, sm.clone(), id).await.expect("raft starts");
+    router.register(id, raft.clone());
+    (raft, sm)
 }
 
 /// Writes through whichever node leads, retrying (with the same client id and serial, so a

@@ -3,7 +3,6 @@
 //! state than before. (A SIGKILL cannot show this: the page cache survives it.)
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use openraft::StorageError;
 use openraft::storage::{IOFlushed, RaftLogReader, RaftLogStorage};
@@ -13,10 +12,9 @@ use openraft::type_config::TypeConfigExt;
 use orch_raft::crash::{CrashDisk, CrashLogStore};
 use orch_raft::gate::RecoveryGate;
 use orch_raft::local::LocalRouter;
-use orch_raft::mem::MemLogStore;
-use orch_raft::{Member, StateMachineStore, TypeConfig, start_raft};
+use orch_raft::{Member, StateMachineStore, TypeConfig};
 
-use crate::cluster::{WAIT, create_pod, write};
+use crate::cluster::{WAIT, create_pod, start, start_node, write};
 
 struct CrashBuilder;
 
@@ -75,20 +73,9 @@ async fn a_crash_loses_what_was_not_synced_and_keeps_the_rest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_applies_only_what_its_log_holds_durably_and_serves_no_older_state_after_a_crash() {
     let router = LocalRouter::default();
-    let config = crate::fast_raft_config();
-    let mut nodes = BTreeMap::new();
-    for id in 1..=2 {
-        let sm = StateMachineStore::in_memory();
-        let raft = start_raft(id, Arc::clone(&config), router.clone(), MemLogStore::default(), sm.clone(), id)
-            .await
-            .expect("starts");
-        router.register(id, raft.clone());
-        nodes.insert(id, (raft, sm));
-    }
+    let nodes = start(&router, 1..=2).await;
     let disk = CrashDisk::new();
-    let sm3 = StateMachineStore::in_memory();
-    let raft3 = start_raft(3, Arc::clone(&config), router.clone(), disk.store(), sm3.clone(), 3).await.expect("starts");
-    router.register(3, raft3.clone());
+    let (raft3, sm3) = start_node(&router, 3, disk.store()).await;
     let voters: BTreeMap<u64, Member> = (1..=2).map(|i| (i, Member::from(format!("local-{i}")))).collect();
     nodes[&1].0.initialize(voters).await.expect("initialize");
     let (first, _) = write(&nodes, &[1, 2], create_pod(1, "a")).await;
@@ -141,9 +128,7 @@ async fn a_node_applies_only_what_its_log_holds_durably_and_serves_no_older_stat
     let mut store = disk.store();
     let gate = RecoveryGate::read(&mut store).await.expect("reads the gate");
     assert!(gate.last_log_index >= served, "recovered log ends at {}, node 3 served {served}", gate.last_log_index);
-    let sm3 = StateMachineStore::in_memory();
-    let raft3 = start_raft(3, Arc::clone(&config), router.clone(), store, sm3.clone(), 3).await.expect("restarts");
-    router.register(3, raft3.clone());
+    let (raft3, sm3) = start_node(&router, 3, store).await;
     raft3
         .wait(WAIT)
         .metrics(|m| gate.caught_up(m.last_applied.map(|id| (id.leader_id.term, id.index))), "the gate opens")
