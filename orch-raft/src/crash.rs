@@ -163,6 +163,12 @@ impl CrashDisk {
         lock(&self.disk).durable.below()
     }
 
+    /// The index the state machine waits for before it applies it, not yet durable (see
+    /// [`DurableIndex::waiting_for`]).
+    pub fn apply_waits_for(&self) -> Option<u64> {
+        lock(&self.disk).durable.waiting_for()
+    }
+
     /// How many syncs and crashes the disk has seen.
     pub fn counts(&self) -> (u64, u64) {
         let disk = lock(&self.disk);

@@ -11,6 +11,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::watch;
 
@@ -27,18 +28,21 @@ struct Durable {
 #[derive(Clone, Debug)]
 pub struct DurableIndex {
     tx: Arc<watch::Sender<Durable>>,
+    /// One more than the index a waiter waits for now; 0 when none waits.
+    waiting: Arc<AtomicU64>,
 }
 
 /// Waits on a [`DurableIndex`]; it ends in an error once the store closed.
 #[derive(Clone, Debug)]
 pub struct DurableWatch {
     rx: watch::Receiver<Durable>,
+    waiting: Arc<AtomicU64>,
 }
 
 impl DurableIndex {
     /// Every entry below `below` is durable.
     pub fn new(below: u64) -> Self {
-        Self { tx: Arc::new(watch::Sender::new(Durable { below, closed: false })) }
+        Self { tx: Arc::new(watch::Sender::new(Durable { below, closed: false })), waiting: Arc::default() }
     }
 
     /// A store whose log holds entries up to `last` durably (`None`: nothing).
@@ -75,7 +79,13 @@ impl DurableIndex {
 
     /// A waiter.
     pub fn watch(&self) -> DurableWatch {
-        DurableWatch { rx: self.tx.subscribe() }
+        DurableWatch { rx: self.tx.subscribe(), waiting: Arc::clone(&self.waiting) }
+    }
+
+    /// The index a waiter (the state machine, about to apply it) waits for now, not yet durable.
+    /// Tests and the simulator see with it that apply is held back.
+    pub fn waiting_for(&self) -> Option<u64> {
+        self.waiting.load(Ordering::Acquire).checked_sub(1)
     }
 }
 
@@ -86,8 +96,13 @@ impl DurableWatch {
     /// When the store closed (stopped, failed to sync, or crashed) before it was.
     pub async fn wait_for(&mut self, index: u64) -> io::Result<()> {
         let gone = || io::Error::other(format!("the log store stopped before entry {index} was durable"));
-        let reached = self.rx.wait_for(|d| d.below > index || d.closed).await.map_err(|_| gone())?;
-        if reached.below > index { Ok(()) } else { Err(gone()) }
+        if self.rx.borrow().below > index {
+            return Ok(());
+        }
+        self.waiting.store(index.saturating_add(1), Ordering::Release);
+        let reached = self.rx.wait_for(|d| d.below > index || d.closed).await.map(|d| d.below > index);
+        self.waiting.store(0, Ordering::Release);
+        if reached.map_err(|_| gone())? { Ok(()) } else { Err(gone()) }
     }
 }
 
@@ -109,9 +124,15 @@ mod tests {
         assert!(watch.wait_for(3).await.is_ok());
         durable.cut(Some(1));
         assert_eq!(durable.below(), 2);
+        assert_eq!(durable.waiting_for(), None);
         let waiter = tokio::spawn(async move { watch.wait_for(5).await });
+        while durable.waiting_for().is_none() {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(durable.waiting_for(), Some(5));
         durable.close();
         assert!(waiter.await.expect("joins").is_err(), "a stopped store ends the wait with an error");
+        assert_eq!(durable.waiting_for(), None);
         let dropped = DurableIndex::up_to(Some(0));
         let mut watch = dropped.watch();
         drop(dropped);
