@@ -370,7 +370,7 @@ impl Builder {
         let raft = raft.map_err(|e| Error::Raft(e.to_string()))?;
 
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let router = tonic::transport::Server::builder().add_service(RaftService::server(raft.clone()));
+        let router = tonic::transport::Server::builder().add_service(RaftService::server(raft.clone(), sm.clone()));
         let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let server = tokio::spawn(async move {
             let _ = router.serve_with_incoming_shutdown(incoming, async { drop(stop_rx.await) }).await;

@@ -13,7 +13,6 @@ use std::pin::pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::future::{Either, select};
 use openraft::LogId;
 use openraft::alias::{LogIdOf, SnapshotOf, VoteOf};
@@ -29,7 +28,7 @@ use openraft::storage::Snapshot;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
-use crate::{Member, RaftNode, TypeConfig, codec, lock};
+use crate::{Member, RaftNode, SnapshotBytes, StateMachineStore, TypeConfig, codec, lock};
 
 type C = TypeConfig;
 
@@ -348,7 +347,7 @@ fn with_deadline<T>(message: T, ttl: Duration) -> Request<T> {
 }
 
 impl RaftNetworkV2<C> for GrpcConnection {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapshotBytes;
 
     async fn append_entries(
         &mut self,
@@ -390,25 +389,34 @@ impl RaftNetworkV2<C> for GrpcConnection {
     async fn full_snapshot(
         &mut self,
         vote: VoteOf<C>,
-        snapshot: SnapshotOf<C, Vec<u8>>,
+        snapshot: SnapshotOf<C, SnapshotBytes>,
         cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
-        let data = Bytes::from(snapshot.snapshot);
-        let ttl = transfer_deadline(option.hard_ttl(), data.len());
+        let data = snapshot.snapshot;
+        let len = data.len();
+        let ttl = transfer_deadline(option.hard_ttl(), usize::try_from(len).unwrap_or(usize::MAX));
         let header = proto::SnapshotHeader {
             vote: Some(vote_to_pb(&vote)),
             meta: codec::encode_snapshot_meta(&snapshot.meta),
-            total_bytes: data.len() as u64,
+            total_bytes: len,
         };
+        // Read chunk by chunk as the stream is sent (from the snapshot file, or the bytes in
+        // memory). A chunk that cannot be read ends the stream short, which the receiver
+        // refuses.
         let chunk_bytes = self.network.chunk_bytes;
-        let count = data.len().div_ceil(chunk_bytes).max(1);
-        let chunks = (0..count).map(move |i| {
-            let slice = data.slice((i * chunk_bytes).min(data.len())..((i + 1) * chunk_bytes).min(data.len()));
-            proto::SnapshotChunk { header: (i == 0).then(|| header.clone()), data: slice }
+        let chunks = futures_util::stream::unfold(Some((0u64, Some(header))), move |next| {
+            let data = data.clone();
+            async move {
+                let (pos, header) = next?;
+                let n = usize::try_from(len - pos).unwrap_or(usize::MAX).min(chunk_bytes);
+                let bytes = data.read_chunk(pos, n).await.ok()?;
+                let end = pos + n as u64;
+                Some((proto::SnapshotChunk { header, data: bytes }, (end < len).then_some((end, None))))
+            }
         });
         let mut client = self.client()?;
-        let call = pin!(client.install_snapshot(with_deadline(futures_util::stream::iter(chunks), ttl)));
+        let call = pin!(client.install_snapshot(with_deadline(chunks, ttl)));
         let reply = match select(call, pin!(cancel)).await {
             Either::Left((reply, _)) => reply,
             Either::Right((closed, _)) => return Err(StreamingError::Closed(closed)),
@@ -432,6 +440,8 @@ impl RaftNetworkV2<C> for GrpcConnection {
 #[derive(Clone)]
 pub struct RaftService {
     raft: RaftNode,
+    /// Where received snapshots go (its snapshot directory, as they arrive).
+    state_machine: StateMachineStore,
     /// Held while a snapshot is received and installed ([`SNAPSHOT_INSTALLS_MAX`]).
     installs: Arc<tokio::sync::Semaphore>,
 }
@@ -445,10 +455,6 @@ pub const SNAPSHOT_INSTALLS_MAX: usize = 1;
 /// The longest a snapshot stream may go without a chunk before it is dropped (and the install
 /// slot freed): a sender that froze or vanished mid-stream does not block later installs.
 pub const SNAPSHOT_CHUNK_WAIT: Duration = Duration::from_secs(30);
-
-/// The most memory reserved ahead of a snapshot's bytes: beyond it the buffer grows as they
-/// arrive.
-const SNAPSHOT_RESERVE_MAX: usize = 64 << 20;
 
 /// A snapshot header that is consistent: a last log id (a snapshot of nothing is never sent),
 /// within the sender's vote (openraft asserts that a snapshot's last log id is not owned by a
@@ -486,9 +492,10 @@ async fn next_chunk(
 }
 
 impl RaftService {
-    /// The tonic service for `raft`, with orch's message size limits.
-    pub fn server(raft: RaftNode) -> RaftServer<Self> {
-        RaftServer::new(Self { raft, installs: Arc::new(tokio::sync::Semaphore::new(SNAPSHOT_INSTALLS_MAX)) })
+    /// The tonic service for `raft` on `state_machine`, with orch's message size limits.
+    pub fn server(raft: RaftNode, state_machine: StateMachineStore) -> RaftServer<Self> {
+        let installs = Arc::new(tokio::sync::Semaphore::new(SNAPSHOT_INSTALLS_MAX));
+        RaftServer::new(Self { raft, state_machine, installs })
             .max_decoding_message_size(RPC_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(RPC_MESSAGE_BYTES_MAX)
     }
@@ -556,15 +563,17 @@ impl RaftRpc for RaftService {
             )));
         }
         check_snapshot_header(&vote, &meta)?;
-        let total = usize::try_from(header.total_bytes).map_err(|_| Status::invalid_argument("header.totalBytes"))?;
-        // Memory grows with the bytes that arrive, never with what the header claims.
-        let mut data = Vec::with_capacity(total.min(SNAPSHOT_RESERVE_MAX));
+        let total = header.total_bytes;
+        // Into a temporary file as the bytes arrive (memory for a store without a directory):
+        // memory does not grow with the snapshot, nor with what the header claims.
+        let mut sink = self.state_machine.snapshot_sink(&meta, total).map_err(|e| Status::internal(e.to_string()))?;
         let mut chunk = first.data;
         loop {
-            if data.len() + chunk.len() > total {
+            if sink.received() + chunk.len() as u64 > total {
                 return Err(Status::invalid_argument("data: the chunks exceed header.totalBytes"));
             }
-            data.extend_from_slice(&chunk);
+            sink =
+                sink.write_chunk(chunk).await.map_err(|e| Status::internal(format!("receiving the snapshot: {e}")))?;
             match next_chunk(&mut stream).await? {
                 Some(next) if next.header.is_some() => {
                     return Err(Status::invalid_argument("header: only the first chunk carries one"));
@@ -573,12 +582,13 @@ impl RaftRpc for RaftService {
                 None => break,
             }
         }
-        if data.len() != total {
+        if sink.received() != total {
             return Err(Status::invalid_argument(format!(
                 "data: the stream ended after {} of {total} bytes",
-                data.len()
+                sink.received()
             )));
         }
+        let data = sink.finish_async().await.map_err(|e| Status::internal(format!("receiving the snapshot: {e}")))?;
         let resp =
             self.raft.install_full_snapshot(vote, Snapshot { meta, snapshot: data }).await.map_err(unavailable)?;
         Ok(tonic::Response::new(proto::SnapshotResponse { vote: Some(vote_to_pb(&resp.vote)) }))

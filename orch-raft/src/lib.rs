@@ -3,8 +3,9 @@
 //!
 //! The parts: the openraft type configuration whose entries are `orch_core::Entry` batches
 //! ([`TypeConfig`]) and its replayable runtime ([`runtime`]); the state machine over orch-core
-//! with snapshots on disk ([`StateMachineStore`]) and its feed of committed watch events
-//! ([`feed`]); the RocksDB log store with group commit ([`rocks`], encoding in [`codec`]) and
+//! with snapshots on disk ([`StateMachineStore`]; their files, sent and received without a
+//! copy in memory, in [`snapshot_file`]) and its feed of committed watch events ([`feed`]); the
+//! RocksDB log store with group commit ([`rocks`], encoding in [`codec`]) and
 //! the in-memory one ([`mem`]); the gRPC transport ([`grpc`]) and the in-process one with seeded
 //! faults ([`local`]); and [`ControlPlane`], which puts them together.
 //!
@@ -71,6 +72,7 @@ pub mod local;
 pub mod mem;
 pub mod rocks;
 pub mod runtime;
+pub mod snapshot_file;
 mod state_machine;
 mod types;
 mod watch;
@@ -85,6 +87,7 @@ use openraft::storage::RaftLogStorage;
 pub use control_plane::ControlPlane;
 pub use durable::{DurableIndex, DurableLog, DurableWatch};
 pub use holds::{LockHolds, LockSite};
+pub use snapshot_file::{SnapshotBytes, SnapshotSink};
 pub use state_machine::{ApplyHook, StateMachineStore};
 pub use types::{Member, Response, Runtime, TypeConfig, with_seed};
 
@@ -105,7 +108,7 @@ pub async fn start_raft<N, L>(
 ) -> Result<RaftNode, Fatal<TypeConfig>>
 where
     N: RaftNetworkFactory<TypeConfig>,
-    N::Network: NetSnapshot<TypeConfig, SnapshotData = Vec<u8>>,
+    N::Network: NetSnapshot<TypeConfig, SnapshotData = SnapshotBytes>,
     L: RaftLogStorage<TypeConfig> + DurableLog,
 {
     state_machine.follow_durable(log.durable_watch());

@@ -154,7 +154,7 @@ impl RaftNetworkFactory<C> for LocalRouter {
 }
 
 impl RaftNetworkV2<C> for LocalConnection {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = crate::SnapshotBytes;
 
     async fn append_entries(
         &mut self,
@@ -183,7 +183,7 @@ impl RaftNetworkV2<C> for LocalConnection {
     async fn full_snapshot(
         &mut self,
         vote: VoteOf<C>,
-        snapshot: SnapshotOf<C, Vec<u8>>,
+        snapshot: SnapshotOf<C, crate::SnapshotBytes>,
         _cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<C>, StreamingError<C>> {

@@ -9,15 +9,12 @@
 //!
 //! A snapshot never replaces a newer one: snapshots are written and recorded one at a time, and
 //! one whose log id is not newer than the recorded one is dropped (a build that finishes after
-//! an install of a later snapshot). Each write goes through a temporary file of its own.
-//!
-//! A snapshot file: `ORCHRSNP`, format version (u8), BLAKE3 digest of the rest (32 bytes),
-//! meta length (u32 LE), meta ([`crate::codec::encode_snapshot_meta`]), then the state as
-//! `State::to_snapshot` bytes (which carry their own digest).
+//! an install of a later snapshot). Each write goes through a temporary file of its own. The
+//! file format, and how a snapshot is received into a file and renamed into place, are in
+//! [`crate::snapshot_file`].
 
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::{Stream, StreamExt};
@@ -27,17 +24,13 @@ use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine, S
 use openraft::{EntryPayload, OptionalSend, StoredMembership};
 use orch_core::State;
 
-use crate::codec;
 use crate::durable::DurableWatch;
 use crate::feed::{Applied, Feed, HistoryLimits, SharedFeed};
 use crate::holds::{Held, LockHolds, LockSite};
+use crate::snapshot_file::{self, SnapshotBytes, SnapshotSink};
 use crate::types::{Response, TypeConfig};
 
 type C = TypeConfig;
-
-const SNAPSHOT_MAGIC: &[u8; 8] = b"ORCHRSNP";
-const SNAPSHOT_FILE: &str = "snapshot.bin";
-const SNAPSHOT_HEADER_BYTES: usize = 8 + 1 + 32 + 4;
 
 /// Called with each application entry before it is applied: `(log index, entry)`. The
 /// simulator records the sequence of applications with it.
@@ -48,7 +41,7 @@ struct Inner {
     state: State,
     last_applied: Option<LogIdOf<C>>,
     membership: StoredMembershipOf<C>,
-    snapshot: Option<(SnapshotMetaOf<C>, Arc<Vec<u8>>)>,
+    snapshot: Option<(SnapshotMetaOf<C>, SnapshotBytes)>,
     hook: Option<ApplyHook>,
 }
 
@@ -78,69 +71,6 @@ impl Default for StateMachineStore {
     }
 }
 
-fn invalid(what: impl Into<String>) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, what.into())
-}
-
-fn encode_snapshot_file(meta: &SnapshotMetaOf<C>, state: &[u8]) -> Vec<u8> {
-    let meta = codec::encode_snapshot_meta(meta);
-    let mut body = Vec::with_capacity(4 + meta.len() + state.len());
-    body.extend_from_slice(&(meta.len() as u32).to_le_bytes());
-    body.extend_from_slice(&meta);
-    body.extend_from_slice(state);
-    let mut out = Vec::with_capacity(SNAPSHOT_HEADER_BYTES + body.len());
-    out.extend_from_slice(SNAPSHOT_MAGIC);
-    out.push(codec::FORMAT_VERSION);
-    out.extend_from_slice(blake3::hash(&body).as_bytes());
-    out.extend_from_slice(&body);
-    out
-}
-
-fn decode_snapshot_file(bytes: &[u8]) -> Result<(SnapshotMetaOf<C>, &[u8]), io::Error> {
-    if bytes.len() < SNAPSHOT_HEADER_BYTES || &bytes[..8] != SNAPSHOT_MAGIC {
-        return Err(invalid("snapshot file: bad magic or short header"));
-    }
-    if bytes[8] != codec::FORMAT_VERSION {
-        return Err(invalid(format!("snapshot file: unknown format version {}", bytes[8])));
-    }
-    let body = &bytes[41..];
-    if blake3::hash(body).as_bytes() != &bytes[9..41] {
-        return Err(invalid("snapshot file: digest mismatch"));
-    }
-    let mut len = [0u8; 4];
-    len.copy_from_slice(&body[..4]);
-    let meta_len = u32::from_le_bytes(len) as usize;
-    let meta_bytes = body.get(4..4 + meta_len).ok_or_else(|| invalid("snapshot file: meta cut short"))?;
-    Ok((codec::decode_snapshot_meta(meta_bytes)?, &body[4 + meta_len..]))
-}
-
-/// Distinguishes the temporary files of writes in flight.
-static TEMPORARY_FILES: AtomicU64 = AtomicU64::new(0);
-
-/// Writes `bytes` to `dir/name` atomically and durably, through a temporary file of its own.
-fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    let n = TEMPORARY_FILES.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!("{name}.{}.{n}.tmp", std::process::id()));
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, dir.join(name))?;
-    std::fs::File::open(dir)?.sync_all()
-}
-
-/// Removes the temporary files of snapshot writes that a crash interrupted.
-fn remove_temporary_files(dir: &Path) -> io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        if name.starts_with(&format!("{SNAPSHOT_FILE}.")) && name.ends_with(".tmp") {
-            std::fs::remove_file(&path)?;
-        }
-    }
-    Ok(())
-}
-
 /// Writes a state snapshot (`State::to_snapshot` bytes) into `dir` as the snapshot a node
 /// starts from, covering log id `last_log_id` with `membership`. For restoring a backup into
 /// a fresh data directory.
@@ -152,7 +82,7 @@ pub(crate) fn write_start_snapshot(
 ) -> io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let meta = SnapshotMeta { last_log_id: Some(last_log_id), last_membership: membership };
-    write_atomically(dir, SNAPSHOT_FILE, &encode_snapshot_file(&meta, state))
+    snapshot_file::write_file(dir, &meta, state).map(drop)
 }
 
 impl StateMachineStore {
@@ -187,20 +117,16 @@ impl StateMachineStore {
     /// As [`StateMachineStore::open`], keeping the watch history within `limits`.
     pub fn open_with(dir: &Path, limits: HistoryLimits) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        remove_temporary_files(dir)?;
+        snapshot_file::remove_temporary_files(dir)?;
         let mut inner = Inner::default();
         let mut feed = Feed::new(limits);
-        match std::fs::read(dir.join(SNAPSHOT_FILE)) {
-            Ok(bytes) => {
-                let (meta, state_bytes) = decode_snapshot_file(&bytes)?;
-                inner.state = State::from_snapshot(state_bytes).map_err(invalid_snapshot)?;
-                let _ = feed.reset(meta.last_log_id.map_or(0, |id| id.index), inner.state.applied_index());
-                inner.last_applied = meta.last_log_id;
-                inner.membership = meta.last_membership.clone();
-                inner.snapshot = Some((meta, Arc::new(state_bytes.to_vec())));
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+        if let Some(loaded) = snapshot_file::read_file(dir)? {
+            inner.state = State::from_snapshot(loaded.state()).map_err(invalid_snapshot)?;
+            let _ = feed.reset(loaded.meta.last_log_id.map_or(0, |id| id.index), inner.state.applied_index());
+            inner.last_applied = loaded.meta.last_log_id;
+            inner.membership = loaded.meta.last_membership.clone();
+            // Kept as the open file: the bytes read to decode it are freed.
+            inner.snapshot = Some((loaded.meta, loaded.kept));
         }
         Ok(Self::with(inner, feed, Some(dir.to_path_buf())))
     }
@@ -251,27 +177,44 @@ impl StateMachineStore {
         &self.feed
     }
 
+    /// A sink for a snapshot with `meta` of `total` bytes that this node receives: into a
+    /// temporary file in the snapshot directory (memory without one).
+    ///
+    /// # Errors
+    /// When the file cannot be created.
+    pub fn snapshot_sink(&self, meta: &SnapshotMetaOf<C>, total: u64) -> io::Result<SnapshotSink> {
+        SnapshotSink::new(self.dir.as_deref().map(PathBuf::as_path), meta, total)
+    }
+
     /// Makes `data` the current snapshot unless one at least as new is: persisted first
-    /// (when this store has a directory), then recorded. Returns false when it was dropped.
-    async fn keep_snapshot(&self, meta: &SnapshotMetaOf<C>, data: Arc<Vec<u8>>) -> io::Result<bool> {
+    /// (when this store has a directory: a received file is renamed into place, other bytes
+    /// written), then recorded. Returns the bytes kept (a file's, with a directory), or None
+    /// when it was dropped.
+    async fn keep_snapshot(&self, meta: &SnapshotMetaOf<C>, data: SnapshotBytes) -> io::Result<Option<SnapshotBytes>> {
         let _one_at_a_time = self.snapshots.lock().await;
         let current = self.hold(LockSite::Other).snapshot.as_ref().and_then(|(m, _)| m.last_log_id);
         if current.is_some() && current >= meta.last_log_id {
-            return Ok(false);
+            return Ok(None);
         }
-        if let Some(dir) = self.dir.clone() {
-            let file_meta = meta.clone();
-            let bytes = Arc::clone(&data);
-            tokio::task::spawn_blocking(move || {
-                write_atomically(&dir, SNAPSHOT_FILE, &encode_snapshot_file(&file_meta, &bytes))
-            })
-            .await
-            .map_err(io::Error::other)??;
-        }
-        // The snapshot replaced is freed after the lock is released (tens of MB at scale).
-        let replaced = self.hold(LockSite::BuildSnapshot).snapshot.replace((meta.clone(), data));
+        let kept = match self.dir.clone() {
+            Some(dir) => {
+                let file_meta = meta.clone();
+                tokio::task::spawn_blocking(move || {
+                    if snapshot_file::rename_into_place(&dir, &data)? {
+                        Ok(data)
+                    } else {
+                        data.with_all(|bytes| snapshot_file::write_file(&dir, &file_meta, bytes))?
+                    }
+                })
+                .await
+                .map_err(io::Error::other)??
+            }
+            None => data,
+        };
+        // The snapshot replaced is freed after the lock is released.
+        let replaced = self.hold(LockSite::BuildSnapshot).snapshot.replace((meta.clone(), kept.clone()));
         drop(replaced);
-        Ok(true)
+        Ok(Some(kept))
     }
 
     /// Runs `f` off the async runtime's threads when this store keeps its snapshots on disk
@@ -289,9 +232,9 @@ fn invalid_snapshot(e: orch_core::SnapshotError) -> io::Error {
 }
 
 impl RaftSnapshotBuilder<C> for StateMachineStore {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapshotBytes;
 
-    async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, Vec<u8>>, io::Error> {
+    async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, SnapshotBytes>, io::Error> {
         // A consistent view: a copy taken under the lock that `apply` holds for each entry,
         // encoded without it.
         let (meta, state) = {
@@ -299,18 +242,17 @@ impl RaftSnapshotBuilder<C> for StateMachineStore {
             let meta = SnapshotMeta { last_log_id: inner.last_applied, last_membership: inner.membership.clone() };
             (meta, inner.state.clone())
         };
-        let data = Arc::new(self.off_runtime(move || state.to_snapshot()).await?);
+        let data = SnapshotBytes::from_vec(self.off_runtime(move || state.to_snapshot()).await?);
         // An install of a later snapshot may have finished meanwhile: then this one is dropped
-        // (openraft ignores a built snapshot older than its current one).
-        self.keep_snapshot(&meta, Arc::clone(&data)).await?;
-        // openraft takes the bytes by value: a copy, off the runtime's threads.
-        let snapshot = self.off_runtime(move || Arc::unwrap_or_clone(data)).await?;
-        Ok(Snapshot { meta, snapshot })
+        // (openraft ignores a built snapshot older than its current one). Kept, it is the file
+        // just written, and the encoded bytes are freed.
+        let kept = self.keep_snapshot(&meta, data.clone()).await?.unwrap_or(data);
+        Ok(Snapshot { meta, snapshot: kept })
     }
 }
 
 impl RaftStateMachine<C> for StateMachineStore {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapshotBytes;
     type SnapshotBuilder = Self;
 
     async fn applied_state(&mut self) -> Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>), io::Error> {
@@ -369,10 +311,9 @@ impl RaftStateMachine<C> for StateMachineStore {
         self.clone()
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMetaOf<C>, snapshot: Vec<u8>) -> Result<(), io::Error> {
-        let snapshot = Arc::new(snapshot);
-        let bytes = Arc::clone(&snapshot);
-        let state = self.off_runtime(move || State::from_snapshot(&bytes)).await?.map_err(invalid_snapshot)?;
+    async fn install_snapshot(&mut self, meta: &SnapshotMetaOf<C>, snapshot: SnapshotBytes) -> Result<(), io::Error> {
+        let bytes = snapshot.clone();
+        let state = self.off_runtime(move || bytes.with_all(State::from_snapshot)).await??.map_err(invalid_snapshot)?;
         // On disk first: once installed, openraft may purge the log this snapshot replaces.
         self.keep_snapshot(meta, snapshot).await?;
         let index = meta.last_log_id.map_or(0, |id| id.index);
@@ -392,10 +333,10 @@ impl RaftStateMachine<C> for StateMachineStore {
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, Vec<u8>>>, io::Error> {
+    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, SnapshotBytes>>, io::Error> {
+        // A handle: sending reads the file (or the bytes in memory) chunk by chunk.
         let current = self.hold(LockSite::CurrentSnapshot).snapshot.clone();
-        // The copy openraft takes is made without the lock.
-        Ok(current.map(|(meta, data)| Snapshot { meta, snapshot: Arc::unwrap_or_clone(data) }))
+        Ok(current.map(|(meta, snapshot)| Snapshot { meta, snapshot }))
     }
 }
 
@@ -427,8 +368,8 @@ mod tests {
     }
 
     fn on_disk(dir: &Path) -> u64 {
-        let bytes = std::fs::read(dir.join(SNAPSHOT_FILE)).expect("a snapshot file");
-        decode_snapshot_file(&bytes).expect("decodes").0.last_log_id.map_or(0, |id| id.index)
+        let loaded = snapshot_file::read_file(dir).expect("reads").expect("a snapshot file");
+        loaded.meta.last_log_id.map_or(0, |id| id.index)
     }
 
     fn current(store: &StateMachineStore) -> u64 {
@@ -443,12 +384,12 @@ mod tests {
         let (meta_b, state_b) = state_at(5);
         // A build copies the state at 3 and encodes it ...
         lock(&store.inner).state = state_a.clone();
-        let built = Arc::new(state_a.to_snapshot());
+        let built = SnapshotBytes::from_vec(state_a.to_snapshot());
         // ... while the leader's snapshot at 5 is installed and purges the log up to 5 ...
-        store.install_snapshot(&meta_b, state_b.to_snapshot()).await.expect("installs");
+        store.install_snapshot(&meta_b, SnapshotBytes::from_vec(state_b.to_snapshot())).await.expect("installs");
         assert_eq!((current(&store), on_disk(dir.path())), (5, 5));
         // ... then the build finishes: it must not replace the newer snapshot.
-        assert!(!store.keep_snapshot(&meta_a, built).await.expect("no error"), "the older one is dropped");
+        assert!(store.keep_snapshot(&meta_a, built).await.expect("no error").is_none(), "the older one is dropped");
         assert_eq!((current(&store), on_disk(dir.path())), (5, 5));
         // A restart starts from 5, which the purged log continues.
         drop(store);
@@ -462,7 +403,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn builds_and_installs_racing_keep_the_newest_snapshot() {
         let (meta_b, state_b) = state_at(5);
-        let bytes_b = state_b.to_snapshot();
+        let bytes_b = SnapshotBytes::from_vec(state_b.to_snapshot());
         for round in 0..20 {
             let dir = tempfile::tempdir().expect("dir");
             let store = StateMachineStore::open(dir.path()).expect("opens");

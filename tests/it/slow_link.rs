@@ -4,7 +4,8 @@
 //! openraft's 200 ms install timeout, which used to be the whole stream's deadline). The new
 //! node listens inside the namespace (its socket is bound there; the process stays in the
 //! host's), so every byte the leader sends it crosses the shaped link. `add_member` completes
-//! once it has installed the snapshot and caught up.
+//! once it has installed the snapshot and caught up, with nothing left over in its snapshot
+//! directory. (That the bytes go to a file as they arrive is shown by `snapshot_transfer`.)
 //!
 //! The issue asked for `tc netem` delay; this machine's kernel has no netem qdisc ("Specified
 //! qdisc kind is unknown", and no modules to load), so the link is slow by bandwidth instead.
@@ -140,6 +141,15 @@ async fn an_80_mb_snapshot_reaches_a_fresh_node_over_a_slow_link() {
         .expect("add_member completes")
         .expect("adds node 2");
     let took = started.elapsed();
+    // Only the installed snapshot is left (a snapshot build's own temporary file comes and goes).
+    let only_snapshot = || {
+        let files: Vec<String> = std::fs::read_dir(dirs[1].path().join("state"))
+            .ok()?
+            .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+            .collect();
+        (files == ["snapshot.bin"]).then_some(())
+    };
+    eventually("only the installed snapshot on node 2", only_snapshot).await;
     eventually("node 2 applied everything", || (n2.metrics().applied_index >= target).then_some(())).await;
     let count = n2.read(Consistency::Stale, |s| s.list(Kind::Pod, None).count()).await.expect("reads");
     assert_eq!(count, PODS);

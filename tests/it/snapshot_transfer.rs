@@ -5,7 +5,9 @@
 //! appends of the entries the snapshot does not cover (up to 20 pods, 400 KB) can take longer
 //! than the heartbeat interval (100 ms), which used to be an append's whole deadline. With the
 //! snapshot's old deadline put back this test times out; with the append's, it did in the runs
-//! made (how many entries the last snapshot leaves uncovered varies).
+//! made (how many entries the last snapshot leaves uncovered varies). On the way, the test
+//! freezes the link part way through the snapshot and finds the part received in a file on node
+//! 3, not in memory.
 
 use orch_core::{Command, parse_manifests};
 use orch_raft::control_plane::{Consistency, SnapshotSettings};
@@ -38,10 +40,36 @@ async fn a_snapshot_slower_than_the_install_timeout_reaches_a_follower() {
     }
     eventually("the leader's log compacted past node 3", || (n1.metrics().purged_index > n3_last).then_some(())).await;
 
-    // Back over a 2 MB/s link: the snapshot takes 1.5 s to cross.
+    // Back over a 2 MB/s link: the snapshot takes 1.5 s to cross. Node 3 receives it into a file
+    // as the bytes arrive: frozen part way, the link leaves part of it in a temporary file of
+    // node 3's snapshot directory, not yet installed (received into memory, nothing would be on
+    // disk before the last byte).
+    let leader_snapshot = std::fs::metadata(dirs[0].path().join("state/snapshot.bin")).expect("leader's").len();
+    let n3_state = dirs[2].path().join("state");
+    let partial = || {
+        std::fs::read_dir(&n3_state).ok()?.filter_map(Result::ok).find_map(|e| {
+            let len = e.metadata().ok()?.len();
+            (e.file_name().to_string_lossy().ends_with(".tmp") && len >= 256 << 10).then_some(len)
+        })
+    };
+    proxy.set(Mode::Throttle(2_000_000));
+    eventually("part of the snapshot in a file on node 3", partial).await;
+    proxy.set(Mode::Freeze);
+    let held = partial().expect("a partial snapshot stays while the link is frozen");
+    assert!(held < leader_snapshot / 2, "{held} of {leader_snapshot} bytes");
+    assert!(n3.metrics().applied_index < target, "not installed yet");
     proxy.set(Mode::Throttle(2_000_000));
     eventually("node 3 installed the snapshot and caught up", || (n3.metrics().applied_index >= target).then_some(()))
         .await;
+    // Only the installed snapshot is left (a snapshot build's own temporary file comes and goes).
+    let only_snapshot = || {
+        let files: Vec<String> = std::fs::read_dir(&n3_state)
+            .ok()?
+            .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+            .collect();
+        (files == ["snapshot.bin"]).then_some(())
+    };
+    eventually("only the installed snapshot on node 3", only_snapshot).await;
     let pods = n3.read(Consistency::Stale, |s| s.len()).await.expect("reads");
     assert!(pods >= 150, "node 3 holds the state: {pods} objects");
     drop(proxy);
