@@ -126,7 +126,10 @@ mod tests {
         assert_eq!(durable.below(), 2);
         assert_eq!(durable.waiting_for(), None);
         let waiter = tokio::spawn(async move { watch.wait_for(5).await });
-        while durable.waiting_for().is_none() {
+        for _ in 0..100 {
+            if durable.waiting_for().is_some() {
+                break;
+            }
             tokio::task::yield_now().await;
         }
         assert_eq!(durable.waiting_for(), Some(5));

@@ -505,6 +505,46 @@ fn unavailable(e: impl std::fmt::Display) -> Status {
     Status::unavailable(e.to_string())
 }
 
+impl RaftService {
+    /// Receives a snapshot's bytes, from `first` (the first chunk's data) to the end of
+    /// `stream`: into a temporary file as they arrive (memory for a store without a directory),
+    /// so memory grows neither with the snapshot nor with what the header claims.
+    async fn receive_snapshot(
+        &self,
+        meta: &openraft::alias::SnapshotMetaOf<C>,
+        total: u64,
+        first: bytes::Bytes,
+        stream: &mut tonic::Streaming<proto::SnapshotChunk>,
+    ) -> Result<SnapshotBytes, Status> {
+        let io_error = |e: std::io::Error| Status::internal(format!("receiving the snapshot: {e}"));
+        let mut sink = self.state_machine.snapshot_sink(meta, total).await.map_err(io_error)?;
+        let mut chunk = first;
+        loop {
+            if sink.received() + chunk.len() as u64 > total {
+                return Err(Status::invalid_argument("data: the chunks exceed header.totalBytes"));
+            }
+            sink = sink.write_chunk(chunk).await.map_err(io_error)?;
+            match next_chunk(stream).await? {
+                Some(next) if next.header.is_some() => {
+                    return Err(Status::invalid_argument("header: only the first chunk carries one"));
+                }
+                Some(next) if next.data.is_empty() => {
+                    return Err(Status::invalid_argument("data: Required value in every chunk after the first"));
+                }
+                Some(next) => chunk = next.data,
+                None => break,
+            }
+        }
+        if sink.received() != total {
+            return Err(Status::invalid_argument(format!(
+                "data: the stream ended after {} of {total} bytes",
+                sink.received()
+            )));
+        }
+        sink.finish_async().await.map_err(io_error)
+    }
+}
+
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
     async fn append_entries(
@@ -564,31 +604,17 @@ impl RaftRpc for RaftService {
         }
         check_snapshot_header(&vote, &meta)?;
         let total = header.total_bytes;
-        // Into a temporary file as the bytes arrive (memory for a store without a directory):
-        // memory does not grow with the snapshot, nor with what the header claims.
-        let mut sink = self.state_machine.snapshot_sink(&meta, total).map_err(|e| Status::internal(e.to_string()))?;
-        let mut chunk = first.data;
-        loop {
-            if sink.received() + chunk.len() as u64 > total {
-                return Err(Status::invalid_argument("data: the chunks exceed header.totalBytes"));
-            }
-            sink =
-                sink.write_chunk(chunk).await.map_err(|e| Status::internal(format!("receiving the snapshot: {e}")))?;
-            match next_chunk(&mut stream).await? {
-                Some(next) if next.header.is_some() => {
-                    return Err(Status::invalid_argument("header: only the first chunk carries one"));
-                }
-                Some(next) => chunk = next.data,
-                None => break,
-            }
-        }
-        if sink.received() != total {
-            return Err(Status::invalid_argument(format!(
-                "data: the stream ended after {} of {total} bytes",
-                sink.received()
-            )));
-        }
-        let data = sink.finish_async().await.map_err(|e| Status::internal(format!("receiving the snapshot: {e}")))?;
+        // The whole stream within the time a sender at the slowest rate it allows itself needs,
+        // plus a chunk's wait: a sender trickling bytes does not hold the install slot forever.
+        let deadline = transfer_deadline(SNAPSHOT_CHUNK_WAIT, usize::try_from(total).unwrap_or(usize::MAX));
+        let received = tokio::time::timeout(deadline, self.receive_snapshot(&meta, total, first.data, &mut stream))
+            .await
+            .map_err(|_| Status::deadline_exceeded(format!("the snapshot stream took longer than {deadline:?}")))??;
+        // Checked before openraft sees it: an install that fails stops the node.
+        let data = tokio::task::spawn_blocking(move || received.decode().map(|()| received))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::invalid_argument(format!("data: {e}")))?;
         let resp =
             self.raft.install_full_snapshot(vote, Snapshot { meta, snapshot: data }).await.map_err(unavailable)?;
         Ok(tonic::Response::new(proto::SnapshotResponse { vote: Some(vote_to_pb(&resp.vote)) }))

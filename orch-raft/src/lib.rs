@@ -3,8 +3,8 @@
 //!
 //! The parts: the openraft type configuration whose entries are `orch_core::Entry` batches
 //! ([`TypeConfig`]) and its replayable runtime ([`runtime`]); the state machine over orch-core
-//! with snapshots on disk ([`StateMachineStore`]; their files, sent and received without a
-//! copy in memory, in [`snapshot_file`]) and its feed of committed watch events ([`feed`]); the
+//! with snapshots on disk ([`StateMachineStore`]; their files, which sends read and receives
+//! write chunk by chunk, in [`snapshot_file`]) and its feed of committed watch events ([`feed`]); the
 //! RocksDB log store with group commit ([`rocks`], encoding in [`codec`]) and
 //! the in-memory one ([`mem`]); the gRPC transport ([`grpc`]) and the in-process one with seeded
 //! faults ([`local`]); and [`ControlPlane`], which puts them together.

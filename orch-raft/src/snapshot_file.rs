@@ -1,5 +1,7 @@
-//! Snapshot files, and a snapshot's bytes as openraft moves them: built, kept, sent and
-//! received without holding a whole snapshot in memory on the way.
+//! Snapshot files, and a snapshot's bytes as openraft moves them: kept, sent and received
+//! through files, so that no whole copy of a snapshot sits in memory while it is in transit or
+//! kept. (Building one encodes the state in memory, and installing one decodes it from memory:
+//! the state itself lives in memory.)
 //!
 //! A snapshot file: `ORCHRSNP`, format version (u8), BLAKE3 digest of the rest (32 bytes),
 //! meta length (u32 LE), meta ([`crate::codec::encode_snapshot_meta`]), then the state as
@@ -22,6 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use openraft::alias::SnapshotMetaOf;
+use orch_core::State;
 
 use crate::codec;
 use crate::types::TypeConfig;
@@ -42,10 +45,18 @@ fn invalid(what: impl Into<String>) -> io::Error {
 }
 
 /// A snapshot's state bytes (`State::to_snapshot`): openraft's snapshot data. Clones share
-/// them.
+/// them, and the state decoded from them once it was checked ([`SnapshotBytes::decode`]).
 #[derive(Clone)]
 pub struct SnapshotBytes {
     source: Arc<Source>,
+    decoded: Arc<Mutex<Option<State>>>,
+}
+
+/// A received snapshot's temporary file, until an install takes it.
+struct Temporary {
+    path: PathBuf,
+    /// The meta section written into it: the install checks it is the meta it installs.
+    meta_section: Vec<u8>,
 }
 
 enum Source {
@@ -55,18 +66,18 @@ enum Source {
         /// Where the state bytes start in the file.
         offset: u64,
         len: u64,
-        /// The file's path while it is a received snapshot not yet installed: removed when
-        /// the last handle goes, unless an install took it.
-        temporary: Mutex<Option<PathBuf>>,
+        /// Set while the file is a received snapshot not yet installed: removed when the last
+        /// handle goes, unless an install took it.
+        temporary: Mutex<Option<Temporary>>,
     },
 }
 
 impl Drop for Source {
     fn drop(&mut self) {
         if let Source::File { temporary, .. } = self
-            && let Some(path) = temporary.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+            && let Some(temporary) = temporary.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).take()
         {
-            let _ = std::fs::remove_file(path);
+            let _ = std::fs::remove_file(temporary.path);
         }
     }
 }
@@ -81,11 +92,15 @@ impl std::fmt::Debug for SnapshotBytes {
 impl SnapshotBytes {
     /// State bytes held in memory.
     pub fn from_vec(bytes: Vec<u8>) -> Self {
-        Self { source: Arc::new(Source::Memory(Bytes::from(bytes))) }
+        Self::with_source(Source::Memory(Bytes::from(bytes)))
     }
 
-    fn file(file: File, offset: u64, len: u64, temporary: Option<PathBuf>) -> Self {
-        Self { source: Arc::new(Source::File { file, offset, len, temporary: Mutex::new(temporary) }) }
+    fn file(file: File, offset: u64, len: u64, temporary: Option<Temporary>) -> Self {
+        Self::with_source(Source::File { file, offset, len, temporary: Mutex::new(temporary) })
+    }
+
+    fn with_source(source: Source) -> Self {
+        Self { source: Arc::new(source), decoded: Arc::default() }
     }
 
     /// How many bytes.
@@ -142,23 +157,47 @@ impl SnapshotBytes {
     /// blocks).
     ///
     /// # Errors
-    /// When the file cannot be read.
+    /// When the file cannot be read, or there is no memory for it.
     pub fn with_all<T>(&self, f: impl FnOnce(&[u8]) -> T) -> io::Result<T> {
         match &*self.source {
             Source::Memory(bytes) => Ok(f(bytes)),
-            Source::File { .. } => {
-                let len = usize::try_from(self.len()).map_err(|_| invalid("snapshot larger than memory"))?;
-                Ok(f(&self.read(0, len)?))
+            Source::File { file, offset, len, .. } => {
+                let len = usize::try_from(*len).map_err(|_| invalid("snapshot larger than memory"))?;
+                // An allocation that fails is an error, not an abort.
+                let mut buf = Vec::new();
+                buf.try_reserve_exact(len).map_err(|e| io::Error::new(io::ErrorKind::OutOfMemory, e))?;
+                buf.resize(len, 0);
+                file.read_exact_at(&mut buf, *offset)?;
+                Ok(f(&buf))
             }
         }
     }
 
-    /// The temporary file of a received snapshot, if these bytes are one in `dir` not yet
-    /// installed; from now on the caller owns it.
-    fn take_temporary_in(&self, dir: &Path) -> Option<PathBuf> {
+    /// Decodes and checks the state (which blocks), and keeps it for the install, which then
+    /// does not decode again. A receiver calls it before handing the snapshot to openraft, for
+    /// which an install that fails is a storage error that stops the node: bytes a peer sent
+    /// are refused here instead.
+    ///
+    /// # Errors
+    /// When the bytes cannot be read or are no valid state.
+    pub fn decode(&self) -> io::Result<()> {
+        let state = self.with_all(State::from_snapshot)?.map_err(|e| invalid(e.to_string()))?;
+        *crate::lock(&self.decoded) = Some(state);
+        Ok(())
+    }
+
+    /// The state [`SnapshotBytes::decode`] kept, taken.
+    pub(crate) fn take_decoded(&self) -> Option<State> {
+        crate::lock(&self.decoded).take()
+    }
+
+    /// The temporary file of a received snapshot, if these bytes are one in `dir` with `meta`
+    /// not yet installed; from now on the caller owns it.
+    fn take_temporary_in(&self, dir: &Path, meta: &[u8]) -> Option<PathBuf> {
         let Source::File { temporary, .. } = &*self.source else { return None };
         let mut temporary = crate::lock(temporary);
-        if temporary.as_ref().is_some_and(|path| path.parent() == Some(dir)) { temporary.take() } else { None }
+        let ours = temporary.as_ref().is_some_and(|t| t.path.parent() == Some(dir) && t.meta_section == meta);
+        if ours { temporary.take().map(|t| t.path) } else { None }
     }
 }
 
@@ -229,11 +268,11 @@ pub(crate) fn write_file(dir: &Path, meta: &SnapshotMetaOf<C>, state: &[u8]) -> 
     Ok(SnapshotBytes::file(file, (HEADER_BYTES + section.len()) as u64, state.len() as u64, None))
 }
 
-/// Makes `bytes`, when they are a received snapshot's temporary file in `dir`, the snapshot file
-/// of `dir` (rename, fsync of the directory; the file was synced when it was received). Returns
-/// false when they are not.
-pub(crate) fn rename_into_place(dir: &Path, bytes: &SnapshotBytes) -> io::Result<bool> {
-    let Some(path) = bytes.take_temporary_in(dir) else { return Ok(false) };
+/// Makes `bytes`, when they are a received snapshot's temporary file in `dir` written with
+/// `meta`, the snapshot file of `dir` (rename, fsync of the directory; the file was synced when
+/// it was received). Returns false when they are not.
+pub(crate) fn rename_into_place(dir: &Path, meta: &SnapshotMetaOf<C>, bytes: &SnapshotBytes) -> io::Result<bool> {
+    let Some(path) = bytes.take_temporary_in(dir, &meta_section(meta)?) else { return Ok(false) };
     if let Err(e) = std::fs::rename(&path, dir.join(SNAPSHOT_FILE)) {
         let _ = std::fs::remove_file(&path);
         return Err(e);
@@ -303,7 +342,7 @@ pub struct SnapshotSink {
 
 enum Target {
     Memory(Vec<u8>),
-    File { file: File, path: PathBuf, hasher: Box<blake3::Hasher>, offset: u64 },
+    File { file: File, path: PathBuf, hasher: Box<blake3::Hasher>, meta_section: Vec<u8> },
 }
 
 impl Drop for SnapshotSink {
@@ -331,7 +370,7 @@ impl SnapshotSink {
                 }
                 let mut hasher = Box::new(blake3::Hasher::new());
                 hasher.update(&section);
-                Target::File { file, path, hasher, offset: (HEADER_BYTES + section.len()) as u64 }
+                Target::File { file, path, hasher, meta_section: section }
             }
         };
         Ok(Self { received: 0, target: Some(target) })
@@ -354,8 +393,8 @@ impl SnapshotSink {
     pub fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
         match &mut self.target {
             Some(Target::Memory(buf)) => buf.extend_from_slice(chunk),
-            Some(Target::File { file, hasher, offset, .. }) => {
-                file.write_all_at(chunk, *offset + self.received)?;
+            Some(Target::File { file, hasher, meta_section, .. }) => {
+                file.write_all_at(chunk, (HEADER_BYTES + meta_section.len()) as u64 + self.received)?;
                 hasher.update(chunk);
             }
             None => return Err(io::Error::other("the sink was finished")),
@@ -383,9 +422,10 @@ impl SnapshotSink {
     pub fn finish(mut self) -> io::Result<SnapshotBytes> {
         match self.target.take() {
             Some(Target::Memory(buf)) => Ok(SnapshotBytes::from_vec(buf)),
-            Some(Target::File { file, path, hasher, offset }) => {
+            Some(Target::File { file, path, hasher, meta_section }) => {
                 let done = file.write_all_at(&header(hasher.finalize()), 0).and_then(|()| file.sync_all());
-                let bytes = SnapshotBytes::file(file, offset, self.received, Some(path));
+                let offset = (HEADER_BYTES + meta_section.len()) as u64;
+                let bytes = SnapshotBytes::file(file, offset, self.received, Some(Temporary { path, meta_section }));
                 done.map(|()| bytes)
             }
             None => Err(io::Error::other("the sink was finished")),
@@ -451,7 +491,11 @@ mod tests {
         let inode = |path: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).expect("metadata"));
         let received = dir.path().join(&files(dir.path())[0].0);
         let received_inode = inode(&received);
-        assert!(rename_into_place(dir.path(), &bytes).expect("renames"));
+        // Only with the meta it was received with, and only in its own directory.
+        assert!(!rename_into_place(dir.path(), &meta(8), &bytes).expect("no error"), "another meta");
+        let other = tempfile::tempdir().expect("dir");
+        assert!(!rename_into_place(other.path(), &meta(7), &bytes).expect("no error"), "another directory");
+        assert!(rename_into_place(dir.path(), &meta(7), &bytes).expect("renames"));
         // The same file, moved rather than copied; its digest and meta check.
         assert_eq!(
             files(dir.path()),
@@ -460,7 +504,7 @@ mod tests {
         assert_eq!(inode(&dir.path().join(SNAPSHOT_FILE)), received_inode);
         let loaded = read_file(dir.path()).expect("reads").expect("a snapshot");
         assert_eq!((&loaded.meta, loaded.state()), (&meta(7), &state[..]));
-        assert!(!rename_into_place(dir.path(), &bytes).expect("no error"), "once only");
+        assert!(!rename_into_place(dir.path(), &meta(7), &bytes).expect("no error"), "once only");
         drop(bytes);
         assert!(dir.path().join(SNAPSHOT_FILE).exists(), "an installed file stays");
     }

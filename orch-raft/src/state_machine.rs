@@ -182,8 +182,10 @@ impl StateMachineStore {
     ///
     /// # Errors
     /// When the file cannot be created.
-    pub fn snapshot_sink(&self, meta: &SnapshotMetaOf<C>, total: u64) -> io::Result<SnapshotSink> {
-        SnapshotSink::new(self.dir.as_deref().map(PathBuf::as_path), meta, total)
+    pub async fn snapshot_sink(&self, meta: &SnapshotMetaOf<C>, total: u64) -> io::Result<SnapshotSink> {
+        let dir = self.dir.clone();
+        let meta = meta.clone();
+        self.off_runtime(move || SnapshotSink::new(dir.as_deref().map(PathBuf::as_path), &meta, total)).await?
     }
 
     /// Makes `data` the current snapshot unless one at least as new is: persisted first
@@ -200,7 +202,7 @@ impl StateMachineStore {
             Some(dir) => {
                 let file_meta = meta.clone();
                 tokio::task::spawn_blocking(move || {
-                    if snapshot_file::rename_into_place(&dir, &data)? {
+                    if snapshot_file::rename_into_place(&dir, &file_meta, &data)? {
                         Ok(data)
                     } else {
                         data.with_all(|bytes| snapshot_file::write_file(&dir, &file_meta, bytes))?
@@ -312,9 +314,18 @@ impl RaftStateMachine<C> for StateMachineStore {
     }
 
     async fn install_snapshot(&mut self, meta: &SnapshotMetaOf<C>, snapshot: SnapshotBytes) -> Result<(), io::Error> {
-        let bytes = snapshot.clone();
-        let state = self.off_runtime(move || bytes.with_all(State::from_snapshot)).await??.map_err(invalid_snapshot)?;
-        // On disk first: once installed, openraft may purge the log this snapshot replaces.
+        // Decoded already when it was received (a peer's bad bytes are refused there).
+        let state = match snapshot.take_decoded() {
+            Some(state) => state,
+            None => {
+                let bytes = snapshot.clone();
+                self.off_runtime(move || bytes.with_all(State::from_snapshot)).await??.map_err(invalid_snapshot)?
+            }
+        };
+        // On disk first: once installed, openraft may purge the log this snapshot replaces. (If
+        // a snapshot at least as new were current, this one is not kept but still installed, as
+        // openraft asked: it installs only beyond the committed index, which no snapshot here
+        // passes, so that does not happen.)
         self.keep_snapshot(meta, snapshot).await?;
         let index = meta.last_log_id.map_or(0, |id| id.index);
         let revision = state.applied_index();
@@ -398,6 +409,37 @@ mod tests {
         assert_eq!(reopened.state(), state_b);
         let leftovers: Vec<_> = std::fs::read_dir(dir.path()).expect("lists").filter_map(Result::ok).collect();
         assert_eq!(leftovers.len(), 1, "only snapshot.bin: {leftovers:?}");
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_from_another_store_s_file_is_copied_and_crash_leftovers_are_removed() {
+        let (a, b) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+        let mut leader = StateMachineStore::open(a.path()).expect("opens");
+        let (meta, state) = state_at(4);
+        {
+            let mut inner = lock(&leader.inner);
+            inner.state = state.clone();
+            inner.last_applied = meta.last_log_id;
+        }
+        leader.build_snapshot().await.expect("builds");
+        let current = leader.get_current_snapshot().await.expect("reads").expect("a snapshot");
+        assert!(!current.snapshot.in_memory(), "kept as its file");
+        // In process (the local transport), another store gets the leader's file handle: it
+        // writes a copy of its own and leaves the leader's file alone.
+        let mut follower = StateMachineStore::open(b.path()).expect("opens");
+        follower.install_snapshot(&current.meta, current.snapshot).await.expect("installs");
+        assert_eq!((on_disk(a.path()), on_disk(b.path())), (4, 4));
+        assert_eq!(follower.state(), state);
+        // A crash left a partial write or receive behind: the next open removes it.
+        drop(follower);
+        std::fs::write(b.path().join("snapshot.bin.123.4.tmp"), b"partial").expect("writes");
+        let reopened = StateMachineStore::open(b.path()).expect("reopens");
+        assert_eq!(reopened.state(), state);
+        let names: Vec<_> = std::fs::read_dir(b.path())
+            .expect("lists")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["snapshot.bin"]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

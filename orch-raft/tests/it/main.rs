@@ -8,6 +8,7 @@ mod limits;
 mod mem_store;
 mod rocks_store;
 mod sim;
+mod snapshot_receive;
 
 /// openraft's settings for in-process clusters: openraft's default timing (50 ms heartbeats,
 /// 150-300 ms election timeouts).
