@@ -32,6 +32,7 @@ fn entry(index: u64) -> openraft::alias::EntryOf<TypeConfig> {
         requests: vec![Request {
             client: ClientId(1),
             serial: index,
+            acked_below: 0,
             command: Command::Create(typical_pod(index as usize)),
         }],
     };

@@ -22,7 +22,7 @@ fn timed_creates(state: &mut State, serial: &mut u64, next_name: &mut usize, n: 
         pod.meta_mut().name = format!("bench-{i}").into();
         keys.push(pod.key());
         *serial += 1;
-        requests.push(Request { client: ClientId(2), serial: *serial, command: Command::Create(pod) });
+        requests.push(Request { client: ClientId(2), serial: *serial, acked_below: 0, command: Command::Create(pod) });
         if requests.len() == per_entry {
             entries.push(Entry { timestamp_ms: 1_800_000_000_000, requests: std::mem::take(&mut requests) });
         }
@@ -43,6 +43,7 @@ fn timed_creates(state: &mut State, serial: &mut u64, next_name: &mut usize, n: 
             .map(|key: &ObjectKey| Request {
                 client: ClientId(3),
                 serial: 0,
+                acked_below: 0,
                 command: Command::Delete {
                     key: ObjectKey::new(Kind::Pod, &key.namespace, &key.name),
                     grace_period_seconds: Some(0),

@@ -130,7 +130,7 @@ pub fn apply_all(state: &mut State, commands: impl IntoIterator<Item = Command>,
     };
     for command in commands {
         *serial += 1;
-        requests.push(Request { client: ClientId(1), serial: *serial, command });
+        requests.push(Request { client: ClientId(1), serial: *serial, acked_below: 0, command });
         if requests.len() == BUILD_BATCH {
             flush(state, &mut requests);
         }

@@ -11,11 +11,11 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
+use orch_core::sessions::{Awaiting, SharedSerials};
 use orch_core::{Change, ClientId, Kind, Object, ObjectKey, Revision};
 use tonic::transport::{Channel, Endpoint};
 
@@ -103,7 +103,8 @@ struct Endpoints {
 struct Inner {
     endpoints: Mutex<Endpoints>,
     client: ClientId,
-    serial: AtomicU64,
+    /// The serials of writes awaiting replies: each write carries the lowest as `acked_below`.
+    serials: SharedSerials,
     options: ClientOptions,
 }
 
@@ -160,7 +161,7 @@ impl Client {
             inner: Arc::new(Inner {
                 endpoints: Mutex::new(Endpoints { addrs: list, current: 0, channels: BTreeMap::new() }),
                 client,
-                serial: AtomicU64::new(1),
+                serials: SharedSerials::default(),
                 options,
             }),
         })
@@ -261,8 +262,13 @@ impl Client {
         }
     }
 
-    fn next_id(&self) -> pb::WriteId {
-        write_id(self.inner.client, self.inner.serial.fetch_add(1, Ordering::Relaxed))
+    /// A write id of a fresh serial, awaiting its reply until the returned guard drops (at the
+    /// end of the call, or when the call's future is dropped): the server keeps the outcome of
+    /// every serial from the lowest awaiting on, so concurrent writes from clones of this
+    /// client may reach the log in any order.
+    async fn next_id(&self) -> (pb::WriteId, Awaiting) {
+        let awaiting = self.inner.serials.begin(1).await;
+        (write_id(self.inner.client, awaiting.serials().start, awaiting.acked_below()), awaiting)
     }
 
     /// Creates an object.
@@ -271,7 +277,8 @@ impl Client {
     /// [`Error::AlreadyExists`], [`Error::Invalid`] (naming the field), [`Error::NotFound`] (no
     /// such namespace), or the cluster is unavailable.
     pub async fn create(&self, object: &Object) -> Result<WriteResult, Error> {
-        let request = sized(pb::CreateRequest { id: Some(self.next_id()), object: Some(object_to_pb(object)) })?;
+        let (id, _awaiting) = self.next_id().await;
+        let request = sized(pb::CreateRequest { id: Some(id), object: Some(object_to_pb(object)) })?;
         write_result(
             self.call(|mut c| {
                 let r = request.clone();
@@ -287,7 +294,8 @@ impl Client {
     /// # Errors
     /// As [`Client::create`], and [`Error::Conflict`].
     pub async fn update(&self, object: &Object) -> Result<WriteResult, Error> {
-        let request = sized(pb::UpdateRequest { id: Some(self.next_id()), object: Some(object_to_pb(object)) })?;
+        let (id, _awaiting) = self.next_id().await;
+        let request = sized(pb::UpdateRequest { id: Some(id), object: Some(object_to_pb(object)) })?;
         write_result(
             self.call(|mut c| {
                 let r = request.clone();
@@ -302,7 +310,8 @@ impl Client {
     /// # Errors
     /// As [`Client::update`].
     pub async fn update_status(&self, object: &Object) -> Result<WriteResult, Error> {
-        let request = sized(pb::UpdateRequest { id: Some(self.next_id()), object: Some(object_to_pb(object)) })?;
+        let (id, _awaiting) = self.next_id().await;
+        let request = sized(pb::UpdateRequest { id: Some(id), object: Some(object_to_pb(object)) })?;
         write_result(
             self.call(|mut c| {
                 let r = request.clone();
@@ -317,12 +326,9 @@ impl Client {
     /// # Errors
     /// [`Error::NotFound`], or the cluster is unavailable.
     pub async fn delete(&self, key: &ObjectKey, grace_period_seconds: Option<i64>) -> Result<WriteResult, Error> {
-        let request = pb::DeleteRequest {
-            id: Some(self.next_id()),
-            key: Some(key_to_pb(key)),
-            grace_period_seconds,
-            resource_version: None,
-        };
+        let (id, _awaiting) = self.next_id().await;
+        let request =
+            pb::DeleteRequest { id: Some(id), key: Some(key_to_pb(key)), grace_period_seconds, resource_version: None };
         write_result(
             self.call(|mut c| {
                 let r = request.clone();
@@ -337,8 +343,8 @@ impl Client {
     /// # Errors
     /// The first object's error (the message names it); nothing is written.
     pub async fn apply(&self, objects: &[Object]) -> Result<WriteResult, Error> {
-        let request =
-            sized(pb::ApplyRequest { id: Some(self.next_id()), objects: objects.iter().map(object_to_pb).collect() })?;
+        let (id, _awaiting) = self.next_id().await;
+        let request = sized(pb::ApplyRequest { id: Some(id), objects: objects.iter().map(object_to_pb).collect() })?;
         write_result(
             self.call(|mut c| {
                 let r = request.clone();
@@ -353,8 +359,9 @@ impl Client {
     /// # Errors
     /// [`Error::NotFound`], [`Error::Conflict`] when it is bound already.
     pub async fn bind(&self, namespace: &str, name: &str, node: &str) -> Result<WriteResult, Error> {
+        let (id, _awaiting) = self.next_id().await;
         let request = pb::BindRequest {
-            id: Some(self.next_id()),
+            id: Some(id),
             namespace: namespace.to_owned(),
             name: name.to_owned(),
             node: node.to_owned(),
@@ -373,7 +380,8 @@ impl Client {
     /// # Errors
     /// [`Error::NotFound`], [`Error::Invalid`] for a negative count or a kind without replicas.
     pub async fn scale(&self, key: &ObjectKey, replicas: i32) -> Result<WriteResult, Error> {
-        let request = pb::ScaleRequest { id: Some(self.next_id()), key: Some(key_to_pb(key)), replicas };
+        let (id, _awaiting) = self.next_id().await;
+        let request = pb::ScaleRequest { id: Some(id), key: Some(key_to_pb(key)), replicas };
         write_result(
             self.call(|mut c| {
                 let r = request.clone();
@@ -456,8 +464,9 @@ impl Client {
     /// # Errors
     /// [`Error::NotFound`] for an unknown Deployment or revision.
     pub async fn rollout_undo(&self, namespace: &str, name: &str, to_revision: i64) -> Result<WriteResult, Error> {
+        let (id, _awaiting) = self.next_id().await;
         let request = pb::RolloutUndoRequest {
-            id: Some(self.next_id()),
+            id: Some(id),
             namespace: namespace.to_owned(),
             name: name.to_owned(),
             to_revision,

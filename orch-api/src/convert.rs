@@ -60,22 +60,28 @@ pub fn key_from_pb(key: Option<&pb::Key>, field: &str) -> Result<ObjectKey, Erro
     Ok(ObjectKey::new(kind, namespace, &key.name))
 }
 
-/// The wire form of a client id and serial.
-pub fn write_id(client: ClientId, serial: u64) -> pb::WriteId {
-    pb::WriteId { client_high: (client.0 >> 64) as u64, client_low: client.0 as u64, serial }
+/// The wire form of a client id, serial and the client's lowest serial awaiting a reply.
+pub fn write_id(client: ClientId, serial: u64, acked_below: u64) -> pb::WriteId {
+    pb::WriteId { client_high: (client.0 >> 64) as u64, client_low: client.0 as u64, serial, acked_below }
 }
 
-/// Reads a write id.
+/// Reads a write id: the client, the serial and `acked_below`.
 ///
 /// # Errors
-/// [`Error::Invalid`] when it is missing or its client is 0.
-pub fn write_id_from_pb(id: Option<&pb::WriteId>) -> Result<(ClientId, u64), Error> {
+/// [`Error::Invalid`] when it is missing, its client is 0, or `acked_below` is above the serial.
+pub fn write_id_from_pb(id: Option<&pb::WriteId>) -> Result<(ClientId, u64, u64), Error> {
     let id = id.ok_or_else(|| Error::Invalid("id: Required value".to_owned()))?;
     let client = (u128::from(id.client_high) << 64) | u128::from(id.client_low);
     if client == 0 {
         return Err(Error::Invalid("id.client: Invalid value: 0: must not be 0".to_owned()));
     }
-    Ok((ClientId(client), id.serial))
+    if id.acked_below > id.serial {
+        return Err(Error::Invalid(format!(
+            "id.ackedBelow: Invalid value: {}: must not be above the serial {}",
+            id.acked_below, id.serial
+        )));
+    }
+    Ok((ClientId(client), id.serial, id.acked_below))
 }
 
 /// The wire form of a change.
@@ -192,8 +198,10 @@ mod tests {
     #[test]
     fn write_ids_round_trip_and_refuse_client_zero() {
         let client = ClientId((7u128 << 64) | 9);
-        assert_eq!(write_id_from_pb(Some(&write_id(client, 5))).expect("valid"), (client, 5));
-        assert!(write_id_from_pb(Some(&write_id(ClientId(0), 5))).is_err());
+        assert_eq!(write_id_from_pb(Some(&write_id(client, 5, 3))).expect("valid"), (client, 5, 3));
+        assert!(write_id_from_pb(Some(&write_id(ClientId(0), 5, 0))).is_err());
+        let err = write_id_from_pb(Some(&write_id(client, 5, 6))).expect_err("acked beyond the serial");
+        assert_eq!(err.to_string(), "id.ackedBelow: Invalid value: 6: must not be above the serial 5");
         assert!(write_id_from_pb(None).is_err());
     }
 

@@ -52,7 +52,12 @@ fn main() -> ExitCode {
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         let entry = Entry {
             timestamp_ms: now_ms,
-            requests: vec![Request { client: ClientId(1), serial: i as u64 + 1, command: Command::Batch(commands) }],
+            requests: vec![Request {
+                client: ClientId(1),
+                serial: i as u64 + 1,
+                acked_below: 0,
+                command: Command::Batch(commands),
+            }],
         };
         let out = state.apply(state.applied_index() + 1, entry);
         match &out.outcomes[0] {

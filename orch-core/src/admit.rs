@@ -148,7 +148,7 @@ mod tests {
     }
 
     fn request(command: Command) -> Request {
-        Request { client: ClientId(1), serial: 1, command }
+        Request { client: ClientId(1), serial: 1, acked_below: 0, command }
     }
 
     /// Whatever the pre-check refuses, apply refuses with the same error.

@@ -6,7 +6,15 @@
 use bincode::{Decode, Encode};
 
 /// The version of the storage layout written by this build.
-pub const FORMAT_VERSION: u8 = 1;
+///
+/// - 1: the first.
+/// - 2: a request carries `acked_below` ([`crate::command::Request`]). Only the entry layout
+///   changed: [`decode_entry`] reads format 1 entries through their frozen layout, and
+///   [`crate::State::from_snapshot`] reads format 1 snapshots as they are.
+pub const FORMAT_VERSION: u8 = 2;
+
+/// The oldest format this build reads.
+pub const FORMAT_VERSION_MIN: u8 = 1;
 /// The most bytes of a log entry this build writes ([`encode_entry`] refuses more): room for any
 /// object Kubernetes would store (etcd takes 1.5 MiB), and well within one Raft append (see
 /// orch-raft's `APPEND_BYTES_MAX`).
@@ -63,7 +71,7 @@ pub enum CodecError {
     #[error("empty input")]
     Empty,
     /// Written by an unknown layout version.
-    #[error("unsupported format version {found}; this build reads version {FORMAT_VERSION}")]
+    #[error("unsupported format version {found}; this build writes version {FORMAT_VERSION}")]
     Version {
         /// The version byte found.
         found: u8,
@@ -105,15 +113,26 @@ pub fn encoded_len<T: Encode>(value: &T) -> usize {
     }
 }
 
-/// Decodes a value written by [`encode`], refusing inputs over `max` bytes.
+/// Decodes a value written by [`encode`] of this build's format, refusing inputs over `max`
+/// bytes.
 pub fn decode<T: Decode<()>>(bytes: &[u8], max: usize) -> Result<T, CodecError> {
+    let (version, body) = versioned(bytes, max)?;
+    if version != FORMAT_VERSION {
+        return Err(CodecError::Version { found: version });
+    }
+    decode_body(body)
+}
+
+/// The version byte and the body after it, within `max` bytes.
+fn versioned(bytes: &[u8], max: usize) -> Result<(u8, &[u8]), CodecError> {
     if bytes.len() > max {
         return Err(CodecError::TooLarge { len: bytes.len(), max });
     }
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
-    if version != FORMAT_VERSION {
-        return Err(CodecError::Version { found: version });
-    }
+    Ok((version, body))
+}
+
+fn decode_body<T: Decode<()>>(body: &[u8]) -> Result<T, CodecError> {
     let (value, used) = decode_from_slice_bounded(body).map_err(|e| CodecError::Malformed(e.to_string()))?;
     if used != body.len() {
         return Err(CodecError::Trailing(body.len() - used));
@@ -141,7 +160,62 @@ pub fn encode_entry(entry: &crate::command::Entry) -> Result<Vec<u8>, CodecError
     Ok(bytes)
 }
 
-/// Decodes a log entry of up to [`ENTRY_READ_BYTES_MAX`] bytes.
+/// Decodes a log entry of up to [`ENTRY_READ_BYTES_MAX`] bytes, of this build's format or an
+/// earlier one (a node restarts on the log an earlier build wrote).
 pub fn decode_entry(bytes: &[u8]) -> Result<crate::command::Entry, CodecError> {
-    decode(bytes, ENTRY_READ_BYTES_MAX)
+    match versioned(bytes, ENTRY_READ_BYTES_MAX)? {
+        (FORMAT_VERSION, body) => decode_body(body),
+        (1, body) => decode_body::<crate::command::v1::Entry>(body).map(Into::into),
+        (found, _) => Err(CodecError::Version { found }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Command, Entry, Request, v1};
+    use crate::ids::ClientId;
+
+    fn entry() -> Entry {
+        let ns = crate::parse_manifests("apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}").expect("valid");
+        Entry {
+            timestamp_ms: 1_700_000_000_000,
+            requests: vec![Request::new(ClientId(3), 9, Command::Create(ns[0].clone()))],
+        }
+    }
+
+    /// A log written by format 1 (requests without `acked_below`) reads as requests that tell
+    /// nothing (`acked_below` 0), which the table treats as format 1 did.
+    #[test]
+    fn entries_of_format_1_read_through_their_frozen_layout() {
+        let entry = entry();
+        let mut old = vec![1u8];
+        bincode::encode_into_std_write(v1::Entry::from(&entry), &mut old, config()).expect("encodes");
+        assert_ne!(old[1..], encode(&entry)[1..], "the layouts differ");
+        assert_eq!(decode_entry(&old).expect("reads format 1"), entry);
+        let current = encode_entry(&entry).expect("encodes");
+        assert_eq!(current[0], FORMAT_VERSION);
+        assert_eq!(decode_entry(&current).expect("reads format 2"), entry);
+        let mut future = current.clone();
+        future[0] = FORMAT_VERSION + 1;
+        assert_eq!(decode_entry(&future), Err(CodecError::Version { found: FORMAT_VERSION + 1 }));
+        assert_eq!(
+            decode::<Entry>(&old, usize::MAX),
+            Err(CodecError::Version { found: 1 }),
+            "only decode_entry migrates"
+        );
+    }
+
+    /// Format 2 changed only the entry layout: a snapshot of format 1 reads as it is.
+    #[test]
+    fn snapshots_of_format_1_read_as_they_are() {
+        let mut state = crate::State::new();
+        state.apply(1, entry());
+        let mut bytes = state.to_snapshot();
+        assert_eq!(bytes[8], FORMAT_VERSION);
+        bytes[8] = 1;
+        assert_eq!(crate::State::from_snapshot(&bytes).expect("reads format 1"), state);
+        bytes[8] = FORMAT_VERSION + 1;
+        assert!(crate::State::from_snapshot(&bytes).is_err());
+    }
 }

@@ -35,8 +35,64 @@ pub struct Request {
     pub client: ClientId,
     /// The client's serial number for this request; 0 opts out of deduplication.
     pub serial: u64,
+    /// The client's lowest serial still awaiting a reply when it sent this request (at most
+    /// `serial`): it has the replies of every serial below, so the deduplication table forgets
+    /// their outcomes, and only those (the Raft dissertation's client sessions). Requests may
+    /// reach the log in any order. 0: not told (requests of format 1); the table then keeps the
+    /// client's last [`crate::sessions::SESSION_OUTCOMES_MAX`] outcomes, as format 1 did. See
+    /// [`crate::sessions::ClientSerials`] for the client's side.
+    pub acked_below: u64,
     /// What to do.
     pub command: Command,
+}
+
+impl Request {
+    /// A request that tells the table nothing about the client's replies (`acked_below` 0).
+    pub fn new(client: ClientId, serial: u64, command: Command) -> Self {
+        Self { client, serial, acked_below: 0, command }
+    }
+}
+
+/// Format 1's layouts of the types format 2 changed, read from old logs.
+pub(crate) mod v1 {
+    use bincode::{Decode, Encode};
+
+    use super::Command;
+    use crate::ids::ClientId;
+
+    /// Format 1's [`super::Entry`].
+    #[derive(Encode, Decode)]
+    pub(crate) struct Entry {
+        timestamp_ms: i64,
+        requests: Vec<Request>,
+    }
+
+    /// Format 1's [`super::Request`]: without `acked_below`.
+    #[derive(Encode, Decode)]
+    pub(crate) struct Request {
+        client: ClientId,
+        serial: u64,
+        command: Command,
+    }
+
+    impl From<Entry> for super::Entry {
+        fn from(entry: Entry) -> Self {
+            let requests = entry.requests.into_iter().map(|r| super::Request::new(r.client, r.serial, r.command));
+            Self { timestamp_ms: entry.timestamp_ms, requests: requests.collect() }
+        }
+    }
+
+    #[cfg(test)]
+    impl From<&super::Entry> for Entry {
+        fn from(entry: &super::Entry) -> Self {
+            let requests = entry.requests.iter().map(|r| Request {
+                client: r.client,
+                serial: r.serial,
+                command: r.command.clone(),
+            });
+            Self { timestamp_ms: entry.timestamp_ms, requests: requests.collect() }
+        }
+    }
 }
 
 /// Preconditions a write may carry (compare-and-set).

@@ -27,7 +27,7 @@
 //! let mut state = State::new();
 //! let entry = Entry {
 //!     timestamp_ms: 1_700_000_000_000,
-//!     requests: vec![Request { client: ClientId(1), serial: 1, command: Command::Create(objects[0].clone()) }],
+//!     requests: vec![Request { client: ClientId(1), serial: 1, acked_below: 0, command: Command::Create(objects[0].clone()) }],
 //! };
 //! let out = state.apply(1, entry);
 //! assert!(out.outcomes[0].is_ok());

@@ -9,7 +9,7 @@ use bincode::enc::Encoder;
 use bincode::error::{DecodeError, EncodeError};
 use bincode::{Decode, Encode};
 
-use crate::codec::{FORMAT_VERSION, config, decode_from_slice_bounded};
+use crate::codec::{FORMAT_VERSION, FORMAT_VERSION_MIN, config, decode_from_slice_bounded};
 use crate::ids::Revision;
 use crate::object::{Object, ObjectKey};
 use crate::sessions::Sessions;
@@ -40,7 +40,9 @@ pub enum SnapshotError {
     #[error("not an orch snapshot or truncated: {0}")]
     Format(&'static str),
     /// Written by an unknown layout version.
-    #[error("unsupported snapshot format version {0}; this build reads version {FORMAT_VERSION}")]
+    #[error(
+        "unsupported snapshot format version {0}; this build reads versions {FORMAT_VERSION_MIN} to {FORMAT_VERSION}"
+    )]
     Version(u8),
     /// The payload does not match its digest.
     #[error("snapshot digest mismatch: the data is corrupt")]
@@ -152,7 +154,8 @@ impl State {
         if bytes.len() < HEADER_BYTES || &bytes[..8] != MAGIC {
             return Err(SnapshotError::Format("bad magic or short header"));
         }
-        if bytes[8] != FORMAT_VERSION {
+        // Format 2 changed only the entry layout: a snapshot of format 1 reads as it is.
+        if !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&bytes[8]) {
             return Err(SnapshotError::Version(bytes[8]));
         }
         let mut len = [0u8; 8];

@@ -209,11 +209,16 @@ impl State {
                 match self.sessions.lookup(request.client, request.serial) {
                     Seen::Applied(first) => first.clone(),
                     Seen::Stale => Err(ApplyError::StaleRequest { client: request.client, serial: request.serial }),
-                    Seen::New => {
-                        let outcome = self.run(&mut txn, request.command);
-                        self.sessions.record(request.client, request.serial, &outcome, self.clock_ms);
-                        outcome
-                    }
+                    Seen::New => match Sessions::refuse(request.serial, request.acked_below) {
+                        // Refused unapplied and unrecorded: the same answer to a retry.
+                        Some(reason) => Err(ApplyError::BadRequest { reason }),
+                        None => {
+                            let (client, serial, acked_below) = (request.client, request.serial, request.acked_below);
+                            let outcome = self.run(&mut txn, request.command);
+                            self.sessions.record(client, serial, acked_below, &outcome, self.clock_ms);
+                            outcome
+                        }
+                    },
                 }
             };
             outcomes.push(outcome);
@@ -671,7 +676,7 @@ mod tests {
                 .expect("valid")
                 .remove(0);
         let serial = state.applied_index() + 1;
-        let request = Request { client: ClientId(1), serial, command: Command::Create(ns) };
+        let request = Request { client: ClientId(1), serial, acked_below: 0, command: Command::Create(ns) };
         let out = state.apply(serial, Entry { timestamp_ms: 1_000, requests: vec![request] });
         assert!(out.outcomes.iter().all(Result::is_ok), "{:?}", out.outcomes);
     }

@@ -101,8 +101,9 @@ impl ApiService {
     }
 
     async fn write(&self, id: Option<&pb::WriteId>, command: Command) -> Result<pb::WriteResponse, Error> {
-        let (client, serial) = write_id_from_pb(id)?;
-        let outcomes = self.cp.submit(vec![Request { client, serial, command }]).await.map_err(cp_error)?;
+        let (client, serial, acked_below) = write_id_from_pb(id)?;
+        let outcomes =
+            self.cp.submit(vec![Request { client, serial, acked_below, command }]).await.map_err(cp_error)?;
         match outcomes.into_iter().next() {
             Some(Ok(success)) => Ok(write_response(&success)),
             Some(Err(e)) => Err(Error::from(&e)),

@@ -247,6 +247,7 @@ mod tests {
             requests: vec![Request {
                 client: ClientId(1),
                 serial: 2,
+                acked_below: 0,
                 command: Command::Delete {
                     key: orch_core::ObjectKey::new(orch_core::Kind::Pod, "default", "p"),
                     grace_period_seconds: Some(0),

@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::Stream;
@@ -21,6 +20,7 @@ use openraft::errors::{ClientWriteError, ForwardToLeader, InitializeError, Linea
 use openraft::raft::ReadPolicy;
 use openraft::storage::RaftLogStorage;
 use openraft::{ChangeMembers, SnapshotPolicy};
+use orch_core::sessions::SharedSerials;
 use orch_core::{ClientId, Command, Outcome, Request, State, WatchEvent, WatchFilter};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -404,7 +404,7 @@ impl Builder {
                 sm,
                 proposals,
                 client,
-                serial: AtomicU64::new(1),
+                serials: SharedSerials::default(),
                 gate,
                 closed,
                 sync_stats,
@@ -610,7 +610,8 @@ struct Inner {
     sm: StateMachineStore,
     proposals: mpsc::Sender<Proposal>,
     client: ClientId,
-    serial: AtomicU64,
+    /// This node's own client's serials awaiting outcomes ([`ControlPlane::propose`]).
+    serials: SharedSerials,
     gate: RecoveryGate,
     closed: ClosedProbe,
     sync_stats: Arc<SyncStats>,
@@ -673,14 +674,29 @@ impl ControlPlane {
     /// still commit later: a caller that retries should use [`ControlPlane::submit`] with its
     /// own client id and serials, which the state machine deduplicates).
     pub async fn propose(&self, commands: Vec<Command>) -> Result<Vec<Outcome>, Error> {
-        let n = commands.len() as u64;
-        let first = self.inner.serial.fetch_add(n, Ordering::Relaxed);
+        if commands.len() > PROPOSAL_REQUESTS_MAX {
+            return Err(Error::Invalid(format!(
+                "requests: Too many: {}: must have at most {PROPOSAL_REQUESTS_MAX} items",
+                commands.len()
+            )));
+        }
+        // Serials awaiting their outcomes until this call returns (or is cancelled): the
+        // table keeps every outcome from the lowest of them on, however the entries of
+        // concurrent callers are ordered in the log.
+        let awaiting = self.inner.serials.begin(commands.len() as u64).await;
         let requests = commands
             .into_iter()
-            .zip(first..)
-            .map(|(command, serial)| Request { client: self.inner.client, serial, command })
+            .zip(awaiting.serials())
+            .map(|(command, serial)| Request {
+                client: self.inner.client,
+                serial,
+                acked_below: awaiting.acked_below(),
+                command,
+            })
             .collect();
-        self.submit(requests).await
+        let outcomes = self.submit(requests).await;
+        drop(awaiting);
+        outcomes
     }
 
     /// Proposes requests that carry their own client id and serial: a retried request (same

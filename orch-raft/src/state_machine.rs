@@ -370,6 +370,7 @@ mod tests {
             let request = orch_core::Request {
                 client: orch_core::ClientId(1),
                 serial: i,
+                acked_below: 0,
                 command: orch_core::Command::Create(ns),
             };
             state.apply(i, orch_core::Entry { timestamp_ms: 1_000, requests: vec![request] });

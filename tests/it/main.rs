@@ -98,6 +98,7 @@ fn example_manifests_apply_cleanly() {
             .map(|(j, obj)| Request {
                 client: ClientId(7),
                 serial: (i * 1000 + j + 1) as u64,
+                acked_below: 0,
                 command: Command::Create(obj),
             })
             .collect();

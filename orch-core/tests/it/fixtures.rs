@@ -57,7 +57,7 @@ impl Harness {
     /// Applies one entry of one command; returns its outcome.
     pub(crate) fn run(&mut self, command: Command) -> Outcome {
         self.serial += 1;
-        let request = Request { client: ClientId(1), serial: self.serial, command };
+        let request = Request { client: ClientId(1), serial: self.serial, acked_below: 0, command };
         self.run_requests(vec![request]).remove(0)
     }
 

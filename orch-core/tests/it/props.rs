@@ -98,6 +98,7 @@ fn request() -> impl Strategy<Value = Request> {
     (1..3u128, 0..8u64, command()).prop_map(|(client, serial, command)| Request {
         client: ClientId(client),
         serial,
+        acked_below: 0,
         command,
     })
 }

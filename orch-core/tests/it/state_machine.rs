@@ -311,14 +311,16 @@ fn a_failed_batch_applies_nothing() {
 #[test]
 fn a_retried_request_returns_its_first_outcome() {
     let mut h = Harness::new();
-    let request = Request { client: ClientId(9), serial: 1, command: Command::Create(pod("default", "p")) };
+    let request =
+        Request { client: ClientId(9), serial: 1, acked_below: 0, command: Command::Create(pod("default", "p")) };
     let first = h.run_requests(vec![request.clone()]);
     let events = h.events.len();
     let again = h.run_requests(vec![request.clone(), request]);
     assert_eq!(again, [first[0].clone(), first[0].clone()], "not 'already exists': the first outcome");
     assert_eq!(h.events.len(), events, "applied once");
     // Another client with the same serial is a different request.
-    let other = Request { client: ClientId(10), serial: 1, command: Command::Create(pod("default", "p")) };
+    let other =
+        Request { client: ClientId(10), serial: 1, acked_below: 0, command: Command::Create(pod("default", "p")) };
     assert!(matches!(h.run_requests(vec![other])[0], Err(ApplyError::AlreadyExists { .. })));
 }
 
@@ -330,22 +332,93 @@ fn serials_older_than_the_window_are_refused() {
         .map(|serial| Request {
             client: ClientId(3),
             serial,
+            acked_below: 0,
             command: Command::Create(pod("default", &format!("p{serial}"))),
         })
         .collect();
     h.run_requests(requests);
-    let old = Request { client: ClientId(3), serial: 1, command: Command::Create(pod("default", "p1")) };
+    let old =
+        Request { client: ClientId(3), serial: 1, acked_below: 0, command: Command::Create(pod("default", "p1")) };
     let out = h.run_requests(vec![old]);
     assert_eq!(out[0], Err(ApplyError::StaleRequest { client: ClientId(3), serial: 1 }));
-    let recent = Request { client: ClientId(3), serial: 2, command: Command::Create(pod("default", "zzz")) };
+    let recent =
+        Request { client: ClientId(3), serial: 2, acked_below: 0, command: Command::Create(pod("default", "zzz")) };
     assert!(h.run_requests(vec![recent])[0].is_ok(), "serial 2 is still remembered: its first outcome");
     assert!(h.state.get(&key(Kind::Pod, "default", "zzz")).is_none());
+}
+
+/// Concurrent callers of one client: their requests reach the log in any order. Each says the
+/// lowest serial its client still awaits a reply for, and the table forgets only outcomes below
+/// it: a request that arrives after 600 later ones is applied, once.
+#[test]
+fn a_request_that_reaches_the_log_after_many_later_ones_is_applied_once() {
+    let mut h = Harness::new();
+    let request = |serial: u64, acked_below: u64, name: &str| Request {
+        client: ClientId(5),
+        serial,
+        acked_below,
+        command: Command::Create(pod("default", name)),
+    };
+    // Serial 1 still awaits its reply while 2..=600 are applied.
+    let later: Vec<_> = (2..=600).map(|serial| request(serial, 1, &format!("p{serial}"))).collect();
+    assert!(h.run_requests(later).iter().all(Result::is_ok));
+    let first = h.run_requests(vec![request(1, 1, "p1")]);
+    assert!(first[0].is_ok(), "applied, not stale: {:?}", first[0]);
+    let events = h.events.len();
+    assert_eq!(h.run_requests(vec![request(1, 1, "p1")]), first, "a retry gets the first outcome");
+    assert_eq!(h.events.len(), events, "applied once");
+    // Once the client says it has every reply below 601, those outcomes go, and a late retry of
+    // one is stale rather than applied again.
+    assert!(h.run_requests(vec![request(601, 601, "p601")])[0].is_ok());
+    assert_eq!(
+        h.run_requests(vec![request(1, 601, "p1")])[0],
+        Err(ApplyError::StaleRequest { client: ClientId(5), serial: 1 })
+    );
+    assert_eq!(
+        h.run_requests(vec![request(600, 601, "p600")])[0],
+        Err(ApplyError::StaleRequest { client: ClientId(5), serial: 600 })
+    );
+}
+
+/// A client may have at most SESSION_PENDING_MAX serials awaiting replies, and cannot claim the
+/// reply of a request it is sending: such requests are refused, not applied and not recorded.
+#[test]
+fn a_client_with_too_many_requests_awaiting_replies_is_refused() {
+    let mut h = Harness::new();
+    let max = orch_core::sessions::SESSION_PENDING_MAX;
+    let request = |serial: u64, acked_below: u64| Request {
+        client: ClientId(6),
+        serial,
+        acked_below,
+        command: Command::Create(pod("default", &format!("q{serial}"))),
+    };
+    assert!(h.run_requests(vec![request(max, 1)])[0].is_ok(), "max - 1 past the lowest awaiting");
+    let out = h.run_requests(vec![request(max + 1, 1), request(5, 6)]);
+    let reasons: Vec<String> = out.iter().map(|o| o.as_ref().expect_err("refused").to_string()).collect();
+    assert_eq!(
+        reasons,
+        [
+            format!(
+                "bad request: serial {} is {max} past the lowest awaiting a reply (1); at most {max} may await replies",
+                max + 1
+            ),
+            "bad request: ackedBelow 6 is above the request's own serial 5".to_owned(),
+        ]
+    );
+    assert!(h.state.get(&key(Kind::Pod, "default", &format!("q{}", max + 1))).is_none());
+    // Not recorded: sent again once the window moved, it is applied.
+    assert!(h.run_requests(vec![request(max + 1, 2)])[0].is_ok());
 }
 
 #[test]
 fn idle_sessions_expire_by_entry_time() {
     let mut h = Harness::new();
-    h.run_requests(vec![Request { client: ClientId(4), serial: 1, command: Command::Create(pod("default", "a")) }]);
+    h.run_requests(vec![Request {
+        client: ClientId(4),
+        serial: 1,
+        acked_below: 0,
+        command: Command::Create(pod("default", "a")),
+    }]);
     assert_eq!(h.state.sessions().len(), 1);
     h.now_ms += orch_core::sessions::SESSION_IDLE_MS_MAX + 1;
     h.run_requests(vec![]);
@@ -458,6 +531,7 @@ fn entries_round_trip_and_garbage_is_an_error() {
         requests: vec![Request {
             client: ClientId(1),
             serial: 7,
+            acked_below: 0,
             command: Command::Create(obj(include_str!("../../../examples/web.yaml")
                 .split("---")
                 .nth(1)
@@ -480,7 +554,7 @@ fn the_encoder_refuses_what_the_decoder_would() {
     let mut pod = pod("default", "p");
     let orch_core::Object::Pod(p) = &mut pod else { unreachable!("a pod") };
     std::sync::Arc::make_mut(p).spec.containers[0].args = vec![orch_core::Text::new(); 400_000];
-    let request = |command| Request { client: ClientId(1), serial: 1, command };
+    let request = |command| Request { client: ClientId(1), serial: 1, acked_below: 0, command };
     let entry = Entry { timestamp_ms: 1, requests: vec![request(Command::Create(pod.clone()))] };
     assert!(orch_core::codec::decode_entry(&orch_core::codec::encode(&entry)).is_err());
     let err = orch_core::codec::encode_entry(&entry).expect_err("refused");
@@ -531,14 +605,21 @@ fn the_largest_valid_lists_encode_and_decode() {
     };
     let alone = Entry {
         timestamp_ms: 1,
-        requests: vec![Request { client: ClientId(1), serial: 1, command: Command::Create(endpoints(0)) }],
+        requests: vec![Request {
+            client: ClientId(1),
+            serial: 1,
+            acked_below: 0,
+            command: Command::Create(endpoints(0)),
+        }],
     };
     let bytes = orch_core::codec::encode_entry(&alone).expect("a valid entry encodes");
     assert_eq!(orch_core::codec::decode_entry(&bytes).as_ref(), Ok(&alone));
-    let mut requests = vec![Request { client: ClientId(1), serial: 1, command: Command::Create(endpoints(max)) }];
+    let mut requests =
+        vec![Request { client: ClientId(1), serial: 1, acked_below: 0, command: Command::Create(endpoints(max)) }];
     requests.extend((1..orch_core::command::ENTRY_REQUESTS_MAX).map(|i| Request {
         client: ClientId(1),
         serial: i as u64 + 1,
+        acked_below: 0,
         command: Command::Delete {
             key: orch_core::ObjectKey::new(orch_core::Kind::Pod, "default", "x"),
             grace_period_seconds: None,

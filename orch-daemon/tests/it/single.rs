@@ -233,7 +233,7 @@ async fn bad_input_is_refused_whole_and_named() {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{server}")).expect("endpoint").connect_lazy();
     let mut raw = orch_api::pb::orch_client::OrchClient::new(channel).max_encoding_message_size(64 << 20);
     let request = orch_api::pb::ApplyRequest {
-        id: Some(orch_api::convert::write_id(orch_core::ClientId(7), 1)),
+        id: Some(orch_api::convert::write_id(orch_core::ClientId(7), 1, 1)),
         objects: big.iter().map(orch_api::convert::object_to_pb).collect(),
     };
     let refused = Error::from(raw.apply(request).await.expect_err("refused by the server"));

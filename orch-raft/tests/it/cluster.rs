@@ -76,7 +76,7 @@ pub(crate) fn create_pod(serial: u64, name: &str) -> orch_core::Entry {
     let pod = parse_manifests(&manifest).expect("valid manifest").remove(0);
     orch_core::Entry {
         timestamp_ms: 1_000,
-        requests: vec![Request { client: ClientId(1), serial, command: Command::Create(pod) }],
+        requests: vec![Request { client: ClientId(1), serial, acked_below: 0, command: Command::Create(pod) }],
     }
 }
 

@@ -85,7 +85,7 @@ async fn the_embedded_default_writes_reads_watches_and_restarts() {
     assert_eq!(names, vec!["a".to_owned(), "b".to_owned()]);
 
     // A retried request (same client, same serial) applies once and answers the first outcome.
-    let request = Request { client: ClientId(99), serial: 1, command: pod("c") };
+    let request = Request { client: ClientId(99), serial: 1, acked_below: 0, command: pod("c") };
     let first = node.submit(vec![request.clone()]).await.expect("submitted");
     let again = node.submit(vec![request]).await.expect("resubmitted");
     assert_eq!(first, again);
@@ -463,4 +463,25 @@ async fn a_watch_from_a_lists_revision_is_accepted_after_a_restart_from_a_snapsh
     let mut watch = node.watch(revision, WatchFilter::all()).expect("a watch from the list's revision");
     assert!(matches!(watch.next().await, Some(Ok(WatchItem::Progress { .. }))));
     node.shutdown().await.expect("stops");
+}
+
+/// Many callers share the node's own client: their entries reach openraft in any order (the
+/// batcher writes several at once), and each caller's request is applied once, none stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_callers_of_one_client_each_apply_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = ControlPlane::open(dir.path()).await.expect("opens");
+    let callers: Vec<_> = (0..1_500)
+        .map(|i| {
+            let node = node.clone();
+            tokio::spawn(async move { node.propose(vec![pod(&format!("c{i}"))]).await })
+        })
+        .collect();
+    for (i, caller) in callers.into_iter().enumerate() {
+        let outcomes = caller.await.expect("joins").expect("proposed");
+        assert!(outcomes[0].is_ok(), "caller {i}: {:?}", outcomes[0]);
+    }
+    let count = node.read(Consistency::Linearizable, |s| s.list(Kind::Pod, None).count()).await.expect("read");
+    assert_eq!(count, 1_500);
+    node.shutdown().await.expect("shuts down");
 }

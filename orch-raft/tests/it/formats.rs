@@ -1,10 +1,12 @@
 //! An upgraded node restarts on the data an earlier build wrote.
 //!
-//! `tests/fixtures/format-v1/` is a data directory (RocksDB log, snapshot) written by a build of
-//! storage format version 1: a snapshot, entries after it, every command and kind. It is
-//! committed and never rewritten: when a layout changes (a model field, a codec), the change
-//! bumps the format version and keeps a reader for version 1, and this test keeps passing.
-//! `write_format_v1_fixture` (ignored) is how it was made.
+//! `tests/fixtures/format-vN/` is a data directory (RocksDB log, snapshot) written by a build of
+//! storage format version N (orch-core's `codec::FORMAT_VERSION`): a snapshot, entries after it,
+//! every command and kind. Each is committed and never rewritten: a change of layout bumps the
+//! format version, keeps a reader for the older ones, and writes the new version's fixture with
+//! `write_format_fixture` (ignored); the test opens every version's fixture. Format 2 added
+//! `acked_below` to requests, so the version 1 fixture's log is read through format 1's frozen
+//! entry layout.
 
 use std::path::Path;
 
@@ -13,7 +15,10 @@ use orch_raft::control_plane::{Consistency, ControlPlane, SnapshotSettings};
 
 use crate::control_plane::eventually;
 
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/format-v1");
+/// The fixture written by format `version`.
+fn fixture(version: u8) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/format-v{version}"))
+}
 
 /// Proposals before the snapshot: the membership entry, the leader's blank entry and these
 /// creates make 9 log entries, `every_entries` of the fixture's snapshot settings.
@@ -83,8 +88,8 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "writes tests/fixtures/format-v1; run only to make a fixture for a new format version"]
-async fn write_format_v1_fixture() {
+#[ignore = "writes tests/fixtures/format-vN for this build's format; run once per new format version"]
+async fn write_format_fixture() {
     let dir = tempfile::tempdir().expect("temp dir");
     let settings = SnapshotSettings { every_entries: 9, keep_entries: 0, ..SnapshotSettings::default() };
     let node = ControlPlane::builder(1, dir.path()).snapshots(settings).seed(1).start().await.expect("starts");
@@ -103,8 +108,8 @@ async fn write_format_v1_fixture() {
     let state = node.state(Consistency::Linearizable).await.expect("state");
     node.shutdown().await.expect("shuts down");
     drop(node);
-    let out = Path::new(FIXTURE);
-    let _ = std::fs::remove_dir_all(out);
+    let out = &fixture(orch_core::codec::FORMAT_VERSION);
+    assert!(!out.exists(), "a fixture is never rewritten: {}", out.display());
     copy_dir(dir.path(), out);
     for f in ["log/LOG", "log/LOCK"] {
         let _ = std::fs::remove_file(out.join(f));
@@ -115,25 +120,36 @@ async fn write_format_v1_fixture() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_restarts_on_data_written_by_format_v1() {
+async fn a_node_restarts_on_data_written_by_every_format_version() {
+    for version in 1..=orch_core::codec::FORMAT_VERSION {
+        restarts_on(version).await;
+    }
+}
+
+async fn restarts_on(version: u8) {
     let dir = tempfile::tempdir().expect("temp dir");
-    copy_dir(Path::new(FIXTURE), dir.path());
-    let node = ControlPlane::open(dir.path()).await.expect("opens the old data");
+    assert!(fixture(version).exists(), "no fixture for format {version}: write one with write_format_fixture");
+    copy_dir(&fixture(version), dir.path());
+    let node =
+        ControlPlane::open(dir.path()).await.unwrap_or_else(|e| panic!("format {version}: opening the old data: {e}"));
     eventually("a leader", || (node.metrics().leader == Some(1)).then_some(())).await;
     let state = node.state(Consistency::Linearizable).await.expect("state");
     let applied: u64 =
         std::fs::read_to_string(dir.path().join("applied-index")).expect("read").parse().expect("a number");
-    assert_eq!(state.applied_index(), applied, "the snapshot and the log after it replayed");
+    assert_eq!(state.applied_index(), applied, "format {version}: the snapshot and the log after it replayed");
     let snapshot = node.metrics().snapshot_index;
-    assert!(snapshot > 0 && snapshot + 7 <= applied, "a snapshot at {snapshot}, entries after it up to {applied}");
+    assert!(
+        snapshot > 0 && snapshot + 7 <= applied,
+        "format {version}: a snapshot at {snapshot}, entries after it up to {applied}"
+    );
     let expected: Vec<Object> =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("expected.json")).expect("read"))
             .expect("parses");
-    assert_eq!(objects(&state), expected);
+    assert_eq!(objects(&state), expected, "format {version}");
     assert!(expected.len() >= 8, "the fixture holds every kind it was written with");
     // And it goes on writing.
     let more = parse_manifests("apiVersion: v1\nkind: Namespace\nmetadata: {name: after}\n").expect("parses");
     let outcomes = node.propose(vec![Command::Create(more[0].clone())]).await.expect("proposed");
-    assert!(outcomes[0].is_ok(), "{outcomes:?}");
+    assert!(outcomes[0].is_ok(), "format {version}: {outcomes:?}");
     node.shutdown().await.expect("shuts down");
 }

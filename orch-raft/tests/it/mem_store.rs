@@ -35,7 +35,7 @@ async fn normal_entries_apply_through_orch_core() {
             .remove(0);
     let batch = orch_core::Entry {
         timestamp_ms: 1_000,
-        requests: vec![Request { client: ClientId(1), serial: 1, command: Command::Create(pod) }],
+        requests: vec![Request { client: ClientId(1), serial: 1, acked_below: 0, command: Command::Create(pod) }],
     };
     let normal =
         openraft::Entry { log_id: log_id::<TypeConfig>(1, 0, 2), payload: openraft::EntryPayload::Normal(batch) };
@@ -83,7 +83,7 @@ async fn snapshots_survive_a_reopen_and_damage_is_detected() {
         .remove(0);
     let batch = orch_core::Entry {
         timestamp_ms: 5_000,
-        requests: vec![Request { client: ClientId(1), serial: 1, command: Command::Create(ns) }],
+        requests: vec![Request { client: ClientId(1), serial: 1, acked_below: 0, command: Command::Create(ns) }],
     };
     let digest = {
         let mut sm = StateMachineStore::open(dir.path()).expect("open");

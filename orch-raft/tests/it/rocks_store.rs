@@ -93,6 +93,7 @@ async fn an_append_s_entries_fit_one_message() {
     let request = |serial| orch_core::Request {
         client: orch_core::ClientId(1),
         serial,
+        acked_below: 0,
         command: orch_core::Command::Create(pod.clone()),
     };
     // 40 entries of ten such pods, each just under ENTRY_BYTES_MAX: 80 MB in all.

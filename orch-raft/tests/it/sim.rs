@@ -33,7 +33,7 @@ fn create_pod(serial: u64, at_ms: u64) -> orch_core::Entry {
     let pod = parse_manifests(&manifest).expect("valid manifest").remove(0);
     orch_core::Entry {
         timestamp_ms: 1_700_000_000_000 + i64::try_from(at_ms).expect("millis fit"),
-        requests: vec![Request { client: ClientId(7), serial, command: Command::Create(pod) }],
+        requests: vec![Request { client: ClientId(7), serial, acked_below: 0, command: Command::Create(pod) }],
     }
 }
 
