@@ -1,8 +1,8 @@
 //! What a proposer checks before a request becomes a log entry.
 //!
 //! Apply validates every command, but by then the command is an entry in every replica's log.
-//! [`check_request`] runs the checks that need no state before the request is proposed: every
-//! list and string of what the request carries within its limit ([`crate::bounds`]: limits
+//! [`check_request`] runs the checks that need no state before the request is proposed: the
+//! session rule of `acked_below` ([`crate::sessions::Sessions::refuse`]), every list and string of what the request carries within its limit ([`crate::bounds`]: limits
 //! that bound what an entry carries, some on fields apply never reads), keys within
 //! [`KEY_BYTES_MAX`], and the object as a create or update would store it valid
 //! ([`crate::validation::validate`], on the same defaults and initial status apply uses).
@@ -43,6 +43,9 @@ enum Status {
 /// The error apply would answer: [`ApplyError::Invalid`] naming each field and rule,
 /// [`ApplyError::BadRequest`] for a key or batch over its limit.
 pub fn check_request(request: &Request) -> Result<(), ApplyError> {
+    if let Some(reason) = crate::sessions::Sessions::refuse(request.serial, request.acked_below) {
+        return Err(ApplyError::BadRequest { reason });
+    }
     check_command(&request.command, false)
 }
 

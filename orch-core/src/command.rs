@@ -53,7 +53,9 @@ impl Request {
     }
 }
 
-/// Format 1's layouts of the types format 2 changed, read from old logs.
+/// Format 1's layouts of the types format 2 changed, read from old logs. They reuse today's
+/// `Command` and `ClientId`, unchanged since format 1: a later change to one of those needs its
+/// own frozen copy here (the format-1 fixture test fails otherwise).
 pub(crate) mod v1 {
     use bincode::{Decode, Encode};
 

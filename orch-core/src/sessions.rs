@@ -33,7 +33,8 @@ pub const SESSIONS_MAX: usize = 4096;
 /// (`acked_below` 0); the lowest serial is forgotten first.
 pub const SESSION_OUTCOMES_MAX: usize = 256;
 /// The most serials a client may have awaiting replies: a request with `serial >= acked_below +
-/// SESSION_PENDING_MAX` is refused. It bounds the outcomes remembered per client.
+/// SESSION_PENDING_MAX` is refused. The table keeps at most this many outcomes of a client whose
+/// requests tell (it then never needs more), forgetting the lowest first.
 pub const SESSION_PENDING_MAX: u64 = 1024;
 /// A client not seen for this long (by entry timestamps) is forgotten.
 pub const SESSION_IDLE_MS_MAX: i64 = 30 * 60 * 1000;
@@ -114,7 +115,7 @@ impl Sessions {
 
     /// Why a new request (`serial`, `acked_below`) cannot be applied, if it cannot: a client
     /// that claims replies it cannot have, or has too many awaiting.
-    pub(crate) fn refuse(serial: u64, acked_below: u64) -> Option<String> {
+    pub fn refuse(serial: u64, acked_below: u64) -> Option<String> {
         if serial == 0 || acked_below == 0 {
             return None;
         }
@@ -154,7 +155,10 @@ impl Sessions {
             }
             session.floor = session.floor.max(acked_below - 1);
         }
-        while session.outcomes.len() > SESSION_OUTCOMES_MAX && acked_below == 0 {
+        // A client that tells keeps at most SESSION_PENDING_MAX (its window); one that does not,
+        // format 1's SESSION_OUTCOMES_MAX. (A client mixing the two is held to the larger.)
+        let cap = if acked_below == 0 { SESSION_OUTCOMES_MAX } else { SESSION_PENDING_MAX as usize };
+        while session.outcomes.len() > cap {
             let Some(&evicted) = session.outcomes.get_min().map(|(serial, _)| serial) else { break };
             session.outcomes.remove(&evicted);
             session.floor = session.floor.max(evicted);
@@ -290,7 +294,9 @@ impl SharedSerials {
                     std::task::Poll::Ready(Awaiting { shared: self.clone(), first, n, acked_below })
                 }
                 None => {
-                    guard.1.push(cx.waker().clone());
+                    if !guard.1.iter().any(|w| w.will_wake(cx.waker())) {
+                        guard.1.push(cx.waker().clone());
+                    }
                     std::task::Poll::Pending
                 }
             }

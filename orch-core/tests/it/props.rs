@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 
-use orch_core::command::Preconditions;
+use orch_core::command::{ApplyError, Preconditions};
 use orch_core::core_v1::{PodPhase, PodStatus};
 use orch_core::{
     ApplyOutput, ClientId, Command, Entry, EventType, Kind, Object, ObjectKey, Outcome, Request, Revision, State,
@@ -95,10 +95,12 @@ fn command() -> impl Strategy<Value = Command> {
 }
 
 fn request() -> impl Strategy<Value = Request> {
-    (1..3u128, 0..8u64, command()).prop_map(|(client, serial, command)| Request {
+    // `acked_below` 0 (format 1), within the serial, or beyond it (refused); a client may mix
+    // them and move them backwards.
+    (1..3u128, 0..8u64, 0..10u64, command()).prop_map(|(client, serial, acked_below, command)| Request {
         client: ClientId(client),
         serial,
-        acked_below: 0,
+        acked_below,
         command,
     })
 }
@@ -136,7 +138,8 @@ proptest! {
         for (i, entry) in log.into_iter().enumerate() {
             let index = i as u64 + 1;
             let before = objects(&state);
-            let requests: Vec<(ClientId, u64)> = entry.requests.iter().map(|r| (r.client, r.serial)).collect();
+            let requests: Vec<(ClientId, u64, u64)> =
+                entry.requests.iter().map(|r| (r.client, r.serial, r.acked_below)).collect();
             let out = state.apply(index, entry);
             prop_assert_eq!(out.outcomes.len(), requests.len());
             if let Err(e) = state.check_invariants() {
@@ -173,13 +176,20 @@ proptest! {
                     prop_assert!(touched.contains(key), "{} vanished without an event", key);
                 }
             }
-            // A repeated (client, serial) returns the first outcome.
-            for ((client, serial), outcome) in requests.into_iter().zip(out.outcomes) {
+            // A repeated (client, serial) returns the first outcome, or StaleRequest once the
+            // client said it had the reply; a request the session rule refuses is not recorded.
+            for ((client, serial, acked_below), outcome) in requests.into_iter().zip(out.outcomes) {
                 if serial == 0 {
                     continue;
                 }
+                let stale = Err(ApplyError::StaleRequest { client, serial });
                 match first_outcome.get(&(client, serial)) {
-                    Some(first) => prop_assert_eq!(first, &outcome),
+                    Some(first) => prop_assert!(first == &outcome || outcome == stale, "{:?} then {:?}", first, outcome),
+                    None if orch_core::sessions::Sessions::refuse(serial, acked_below).is_some() => {
+                        let refused = matches!(outcome, Err(ApplyError::BadRequest { .. }));
+                        prop_assert!(refused || outcome == stale, "{:?}", outcome);
+                    }
+                    None if outcome == stale => {}
                     None => {
                         first_outcome.insert((client, serial), outcome);
                     }

@@ -410,6 +410,26 @@ fn a_client_with_too_many_requests_awaiting_replies_is_refused() {
     assert!(h.run_requests(vec![request(max + 1, 2)])[0].is_ok());
 }
 
+/// A client that mixes requests that tell (`acked_below` > 0) with ones that do not keeps at most
+/// SESSION_PENDING_MAX outcomes: the table stays within its invariants (checked after every
+/// entry by the harness), so snapshots of it load.
+#[test]
+fn a_client_mixing_old_and_new_requests_stays_within_the_table_s_bounds() {
+    let mut h = Harness::new();
+    let request = |serial: u64, acked_below: u64| Request {
+        client: ClientId(8),
+        serial,
+        acked_below,
+        command: Command::Create(pod("default", &format!("m{serial}"))),
+    };
+    let old: Vec<_> = (1_000_000..1_000_256).map(|serial| request(serial, 0)).collect();
+    h.run_requests(old);
+    let new: Vec<_> = (1..=1024).map(|serial| request(serial, 1)).collect();
+    assert!(h.run_requests(new).iter().all(Result::is_ok));
+    let state = orch_core::State::from_snapshot(&h.state.to_snapshot()).expect("the snapshot loads");
+    assert_eq!(state, h.state);
+}
+
 #[test]
 fn idle_sessions_expire_by_entry_time() {
     let mut h = Harness::new();
