@@ -54,6 +54,11 @@ pub const LIST_OBJECTS_MAX: usize = 200_000;
 pub const APPLY_OBJECTS_MAX: usize = orch_core::command::BATCH_COMMANDS_MAX;
 /// The metadata key of an UNAVAILABLE status that names the leader's API address.
 pub const LEADER_METADATA: &str = "orch-leader";
+/// The metadata key that tells a FAILED_PRECONDITION status of a write whose outcome the server
+/// no longer knows (value [`OUTCOME_UNKNOWN`]) from a forbidden one.
+pub const REASON_METADATA: &str = "orch-reason";
+/// [`REASON_METADATA`]'s value for [`status::Error::OutcomeUnknown`].
+pub const OUTCOME_UNKNOWN: &str = "outcome-unknown";
 /// The default API port of `orchd` (the Raft transport uses the next one).
 pub const DEFAULT_API_PORT: u16 = 7100;
 /// The environment variable `orchctl` reads its servers from (comma-separated addresses).

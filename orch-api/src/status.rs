@@ -14,7 +14,7 @@
 use orch_core::ApplyError;
 use tonic::{Code, Status};
 
-use crate::LEADER_METADATA;
+use crate::{LEADER_METADATA, OUTCOME_UNKNOWN, REASON_METADATA};
 
 /// What a call to the API can fail with. The message is the server's, intact.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +34,11 @@ pub enum Error {
     /// The request is not allowed in the current state.
     #[error("{0}")]
     Forbidden(String),
+    /// A retried write whose first outcome the server no longer keeps: the client said it had
+    /// the reply (a later write of it carried a higher `acked_below`), or the table forgot it.
+    /// It may or may not have been applied; read the object to find out. Never applied again.
+    #[error("{0}")]
+    OutcomeUnknown(String),
     /// The server cannot serve the request now (not the leader, no quorum, shutting down, or
     /// unreachable); `leader` is the leader's API address when the server knows it.
     #[error("{message}")]
@@ -71,7 +76,7 @@ impl Error {
             Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::Conflict(_) => Code::Aborted,
             Error::Invalid(_) => Code::InvalidArgument,
-            Error::Forbidden(_) => Code::FailedPrecondition,
+            Error::Forbidden(_) | Error::OutcomeUnknown(_) => Code::FailedPrecondition,
             Error::Unavailable { .. } => Code::Unavailable,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::Expired(_) => Code::OutOfRange,
@@ -88,6 +93,7 @@ impl Error {
             | Error::Conflict(m)
             | Error::Invalid(m)
             | Error::Forbidden(m)
+            | Error::OutcomeUnknown(m)
             | Error::ResourceExhausted(m)
             | Error::Expired(m)
             | Error::Timeout(m)
@@ -105,6 +111,9 @@ impl From<Error> for Status {
         {
             status.metadata_mut().insert(LEADER_METADATA, value);
         }
+        if let Error::OutcomeUnknown(_) = &e {
+            status.metadata_mut().insert(REASON_METADATA, tonic::metadata::MetadataValue::from_static(OUTCOME_UNKNOWN));
+        }
         status
     }
 }
@@ -117,6 +126,11 @@ impl From<Status> for Error {
             Code::AlreadyExists => Error::AlreadyExists(message),
             Code::Aborted => Error::Conflict(message),
             Code::InvalidArgument => Error::Invalid(message),
+            Code::FailedPrecondition
+                if s.metadata().get(REASON_METADATA).is_some_and(|v| v.as_bytes() == OUTCOME_UNKNOWN.as_bytes()) =>
+            {
+                Error::OutcomeUnknown(message)
+            }
             Code::FailedPrecondition => Error::Forbidden(message),
             Code::Unavailable => {
                 let leader = s.metadata().get(LEADER_METADATA).and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -148,7 +162,8 @@ impl From<&ApplyError> for Error {
             ApplyError::AlreadyExists { .. } => Error::AlreadyExists(message),
             ApplyError::NotFound { .. } => Error::NotFound(message),
             ApplyError::Conflict { .. } => Error::Conflict(message),
-            ApplyError::Forbidden { .. } | ApplyError::StaleRequest { .. } => Error::Forbidden(message),
+            ApplyError::Forbidden { .. } => Error::Forbidden(message),
+            ApplyError::StaleRequest { .. } => Error::OutcomeUnknown(message),
             ApplyError::Batch { .. } => Error::Internal(message),
         }
     }
@@ -168,6 +183,7 @@ mod tests {
             Error::Conflict("Operation cannot be fulfilled".into()),
             Error::Invalid("spec.replicas: Invalid value: -1: must be >= 0".into()),
             Error::Forbidden("forbidden".into()),
+            Error::OutcomeUnknown("request 3 of client 9 is older than its deduplication window".into()),
             Error::Unavailable { message: "not the leader".into(), leader: Some("127.0.0.1:7200".into()) },
             Error::unavailable("no leader"),
             Error::ResourceExhausted("too large".into()),
@@ -184,6 +200,13 @@ mod tests {
     fn a_message_over_tonics_size_limit_is_an_over_limit_error() {
         let s = Status::out_of_range("Error, decoded message length too large: found 9 bytes, the limit is: 4 bytes");
         assert!(matches!(Error::from(s), Error::ResourceExhausted(m) if m.contains("the limit is: 4 bytes")));
+    }
+
+    #[test]
+    fn a_stale_request_is_an_unknown_outcome_not_forbidden() {
+        let e = Error::from(&ApplyError::StaleRequest { client: orch_core::ClientId(9), serial: 3 });
+        assert!(matches!(e, Error::OutcomeUnknown(_)), "{e:?}");
+        assert_eq!(Error::from(Status::failed_precondition("no")), Error::Forbidden("no".into()));
     }
 
     #[test]

@@ -39,6 +39,7 @@ fn code_name(e: &ApiError) -> &'static str {
         ApiError::Conflict(_) => "Conflict",
         ApiError::Invalid(_) => "Invalid",
         ApiError::Forbidden(_) => "Forbidden",
+        ApiError::OutcomeUnknown(_) => "OutcomeUnknown",
         ApiError::Unavailable { .. } => "ServiceUnavailable",
         ApiError::ResourceExhausted(_) => "RequestEntityTooLarge",
         ApiError::Expired(_) => "Expired",
