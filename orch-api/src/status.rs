@@ -7,6 +7,7 @@
 //! | conflict (precondition, resourceVersion) | ABORTED |
 //! | invalid (field and rule named), bad request | INVALID_ARGUMENT |
 //! | forbidden in the current state | FAILED_PRECONDITION |
+//! | a stale request: its outcome is no longer known | FAILED_PRECONDITION (+ `orch-reason: outcome-unknown`) |
 //! | not the leader, no quorum, shutting down | UNAVAILABLE (+ `orch-leader` metadata) |
 //! | over a limit | RESOURCE_EXHAUSTED |
 //! | watch revision older than the history kept | OUT_OF_RANGE |
@@ -34,9 +35,11 @@ pub enum Error {
     /// The request is not allowed in the current state.
     #[error("{0}")]
     Forbidden(String),
-    /// A retried write whose first outcome the server no longer keeps: the client said it had
-    /// the reply (a later write of it carried a higher `acked_below`), or the table forgot it.
-    /// It may or may not have been applied; read the object to find out. Never applied again.
+    /// A retried write whose first outcome the server no longer keeps (the client said it had
+    /// the reply: a later write of it carried a higher `acked_below`, or the table dropped its
+    /// oldest outcomes). It may or may not have been applied; read the object to find out. It is
+    /// not applied again. (A client the table forgot entirely, idle for 30 minutes or pushed out
+    /// by `SESSIONS_MAX`, is not told this yet: its retry counts as new.)
     #[error("{0}")]
     OutcomeUnknown(String),
     /// The server cannot serve the request now (not the leader, no quorum, shutting down, or

@@ -155,8 +155,9 @@ impl Sessions {
             }
             session.floor = session.floor.max(acked_below - 1);
         }
-        // A client that tells keeps at most SESSION_PENDING_MAX (its window); one that does not,
-        // format 1's SESSION_OUTCOMES_MAX. (A client mixing the two is held to the larger.)
+        // A client that tells keeps at most SESSION_PENDING_MAX (its window: a well-behaved
+        // client never needs more); a request that does not tell trims its client to format 1's
+        // SESSION_OUTCOMES_MAX, as format 1 did.
         let cap = if acked_below == 0 { SESSION_OUTCOMES_MAX } else { SESSION_PENDING_MAX as usize };
         while session.outcomes.len() > cap {
             let Some(&evicted) = session.outcomes.get_min().map(|(serial, _)| serial) else { break };

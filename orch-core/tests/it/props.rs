@@ -135,6 +135,7 @@ proptest! {
     fn random_logs_keep_the_invariants(log in log()) {
         let mut state = State::new();
         let mut first_outcome: BTreeMap<(ClientId, u64), Outcome> = BTreeMap::new();
+        let mut floors: BTreeMap<ClientId, u64> = BTreeMap::new();
         for (i, entry) in log.into_iter().enumerate() {
             let index = i as u64 + 1;
             let before = objects(&state);
@@ -176,22 +177,25 @@ proptest! {
                     prop_assert!(touched.contains(key), "{} vanished without an event", key);
                 }
             }
-            // A repeated (client, serial) returns the first outcome, or StaleRequest once the
-            // client said it had the reply; a request the session rule refuses is not recorded.
+            // The session model: a recorded (client, serial) answers its first outcome until the
+            // client says it has the reply (a recorded request with `acked_below` above it), and
+            // StaleRequest after; a request the session rule refuses is not recorded. (Serials
+            // stay below 8 and two clients: no count bound or expiry comes into play.)
             for ((client, serial, acked_below), outcome) in requests.into_iter().zip(out.outcomes) {
                 if serial == 0 {
                     continue;
                 }
-                let stale = Err(ApplyError::StaleRequest { client, serial });
-                match first_outcome.get(&(client, serial)) {
-                    Some(first) => prop_assert!(first == &outcome || outcome == stale, "{:?} then {:?}", first, outcome),
-                    None if orch_core::sessions::Sessions::refuse(serial, acked_below).is_some() => {
-                        let refused = matches!(outcome, Err(ApplyError::BadRequest { .. }));
-                        prop_assert!(refused || outcome == stale, "{:?}", outcome);
-                    }
-                    None if outcome == stale => {}
-                    None => {
-                        first_outcome.insert((client, serial), outcome);
+                let floor = floors.get(&client).copied().unwrap_or(0);
+                if serial <= floor {
+                    prop_assert_eq!(outcome, Err(ApplyError::StaleRequest { client, serial }));
+                } else if let Some(first) = first_outcome.get(&(client, serial)) {
+                    prop_assert_eq!(first, &outcome);
+                } else if orch_core::sessions::Sessions::refuse(serial, acked_below).is_some() {
+                    prop_assert!(matches!(outcome, Err(ApplyError::BadRequest { .. })), "{:?}", outcome);
+                } else {
+                    first_outcome.insert((client, serial), outcome);
+                    if acked_below > 0 {
+                        floors.insert(client, floor.max(acked_below - 1));
                     }
                 }
             }
