@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use futures_util::Stream;
 use openraft::async_runtime::WatchReceiver;
-use openraft::errors::{ClientWriteError, ForwardToLeader, InitializeError, LinearizableReadError, RaftError};
+use openraft::errors::{
+    ClientWriteError, ForwardReason, ForwardToLeader, InitializeError, LinearizableReadError, RaftError,
+};
 use openraft::raft::ReadPolicy;
 use openraft::storage::RaftLogStorage;
 use openraft::{ChangeMembers, SnapshotPolicy};
@@ -521,11 +523,19 @@ async fn write(id: u64, raft: &RaftNode, entry: orch_core::Entry) -> Result<Vec<
         let acked = raft.metrics().borrow_watched().last_quorum_acked;
         match raft.client_write(entry.clone()).await {
             Ok(response) => return Ok(response.data.outcomes),
+            // A leader whose lease is not valid yet (fresh, or not heard from a quorum lately)
+            // answers LeaseExpired with no leader id; older openraft named itself.
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))
-                if f.leader_id == Some(id) && tokio::time::Instant::now() < deadline =>
+                if (f.leader_id == Some(id) || f.reason == ForwardReason::LeaseExpired)
+                    && tokio::time::Instant::now() < deadline =>
             {
                 let wait = raft.wait(Some(deadline - tokio::time::Instant::now()));
-                let _ = wait.metrics(|m| m.last_quorum_acked != acked, "a quorum acknowledgement").await;
+                let _ = wait
+                    .metrics(
+                        |m| m.last_quorum_acked != acked || m.current_leader != Some(id),
+                        "a quorum acknowledgement, or another leader",
+                    )
+                    .await;
             }
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => return Err(not_leader(&f)),
             Err(e) => return Err(Error::Raft(e.to_string())),
