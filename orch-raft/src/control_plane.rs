@@ -869,12 +869,28 @@ impl ControlPlane {
         self.change(self.inner.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false).await)
     }
 
-    /// Removes node `id` from the cluster (as voter and as learner).
+    /// Removes node `id` from the cluster, a voter or a learner (one that never finished
+    /// catching up, say).
     ///
     /// # Errors
-    /// [`Error::NotLeader`] on a follower; [`Error::Raft`] when the change fails.
+    /// [`Error::NotLeader`] on a follower; [`Error::Invalid`] when `id` is no member;
+    /// [`Error::Raft`] when the change fails.
     pub async fn remove_member(&self, id: u64) -> Result<(), Error> {
-        self.change(self.inner.raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false).await)
+        let members = self.members();
+        let ids = BTreeSet::from([id]);
+        let change = if members.voters.contains_key(&id) {
+            // Not kept as a learner: gone from the membership altogether.
+            ChangeMembers::RemoveVoters(ids)
+        } else if members.learners.contains_key(&id) {
+            // RemoveVoters of a learner changes nothing (and succeeds).
+            ChangeMembers::RemoveNodes(ids)
+        } else if self.metrics().leader == Some(self.inner.id) {
+            return Err(Error::Invalid(format!("id: Not found: {id}: not a member of the cluster")));
+        } else {
+            // Not the leader, whose view is the one that counts: openraft answers NotLeader.
+            ChangeMembers::RemoveVoters(ids)
+        };
+        self.change(self.inner.raft.change_membership(change, false).await)
     }
 
     fn change<T>(&self, result: Result<T, RaftError<TypeConfig, ClientWriteError<TypeConfig>>>) -> Result<(), Error> {

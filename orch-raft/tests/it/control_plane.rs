@@ -529,3 +529,22 @@ async fn a_write_to_a_leader_of_a_moment_ago_waits_for_its_lease() {
         n.shutdown().await.expect("stops");
     }
 }
+
+/// A learner (a node added that never became a voter) is removed too, and removing a node that
+/// is no member is an error, not a silent success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_is_removed_and_an_unknown_member_is_an_error() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().expect("temp dir")).collect();
+    let n1 = start_leader(dirs[0].path()).await;
+    let n2 = start_joiner(2, dirs[1].path(), None).await;
+    n1.raft().add_learner(2, Member::new(n2.address(), "api-2"), true).await.expect("adds a learner");
+    assert!(n1.members().learners.contains_key(&2));
+    n1.remove_member(2).await.expect("removes the learner");
+    let members = n1.members();
+    assert!(!members.learners.contains_key(&2) && !members.voters.contains_key(&2), "{members:?}");
+    let err = n1.remove_member(9).await.expect_err("no such member");
+    assert_eq!(err.to_string(), "id: Not found: 9: not a member of the cluster");
+    for n in [n1, n2] {
+        n.shutdown().await.expect("stops");
+    }
+}
