@@ -334,8 +334,27 @@ impl Builder {
         config.validate().map_err(|e| Error::Invalid(format!("raft timing: {e}")))
     }
 
+    /// Initializes a fresh node's cluster as configured (nothing for a node that joins, or one
+    /// initialized before).
+    async fn bootstrap(&self, raft: &RaftNode, address: &str) -> Result<(), Error> {
+        if raft.is_initialized().await.map_err(|e| Error::Raft(e.to_string()))? {
+            return Ok(());
+        }
+        let members = match &self.bootstrap {
+            None => BTreeMap::from([(self.id, Member::new(address.to_owned(), self.api_address.clone()))]),
+            Some(Bootstrap::Initialize(members)) => members.clone(),
+            Some(Bootstrap::Join) => return Ok(()),
+        };
+        match raft.initialize(members).await {
+            // Another initial member initialized first and this node heard from it: the cluster
+            // is forming, which is what initializing is for.
+            Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(Error::Raft(e.to_string())),
+        }
+    }
+
     /// Opens the data directory, starts the node and its transport server, and (for a fresh
-    /// directory) bootstraps as configured.
+    /// directory) bootstraps as configured. A start that fails leaves nothing running.
     ///
     /// # Errors
     /// When the settings are invalid, the storage cannot be opened, or the address not bound.
@@ -378,21 +397,18 @@ impl Builder {
             let _ = router.serve_with_incoming_shutdown(incoming, async { drop(stop_rx.await) }).await;
         });
 
-        let fresh = !raft.is_initialized().await.map_err(|e| Error::Raft(e.to_string()))?;
-        if fresh {
-            let members = match &self.bootstrap {
-                None => Some(BTreeMap::from([(self.id, Member::new(address.clone(), self.api_address.clone()))])),
-                Some(Bootstrap::Initialize(members)) => Some(members.clone()),
-                Some(Bootstrap::Join) => None,
-            };
-            if let Some(members) = members {
-                match raft.initialize(members).await {
-                    // Another initial member initialized first and this node heard from it:
-                    // the cluster is forming, which is what initializing is for.
-                    Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
-                    Err(e) => return Err(Error::Raft(e.to_string())),
-                }
+        if let Err(e) = self.bootstrap(&raft, &address).await {
+            // Nothing of a failed start keeps running: Raft and the server stop, and the log is
+            // closed before the error returns (dropped handles would stop them too, but later,
+            // racing a caller that starts again on the same directory).
+            let _ = raft.shutdown().await;
+            let _ = stop_tx.send(());
+            let _ = server.await;
+            let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
+            while !closed.is_closed() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
+            return Err(e);
         }
 
         let (proposals, rx) = mpsc::channel(PROPOSALS_PENDING_MAX);

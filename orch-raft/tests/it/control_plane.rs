@@ -548,3 +548,21 @@ async fn a_learner_is_removed_and_an_unknown_member_is_an_error() {
         n.shutdown().await.expect("stops");
     }
 }
+
+/// A start that fails after Raft and its server came up (here: initial members that leave this
+/// node out) stops them again: the address and the data directory are free for the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_start_leaves_nothing_running() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").expect("binds").local_addr().expect("address");
+    let others = [(2u64, Member::new("127.0.0.1:1", "api-2"))];
+    let failed = ControlPlane::builder(1, dir.path()).listen(addr).initial_members(others).start().await;
+    let err = failed.err().expect("node 1 is not among the initial members");
+    assert!(matches!(err, Error::Raft(_)), "{err}");
+    // The log is closed when the error returns (not some time later): it opens at once.
+    drop(orch_raft::rocks::RocksLogStore::open(&dir.path().join("log")).expect("the log is closed"));
+    // The same address and directory start a node now: nothing of the failed start holds them.
+    let node = ControlPlane::builder(1, dir.path()).listen(addr).start().await.expect("starts");
+    eventually("a leader", || (node.metrics().leader == Some(1)).then_some(())).await;
+    node.shutdown().await.expect("stops");
+}
