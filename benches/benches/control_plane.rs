@@ -31,7 +31,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // three nodes' fsyncs do not queue behind each other on one device.
     let followers = std::env::var("ORCH_BENCH_FOLLOWER_DIR").unwrap_or_else(|_| base.clone());
     let dirs = [tempfile::tempdir_in(&base)?, tempfile::tempdir_in(&followers)?, tempfile::tempdir_in(&followers)?];
-    let n1 = ControlPlane::builder(1, dirs[0].path()).start().await?;
+    let n1 = ControlPlane::builder(1, dirs[0].path()).single_node().start().await?;
     let n2 = ControlPlane::builder(2, dirs[1].path()).join().start().await?;
     let n3 = ControlPlane::builder(3, dirs[2].path()).join().start().await?;
     while n1.metrics().leader != Some(1) {

@@ -47,6 +47,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     drop(snapshot);
     let node = ControlPlane::builder(1, dir.path())
+        .single_node()
         .listener(listener)
         .snapshots(SnapshotSettings { every_entries: 1_000_000_000, ..SnapshotSettings::default() })
         .start()

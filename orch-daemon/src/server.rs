@@ -100,7 +100,7 @@ impl Orchd {
             builder = builder.snapshots(SnapshotSettings { every_entries: every, ..SnapshotSettings::default() });
         }
         builder = match &config.start {
-            Start::Single => builder,
+            Start::Single => builder.single_node(),
             Start::Initial(_) => builder.initial_members(config.initial_members().unwrap_or_default()),
             Start::Join(_) => builder.join(),
         };

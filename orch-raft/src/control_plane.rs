@@ -171,6 +171,8 @@ pub enum Bootstrap {
     Initialize(BTreeMap<u64, Member>),
     /// Wait to be added by a member of an existing cluster ([`ControlPlane::add_member`]).
     Join,
+    /// Start a new cluster of this node alone (others may be added later).
+    Single,
 }
 
 /// When to snapshot and how much log to keep.
@@ -247,6 +249,14 @@ impl Builder {
     /// Wait to be added to an existing cluster if the data directory is fresh.
     pub fn join(mut self) -> Self {
         self.bootstrap = Some(Bootstrap::Join);
+        self
+    }
+
+    /// Start a cluster of this node alone if the data directory is fresh. A fresh directory needs
+    /// one of `single_node`, [`Builder::initial_members`] or [`Builder::join`]; a directory
+    /// that holds a node already restarts without any.
+    pub fn single_node(mut self) -> Self {
+        self.bootstrap = Some(Bootstrap::Single);
         self
     }
 
@@ -341,7 +351,17 @@ impl Builder {
             return Ok(());
         }
         let members = match &self.bootstrap {
-            None => BTreeMap::from([(self.id, Member::new(address.to_owned(), self.api_address.clone()))]),
+            // A fresh directory does not silently become a cluster of one.
+            None => {
+                return Err(Error::Invalid(
+                    "bootstrap: Required value: a fresh data directory starts a cluster (single_node() or \
+                     initial_members(..)) or joins one (join())"
+                        .to_owned(),
+                ));
+            }
+            Some(Bootstrap::Single) => {
+                BTreeMap::from([(self.id, Member::new(address.to_owned(), self.api_address.clone()))])
+            }
             Some(Bootstrap::Initialize(members)) => members.clone(),
             Some(Bootstrap::Join) => return Ok(()),
         };
@@ -679,7 +699,7 @@ impl ControlPlane {
     /// # Errors
     /// When the storage cannot be opened.
     pub async fn open(data_dir: impl AsRef<Path>) -> Result<Self, Error> {
-        Self::builder(1, data_dir).start().await
+        Self::builder(1, data_dir).single_node().start().await
     }
 
     /// This node's id.

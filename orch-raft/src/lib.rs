@@ -35,7 +35,7 @@
 //! # tokio::runtime::Runtime::new()?.block_on(async {
 //! let dirs = [tempfile::tempdir()?, tempfile::tempdir()?, tempfile::tempdir()?];
 //! // Node 1 starts a cluster of one; nodes 2 and 3 wait to be added.
-//! let n1 = ControlPlane::builder(1, dirs[0].path()).start().await?;
+//! let n1 = ControlPlane::builder(1, dirs[0].path()).single_node().start().await?;
 //! let n2 = ControlPlane::builder(2, dirs[1].path()).join().start().await?;
 //! let n3 = ControlPlane::builder(3, dirs[2].path()).join().start().await?;
 //! while n1.metrics().leader != Some(1) {

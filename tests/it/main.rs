@@ -33,7 +33,7 @@ async fn proxied_cluster(
         let builder = ControlPlane::builder(id, dirs[id as usize - 1].path())
             .progress_interval(Duration::from_millis(100))
             .snapshots(snapshots);
-        let builder = if id == 1 { builder } else { builder.join() };
+        let builder = if id == 1 { builder.single_node() } else { builder.join() };
         async move { builder.start().await.expect("starts") }
     };
     let n1 = node(1).await;

@@ -111,7 +111,7 @@ async fn an_80_mb_snapshot_reaches_a_fresh_node_over_a_slow_link() {
     let dirs = [tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir")];
     // Snapshots every 50 entries, 5 kept: the new node can only catch up by a snapshot.
     let snapshots = SnapshotSettings { every_entries: 50, keep_entries: 5, ..SnapshotSettings::default() };
-    let n1 = ControlPlane::builder(1, dirs[0].path()).snapshots(snapshots).start().await.expect("starts");
+    let n1 = ControlPlane::builder(1, dirs[0].path()).single_node().snapshots(snapshots).start().await.expect("starts");
     eventually("node 1 leads", || (n1.metrics().leader == Some(1)).then_some(())).await;
     let mut target = 0;
     for from in (0..PODS).step_by(1000) {

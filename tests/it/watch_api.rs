@@ -35,6 +35,7 @@ impl Server {
     async fn start(message_bytes: usize) -> Self {
         let dir = tempfile::tempdir().expect("dir");
         let cp = ControlPlane::builder(1, dir.path())
+            .single_node()
             .progress_interval(Duration::from_millis(100))
             .snapshots(SnapshotSettings { every_entries: 1_000_000, ..SnapshotSettings::default() })
             .start()
@@ -148,9 +149,7 @@ impl Cluster {
         for (i, dir) in dirs.iter().enumerate() {
             let id = i as u64 + 1;
             let mut builder = ControlPlane::builder(id, dir.path()).progress_interval(Duration::from_millis(100));
-            if id > 1 {
-                builder = builder.join();
-            }
+            builder = if id > 1 { builder.join() } else { builder.single_node() };
             nodes.push(builder.start().await.expect("starts"));
             if id == 1 {
                 eventually("node 1 leads", || (nodes[0].metrics().leader == Some(1)).then_some(())).await;

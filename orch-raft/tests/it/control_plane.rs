@@ -54,6 +54,7 @@ async fn propose(nodes: &[&ControlPlane], commands: Vec<Command>) -> Vec<orch_co
 
 async fn start_leader(dir: &std::path::Path) -> ControlPlane {
     let node = ControlPlane::builder(1, dir)
+        .single_node()
         .progress_interval(Duration::from_millis(100))
         .snapshots(SNAPSHOTS)
         .start()
@@ -562,7 +563,27 @@ async fn a_failed_start_leaves_nothing_running() {
     // The log is closed when the error returns (not some time later): it opens at once.
     drop(orch_raft::rocks::RocksLogStore::open(&dir.path().join("log")).expect("the log is closed"));
     // The same address and directory start a node now: nothing of the failed start holds them.
-    let node = ControlPlane::builder(1, dir.path()).listen(addr).start().await.expect("starts");
+    let node = ControlPlane::builder(1, dir.path()).single_node().listen(addr).start().await.expect("starts");
+    eventually("a leader", || (node.metrics().leader == Some(1)).then_some(())).await;
+    node.shutdown().await.expect("stops");
+}
+
+/// A fresh data directory with no bootstrap setting is refused instead of becoming a cluster of
+/// one; a directory that holds a node restarts without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_directory_needs_a_bootstrap_setting() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let refused = ControlPlane::builder(1, dir.path()).start().await.err().expect("refused");
+    assert_eq!(
+        refused.to_string(),
+        "bootstrap: Required value: a fresh data directory starts a cluster (single_node() or initial_members(..)) \
+         or joins one (join())"
+    );
+    let node = ControlPlane::builder(1, dir.path()).single_node().start().await.expect("starts");
+    eventually("a leader", || (node.metrics().leader == Some(1)).then_some(())).await;
+    node.shutdown().await.expect("stops");
+    drop(node);
+    let node = ControlPlane::builder(1, dir.path()).start().await.expect("restarts with no setting");
     eventually("a leader", || (node.metrics().leader == Some(1)).then_some(())).await;
     node.shutdown().await.expect("stops");
 }

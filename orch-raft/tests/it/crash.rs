@@ -157,7 +157,8 @@ async fn a_control_plane_on_a_crash_disk_keeps_what_it_acknowledged() {
     };
     let dir = tempfile::tempdir().expect("dir");
     let disk = CrashDisk::new();
-    let node = ControlPlane::builder(1, dir.path()).crash_disk(disk.clone()).start().await.expect("starts");
+    let node =
+        ControlPlane::builder(1, dir.path()).single_node().crash_disk(disk.clone()).start().await.expect("starts");
     crate::control_plane::eventually("a leader", || (node.metrics().leader == Some(1)).then_some(())).await;
     let outcomes = node.propose(vec![pod("a"), pod("b")]).await.expect("acknowledged");
     assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
@@ -182,7 +183,8 @@ async fn a_control_plane_on_a_crash_disk_keeps_what_it_acknowledged() {
     drop(node);
 
     // Restarted on what the disk kept.
-    let node = ControlPlane::builder(1, dir.path()).crash_disk(disk.clone()).start().await.expect("restarts");
+    let node =
+        ControlPlane::builder(1, dir.path()).single_node().crash_disk(disk.clone()).start().await.expect("restarts");
     crate::control_plane::eventually("a leader", || (node.metrics().leader == Some(1)).then_some(())).await;
     let key = |name: &str| ObjectKey::new(Kind::Pod, "default", name);
     let (a, b, applied) = node

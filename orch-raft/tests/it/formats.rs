@@ -92,7 +92,8 @@ fn copy_dir(from: &Path, to: &Path) {
 async fn write_format_fixture() {
     let dir = tempfile::tempdir().expect("temp dir");
     let settings = SnapshotSettings { every_entries: 9, keep_entries: 0, ..SnapshotSettings::default() };
-    let node = ControlPlane::builder(1, dir.path()).snapshots(settings).seed(1).start().await.expect("starts");
+    let node =
+        ControlPlane::builder(1, dir.path()).single_node().snapshots(settings).seed(1).start().await.expect("starts");
     eventually("a leader", || (node.metrics().leader == Some(1)).then_some(())).await;
     let all = proposals();
     for p in &all[..CREATES] {

@@ -70,7 +70,7 @@ async fn a_request_apply_would_refuse_is_refused_before_it_becomes_an_entry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_objects_commit_in_bounded_entries_and_replicate() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("temp dir")).collect();
-    let n1 = ControlPlane::builder(1, dirs[0].path()).start().await.expect("starts");
+    let n1 = ControlPlane::builder(1, dirs[0].path()).single_node().start().await.expect("starts");
     eventually("a leader", || (n1.metrics().leader == Some(1)).then_some(())).await;
     let n2 = ControlPlane::builder(2, dirs[1].path()).join().start().await.expect("starts");
     let n3 = ControlPlane::builder(3, dirs[2].path()).join().start().await.expect("starts");

@@ -39,7 +39,7 @@ fn stream(chunks: &[&[u8]]) -> Vec<SnapshotChunk> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_s_bad_snapshot_is_refused_and_the_node_carries_on() {
     let dir = tempfile::tempdir().expect("dir");
-    let node = ControlPlane::builder(1, dir.path()).start().await.expect("starts");
+    let node = ControlPlane::builder(1, dir.path()).single_node().start().await.expect("starts");
     eventually("a leader", || (node.metrics().leader == Some(1)).then_some(())).await;
     assert!(node.propose(vec![pod("a")]).await.expect("writes")[0].is_ok());
     let term = node.metrics().term;
