@@ -26,6 +26,47 @@ struct MethodLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LoopLabels {
+    name: &'static str,
+}
+
+/// What the leader-only loops count, by loop name: restarts after a loop panicked or returned,
+/// commands the state machine refused, and proposals that failed. Clones share the counts.
+#[derive(Clone, Debug, Default)]
+pub struct LoopCounters {
+    restarts: Family<LoopLabels, Counter>,
+    rejected: Family<LoopLabels, Counter>,
+    failed: Family<LoopLabels, Counter>,
+}
+
+impl LoopCounters {
+    /// Loop `name` stopped (panicked or returned) and was started again.
+    pub fn restarted(&self, name: &'static str) {
+        self.restarts.get_or_create(&LoopLabels { name }).inc();
+    }
+
+    /// A command of loop `name` was refused by the state machine.
+    pub fn rejected(&self, name: &'static str) {
+        self.rejected.get_or_create(&LoopLabels { name }).inc();
+    }
+
+    /// A proposal of loop `name` failed (no leader, no quorum, shutting down).
+    pub fn failed(&self, name: &'static str) {
+        self.failed.get_or_create(&LoopLabels { name }).inc();
+    }
+
+    /// (restarts, rejected commands, failed proposals) of loop `name` so far.
+    pub fn counts(&self, name: &'static str) -> (u64, u64, u64) {
+        let labels = LoopLabels { name };
+        (
+            self.restarts.get_or_create(&labels).get(),
+            self.rejected.get_or_create(&labels).get(),
+            self.failed.get_or_create(&labels).get(),
+        )
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
 }
@@ -50,6 +91,8 @@ pub struct Metrics {
     last_log_index: Gauge,
     snapshot_index: Gauge,
     objects: Family<KindLabels, Gauge>,
+    /// The leader-only loops' counts.
+    pub loops: LoopCounters,
 }
 
 impl Default for Metrics {
@@ -80,6 +123,22 @@ impl Metrics {
         registry.register("raft_last_log_index", "The last index in this node's log", last_log_index.clone());
         registry.register("raft_snapshot_index", "The index of this node's latest snapshot", snapshot_index.clone());
         registry.register("objects", "Objects stored, by kind", objects.clone());
+        let loops = LoopCounters::default();
+        registry.register(
+            "leader_loop_restarts",
+            "Leader-only loops restarted after a panic or return",
+            loops.restarts.clone(),
+        );
+        registry.register(
+            "leader_loop_rejected_commands",
+            "Leader-only loop commands the state machine refused",
+            loops.rejected.clone(),
+        );
+        registry.register(
+            "leader_loop_failed_proposals",
+            "Leader-only loop proposals that failed",
+            loops.failed.clone(),
+        );
         Self {
             registry,
             requests,
@@ -93,6 +152,7 @@ impl Metrics {
             last_log_index,
             snapshot_index,
             objects,
+            loops,
         }
     }
 

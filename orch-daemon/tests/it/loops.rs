@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use orch_core::{Command, Kind, ObjectKey, State};
-use orch_daemon::loops::{LeaderLoop, LoopFactory, Loops};
+use orch_daemon::loops::{LeaderLoop, LoopCounters, LoopFactory, Loops};
 use orch_raft::ControlPlane;
 use orch_raft::control_plane::Consistency;
 
@@ -93,7 +93,7 @@ async fn loops_follow_leadership() {
                 Box::new(Marker { node: id, live: Arc::clone(&live) }) as Box<dyn LeaderLoop>
             })
         };
-        running.push(Loops::spawn(cp.clone(), vec![factory], Duration::from_secs(1)));
+        running.push(Loops::spawn(cp.clone(), vec![factory], Duration::from_secs(1), LoopCounters::default()));
         nodes.push(cp);
         lives.push(live);
     }
@@ -128,4 +128,111 @@ async fn loops_follow_leadership() {
     for n in &nodes {
         n.shutdown().await.expect("stops");
     }
+}
+
+/// Panics in its first life; afterwards creates namespace `after-restart`.
+struct Flaky {
+    life: usize,
+}
+
+impl LeaderLoop for Flaky {
+    fn name(&self) -> &'static str {
+        "flaky"
+    }
+
+    fn reconcile(&mut self, state: &State, _now_ms: i64) -> Vec<Command> {
+        assert!(self.life > 1, "a bug in the loop's first life");
+        if state.get(&ObjectKey::new(Kind::Namespace, "", "after-restart")).is_some() {
+            return Vec::new();
+        }
+        let ns = orch_core::parse_manifests("apiVersion: v1\nkind: Namespace\nmetadata: {name: after-restart}\n")
+            .expect("valid");
+        ns.into_iter().map(Command::Create).collect()
+    }
+}
+
+/// Proposes a namespace that exists: the state machine refuses it every round.
+struct Refused;
+
+impl LeaderLoop for Refused {
+    fn name(&self) -> &'static str {
+        "refused"
+    }
+
+    fn reconcile(&mut self, _state: &State, _now_ms: i64) -> Vec<Command> {
+        let ns =
+            orch_core::parse_manifests("apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n").expect("valid");
+        ns.into_iter().map(Command::Create).collect()
+    }
+}
+
+/// A loop that panics is logged and started again (and counted); refused commands are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_loop_restarts_and_refusals_are_counted() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cp = ControlPlane::builder(1, dir.path()).single_node().start().await.expect("starts");
+    let lives = Arc::new(AtomicUsize::new(0));
+    let flaky: LoopFactory = {
+        let lives = Arc::clone(&lives);
+        Arc::new(move || Box::new(Flaky { life: lives.fetch_add(1, Ordering::SeqCst) + 1 }) as Box<dyn LeaderLoop>)
+    };
+    let refused: LoopFactory = Arc::new(|| Box::new(Refused) as Box<dyn LeaderLoop>);
+    let counters = LoopCounters::default();
+    let loops = Loops::spawn(cp.clone(), vec![flaky, refused], Duration::from_secs(1), counters.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !has(&cp, "after-restart").await {
+        assert!(tokio::time::Instant::now() < deadline, "the restarted loop never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(lives.load(Ordering::SeqCst), 2, "made again once");
+    assert_eq!(counters.counts("flaky"), (1, 0, 0));
+    until("a refused command counted", || counters.counts("refused").1 >= 1).await;
+    assert_eq!(counters.counts("refused").0, 0, "refusals do not restart a loop");
+    loops.stop().await;
+    cp.shutdown().await.expect("stops");
+}
+
+/// Counts its reconciles.
+struct Counting {
+    rounds: Arc<AtomicUsize>,
+}
+
+impl LeaderLoop for Counting {
+    fn name(&self) -> &'static str {
+        "counting"
+    }
+
+    fn reconcile(&mut self, _state: &State, _now_ms: i64) -> Vec<Command> {
+        self.rounds.fetch_add(1, Ordering::SeqCst);
+        Vec::new()
+    }
+}
+
+/// Committed changes wake a loop; the watch's progress items (every 10 ms here) do not: one
+/// reconcile at start, then exactly one per write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_does_not_wake_a_loop() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cp = ControlPlane::builder(1, dir.path())
+        .single_node()
+        .progress_interval(Duration::from_millis(10))
+        .start()
+        .await
+        .expect("starts");
+    let rounds = Arc::new(AtomicUsize::new(0));
+    let factory: LoopFactory = {
+        let rounds = Arc::clone(&rounds);
+        Arc::new(move || Box::new(Counting { rounds: Arc::clone(&rounds) }) as Box<dyn LeaderLoop>)
+    };
+    let loops = Loops::spawn(cp.clone(), vec![factory], Duration::from_secs(600), LoopCounters::default());
+    until("the first reconcile", || rounds.load(Ordering::SeqCst) >= 1).await;
+    for i in 1..=10 {
+        let ns = orch_core::parse_manifests(&format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: n{i}}}\n"))
+            .expect("valid");
+        cp.propose(ns.into_iter().map(Command::Create).collect()).await.expect("writes");
+        until("the write's reconcile", || rounds.load(Ordering::SeqCst) > i).await;
+        assert_eq!(rounds.load(Ordering::SeqCst), i + 1, "one reconcile per write, none for progress");
+    }
+    loops.stop().await;
+    cp.shutdown().await.expect("stops");
 }
