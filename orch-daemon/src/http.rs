@@ -31,13 +31,20 @@ async fn metrics_text(State(s): State<Shared>) -> impl IntoResponse {
     ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
 }
 
-/// Alive: the process answers.
-async fn healthz() -> &'static str {
-    "ok\n"
+/// Alive: the process answers and Raft runs (not stopped by a fatal storage error): restart
+/// it otherwise.
+async fn healthz(State(s): State<Shared>) -> (StatusCode, String) {
+    match s.cp.health() {
+        Ok(()) => (StatusCode::OK, "ok\n".to_owned()),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
 }
 
-/// Ready: a leader is known and this node has caught up far enough to serve reads.
+/// Ready: healthy, a leader is known, and this node has caught up far enough to serve reads.
 async fn readyz(State(s): State<Shared>) -> (StatusCode, String) {
+    if let Err(e) = s.cp.health() {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"));
+    }
     let m = s.cp.metrics();
     if m.leader.is_none() {
         return (StatusCode::SERVICE_UNAVAILABLE, "no leader is known (an election is under way)\n".to_owned());

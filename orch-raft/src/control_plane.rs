@@ -967,6 +967,18 @@ impl ControlPlane {
         }
     }
 
+    /// Whether Raft still runs: the fatal error (a storage failure, a panic in openraft) that
+    /// stopped it, if one did. A node that is not healthy serves nothing until it is restarted.
+    ///
+    /// # Errors
+    /// The fatal error, as text.
+    pub fn health(&self) -> Result<(), String> {
+        match &self.inner.raft.metrics().borrow_watched().running_state {
+            Ok(()) => Ok(()),
+            Err(fatal) => Err(format!("raft stopped: {fatal}")),
+        }
+    }
+
     /// Term, leader, role, and how far the log, the commit and the state have come.
     pub fn metrics(&self) -> Metrics {
         let metrics = self.inner.raft.metrics();

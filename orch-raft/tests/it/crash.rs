@@ -357,3 +357,28 @@ async fn three_control_planes_on_crash_disks_lose_no_acknowledged_write_through_
         node.shutdown().await.expect("shuts down");
     }
 }
+
+/// A storage failure stops Raft, and the node says so (`ControlPlane::health`, behind orchd's
+/// `/healthz`), instead of looking alive while it can no longer write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_storage_failed_reports_itself_unhealthy() {
+    use orch_raft::control_plane::ControlPlane;
+
+    let dir = tempfile::tempdir().expect("dir");
+    let disk = CrashDisk::new();
+    let node =
+        ControlPlane::builder(1, dir.path()).single_node().crash_disk(disk.clone()).start().await.expect("starts");
+    crate::control_plane::eventually("a leader", || (node.metrics().leader == Some(1)).then_some(())).await;
+    assert_eq!(node.health(), Ok(()));
+    // The disk fails under the running node: its next write to it is a storage error.
+    disk.crash();
+    let ns = orch_core::parse_manifests("apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n").expect("valid");
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        node.propose(ns.into_iter().map(orch_core::Command::Create).collect()),
+    )
+    .await;
+    let why = crate::control_plane::eventually("unhealthy", || node.health().err()).await;
+    assert!(why.starts_with("raft stopped: "), "{why}");
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), node.shutdown()).await;
+}
