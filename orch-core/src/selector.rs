@@ -139,7 +139,7 @@ impl fmt::Display for Selector {
 
 /// Why a selector string was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unable to parse requirement {term:?}: {reason}")]
+#[error("unable to parse requirement {}: {reason}", crate::validation::q(.term))]
 pub struct SelectorError {
     /// The offending term.
     pub term: String,
@@ -179,7 +179,7 @@ fn split_terms(text: &str) -> Result<Vec<&str>, SelectorError> {
 fn check_key(term: &str, key: &str) -> Result<String, SelectorError> {
     let key = key.trim();
     if let Some(reason) = is_qualified_name(key) {
-        return Err(err(term, format!("invalid label key {key:?}: {reason}")));
+        return Err(err(term, format!("invalid label key {}: {reason}", crate::validation::q(key))));
     }
     Ok(key.to_owned())
 }
@@ -187,7 +187,7 @@ fn check_key(term: &str, key: &str) -> Result<String, SelectorError> {
 fn check_value(term: &str, value: &str) -> Result<String, SelectorError> {
     let value = value.trim();
     if let Some(reason) = is_label_value(value) {
-        return Err(err(term, format!("invalid label value {value:?}: {reason}")));
+        return Err(err(term, format!("invalid label value {}: {reason}", crate::validation::q(value))));
     }
     Ok(value.to_owned())
 }

@@ -583,7 +583,10 @@ impl State {
                 self.write(txn, Some(&old), old.clone(), changes);
                 return Ok(());
             }
-            Some(bound) => return Err(conflict(&key, format!("pod {name} is already assigned to node {bound:?}"))),
+            Some(bound) => {
+                let bound = crate::validation::q(bound);
+                return Err(conflict(&key, format!("pod {name} is already assigned to node {bound}")));
+            }
             None => {}
         }
         let node_key = ObjectKey::new(Kind::Node, "", node);

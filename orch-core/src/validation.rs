@@ -213,9 +213,29 @@ impl FieldErrors {
     }
 }
 
-/// Quotes a string as Kubernetes shows values in messages.
+/// Quotes a string as Kubernetes shows values in messages: in double quotes, with `"`, `\`
+/// and the ASCII control characters escaped (`\n`, `\r`, `\t`, `\0`, else `\u{1b}`),
+/// every other character as it is. Messages live in replicated state (the deduplication
+/// table's outcomes), so this must not depend on the toolchain: `{:?}` escapes by the Unicode
+/// tables of the Rust release that built it (which characters are printable or extend a
+/// grapheme), and two replicas built by different compilers could disagree.
 pub fn q(s: &str) -> String {
-    format!("{s:?}")
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\0' => out.push_str("\\0"),
+            c if c.is_ascii_control() => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Something that names a field: a `&str` such as `"spec.replicas"`, or a [`Path`].
@@ -1149,4 +1169,23 @@ pub fn validate_update(new: &Object, old: &Object) -> FieldErrors {
         _ => {}
     }
     errs
+}
+
+#[cfg(test)]
+mod quoting {
+    use super::q;
+
+    /// Values in messages are quoted without the toolchain's Unicode tables: the same bytes
+    /// from every compiler. For printable ASCII and the usual escapes they read as `{:?}` did.
+    #[test]
+    fn values_are_quoted_the_same_by_every_build() {
+        for s in ["web-1", "a\"b\\c", "line\nbreak\ttab\r\0", "", "spaces and 'quotes'"] {
+            assert_eq!(q(s), format!("{s:?}"), "{s}");
+        }
+        assert_eq!(q("\u{1b}[31m"), "\"\\u{1b}[31m\"");
+        // Not escaped, whatever a Rust release's tables say of them: a combining accent at the
+        // start (a grapheme extender, which `{:?}` escapes), an unassigned code point, a
+        // right-to-left mark.
+        assert_eq!(q("\u{301}e\u{50000}\u{200f}"), "\"\u{301}e\u{50000}\u{200f}\"");
+    }
 }
