@@ -611,6 +611,15 @@ impl State {
     /// Checks the invariants that tie the state together. Used by tests and after restoring a
     /// snapshot; returns the first violation.
     pub fn check_invariants(&self) -> Result<(), String> {
+        // The first entry applied creates `default`: a state that says it was never
+        // bootstrapped but holds objects would run that create again, which cannot succeed.
+        if !self.bootstrapped && (!self.objects.is_empty() || self.applied.0 > 0) {
+            return Err(format!(
+                "not bootstrapped, yet it holds {} objects at revision {}",
+                self.objects.len(),
+                self.applied
+            ));
+        }
         let mut uids = Vec::with_capacity(self.objects.len());
         let mut namespace_seen: Option<&str> = None;
         for (key, obj) in &self.objects {
@@ -682,6 +691,20 @@ mod tests {
         let request = Request { client: ClientId(1), serial, acked_below: 0, command: Command::Create(ns) };
         let out = state.apply(serial, Entry { timestamp_ms: 1_000, requests: vec![request] });
         assert!(out.outcomes.iter().all(Result::is_ok), "{:?}", out.outcomes);
+    }
+
+    /// A snapshot (a `--restore` file, say) that says the state was never bootstrapped yet
+    /// holds objects is refused when it is read: applying to it would create `default` again,
+    /// which could only fail (an `unreachable!` before).
+    #[test]
+    fn a_snapshot_not_bootstrapped_yet_holding_objects_is_refused() {
+        let mut state = State::new();
+        create_namespace(&mut state, "a");
+        state.bootstrapped = false;
+        let err = State::from_snapshot(&state.to_snapshot()).expect_err("inconsistent");
+        assert!(err.to_string().contains("not bootstrapped, yet it holds 2 objects at revision 1"), "{err}");
+        let fresh = State::new();
+        assert_eq!(State::from_snapshot(&fresh.to_snapshot()).expect("a fresh state reads"), fresh);
     }
 
     #[test]
