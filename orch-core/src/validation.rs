@@ -214,8 +214,9 @@ impl FieldErrors {
 }
 
 /// Quotes a string as Kubernetes shows values in messages: in double quotes, with `"`, `\`
-/// and the ASCII control characters escaped (`\n`, `\r`, `\t`, `\0`, else `\u{1b}`),
-/// every other character as it is. Messages live in replicated state (the deduplication
+/// and the control characters (Unicode's fixed Cc set) escaped (`\n`, `\r`, `\t`, `\0`,
+/// else `\u{1b}`), every other character as it is (format characters such as bidi marks
+/// included). Messages live in replicated state (the deduplication
 /// table's outcomes), so this must not depend on the toolchain: `{:?}` escapes by the Unicode
 /// tables of the Rust release that built it (which characters are printable or extend a
 /// grapheme), and two replicas built by different compilers could disagree.
@@ -230,7 +231,8 @@ pub fn q(s: &str) -> String {
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
             '\0' => out.push_str("\\0"),
-            c if c.is_ascii_control() => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            // The control characters (Cc) are a fixed set: Unicode's stability policy.
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
             c => out.push(c),
         }
     }
@@ -1182,7 +1184,7 @@ mod quoting {
         for s in ["web-1", "a\"b\\c", "line\nbreak\ttab\r\0", "", "spaces and 'quotes'"] {
             assert_eq!(q(s), format!("{s:?}"), "{s}");
         }
-        assert_eq!(q("\u{1b}[31m"), "\"\\u{1b}[31m\"");
+        assert_eq!(q("\u{1b}[31m\u{85}"), "\"\\u{1b}[31m\\u{85}\"");
         // Not escaped, whatever a Rust release's tables say of them: a combining accent at the
         // start (a grapheme extender, which `{:?}` escapes), an unassigned code point, a
         // right-to-left mark.

@@ -159,8 +159,11 @@ async fn run_one(
             }
         };
         reconcile_and_propose(&cp, lp.as_mut(), &counters).await;
+        // One resync deadline per round: items that do not wake the loop (progress) do not
+        // push it back.
+        let mut resync_at = tokio::time::Instant::now() + resync;
         loop {
-            let first = tokio::time::timeout(resync, events.next()).await;
+            let first = tokio::time::timeout_at(resync_at, events.next()).await;
             match first {
                 Err(_) => {}                          // resync
                 Ok(None) | Ok(Some(Err(_))) => break, // the stream ended or fell behind: start over
@@ -178,6 +181,7 @@ async fn run_one(
                 }
             }
             reconcile_and_propose(&cp, lp.as_mut(), &counters).await;
+            resync_at = tokio::time::Instant::now() + resync;
         }
     }
 }

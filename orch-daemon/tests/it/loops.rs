@@ -236,3 +236,25 @@ async fn progress_does_not_wake_a_loop() {
     loops.stop().await;
     cp.shutdown().await.expect("stops");
 }
+
+/// An idle loop still reconciles every resync interval, though progress items (every 10 ms
+/// here) keep arriving and do not wake it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_loop_resyncs() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cp = ControlPlane::builder(1, dir.path())
+        .single_node()
+        .progress_interval(Duration::from_millis(10))
+        .start()
+        .await
+        .expect("starts");
+    let rounds = Arc::new(AtomicUsize::new(0));
+    let factory: LoopFactory = {
+        let rounds = Arc::clone(&rounds);
+        Arc::new(move || Box::new(Counting { rounds: Arc::clone(&rounds) }) as Box<dyn LeaderLoop>)
+    };
+    let loops = Loops::spawn(cp.clone(), vec![factory], Duration::from_millis(200), LoopCounters::default());
+    until("three resyncs with no write", || rounds.load(Ordering::SeqCst) >= 4).await;
+    loops.stop().await;
+    cp.shutdown().await.expect("stops");
+}
