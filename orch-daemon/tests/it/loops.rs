@@ -208,12 +208,10 @@ impl LeaderLoop for Counting {
     }
 }
 
-/// Committed changes wake a loop; the watch's progress items (every 10 ms here) do not: one
-/// reconcile at start, then exactly one per write.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn progress_does_not_wake_a_loop() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let cp = ControlPlane::builder(1, dir.path())
+/// A single node with watch progress every 10 ms running a [`Counting`] loop that resyncs
+/// every `resync`.
+async fn counting_node(dir: &std::path::Path, resync: Duration) -> (ControlPlane, Arc<AtomicUsize>, Loops) {
+    let cp = ControlPlane::builder(1, dir)
         .single_node()
         .progress_interval(Duration::from_millis(10))
         .start()
@@ -224,7 +222,16 @@ async fn progress_does_not_wake_a_loop() {
         let rounds = Arc::clone(&rounds);
         Arc::new(move || Box::new(Counting { rounds: Arc::clone(&rounds) }) as Box<dyn LeaderLoop>)
     };
-    let loops = Loops::spawn(cp.clone(), vec![factory], Duration::from_secs(600), LoopCounters::default());
+    let loops = Loops::spawn(cp.clone(), vec![factory], resync, LoopCounters::default());
+    (cp, rounds, loops)
+}
+
+/// Committed changes wake a loop; the watch's progress items (every 10 ms here) do not: one
+/// reconcile at start, then exactly one per write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_does_not_wake_a_loop() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cp, rounds, loops) = counting_node(dir.path(), Duration::from_secs(600)).await;
     until("the first reconcile", || rounds.load(Ordering::SeqCst) >= 1).await;
     for i in 1..=10 {
         let ns = orch_core::parse_manifests(&format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: n{i}}}\n"))
@@ -242,18 +249,7 @@ async fn progress_does_not_wake_a_loop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_loop_resyncs() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let cp = ControlPlane::builder(1, dir.path())
-        .single_node()
-        .progress_interval(Duration::from_millis(10))
-        .start()
-        .await
-        .expect("starts");
-    let rounds = Arc::new(AtomicUsize::new(0));
-    let factory: LoopFactory = {
-        let rounds = Arc::clone(&rounds);
-        Arc::new(move || Box::new(Counting { rounds: Arc::clone(&rounds) }) as Box<dyn LeaderLoop>)
-    };
-    let loops = Loops::spawn(cp.clone(), vec![factory], Duration::from_millis(200), LoopCounters::default());
+    let (cp, rounds, loops) = counting_node(dir.path(), Duration::from_millis(200)).await;
     until("three resyncs with no write", || rounds.load(Ordering::SeqCst) >= 4).await;
     loops.stop().await;
     cp.shutdown().await.expect("stops");
