@@ -303,11 +303,6 @@ impl SharedSerials {
             }
         })
     }
-
-    /// The lowest serial awaiting a reply, or the next one when none does.
-    pub fn acked_below(&self) -> u64 {
-        self.lock().0.acked_below()
-    }
 }
 
 impl Awaiting {

@@ -424,10 +424,7 @@ impl Builder {
             let _ = raft.shutdown().await;
             let _ = stop_tx.send(());
             let _ = server.await;
-            let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
-            while !closed.is_closed() && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            log_closed(&closed).await;
             return Err(e);
         }
 
@@ -579,6 +576,29 @@ async fn write(id: u64, raft: &RaftNode, entry: orch_core::Entry) -> Result<Vec<
     }
 }
 
+/// Refuses a call of more than [`PROPOSAL_REQUESTS_MAX`] requests.
+fn check_request_count(n: usize) -> Result<(), Error> {
+    if n > PROPOSAL_REQUESTS_MAX {
+        return Err(Error::Invalid(format!(
+            "requests: Too many: {n}: must have at most {PROPOSAL_REQUESTS_MAX} items"
+        )));
+    }
+    Ok(())
+}
+
+/// Waits (up to [`SHUTDOWN_WAIT`]) until the log database is closed: openraft's tasks drop their
+/// handles on it as they wind down after a shutdown. False when it is still open.
+async fn log_closed(closed: &ClosedProbe) -> bool {
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
+    while !closed.is_closed() {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    true
+}
+
 fn now_ms() -> i64 {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
@@ -720,12 +740,7 @@ impl ControlPlane {
     /// still commit later: a caller that retries should use [`ControlPlane::submit`] with its
     /// own client id and serials, which the state machine deduplicates).
     pub async fn propose(&self, commands: Vec<Command>) -> Result<Vec<Outcome>, Error> {
-        if commands.len() > PROPOSAL_REQUESTS_MAX {
-            return Err(Error::Invalid(format!(
-                "requests: Too many: {}: must have at most {PROPOSAL_REQUESTS_MAX} items",
-                commands.len()
-            )));
-        }
+        check_request_count(commands.len())?;
         // Serials awaiting their outcomes until this call returns (or is cancelled): the
         // table keeps every outcome from the lowest of them on, however the entries of
         // concurrent callers are ordered in the log.
@@ -752,12 +767,7 @@ impl ControlPlane {
     /// As [`ControlPlane::propose`], and [`Error::Invalid`] for more than
     /// [`PROPOSAL_REQUESTS_MAX`] requests.
     pub async fn submit(&self, requests: Vec<Request>) -> Result<Vec<Outcome>, Error> {
-        if requests.len() > PROPOSAL_REQUESTS_MAX {
-            return Err(Error::Invalid(format!(
-                "requests: Too many: {}: must have at most {PROPOSAL_REQUESTS_MAX} items",
-                requests.len()
-            )));
-        }
+        check_request_count(requests.len())?;
         if requests.is_empty() {
             return Ok(Vec::new());
         }
@@ -1027,14 +1037,10 @@ impl ControlPlane {
         let _ = server.await;
         let _ = batcher.await;
         result?;
-        // openraft's tasks drop their handles on the log as they wind down.
-        let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
-        while !self.inner.closed.is_closed() {
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Error::Raft("the log database is still open after shutdown".to_owned()));
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        if log_closed(&self.inner.closed).await {
+            Ok(())
+        } else {
+            Err(Error::Raft("the log database is still open after shutdown".to_owned()))
         }
-        Ok(())
     }
 }

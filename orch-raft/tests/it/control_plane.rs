@@ -14,7 +14,8 @@ const DEADLINE: Duration = Duration::from_secs(30);
 /// Small snapshots, often, sent in many small chunks.
 const SNAPSHOTS: SnapshotSettings = SnapshotSettings { every_entries: 30, keep_entries: 5, chunk_bytes: 512 };
 
-fn pod(name: &str) -> Command {
+/// A minimal pod's create.
+pub(crate) fn pod(name: &str) -> Command {
     let manifest =
         format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec: {{containers: [{{name: c, image: x}}]}}");
     Command::Create(parse_manifests(&manifest).expect("valid manifest").remove(0))

@@ -149,12 +149,8 @@ async fn a_control_plane_on_a_crash_disk_keeps_what_it_acknowledged() {
     use orch_core::{Kind, ObjectKey};
     use orch_raft::control_plane::{Consistency, ControlPlane};
 
-    let pod = |name: &str| {
-        let manifest = format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec: {{containers: [{{name: c, image: x}}]}}"
-        );
-        orch_core::Command::Create(orch_core::parse_manifests(&manifest).expect("valid").remove(0))
-    };
+    use crate::control_plane::pod;
+
     let dir = tempfile::tempdir().expect("dir");
     let disk = CrashDisk::new();
     let node =
@@ -214,12 +210,8 @@ async fn three_control_planes_on_crash_disks_lose_no_acknowledged_write_through_
 
     use crate::control_plane::eventually;
 
-    let pod = |name: &str| {
-        let manifest = format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec: {{containers: [{{name: c, image: x}}]}}"
-        );
-        orch_core::Command::Create(orch_core::parse_manifests(&manifest).expect("valid").remove(0))
-    };
+    use crate::control_plane::pod;
+
     // Snapshots often, so that restarts and catch-ups meet compacted logs.
     let snapshots = SnapshotSettings { every_entries: 25, keep_entries: 5, chunk_bytes: 4096 };
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();

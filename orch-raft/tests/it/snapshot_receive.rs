@@ -9,13 +9,7 @@ use orch_raft::TypeConfig;
 use orch_raft::control_plane::ControlPlane;
 use orch_raft::grpc::proto::{LeaderId, SnapshotChunk, SnapshotHeader, Vote, raft_client::RaftClient};
 
-use crate::control_plane::eventually;
-
-fn pod(name: &str) -> orch_core::Command {
-    let manifest =
-        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec: {{containers: [{{name: c, image: x}}]}}");
-    orch_core::Command::Create(orch_core::parse_manifests(&manifest).expect("valid").remove(0))
-}
+use crate::control_plane::{eventually, pod};
 
 /// A stream from "node 2" in term 9 (newer than the node's), for a snapshot up to index 1000,
 /// carrying `chunks` of data.
