@@ -12,6 +12,12 @@
 //! request that does not tell (`acked_below` 0: format 1 logs) keeps format 1's rule: the
 //! client's last [`SESSION_OUTCOMES_MAX`] outcomes.
 //!
+//! The table is bounded in sessions ([`SESSIONS_MAX`], least recently seen forgotten first, and
+//! idle ones after [`SESSION_IDLE_MS_MAX`]) and in the encoded bytes of its outcomes
+//! ([`SESSION_OUTCOME_BYTES_MAX`]): over that, the least recently seen clients lose their
+//! outcomes but keep their sessions, whose floor then says which serials were forgotten, so
+//! that a retry of one is refused as stale (outcome unknown) instead of applied again.
+//!
 //! The table is made of persistent maps ([`imbl::OrdMap`]): a copy of the state shares them, so
 //! that readers can hold a copy while entries go on being applied.
 
@@ -27,8 +33,15 @@ use bincode::{Decode, Encode};
 use crate::command::Outcome;
 use crate::ids::ClientId;
 
-/// The most clients remembered; the least recently seen is forgotten first.
-pub const SESSIONS_MAX: usize = 4096;
+/// The most clients remembered; the least recently seen is forgotten first. Sized well above
+/// the clients of a large cluster (5,000 node agents, the controllers, users' commands): a
+/// session without outcomes costs about 100 bytes. (4,096 before format 3.)
+pub const SESSIONS_MAX: usize = 65_536;
+/// The most bytes of outcomes the table keeps, counted as encoded (what a snapshot carries).
+/// Over it, the least recently seen clients' outcomes go first; their sessions stay, so a
+/// retry of a forgotten serial is answered "outcome unknown" ([`crate::ApplyError::StaleRequest`]),
+/// never applied again. Since format 3.
+pub const SESSION_OUTCOME_BYTES_MAX: usize = 16 << 20;
 /// The most outcomes remembered per client whose requests do not tell what it has heard
 /// (`acked_below` 0); the lowest serial is forgotten first.
 pub const SESSION_OUTCOMES_MAX: usize = 256;
@@ -56,6 +69,28 @@ struct Session {
     /// Every serial at or below this has been forgotten.
     floor: u64,
     outcomes: OrdMap<u64, Outcome>,
+    /// Derived (not encoded): the encoded bytes of `outcomes`.
+    bytes: usize,
+}
+
+/// The bytes an outcome counts for in [`SESSION_OUTCOME_BYTES_MAX`].
+fn outcome_bytes(outcome: &Outcome) -> usize {
+    crate::codec::encoded_len(outcome)
+}
+
+impl Session {
+    fn insert(&mut self, serial: u64, outcome: Outcome) {
+        self.bytes += outcome_bytes(&outcome);
+        if let Some(old) = self.outcomes.insert(serial, outcome) {
+            self.bytes -= outcome_bytes(&old);
+        }
+    }
+
+    fn remove(&mut self, serial: u64) {
+        if let Some(old) = self.outcomes.remove(&serial) {
+            self.bytes -= outcome_bytes(&old);
+        }
+    }
 }
 
 // Encoded as the `BTreeMap` it replaced: the same bytes.
@@ -72,7 +107,8 @@ impl<Context> Decode<Context> for Session {
         let last_seen_ms = Decode::decode(decoder)?;
         let floor = Decode::decode(decoder)?;
         let outcomes: BTreeMap<u64, Outcome> = Decode::decode(decoder)?;
-        Ok(Self { last_seen_ms, floor, outcomes: outcomes.into_iter().collect() })
+        let bytes = outcomes.values().map(outcome_bytes).sum();
+        Ok(Self { last_seen_ms, floor, outcomes: outcomes.into_iter().collect(), bytes })
     }
 }
 bincode::impl_borrow_decode!(Session);
@@ -96,6 +132,10 @@ pub struct Sessions {
     by_client: OrdMap<ClientId, Session>,
     /// (last seen, client): derived from `by_client`, for expiry in time order.
     by_last_seen: OrdSet<(i64, ClientId)>,
+    /// (last seen, client) of the sessions holding outcomes: derived, for the byte bound.
+    holding: OrdSet<(i64, ClientId)>,
+    /// Derived: the bytes of every outcome kept.
+    bytes: usize,
 }
 
 impl Sessions {
@@ -132,16 +172,25 @@ impl Sessions {
     }
 
     pub(crate) fn record(&mut self, client: ClientId, serial: u64, acked_below: u64, outcome: &Outcome, now_ms: i64) {
+        self.record_within(client, serial, acked_below, outcome, now_ms, SESSION_OUTCOME_BYTES_MAX);
+    }
+
+    /// [`Sessions::record`] with the byte bound as a parameter (tests use a small one).
+    fn record_within(
+        &mut self,
+        client: ClientId,
+        serial: u64,
+        acked_below: u64,
+        outcome: &Outcome,
+        now_ms: i64,
+        bytes_max: usize,
+    ) {
         if serial == 0 {
             return;
         }
-        let session = self.by_client.entry(client).or_default();
-        if session.last_seen_ms != now_ms || session.outcomes.is_empty() {
-            self.by_last_seen.remove(&(session.last_seen_ms, client));
-            session.last_seen_ms = now_ms;
-            self.by_last_seen.insert((now_ms, client));
-        }
-        session.outcomes.insert(serial, outcome.clone());
+        let mut session = self.take(client).unwrap_or_default();
+        session.last_seen_ms = now_ms;
+        session.insert(serial, outcome.clone());
         if acked_below > 0 {
             // The client has every reply below `acked_below`: those outcomes go, and a request
             // below it that was never applied is stale from now on.
@@ -151,7 +200,7 @@ impl Sessions {
                 if lowest >= acked_below {
                     break;
                 }
-                session.outcomes.remove(&lowest);
+                session.remove(lowest);
             }
             session.floor = session.floor.max(acked_below - 1);
         }
@@ -161,12 +210,44 @@ impl Sessions {
         let cap = if acked_below == 0 { SESSION_OUTCOMES_MAX } else { SESSION_PENDING_MAX as usize };
         while session.outcomes.len() > cap {
             let Some(&evicted) = session.outcomes.get_min().map(|(serial, _)| serial) else { break };
-            session.outcomes.remove(&evicted);
+            session.remove(evicted);
             session.floor = session.floor.max(evicted);
         }
+        self.put(client, session);
         while self.by_client.len() > SESSIONS_MAX {
             self.forget_oldest();
         }
+        // Over the byte bound: the least recently seen clients lose their outcomes, not their
+        // sessions, so their forgotten serials stay known as forgotten.
+        while self.bytes > bytes_max {
+            let Some(&(_, oldest)) = self.holding.get_min() else { break };
+            let Some(mut session) = self.take(oldest) else { break };
+            if let Some(&(highest, _)) = session.outcomes.get_max() {
+                session.floor = session.floor.max(highest);
+            }
+            session.outcomes = OrdMap::new();
+            session.bytes = 0;
+            self.put(oldest, session);
+        }
+    }
+
+    /// Removes `client`'s session and its index entries.
+    fn take(&mut self, client: ClientId) -> Option<Session> {
+        let session = self.by_client.remove(&client)?;
+        self.by_last_seen.remove(&(session.last_seen_ms, client));
+        self.holding.remove(&(session.last_seen_ms, client));
+        self.bytes -= session.bytes;
+        Some(session)
+    }
+
+    /// Stores `client`'s session with its index entries.
+    fn put(&mut self, client: ClientId, session: Session) {
+        self.by_last_seen.insert((session.last_seen_ms, client));
+        if !session.outcomes.is_empty() {
+            self.holding.insert((session.last_seen_ms, client));
+        }
+        self.bytes += session.bytes;
+        self.by_client.insert(client, session);
     }
 
     /// Forgets clients idle for longer than [`SESSION_IDLE_MS_MAX`].
@@ -180,9 +261,14 @@ impl Sessions {
     }
 
     fn forget_oldest(&mut self) {
-        if let Some((_, client)) = self.by_last_seen.remove_min() {
-            self.by_client.remove(&client);
+        if let Some(&(_, client)) = self.by_last_seen.get_min() {
+            self.take(client);
         }
+    }
+
+    /// The bytes of outcomes kept (bounded by [`SESSION_OUTCOME_BYTES_MAX`]).
+    pub fn outcome_bytes(&self) -> usize {
+        self.bytes
     }
 
     /// The number of clients remembered.
@@ -203,6 +289,16 @@ impl Sessions {
         let derived: OrdSet<_> = self.by_client.iter().map(|(c, s)| (s.last_seen_ms, *c)).collect();
         if derived != self.by_last_seen {
             return Err("session time index disagrees with the sessions");
+        }
+        let holding: OrdSet<_> =
+            self.by_client.iter().filter(|(_, s)| !s.outcomes.is_empty()).map(|(c, s)| (s.last_seen_ms, *c)).collect();
+        if holding != self.holding {
+            return Err("the index of sessions holding outcomes disagrees with the sessions");
+        }
+        if self.by_client.values().any(|s| s.bytes != s.outcomes.values().map(outcome_bytes).sum::<usize>())
+            || self.bytes != self.by_client.values().map(|s| s.bytes).sum::<usize>()
+        {
+            return Err("the counted outcome bytes disagree with the outcomes");
         }
         let most = SESSION_OUTCOMES_MAX.max(SESSION_PENDING_MAX as usize);
         if self.by_client.values().any(|s| s.outcomes.len() > most) {
@@ -342,8 +438,11 @@ impl<Context> Decode<Context> for Sessions {
     fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
         let by_client: BTreeMap<ClientId, Session> = Decode::decode(decoder)?;
         let by_last_seen = by_client.iter().map(|(c, s)| (s.last_seen_ms, *c)).collect();
+        let holding =
+            by_client.iter().filter(|(_, s)| !s.outcomes.is_empty()).map(|(c, s)| (s.last_seen_ms, *c)).collect();
+        let bytes = by_client.values().map(|s| s.bytes).sum();
         let by_client = by_client.into_iter().collect();
-        let sessions = Self { by_client, by_last_seen };
+        let sessions = Self { by_client, by_last_seen, holding, bytes };
         sessions.check_invariants().map_err(DecodeError::Other)?;
         Ok(sessions)
     }
@@ -376,6 +475,36 @@ mod tests {
         assert_eq!(crate::codec::encode(&sessions), crate::codec::encode(&before), "snapshots keep their bytes");
         let decoded: Sessions = crate::codec::decode(&crate::codec::encode(&sessions), 1 << 20).expect("decodes");
         assert_eq!(decoded, sessions);
+    }
+
+    /// Over the byte bound, the least recently seen clients lose their outcomes but keep their
+    /// sessions: a retry of a forgotten serial is stale (outcome unknown), a new serial is new.
+    #[test]
+    fn over_the_byte_bound_old_outcomes_go_and_their_serials_stay_known_as_forgotten() {
+        let mut sessions = Sessions::default();
+        let big = |n: usize| -> Outcome { Err(ApplyError::BadRequest { reason: "x".repeat(n) }) };
+        let size = outcome_bytes(&big(1_000));
+        let bound = 3 * size;
+        for (i, client) in [1u128, 2, 3].into_iter().enumerate() {
+            sessions.record_within(ClientId(client), 1, 1, &big(1_000), 1_000 + i as i64, bound);
+        }
+        assert_eq!(sessions.outcome_bytes(), bound);
+        // Client 1, seen first, is touched again: client 2 is now the least recently seen.
+        sessions.record_within(ClientId(1), 2, 1, &big(1_000), 2_000, bound);
+        assert_eq!(sessions.check_invariants(), Ok(()));
+        assert!(sessions.outcome_bytes() <= bound, "{} > {bound}", sessions.outcome_bytes());
+        assert!(matches!(sessions.lookup(ClientId(2), 1), Seen::Stale), "forgotten, and known to be");
+        assert!(matches!(sessions.lookup(ClientId(2), 2), Seen::New), "its next request is applied");
+        assert!(matches!(sessions.lookup(ClientId(1), 1), Seen::Applied(_)));
+        assert!(matches!(sessions.lookup(ClientId(3), 1), Seen::Applied(_)));
+        assert_eq!(sessions.len(), 3, "every session stays");
+        // A snapshot carries the result and the decoder derives the same counts.
+        let decoded: Sessions = crate::codec::decode(&crate::codec::encode(&sessions), 1 << 20).expect("decodes");
+        assert_eq!(decoded, sessions);
+        // Acknowledged outcomes leave the count too.
+        sessions.record_within(ClientId(1), 3, 3, &big(10), 3_000, bound);
+        assert_eq!(sessions.check_invariants(), Ok(()));
+        assert_eq!(sessions.outcome_bytes(), size + outcome_bytes(&big(10)), "client 3's and client 1's last");
     }
 
     #[test]
