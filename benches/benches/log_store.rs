@@ -3,7 +3,8 @@
 //!
 //! Then the floor a three-node commit meets when the three logs share one disk: the same
 //! entry appended to three logs at once, one round at a time, timed to the first, second
-//! (a majority: the earliest any commit can happen) and third durable copy.
+//! (a majority: the earliest any commit can happen) and third durable copy. And the same with
+//! plain `fdatasync` of three files (no RocksDB): what the disk itself allows.
 //!
 //! `cargo bench -p orch-benches --bench log_store` (set ORCH_BENCH_DIR to choose the disk).
 #![allow(clippy::print_stdout)]
@@ -88,6 +89,68 @@ async fn main() {
         );
     }
     three_logs_one_disk(&base).await;
+    three_files_one_disk(&base);
+}
+
+/// The disk alone: 600 bytes appended to a file and `fdatasync`ed, first one file, then three
+/// files from three threads at once per round (like three replicas' logs on one disk); prints
+/// p50/p99 of each rank.
+fn three_files_one_disk(base: &std::path::Path) {
+    use std::io::Write;
+    use std::sync::{Arc, Barrier};
+    let dir = tempfile::tempdir_in(base).expect("temp dir");
+    let record = [7u8; 600];
+    let mut alone = Vec::with_capacity(APPENDS as usize);
+    let mut file = std::fs::File::create(dir.path().join("alone")).expect("file");
+    for _ in 0..APPENDS {
+        let t0 = Instant::now();
+        file.write_all(&record).expect("write");
+        file.sync_data().expect("fdatasync");
+        alone.push(t0.elapsed());
+    }
+    alone.sort_unstable();
+    let start = Arc::new(Barrier::new(4));
+    let (tx, rx) = std::sync::mpsc::channel::<(u64, Instant)>();
+    let threads: Vec<_> = (0..3)
+        .map(|i| {
+            let (start, tx) = (Arc::clone(&start), tx.clone());
+            let mut file = std::fs::File::create(dir.path().join(format!("log-{i}"))).expect("file");
+            std::thread::spawn(move || {
+                for round in 0..APPENDS {
+                    start.wait();
+                    file.write_all(&record).expect("write");
+                    file.sync_data().expect("fdatasync");
+                    tx.send((round, Instant::now())).expect("send");
+                }
+            })
+        })
+        .collect();
+    drop(tx);
+    let mut by_rank: [Vec<Duration>; 3] = Default::default();
+    for _ in 0..APPENDS {
+        let t0 = Instant::now();
+        start.wait();
+        let mut done: Vec<Duration> = (0..3).map(|_| rx.recv().expect("a thread's sync").1 - t0).collect();
+        done.sort_unstable();
+        for (rank, d) in done.into_iter().enumerate() {
+            by_rank[rank].push(d);
+        }
+    }
+    for t in threads {
+        t.join().expect("thread");
+    }
+    println!("plain fdatasync of 600 appended bytes, {APPENDS} rounds (no RocksDB):");
+    println!(
+        "  {:<26} p50 {:.3} ms  p99 {:.3} ms",
+        "one file alone",
+        percentile(&alone, 0.5),
+        percentile(&alone, 0.99)
+    );
+    for (rank, mut latencies) in by_rank.into_iter().enumerate() {
+        latencies.sort_unstable();
+        let name = ["first of three", "second of three (majority)", "third of three"][rank];
+        println!("  {name:<26} p50 {:.3} ms  p99 {:.3} ms", percentile(&latencies, 0.5), percentile(&latencies, 0.99));
+    }
 }
 
 /// One append to each of three logs at once per round; prints p50/p99 of the time until the

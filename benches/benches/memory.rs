@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Instant;
 
 use orch_benches::{NODES, PODS, apply_all, build_state, node, running_status, typical_pod};
-use orch_core::{Command, State, Time};
+use orch_core::{ClientId, Command, Entry, Request, State, Time};
 
 /// Counts the bytes currently allocated through it.
 struct Counting;
@@ -74,7 +74,8 @@ fn main() {
     let mut serial = 0;
     let mut state = State::new();
     apply_all(&mut state, (0..NODES).map(|i| Command::Create(node(i))), now_ms, &mut serial);
-    // Let the deduplication table fill to its bound before measuring, so it is not counted.
+    // Let the deduplication table (one client here) fill to its bound before measuring, so that
+    // the per-pod figures do not count it; it is measured on its own below.
     apply_all(&mut state, (0..300).map(|i| Command::Create(typical_pod(PODS + i))), now_ms, &mut serial);
     let (heap_before, rss_before) = (allocated(), resident_bytes());
     apply_all(&mut state, (0..PODS).map(|i| Command::Create(typical_pod(i))), now_ms, &mut serial);
@@ -93,6 +94,30 @@ fn main() {
         "one pod as JSON: {} bytes, as bincode: {} bytes",
         running_status(&typical_pod(1), Time::from_millis(now_ms)).to_manifest().to_string().len(),
         orch_core::codec::encode(&running_status(&typical_pod(1), Time::from_millis(now_ms))).len()
+    );
+
+    // The deduplication table at scale: one status write from each of 5,000 clients (a node
+    // agent per node). Each replaces a pod by one of the same size, so the heap grows by the
+    // sessions and their outcomes.
+    let heap_before = allocated();
+    let sessions_before = state.sessions().len();
+    for k in 0..NODES {
+        let status = running_status(&typical_pod(k), Time::from_millis(now_ms + 1000));
+        let request = Request {
+            client: ClientId(1_000 + k as u128),
+            serial: 1,
+            acked_below: 1,
+            command: Command::UpdateStatus(status),
+        };
+        let out =
+            state.apply(state.applied_index() + 1, Entry { timestamp_ms: now_ms + 1000, requests: vec![request] });
+        assert!(out.outcomes.iter().all(Result::is_ok));
+    }
+    let added = state.sessions().len() - sessions_before;
+    println!(
+        "deduplication table: {NODES} clients with one status write each: {added} sessions kept (SESSIONS_MAX {}), {:.0} heap bytes per session",
+        orch_core::sessions::SESSIONS_MAX,
+        (allocated() - heap_before) as f64 / added as f64
     );
 
     // The first round trip also pays for faulting in fresh pages; report the best of three.

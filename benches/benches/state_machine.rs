@@ -1,12 +1,14 @@
-//! Apply rate of single-pod creates into a state holding 150,000 pods and 5,000 nodes, and
+//! Apply rate of single-pod creates, and of pod status updates (the dominant write of a running
+//! cluster: node agents reporting), into a state holding 150,000 pods and 5,000 nodes, and
 //! snapshot encode/decode of that state. Results: BENCHMARKS.md.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use orch_benches::{NODES, PODS, build_state, typical_pod};
+use orch_benches::{NODES, PODS, build_state, running_status, typical_pod};
 use orch_core::command::Preconditions;
+use orch_core::time::Time;
 use orch_core::{ClientId, Command, Entry, Kind, ObjectKey, Request, State};
 
 /// Creates `n` new pods in entries of `per_entry` requests (timed), then deletes them
@@ -57,6 +59,44 @@ fn timed_creates(state: &mut State, serial: &mut u64, next_name: &mut usize, n: 
     elapsed
 }
 
+/// Applies `n` status writes (timed), each its own entry of one request: a node agent (one
+/// client per node, as 5,000 agents would be) reporting a pod's status with fresh timestamps,
+/// so that each is a real change: a deep copy of the stored pod, the merge, re-validation of
+/// the whole pod against its spec, and an outcome in the deduplication table.
+fn timed_status_updates(state: &mut State, round: &mut i64, n: u64) -> Duration {
+    let mut entries = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        *round += 1;
+        let i = (*round as usize).wrapping_mul(7919) % PODS;
+        let now_ms = 1_800_000_000_000 + *round * 1000;
+        let status = running_status(&typical_pod(i), Time::from_millis(now_ms));
+        let serial = *round as u64;
+        let client = ClientId(10 + (i % NODES) as u128);
+        let command = Command::UpdateStatus(status);
+        entries.push(Entry {
+            timestamp_ms: now_ms,
+            requests: vec![Request { client, serial, acked_below: serial, command }],
+        });
+    }
+    let start = Instant::now();
+    for entry in entries {
+        let index = state.applied_index() + 1;
+        let out = state.apply(index, entry);
+        debug_assert!(out.outcomes.iter().all(Result::is_ok));
+        black_box(out);
+    }
+    start.elapsed()
+}
+
+fn status_update_rate(c: &mut Criterion) {
+    let mut state = build_state(NODES, PODS);
+    let mut round = 0;
+    let mut group = c.benchmark_group("apply_pod_status_update_into_150k_pods");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("1_per_entry", |b| b.iter_custom(|n| timed_status_updates(&mut state, &mut round, n)));
+    group.finish();
+}
+
 fn apply_rate(c: &mut Criterion) {
     let mut state = build_state(NODES, PODS);
     let mut serial = 0;
@@ -88,5 +128,5 @@ fn snapshot(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, apply_rate, snapshot);
+criterion_group!(benches, apply_rate, status_update_rate, snapshot);
 criterion_main!(benches);
