@@ -8,7 +8,7 @@
 //! carries the client's id and a serial, and the state machine applies a (client, serial) pair
 //! once and answers retries with the first outcome.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -45,6 +45,12 @@ pub struct ClientOptions {
     /// How long a ping may go unanswered before the connection is dropped and its calls fail
     /// (a watch then resumes on another server).
     pub keepalive_timeout: Duration,
+    /// Whether a call keeps retrying (for `retry_for`) when every address refuses the
+    /// connection. Off by default, as kubectl: nothing listening at any address is a wrong
+    /// address or a control plane that is down, answered at once with [`Error::Refused`]. A
+    /// program that starts before its servers, or must outlive their restart, turns it on.
+    /// (While any server answers, an election say, calls wait either way.)
+    pub wait_while_refused: bool,
 }
 
 impl Default for ClientOptions {
@@ -55,6 +61,7 @@ impl Default for ClientOptions {
             retry_for: Duration::from_secs(30),
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(10),
+            wait_while_refused: false,
         }
     }
 }
@@ -232,12 +239,28 @@ impl Client {
     {
         let deadline = tokio::time::Instant::now() + self.inner.options.retry_for;
         let mut backoff = Duration::from_millis(20);
+        // The addresses that refused a connection since a server last answered.
+        let mut refused: BTreeSet<String> = BTreeSet::new();
         loop {
             let (addr, client) = self.connect()?;
             let result = tokio::time::timeout(self.inner.options.request_timeout, attempt(client)).await;
             let error = match result {
                 Ok(Ok(response)) => return Ok(response.into_inner()),
-                Ok(Err(status)) => Error::from(status),
+                Ok(Err(status)) if connection_refused(&status) => {
+                    refused.insert(addr.clone());
+                    let addrs = lock(&self.inner.endpoints).addrs.clone();
+                    if !self.inner.options.wait_while_refused && addrs.iter().all(|a| refused.contains(a)) {
+                        return Err(Error::Refused(format!(
+                            "The connection to the server {} was refused - did you specify the right host or port?",
+                            addrs.join(", ")
+                        )));
+                    }
+                    Error::from(status)
+                }
+                Ok(Err(status)) => {
+                    refused.clear();
+                    Error::from(status)
+                }
                 Err(_) => {
                     Error::Timeout(format!("{addr} did not answer within {:?}", self.inner.options.request_timeout))
                 }
@@ -278,7 +301,8 @@ impl Client {
     /// such namespace), or the cluster is unavailable.
     pub async fn create(&self, object: &Object) -> Result<WriteResult, Error> {
         let (id, _awaiting) = self.next_id().await;
-        let request = sized(pb::CreateRequest { id: Some(id), object: Some(object_to_pb(object)) })?;
+        let request =
+            sized(pb::CreateRequest { id: Some(id), object: Some(object_to_pb(object)), objects: Vec::new() })?;
         write_result(
             self.call(|mut c| {
                 let r = request.clone();
@@ -333,6 +357,27 @@ impl Client {
             self.call(|mut c| {
                 let r = request.clone();
                 async move { c.delete(r).await }
+            })
+            .await?,
+        )
+    }
+
+    /// Creates each object, in one atomic write: all of them or none (what `orchctl create -f`
+    /// sends).
+    ///
+    /// # Errors
+    /// The first refused object's error (the message names it, as `[i]`); nothing is written.
+    pub async fn create_all(&self, objects: &[Object]) -> Result<WriteResult, Error> {
+        let (id, _awaiting) = self.next_id().await;
+        let request = sized(pb::CreateRequest {
+            id: Some(id),
+            object: None,
+            objects: objects.iter().map(object_to_pb).collect(),
+        })?;
+        write_result(
+            self.call(|mut c| {
+                let r = request.clone();
+                async move { c.create(r).await }
             })
             .await?,
         )
@@ -732,6 +777,21 @@ fn sized<T: prost::Message>(request: T) -> Result<T, Error> {
 
 /// An error from the connection rather than the server (the server died mid-call, a reset):
 /// worth retrying elsewhere.
+/// Whether `status` is a failure to connect because nothing listens at the address (the
+/// operating system's "connection refused", somewhere in the status's chain of sources).
+fn connection_refused(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
 fn transport_failure(e: &Error) -> bool {
     match e {
         Error::Internal(m) => {
@@ -797,6 +857,37 @@ mod tests {
         let b = Client::new(["127.0.0.1:1"]).expect("valid");
         assert_ne!(a.id(), b.id());
         assert_ne!(a.id().0, 0);
+    }
+
+    /// Two loopback addresses where nothing listens (bound, then closed).
+    fn closed_ports() -> Vec<String> {
+        let listeners: Vec<std::net::TcpListener> =
+            (0..2).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("binds")).collect();
+        listeners.iter().map(|l| l.local_addr().expect("address").to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn every_address_refusing_fails_at_once_as_kubectl_does() {
+        let addrs = closed_ports();
+        let c = Client::new(addrs.clone()).expect("valid");
+        let err = c.get(&ObjectKey::new(Kind::Namespace, "", "default")).await.expect_err("nothing listens");
+        let Error::Refused(message) = &err else { panic!("{err:?}") };
+        assert_eq!(
+            message,
+            &format!(
+                "The connection to the server {}, {} was refused - did you specify the right host or port?",
+                addrs[0], addrs[1]
+            )
+        );
+        // Asked to, it keeps trying for `retry_for`, then reports the last failure.
+        let options = ClientOptions {
+            wait_while_refused: true,
+            retry_for: Duration::from_millis(200),
+            ..ClientOptions::default()
+        };
+        let c = Client::with_options(addrs, options).expect("valid");
+        let err = c.get(&ObjectKey::new(Kind::Namespace, "", "default")).await.expect_err("nothing listens");
+        assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
     }
 
     #[test]

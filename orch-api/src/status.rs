@@ -35,11 +35,12 @@ pub enum Error {
     /// The request is not allowed in the current state.
     #[error("{0}")]
     Forbidden(String),
-    /// A retried write whose first outcome the server no longer keeps (the client said it had
-    /// the reply: a later write of it carried a higher `acked_below`, or the table dropped its
-    /// oldest outcomes). It may or may not have been applied; read the object to find out. It is
-    /// not applied again. (A client the table forgot entirely, idle for 30 minutes or pushed out
-    /// by `SESSIONS_MAX`, is not told this yet: its retry counts as new.)
+    /// A retried write whose first outcome the server no longer keeps: the client said it had
+    /// the reply (a later write of it carried a higher `acked_below`), or its session expired
+    /// (the table, bounded in bytes, dropped the outcomes of the least recently seen clients
+    /// but keeps their sessions). It may or may not have been applied; read the object to find
+    /// out. It is not applied again. (Only a client forgotten entirely, idle for 30 minutes or
+    /// beyond the 65,536 most recently seen, would have a retry count as new.)
     #[error("{0}")]
     OutcomeUnknown(String),
     /// The server cannot serve the request now (not the leader, no quorum, shutting down, or
@@ -61,6 +62,12 @@ pub enum Error {
     /// The call took too long.
     #[error("{0}")]
     Timeout(String),
+    /// Every server address refused the connection: nothing listens there (a wrong address,
+    /// or the whole control plane is down). Only a client makes it, unless
+    /// [`crate::client::ClientOptions::wait_while_refused`] asks it to keep trying; on the
+    /// wire it would be UNAVAILABLE.
+    #[error("{0}")]
+    Refused(String),
     /// Anything else (an internal error, a broken response).
     #[error("{0}")]
     Internal(String),
@@ -80,7 +87,7 @@ impl Error {
             Error::Conflict(_) => Code::Aborted,
             Error::Invalid(_) => Code::InvalidArgument,
             Error::Forbidden(_) | Error::OutcomeUnknown(_) => Code::FailedPrecondition,
-            Error::Unavailable { .. } => Code::Unavailable,
+            Error::Unavailable { .. } | Error::Refused(_) => Code::Unavailable,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::Expired(_) => Code::OutOfRange,
             Error::Timeout(_) => Code::DeadlineExceeded,
@@ -100,6 +107,7 @@ impl Error {
             | Error::ResourceExhausted(m)
             | Error::Expired(m)
             | Error::Timeout(m)
+            | Error::Refused(m)
             | Error::Internal(m)
             | Error::Unavailable { message: m, .. } => m,
         }

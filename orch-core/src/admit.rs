@@ -11,6 +11,10 @@
 //! accepts may still be refused by apply for reasons that need the state (a name taken, a
 //! precondition, an immutable field, a status that does not fit the stored spec).
 //!
+//! One rule is admission's alone: a create that carries `metadata.resourceVersion` is refused, as
+//! Kubernetes' API server refuses it; apply clears it, as it has since the first format, so that
+//! an entry written before the rule keeps its meaning.
+//!
 //! The entry's bytes have their own check, [`crate::codec::encode_entry`].
 
 use std::sync::Arc;
@@ -51,7 +55,16 @@ pub fn check_request(request: &Request) -> Result<(), ApplyError> {
 
 fn check_command(command: &Command, in_batch: bool) -> Result<(), ApplyError> {
     match command {
-        Command::Create(obj) => check_object(obj, Status::Initial),
+        Command::Create(obj) => {
+            if let Some(rv) = obj.meta().resource_version {
+                // As Kubernetes' API server refuses it. Apply clears it instead (it always has:
+                // a log written before this rule keeps its meaning), so the rule lives here.
+                let mut errors = FieldErrors::default();
+                errors.invalid("metadata.resourceVersion", rv, "must not be set on an object to be created");
+                return Err(invalid(obj, errors));
+            }
+            check_object(obj, Status::Initial)
+        }
         // An apply may become an update, which ignores the status: check it as one.
         Command::Apply(obj) => check_object(obj, Status::Ignored),
         Command::Update(obj) => check_object(obj, Status::Ignored),
@@ -70,6 +83,15 @@ fn check_command(command: &Command, in_batch: bool) -> Result<(), ApplyError> {
                 check_key_part(field, value)?;
             }
             Ok(())
+        }
+        Command::Scale { key, replicas } => {
+            check_key(key)?;
+            crate::command::check_scale(key, *replicas)
+        }
+        Command::RolloutUndo { namespace, name, to_revision } => {
+            check_key_part("namespace", namespace)?;
+            check_key_part("name", name)?;
+            crate::command::check_rollout_undo(*to_revision)
         }
         Command::Batch(commands) => {
             crate::command::check_batch_shape(commands.len(), in_batch)?;
@@ -176,6 +198,26 @@ mod tests {
             Command::Create(pod(|p| p.spec.containers.clear())),
         ]));
         apply_refuses_alike(Command::Batch(vec![Command::Batch(vec![])]));
+    }
+
+    #[test]
+    fn a_create_that_carries_a_resource_version_is_refused() {
+        let carrying = pod(|p| p.metadata.resource_version = Some(crate::Revision(7)));
+        let err = check_request(&request(Command::Create(carrying.clone()))).expect_err("refused").to_string();
+        assert!(
+            err.contains("metadata.resourceVersion: Invalid value: 7: must not be set on an object to be created"),
+            "{err}"
+        );
+        let err = check_request(&request(Command::Batch(vec![
+            Command::Create(pod(|_| {})),
+            Command::Create(carrying.clone()),
+        ])))
+        .expect_err("refused in a batch")
+        .to_string();
+        assert!(err.contains("metadata.resourceVersion"), "{err}");
+        // An update or an apply carries it as its precondition.
+        assert_eq!(check_request(&request(Command::Update(carrying.clone()))), Ok(()));
+        assert_eq!(check_request(&request(Command::Apply(carrying))), Ok(()));
     }
 
     #[test]

@@ -6,6 +6,19 @@ use crate::meta::{ConditionStatus, LabelSelector, ObjectMeta};
 use crate::text::Text;
 use crate::time::Time;
 
+/// The annotation on a ReplicaSet (and its Deployment) naming its rollout revision.
+pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
+/// The label a Deployment's controller adds to its ReplicaSets' pod templates (the template's
+/// hash); a rollback copies a template without it.
+pub const POD_TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
+
+impl ReplicaSet {
+    /// The rollout revision it records ([`REVISION_ANNOTATION`]), if any.
+    pub fn revision(&self) -> Option<i64> {
+        self.metadata.annotations.get(REVISION_ANNOTATION).and_then(|r| r.parse().ok())
+    }
+}
+
 model! {
     /// Declarative updates for pods through replica sets.
     pub struct Deployment {

@@ -11,7 +11,12 @@ use bincode::{Decode, Encode};
 /// - 2: a request carries `acked_below` ([`crate::command::Request`]). Only the entry layout
 ///   changed: [`decode_entry`] reads format 1 entries through their frozen layout, and
 ///   [`crate::State::from_snapshot`] reads format 1 snapshots as they are.
-pub const FORMAT_VERSION: u8 = 2;
+/// - 3: two commands, [`crate::Command::Scale`] and [`crate::Command::RolloutUndo`], so that
+///   every write of the API is one command applied under its caller's write id. Variants were
+///   only added: a format 2 entry reads as it is, and snapshots did not change. A build of
+///   format 2 refuses a format 3 entry by its version (it could not apply the new commands),
+///   so a cluster is upgraded by stopping it, not one node at a time.
+pub const FORMAT_VERSION: u8 = 3;
 
 /// The oldest format this build reads.
 pub const FORMAT_VERSION_MIN: u8 = 1;
@@ -164,7 +169,8 @@ pub fn encode_entry(entry: &crate::command::Entry) -> Result<Vec<u8>, CodecError
 /// earlier one (a node restarts on the log an earlier build wrote).
 pub fn decode_entry(bytes: &[u8]) -> Result<crate::command::Entry, CodecError> {
     match versioned(bytes, ENTRY_READ_BYTES_MAX)? {
-        (FORMAT_VERSION, body) => decode_body(body),
+        // Format 3 only added commands: a format 2 entry is a format 3 entry.
+        (FORMAT_VERSION | 2, body) => decode_body(body),
         (1, body) => decode_body::<crate::command::v1::Entry>(body).map(Into::into),
         (found, _) => Err(CodecError::Version { found }),
     }
@@ -195,7 +201,11 @@ mod tests {
         assert_eq!(decode_entry(&old).expect("reads format 1"), entry);
         let current = encode_entry(&entry).expect("encodes");
         assert_eq!(current[0], FORMAT_VERSION);
-        assert_eq!(decode_entry(&current).expect("reads format 2"), entry);
+        assert_eq!(decode_entry(&current).expect("reads this format"), entry);
+        // Format 3 only added commands: the bytes of a format 2 entry are the same after the tag.
+        let mut two = current.clone();
+        two[0] = 2;
+        assert_eq!(decode_entry(&two).expect("reads format 2"), entry);
         let mut future = current.clone();
         future[0] = FORMAT_VERSION + 1;
         assert_eq!(decode_entry(&future), Err(CodecError::Version { found: FORMAT_VERSION + 1 }));
@@ -206,15 +216,17 @@ mod tests {
         );
     }
 
-    /// Format 2 changed only the entry layout: a snapshot of format 1 reads as it is.
+    /// Formats 2 and 3 changed only entries: a snapshot of format 1 or 2 reads as it is.
     #[test]
-    fn snapshots_of_format_1_read_as_they_are() {
+    fn snapshots_of_formats_1_and_2_read_as_they_are() {
         let mut state = crate::State::new();
         state.apply(1, entry());
         let mut bytes = state.to_snapshot();
         assert_eq!(bytes[8], FORMAT_VERSION);
-        bytes[8] = 1;
-        assert_eq!(crate::State::from_snapshot(&bytes).expect("reads format 1"), state);
+        for old in [1, 2] {
+            bytes[8] = old;
+            assert_eq!(crate::State::from_snapshot(&bytes).expect("reads an older format"), state);
+        }
         bytes[8] = FORMAT_VERSION + 1;
         assert!(crate::State::from_snapshot(&bytes).is_err());
     }

@@ -151,6 +151,26 @@ pub enum Command {
     /// between a read and a write. As an update, an expected `metadata.resourceVersion` makes
     /// it a compare-and-set.
     Apply(Object),
+    /// Set `spec.replicas` of a Deployment or ReplicaSet (Kubernetes' scale subresource), on
+    /// the object as it is when the entry applies: no read-modify-write, so nothing to
+    /// conflict with, and deduplicated by the caller's write id like any write (format 3).
+    Scale {
+        /// The Deployment or ReplicaSet.
+        key: ObjectKey,
+        /// The new number of replicas (at least 0).
+        replicas: i32,
+    },
+    /// Roll a Deployment's pod template back to that of one of its ReplicaSets: the one of
+    /// `to_revision`, or with 0 the one before the newest (`orchctl rollout undo`), chosen when
+    /// the entry applies (format 3).
+    RolloutUndo {
+        /// The Deployment's namespace.
+        namespace: String,
+        /// The Deployment's name.
+        name: String,
+        /// The revision to go back to; 0 for the previous one.
+        to_revision: i64,
+    },
 }
 
 /// What happened to one object.
@@ -280,6 +300,35 @@ pub(crate) fn check_batch_shape(commands: usize, in_batch: bool) -> Result<(), A
     Ok(())
 }
 
+/// The rules of a scale that need no state, checked by apply and before proposing: a
+/// Deployment or a ReplicaSet, and at least 0 replicas.
+pub(crate) fn check_scale(key: &ObjectKey, replicas: i32) -> Result<(), ApplyError> {
+    if !matches!(key.kind, Kind::Deployment | Kind::ReplicaSet) {
+        return Err(ApplyError::BadRequest {
+            reason: format!(
+                "key.kind: Unsupported value: {}: supported values: \"Deployment\", \"ReplicaSet\"",
+                crate::validation::q(key.kind.as_str())
+            ),
+        });
+    }
+    if replicas < 0 {
+        let mut errors = crate::validation::FieldErrors::default();
+        errors.invalid("spec.replicas", replicas, "must be greater than or equal to 0");
+        return Err(ApplyError::Invalid { kind: key.kind, name: key.name.to_string(), errors });
+    }
+    Ok(())
+}
+
+/// The rule of a rollback that needs no state: a revision of at least 0 (0 is the previous one).
+pub(crate) fn check_rollout_undo(to_revision: i64) -> Result<(), ApplyError> {
+    if to_revision < 0 {
+        return Err(ApplyError::BadRequest {
+            reason: format!("toRevision: Invalid value: {to_revision}: must be greater than or equal to 0"),
+        });
+    }
+    Ok(())
+}
+
 /// The error of command `index` of a batch.
 pub(crate) fn batch_error(index: usize, error: ApplyError) -> ApplyError {
     ApplyError::Batch { index: u32::try_from(index).unwrap_or(u32::MAX), error: Box::new(error) }
@@ -295,7 +344,7 @@ fn decode_length<D: Decoder>(decoder: &mut D) -> Result<usize, DecodeError> {
 }
 
 /// The variants of `Command` and `ApplyError`, for the error about any other.
-const COMMAND_VARIANTS: AllowedEnumVariants = AllowedEnumVariants::Range { min: 0, max: 6 };
+const COMMAND_VARIANTS: AllowedEnumVariants = AllowedEnumVariants::Range { min: 0, max: 8 };
 const APPLY_ERROR_VARIANTS: AllowedEnumVariants = AllowedEnumVariants::Range { min: 0, max: 7 };
 
 const NESTED_BATCH: &str = "a batch may not contain a batch";
@@ -328,6 +377,12 @@ fn decode_command<D: Decoder>(decoder: &mut D, in_batch: bool) -> Result<Command
             Command::Batch(commands)
         }
         6 => Command::Apply(Decode::decode(decoder)?),
+        7 => Command::Scale { key: Decode::decode(decoder)?, replicas: Decode::decode(decoder)? },
+        8 => Command::RolloutUndo {
+            namespace: Decode::decode(decoder)?,
+            name: Decode::decode(decoder)?,
+            to_revision: Decode::decode(decoder)?,
+        },
         found => {
             return Err(DecodeError::UnexpectedVariant { type_name: "Command", allowed: &COMMAND_VARIANTS, found });
         }
@@ -429,6 +484,8 @@ mod tests {
             Command::Bind { namespace: "default".into(), name: "p".into(), node: "n".into(), preconditions: pre },
             Command::Batch(vec![Command::Create(namespace()), Command::Apply(namespace())]),
             Command::Apply(namespace()),
+            Command::Scale { key: ObjectKey::new(Kind::Deployment, "default", "d"), replicas: 3 },
+            Command::RolloutUndo { namespace: "default".into(), name: "d".into(), to_revision: 2 },
         ];
         for command in commands {
             assert_eq!(decode::<Command>(&encode(&command), 1 << 20).expect("decodes"), command);

@@ -154,7 +154,7 @@ impl State {
         if bytes.len() < HEADER_BYTES || &bytes[..8] != MAGIC {
             return Err(SnapshotError::Format("bad magic or short header"));
         }
-        // Format 2 changed only the entry layout: a snapshot of format 1 reads as it is.
+        // Formats 2 and 3 changed only entries: a snapshot of format 1 or 2 reads as it is.
         if !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&bytes[8]) {
             return Err(SnapshotError::Version(bytes[8]));
         }

@@ -281,6 +281,10 @@ impl State {
             Command::Bind { namespace, name, node, preconditions } => {
                 self.bind(txn, &namespace, &name, &node, &preconditions, changes)
             }
+            Command::Scale { key, replicas } => self.scale(txn, &key, replicas, changes),
+            Command::RolloutUndo { namespace, name, to_revision } => {
+                self.rollout_undo(txn, &namespace, &name, to_revision, changes)
+            }
             Command::Batch(commands) => {
                 crate::command::check_batch_shape(commands.len(), in_batch)?;
                 for (i, c) in commands.into_iter().enumerate() {
@@ -560,6 +564,77 @@ impl State {
             last.action = Action::Deleting;
         }
         Ok(())
+    }
+
+    fn scale(
+        &mut self,
+        txn: &mut Txn,
+        key: &ObjectKey,
+        replicas: i32,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), ApplyError> {
+        crate::command::check_scale(key, replicas)?;
+        let mut obj = self.lookup(key)?;
+        match &mut obj {
+            Object::Deployment(d) => Arc::make_mut(d).spec.replicas = Some(replicas),
+            Object::ReplicaSet(rs) => Arc::make_mut(rs).spec.replicas = Some(replicas),
+            _ => unreachable!("check_scale allows deployments and replica sets only"),
+        }
+        // The stored object with one field changed: its own resourceVersion is the precondition.
+        self.update(txn, obj, changes)
+    }
+
+    fn rollout_undo(
+        &mut self,
+        txn: &mut Txn,
+        namespace: &str,
+        name: &str,
+        to_revision: i64,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), ApplyError> {
+        crate::command::check_rollout_undo(to_revision)?;
+        let key = ObjectKey::new(Kind::Deployment, namespace, name);
+        let Object::Deployment(d) = self.lookup(&key)? else { unreachable!("a deployment key holds a deployment") };
+        let sets = self.owned_replica_sets(&d);
+        let target = if to_revision > 0 {
+            sets.iter().find(|rs| rs.revision() == Some(to_revision))
+        } else {
+            // The revision before the newest.
+            sets.iter().rev().nth(1)
+        };
+        let Some(target) = target else {
+            let name = crate::validation::q(name);
+            return Err(ApplyError::BadRequest {
+                reason: if to_revision > 0 {
+                    format!("toRevision: Invalid value: {to_revision}: deployment {name} has no such revision")
+                } else {
+                    format!("deployment {name} has no earlier revision to roll back to")
+                },
+            });
+        };
+        let mut template = target.spec.template.clone();
+        template.metadata.labels.remove(crate::apps_v1::POD_TEMPLATE_HASH_LABEL);
+        let mut d = (*d).clone();
+        d.spec.template = template;
+        self.update(txn, Object::from(d), changes)
+    }
+
+    /// The ReplicaSets a Deployment controls (by controller reference to its uid), oldest
+    /// revision first; ties in key order.
+    pub fn owned_replica_sets(&self, d: &crate::Deployment) -> Vec<Arc<crate::ReplicaSet>> {
+        let mut sets: Vec<Arc<crate::ReplicaSet>> = self
+            .list(Kind::ReplicaSet, Some(d.metadata.namespace_str()))
+            .filter_map(|o| match o {
+                Object::ReplicaSet(rs)
+                    if rs.metadata.controller_ref().is_some_and(|r| Some(r.uid) == d.metadata.uid) =>
+                {
+                    Some(Arc::clone(rs))
+                }
+                _ => None,
+            })
+            .collect();
+        sets.sort_by_key(|rs| rs.revision().unwrap_or(0));
+        sets
     }
 
     fn bind(

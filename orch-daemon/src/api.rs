@@ -11,7 +11,7 @@ use std::time::Instant;
 use futures_util::{Stream, StreamExt};
 use orch_api::convert::{change_to_pb, filter_from_parts, key_from_pb, object_from_pb, object_to_pb, write_id_from_pb};
 use orch_api::{Error, LIST_OBJECTS_MAX, pb};
-use orch_core::apps_v1::{Deployment, ReplicaSet};
+use orch_core::apps_v1::Deployment;
 use orch_core::{Command, Kind, Object, ObjectKey, Preconditions, Request, State, Success, WatchFilter};
 use orch_raft::ControlPlane;
 use orch_raft::control_plane::{Consistency, Error as CpError, WatchItem};
@@ -24,16 +24,10 @@ use crate::metrics::SharedMetrics;
 pub const WATCHES_MAX: usize = 10_000;
 /// The bytes of one snapshot chunk sent to a client.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
-/// How often a read-modify-write (scale, rollout undo) is retried when the object changed
-/// between its read and its write.
-pub const READ_MODIFY_WRITE_ATTEMPTS_MAX: usize = 8;
+pub use orch_core::apps_v1::{POD_TEMPLATE_HASH_LABEL, REVISION_ANNOTATION};
 
-/// The annotation a ReplicaSet's rollout revision is kept in.
-pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
 /// The annotation that records why a revision was made.
 pub const CHANGE_CAUSE_ANNOTATION: &str = "kubernetes.io/change-cause";
-/// The label the ReplicaSets of a Deployment tell their pod templates apart by.
-pub const POD_TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
 
 /// Maps a control-plane error to the API's.
 pub fn cp_error(e: CpError) -> Error {
@@ -111,17 +105,6 @@ impl ApiService {
         }
     }
 
-    /// Proposes as this node's own client (fresh serials): for read-modify-write steps,
-    /// which are idempotent (they set a value) and retried on conflict.
-    async fn propose(&self, command: Command) -> Result<Success, Error> {
-        let outcomes = self.cp.propose(vec![command]).await.map_err(cp_error)?;
-        match outcomes.into_iter().next() {
-            Some(Ok(success)) => Ok(success),
-            Some(Err(e)) => Err(Error::from(&e)),
-            None => Err(Error::Internal("the write returned no outcome".to_owned())),
-        }
-    }
-
     async fn read<T>(&self, consistency: i32, f: impl FnOnce(&State) -> T) -> Result<T, Error> {
         let consistency = match pb::Consistency::try_from(consistency) {
             Ok(pb::Consistency::Linearizable) => Consistency::Linearizable,
@@ -130,57 +113,30 @@ impl ApiService {
         };
         self.cp.read(consistency, f).await.map_err(cp_error)
     }
+}
 
-    /// Reads an object, changes it with `f`, and writes it back with its resourceVersion as a
-    /// precondition; retried when it changed in between.
-    async fn read_modify_write(
-        &self,
-        key: &ObjectKey,
-        mut f: impl FnMut(&State, Object) -> Result<Object, Error>,
-    ) -> Result<pb::WriteResponse, Error> {
-        let mut last = None;
-        for _ in 0..READ_MODIFY_WRITE_ATTEMPTS_MAX {
-            let changed = self
-                .cp
-                .read(Consistency::Linearizable, |s| match s.get(key) {
-                    Some(obj) => f(s, obj.clone()),
-                    None => Err(Error::NotFound(format!("{key} not found"))),
-                })
-                .await
-                .map_err(cp_error)??;
-            match self.propose(Command::Update(changed)).await {
-                Ok(success) => return Ok(write_response(&success)),
-                Err(e @ Error::Conflict(_)) => last = Some(e),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| Error::Internal("no attempt was made".to_owned())))
+/// The objects of a create or an apply of several: at least one, at most `APPLY_OBJECTS_MAX`.
+fn objects_from_pb(objects: &[pb::Object]) -> Result<Vec<orch_core::Object>, Error> {
+    if objects.is_empty() {
+        return Err(Error::Invalid("objects: Required value".to_owned()));
     }
+    if objects.len() > orch_api::APPLY_OBJECTS_MAX {
+        return Err(Error::ResourceExhausted(format!(
+            "objects: Too many: {}: must have at most {} items",
+            objects.len(),
+            orch_api::APPLY_OBJECTS_MAX
+        )));
+    }
+    objects.iter().enumerate().map(|(i, o)| object_from_pb(Some(o), &format!("objects[{i}]"))).collect()
+}
+
+/// One command needs no batch; several are written all or none.
+fn one_or_batch(mut commands: Vec<Command>) -> Command {
+    if commands.len() == 1 { commands.swap_remove(0) } else { Command::Batch(commands) }
 }
 
 fn write_response(success: &Success) -> pb::WriteResponse {
     pb::WriteResponse { revision: success.revision.0, changes: success.changes.iter().map(change_to_pb).collect() }
-}
-
-/// The revision a ReplicaSet records, if any.
-fn rs_revision(rs: &ReplicaSet) -> Option<i64> {
-    rs.metadata.annotations.get(REVISION_ANNOTATION).and_then(|r| r.parse().ok())
-}
-
-/// The ReplicaSets a Deployment controls, oldest revision first.
-fn owned_replica_sets(state: &State, d: &Deployment) -> Vec<Arc<ReplicaSet>> {
-    let namespace = d.metadata.namespace_str();
-    let mut sets: Vec<Arc<ReplicaSet>> = state
-        .list(Kind::ReplicaSet, Some(namespace))
-        .filter_map(|o| match o {
-            Object::ReplicaSet(rs) if rs.metadata.controller_ref().is_some_and(|r| Some(r.uid) == d.metadata.uid) => {
-                Some(Arc::clone(rs))
-            }
-            _ => None,
-        })
-        .collect();
-    sets.sort_by_key(|rs| rs_revision(rs).unwrap_or(0));
-    sets
 }
 
 fn deployment_of(state: &State, namespace: &str, name: &str) -> Result<Arc<Deployment>, Error> {
@@ -211,8 +167,15 @@ impl pb::orch_server::Orch for ApiService {
     async fn create(&self, request: GrpcRequest<pb::CreateRequest>) -> ApiResult<pb::WriteResponse> {
         let r = request.into_inner();
         self.timed("Create", async {
-            let object = object_from_pb(r.object.as_ref(), "object")?;
-            self.write(r.id.as_ref(), Command::Create(object)).await
+            if r.objects.is_empty() {
+                let object = object_from_pb(r.object.as_ref(), "object")?;
+                return self.write(r.id.as_ref(), Command::Create(object)).await;
+            }
+            if r.object.is_some() {
+                return Err(Error::Invalid("object: Forbidden: give object or objects, not both".to_owned()));
+            }
+            let objects = objects_from_pb(&r.objects)?;
+            self.write(r.id.as_ref(), one_or_batch(objects.into_iter().map(Command::Create).collect())).await
         })
         .await
     }
@@ -287,26 +250,8 @@ impl pb::orch_server::Orch for ApiService {
     async fn apply(&self, request: GrpcRequest<pb::ApplyRequest>) -> ApiResult<pb::WriteResponse> {
         let r = request.into_inner();
         self.timed("Apply", async {
-            if r.objects.is_empty() {
-                return Err(Error::Invalid("objects: Required value".to_owned()));
-            }
-            if r.objects.len() > orch_api::APPLY_OBJECTS_MAX {
-                return Err(Error::ResourceExhausted(format!(
-                    "objects: Too many: {}: must have at most {} items",
-                    r.objects.len(),
-                    orch_api::APPLY_OBJECTS_MAX
-                )));
-            }
-            let objects = r
-                .objects
-                .iter()
-                .enumerate()
-                .map(|(i, o)| object_from_pb(Some(o), &format!("objects[{i}]")))
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut commands: Vec<Command> = objects.into_iter().map(Command::Apply).collect();
-            // One object needs no batch; several are written all or none.
-            let command = if commands.len() == 1 { commands.swap_remove(0) } else { Command::Batch(commands) };
-            self.write(r.id.as_ref(), command).await
+            let objects = objects_from_pb(&r.objects)?;
+            self.write(r.id.as_ref(), one_or_batch(objects.into_iter().map(Command::Apply).collect())).await
         })
         .await
     }
@@ -328,27 +273,10 @@ impl pb::orch_server::Orch for ApiService {
     async fn scale(&self, request: GrpcRequest<pb::ScaleRequest>) -> ApiResult<pb::WriteResponse> {
         let r = request.into_inner();
         self.timed("Scale", async {
-            write_id_from_pb(r.id.as_ref())?;
+            // One command, applied to the object as it is then, under the caller's write id: a
+            // retry gets the first outcome and cannot undo a later scale.
             let key = key_from_pb(r.key.as_ref(), "key")?;
-            if r.replicas < 0 {
-                return Err(Error::Invalid(format!("spec.replicas: Invalid value: {}: must be >= 0", r.replicas)));
-            }
-            if !matches!(key.kind, Kind::Deployment | Kind::ReplicaSet) {
-                return Err(Error::Invalid(format!(
-                    "key.kind: Unsupported value: {:?}: supported values: Deployment, ReplicaSet",
-                    key.kind.as_str()
-                )));
-            }
-            self.read_modify_write(&key, |_, obj| {
-                let mut obj = obj;
-                match &mut obj {
-                    Object::Deployment(d) => Arc::make_mut(d).spec.replicas = Some(r.replicas),
-                    Object::ReplicaSet(rs) => Arc::make_mut(rs).spec.replicas = Some(r.replicas),
-                    _ => {}
-                }
-                Ok(obj)
-            })
-            .await
+            self.write(r.id.as_ref(), Command::Scale { key, replicas: r.replicas }).await
         })
         .await
     }
@@ -364,11 +292,11 @@ impl pb::orch_server::Orch for ApiService {
                 .read(pb::Consistency::Linearizable.into(), |s| {
                     let d = deployment_of(s, &namespace, &r.name)?;
                     Ok::<_, Error>(
-                        owned_replica_sets(s, &d)
+                        s.owned_replica_sets(&d)
                             .iter()
                             .filter_map(|rs| {
                                 Some(pb::RolloutRevision {
-                                    revision: rs_revision(rs)?,
+                                    revision: rs.revision()?,
                                     replica_set: rs.metadata.name.to_string(),
                                     change_cause: rs
                                         .metadata
@@ -398,32 +326,9 @@ impl pb::orch_server::Orch for ApiService {
     async fn rollout_undo(&self, request: GrpcRequest<pb::RolloutUndoRequest>) -> ApiResult<pb::WriteResponse> {
         let r = request.into_inner();
         self.timed("RolloutUndo", async {
-            write_id_from_pb(r.id.as_ref())?;
             let namespace = namespace_or_default(&r.namespace).to_owned();
-            let key = ObjectKey::new(Kind::Deployment, &namespace, &r.name);
-            self.read_modify_write(&key, |s, obj| {
-                let Object::Deployment(d) = &obj else { return Err(Error::NotFound(format!("{key} not found"))) };
-                let sets = owned_replica_sets(s, d);
-                let target = if r.to_revision > 0 {
-                    sets.iter().find(|rs| rs_revision(rs) == Some(r.to_revision))
-                } else {
-                    // The revision before the newest.
-                    sets.iter().rev().nth(1)
-                };
-                let Some(target) = target else {
-                    return Err(Error::NotFound(if r.to_revision > 0 {
-                        format!("unable to find the specified revision {} of {key}", r.to_revision)
-                    } else {
-                        format!("no rollout history found for {key}")
-                    }));
-                };
-                let mut template = target.spec.template.clone();
-                template.metadata.labels.remove(POD_TEMPLATE_HASH_LABEL);
-                let mut d = (**d).clone();
-                d.spec.template = template;
-                Ok(Object::from(d))
-            })
-            .await
+            let command = Command::RolloutUndo { namespace, name: r.name, to_revision: r.to_revision };
+            self.write(r.id.as_ref(), command).await
         })
         .await
     }

@@ -78,6 +78,14 @@ fn simple_command() -> impl Strategy<Value = Command> {
                 preconditions: Preconditions { uid: None, resource_version: rv.map(Revision) },
             }
         ),
+        1 => (prop::sample::select(&[Kind::Deployment, Kind::Pod][..]), name(), -1..4i32).prop_map(|(kind, n, replicas)| {
+            Command::Scale { key: ObjectKey::new(kind, "default", n), replicas }
+        }),
+        1 => (name(), -1..3i64).prop_map(|(n, to_revision)| Command::RolloutUndo {
+            namespace: "default".into(),
+            name: n.into(),
+            to_revision,
+        }),
         2 => (ns(), name(), prop::sample::select(&["n1", "n2", "n3"][..])).prop_map(|(ns, n, node)| Command::Bind {
             namespace: ns.into(),
             name: n.into(),

@@ -650,3 +650,102 @@ fn the_largest_valid_lists_encode_and_decode() {
     let bytes = orch_core::codec::encode_entry(&entry).expect("a valid entry encodes");
     assert_eq!(orch_core::codec::decode_entry(&bytes).as_ref(), Ok(&entry));
 }
+
+fn replicas(h: &Harness, k: &ObjectKey) -> Option<i32> {
+    match get(h, k) {
+        Object::Deployment(d) => d.spec.replicas,
+        Object::ReplicaSet(rs) => rs.spec.replicas,
+        other => panic!("{k} is a {}", other.kind()),
+    }
+}
+
+#[test]
+fn scale_sets_replicas_on_the_object_as_it_is_and_a_retry_cannot_undo_a_later_scale() {
+    let mut h = Harness::new();
+    h.ok(Command::Create(deployment("web", 1, "nginx:1")));
+    let web = key(Kind::Deployment, "default", "web");
+    // An update in between changes the resourceVersion: a scale needs none, so it cannot conflict.
+    h.ok(Command::Update(deployment("web", 1, "nginx:2")));
+    let scale = |replicas| Request {
+        client: ClientId(9),
+        serial: 1,
+        acked_below: 1,
+        command: Command::Scale { key: web.clone(), replicas },
+    };
+    let first = h.run_requests(vec![scale(3)]);
+    assert!(matches!(&first[0], Ok(s) if s.changes[0].action == Action::Updated), "{first:?}");
+    assert_eq!(replicas(&h, &web), Some(3));
+    let generation = get(&h, &web).meta().generation;
+    assert_eq!(generation, Some(3), "a new spec: a new generation");
+    let image = |h: &Harness| match get(h, &web) {
+        Object::Deployment(d) => d.spec.template.spec.containers[0].image.to_string(),
+        _ => unreachable!("a deployment"),
+    };
+    assert_eq!(image(&h), "nginx:2", "the rest of the spec is kept");
+    // Another client scales to 5; the first client's retry (same serial) gets its first outcome.
+    h.run_requests(vec![Request {
+        client: ClientId(10),
+        serial: 1,
+        acked_below: 1,
+        command: Command::Scale { key: web.clone(), replicas: 5 },
+    }]);
+    assert_eq!(h.run_requests(vec![scale(3)]), first);
+    assert_eq!(replicas(&h, &web), Some(5), "the retry did not overwrite the later scale");
+
+    assert!(h.err(Command::Scale { key: web.clone(), replicas: -1 }).contains("spec.replicas: Invalid value: -1"));
+    let pod_key = key(Kind::Pod, "default", "p");
+    assert!(h.err(Command::Scale { key: pod_key, replicas: 1 }).contains("key.kind: Unsupported value: \"Pod\""));
+    let missing = key(Kind::ReplicaSet, "default", "none");
+    assert_eq!(h.err(Command::Scale { key: missing, replicas: 1 }), "replicasets \"none\" not found");
+}
+
+/// A ReplicaSet controlled by the deployment `web` (uid `uid`) at `revision`, with `image`.
+fn revision_of_web(uid: &str, revision: u32, image: &str) -> Object {
+    obj(&format!(
+        "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata:\n  name: web-r{revision}\n  \
+         annotations: {{deployment.kubernetes.io/revision: '{revision}'}}\n  \
+         ownerReferences: [{{apiVersion: apps/v1, kind: Deployment, name: web, uid: '{uid}', controller: true}}]\n\
+         spec:\n  replicas: 0\n  selector: {{matchLabels: {{app: web, pod-template-hash: r{revision}}}}}\n  \
+         template:\n    metadata: {{labels: {{app: web, pod-template-hash: r{revision}}}}}\n    \
+         spec:\n      containers: [{{name: c, image: '{image}'}}]\n"
+    ))
+}
+
+#[test]
+fn rollout_undo_takes_a_replica_set_s_template_when_it_applies() {
+    let mut h = Harness::new();
+    h.ok(Command::Create(deployment("web", 2, "nginx:3")));
+    let web = key(Kind::Deployment, "default", "web");
+    let uid = get(&h, &web).meta().uid.expect("uid").to_string();
+    assert_eq!(
+        h.err(Command::RolloutUndo { namespace: "default".into(), name: "web".into(), to_revision: 0 }),
+        "bad request: deployment \"web\" has no earlier revision to roll back to"
+    );
+    for (revision, image) in [(1, "nginx:1"), (2, "nginx:2"), (3, "nginx:3")] {
+        h.ok(Command::Create(revision_of_web(&uid, revision, image)));
+    }
+    // A ReplicaSet owned by another object does not count.
+    h.ok(Command::Create(revision_of_web("00000000-0000-0000-0000-000000000009", 4, "other")));
+    let image = |h: &Harness| match get(h, &web) {
+        Object::Deployment(d) => {
+            assert!(d.spec.template.metadata.labels.get("pod-template-hash").is_none(), "the hash label is dropped");
+            d.spec.template.spec.containers[0].image.to_string()
+        }
+        _ => unreachable!("a deployment"),
+    };
+    let undo = |to_revision| Command::RolloutUndo { namespace: "default".into(), name: "web".into(), to_revision };
+    h.ok(undo(0));
+    assert_eq!(image(&h), "nginx:2", "the revision before the newest");
+    h.ok(undo(1));
+    assert_eq!(image(&h), "nginx:1");
+    assert_eq!(h.err(undo(7)), "bad request: toRevision: Invalid value: 7: deployment \"web\" has no such revision");
+    assert_eq!(h.err(undo(-1)), "bad request: toRevision: Invalid value: -1: must be greater than or equal to 0");
+    assert_eq!(replicas(&h, &web), Some(2), "only the template changes");
+    // A retried undo (same client and serial) is applied once.
+    let request = Request { client: ClientId(9), serial: 1, acked_below: 1, command: undo(3) };
+    let first = h.run_requests(vec![request.clone()]);
+    assert_eq!(image(&h), "nginx:3");
+    h.ok(undo(1));
+    assert_eq!(h.run_requests(vec![request]), first);
+    assert_eq!(image(&h), "nginx:1", "the retry did not roll back again");
+}

@@ -103,9 +103,24 @@ impl Drop for Daemon {
     }
 }
 
+/// The `orchctl` binary: package `orchctl` (orch-api/orchctl), built beside `orchd` by
+/// `cargo test --workspace` (it has integration tests, so cargo builds its binary). Cargo gives a
+/// test the paths of its own package's binaries only; `cargo test -p orch-daemon` alone needs
+/// `cargo build -p orchctl` first.
+pub(crate) fn orchctl_bin() -> std::path::PathBuf {
+    let path =
+        Path::new(env!("CARGO_BIN_EXE_orchd")).with_file_name(format!("orchctl{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`, or `cargo build -p orchctl` first",
+        path.display()
+    );
+    path
+}
+
 /// Runs orchctl against `servers` with `args`, `stdin` piped in.
 pub(crate) fn orchctl(servers: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_orchctl"))
+    let mut child = Command::new(orchctl_bin())
         .args(["--server", servers])
         .args(args)
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })

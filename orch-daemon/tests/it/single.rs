@@ -20,6 +20,18 @@ fn ready(d: &Daemon) {
     });
 }
 
+/// One node on network `net`, started and ready (from an async test); with its API address.
+async fn start_ready(root: &std::path::Path, net: u8) -> (Daemon, String) {
+    let mut d = Daemon::new(root, net, 1, &[]);
+    d.start();
+    let d_http = http(d.net, d.id);
+    tokio::task::spawn_blocking(move || eventually("ready", || http_get(&d_http, "/readyz").filter(|r| r.0 == 200)))
+        .await
+        .expect("ready");
+    let server = d.api();
+    (d, server)
+}
+
 #[test]
 fn orchctl_applies_gets_scales_and_deletes_on_one_node() {
     let root = tempfile::tempdir().expect("temp dir");
@@ -57,8 +69,11 @@ fn orchctl_applies_gets_scales_and_deletes_on_one_node() {
     assert!(yaml.contains("replicas: 3"), "{yaml}");
     let names = ok(&server, &["get", "no", "-o", "name"]);
     assert!(names.contains("node/node-a"), "{names}");
-    let selected = ok(&server, &["get", "deploy", "-A", "-l", "app=nothing"]);
-    assert_eq!(selected, "No resources found\n");
+    // As kubectl: the note goes to standard error, so a script reading the output gets nothing.
+    let selected = orchctl(&server, &["get", "deploy", "-A", "-l", "app=nothing"], None);
+    assert!(selected.status.success());
+    assert_eq!(String::from_utf8_lossy(&selected.stdout), "");
+    assert_eq!(String::from_utf8_lossy(&selected.stderr), "No resources found\n");
 
     assert_eq!(ok(&server, &["scale", "deploy/web", "-n", "shop", "--replicas", "5"]), "deployment.apps/web scaled\n");
     let json = ok(&server, &["get", "deploy", "web", "-n", "shop", "-o", "json"]);
@@ -80,7 +95,9 @@ fn orchctl_applies_gets_scales_and_deletes_on_one_node() {
     assert!(String::from_utf8_lossy(&again.stderr).starts_with("Error from server (AlreadyExists)"));
     let drained = ok(&server, &["drain", "node-a", "--grace-period", "0"]);
     assert_eq!(drained, "node/node-a cordoned\nevicting pod shop/bound\nnode/node-a drained\n");
-    assert_eq!(ok(&server, &["get", "pods", "-n", "shop"]), "No resources found in shop namespace.\n");
+    let none = orchctl(&server, &["get", "pods", "-n", "shop"], None);
+    assert_eq!(String::from_utf8_lossy(&none.stderr), "No resources found in shop namespace.\n");
+    assert_eq!(String::from_utf8_lossy(&none.stdout), "");
 
     // Rollout history and undo read the Deployment's ReplicaSets (made by hand here: the
     // deployment controller comes later).
@@ -116,7 +133,7 @@ fn orchctl_applies_gets_scales_and_deletes_on_one_node() {
     assert_eq!(String::from_utf8_lossy(&gone.stderr), "Error from server (NotFound): deployments \"web\" not found\n");
 
     // get -w lists, then prints changes as they commit.
-    let mut watcher = std::process::Command::new(env!("CARGO_BIN_EXE_orchctl"))
+    let mut watcher = std::process::Command::new(crate::harness::orchctl_bin())
         .args(["--server", &server, "get", "ns", "-w"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -163,6 +180,125 @@ fn orchctl_applies_gets_scales_and_deletes_on_one_node() {
     assert!(d.terminate().success());
 }
 
+#[test]
+fn orchctl_creates_all_or_nothing_deletes_every_target_and_fails_as_kubectl_does() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let mut d = Daemon::new(root.path(), NET + 4, 1, &[]);
+    d.start();
+    ready(&d);
+    let server = d.api();
+    let fails = |args: &[&str], stdin: Option<&str>| {
+        let out = orchctl(&server, args, stdin);
+        assert!(!out.status.success(), "orchctl {args:?} succeeded: {}", String::from_utf8_lossy(&out.stdout));
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+
+    // create -f of several documents is one atomic write: one that exists creates none.
+    let two = "apiVersion: v1\nkind: Namespace\nmetadata: {name: fresh}\n---\n\
+               apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n";
+    let (_, err) = fails(&["create", "-f", "-"], Some(two));
+    assert!(err.starts_with("Error from server (AlreadyExists): batch command 1: "), "{err}");
+    let (_, err) = fails(&["get", "ns", "fresh"], None);
+    assert!(err.contains("NotFound"), "{err}");
+    // A create carrying a resourceVersion is refused, as the Kubernetes API server refuses it.
+    let (_, err) = fails(
+        &["create", "-f", "-"],
+        Some("apiVersion: v1\nkind: Namespace\nmetadata: {name: rv, resourceVersion: '5'}\n"),
+    );
+    assert!(
+        err.contains("metadata.resourceVersion: Invalid value: 5: must not be set on an object to be created"),
+        "{err}"
+    );
+
+    // -o yaml of a list is kubectl's v1 List; of one named object, the object.
+    let yaml = ok(&server, &["get", "ns", "-o", "yaml"]);
+    assert!(yaml.starts_with("apiVersion: v1\nitems:\n"), "{yaml}");
+    assert!(yaml.contains("\nkind: List\n"), "{yaml}");
+    let one = ok(&server, &["get", "ns", "default", "-o", "yaml"]);
+    assert!(one.contains("kind: Namespace") && !one.contains("kind: List"), "{one}");
+
+    // delete tries every target, prints each error, and fails at the end.
+    orchctl(&server, &["create", "-f", "-"], Some("apiVersion: v1\nkind: Namespace\nmetadata: {name: gone}\n"));
+    let (out, err) = fails(&["delete", "ns", "missing", "gone"], None);
+    assert_eq!(out, "namespace/gone deleted\n");
+    assert_eq!(err, "Error from server (NotFound): namespaces \"missing\" not found\nerror: 1 of 2 objects failed\n");
+    assert_eq!(ok(&server, &["delete", "ns", "missing", "--ignore-not-found"]), "");
+
+    // An object that is only marked for deletion is not reported deleted.
+    ok(&server, &["apply", "-f", &format!("{}/nodes.yaml", examples())]);
+    let pod = |name: &str, extra: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}{extra}}}\nspec: {{nodeName: node-a, containers: [{{name: c, image: busybox}}]}}\n"
+        )
+    };
+    orchctl(&server, &["create", "-f", "-"], Some(&pod("slow", "")));
+    let marked = ok(&server, &["delete", "pod", "slow", "--wait=false"]);
+    assert!(marked.starts_with("pod/slow marked for deletion"), "{marked}");
+    let (out, err) = fails(&["delete", "pod", "slow", "--timeout", "1"], None);
+    assert_eq!(out, "");
+    assert!(err.contains("timed out waiting for the deletion of pod/slow"), "{err}");
+    assert_eq!(ok(&server, &["delete", "pod", "slow", "--grace-period", "0"]), "pod/slow deleted\n");
+    // By default it waits until the object is gone: here until its finalizer is removed.
+    orchctl(&server, &["create", "-f", "-"], Some(&pod("held", ", finalizers: [example.com/hold]")));
+    let waiting = std::process::Command::new(crate::harness::orchctl_bin())
+        .args(["--server", &server, "delete", "pod", "held", "--grace-period", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("orchctl delete starts");
+    eventually("the pod to be marked", || {
+        let json = ok(&server, &["get", "pod", "held", "-o", "json"]);
+        json.contains("deletionTimestamp").then_some(())
+    });
+    // The same pod without the finalizer: the update lets the deletion finish.
+    let released = orchctl(&server, &["apply", "-f", "-"], Some(&pod("held", "")));
+    assert!(released.status.success(), "{}", String::from_utf8_lossy(&released.stderr));
+    let out = waiting.wait_with_output().expect("orchctl delete ends");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "pod/held deleted\n");
+
+    // Nothing listening: kubectl's message at once, not 30 seconds of retries.
+    d.kill();
+    let (_, err) = fails(&["get", "ns"], None);
+    assert_eq!(
+        err,
+        format!("The connection to the server {server} was refused - did you specify the right host or port?\n")
+    );
+}
+
+/// Scale (and rollout undo, the same path) is one command under the caller's write id: a
+/// retried scale gets its first outcome and cannot undo a later one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_scale_is_applied_once() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let (mut d, server) = start_ready(root.path(), NET + 5).await;
+    let client = Client::new([server.as_str()]).expect("client");
+    let manifests = std::fs::read_to_string(format!("{}/web.yaml", examples())).expect("reads");
+    client.apply(&orch_core::parse_manifests(&manifests).expect("parses")).await.expect("applied");
+    let web = ObjectKey::new(Kind::Deployment, "shop", "web");
+
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{server}")).expect("endpoint").connect_lazy();
+    let mut raw = orch_api::pb::orch_client::OrchClient::new(channel);
+    let scale = orch_api::pb::ScaleRequest {
+        id: Some(orch_api::convert::write_id(orch_core::ClientId(41), 1, 1)),
+        key: Some(orch_api::convert::key_to_pb(&web)),
+        replicas: 3,
+    };
+    let first = raw.scale(scale.clone()).await.expect("scaled").into_inner();
+    client.scale(&web, 5).await.expect("scaled by another client");
+    let retried = raw.scale(scale).await.expect("the retry answers").into_inner();
+    assert_eq!(retried, first, "the first outcome, not a second write");
+    let replicas = |o: &orch_core::Object| match o {
+        orch_core::Object::Deployment(d) => d.spec.replicas,
+        _ => None,
+    };
+    assert_eq!(replicas(&client.get(&web).await.expect("read").0), Some(5), "the later scale stands");
+    // The rules are the state machine's, checked before proposing too.
+    let refused = client.scale(&ObjectKey::new(Kind::Pod, "shop", "web"), 1).await.expect_err("a pod");
+    assert!(matches!(&refused, Error::Invalid(m) if m.contains("key.kind: Unsupported value: \"Pod\"")), "{refused:?}");
+    assert!(d.terminate().success());
+}
+
 const INVALID: &str = "apiVersion: v1
 kind: Namespace
 metadata: {name: fine}
@@ -182,15 +318,7 @@ spec:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_whole_and_named() {
     let root = tempfile::tempdir().expect("temp dir");
-    let mut d = Daemon::new(root.path(), NET + 1, 1, &[]);
-    d.start();
-    let server = d.api();
-    tokio::task::spawn_blocking({
-        let d_http = http(d.net, d.id);
-        move || eventually("ready", || http_get(&d_http, "/readyz").filter(|r| r.0 == 200))
-    })
-    .await
-    .expect("ready");
+    let (_daemon, server) = start_ready(root.path(), NET + 1).await;
 
     // A multi-document manifest with one invalid document: nothing is created.
     let out = tokio::task::spawn_blocking({
@@ -350,34 +478,6 @@ fn a_saved_snapshot_starts_a_new_three_node_cluster() {
         crate::harness::initial_members(net, 3),
     ];
     let mut nodes: Vec<Daemon> = (1..=3).map(|i| Daemon::new(root.path(), net, i, &flags)).collect();
-    // Node 1 is prepared offline with orchctl (as etcdctl does); 2 and 3 restore at start-up.
-    let prepared = ok(
-        "127.0.0.1:1",
-        &[
-            "snapshot",
-            "restore",
-            file.to_str().expect("utf-8 path"),
-            "--data-dir",
-            nodes[0].dir.to_str().expect("utf-8 path"),
-            "--initial-members",
-            &crate::harness::initial_members(net, 3),
-        ],
-    );
-    assert!(prepared.starts_with("restored revision "), "{prepared}");
-    nodes[0].extra = vec!["--initial-members".to_owned(), crate::harness::initial_members(net, 3)];
-    let again = orchctl(
-        "127.0.0.1:1",
-        &[
-            "snapshot",
-            "restore",
-            file.to_str().expect("utf-8 path"),
-            "--data-dir",
-            nodes[0].dir.to_str().expect("utf-8 path"),
-        ],
-        None,
-    );
-    assert!(!again.status.success(), "a directory with data is refused");
-    assert!(String::from_utf8_lossy(&again.stderr).contains("holds data already"));
     for n in &mut nodes {
         n.start();
     }

@@ -6,7 +6,8 @@
 //! format version, keeps a reader for the older ones, and writes the new version's fixture with
 //! `write_format_fixture` (ignored); the test opens every version's fixture. Format 2 added
 //! `acked_below` to requests, so the version 1 fixture's log is read through format 1's frozen
-//! entry layout.
+//! entry layout; format 3 added the commands `Scale` and `RolloutUndo`, which its fixture's log
+//! holds.
 
 use std::path::Path;
 
@@ -67,6 +68,13 @@ fn proposals() -> Vec<Vec<Command>> {
         preconditions: Preconditions::default(),
     }]);
     out.push(vec![Command::Create(one(&pod("p3"))), Command::Create(one(&pod("p3")))]);
+    // Format 3's commands (the fixtures of earlier formats end above).
+    // One entry (a second snapshot would otherwise be due); the undo is refused (the deployment
+    // has no ReplicaSets) but is in the log all the same.
+    out.push(vec![
+        Command::Scale { key: ObjectKey::new(Kind::Deployment, "shop", "web"), replicas: 5 },
+        Command::RolloutUndo { namespace: "shop".into(), name: "web".into(), to_revision: 0 },
+    ]);
     out
 }
 

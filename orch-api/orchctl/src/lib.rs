@@ -1,4 +1,10 @@
 //! `orchctl`, modelled on kubectl: the commands, on [`orch_api::Client`].
+//!
+//! A client only: it depends on orch-api and orch-core, never on orch-raft or RocksDB (the
+//! test `tests/deps.rs` checks it). Restoring a backup is `orchd --restore FILE`, which owns
+//! the data directory.
+
+#![forbid(unsafe_code)]
 
 pub mod table;
 
@@ -9,10 +15,10 @@ use clap::{Args, Parser, Subcommand};
 use futures_util::StreamExt;
 use orch_api::client::WriteResult;
 use orch_api::{Client, Error as ApiError, WatchItem};
-use orch_core::{Kind, Object, ObjectKey, parse_manifests};
+use orch_core::watch::EventType;
+use orch_core::{Action, Kind, Object, ObjectKey, Uid, parse_manifests};
 
-use self::table::{Output, headers, render, row, type_name};
-use crate::loops::now_ms;
+use crate::table::{Output, headers, render, row, type_name};
 
 /// The most manifest files one `-f DIR` reads.
 pub const MANIFEST_FILES_MAX: usize = 1000;
@@ -21,15 +27,32 @@ pub const MANIFEST_FILES_MAX: usize = 1000;
 /// problem.
 #[derive(Debug, thiserror::Error)]
 pub enum CtlError {
-    /// The server refused or failed.
-    #[error("Error from server ({}): {}", code_name(.0), .0.message())]
+    /// The server refused or failed (or no server could be reached).
+    #[error("{}", server_error(.0))]
     Server(#[from] ApiError),
+    /// Some of several objects failed; each error was printed as it happened.
+    #[error("error: {failed} of {total} objects failed")]
+    Partial {
+        /// How many failed.
+        failed: usize,
+        /// Of how many.
+        total: usize,
+    },
     /// A bad argument, file or manifest.
     #[error("error: {0}")]
     Local(String),
     /// Writing the output failed.
     #[error("error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// As kubectl prints it: `Error from server (Reason): message`, or, when nothing listens at
+/// the server's address, kubectl's own line about the refused connection.
+fn server_error(e: &ApiError) -> String {
+    match e {
+        ApiError::Refused(message) => message.clone(),
+        e => format!("Error from server ({}): {}", code_name(e), e.message()),
+    }
 }
 
 fn code_name(e: &ApiError) -> &'static str {
@@ -44,8 +67,15 @@ fn code_name(e: &ApiError) -> &'static str {
         ApiError::ResourceExhausted(_) => "RequestEntityTooLarge",
         ApiError::Expired(_) => "Expired",
         ApiError::Timeout(_) => "Timeout",
+        ApiError::Refused(_) => "ServiceUnavailable",
         ApiError::Internal(_) => "InternalError",
     }
+}
+
+/// Milliseconds since the epoch, for ages.
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn local(message: impl Into<String>) -> CtlError {
@@ -136,6 +166,22 @@ pub enum Cmd {
     },
 }
 
+/// `delete` arguments beyond the targets.
+#[derive(Debug, Args)]
+pub struct DeleteFlags {
+    /// Treat a missing object as deleted (no error).
+    #[arg(long)]
+    pub ignore_not_found: bool,
+    /// Wait until each object is gone (an object with finalizers, a bound pod in its grace
+    /// period or a namespace with content is only marked at first); `--wait=false` returns
+    /// once the deletion started.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub wait: bool,
+    /// With --wait: give up after this many seconds (0: wait as long as it takes).
+    #[arg(long, default_value_t = 0)]
+    pub timeout: u64,
+}
+
 /// `-f` arguments.
 #[derive(Debug, Args)]
 pub struct FileArgs {
@@ -176,6 +222,9 @@ pub struct DeleteArgs {
     /// Overrides a pod's grace period (seconds); 0 deletes at once.
     #[arg(long)]
     pub grace_period: Option<i64>,
+    /// How missing objects and pending deletions are treated.
+    #[command(flatten)]
+    pub flags: DeleteFlags,
 }
 
 /// `rollout` actions.
@@ -239,20 +288,6 @@ pub enum SnapshotCmd {
     Status {
         /// The file.
         file: PathBuf,
-    },
-    /// Prepare a fresh data directory for one member of a new cluster from a snapshot file
-    /// (run it for each member with the same file and members, then start each `orchd` on
-    /// its directory; `orchd --restore FILE` does the same at start-up).
-    Restore {
-        /// The file.
-        file: PathBuf,
-        /// The new member's data directory (must not hold data).
-        #[arg(long)]
-        data_dir: PathBuf,
-        /// The new cluster: ID=RAFT_ADDR/API_ADDR,... [default: one node on orchd's default
-        /// addresses].
-        #[arg(long, default_value = "1=127.0.0.1:7101/127.0.0.1:7100")]
-        initial_members: String,
     },
 }
 
@@ -360,21 +395,18 @@ fn print_objects(
     single: bool,
 ) -> Result<(), CtlError> {
     match output {
-        Output::Json => {
+        Output::Json | Output::Yaml => {
+            // One object named alone prints as itself; anything else as kubectl's `v1 List`.
             let values: Vec<serde_json::Value> = objects.iter().map(Object::to_manifest).collect();
             let value = if single && values.len() == 1 {
                 values.into_iter().next().unwrap_or_default()
             } else {
-                serde_json::json!({"apiVersion": "v1", "kind": "List", "items": values})
+                serde_json::json!({"apiVersion": "v1", "items": values, "kind": "List", "metadata": {"resourceVersion": ""}})
             };
-            writeln!(out, "{}", serde_json::to_string_pretty(&value).map_err(|e| local(e.to_string()))?)?;
-        }
-        Output::Yaml => {
-            for (i, o) in objects.iter().enumerate() {
-                if i > 0 {
-                    writeln!(out, "---")?;
-                }
-                write!(out, "{}", serde_yaml_ng::to_string(&o.to_manifest()).map_err(|e| local(e.to_string()))?)?;
+            if output == Output::Json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&value).map_err(|e| local(e.to_string()))?)?;
+            } else {
+                write!(out, "{}", serde_yaml_ng::to_string(&value).map_err(|e| local(e.to_string()))?)?;
             }
         }
         Output::Name => {
@@ -408,11 +440,13 @@ fn print_objects(
     Ok(())
 }
 
-/// Runs one command against the cluster, writing what it shows to `out`.
+/// Runs one command against the cluster, writing what it shows to `out` and notes and the
+/// errors of single objects to `err` (kubectl's standard error: "No resources found", each
+/// failed deletion of several).
 ///
 /// # Errors
 /// The server's error, or a local one (bad arguments, unreadable or invalid manifests).
-pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
+pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), CtlError> {
     let client = Client::new(cli.server.split(',').map(str::trim).filter(|s| !s.is_empty()))?;
     let ns = cli.namespace.as_str();
     match cli.command {
@@ -422,14 +456,11 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
         }
         Cmd::Create(f) => {
             let objects = with_namespace(read_manifests(&f.files)?, ns);
-            for o in &objects {
-                print_changes(out, &client.create(o).await?)?;
-            }
-            Ok(())
+            print_changes(out, &client.create_all(&objects).await?)
         }
-        Cmd::Get(g) => get(&client, g, ns, out).await,
+        Cmd::Get(g) => get(&client, g, ns, out, err).await,
         Cmd::Describe { kind, name } => describe(&client, kind_of(&kind)?, ns, &name, out).await,
-        Cmd::Delete(d) => delete(&client, d, ns, out).await,
+        Cmd::Delete(d) => delete(&client, d, ns, out, err).await,
         Cmd::Scale { target, replicas } => {
             let key = target_key(&target, ns, None)?;
             client.scale(&key, replicas).await?;
@@ -470,7 +501,7 @@ fn with_namespace(mut objects: Vec<Object>, ns: &str) -> Vec<Object> {
     objects
 }
 
-async fn get(client: &Client, g: GetArgs, ns: &str, out: &mut dyn Write) -> Result<(), CtlError> {
+async fn get(client: &Client, g: GetArgs, ns: &str, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), CtlError> {
     let kind = kind_of(&g.kind)?;
     let output = match g.output.as_deref() {
         None => Output::Table,
@@ -492,10 +523,11 @@ async fn get(client: &Client, g: GetArgs, ns: &str, out: &mut dyn Write) -> Resu
         (objects, revision)
     };
     if objects.is_empty() && !g.watch && matches!(output, Output::Table | Output::Wide) {
+        // To standard error, as kubectl: a script reading the output gets nothing.
         if kind.namespaced() && !g.all_namespaces {
-            writeln!(out, "No resources found in {ns} namespace.")?;
+            writeln!(err, "No resources found in {ns} namespace.")?;
         } else {
-            writeln!(out, "No resources found")?;
+            writeln!(err, "No resources found")?;
         }
         return Ok(());
     }
@@ -583,7 +615,13 @@ async fn describe(client: &Client, kind: Kind, ns: &str, name: &str, out: &mut d
     Ok(())
 }
 
-async fn delete(client: &Client, d: DeleteArgs, ns: &str, out: &mut dyn Write) -> Result<(), CtlError> {
+async fn delete(
+    client: &Client,
+    d: DeleteArgs,
+    ns: &str,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), CtlError> {
     let keys: Vec<ObjectKey> = if d.files.is_empty() {
         match d.targets.as_slice() {
             [] => return Err(local("give KIND NAME..., KIND/NAME..., or -f FILE")),
@@ -608,11 +646,93 @@ async fn delete(client: &Client, d: DeleteArgs, ns: &str, out: &mut dyn Write) -
             })
             .collect()
     };
+    // As kubectl: every object is tried; each failure is printed as it happens.
+    let total = keys.len();
+    let mut failed = 0;
     for key in keys {
-        client.delete(&key, d.grace_period).await?;
-        writeln!(out, "{}/{} deleted", type_name(key.kind), key.name)?;
+        match delete_one(client, &key, d.grace_period, &d.flags, out).await {
+            Ok(()) => {}
+            Err(CtlError::Server(ApiError::NotFound(_))) if d.flags.ignore_not_found => {}
+            Err(e @ CtlError::Server(ApiError::Refused(_))) => return Err(e),
+            Err(e) => {
+                writeln!(err, "{e}")?;
+                failed += 1;
+            }
+        }
     }
+    if failed > 0 { Err(CtlError::Partial { failed, total }) } else { Ok(()) }
+}
+
+/// Deletes one object and, unless told not to, waits until it is gone.
+async fn delete_one(
+    client: &Client,
+    key: &ObjectKey,
+    grace_period: Option<i64>,
+    flags: &DeleteFlags,
+    out: &mut dyn Write,
+) -> Result<(), CtlError> {
+    let result = client.delete(key, grace_period).await?;
+    let name = format!("{}/{}", type_name(key.kind), key.name);
+    let Some(change) = result.changes.iter().find(|c| c.key == *key) else {
+        return Err(local(format!("{name}: the server reported no change to it")));
+    };
+    if change.action == Action::Deleted {
+        writeln!(out, "{name} deleted")?;
+        return Ok(());
+    }
+    // Marked only: its finalizers, its grace period or its content hold it.
+    if !flags.wait {
+        writeln!(out, "{name} marked for deletion (it goes when its finalizers, grace period or content allow)")?;
+        return Ok(());
+    }
+    let timeout = (flags.timeout > 0).then(|| std::time::Duration::from_secs(flags.timeout));
+    let waited = wait_until_gone(client, key, change.uid, result.revision);
+    match timeout {
+        None => waited.await?,
+        Some(t) => tokio::time::timeout(t, waited).await.map_err(|_| {
+            local(format!("timed out waiting for the deletion of {name} (it is still being deleted)"))
+        })??,
+    }
+    writeln!(out, "{name} deleted")?;
     Ok(())
+}
+
+/// Returns once the object `key` with `uid` is gone, following its kind's events from
+/// `revision` (and reading it again when that history expired).
+async fn wait_until_gone(client: &Client, key: &ObjectKey, uid: Uid, mut revision: u64) -> Result<(), CtlError> {
+    loop {
+        let mut events = client.watch(revision, key.kind.as_str(), &key.namespace, "", "");
+        let mut expired = false;
+        while let Some(item) = events.next().await {
+            match item {
+                Ok(WatchItem::Events { events, .. }) => {
+                    let gone = events.iter().any(|e| {
+                        e.event_type == EventType::Deleted
+                            && e.object.meta().name.as_str() == key.name
+                            && e.object.meta().uid == Some(uid)
+                    });
+                    if gone {
+                        return Ok(());
+                    }
+                }
+                Ok(WatchItem::Progress(_)) => {}
+                Err(ApiError::Expired(_)) => {
+                    expired = true;
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !expired {
+            return Err(local(format!("the watch of {key} ended before it was deleted")));
+        }
+        match client.get(key).await {
+            Err(ApiError::NotFound(_)) => return Ok(()),
+            Ok((o, _)) if o.meta().uid != Some(uid) => return Ok(()),
+            Ok((_, read_at)) => revision = read_at,
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 fn deployment_name(target: &str) -> Result<&str, CtlError> {
@@ -655,6 +775,7 @@ async fn rollout(client: &Client, action: RolloutCmd, ns: &str, out: &mut dyn Wr
             let name = deployment_name(&target)?;
             let key = ObjectKey::new(Kind::Deployment, ns, name);
             let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(timeout);
+            let mut last = String::new();
             loop {
                 let (d, read_at) = client.get(&key).await?;
                 let v = d.to_manifest();
@@ -678,28 +799,45 @@ async fn rollout(client: &Client, action: RolloutCmd, ns: &str, out: &mut dyn Wr
                     writeln!(out, "deployment {name:?} successfully rolled out")?;
                     return Ok(());
                 };
-                writeln!(out, "{waiting}")?;
-                out.flush()?;
+                // Each state once, as kubectl prints it.
+                if waiting != last {
+                    writeln!(out, "{waiting}")?;
+                    out.flush()?;
+                    last = waiting;
+                }
                 if tokio::time::Instant::now() >= deadline {
                     return Err(local(format!("timed out waiting for the rollout of deployment {name:?}")));
                 }
-                // Follow the deployment until the next change (or a progress tick).
+                // Follow the deployment until it changes. A watch error the client could not
+                // resume from ends the command; an expired revision reads it again (a fresh
+                // read gives a fresh revision), no faster than once a second.
                 let mut events = client.watch(read_at, "Deployment", ns, "", "");
-                let _ = tokio::time::timeout_at(deadline, async {
+                let followed = tokio::time::timeout_at(deadline, async {
                     while let Some(item) = events.next().await {
-                        let changed = match &item {
+                        match item {
                             Ok(WatchItem::Events { events, .. }) => {
-                                events.iter().any(|e| e.object.meta().name.as_str() == name)
+                                if events.iter().any(|e| e.object.meta().name.as_str() == name) {
+                                    return Ok(true);
+                                }
                             }
-                            Ok(WatchItem::Progress(_)) => false,
-                            Err(_) => true,
-                        };
-                        if changed {
-                            break;
+                            Ok(WatchItem::Progress(_)) => {}
+                            Err(ApiError::Expired(_)) => return Ok(false),
+                            Err(e) => return Err(e),
                         }
                     }
+                    Err(ApiError::unavailable("the watch of the deployment ended"))
                 })
                 .await;
+                match followed {
+                    Ok(Ok(true)) | Err(_) => {}
+                    Ok(Ok(false)) => {
+                        tokio::time::sleep_until(
+                            deadline.min(tokio::time::Instant::now() + std::time::Duration::from_secs(1)),
+                        )
+                        .await
+                    }
+                    Ok(Err(e)) => return Err(e.into()),
+                }
             }
         }
     }
@@ -827,16 +965,6 @@ async fn snapshot(client: &Client, action: SnapshotCmd, out: &mut dyn Write) -> 
                 state.len(),
                 bytes.len()
             )?;
-            Ok(())
-        }
-        SnapshotCmd::Restore { file, data_dir, initial_members } => {
-            let bytes = std::fs::read(&file).map_err(|e| local(format!("{}: {e}", file.display())))?;
-            let members = crate::config::parse_members(&initial_members).map_err(|e| local(e.to_string()))?;
-            let members = members.into_iter().map(|m| (m.id, orch_raft::Member::new(m.raft, m.api))).collect();
-            let revision = orch_raft::control_plane::restore(&data_dir, &bytes, members)
-                .await
-                .map_err(|e| local(format!("restore: {e}")))?;
-            writeln!(out, "restored revision {revision} into {}", data_dir.display())?;
             Ok(())
         }
         SnapshotCmd::Status { file } => {

@@ -3,13 +3,14 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use orch_daemon::ctl::{Cli, run};
+use orchctl::{Cli, run};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut out = std::io::stdout().lock();
-    match run(cli, &mut out).await {
+    let mut err = std::io::stderr();
+    match run(cli, &mut out, &mut err).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{e}");
