@@ -31,9 +31,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // three nodes' fsyncs do not queue behind each other on one device.
     let followers = std::env::var("ORCH_BENCH_FOLLOWER_DIR").unwrap_or_else(|_| base.clone());
     let dirs = [tempfile::tempdir_in(&base)?, tempfile::tempdir_in(&followers)?, tempfile::tempdir_in(&followers)?];
-    let n1 = ControlPlane::builder(1, dirs[0].path()).single_node().start().await?;
-    let n2 = ControlPlane::builder(2, dirs[1].path()).join().start().await?;
-    let n3 = ControlPlane::builder(3, dirs[2].path()).join().start().await?;
+    // ORCH_BENCH_ELECTION_MS sets the minimum election timeout (the maximum twice it, the
+    // heartbeat a fifth), to measure which timeouts hold under load; default the built-in timing.
+    let election_ms: Option<u64> = std::env::var("ORCH_BENCH_ELECTION_MS").ok().and_then(|s| s.parse().ok());
+    let builder = |id: u64, dir: &std::path::Path| {
+        let b = ControlPlane::builder(id, dir);
+        match election_ms {
+            Some(ms) => b.timing(
+                Duration::from_millis((ms / 5).max(20)),
+                (Duration::from_millis(ms), Duration::from_millis(2 * ms)),
+            ),
+            None => b,
+        }
+    };
+    let n1 = builder(1, dirs[0].path()).single_node().start().await?;
+    let n2 = builder(2, dirs[1].path()).join().start().await?;
+    let n3 = builder(3, dirs[2].path()).join().start().await?;
     while n1.metrics().leader != Some(1) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -43,6 +56,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         n1.add_member(3, n3.address()).await?;
     }
     let nodes = [n1.clone(), n2.clone(), n3.clone()];
+    let term_at_start = n1.metrics().term;
     let shape = if three { "three nodes on loopback" } else { "one node" };
     println!("{shape}, fsync on, {seconds} s per level, one pod create per proposal");
     println!(
@@ -101,6 +115,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             percentile(&latencies, 0.99)
         );
     }
+    // Every election under load raises the term: a spurious one (nothing failed) shows here.
+    let term = nodes.iter().map(|n| n.metrics().term).max().unwrap_or(0);
+    println!(
+        "elections during the run: {} (term {term_at_start} -> {term}; timing: {})",
+        term - term_at_start,
+        election_ms.map_or("built-in default".to_owned(), |ms| format!("election {ms}-{} ms", 2 * ms))
+    );
     if three {
         round_trips(&n2).await?;
     }

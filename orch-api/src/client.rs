@@ -241,6 +241,9 @@ impl Client {
         let mut backoff = Duration::from_millis(20);
         // The addresses that refused a connection since a server last answered.
         let mut refused: BTreeSet<String> = BTreeSet::new();
+        // An attempt that may have reached a server (it timed out, or its connection broke):
+        // then the call's outcome is not "refused", whatever the later attempts meet.
+        let mut uncertain = false;
         loop {
             let (addr, client) = self.connect()?;
             let result = tokio::time::timeout(self.inner.options.request_timeout, attempt(client)).await;
@@ -249,7 +252,8 @@ impl Client {
                 Ok(Err(status)) if connection_refused(&status) => {
                     refused.insert(addr.clone());
                     let addrs = lock(&self.inner.endpoints).addrs.clone();
-                    if !self.inner.options.wait_while_refused && addrs.iter().all(|a| refused.contains(a)) {
+                    if !self.inner.options.wait_while_refused && !uncertain && addrs.iter().all(|a| refused.contains(a))
+                    {
                         return Err(Error::Refused(format!(
                             "The connection to the server {} was refused - did you specify the right host or port?",
                             addrs.join(", ")
@@ -259,9 +263,12 @@ impl Client {
                 }
                 Ok(Err(status)) => {
                     refused.clear();
-                    Error::from(status)
+                    let error = Error::from(status);
+                    uncertain |= transport_failure(&error);
+                    error
                 }
                 Err(_) => {
+                    uncertain = true;
                     Error::Timeout(format!("{addr} did not answer within {:?}", self.inner.options.request_timeout))
                 }
             };
@@ -653,7 +660,9 @@ struct WatchState {
 
 /// Whether a watch that failed with `e` may resume on another server.
 fn resumable(e: &Error) -> bool {
-    matches!(e, Error::Unavailable { .. } | Error::Timeout(_) | Error::ResourceExhausted(_)) || transport_failure(e)
+    // A watch resumes while nothing listens too (a restarting server), for up to `retry_for`.
+    matches!(e, Error::Unavailable { .. } | Error::Timeout(_) | Error::ResourceExhausted(_) | Error::Refused(_))
+        || transport_failure(e)
 }
 
 impl WatchState {
@@ -775,8 +784,6 @@ fn sized<T: prost::Message>(request: T) -> Result<T, Error> {
     Ok(request)
 }
 
-/// An error from the connection rather than the server (the server died mid-call, a reset):
-/// worth retrying elsewhere.
 /// Whether `status` is a failure to connect because nothing listens at the address (the
 /// operating system's "connection refused", somewhere in the status's chain of sources).
 fn connection_refused(status: &tonic::Status) -> bool {
@@ -792,6 +799,8 @@ fn connection_refused(status: &tonic::Status) -> bool {
     false
 }
 
+/// An error from the connection rather than the server (the server died mid-call, a reset):
+/// worth retrying elsewhere.
 fn transport_failure(e: &Error) -> bool {
     match e {
         Error::Internal(m) => {

@@ -186,10 +186,18 @@ impl Orchd {
         self.http_addr
     }
 
-    /// Stops the loops and the servers, then the control plane (its data is synced).
+    /// Stops the loops, hands leadership to another voter when this node leads (so that a
+    /// rolling restart costs no election), stops the servers, then the control plane (its data
+    /// is synced).
     pub async fn shutdown(&mut self) {
         if let Some(loops) = self.loops.take() {
             loops.stop().await;
+        }
+        // While the API still answers, so that calls in flight are sent to the new leader.
+        match self.cp.step_down(STEP_DOWN_WAIT).await {
+            Ok(Some(to)) => tracing::info!(to, "handed leadership over before stopping"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "leadership was not handed over before stopping"),
         }
         if let Some(stop) = self.stop_api.take() {
             let _ = stop.send(());
@@ -207,6 +215,9 @@ impl Orchd {
         }
     }
 }
+
+/// How long a stopping leader waits for another voter to take over (SIGTERM).
+pub const STEP_DOWN_WAIT: Duration = Duration::from_secs(3);
 
 /// Starts a fresh data directory from a snapshot file; a directory with data is left alone
 /// (a restarted node of a restored cluster).

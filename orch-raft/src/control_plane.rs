@@ -977,6 +977,52 @@ impl ControlPlane {
         }
     }
 
+    /// Before a planned stop (SIGTERM of `orchd`, a rolling restart): when this node leads and
+    /// another voter is alive, hands leadership to the live voter whose log is furthest along
+    /// (ties: the lowest id) and waits, at most `within`, until it leads. The others then need not wait
+    /// out an election timeout: a restart of the leader costs a transfer (a few round trips),
+    /// not an election. Returns the new leader, or None when nothing was handed over (not the
+    /// leader, or no other voter that answered a heartbeat within an election timeout).
+    ///
+    /// # Errors
+    /// [`Error::Raft`] when the transfer did not complete within `within` (the caller stops
+    /// anyway; the others then elect a leader as after a crash).
+    pub async fn step_down(&self, within: Duration) -> Result<Option<u64>, Error> {
+        use openraft::async_runtime::instant::Instant as _;
+        let to = {
+            let metrics = self.inner.raft.metrics();
+            let m = metrics.borrow_watched();
+            if m.current_leader != Some(self.inner.id) {
+                return Ok(None);
+            }
+            // Only a voter that answered a heartbeat within an election timeout: a transfer to a
+            // dead one would only delay the election the others then hold.
+            let alive_within = Duration::from_millis(self.inner.raft.config().election_timeout_min);
+            let heard = m.heartbeat.clone().unwrap_or_default();
+            let progress = m.replication.clone().unwrap_or_default();
+            let furthest = m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .filter(|v| *v != self.inner.id)
+                .filter(|v| heard.get(v).cloned().flatten().is_some_and(|t| t.elapsed() < alive_within))
+                .max_by_key(|v| (progress.get(v).cloned().flatten().map(|l| l.index()), std::cmp::Reverse(*v)));
+            match furthest {
+                Some(to) => to,
+                None => return Ok(None),
+            }
+        };
+        let moved = tokio::time::timeout(within, self.transfer_leadership(to)).await;
+        // Another voter may have won instead (an election raced the transfer): handed over too.
+        let leader = self.inner.raft.metrics().borrow_watched().current_leader;
+        match moved {
+            Ok(Ok(())) => Ok(Some(to)),
+            _ if leader.is_some_and(|l| l != self.inner.id) => Ok(leader),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::Raft(format!("leadership did not move to node {to} within {within:?}"))),
+        }
+    }
+
     /// Whether Raft still runs: the fatal error (a storage failure, a panic in openraft) that
     /// stopped it, if one did. A node that is not healthy serves nothing until it is restarted.
     ///

@@ -177,7 +177,8 @@ pub struct DeleteFlags {
     /// once the deletion started.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub wait: bool,
-    /// With --wait: give up after this many seconds (0: wait as long as it takes).
+    /// With --wait: give up after this many seconds, one deadline for every object waited for
+    /// (0: wait as long as it takes).
     #[arg(long, default_value_t = 0)]
     pub timeout: u64,
 }
@@ -646,14 +647,50 @@ async fn delete(
             })
             .collect()
     };
-    // As kubectl: every object is tried; each failure is printed as it happens.
+    // As kubectl: every object is tried first (each failure printed as it happens), then the
+    // marked ones are waited for, under one deadline: a namespace whose content comes later in
+    // the list goes once that content is deleted.
     let total = keys.len();
     let mut failed = 0;
+    let mut marked = Vec::new();
     for key in keys {
-        match delete_one(client, &key, d.grace_period, &d.flags, out).await {
-            Ok(()) => {}
-            Err(CtlError::Server(ApiError::NotFound(_))) if d.flags.ignore_not_found => {}
-            Err(e @ CtlError::Server(ApiError::Refused(_))) => return Err(e),
+        let name = format!("{}/{}", type_name(key.kind), key.name);
+        let result = match client.delete(&key, d.grace_period).await {
+            Ok(result) => result,
+            Err(ApiError::NotFound(_)) if d.flags.ignore_not_found => continue,
+            Err(e @ ApiError::Refused(_)) => return Err(e.into()),
+            Err(e) => {
+                writeln!(err, "{}", CtlError::Server(e))?;
+                failed += 1;
+                continue;
+            }
+        };
+        match result.changes.iter().find(|c| c.key == key) {
+            Some(c) if c.action == Action::Deleted => writeln!(out, "{name} deleted")?,
+            // Marked only: its finalizers, its grace period or its content hold it.
+            Some(c) if d.flags.wait => marked.push((key, name, c.uid, result.revision)),
+            Some(_) => writeln!(
+                out,
+                "{name} marked for deletion (it goes when its finalizers, grace period or content allow)"
+            )?,
+            None => {
+                writeln!(err, "error: {name}: the server reported no change to it")?;
+                failed += 1;
+            }
+        }
+    }
+    let deadline =
+        (d.flags.timeout > 0).then(|| tokio::time::Instant::now() + std::time::Duration::from_secs(d.flags.timeout));
+    for (key, name, uid, revision) in marked {
+        let waited = wait_until_gone(client, &key, uid, revision);
+        let waited = match deadline {
+            None => waited.await,
+            Some(at) => tokio::time::timeout_at(at, waited).await.unwrap_or_else(|_| {
+                Err(local(format!("timed out waiting for the deletion of {name} (it is still being deleted)")))
+            }),
+        };
+        match waited {
+            Ok(()) => writeln!(out, "{name} deleted")?,
             Err(e) => {
                 writeln!(err, "{e}")?;
                 failed += 1;
@@ -661,40 +698,6 @@ async fn delete(
         }
     }
     if failed > 0 { Err(CtlError::Partial { failed, total }) } else { Ok(()) }
-}
-
-/// Deletes one object and, unless told not to, waits until it is gone.
-async fn delete_one(
-    client: &Client,
-    key: &ObjectKey,
-    grace_period: Option<i64>,
-    flags: &DeleteFlags,
-    out: &mut dyn Write,
-) -> Result<(), CtlError> {
-    let result = client.delete(key, grace_period).await?;
-    let name = format!("{}/{}", type_name(key.kind), key.name);
-    let Some(change) = result.changes.iter().find(|c| c.key == *key) else {
-        return Err(local(format!("{name}: the server reported no change to it")));
-    };
-    if change.action == Action::Deleted {
-        writeln!(out, "{name} deleted")?;
-        return Ok(());
-    }
-    // Marked only: its finalizers, its grace period or its content hold it.
-    if !flags.wait {
-        writeln!(out, "{name} marked for deletion (it goes when its finalizers, grace period or content allow)")?;
-        return Ok(());
-    }
-    let timeout = (flags.timeout > 0).then(|| std::time::Duration::from_secs(flags.timeout));
-    let waited = wait_until_gone(client, key, change.uid, result.revision);
-    match timeout {
-        None => waited.await?,
-        Some(t) => tokio::time::timeout(t, waited).await.map_err(|_| {
-            local(format!("timed out waiting for the deletion of {name} (it is still being deleted)"))
-        })??,
-    }
-    writeln!(out, "{name} deleted")?;
-    Ok(())
 }
 
 /// Returns once the object `key` with `uid` is gone, following its kind's events from

@@ -1,6 +1,7 @@
 //! Three `orchd` processes: the leader is killed with SIGKILL while a client writes; the client
 //! carries on through the new leader and every acknowledged write is there exactly once; the
-//! killed node restarts and catches up; a fourth member joins and one is removed.
+//! killed node restarts and catches up; a fourth member joins and one is removed; a leader
+//! stopped with SIGTERM hands over first.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -160,4 +161,13 @@ async fn the_cluster_carries_on_when_its_leader_is_killed() {
     client.create(&namespace("after-change")).await.expect("writes after the membership change");
     let missing = client.get(&orch_core::ObjectKey::new(Kind::Namespace, "", "never")).await;
     assert!(matches!(missing, Err(Error::NotFound(_))));
+
+    // SIGTERM on the leader hands leadership over before it stops (a rolling restart costs no
+    // election), and the cluster goes on writing.
+    let current = leader(&client).await;
+    let daemon = if current == 4 { &mut fourth } else { &mut nodes[usize::try_from(current - 1).expect("index")] };
+    assert!(daemon.terminate().success(), "orchd exits 0 on SIGTERM:\n{}", daemon.log());
+    assert!(daemon.log().contains("handed leadership over before stopping"), "{}", daemon.log());
+    client.create(&namespace("after-hand-over")).await.expect("writes after the hand-over");
+    assert_ne!(leader(&client).await, current);
 }

@@ -257,6 +257,15 @@ fn orchctl_creates_all_or_nothing_deletes_every_target_and_fails_as_kubectl_does
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "pod/held deleted\n");
 
+    // Every target is deleted before any is waited for: the namespace, listed first, is held by
+    // its content until the objects after it in the file are deleted.
+    let web = format!("{}/web.yaml", examples());
+    ok(&server, &["apply", "-f", &web]);
+    let deleted = ok(&server, &["delete", "-f", &web, "--timeout", "30"]);
+    assert!(deleted.ends_with("namespace/shop deleted\n"), "{deleted}");
+    let (_, err) = fails(&["get", "ns", "shop"], None);
+    assert!(err.contains("NotFound"), "{err}");
+
     // Nothing listening: kubectl's message at once, not 30 seconds of retries.
     d.kill();
     let (_, err) = fails(&["get", "ns"], None);

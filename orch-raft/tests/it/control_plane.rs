@@ -588,3 +588,37 @@ async fn a_fresh_directory_needs_a_bootstrap_setting() {
     eventually("a leader", || (node.metrics().leader == Some(1)).then_some(())).await;
     node.shutdown().await.expect("stops");
 }
+
+/// A leader stopping on purpose hands over first. The election timeout here is 20-40 s, so
+/// within the 15 s this test waits nobody could be elected the usual way: only the hand-over
+/// can make a new leader in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_leader_hands_over_without_waiting_for_an_election() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("temp dir")).collect();
+    let slow = (Duration::from_millis(100), (Duration::from_secs(20), Duration::from_secs(40)));
+    let node = |id: u64| {
+        let builder = ControlPlane::builder(id, dirs[id as usize - 1].path()).timing(slow.0, slow.1);
+        let builder = if id == 1 { builder.single_node() } else { builder.join() };
+        async move { builder.start().await.expect("starts") }
+    };
+    let n1 = node(1).await;
+    eventually("node 1 leads", || (n1.metrics().leader == Some(1)).then_some(())).await;
+    assert_eq!(n1.step_down(Duration::from_secs(1)).await.expect("no transfer"), None, "the only voter stays");
+    let (n2, n3) = (node(2).await, node(3).await);
+    n1.add_member(2, n2.address()).await.expect("adds 2");
+    n1.add_member(3, n3.address()).await.expect("adds 3");
+    assert!(propose(&[&n1], vec![pod("before")]).await[0].is_ok());
+    assert_eq!(n2.step_down(Duration::from_secs(1)).await.expect("not the leader"), None);
+
+    let to = n1.step_down(Duration::from_secs(10)).await.expect("handed over").expect("a voter took over");
+    assert!(to == 2 || to == 3, "{to}");
+    n1.shutdown().await.expect("stops");
+    let others = [&n2, &n3];
+    let written = tokio::time::timeout(Duration::from_secs(15), propose(&others, vec![pod("after")]))
+        .await
+        .expect("a leader within 15 s, without an election timeout");
+    assert!(written[0].is_ok(), "{written:?}");
+    for n in others {
+        n.shutdown().await.expect("stops");
+    }
+}
