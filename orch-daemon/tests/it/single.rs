@@ -261,6 +261,12 @@ fn orchctl_creates_all_or_nothing_deletes_every_target_and_fails_as_kubectl_does
     // its content until the objects after it in the file are deleted.
     let web = format!("{}/web.yaml", examples());
     ok(&server, &["apply", "-f", &web]);
+    // rollout status prints each state once and gives up at its timeout (no deployment
+    // controller yet: the new generation is never observed).
+    let (out, err) = fails(&["rollout", "status", "deploy/web", "-n", "shop", "--timeout", "2"], None);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.starts_with("Waiting for deployment spec update to be observed"), "{out}");
+    assert!(err.contains("timed out waiting for the rollout of deployment \"web\""), "{err}");
     let deleted = ok(&server, &["delete", "-f", &web, "--timeout", "30"]);
     assert!(deleted.ends_with("namespace/shop deleted\n"), "{deleted}");
     let (_, err) = fails(&["get", "ns", "shop"], None);

@@ -622,3 +622,21 @@ async fn a_stopping_leader_hands_over_without_waiting_for_an_election() {
         n.shutdown().await.expect("stops");
     }
 }
+
+/// `restore` prepares a fresh directory only: one that holds data, no members, or bytes that
+/// are no snapshot are refused, and nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_prepares_a_fresh_directory_only() {
+    let mut state = orch_core::State::new();
+    state.apply(1, orch_core::Entry { timestamp_ms: 1_800_000_000_000, requests: Vec::new() });
+    let snapshot = state.to_snapshot();
+    let members = || std::collections::BTreeMap::from([(1, orch_raft::Member::from("127.0.0.1:1"))]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let garbage = orch_raft::control_plane::restore(dir.path(), b"not a snapshot", members()).await;
+    assert!(matches!(&garbage, Err(Error::Invalid(m)) if m.starts_with("snapshot: ")), "{garbage:?}");
+    let none = orch_raft::control_plane::restore(dir.path(), &snapshot, Default::default()).await;
+    assert!(matches!(&none, Err(Error::Invalid(m)) if m == "members: Required value"), "{none:?}");
+    assert_eq!(orch_raft::control_plane::restore(dir.path(), &snapshot, members()).await.expect("restores"), 1);
+    let again = orch_raft::control_plane::restore(dir.path(), &snapshot, members()).await;
+    assert!(matches!(&again, Err(Error::Invalid(m)) if m.contains("holds data already")), "{again:?}");
+}
