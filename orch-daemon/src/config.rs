@@ -248,8 +248,9 @@ impl Config {
         let timing = match (f.heartbeat_ms, f.election_timeout_ms) {
             (None, None) => None,
             (h, e) => {
-                let h = h.unwrap_or(100);
-                let e = e.unwrap_or(1000);
+                let default_ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+                let h = h.unwrap_or(default_ms(orch_raft::control_plane::DEFAULT_HEARTBEAT));
+                let e = e.unwrap_or(default_ms(orch_raft::control_plane::DEFAULT_ELECTION_TIMEOUT.0));
                 if h == 0 || e <= h {
                     return Err(ConfigError(format!(
                         "election-timeout-ms: Invalid value: {e}: must be greater than heartbeat-ms ({h})"

@@ -47,10 +47,10 @@ struct Args {
     /// error, warn, info, debug, trace, or a tracing filter [default: info].
     #[arg(long, env = "ORCH_LOG")]
     log_level: Option<String>,
-    /// The leader's heartbeat interval in milliseconds [default: 100].
+    /// The leader's heartbeat interval in milliseconds [default: 80].
     #[arg(long)]
     heartbeat_ms: Option<u64>,
-    /// The shortest election timeout in milliseconds (the longest is twice it) [default: 1000].
+    /// The shortest election timeout in milliseconds (the longest is twice it) [default: 400].
     #[arg(long)]
     election_timeout_ms: Option<u64>,
     /// Build a snapshot after this many log entries [default: 10000].
