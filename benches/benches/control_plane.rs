@@ -33,12 +33,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dirs = [tempfile::tempdir_in(&base)?, tempfile::tempdir_in(&followers)?, tempfile::tempdir_in(&followers)?];
     // ORCH_BENCH_ELECTION_MS sets the minimum election timeout (the maximum twice it, the
     // heartbeat a fifth), to measure which timeouts hold under load; default the built-in timing.
+    // ORCH_BENCH_HEARTBEAT_MS sets the heartbeat (default: a fifth of the timeout).
     let election_ms: Option<u64> = std::env::var("ORCH_BENCH_ELECTION_MS").ok().and_then(|s| s.parse().ok());
+    let heartbeat_ms: Option<u64> = std::env::var("ORCH_BENCH_HEARTBEAT_MS").ok().and_then(|s| s.parse().ok());
     let builder = |id: u64, dir: &std::path::Path| {
         let b = ControlPlane::builder(id, dir);
         match election_ms {
             Some(ms) => b.timing(
-                Duration::from_millis((ms / 5).max(20)),
+                Duration::from_millis(heartbeat_ms.unwrap_or((ms / 5).max(20))),
                 (Duration::from_millis(ms), Duration::from_millis(2 * ms)),
             ),
             None => b,
@@ -120,7 +122,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "elections during the run: {} (term {term_at_start} -> {term}; timing: {})",
         term - term_at_start,
-        election_ms.map_or("built-in default".to_owned(), |ms| format!("election {ms}-{} ms", 2 * ms))
+        election_ms.map_or("built-in default".to_owned(), |ms| format!(
+            "election {ms}-{} ms, heartbeat {} ms",
+            2 * ms,
+            heartbeat_ms.unwrap_or((ms / 5).max(20))
+        ))
     );
     if three {
         round_trips(&n2).await?;

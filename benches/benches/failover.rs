@@ -6,8 +6,9 @@
 //!
 //! `cargo bench -p orch-benches --bench failover` (ORCH_BENCH_DIR chooses the disk,
 //! ORCH_BENCH_KILLS the kills per setting, default 8; ORCH_BENCH_ELECTION_MS a comma-separated
-//! list of minimum election timeouts, each with the maximum twice it and a heartbeat of a fifth,
-//! default 1000,500,300).
+//! list of minimum election timeouts, each with the maximum twice it, default 1000,500,300;
+//! ORCH_BENCH_HEARTBEAT_MS the heartbeat, default a fifth of each timeout). A node's errors go to
+//! the bench's standard error.
 #![allow(clippy::print_stdout)]
 
 use std::io::{BufRead, BufReader, Write};
@@ -20,7 +21,7 @@ use orch_raft::control_plane::{ControlPlane, Error};
 
 /// A node's line about itself: `leader <id or 0> <term>` when it changes, `wrote <ms>` after a
 /// write it was asked for (`write` on its stdin) was applied.
-fn run_node(id: u64, dir: &str, base_port: u16, election_ms: u64) {
+fn run_node(id: u64, dir: &str, base_port: u16, election_ms: u64, heartbeat_ms: u64) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     rt.block_on(async move {
         let members = (1..=3u64).map(|i| (i, format!("127.0.0.1:{}", base_port + i as u16)));
@@ -29,7 +30,7 @@ fn run_node(id: u64, dir: &str, base_port: u16, election_ms: u64) {
         let node = ControlPlane::builder(id, dir)
             .listen(listen)
             .initial_members(members)
-            .timing(Duration::from_millis((election_ms / 5).max(20)), election)
+            .timing(Duration::from_millis(heartbeat_ms), election)
             .start()
             .await
             .expect("starts");
@@ -82,14 +83,14 @@ struct Node {
     stdin: ChildStdin,
 }
 
-fn spawn(id: u64, dir: &std::path::Path, base_port: u16, election_ms: u64, tx: &mpsc::Sender<Heard>) -> Node {
+fn spawn(id: u64, dir: &std::path::Path, base_port: u16, timing: (u64, u64), tx: &mpsc::Sender<Heard>) -> Node {
     let exe = std::env::args().next().expect("argv[0]");
     let mut child = Command::new(exe)
         .args(["--node", &id.to_string(), &dir.display().to_string(), &base_port.to_string()])
-        .arg(election_ms.to_string())
+        .args([timing.0.to_string(), timing.1.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::inherit())
         .spawn()
         .expect("node process");
     let stdout = child.stdout.take().expect("stdout");
@@ -115,14 +116,15 @@ fn spawn(id: u64, dir: &std::path::Path, base_port: u16, election_ms: u64, tx: &
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    let n = v.len();
+    if n.is_multiple_of(2) { (v[n / 2 - 1] + v[n / 2]) / 2.0 } else { v[n / 2] }
 }
 
-fn measure(election_ms: u64, kills: usize, base: &std::path::Path, base_port: u16) {
+fn measure(election_ms: u64, heartbeat_ms: u64, kills: usize, base: &std::path::Path, base_port: u16) {
+    let timing = (election_ms, heartbeat_ms);
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir_in(base).expect("temp dir")).collect();
     let (tx, rx) = mpsc::channel();
-    let mut nodes: Vec<Node> =
-        (1..=3).map(|i| spawn(i, dirs[i as usize - 1].path(), base_port, election_ms, &tx)).collect();
+    let mut nodes: Vec<Node> = (1..=3).map(|i| spawn(i, dirs[i as usize - 1].path(), base_port, timing, &tx)).collect();
     let mut leaders = [0u64; 3];
     let mut elected = Vec::new();
     let mut writable = Vec::new();
@@ -187,7 +189,7 @@ fn measure(election_ms: u64, kills: usize, base: &std::path::Path, base_port: u1
                 Err(_) => panic!("no write within {wait:?}"),
             }
         }
-        nodes[victim] = spawn(victim as u64 + 1, dirs[victim].path(), base_port, election_ms, &tx);
+        nodes[victim] = spawn(victim as u64 + 1, dirs[victim].path(), base_port, timing, &tx);
         settle(&rx, &mut leaders, &[true; 3]);
     }
     for mut n in nodes {
@@ -198,7 +200,7 @@ fn measure(election_ms: u64, kills: usize, base: &std::path::Path, base_port: u1
     println!(
         "election {election_ms}-{} ms, heartbeat {} ms: new leader after {} s (median {:.2} s); writable after {} s (median {:.2} s)",
         2 * election_ms,
-        (election_ms / 5).max(20),
+        heartbeat_ms,
         show(&elected),
         median(&mut elected.clone()),
         show(&writable),
@@ -215,7 +217,8 @@ fn main() {
         let id = args[i + 1].parse().expect("id");
         let port = args[i + 3].parse().expect("port");
         let election = args[i + 4].parse().expect("election ms");
-        run_node(id, &args[i + 2], port, election);
+        let heartbeat = args[i + 5].parse().expect("heartbeat ms");
+        run_node(id, &args[i + 2], port, election, heartbeat);
         return;
     }
     let base = std::env::var("ORCH_BENCH_DIR").map_or_else(|_| std::env::temp_dir(), std::path::PathBuf::from);
@@ -223,6 +226,7 @@ fn main() {
     let settings = std::env::var("ORCH_BENCH_ELECTION_MS").unwrap_or_else(|_| "1000,500,300".to_owned());
     println!("three nodes on loopback, fsync on, kill -9 of the leader, {kills} kills per setting");
     for (k, ms) in settings.split(',').filter_map(|s| s.trim().parse::<u64>().ok()).enumerate() {
-        measure(ms, kills, &base, 17_100 + 10 * k as u16);
+        let heartbeat = std::env::var("ORCH_BENCH_HEARTBEAT_MS").ok().and_then(|s| s.parse().ok());
+        measure(ms, heartbeat.unwrap_or((ms / 5).max(20)), kills, &base, 17_100 + 10 * k as u16);
     }
 }

@@ -247,17 +247,31 @@ impl Config {
         }
         let timing = match (f.heartbeat_ms, f.election_timeout_ms) {
             (None, None) => None,
-            (h, e) => {
+            (given_h, given_e) => {
                 let default_ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-                let h = h.unwrap_or(default_ms(orch_raft::control_plane::DEFAULT_HEARTBEAT));
-                let e = e.unwrap_or(default_ms(orch_raft::control_plane::DEFAULT_ELECTION_TIMEOUT.0));
-                if h == 0 || e <= h {
+                let (default_h, default_e) = (
+                    default_ms(orch_raft::control_plane::DEFAULT_HEARTBEAT),
+                    default_ms(orch_raft::control_plane::DEFAULT_ELECTION_TIMEOUT.0),
+                );
+                // The flag not given follows the one given: at least four heartbeats per
+                // shortest election timeout, as the defaults have.
+                let h = given_h.unwrap_or_else(|| given_e.map_or(default_h, |e| default_h.min(e / 4)));
+                let e = given_e.unwrap_or_else(|| default_e.max(h.saturating_mul(4)));
+                if h == 0 {
+                    return Err(ConfigError(match given_h {
+                        Some(_) => "heartbeat-ms: Invalid value: 0: must be at least 1".to_owned(),
+                        None => {
+                            format!("election-timeout-ms: Invalid value: {e}: must be at least 4 (four heartbeats)")
+                        }
+                    }));
+                }
+                if e <= h {
                     return Err(ConfigError(format!(
                         "election-timeout-ms: Invalid value: {e}: must be greater than heartbeat-ms ({h})"
                     )));
                 }
                 let ms = Duration::from_millis;
-                Some((ms(h), (ms(e), ms(e * 2))))
+                Some((ms(h), (ms(e), ms(e.saturating_mul(2)))))
             }
         };
         let positive = |name: &str, value: Option<u64>, default: u64, min: u64| match value {
@@ -346,6 +360,19 @@ mod tests {
         );
         let timing = FileConfig { heartbeat_ms: Some(500), election_timeout_ms: Some(100), ..FileConfig::default() };
         assert!(Config::resolve(timing).expect_err("timing").to_string().starts_with("election-timeout-ms"));
+        // One flag alone: the other follows it (at least four heartbeats per election timeout).
+        let ms = Duration::from_millis;
+        let only = |h: Option<u64>, e: Option<u64>| {
+            let f = FileConfig { heartbeat_ms: h, election_timeout_ms: e, ..FileConfig::default() };
+            Config::resolve(f).expect("valid").timing
+        };
+        assert_eq!(only(Some(500), None), Some((ms(500), (ms(2000), ms(4000)))));
+        assert_eq!(only(Some(50), None), Some((ms(50), (ms(400), ms(800)))));
+        assert_eq!(only(None, Some(200)), Some((ms(50), (ms(200), ms(400)))));
+        assert_eq!(only(None, Some(2000)), Some((ms(100), (ms(2000), ms(4000)))));
+        assert_eq!(only(None, None), None, "the control plane's defaults");
+        let zero = FileConfig { election_timeout_ms: Some(3), ..FileConfig::default() };
+        assert!(Config::resolve(zero).expect_err("too short").to_string().starts_with("election-timeout-ms"));
         let keepalive = FileConfig { keepalive_timeout_ms: Some(0), ..FileConfig::default() };
         assert_eq!(
             Config::resolve(keepalive).expect_err("keepalive").to_string(),

@@ -52,7 +52,7 @@ pub const PROPOSAL_REQUESTS_MAX: usize = BATCH_REQUESTS_MAX;
 pub const PROGRESS_INTERVAL_MIN: Duration = Duration::from_millis(10);
 
 /// The leader's heartbeat interval by default (see [`Builder::timing`]).
-pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(80);
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(100);
 /// The election timeout range by default (see [`Builder::timing`]): the failover time against
 /// elections under load, measured in BENCHMARKS.md.
 pub const DEFAULT_ELECTION_TIMEOUT: (Duration, Duration) = (Duration::from_millis(400), Duration::from_millis(800));
@@ -267,11 +267,12 @@ impl Builder {
     }
 
     /// The leader's heartbeat interval and the election timeout range (default
-    /// [`DEFAULT_HEARTBEAT`], 80 ms, and [`DEFAULT_ELECTION_TIMEOUT`], 400-800 ms). openraft's
-    /// leader lease equals the maximum, so a crashed leader is replaced after about 1.5 times it:
+    /// [`DEFAULT_HEARTBEAT`], 100 ms, and [`DEFAULT_ELECTION_TIMEOUT`], 400-800 ms). openraft's
+    /// leader lease equals the maximum, so a crashed leader is replaced after 1.6-1.8 times it:
     /// measured on a 2-core machine (`benches/benches/failover.rs`, kill -9 of the leader, 8
-    /// kills), a median of 1.39 s at 400-800 ms against 3.22 s at 1-2 s (the earlier default),
-    /// with no election at 256 proposers (`control_plane` bench) down to 250-500 ms.
+    /// kills), a median of 1.32 s at 400-800 ms against 3.22 s at 1-2 s (the earlier
+    /// default), with no election at 256 proposers (`control_plane` bench) down to 250-500 ms
+    /// (BENCHMARKS.md). The heartbeat is also the deadline of an append without its bytes.
     pub fn timing(mut self, heartbeat: Duration, election_timeout: (Duration, Duration)) -> Self {
         self.heartbeat = heartbeat;
         self.election_timeout = election_timeout;

@@ -50,7 +50,7 @@ pub const TRANSFER_BYTES_PER_SECOND_MIN: u64 = 1 << 20;
 
 /// The deadline of a call that carries `bytes` (openraft's `hard_ttl`: for a snapshot its
 /// `install_snapshot_timeout`, 200 ms by default; for an append the heartbeat interval,
-/// 100 ms). It was `hard_ttl` alone, which the server enforces too (tonic honours the
+/// 100 ms by default). It was `hard_ttl` alone, which the server enforces too (tonic honours the
 /// `grpc-timeout` header) over the whole call: a snapshot slower than 200 ms to send and
 /// install, or an append slower than 100 ms, was cut and resent from the start, forever over a
 /// slow link. (On a fast link a large snapshot still "worked": openraft goes on installing

@@ -47,10 +47,12 @@ struct Args {
     /// error, warn, info, debug, trace, or a tracing filter [default: info].
     #[arg(long, env = "ORCH_LOG")]
     log_level: Option<String>,
-    /// The leader's heartbeat interval in milliseconds [default: 80].
+    /// The leader's heartbeat interval in milliseconds [default: 100, or a quarter of
+    /// --election-timeout-ms when only that is given and smaller].
     #[arg(long)]
     heartbeat_ms: Option<u64>,
-    /// The shortest election timeout in milliseconds (the longest is twice it) [default: 400].
+    /// The shortest election timeout in milliseconds (the longest is twice it) [default: 400,
+    /// or four heartbeats when only --heartbeat-ms is given and larger].
     #[arg(long)]
     election_timeout_ms: Option<u64>,
     /// Build a snapshot after this many log entries [default: 10000].
