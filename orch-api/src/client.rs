@@ -244,7 +244,7 @@ impl Client {
     {
         let deadline = tokio::time::Instant::now() + self.inner.options.retry_for;
         let mut backoff = Duration::from_millis(20);
-        // The addresses that refused a connection since a server last answered.
+        // The addresses that refused a connection.
         let mut refused: BTreeSet<String> = BTreeSet::new();
         // An attempt that reached, or may have reached, a server (an answer, a timeout, a broken
         // connection): then the call's outcome is not "refused", whatever later attempts meet.
@@ -268,7 +268,6 @@ impl Client {
                 }
                 Ok(Err(status)) => {
                     // A server was reached: whatever it did with the call, it is not "refused".
-                    refused.clear();
                     uncertain = true;
                     Error::from(status)
                 }
@@ -312,9 +311,13 @@ impl Client {
     /// [`Error::AlreadyExists`], [`Error::Invalid`] (naming the field), [`Error::NotFound`] (no
     /// such namespace), or the cluster is unavailable.
     pub async fn create(&self, object: &Object) -> Result<WriteResult, Error> {
+        self.send_create(Some(object_to_pb(object)), Vec::new()).await
+    }
+
+    /// One `Create` call: `object`, or `objects` in one atomic entry.
+    async fn send_create(&self, object: Option<pb::Object>, objects: Vec<pb::Object>) -> Result<WriteResult, Error> {
         let (id, _awaiting) = self.next_id().await;
-        let request =
-            sized(pb::CreateRequest { id: Some(id), object: Some(object_to_pb(object)), objects: Vec::new() })?;
+        let request = sized(pb::CreateRequest { id: Some(id), object, objects })?;
         write_result(
             self.call(|mut c| {
                 let r = request.clone();
@@ -380,19 +383,7 @@ impl Client {
     /// # Errors
     /// The first refused object's error (the message names it, as `[i]`); nothing is written.
     pub async fn create_all(&self, objects: &[Object]) -> Result<WriteResult, Error> {
-        let (id, _awaiting) = self.next_id().await;
-        let request = sized(pb::CreateRequest {
-            id: Some(id),
-            object: None,
-            objects: objects.iter().map(object_to_pb).collect(),
-        })?;
-        write_result(
-            self.call(|mut c| {
-                let r = request.clone();
-                async move { c.create(r).await }
-            })
-            .await?,
-        )
+        self.send_create(None, objects.iter().map(object_to_pb).collect()).await
     }
 
     /// Creates or updates each object, in one atomic write: all of them or none.

@@ -40,6 +40,13 @@ pub mod pb {
 }
 
 pub use client::{Client, ClientOptions, WatchStream};
+
+/// The wall clock in milliseconds since the epoch (0 before it, `i64::MAX` past it): what the
+/// daemon's leader-only loops and orchctl's ages read. orch-core itself reads no clock.
+pub fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
 pub use status::Error;
 pub use watch::WatchItem;
 

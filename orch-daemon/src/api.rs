@@ -24,8 +24,6 @@ use crate::metrics::SharedMetrics;
 pub const WATCHES_MAX: usize = 10_000;
 /// The bytes of one snapshot chunk sent to a client.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
-pub use orch_core::apps_v1::{POD_TEMPLATE_HASH_LABEL, REVISION_ANNOTATION};
-
 /// The annotation that records why a revision was made.
 pub const CHANGE_CAUSE_ANNOTATION: &str = "kubernetes.io/change-cause";
 

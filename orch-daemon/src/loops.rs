@@ -67,13 +67,6 @@ impl Loops {
     }
 }
 
-/// Milliseconds since the epoch, read from the system clock (the daemon shell reads it; the
-/// core takes it as an argument).
-pub(crate) fn now_ms() -> i64 {
-    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
-}
-
 /// The term this node leads in, if it leads.
 fn leading(cp: &ControlPlane) -> Option<u64> {
     let m = cp.metrics();
@@ -187,7 +180,7 @@ async fn run_one(
 }
 
 async fn reconcile_and_propose(cp: &ControlPlane, lp: &mut dyn LeaderLoop, counters: &LoopCounters) {
-    let now = now_ms();
+    let now = orch_api::now_ms();
     let name = lp.name();
     let Ok(commands) = cp.read(Consistency::Stale, |s| lp.reconcile(s, now)).await else { return };
     let mut commands = commands;

@@ -187,7 +187,7 @@ impl Orchd {
     }
 
     /// Stops the loops, hands leadership to another voter when this node leads (so that a
-    /// rolling restart costs no election), stops the servers, then the control plane (its data
+    /// rolling restart does not wait out an election timeout), stops the servers, then the control plane (its data
     /// is synced).
     pub async fn shutdown(&mut self) {
         if let Some(loops) = self.loops.take() {

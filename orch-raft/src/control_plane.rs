@@ -989,9 +989,9 @@ impl ControlPlane {
 
     /// Before a planned stop (SIGTERM of `orchd`, a rolling restart): when this node leads and
     /// another voter is alive, hands leadership to the live voter whose log is furthest along
-    /// (ties: the lowest id) and waits, at most `within`, until it leads. The others then need not wait
-    /// out an election timeout: a restart of the leader costs a transfer (a few round trips),
-    /// not an election. Returns the new leader, or None when nothing was handed over (not the
+    /// (ties: the lowest id) and waits, at most `within`, until it leads. The others then need
+    /// not wait out an election timeout: a restart of the leader costs a transfer (an election
+    /// the target starts at once), not a timeout. Returns the new leader, or None when nothing was handed over (not the
     /// leader, or no other voter that answered a heartbeat within an election timeout).
     ///
     /// # Errors
@@ -1008,15 +1008,15 @@ impl ControlPlane {
             // Only a voter that answered a heartbeat within an election timeout: a transfer to a
             // dead one would only delay the election the others then hold.
             let alive_within = Duration::from_millis(self.inner.raft.config().election_timeout_min);
-            let heard = m.heartbeat.clone().unwrap_or_default();
-            let progress = m.replication.clone().unwrap_or_default();
+            let heard = |v: &u64| m.heartbeat.as_ref().and_then(|h| h.get(v)).and_then(Option::as_ref);
+            let matched = |v: &u64| m.replication.as_ref().and_then(|r| r.get(v)).and_then(Option::as_ref);
             let furthest = m
                 .membership_config
                 .membership()
                 .voter_ids()
                 .filter(|v| *v != self.inner.id)
-                .filter(|v| heard.get(v).cloned().flatten().is_some_and(|t| t.elapsed() < alive_within))
-                .max_by_key(|v| (progress.get(v).cloned().flatten().map(|l| l.index()), std::cmp::Reverse(*v)));
+                .filter(|v| heard(v).is_some_and(|t| t.elapsed() < alive_within))
+                .max_by_key(|v| (matched(v).map(|l| l.index()), std::cmp::Reverse(*v)));
             match furthest {
                 Some(to) => to,
                 None => return Ok(None),

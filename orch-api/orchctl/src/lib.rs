@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 use futures_util::StreamExt;
 use orch_api::client::WriteResult;
-use orch_api::{Client, Error as ApiError, WatchItem};
+use orch_api::{Client, Error as ApiError, WatchItem, now_ms};
 use orch_core::watch::EventType;
 use orch_core::{Action, Kind, Object, ObjectKey, Uid, parse_manifests};
 
@@ -70,12 +70,6 @@ fn code_name(e: &ApiError) -> &'static str {
         ApiError::Refused(_) => "ServiceUnavailable",
         ApiError::Internal(_) => "InternalError",
     }
-}
-
-/// Milliseconds since the epoch, for ages.
-fn now_ms() -> i64 {
-    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn local(message: impl Into<String>) -> CtlError {
