@@ -28,15 +28,10 @@ type Durable = openraft::alias::OneshotReceiverOf<TypeConfig, Result<(), std::io
 const APPENDS: u64 = 3_000;
 
 fn entry(index: u64) -> openraft::alias::EntryOf<TypeConfig> {
-    let batch = orch_core::Entry {
-        timestamp_ms: 1_800_000_000_000,
-        requests: vec![Request {
-            client: ClientId(1),
-            serial: index,
-            acked_below: 0,
-            command: Command::Create(typical_pod(index as usize)),
-        }],
-    };
+    let batch = orch_core::Entry::new(
+        1_800_000_000_000,
+        vec![Request::new(ClientId(1), index, Command::Create(typical_pod(index as usize)))],
+    );
     openraft::Entry { log_id: log_id::<TypeConfig>(1, 1, index), payload: openraft::EntryPayload::Normal(batch) }
 }
 

@@ -107,10 +107,10 @@ fn main() {
             client: ClientId(1_000 + k as u128),
             serial: 1,
             acked_below: 1,
+            retry: false,
             command: Command::UpdateStatus(status),
         };
-        let out =
-            state.apply(state.applied_index() + 1, Entry { timestamp_ms: now_ms + 1000, requests: vec![request] });
+        let out = state.apply(state.applied_index() + 1, Entry::new(now_ms + 1000, vec![request]));
         assert!(out.outcomes.iter().all(Result::is_ok));
     }
     let added = state.sessions().len() - sessions_before;

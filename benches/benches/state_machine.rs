@@ -24,13 +24,13 @@ fn timed_creates(state: &mut State, serial: &mut u64, next_name: &mut usize, n: 
         pod.meta_mut().name = format!("bench-{i}").into();
         keys.push(pod.key());
         *serial += 1;
-        requests.push(Request { client: ClientId(2), serial: *serial, acked_below: 0, command: Command::Create(pod) });
+        requests.push(Request::new(ClientId(2), *serial, Command::Create(pod)));
         if requests.len() == per_entry {
-            entries.push(Entry { timestamp_ms: 1_800_000_000_000, requests: std::mem::take(&mut requests) });
+            entries.push(Entry::new(1_800_000_000_000, std::mem::take(&mut requests)));
         }
     }
     if !requests.is_empty() {
-        entries.push(Entry { timestamp_ms: 1_800_000_000_000, requests });
+        entries.push(Entry::new(1_800_000_000_000, requests));
     }
     let start = Instant::now();
     for entry in entries {
@@ -42,19 +42,20 @@ fn timed_creates(state: &mut State, serial: &mut u64, next_name: &mut usize, n: 
     for chunk in keys.chunks(1000) {
         let requests = chunk
             .iter()
-            .map(|key: &ObjectKey| Request {
-                client: ClientId(3),
-                serial: 0,
-                acked_below: 0,
-                command: Command::Delete {
-                    key: ObjectKey::new(Kind::Pod, &key.namespace, &key.name),
-                    grace_period_seconds: Some(0),
-                    preconditions: Preconditions::default(),
-                },
+            .map(|key: &ObjectKey| {
+                Request::new(
+                    ClientId(3),
+                    0,
+                    Command::Delete {
+                        key: ObjectKey::new(Kind::Pod, &key.namespace, &key.name),
+                        grace_period_seconds: Some(0),
+                        preconditions: Preconditions::default(),
+                    },
+                )
             })
             .collect();
         let index = state.applied_index() + 1;
-        state.apply(index, Entry { timestamp_ms: 1_800_000_000_000, requests });
+        state.apply(index, Entry::new(1_800_000_000_000, requests));
     }
     elapsed
 }
@@ -73,10 +74,7 @@ fn timed_status_updates(state: &mut State, round: &mut i64, n: u64) -> Duration 
         let serial = *round as u64;
         let client = ClientId(10 + (i % NODES) as u128);
         let command = Command::UpdateStatus(status);
-        entries.push(Entry {
-            timestamp_ms: now_ms,
-            requests: vec![Request { client, serial, acked_below: serial, command }],
-        });
+        entries.push(Entry::new(now_ms, vec![Request { client, serial, acked_below: serial, retry: false, command }]));
     }
     let start = Instant::now();
     for entry in entries {

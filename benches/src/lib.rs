@@ -120,7 +120,7 @@ pub fn apply_all(state: &mut State, commands: impl IntoIterator<Item = Command>,
         if requests.is_empty() {
             return;
         }
-        let entry = Entry { timestamp_ms: now_ms, requests: std::mem::take(requests) };
+        let entry = Entry::new(now_ms, std::mem::take(requests));
         let out = state.apply(state.applied_index() + 1, entry);
         assert!(
             out.outcomes.iter().all(Result::is_ok),
@@ -130,7 +130,7 @@ pub fn apply_all(state: &mut State, commands: impl IntoIterator<Item = Command>,
     };
     for command in commands {
         *serial += 1;
-        requests.push(Request { client: ClientId(1), serial: *serial, acked_below: 0, command });
+        requests.push(Request { client: ClientId(1), serial: *serial, acked_below: 0, retry: false, command });
         if requests.len() == BUILD_BATCH {
             flush(state, &mut requests);
         }

@@ -242,23 +242,56 @@ impl Client {
         F: FnMut(OrchClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
+        self.call_attempts(|client, _| attempt(client)).await
+    }
+
+    /// Runs one write: [`Client::call`] with `request`, whose write id says on each attempt
+    /// whether an earlier one may have reached a server (`retry`), so that a server that no
+    /// longer knows this client answers "outcome unknown" rather than apply it a second time.
+    async fn write<R, F, Fut>(&self, request: R, send: F) -> Result<WriteResult, Error>
+    where
+        R: Write,
+        F: Fn(OrchClient<Channel>, R) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<pb::WriteResponse>, tonic::Status>>,
+    {
+        let response = self
+            .call_attempts(|client, retry| {
+                let mut r = request.clone();
+                if let Some(id) = r.id_mut() {
+                    id.retry = retry;
+                }
+                send(client, r)
+            })
+            .await?;
+        write_result(response)
+    }
+
+    /// [`Client::call`], telling each attempt whether an earlier one may have reached a server.
+    async fn call_attempts<T, F, Fut>(&self, mut attempt: F) -> Result<T, Error>
+    where
+        F: FnMut(OrchClient<Channel>, bool) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
         let deadline = tokio::time::Instant::now() + self.inner.options.retry_for;
         let mut backoff = Duration::from_millis(20);
         // The addresses that refused a connection.
         let mut refused: BTreeSet<String> = BTreeSet::new();
         // An attempt that reached, or may have reached, a server (an answer, a timeout, a broken
         // connection): then the call's outcome is not "refused", whatever later attempts meet.
-        let mut uncertain = false;
+        let mut reached = false;
+        // An attempt that may have been proposed (reached a server that did not say it proposed
+        // nothing): every later attempt is a retry.
+        let mut maybe_proposed = false;
         loop {
             let (addr, client) = self.connect()?;
-            let result = tokio::time::timeout(self.inner.options.request_timeout, attempt(client)).await;
+            let result =
+                tokio::time::timeout(self.inner.options.request_timeout, attempt(client, maybe_proposed)).await;
             let error = match result {
                 Ok(Ok(response)) => return Ok(response.into_inner()),
                 Ok(Err(status)) if connection_refused(&status) => {
                     refused.insert(addr.clone());
                     let addrs = lock(&self.inner.endpoints).addrs.clone();
-                    if !self.inner.options.wait_while_refused && !uncertain && addrs.iter().all(|a| refused.contains(a))
-                    {
+                    if !self.inner.options.wait_while_refused && !reached && addrs.iter().all(|a| refused.contains(a)) {
                         return Err(Error::Refused(format!(
                             "The connection to the server {} was refused - did you specify the right host or port?",
                             addrs.join(", ")
@@ -267,12 +300,15 @@ impl Client {
                     Error::from(status)
                 }
                 Ok(Err(status)) => {
-                    // A server was reached: whatever it did with the call, it is not "refused".
-                    uncertain = true;
+                    // A server was reached: whatever it did with the call, it is not "refused",
+                    // and a write may have been proposed unless the server says it was not.
+                    reached = true;
+                    maybe_proposed |= !crate::status::not_proposed(&status);
                     Error::from(status)
                 }
                 Err(_) => {
-                    uncertain = true;
+                    reached = true;
+                    maybe_proposed = true;
                     Error::Timeout(format!("{addr} did not answer within {:?}", self.inner.options.request_timeout))
                 }
             };
@@ -318,13 +354,7 @@ impl Client {
     async fn send_create(&self, object: Option<pb::Object>, objects: Vec<pb::Object>) -> Result<WriteResult, Error> {
         let (id, _awaiting) = self.next_id().await;
         let request = sized(pb::CreateRequest { id: Some(id), object, objects })?;
-        write_result(
-            self.call(|mut c| {
-                let r = request.clone();
-                async move { c.create(r).await }
-            })
-            .await?,
-        )
+        self.write(request, |mut c, r| async move { c.create(r).await }).await
     }
 
     /// Replaces an object's spec and metadata; with `metadata.resourceVersion` set, only if it
@@ -335,13 +365,7 @@ impl Client {
     pub async fn update(&self, object: &Object) -> Result<WriteResult, Error> {
         let (id, _awaiting) = self.next_id().await;
         let request = sized(pb::UpdateRequest { id: Some(id), object: Some(object_to_pb(object)) })?;
-        write_result(
-            self.call(|mut c| {
-                let r = request.clone();
-                async move { c.update(r).await }
-            })
-            .await?,
-        )
+        self.write(request, |mut c, r| async move { c.update(r).await }).await
     }
 
     /// Replaces an object's status.
@@ -351,13 +375,7 @@ impl Client {
     pub async fn update_status(&self, object: &Object) -> Result<WriteResult, Error> {
         let (id, _awaiting) = self.next_id().await;
         let request = sized(pb::UpdateRequest { id: Some(id), object: Some(object_to_pb(object)) })?;
-        write_result(
-            self.call(|mut c| {
-                let r = request.clone();
-                async move { c.update_status(r).await }
-            })
-            .await?,
-        )
+        self.write(request, |mut c, r| async move { c.update_status(r).await }).await
     }
 
     /// Deletes an object; `grace_period_seconds` overrides a pod's grace period (0: at once).
@@ -368,13 +386,7 @@ impl Client {
         let (id, _awaiting) = self.next_id().await;
         let request =
             pb::DeleteRequest { id: Some(id), key: Some(key_to_pb(key)), grace_period_seconds, resource_version: None };
-        write_result(
-            self.call(|mut c| {
-                let r = request.clone();
-                async move { c.delete(r).await }
-            })
-            .await?,
-        )
+        self.write(request, |mut c, r| async move { c.delete(r).await }).await
     }
 
     /// Creates each object, in one atomic write: all of them or none (what `orchctl create -f`
@@ -393,13 +405,7 @@ impl Client {
     pub async fn apply(&self, objects: &[Object]) -> Result<WriteResult, Error> {
         let (id, _awaiting) = self.next_id().await;
         let request = sized(pb::ApplyRequest { id: Some(id), objects: objects.iter().map(object_to_pb).collect() })?;
-        write_result(
-            self.call(|mut c| {
-                let r = request.clone();
-                async move { c.apply(r).await }
-            })
-            .await?,
-        )
+        self.write(request, |mut c, r| async move { c.apply(r).await }).await
     }
 
     /// Binds a pod to a node.
@@ -414,13 +420,7 @@ impl Client {
             name: name.to_owned(),
             node: node.to_owned(),
         };
-        write_result(
-            self.call(|mut c| {
-                let r = request.clone();
-                async move { c.bind(r).await }
-            })
-            .await?,
-        )
+        self.write(request, |mut c, r| async move { c.bind(r).await }).await
     }
 
     /// Sets the replicas of a Deployment or ReplicaSet.
@@ -430,13 +430,7 @@ impl Client {
     pub async fn scale(&self, key: &ObjectKey, replicas: i32) -> Result<WriteResult, Error> {
         let (id, _awaiting) = self.next_id().await;
         let request = pb::ScaleRequest { id: Some(id), key: Some(key_to_pb(key)), replicas };
-        write_result(
-            self.call(|mut c| {
-                let r = request.clone();
-                async move { c.scale(r).await }
-            })
-            .await?,
-        )
+        self.write(request, |mut c, r| async move { c.scale(r).await }).await
     }
 
     /// Reads one object (linearizable), with the revision of the state it was read from
@@ -519,13 +513,7 @@ impl Client {
             name: name.to_owned(),
             to_revision,
         };
-        write_result(
-            self.call(|mut c| {
-                let r = request.clone();
-                async move { c.rollout_undo(r).await }
-            })
-            .await?,
-        )
+        self.write(request, |mut c, r| async move { c.rollout_undo(r).await }).await
     }
 
     /// The control plane's members and its leader.
@@ -639,6 +627,30 @@ impl Client {
         Box::pin(futures_util::stream::unfold(state, WatchState::next))
     }
 }
+
+/// A write request: it carries a write id.
+trait Write: Clone {
+    fn id_mut(&mut self) -> Option<&mut pb::WriteId>;
+}
+
+macro_rules! writes {
+    ($($t:ty),*) => {$(
+        impl Write for $t {
+            fn id_mut(&mut self) -> Option<&mut pb::WriteId> {
+                self.id.as_mut()
+            }
+        }
+    )*};
+}
+writes!(
+    pb::CreateRequest,
+    pb::UpdateRequest,
+    pb::DeleteRequest,
+    pb::ApplyRequest,
+    pb::BindRequest,
+    pb::ScaleRequest,
+    pb::RolloutUndoRequest
+);
 
 /// The first pause before a watch resumes after a failure; it doubles up to a second.
 const WATCH_BACKOFF_MIN: Duration = Duration::from_millis(20);
@@ -893,6 +905,80 @@ mod tests {
         let c = Client::with_options(addrs, options).expect("valid");
         let err = c.get(&ObjectKey::new(Kind::Namespace, "", "default")).await.expect_err("nothing listens");
         assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    }
+
+    /// A call one of whose attempts may have reached a server (here one that accepts the
+    /// connection and never answers, until it goes) is not "refused" when every address refuses
+    /// later: it keeps trying for `retry_for` and reports the last failure. Paused time: the
+    /// timeouts run on the test's clock.
+    #[tokio::test(start_paused = true)]
+    async fn a_call_that_may_have_reached_a_server_is_never_refused() {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+        let addrs = vec![silent.local_addr().expect("address").to_string(), closed_ports().remove(0)];
+        let options = ClientOptions {
+            request_timeout: Duration::from_secs(1),
+            retry_for: Duration::from_secs(10),
+            ..ClientOptions::default()
+        };
+        // The silent server goes after the first attempt timed out: then both addresses refuse.
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            drop(silent);
+        });
+        let c = Client::with_options(addrs, options).expect("valid");
+        let start = tokio::time::Instant::now();
+        let err = c.get(&ObjectKey::new(Kind::Namespace, "", "default")).await.expect_err("nobody answers");
+        assert!(!matches!(err, Error::Refused(_)), "{err:?}");
+        assert!(start.elapsed() >= Duration::from_secs(10), "tried for retry_for: {:?}", start.elapsed());
+    }
+
+    /// A watch resumes through refusals (a restarting server) for `retry_for` before it gives
+    /// up, where a call fails at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_watch_resumes_through_refusals_for_retry_for() {
+        use futures_util::StreamExt;
+        let options = ClientOptions { retry_for: Duration::from_secs(5), ..ClientOptions::default() };
+        let c = Client::with_options(closed_ports(), options).expect("valid");
+        let start = tokio::time::Instant::now();
+        let err = c.get(&ObjectKey::new(Kind::Namespace, "", "default")).await.expect_err("nothing listens");
+        assert!(matches!(err, Error::Refused(_)), "{err:?}");
+        assert!(start.elapsed() < Duration::from_secs(1), "a call: at once");
+        let mut watch = c.watch(0, "Pod", "", "", "");
+        let first = watch.next().await.expect("an item");
+        assert!(matches!(first, Err(Error::Refused(_))), "{first:?}");
+        assert!(start.elapsed() >= Duration::from_secs(5), "a watch: for retry_for: {:?}", start.elapsed());
+        assert!(watch.next().await.is_none(), "and then it ends");
+    }
+
+    /// Each attempt of a call is told whether an earlier one may have been proposed: not after
+    /// "not the leader" (the server says it proposed nothing), and from the first answer that
+    /// does not say so on (here UNAVAILABLE "no quorum"), so that a write's retry is marked as
+    /// one and a first attempt sent again is not.
+    #[tokio::test(start_paused = true)]
+    async fn attempts_after_one_that_may_have_been_proposed_are_retries() {
+        let c = Client::new(["127.0.0.1:1"]).expect("valid");
+        let not_leader = || {
+            tonic::Status::from(Error::Unavailable {
+                message: "not the leader".into(),
+                leader: None,
+                not_proposed: true,
+            })
+        };
+        let mut seen = Vec::new();
+        c.call_attempts(|_, retry| {
+            seen.push(retry);
+            // Not the leader (nothing proposed), then no quorum (a proposal may have been made).
+            let answer = match seen.len() {
+                1 => Err(not_leader()),
+                2 => Err(tonic::Status::unavailable("raft: no quorum")),
+                3 => Err(not_leader()),
+                _ => Ok(tonic::Response::new(())),
+            };
+            async move { answer }
+        })
+        .await
+        .expect("the fourth attempt succeeds");
+        assert_eq!(seen, [false, false, true, true]);
     }
 
     #[test]

@@ -60,9 +60,20 @@ pub fn key_from_pb(key: Option<&pb::Key>, field: &str) -> Result<ObjectKey, Erro
     Ok(ObjectKey::new(kind, namespace, &key.name))
 }
 
-/// The wire form of a client id, serial and the client's lowest serial awaiting a reply.
+/// The wire form of a first attempt's client id, serial and the client's lowest serial awaiting
+/// a reply (a retry sets `retry`).
 pub fn write_id(client: ClientId, serial: u64, acked_below: u64) -> pb::WriteId {
-    pb::WriteId { client_high: (client.0 >> 64) as u64, client_low: client.0 as u64, serial, acked_below }
+    pb::WriteId { client_high: (client.0 >> 64) as u64, client_low: client.0 as u64, serial, acked_below, retry: false }
+}
+
+/// Reads a write id as the request it makes with `command`.
+///
+/// # Errors
+/// [`Error::Invalid`] when it is missing, its client is 0, or `acked_below` is above the serial.
+pub fn request_from_pb(id: Option<&pb::WriteId>, command: orch_core::Command) -> Result<orch_core::Request, Error> {
+    let (client, serial, acked_below) = write_id_from_pb(id)?;
+    let retry = id.is_some_and(|id| id.retry);
+    Ok(orch_core::Request { client, serial, acked_below, retry, command })
 }
 
 /// Reads a write id: the client, the serial and `acked_below`.

@@ -66,6 +66,9 @@ pub const LEADER_METADATA: &str = "orch-leader";
 pub const REASON_METADATA: &str = "orch-reason";
 /// [`REASON_METADATA`]'s value for [`status::Error::OutcomeUnknown`].
 pub const OUTCOME_UNKNOWN: &str = "outcome-unknown";
+/// [`REASON_METADATA`]'s value for an UNAVAILABLE answer given before anything was proposed
+/// ([`status::Error::Unavailable`]'s `not_proposed`).
+pub const NOT_PROPOSED: &str = "not-proposed";
 /// The default API port of `orchd` (the Raft transport uses the next one).
 pub const DEFAULT_API_PORT: u16 = 7100;
 /// The environment variable `orchctl` reads its servers from (comma-separated addresses).

@@ -7,15 +7,15 @@
 //! | conflict (precondition, resourceVersion) | ABORTED |
 //! | invalid (field and rule named), bad request | INVALID_ARGUMENT |
 //! | forbidden in the current state | FAILED_PRECONDITION |
-//! | a stale request: its outcome is no longer known | FAILED_PRECONDITION (+ `orch-reason: outcome-unknown`) |
-//! | not the leader, no quorum, shutting down | UNAVAILABLE (+ `orch-leader` metadata) |
+//! | a stale request or a retry from an expired session: its outcome is no longer known | FAILED_PRECONDITION (+ `orch-reason: outcome-unknown`) |
+//! | not the leader, no quorum, shutting down | UNAVAILABLE (+ `orch-leader` metadata; `orch-reason: not-proposed` when nothing was proposed) |
 //! | over a limit | RESOURCE_EXHAUSTED |
 //! | watch revision older than the history kept | OUT_OF_RANGE |
 
 use orch_core::ApplyError;
 use tonic::{Code, Status};
 
-use crate::{LEADER_METADATA, OUTCOME_UNKNOWN, REASON_METADATA};
+use crate::{LEADER_METADATA, NOT_PROPOSED, OUTCOME_UNKNOWN, REASON_METADATA};
 
 /// What a call to the API can fail with. The message is the server's, intact.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -36,11 +36,11 @@ pub enum Error {
     #[error("{0}")]
     Forbidden(String),
     /// A retried write whose first outcome the server no longer keeps: the client said it had
-    /// the reply (a later write of it carried a higher `acked_below`), or its session expired
-    /// (the table, bounded in bytes, dropped the outcomes of the least recently seen clients
-    /// but keeps their sessions). It may or may not have been applied; read the object to find
-    /// out. It is not applied again. (Only a client forgotten entirely, idle for 30 minutes or
-    /// beyond the 65,536 most recently seen, would have a retry count as new.)
+    /// the reply (a later write of it carried a higher `acked_below`), the table (bounded in
+    /// bytes) dropped the outcomes of the least recently seen clients but kept their sessions,
+    /// or the client's session expired entirely (idle for 30 minutes, or beyond the 65,536 most
+    /// recently seen: "the session of client ... expired"). It may or may not have been
+    /// applied; read the object to find out. It is not applied again.
     #[error("{0}")]
     OutcomeUnknown(String),
     /// The server cannot serve the request now (not the leader, no quorum, shutting down, or
@@ -51,6 +51,9 @@ pub enum Error {
         message: String,
         /// The leader's API address.
         leader: Option<String>,
+        /// The server answered before proposing anything (it is not the leader): a write sent
+        /// again is still a first attempt. False when a proposal may have been made.
+        not_proposed: bool,
     },
     /// The request is over a limit.
     #[error("{0}")]
@@ -76,7 +79,7 @@ pub enum Error {
 impl Error {
     /// An UNAVAILABLE error with no leader hint.
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Error::Unavailable { message: message.into(), leader: None }
+        Error::Unavailable { message: message.into(), leader: None, not_proposed: false }
     }
 
     /// The gRPC code of this error.
@@ -125,8 +128,16 @@ impl From<Error> for Status {
         if let Error::OutcomeUnknown(_) = &e {
             status.metadata_mut().insert(REASON_METADATA, tonic::metadata::MetadataValue::from_static(OUTCOME_UNKNOWN));
         }
+        if let Error::Unavailable { not_proposed: true, .. } = &e {
+            status.metadata_mut().insert(REASON_METADATA, tonic::metadata::MetadataValue::from_static(NOT_PROPOSED));
+        }
         status
     }
+}
+
+/// Whether `status` says the server proposed nothing ([`NOT_PROPOSED`]).
+pub(crate) fn not_proposed(status: &Status) -> bool {
+    status.metadata().get(REASON_METADATA).is_some_and(|v| v.as_bytes() == NOT_PROPOSED.as_bytes())
 }
 
 impl From<Status> for Error {
@@ -145,7 +156,7 @@ impl From<Status> for Error {
             Code::FailedPrecondition => Error::Forbidden(message),
             Code::Unavailable => {
                 let leader = s.metadata().get(LEADER_METADATA).and_then(|v| v.to_str().ok()).map(str::to_owned);
-                Error::Unavailable { message, leader }
+                Error::Unavailable { message, leader, not_proposed: not_proposed(&s) }
             }
             Code::ResourceExhausted => Error::ResourceExhausted(message),
             // tonic's own message-size limits answer OUT_OF_RANGE; they are over-limit requests.
@@ -174,7 +185,7 @@ impl From<&ApplyError> for Error {
             ApplyError::NotFound { .. } => Error::NotFound(message),
             ApplyError::Conflict { .. } => Error::Conflict(message),
             ApplyError::Forbidden { .. } => Error::Forbidden(message),
-            ApplyError::StaleRequest { .. } => Error::OutcomeUnknown(message),
+            ApplyError::StaleRequest { .. } | ApplyError::SessionExpired { .. } => Error::OutcomeUnknown(message),
             ApplyError::Batch { .. } => Error::Internal(message),
         }
     }
@@ -195,7 +206,11 @@ mod tests {
             Error::Invalid("spec.replicas: Invalid value: -1: must be >= 0".into()),
             Error::Forbidden("forbidden".into()),
             Error::OutcomeUnknown("request 3 of client 9 is older than its deduplication window".into()),
-            Error::Unavailable { message: "not the leader".into(), leader: Some("127.0.0.1:7200".into()) },
+            Error::Unavailable {
+                message: "not the leader".into(),
+                leader: Some("127.0.0.1:7200".into()),
+                not_proposed: true,
+            },
             Error::unavailable("no leader"),
             Error::ResourceExhausted("too large".into()),
             Error::Expired("expired, relist".into()),

@@ -50,15 +50,7 @@ fn main() -> ExitCode {
             .map(|o| if state.get(&o.key()).is_some() { Command::Update(o) } else { Command::Create(o) })
             .collect();
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-        let entry = Entry {
-            timestamp_ms: now_ms,
-            requests: vec![Request {
-                client: ClientId(1),
-                serial: i as u64 + 1,
-                acked_below: 0,
-                command: Command::Batch(commands),
-            }],
-        };
+        let entry = Entry::new(now_ms, vec![Request::new(ClientId(1), i as u64 + 1, Command::Batch(commands))]);
         let out = state.apply(state.applied_index() + 1, entry);
         match &out.outcomes[0] {
             Ok(success) => {

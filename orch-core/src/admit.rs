@@ -173,14 +173,14 @@ mod tests {
     }
 
     fn request(command: Command) -> Request {
-        Request { client: ClientId(1), serial: 1, acked_below: 0, command }
+        Request { client: ClientId(1), serial: 1, acked_below: 0, retry: false, command }
     }
 
     /// Whatever the pre-check refuses, apply refuses with the same error.
     fn apply_refuses_alike(command: Command) {
         let pre = check_request(&request(command.clone())).expect_err("refused before proposing");
         let mut state = State::new();
-        let out = state.apply(1, Entry { timestamp_ms: 0, requests: vec![request(command)] });
+        let out = state.apply(1, Entry::new(0, vec![request(command)]));
         assert_eq!(out.outcomes[0].as_ref().expect_err("refused by apply"), &pre);
     }
 

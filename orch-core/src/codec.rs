@@ -16,7 +16,11 @@ use bincode::{Decode, Encode};
 ///   only added: a format 2 entry reads as it is, and snapshots did not change. A build of
 ///   format 2 refuses a format 3 entry by its version (it could not apply the new commands),
 ///   so a cluster is upgraded by stopping it, not one node at a time.
-pub const FORMAT_VERSION: u8 = 3;
+/// - 4: an entry carries the version of the rules it is applied under ([`crate::Entry::rules`],
+///   [`crate::rules`]). Only the entry layout changed: [`decode_entry`] reads format 2 and 3
+///   entries through their frozen layout (`command::v3`) as entries of
+///   [`crate::rules::RULES_UNSTAMPED`], and snapshots did not change.
+pub const FORMAT_VERSION: u8 = 4;
 
 /// The oldest format this build reads.
 pub const FORMAT_VERSION_MIN: u8 = 1;
@@ -95,6 +99,16 @@ pub enum CodecError {
     /// Malformed content.
     #[error("malformed data: {0}")]
     Malformed(String),
+    /// An entry whose rules version this build does not apply.
+    #[error(
+        "entry field rules: version {found} is not one this build applies ({} to {}); run a build that does",
+        crate::rules::RULES_VERSION_MIN,
+        crate::rules::RULES_VERSION
+    )]
+    Rules {
+        /// The entry's `rules`.
+        found: u16,
+    },
 }
 
 /// Encodes `value` with the version tag.
@@ -145,16 +159,19 @@ fn decode_body<T: Decode<()>>(body: &[u8]) -> Result<T, CodecError> {
     Ok(value)
 }
 
-/// Encodes a log entry, refusing one that [`decode_entry`] would refuse: more than
-/// [`ENTRY_BYTES_MAX`] bytes, or contents whose decoding claims more memory than its budget
+/// Encodes a log entry, refusing one that [`decode_entry`] would refuse: rules this build does
+/// not apply, more than [`ENTRY_BYTES_MAX`] bytes, or contents whose decoding claims more memory
+/// than its budget
 /// ([`DECODE_CLAIMS_PER_INPUT_BYTE`] per byte). The second is checked by decoding the bytes
 /// with the decoder's own budget, so the two cannot drift apart. A proposer calls this once per
 /// entry; storage and transport re-encode an entry that passed (or was decoded) with
 /// [`encode`].
 ///
 /// # Errors
-/// [`CodecError::TooLarge`] or [`CodecError::Malformed`] (the decoder's refusal).
+/// [`CodecError::Rules`], [`CodecError::TooLarge`] or [`CodecError::Malformed`] (the decoder's
+/// refusal).
 pub fn encode_entry(entry: &crate::command::Entry) -> Result<Vec<u8>, CodecError> {
+    check_rules(entry)?;
     let len = 1 + encoded_len(entry);
     if len > ENTRY_BYTES_MAX {
         return Err(CodecError::TooLarge { len, max: ENTRY_BYTES_MAX });
@@ -166,64 +183,92 @@ pub fn encode_entry(entry: &crate::command::Entry) -> Result<Vec<u8>, CodecError
 }
 
 /// Decodes a log entry of up to [`ENTRY_READ_BYTES_MAX`] bytes, of this build's format or an
-/// earlier one (a node restarts on the log an earlier build wrote).
+/// earlier one (a node restarts on the log an earlier build wrote), refusing one whose rules
+/// this build does not apply ([`crate::rules`]).
 pub fn decode_entry(bytes: &[u8]) -> Result<crate::command::Entry, CodecError> {
-    match versioned(bytes, ENTRY_READ_BYTES_MAX)? {
+    let entry = match versioned(bytes, ENTRY_READ_BYTES_MAX)? {
+        (FORMAT_VERSION, body) => decode_body(body)?,
         // Format 3 only added commands: a format 2 entry is a format 3 entry.
-        (FORMAT_VERSION | 2, body) => decode_body(body),
-        (1, body) => decode_body::<crate::command::v1::Entry>(body).map(Into::into),
-        (found, _) => Err(CodecError::Version { found }),
-    }
+        (2 | 3, body) => decode_body::<crate::command::v3::Entry>(body)?.into(),
+        (1, body) => decode_body::<crate::command::v1::Entry>(body)?.into(),
+        (found, _) => return Err(CodecError::Version { found }),
+    };
+    check_rules(&entry)?;
+    Ok(entry)
+}
+
+fn check_rules(entry: &crate::command::Entry) -> Result<(), CodecError> {
+    if crate::rules::known(entry.rules) { Ok(()) } else { Err(CodecError::Rules { found: entry.rules }) }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{Command, Entry, Request, v1};
+    use crate::command::{Command, Entry, Request, v1, v3};
     use crate::ids::ClientId;
 
     fn entry() -> Entry {
         let ns = crate::parse_manifests("apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}").expect("valid");
-        Entry {
-            timestamp_ms: 1_700_000_000_000,
-            requests: vec![Request::new(ClientId(3), 9, Command::Create(ns[0].clone()))],
-        }
+        Entry::new(1_700_000_000_000, vec![Request::new(ClientId(3), 9, Command::Create(ns[0].clone()))])
     }
 
-    /// A log written by format 1 (requests without `acked_below`) reads as requests that tell
-    /// nothing (`acked_below` 0), which the table treats as format 1 did.
+    /// Logs written by formats 1 (requests without `acked_below`) and 2 and 3 (entries without
+    /// `rules`) read through their frozen layouts: requests that tell nothing (`acked_below` 0),
+    /// which the table treats as format 1 did, in entries of the rules before stamps.
     #[test]
-    fn entries_of_format_1_read_through_their_frozen_layout() {
+    fn entries_of_older_formats_read_through_their_frozen_layouts() {
         let entry = entry();
-        let mut old = vec![1u8];
-        bincode::encode_into_std_write(v1::Entry::from(&entry), &mut old, config()).expect("encodes");
-        assert_ne!(old[1..], encode(&entry)[1..], "the layouts differ");
-        assert_eq!(decode_entry(&old).expect("reads format 1"), entry);
+        let unstamped = Entry { rules: crate::rules::RULES_UNSTAMPED, ..entry.clone() };
+        let mut one = vec![1u8];
+        bincode::encode_into_std_write(v1::Entry::from(&entry), &mut one, config()).expect("encodes");
+        assert_ne!(one[1..], encode(&entry)[1..], "the layouts differ");
+        assert_eq!(decode_entry(&one).expect("reads format 1"), unstamped);
+        for old in [2u8, 3] {
+            let mut bytes = vec![old];
+            bincode::encode_into_std_write(v3::Entry::from(&entry), &mut bytes, config()).expect("encodes");
+            assert_ne!(bytes[1..], encode(&entry)[1..], "the layouts differ");
+            assert_eq!(decode_entry(&bytes).expect("reads formats 2 and 3"), unstamped, "format {old}");
+        }
         let current = encode_entry(&entry).expect("encodes");
         assert_eq!(current[0], FORMAT_VERSION);
         assert_eq!(decode_entry(&current).expect("reads this format"), entry);
-        // Format 3 only added commands: the bytes of a format 2 entry are the same after the tag.
-        let mut two = current.clone();
-        two[0] = 2;
-        assert_eq!(decode_entry(&two).expect("reads format 2"), entry);
         let mut future = current.clone();
         future[0] = FORMAT_VERSION + 1;
         assert_eq!(decode_entry(&future), Err(CodecError::Version { found: FORMAT_VERSION + 1 }));
         assert_eq!(
-            decode::<Entry>(&old, usize::MAX),
+            decode::<Entry>(&one, usize::MAX),
             Err(CodecError::Version { found: 1 }),
             "only decode_entry migrates"
         );
     }
 
-    /// Formats 2 and 3 changed only entries: a snapshot of format 1 or 2 reads as it is.
+    /// An entry keeps its rules version through decoding and re-encoding (storage and transport
+    /// re-encode what they decoded), and one of rules this build does not apply is refused by the
+    /// encoder and the decoder alike, naming the field.
     #[test]
-    fn snapshots_of_formats_1_and_2_read_as_they_are() {
+    fn an_entry_keeps_its_rules_version_and_unknown_rules_are_refused() {
+        let mut unstamped = vec![3u8];
+        bincode::encode_into_std_write(v3::Entry::from(&entry()), &mut unstamped, config()).expect("encodes");
+        let read = decode_entry(&unstamped).expect("reads format 3");
+        let again = decode_entry(&encode(&read)).expect("reads its re-encoding");
+        assert_eq!(again.rules, crate::rules::RULES_UNSTAMPED, "the stamp survives the current layout");
+        for rules in [0, crate::rules::RULES_VERSION + 1, u16::MAX] {
+            let entry = Entry { rules, ..entry() };
+            assert_eq!(encode_entry(&entry), Err(CodecError::Rules { found: rules }));
+            let error = decode_entry(&encode(&entry)).expect_err("refused");
+            assert_eq!(error, CodecError::Rules { found: rules });
+            assert!(error.to_string().starts_with("entry field rules: version"), "{error}");
+        }
+    }
+
+    /// Formats 2 to 4 changed only entries: a snapshot of format 1, 2 or 3 reads as it is.
+    #[test]
+    fn older_snapshots_read_as_they_are() {
         let mut state = crate::State::new();
         state.apply(1, entry());
         let mut bytes = state.to_snapshot();
         assert_eq!(bytes[8], FORMAT_VERSION);
-        for old in [1, 2] {
+        for old in [1, 2, 3] {
             bytes[8] = old;
             assert_eq!(crate::State::from_snapshot(&bytes).expect("reads an older format"), state);
         }

@@ -16,15 +16,38 @@ pub const ENTRY_REQUESTS_MAX: usize = 4096;
 /// The most commands one atomic batch may hold.
 pub const BATCH_COMMANDS_MAX: usize = 1024;
 
-/// One Raft log entry: the requests the leader batched, stamped with the proposer's clock.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
+/// One Raft log entry: the requests the leader batched, stamped with the proposer's clock and
+/// the version of the rules they are applied under.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 #[cfg_attr(feature = "arbitrary", derive(proptest_derive::Arbitrary))]
 pub struct Entry {
     /// Milliseconds since the epoch, read by the proposer. The state machine's clock never
     /// goes back: it is the largest timestamp applied so far.
     pub timestamp_ms: i64,
+    /// The version of apply's rules this entry is applied under ([`crate::rules`]): the
+    /// proposer's [`crate::rules::RULES_VERSION`]. Since format 4; older entries read as
+    /// [`crate::rules::RULES_UNSTAMPED`].
+    #[cfg_attr(
+        feature = "arbitrary",
+        proptest(strategy = "crate::rules::RULES_VERSION_MIN..=crate::rules::RULES_VERSION")
+    )]
+    pub rules: u16,
     /// The requests, applied in order.
     pub requests: Vec<Request>,
+}
+
+impl Entry {
+    /// An entry of `requests` at `timestamp_ms`, under this build's rules.
+    pub fn new(timestamp_ms: i64, requests: Vec<Request>) -> Self {
+        Self { timestamp_ms, rules: crate::rules::RULES_VERSION, requests }
+    }
+}
+
+impl Default for Entry {
+    /// No request, at time 0, under this build's rules.
+    fn default() -> Self {
+        Self::new(0, Vec::new())
+    }
 }
 
 /// One client's command with the id and serial that deduplicate its retries.
@@ -42,14 +65,43 @@ pub struct Request {
     /// client's last [`crate::sessions::SESSION_OUTCOMES_MAX`] outcomes, as format 1 did. See
     /// [`crate::sessions::ClientSerials`] for the client's side.
     pub acked_below: u64,
+    /// The client sent this request before, and that attempt may have been proposed. A
+    /// table that no longer knows the client (its session expired) cannot tell whether that
+    /// attempt was applied, so it answers [`ApplyError::SessionExpired`] instead of applying
+    /// the request; a first attempt (false) was never applied before, so it is applied. Since
+    /// format 4; older requests read as first attempts, which is what every request was then.
+    pub retry: bool,
     /// What to do.
     pub command: Command,
 }
 
 impl Request {
-    /// A request that tells the table nothing about the client's replies (`acked_below` 0).
+    /// A first attempt that tells the table nothing about the client's replies (`acked_below`
+    /// 0).
     pub fn new(client: ClientId, serial: u64, command: Command) -> Self {
-        Self { client, serial, acked_below: 0, command }
+        Self { client, serial, acked_below: 0, retry: false, command }
+    }
+}
+
+/// The layout of [`Entry`] before format 4 (without `rules`), over the request layout of its
+/// format: read from old logs as an entry of [`crate::rules::RULES_UNSTAMPED`].
+#[derive(Encode, Decode)]
+pub(crate) struct Unstamped<R> {
+    timestamp_ms: i64,
+    requests: Vec<R>,
+}
+
+impl<R: Into<Request>> From<Unstamped<R>> for Entry {
+    fn from(entry: Unstamped<R>) -> Self {
+        let requests = entry.requests.into_iter().map(Into::into).collect();
+        Self { timestamp_ms: entry.timestamp_ms, rules: crate::rules::RULES_UNSTAMPED, requests }
+    }
+}
+
+#[cfg(test)]
+impl<R: for<'a> From<&'a Request>> From<&Entry> for Unstamped<R> {
+    fn from(entry: &Entry) -> Self {
+        Self { timestamp_ms: entry.timestamp_ms, requests: entry.requests.iter().map(R::from).collect() }
     }
 }
 
@@ -63,13 +115,9 @@ pub(crate) mod v1 {
     use crate::ids::ClientId;
 
     /// Format 1's [`super::Entry`].
-    #[derive(Encode, Decode)]
-    pub(crate) struct Entry {
-        timestamp_ms: i64,
-        requests: Vec<Request>,
-    }
+    pub(crate) type Entry = super::Unstamped<Request>;
 
-    /// Format 1's [`super::Request`]: without `acked_below`.
+    /// Format 1's [`super::Request`]: without `acked_below` (nor `retry`).
     #[derive(Encode, Decode)]
     pub(crate) struct Request {
         client: ClientId,
@@ -77,22 +125,50 @@ pub(crate) mod v1 {
         command: Command,
     }
 
-    impl From<Entry> for super::Entry {
-        fn from(entry: Entry) -> Self {
-            let requests = entry.requests.into_iter().map(|r| super::Request::new(r.client, r.serial, r.command));
-            Self { timestamp_ms: entry.timestamp_ms, requests: requests.collect() }
+    impl From<Request> for super::Request {
+        fn from(r: Request) -> Self {
+            Self::new(r.client, r.serial, r.command)
         }
     }
 
     #[cfg(test)]
-    impl From<&super::Entry> for Entry {
-        fn from(entry: &super::Entry) -> Self {
-            let requests = entry.requests.iter().map(|r| Request {
-                client: r.client,
-                serial: r.serial,
-                command: r.command.clone(),
-            });
-            Self { timestamp_ms: entry.timestamp_ms, requests: requests.collect() }
+    impl From<&super::Request> for Request {
+        fn from(r: &super::Request) -> Self {
+            Self { client: r.client, serial: r.serial, command: r.command.clone() }
+        }
+    }
+}
+
+/// Formats 2 and 3's layouts of [`Entry`] and [`Request`], which format 4 changed (it added
+/// `rules` and `retry`), read from old logs. They reuse today's `Command` and `ClientId`.
+pub(crate) mod v3 {
+    use bincode::{Decode, Encode};
+
+    use super::Command;
+    use crate::ids::ClientId;
+
+    /// Formats 2 and 3's [`super::Entry`]: without `rules`.
+    pub(crate) type Entry = super::Unstamped<Request>;
+
+    /// Formats 2 and 3's [`super::Request`]: without `retry` (every request a first attempt).
+    #[derive(Encode, Decode)]
+    pub(crate) struct Request {
+        client: ClientId,
+        serial: u64,
+        acked_below: u64,
+        command: Command,
+    }
+
+    impl From<Request> for super::Request {
+        fn from(r: Request) -> Self {
+            Self { acked_below: r.acked_below, ..Self::new(r.client, r.serial, r.command) }
+        }
+    }
+
+    #[cfg(test)]
+    impl From<&super::Request> for Request {
+        fn from(r: &super::Request) -> Self {
+            Self { client: r.client, serial: r.serial, acked_below: r.acked_below, command: r.command.clone() }
         }
     }
 }
@@ -281,6 +357,17 @@ pub enum ApplyError {
         /// Its error.
         error: Box<ApplyError>,
     },
+    /// A retried request of a client the table no longer knows (idle for
+    /// [`crate::sessions::SESSION_IDLE_MS_MAX`], or beyond the [`crate::sessions::SESSIONS_MAX`]
+    /// most recently seen): an earlier attempt may have been applied, and its outcome is gone.
+    /// Not applied. Since format 4.
+    #[error("the session of client {client} expired: the outcome of its request {serial} is unknown")]
+    SessionExpired {
+        /// The client.
+        client: ClientId,
+        /// The serial.
+        serial: u64,
+    },
 }
 
 /// The outcome of one request.
@@ -345,7 +432,7 @@ fn decode_length<D: Decoder>(decoder: &mut D) -> Result<usize, DecodeError> {
 
 /// The variants of `Command` and `ApplyError`, for the error about any other.
 const COMMAND_VARIANTS: AllowedEnumVariants = AllowedEnumVariants::Range { min: 0, max: 8 };
-const APPLY_ERROR_VARIANTS: AllowedEnumVariants = AllowedEnumVariants::Range { min: 0, max: 7 };
+const APPLY_ERROR_VARIANTS: AllowedEnumVariants = AllowedEnumVariants::Range { min: 0, max: 8 };
 
 const NESTED_BATCH: &str = "a batch may not contain a batch";
 
@@ -411,6 +498,7 @@ fn decode_apply_error<D: Decoder>(decoder: &mut D, in_batch: bool) -> Result<App
         6 => ApplyError::StaleRequest { client: Decode::decode(decoder)?, serial: Decode::decode(decoder)? },
         7 if in_batch => return Err(DecodeError::Other(NESTED_BATCH)),
         7 => ApplyError::Batch { index: Decode::decode(decoder)?, error: Box::new(decode_apply_error(decoder, true)?) },
+        8 => ApplyError::SessionExpired { client: Decode::decode(decoder)?, serial: Decode::decode(decoder)? },
         found => {
             let allowed = &APPLY_ERROR_VARIANTS;
             return Err(DecodeError::UnexpectedVariant { type_name: "ApplyError", allowed, found });

@@ -25,10 +25,10 @@
 //!   containers: [{name: web, image: nginx:1.27}]
 //! "#).expect("valid manifest");
 //! let mut state = State::new();
-//! let entry = Entry {
-//!     timestamp_ms: 1_700_000_000_000,
-//!     requests: vec![Request { client: ClientId(1), serial: 1, acked_below: 0, command: Command::Create(objects[0].clone()) }],
-//! };
+//! let entry = Entry::new(
+//!     1_700_000_000_000,
+//!     vec![Request::new(ClientId(1), 1, Command::Create(objects[0].clone()))],
+//! );
 //! let out = state.apply(1, entry);
 //! assert!(out.outcomes[0].is_ok());
 //! let pod = state.get(&ObjectKey::new(Kind::Pod, "default", "web")).expect("stored");
@@ -53,6 +53,7 @@ pub mod manifest;
 pub mod meta;
 pub mod object;
 pub mod quantity;
+pub mod rules;
 pub mod selector;
 pub mod sessions;
 pub mod snapshot;

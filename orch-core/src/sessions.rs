@@ -16,17 +16,25 @@
 //! idle ones after [`SESSION_IDLE_MS_MAX`]) and in the encoded bytes of its outcomes
 //! ([`SESSION_OUTCOME_BYTES_MAX`]): over that, the least recently seen clients lose their
 //! outcomes but keep their sessions, whose floor then says which serials were forgotten, so
-//! that a retry of one is refused as stale (outcome unknown) instead of applied again.
+//! that a retry of one is refused as stale (outcome unknown) instead of applied again. A
+//! forgotten session is not a fresh one: a request that is a retry (`Request::retry`) from a
+//! client the table does not know is refused as expired (outcome unknown); a first attempt is
+//! applied and starts a new session.
 //!
-//! The table is made of persistent maps ([`imbl::OrdMap`]): a copy of the state shares them, so
-//! that readers can hold a copy while entries go on being applied.
+//! Outcomes are kept compact: as their encoded bytes (what a snapshot carries, one allocation
+//! each), decoded only when a retry asks for one, in a short vector per session
+//! sorted by serial (a session usually holds one or two), not a persistent map per session. The
+//! sessions are in persistent maps ([`imbl::OrdMap`]) and a session's vector is shared too: a
+//! copy of the state shares them, so that readers can hold a copy while entries go on being
+//! applied.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use imbl::{OrdMap, OrdSet};
 
 use bincode::de::Decoder;
 use bincode::enc::Encoder;
+use bincode::enc::write::Writer;
 use bincode::error::{DecodeError, EncodeError};
 use bincode::{Decode, Encode};
 
@@ -35,12 +43,13 @@ use crate::ids::ClientId;
 
 /// The most clients remembered; the least recently seen is forgotten first. Sized well above
 /// the clients of a large cluster (5,000 node agents, the controllers, users' commands): a
-/// session without outcomes costs about 100 bytes. (4,096 before format 3.)
+/// session costs a few hundred bytes of heap (`benches/benches/memory.rs`). (4,096 in early
+/// format 2 builds.)
 pub const SESSIONS_MAX: usize = 65_536;
-/// The most bytes of outcomes the table keeps, counted as encoded (what a snapshot carries).
-/// Over it, the least recently seen clients' outcomes go first; their sessions stay, so a
-/// retry of a forgotten serial is answered "outcome unknown" ([`crate::ApplyError::StaleRequest`]),
-/// never applied again. Since format 3.
+/// The most bytes of outcomes the table keeps, counted as encoded (what a snapshot carries and
+/// what the table holds in memory). Over it, the least recently seen clients' outcomes go first;
+/// their sessions stay, so a retry of a forgotten serial is answered "outcome unknown"
+/// ([`crate::ApplyError::StaleRequest`]), never applied again. Since format 3.
 pub const SESSION_OUTCOME_BYTES_MAX: usize = 16 << 20;
 /// The most outcomes remembered per client whose requests do not tell what it has heard
 /// (`acked_below` 0); the lowest serial is forgotten first.
@@ -54,76 +63,94 @@ pub const SESSION_IDLE_MS_MAX: i64 = 30 * 60 * 1000;
 
 /// What the table knows of a (client, serial).
 #[derive(Debug)]
-pub(crate) enum Seen<'a> {
+pub(crate) enum Seen {
     /// Never applied: apply it.
     New,
     /// Applied before, with this outcome.
-    Applied(&'a Outcome),
+    Applied(Outcome),
     /// Older than the window: unknown.
     Stale,
+    /// A retry from a client the table does not know: it may have been applied, and its
+    /// session (and outcome) forgotten since.
+    Expired,
 }
 
+/// One client's session.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Session {
     last_seen_ms: i64,
     /// Every serial at or below this has been forgotten.
     floor: u64,
-    outcomes: OrdMap<u64, Outcome>,
+    /// The outcomes kept, compact, by serial (ascending, each once). Shared by the copies of the
+    /// state until one of them changes it. At most [`SESSION_PENDING_MAX`] (or
+    /// [`SESSION_OUTCOMES_MAX`]) long, and usually one or two.
+    outcomes: Arc<Vec<(u64, Compact)>>,
     /// Derived (not encoded): the encoded bytes of `outcomes`.
     bytes: usize,
 }
 
-/// The bytes an outcome counts for in [`SESSION_OUTCOME_BYTES_MAX`].
-fn outcome_bytes(outcome: &Outcome) -> usize {
-    crate::codec::encoded_len(outcome)
+/// An outcome as the bytes bincode encodes it to (one allocation of exactly that size).
+type Compact = Box<[u8]>;
+
+fn compact(outcome: &Outcome) -> Compact {
+    let mut bytes = Vec::with_capacity(crate::codec::encoded_len(outcome));
+    match bincode::encode_into_std_write(outcome, &mut bytes, crate::codec::config()) {
+        Ok(_) => bytes.into_boxed_slice(),
+        Err(e) => unreachable!("encoding an outcome into memory failed: {e}"),
+    }
+}
+
+fn expand(bytes: &[u8]) -> Outcome {
+    // The bytes were encoded by `compact`, from this build's own types (a snapshot's outcomes
+    // are decoded and re-encoded when it is read): they decode.
+    match bincode::decode_from_slice(bytes, crate::codec::config()) {
+        Ok((outcome, _)) => outcome,
+        Err(e) => unreachable!("an outcome the table encoded does not decode: {e}"),
+    }
 }
 
 impl Session {
-    fn insert(&mut self, serial: u64, outcome: Outcome) {
-        self.bytes += outcome_bytes(&outcome);
-        if let Some(old) = self.outcomes.insert(serial, outcome) {
-            self.bytes -= outcome_bytes(&old);
+    fn get(&self, serial: u64) -> Option<&Compact> {
+        let at = self.outcomes.binary_search_by_key(&serial, |(s, _)| *s).ok()?;
+        Some(&self.outcomes[at].1)
+    }
+
+    fn insert(&mut self, serial: u64, outcome: Compact) {
+        self.bytes += outcome.len();
+        let outcomes = Arc::make_mut(&mut self.outcomes);
+        match outcomes.binary_search_by_key(&serial, |(s, _)| *s) {
+            Ok(at) => self.bytes -= std::mem::replace(&mut outcomes[at].1, outcome).len(),
+            Err(at) => outcomes.insert(at, (serial, outcome)),
         }
     }
 
-    fn remove(&mut self, serial: u64) {
-        if let Some(old) = self.outcomes.remove(&serial) {
-            self.bytes -= outcome_bytes(&old);
+    /// Forgets the outcomes of serials below `serial` (the floor is the caller's business).
+    fn forget_below(&mut self, serial: u64) {
+        let n = self.outcomes.partition_point(|(s, _)| *s < serial);
+        if n > 0 {
+            let gone = Arc::make_mut(&mut self.outcomes).drain(..n);
+            self.bytes -= gone.map(|(_, o)| o.len()).sum::<usize>();
         }
     }
-}
 
-// Encoded as the `BTreeMap` it replaced: the same bytes.
-impl Encode for Session {
-    fn encode<E: Encoder>(&self, encoder: &mut E) -> Result<(), EncodeError> {
-        self.last_seen_ms.encode(encoder)?;
-        self.floor.encode(encoder)?;
-        encode_map(&self.outcomes, encoder)
+    /// Forgets the lowest outcomes down to `cap`; the floor rises over them.
+    fn trim(&mut self, cap: usize) {
+        if self.outcomes.len() > cap {
+            let n = self.outcomes.len() - cap;
+            let last = self.outcomes[n - 1].0;
+            self.forget_below(last + 1);
+            self.floor = self.floor.max(last);
+        }
     }
-}
 
-impl<Context> Decode<Context> for Session {
-    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
-        let last_seen_ms = Decode::decode(decoder)?;
-        let floor = Decode::decode(decoder)?;
-        let outcomes: BTreeMap<u64, Outcome> = Decode::decode(decoder)?;
-        let bytes = outcomes.values().map(outcome_bytes).sum();
-        Ok(Self { last_seen_ms, floor, outcomes: outcomes.into_iter().collect(), bytes })
+    /// Forgets every outcome; the floor rises over them.
+    fn clear(&mut self) {
+        if let Some(&(highest, _)) = self.outcomes.last() {
+            self.floor = self.floor.max(highest);
+        }
+        self.outcomes = Arc::default();
+        self.bytes = 0;
     }
-}
-bincode::impl_borrow_decode!(Session);
-
-/// A map as bincode encodes a `BTreeMap`: the length, then the pairs in key order.
-fn encode_map<K: Encode + Ord + Clone, V: Encode + Clone, E: Encoder>(
-    map: &OrdMap<K, V>,
-    encoder: &mut E,
-) -> Result<(), EncodeError> {
-    (map.len() as u64).encode(encoder)?;
-    for (k, v) in map {
-        k.encode(encoder)?;
-        v.encode(encoder)?;
-    }
-    Ok(())
 }
 
 /// Per-client recent outcomes.
@@ -139,14 +166,16 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    pub(crate) fn lookup(&self, client: ClientId, serial: u64) -> Seen<'_> {
+    /// What the table knows of `client`'s `serial`; `retry`: the client sent it before.
+    pub(crate) fn lookup(&self, client: ClientId, serial: u64, retry: bool) -> Seen {
         if serial == 0 {
             return Seen::New;
         }
         match self.by_client.get(&client) {
+            None if retry => Seen::Expired,
             None => Seen::New,
-            Some(s) => match s.outcomes.get(&serial) {
-                Some(o) => Seen::Applied(o),
+            Some(s) => match s.get(serial) {
+                Some(o) => Seen::Applied(expand(o)),
                 None if serial <= s.floor => Seen::Stale,
                 None => Seen::New,
             },
@@ -190,43 +219,30 @@ impl Sessions {
         }
         let mut session = self.take(client).unwrap_or_default();
         session.last_seen_ms = now_ms;
-        session.insert(serial, outcome.clone());
+        session.insert(serial, compact(outcome));
         if acked_below > 0 {
             // The client has every reply below `acked_below`: those outcomes go, and a request
             // below it that was never applied is stale from now on.
-            // One removal per forgotten outcome, each forgotten once (imbl's `split` rebuilds
-            // the map: quadratic over a batch).
-            while let Some(&lowest) = session.outcomes.get_min().map(|(serial, _)| serial) {
-                if lowest >= acked_below {
-                    break;
-                }
-                session.remove(lowest);
-            }
+            session.forget_below(acked_below);
             session.floor = session.floor.max(acked_below - 1);
         }
         // A client that tells keeps at most SESSION_PENDING_MAX (its window: a well-behaved
         // client never needs more); a request that does not tell trims its client to format 1's
         // SESSION_OUTCOMES_MAX, as format 1 did.
-        let cap = if acked_below == 0 { SESSION_OUTCOMES_MAX } else { SESSION_PENDING_MAX as usize };
-        while session.outcomes.len() > cap {
-            let Some(&evicted) = session.outcomes.get_min().map(|(serial, _)| serial) else { break };
-            session.remove(evicted);
-            session.floor = session.floor.max(evicted);
-        }
+        session.trim(if acked_below == 0 { SESSION_OUTCOMES_MAX } else { SESSION_PENDING_MAX as usize });
         self.put(client, session);
+        // Never the client just recorded, even when every session was last seen at this same
+        // time and its id is the lowest: its reply is on its way.
         while self.by_client.len() > SESSIONS_MAX {
-            self.forget_oldest();
+            let Some(&(_, oldest)) = self.by_last_seen.iter().find(|(_, c)| *c != client) else { break };
+            self.take(oldest);
         }
         // Over the byte bound: the least recently seen clients lose their outcomes, not their
         // sessions, so their forgotten serials stay known as forgotten.
         while self.bytes > bytes_max {
-            let Some(&(_, oldest)) = self.holding.get_min() else { break };
+            let Some(&(_, oldest)) = self.holding.iter().find(|(_, c)| *c != client) else { break };
             let Some(mut session) = self.take(oldest) else { break };
-            if let Some(&(highest, _)) = session.outcomes.get_max() {
-                session.floor = session.floor.max(highest);
-            }
-            session.outcomes = OrdMap::new();
-            session.bytes = 0;
+            session.clear();
             self.put(oldest, session);
         }
     }
@@ -266,6 +282,13 @@ impl Sessions {
         }
     }
 
+    /// Every outcome kept, by client and serial in order, decoded: what a retry would get.
+    pub fn outcomes(&self) -> impl Iterator<Item = (ClientId, u64, Outcome)> + '_ {
+        self.by_client
+            .iter()
+            .flat_map(|(client, s)| s.outcomes.iter().map(move |(serial, o)| (*client, *serial, expand(o))))
+    }
+
     /// The bytes of outcomes kept (bounded by [`SESSION_OUTCOME_BYTES_MAX`]).
     pub fn outcome_bytes(&self) -> usize {
         self.bytes
@@ -295,7 +318,10 @@ impl Sessions {
         if holding != self.holding {
             return Err("the index of sessions holding outcomes disagrees with the sessions");
         }
-        if self.by_client.values().any(|s| s.bytes != s.outcomes.values().map(outcome_bytes).sum::<usize>())
+        if self.by_client.values().any(|s| !s.outcomes.windows(2).all(|w| w[0].0 < w[1].0)) {
+            return Err("a session's outcomes are not in serial order");
+        }
+        if self.by_client.values().any(|s| s.bytes != s.outcomes.iter().map(|(_, o)| o.len()).sum::<usize>())
             || self.bytes != self.by_client.values().map(|s| s.bytes).sum::<usize>()
         {
             return Err("the counted outcome bytes disagree with the outcomes");
@@ -428,21 +454,65 @@ impl Drop for Awaiting {
     }
 }
 
+// Encoded as the maps it replaced (`BTreeMap<ClientId, (last seen, floor, BTreeMap<serial,
+// Outcome>)>`): the same bytes, so snapshots did not change. An outcome's compact form is its
+// encoding, written as it is.
 impl Encode for Sessions {
     fn encode<E: Encoder>(&self, encoder: &mut E) -> Result<(), EncodeError> {
-        encode_map(&self.by_client, encoder)
+        (self.by_client.len() as u64).encode(encoder)?;
+        for (client, session) in &self.by_client {
+            client.encode(encoder)?;
+            session.last_seen_ms.encode(encoder)?;
+            session.floor.encode(encoder)?;
+            (session.outcomes.len() as u64).encode(encoder)?;
+            for (serial, outcome) in session.outcomes.iter() {
+                serial.encode(encoder)?;
+                encoder.writer().write(outcome)?;
+            }
+        }
+        Ok(())
     }
 }
 
+// Each outcome is compacted as it is decoded (a snapshot's table never exists as values), and
+// the lengths are checked before anything is reserved.
 impl<Context> Decode<Context> for Sessions {
     fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
-        let by_client: BTreeMap<ClientId, Session> = Decode::decode(decoder)?;
-        let by_last_seen = by_client.iter().map(|(c, s)| (s.last_seen_ms, *c)).collect();
-        let holding =
-            by_client.iter().filter(|(_, s)| !s.outcomes.is_empty()).map(|(c, s)| (s.last_seen_ms, *c)).collect();
-        let bytes = by_client.values().map(|s| s.bytes).sum();
-        let by_client = by_client.into_iter().collect();
-        let sessions = Self { by_client, by_last_seen, holding, bytes };
+        fn len<C, D: Decoder<Context = C>>(
+            decoder: &mut D,
+            max: usize,
+            what: &'static str,
+        ) -> Result<usize, DecodeError> {
+            match usize::try_from(u64::decode(decoder)?) {
+                Ok(n) if n <= max => Ok(n),
+                _ => Err(DecodeError::Other(what)),
+            }
+        }
+        let mut sessions = Self::default();
+        let clients = len(decoder, SESSIONS_MAX, "more sessions than SESSIONS_MAX")?;
+        let most = SESSION_OUTCOMES_MAX.max(SESSION_PENDING_MAX as usize);
+        let mut previous = None;
+        for _ in 0..clients {
+            let client = ClientId::decode(decoder)?;
+            if previous.is_some_and(|p| p >= client) {
+                return Err(DecodeError::Other("sessions out of client order"));
+            }
+            previous = Some(client);
+            let last_seen_ms = i64::decode(decoder)?;
+            let floor = u64::decode(decoder)?;
+            let n = len(decoder, most, "more outcomes in a session than SESSION_PENDING_MAX")?;
+            decoder.claim_container_read::<(u64, Compact)>(n)?;
+            let mut outcomes: Vec<(u64, Compact)> = Vec::with_capacity(n);
+            for _ in 0..n {
+                let serial = u64::decode(decoder)?;
+                if outcomes.last().is_some_and(|(p, _)| *p >= serial) {
+                    return Err(DecodeError::Other("a session's outcomes out of serial order"));
+                }
+                outcomes.push((serial, compact(&Outcome::decode(decoder)?)));
+            }
+            let bytes = outcomes.iter().map(|(_, o)| o.len()).sum();
+            sessions.put(client, Session { last_seen_ms, floor, outcomes: Arc::new(outcomes), bytes });
+        }
         sessions.check_invariants().map_err(DecodeError::Other)?;
         Ok(sessions)
     }
@@ -451,6 +521,8 @@ bincode::impl_borrow_decode!(Sessions);
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::command::{ApplyError, Success};
     use crate::ids::Revision;
@@ -477,13 +549,61 @@ mod tests {
         assert_eq!(decoded, sessions);
     }
 
+    /// Outcomes are kept as their encoding, shared by copies of the state, and a retry gets the
+    /// first outcome back whole.
+    #[test]
+    fn outcomes_are_kept_compact_and_a_retry_gets_the_first_outcome_back() {
+        use crate::command::{Action, Change};
+        use crate::object::{Kind, ObjectKey};
+        let change = |name: &str| Change {
+            key: ObjectKey::new(Kind::Pod, "team", name),
+            uid: crate::ids::Uid::derive(12, 1),
+            revision: Revision(12),
+            action: Action::Created,
+        };
+        let batch: Outcome = Ok(Success { revision: Revision(12), changes: vec![change("a"), change("b")] });
+        let refused: Outcome = Err(ApplyError::Conflict {
+            key: ObjectKey::new(Kind::Pod, "team", "a"),
+            reason: "the object has been modified".into(),
+        });
+        let mut sessions = Sessions::default();
+        sessions.record(ClientId(1), 1, 1, &batch, 1_000);
+        sessions.record(ClientId(2), 1, 1, &refused, 1_000);
+        sessions.record(ClientId(1), 2, 1, &refused, 1_001);
+        assert_eq!(sessions.check_invariants(), Ok(()));
+        for (client, serial, outcome) in [(1, 1, &batch), (2, 1, &refused), (1, 2, &refused)] {
+            let stored = sessions.by_client[&ClientId(client)].get(serial).expect("kept");
+            assert_eq!(stored[..], crate::codec::encode(outcome)[1..], "its encoding, nothing else");
+            match sessions.lookup(ClientId(client), serial, true) {
+                Seen::Applied(first) => assert_eq!(&first, outcome),
+                other => panic!("client {client} serial {serial}: {other:?}"),
+            }
+        }
+        let counted: usize = sessions.by_client.values().flat_map(|s| s.outcomes.iter()).map(|(_, o)| o.len()).sum();
+        assert_eq!(sessions.outcome_bytes(), counted);
+        // Copies share a session's outcomes until one of them changes them.
+        let copy = sessions.clone();
+        assert!(Arc::ptr_eq(&copy.by_client[&ClientId(2)].outcomes, &sessions.by_client[&ClientId(2)].outcomes));
+        let mut changed = copy.clone();
+        changed.record(ClientId(2), 2, 1, &batch, 1_002);
+        assert!(!Arc::ptr_eq(&changed.by_client[&ClientId(2)].outcomes, &sessions.by_client[&ClientId(2)].outcomes));
+        assert_eq!(sessions, copy, "the original is unchanged");
+        // The invariant check sees a count that disagrees.
+        let mut miscounted = sessions.clone();
+        if let Some(s) = miscounted.by_client.get_mut(&ClientId(1)) {
+            s.bytes += 1;
+        }
+        miscounted.bytes += 1;
+        assert_eq!(miscounted.check_invariants(), Err("the counted outcome bytes disagree with the outcomes"));
+    }
+
     /// Over the byte bound, the least recently seen clients lose their outcomes but keep their
     /// sessions: a retry of a forgotten serial is stale (outcome unknown), a new serial is new.
     #[test]
     fn over_the_byte_bound_old_outcomes_go_and_their_serials_stay_known_as_forgotten() {
         let mut sessions = Sessions::default();
         let big = |n: usize| -> Outcome { Err(ApplyError::BadRequest { reason: "x".repeat(n) }) };
-        let size = outcome_bytes(&big(1_000));
+        let size = compact(&big(1_000)).len();
         let bound = 3 * size;
         for (i, client) in [1u128, 2, 3].into_iter().enumerate() {
             sessions.record_within(ClientId(client), 1, 1, &big(1_000), 1_000 + i as i64, bound);
@@ -493,10 +613,10 @@ mod tests {
         sessions.record_within(ClientId(1), 2, 1, &big(1_000), 2_000, bound);
         assert_eq!(sessions.check_invariants(), Ok(()));
         assert!(sessions.outcome_bytes() <= bound, "{} > {bound}", sessions.outcome_bytes());
-        assert!(matches!(sessions.lookup(ClientId(2), 1), Seen::Stale), "forgotten, and known to be");
-        assert!(matches!(sessions.lookup(ClientId(2), 2), Seen::New), "its next request is applied");
-        assert!(matches!(sessions.lookup(ClientId(1), 1), Seen::Applied(_)));
-        assert!(matches!(sessions.lookup(ClientId(3), 1), Seen::Applied(_)));
+        assert!(matches!(sessions.lookup(ClientId(2), 1, true), Seen::Stale), "forgotten, and known to be");
+        assert!(matches!(sessions.lookup(ClientId(2), 2, true), Seen::New), "its next request is applied");
+        assert!(matches!(sessions.lookup(ClientId(1), 1, true), Seen::Applied(_)));
+        assert!(matches!(sessions.lookup(ClientId(3), 1, true), Seen::Applied(_)));
         assert_eq!(sessions.len(), 3, "every session stays");
         // A snapshot carries the result and the decoder derives the same counts.
         let decoded: Sessions = crate::codec::decode(&crate::codec::encode(&sessions), 1 << 20).expect("decodes");
@@ -504,7 +624,63 @@ mod tests {
         // Acknowledged outcomes leave the count too.
         sessions.record_within(ClientId(1), 3, 3, &big(10), 3_000, bound);
         assert_eq!(sessions.check_invariants(), Ok(()));
-        assert_eq!(sessions.outcome_bytes(), size + outcome_bytes(&big(10)), "client 3's and client 1's last");
+        assert_eq!(sessions.outcome_bytes(), size + compact(&big(10)).len(), "client 3's and client 1's last");
+    }
+
+    /// A table over the byte bound (an older format's snapshot, or a build with a larger bound)
+    /// comes under it at its next recorded outcome, whichever client records it.
+    #[test]
+    fn a_table_over_the_byte_bound_comes_under_it_at_the_next_outcome() {
+        let mut sessions = Sessions::default();
+        let big: Outcome = Err(ApplyError::BadRequest { reason: "x".repeat(1_000) });
+        for client in 1..=10u128 {
+            sessions.record_within(ClientId(client), 1, 1, &big, client as i64, usize::MAX);
+        }
+        let decoded: Sessions = crate::codec::decode(&crate::codec::encode(&sessions), 1 << 20).expect("decodes");
+        let bound = 3 * compact(&big).len();
+        assert!(decoded.outcome_bytes() > bound);
+        let mut sessions = decoded;
+        let small: Outcome = Err(ApplyError::BadRequest { reason: "y".into() });
+        sessions.record_within(ClientId(11), 1, 1, &small, 11, bound);
+        assert!(sessions.outcome_bytes() <= bound, "{} > {bound}", sessions.outcome_bytes());
+        assert_eq!(sessions.check_invariants(), Ok(()));
+        assert!(matches!(sessions.lookup(ClientId(1), 1, true), Seen::Stale), "the least recently seen went first");
+        assert!(matches!(sessions.lookup(ClientId(10), 1, true), Seen::Applied(_)), "the most recently seen stayed");
+        assert_eq!(sessions.len(), 11);
+    }
+
+    /// A client the table does not know: its retry is "expired" (an earlier attempt may have
+    /// been applied and forgotten), its first attempt new.
+    #[test]
+    fn a_retry_from_an_unknown_client_is_expired_and_a_first_attempt_new() {
+        let mut sessions = Sessions::default();
+        assert!(matches!(sessions.lookup(ClientId(5), 3, true), Seen::Expired));
+        assert!(matches!(sessions.lookup(ClientId(5), 3, false), Seen::New));
+        assert!(matches!(sessions.lookup(ClientId(5), 0, true), Seen::New), "serial 0 opts out");
+        let ok: Outcome = Ok(Success { revision: Revision(3), changes: Vec::new() });
+        sessions.record(ClientId(5), 3, 3, &ok, 1_000);
+        assert!(matches!(sessions.lookup(ClientId(5), 3, true), Seen::Applied(_)));
+        assert!(matches!(sessions.lookup(ClientId(5), 4, true), Seen::New), "a known client's retry of a new serial");
+        sessions.expire(1_000 + SESSION_IDLE_MS_MAX + 1);
+        assert!(matches!(sessions.lookup(ClientId(5), 3, true), Seen::Expired), "forgotten");
+    }
+
+    /// Over SESSIONS_MAX the least recently seen session goes, with its outcomes, and never the
+    /// one just recorded: here every session is seen at the same time and the last one recorded
+    /// has the lowest id.
+    #[test]
+    fn over_the_session_bound_the_oldest_goes_never_the_one_just_recorded() {
+        let mut sessions = Sessions::default();
+        let ok: Outcome = Ok(Success { revision: Revision(3), changes: Vec::new() });
+        let last = SESSIONS_MAX as u128 + 1;
+        for id in (1..=last).rev() {
+            sessions.record(ClientId(id), 1, 1, &ok, 1_000);
+        }
+        assert_eq!(sessions.len(), SESSIONS_MAX);
+        assert_eq!(sessions.check_invariants(), Ok(()));
+        assert!(matches!(sessions.lookup(ClientId(1), 1, true), Seen::Applied(_)), "the one just recorded stays");
+        assert!(matches!(sessions.lookup(ClientId(2), 1, true), Seen::Expired), "the oldest went");
+        assert_eq!(sessions.outcome_bytes(), SESSIONS_MAX * compact(&ok).len(), "and its outcome with it");
     }
 
     #[test]

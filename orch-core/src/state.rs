@@ -185,12 +185,22 @@ impl State {
     ///
     /// # Panics
     /// If `index` is not greater than the last applied index: the log layer must apply
-    /// entries once each, in order. That is a broken invariant, not bad input.
+    /// entries once each, in order. Or if the entry's rules version is not one this build
+    /// applies ([`crate::rules`]): [`crate::codec::decode_entry`] refuses such an entry, so
+    /// one reaches `apply` only from a caller that built it by hand, and applying it under
+    /// other rules would make this replica diverge. Both are broken invariants, not bad input.
     pub fn apply(&mut self, index: u64, entry: Entry) -> ApplyOutput {
         assert!(
             index > self.applied.0,
             "entry {index} applied after entry {}: entries must be applied in log order",
             self.applied.0
+        );
+        assert!(
+            crate::rules::known(entry.rules),
+            "entry {index} is of rules version {}, and this build applies {} to {}",
+            entry.rules,
+            crate::rules::RULES_VERSION_MIN,
+            crate::rules::RULES_VERSION
         );
         self.applied = Revision(index);
         self.clock_ms = self.clock_ms.max(entry.timestamp_ms);
@@ -206,9 +216,11 @@ impl State {
                     reason: format!("an entry may carry at most {ENTRY_REQUESTS_MAX} requests"),
                 })
             } else {
-                match self.sessions.lookup(request.client, request.serial) {
-                    Seen::Applied(first) => first.clone(),
+                match self.sessions.lookup(request.client, request.serial, request.retry) {
+                    Seen::Applied(first) => first,
                     Seen::Stale => Err(ApplyError::StaleRequest { client: request.client, serial: request.serial }),
+                    // Refused unapplied and unrecorded, as a stale request is.
+                    Seen::Expired => Err(ApplyError::SessionExpired { client: request.client, serial: request.serial }),
                     Seen::New => match Sessions::refuse(request.serial, request.acked_below) {
                         // Refused unapplied and unrecorded: the same answer to a retry.
                         Some(reason) => Err(ApplyError::BadRequest { reason }),
@@ -763,8 +775,9 @@ mod tests {
                 .expect("valid")
                 .remove(0);
         let serial = state.applied_index() + 1;
-        let request = Request { client: ClientId(1), serial, acked_below: 0, command: Command::Create(ns) };
-        let out = state.apply(serial, Entry { timestamp_ms: 1_000, requests: vec![request] });
+        let request =
+            Request { client: ClientId(1), serial, acked_below: 0, retry: false, command: Command::Create(ns) };
+        let out = state.apply(serial, Entry::new(1_000, vec![request]));
         assert!(out.outcomes.iter().all(Result::is_ok), "{:?}", out.outcomes);
     }
 

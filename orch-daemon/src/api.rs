@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::{Stream, StreamExt};
-use orch_api::convert::{change_to_pb, filter_from_parts, key_from_pb, object_from_pb, object_to_pb, write_id_from_pb};
+use orch_api::convert::{change_to_pb, filter_from_parts, key_from_pb, object_from_pb, object_to_pb, request_from_pb};
 use orch_api::{Error, LIST_OBJECTS_MAX, pb};
 use orch_core::apps_v1::Deployment;
-use orch_core::{Command, Kind, Object, ObjectKey, Preconditions, Request, State, Success, WatchFilter};
+use orch_core::{Command, Kind, Object, ObjectKey, Preconditions, State, Success, WatchFilter};
 use orch_raft::ControlPlane;
 use orch_raft::control_plane::{Consistency, Error as CpError, WatchItem};
 use tokio::sync::Semaphore;
@@ -30,8 +30,10 @@ pub const CHANGE_CAUSE_ANNOTATION: &str = "kubernetes.io/change-cause";
 /// Maps a control-plane error to the API's.
 pub fn cp_error(e: CpError) -> Error {
     match e {
+        // Answered before anything was appended (openraft's ForwardToLeader, or the check before
+        // admission): a write sent again is still a first attempt.
         CpError::NotLeader { ref api_address, .. } => {
-            Error::Unavailable { message: e.to_string(), leader: api_address.clone() }
+            Error::Unavailable { message: e.to_string(), leader: api_address.clone(), not_proposed: true }
         }
         CpError::Expired(_) => Error::Expired(e.to_string()),
         // A gap is a broken invariant: logged loudly; the client's way out is to relist.
@@ -93,9 +95,8 @@ impl ApiService {
     }
 
     async fn write(&self, id: Option<&pb::WriteId>, command: Command) -> Result<pb::WriteResponse, Error> {
-        let (client, serial, acked_below) = write_id_from_pb(id)?;
-        let outcomes =
-            self.cp.submit(vec![Request { client, serial, acked_below, command }]).await.map_err(cp_error)?;
+        let request = request_from_pb(id, command)?;
+        let outcomes = self.cp.submit(vec![request]).await.map_err(cp_error)?;
         match outcomes.into_iter().next() {
             Some(Ok(success)) => Ok(write_response(&success)),
             Some(Err(e)) => Err(Error::from(&e)),

@@ -244,16 +244,16 @@ mod tests {
     fn entries_votes_and_log_ids_round_trip() {
         let batch = orch_core::Entry {
             timestamp_ms: 7,
-            requests: vec![Request {
-                client: ClientId(1),
-                serial: 2,
-                acked_below: 0,
-                command: Command::Delete {
+            rules: orch_core::rules::RULES_VERSION,
+            requests: vec![Request::new(
+                ClientId(1),
+                2,
+                Command::Delete {
                     key: orch_core::ObjectKey::new(orch_core::Kind::Pod, "default", "p"),
                     grace_period_seconds: Some(0),
                     preconditions: Default::default(),
                 },
-            }],
+            )],
         };
         let mut membership = membership_ent::<C>(2, 1, 5, vec![[1, 2, 3].into()]);
         if let EntryPayload::Membership(m) = &mut membership.payload {

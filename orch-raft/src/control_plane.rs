@@ -528,7 +528,7 @@ fn join(timestamp_ms: i64, group: &mut [Proposal]) -> orch_core::Entry {
     for p in group.iter_mut() {
         requests.append(&mut p.requests);
     }
-    orch_core::Entry { timestamp_ms, requests }
+    orch_core::Entry::new(timestamp_ms, requests)
 }
 
 /// Answers each proposal of an entry with its share of the outcomes.
@@ -762,6 +762,7 @@ impl ControlPlane {
                 client: self.inner.client,
                 serial,
                 acked_below: awaiting.acked_below(),
+                retry: false,
                 command,
             })
             .collect();
@@ -805,7 +806,7 @@ impl ControlPlane {
         }
         if !admitted.is_empty() {
             // The largest timestamp, so that the size is an upper bound.
-            let alone = orch_core::Entry { timestamp_ms: i64::MAX, requests: admitted };
+            let alone = orch_core::Entry::new(i64::MAX, admitted);
             let bytes = match orch_core::codec::encode_entry(&alone) {
                 Ok(bytes) => bytes.len(),
                 Err(orch_core::codec::CodecError::TooLarge { len, max }) => {

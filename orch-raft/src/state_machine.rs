@@ -367,13 +367,8 @@ mod tests {
                 orch_core::parse_manifests(&format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: ns-{i}}}"))
                     .expect("valid")
                     .remove(0);
-            let request = orch_core::Request {
-                client: orch_core::ClientId(1),
-                serial: i,
-                acked_below: 0,
-                command: orch_core::Command::Create(ns),
-            };
-            state.apply(i, orch_core::Entry { timestamp_ms: 1_000, requests: vec![request] });
+            let request = orch_core::Request::new(orch_core::ClientId(1), i, orch_core::Command::Create(ns));
+            state.apply(i, orch_core::Entry::new(1_000, vec![request]));
         }
         let log_id = LogId::new(LeaderId { term: 1, node_id: 1 }, n);
         (SnapshotMeta { last_log_id: Some(log_id), last_membership: StoredMembership::default() }, state)

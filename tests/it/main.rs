@@ -95,14 +95,9 @@ fn example_manifests_apply_cleanly() {
         let requests = objects
             .into_iter()
             .enumerate()
-            .map(|(j, obj)| Request {
-                client: ClientId(7),
-                serial: (i * 1000 + j + 1) as u64,
-                acked_below: 0,
-                command: Command::Create(obj),
-            })
+            .map(|(j, obj)| Request::new(ClientId(7), (i * 1000 + j + 1) as u64, Command::Create(obj)))
             .collect();
-        let out = state.apply(i as u64 + 1, Entry { timestamp_ms: 1_000, requests });
+        let out = state.apply(i as u64 + 1, Entry::new(1_000, requests));
         for outcome in &out.outcomes {
             assert!(outcome.is_ok(), "{}: {outcome:?}", path.display());
         }

@@ -57,14 +57,14 @@ impl Harness {
     /// Applies one entry of one command; returns its outcome.
     pub(crate) fn run(&mut self, command: Command) -> Outcome {
         self.serial += 1;
-        let request = Request { client: ClientId(1), serial: self.serial, acked_below: 0, command };
+        let request = Request { client: ClientId(1), serial: self.serial, acked_below: 0, retry: false, command };
         self.run_requests(vec![request]).remove(0)
     }
 
     pub(crate) fn run_requests(&mut self, requests: Vec<Request>) -> Vec<Outcome> {
         self.now_ms += 1000;
         let index = self.state.applied_index() + 1;
-        let out = self.state.apply(index, Entry { timestamp_ms: self.now_ms, requests });
+        let out = self.state.apply(index, Entry::new(self.now_ms, requests));
         self.state.check_invariants().unwrap_or_else(|e| panic!("invariant broken at {index}: {e}"));
         self.events.extend(out.events);
         out.outcomes

@@ -104,12 +104,9 @@ fn command() -> impl Strategy<Value = Command> {
 
 fn request() -> impl Strategy<Value = Request> {
     // `acked_below` 0 (format 1), within the serial, or beyond it (refused); a client may mix
-    // them and move them backwards.
-    (1..3u128, 0..8u64, 0..10u64, command()).prop_map(|(client, serial, acked_below, command)| Request {
-        client: ClientId(client),
-        serial,
-        acked_below,
-        command,
+    // them and move them backwards. First attempts and retries.
+    (1..3u128, 0..8u64, 0..10u64, any::<bool>(), command()).prop_map(|(client, serial, acked_below, retry, command)| {
+        Request { client: ClientId(client), serial, acked_below, retry, command }
     })
 }
 
@@ -122,7 +119,7 @@ fn log() -> impl Strategy<Value = Vec<Entry>> {
             .into_iter()
             .map(|(step, requests)| {
                 now += step;
-                Entry { timestamp_ms: now, requests }
+                Entry::new(now, requests)
             })
             .collect()
     })
@@ -144,11 +141,12 @@ proptest! {
         let mut state = State::new();
         let mut first_outcome: BTreeMap<(ClientId, u64), Outcome> = BTreeMap::new();
         let mut floors: BTreeMap<ClientId, u64> = BTreeMap::new();
+        let mut known: std::collections::BTreeSet<ClientId> = std::collections::BTreeSet::new();
         for (i, entry) in log.into_iter().enumerate() {
             let index = i as u64 + 1;
             let before = objects(&state);
-            let requests: Vec<(ClientId, u64, u64)> =
-                entry.requests.iter().map(|r| (r.client, r.serial, r.acked_below)).collect();
+            let requests: Vec<(ClientId, u64, u64, bool)> =
+                entry.requests.iter().map(|r| (r.client, r.serial, r.acked_below, r.retry)).collect();
             let out = state.apply(index, entry);
             prop_assert_eq!(out.outcomes.len(), requests.len());
             if let Err(e) = state.check_invariants() {
@@ -187,20 +185,24 @@ proptest! {
             }
             // The session model: a recorded (client, serial) answers its first outcome until the
             // client says it has the reply (a recorded request with `acked_below` above it), and
-            // StaleRequest after; a request the session rule refuses is not recorded. (Serials
-            // stay below 8 and two clients: no count bound or expiry comes into play.)
-            for ((client, serial, acked_below), outcome) in requests.into_iter().zip(out.outcomes) {
+            // StaleRequest after; a request the session rule refuses is not recorded; a retry
+            // from a client with no session yet is SessionExpired, unrecorded. (Serials stay
+            // below 8 and two clients: no count bound or expiry comes into play.)
+            for ((client, serial, acked_below, retry), outcome) in requests.into_iter().zip(out.outcomes) {
                 if serial == 0 {
                     continue;
                 }
                 let floor = floors.get(&client).copied().unwrap_or(0);
-                if serial <= floor {
+                if retry && !known.contains(&client) {
+                    prop_assert_eq!(outcome, Err(ApplyError::SessionExpired { client, serial }));
+                } else if serial <= floor {
                     prop_assert_eq!(outcome, Err(ApplyError::StaleRequest { client, serial }));
                 } else if let Some(first) = first_outcome.get(&(client, serial)) {
                     prop_assert_eq!(first, &outcome);
                 } else if orch_core::sessions::Sessions::refuse(serial, acked_below).is_some() {
                     prop_assert!(matches!(outcome, Err(ApplyError::BadRequest { .. })), "{:?}", outcome);
                 } else {
+                    known.insert(client);
                     first_outcome.insert((client, serial), outcome);
                     if acked_below > 0 {
                         floors.insert(client, floor.max(acked_below - 1));
@@ -314,7 +316,7 @@ mod identity {
 
         #[test]
         fn entries_round_trip(timestamp_ms in any::<i64>(), requests in prop::collection::vec(any::<Request>(), 0..3)) {
-            let entry = Entry { timestamp_ms, requests };
+            let entry = Entry::new(timestamp_ms, requests);
             // What the encoder accepts, the decoder accepts.
             let bytes = orch_core::codec::encode_entry(&entry).map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert_eq!(orch_core::codec::decode_entry(&bytes), Ok(entry));

@@ -311,16 +311,14 @@ fn a_failed_batch_applies_nothing() {
 #[test]
 fn a_retried_request_returns_its_first_outcome() {
     let mut h = Harness::new();
-    let request =
-        Request { client: ClientId(9), serial: 1, acked_below: 0, command: Command::Create(pod("default", "p")) };
+    let request = Request::new(ClientId(9), 1, Command::Create(pod("default", "p")));
     let first = h.run_requests(vec![request.clone()]);
     let events = h.events.len();
     let again = h.run_requests(vec![request.clone(), request]);
     assert_eq!(again, [first[0].clone(), first[0].clone()], "not 'already exists': the first outcome");
     assert_eq!(h.events.len(), events, "applied once");
     // Another client with the same serial is a different request.
-    let other =
-        Request { client: ClientId(10), serial: 1, acked_below: 0, command: Command::Create(pod("default", "p")) };
+    let other = Request::new(ClientId(10), 1, Command::Create(pod("default", "p")));
     assert!(matches!(h.run_requests(vec![other])[0], Err(ApplyError::AlreadyExists { .. })));
 }
 
@@ -333,16 +331,15 @@ fn serials_older_than_the_window_are_refused() {
             client: ClientId(3),
             serial,
             acked_below: 0,
+            retry: false,
             command: Command::Create(pod("default", &format!("p{serial}"))),
         })
         .collect();
     h.run_requests(requests);
-    let old =
-        Request { client: ClientId(3), serial: 1, acked_below: 0, command: Command::Create(pod("default", "p1")) };
+    let old = Request::new(ClientId(3), 1, Command::Create(pod("default", "p1")));
     let out = h.run_requests(vec![old]);
     assert_eq!(out[0], Err(ApplyError::StaleRequest { client: ClientId(3), serial: 1 }));
-    let recent =
-        Request { client: ClientId(3), serial: 2, acked_below: 0, command: Command::Create(pod("default", "zzz")) };
+    let recent = Request::new(ClientId(3), 2, Command::Create(pod("default", "zzz")));
     assert!(h.run_requests(vec![recent])[0].is_ok(), "serial 2 is still remembered: its first outcome");
     assert!(h.state.get(&key(Kind::Pod, "default", "zzz")).is_none());
 }
@@ -357,6 +354,7 @@ fn a_request_that_reaches_the_log_after_many_later_ones_is_applied_once() {
         client: ClientId(5),
         serial,
         acked_below,
+        retry: false,
         command: Command::Create(pod("default", name)),
     };
     // Serial 1 still awaits its reply while 2..=600 are applied.
@@ -390,6 +388,7 @@ fn a_client_with_too_many_requests_awaiting_replies_is_refused() {
         client: ClientId(6),
         serial,
         acked_below,
+        retry: false,
         command: Command::Create(pod("default", &format!("q{serial}"))),
     };
     assert!(h.run_requests(vec![request(max, 1)])[0].is_ok(), "max - 1 past the lowest awaiting");
@@ -420,6 +419,7 @@ fn a_client_mixing_old_and_new_requests_stays_within_the_table_s_bounds() {
         client: ClientId(8),
         serial,
         acked_below,
+        retry: false,
         command: Command::Create(pod("default", &format!("m{serial}"))),
     };
     let old: Vec<_> = (1_000_000..1_000_256).map(|serial| request(serial, 0)).collect();
@@ -433,12 +433,7 @@ fn a_client_mixing_old_and_new_requests_stays_within_the_table_s_bounds() {
 #[test]
 fn idle_sessions_expire_by_entry_time() {
     let mut h = Harness::new();
-    h.run_requests(vec![Request {
-        client: ClientId(4),
-        serial: 1,
-        acked_below: 0,
-        command: Command::Create(pod("default", "a")),
-    }]);
+    h.run_requests(vec![Request::new(ClientId(4), 1, Command::Create(pod("default", "a")))]);
     assert_eq!(h.state.sessions().len(), 1);
     h.now_ms += orch_core::sessions::SESSION_IDLE_MS_MAX + 1;
     h.run_requests(vec![]);
@@ -494,8 +489,8 @@ fn watch_filters_translate_selection_changes() {
 #[test]
 fn the_clock_never_goes_back() {
     let mut state = State::new();
-    state.apply(1, Entry { timestamp_ms: 5_000, requests: vec![] });
-    state.apply(2, Entry { timestamp_ms: 1_000, requests: vec![] });
+    state.apply(1, Entry::new(5_000, vec![]));
+    state.apply(2, Entry::new(1_000, vec![]));
     assert_eq!(state.clock().as_millis(), 5_000);
 }
 
@@ -546,18 +541,14 @@ fn a_crafted_length_is_refused_without_allocating_it() {
 
 #[test]
 fn entries_round_trip_and_garbage_is_an_error() {
-    let entry = Entry {
-        timestamp_ms: 42,
-        requests: vec![Request {
-            client: ClientId(1),
-            serial: 7,
-            acked_below: 0,
-            command: Command::Create(obj(include_str!("../../../examples/web.yaml")
-                .split("---")
-                .nth(1)
-                .unwrap_or_default())),
-        }],
-    };
+    let entry = Entry::new(
+        42,
+        vec![Request::new(
+            ClientId(1),
+            7,
+            Command::Create(obj(include_str!("../../../examples/web.yaml").split("---").nth(1).unwrap_or_default())),
+        )],
+    );
     let bytes = orch_core::codec::encode_entry(&entry).expect("encodes");
     assert_eq!(orch_core::codec::decode_entry(&bytes).as_ref(), Ok(&entry));
     assert!(orch_core::codec::decode_entry(&bytes[..bytes.len() / 2]).is_err());
@@ -574,8 +565,8 @@ fn the_encoder_refuses_what_the_decoder_would() {
     let mut pod = pod("default", "p");
     let orch_core::Object::Pod(p) = &mut pod else { unreachable!("a pod") };
     std::sync::Arc::make_mut(p).spec.containers[0].args = vec![orch_core::Text::new(); 400_000];
-    let request = |command| Request { client: ClientId(1), serial: 1, acked_below: 0, command };
-    let entry = Entry { timestamp_ms: 1, requests: vec![request(Command::Create(pod.clone()))] };
+    let request = |command| Request { client: ClientId(1), serial: 1, acked_below: 0, retry: false, command };
+    let entry = Entry::new(1, vec![request(Command::Create(pod.clone()))]);
     assert!(orch_core::codec::decode_entry(&orch_core::codec::encode(&entry)).is_err());
     let err = orch_core::codec::encode_entry(&entry).expect_err("refused");
     assert!(err.to_string().contains("the entry would not decode"), "{err}");
@@ -585,7 +576,7 @@ fn the_encoder_refuses_what_the_decoder_would() {
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: p, annotations: {{a: {blob}}}}}\nspec: {{containers: [{{name: c, image: x}}]}}"
     ));
     let requests = (0..25).map(|_| request(Command::Create(big.clone()))).collect();
-    let entry = Entry { timestamp_ms: 1, requests };
+    let entry = Entry::new(1, requests);
     let err = orch_core::codec::encode_entry(&entry).expect_err("refused");
     assert!(matches!(err, orch_core::codec::CodecError::TooLarge { max: orch_core::codec::ENTRY_BYTES_MAX, .. }));
 }
@@ -623,30 +614,22 @@ fn the_largest_valid_lists_encode_and_decode() {
         assert_eq!(orch_core::validate(&e), orch_core::FieldErrors::default());
         e
     };
-    let alone = Entry {
-        timestamp_ms: 1,
-        requests: vec![Request {
-            client: ClientId(1),
-            serial: 1,
-            acked_below: 0,
-            command: Command::Create(endpoints(0)),
-        }],
-    };
+    let alone = Entry::new(1, vec![Request::new(ClientId(1), 1, Command::Create(endpoints(0)))]);
     let bytes = orch_core::codec::encode_entry(&alone).expect("a valid entry encodes");
     assert_eq!(orch_core::codec::decode_entry(&bytes).as_ref(), Ok(&alone));
-    let mut requests =
-        vec![Request { client: ClientId(1), serial: 1, acked_below: 0, command: Command::Create(endpoints(max)) }];
-    requests.extend((1..orch_core::command::ENTRY_REQUESTS_MAX).map(|i| Request {
-        client: ClientId(1),
-        serial: i as u64 + 1,
-        acked_below: 0,
-        command: Command::Delete {
-            key: orch_core::ObjectKey::new(orch_core::Kind::Pod, "default", "x"),
-            grace_period_seconds: None,
-            preconditions: Default::default(),
-        },
+    let mut requests = vec![Request::new(ClientId(1), 1, Command::Create(endpoints(max)))];
+    requests.extend((1..orch_core::command::ENTRY_REQUESTS_MAX).map(|i| {
+        Request::new(
+            ClientId(1),
+            i as u64 + 1,
+            Command::Delete {
+                key: orch_core::ObjectKey::new(orch_core::Kind::Pod, "default", "x"),
+                grace_period_seconds: None,
+                preconditions: Default::default(),
+            },
+        )
     }));
-    let entry = Entry { timestamp_ms: 1, requests };
+    let entry = Entry::new(1, requests);
     let bytes = orch_core::codec::encode_entry(&entry).expect("a valid entry encodes");
     assert_eq!(orch_core::codec::decode_entry(&bytes).as_ref(), Ok(&entry));
 }
@@ -670,6 +653,7 @@ fn scale_sets_replicas_on_the_object_as_it_is_and_a_retry_cannot_undo_a_later_sc
         client: ClientId(9),
         serial: 1,
         acked_below: 1,
+        retry: false,
         command: Command::Scale { key: web.clone(), replicas },
     };
     let first = h.run_requests(vec![scale(3)]);
@@ -687,6 +671,7 @@ fn scale_sets_replicas_on_the_object_as_it_is_and_a_retry_cannot_undo_a_later_sc
         client: ClientId(10),
         serial: 1,
         acked_below: 1,
+        retry: false,
         command: Command::Scale { key: web.clone(), replicas: 5 },
     }]);
     assert_eq!(h.run_requests(vec![scale(3)]), first);
@@ -742,10 +727,76 @@ fn rollout_undo_takes_a_replica_set_s_template_when_it_applies() {
     assert_eq!(h.err(undo(-1)), "bad request: toRevision: Invalid value: -1: must be greater than or equal to 0");
     assert_eq!(replicas(&h, &web), Some(2), "only the template changes");
     // A retried undo (same client and serial) is applied once.
-    let request = Request { client: ClientId(9), serial: 1, acked_below: 1, command: undo(3) };
+    let request = Request { client: ClientId(9), serial: 1, acked_below: 1, retry: false, command: undo(3) };
     let first = h.run_requests(vec![request.clone()]);
     assert_eq!(image(&h), "nginx:3");
     h.ok(undo(1));
     assert_eq!(h.run_requests(vec![request]), first);
     assert_eq!(image(&h), "nginx:1", "the retry did not roll back again");
+}
+
+/// An entry of rules this build does not apply is never applied under other rules: `apply`
+/// stops (the decoder refuses such an entry before it gets there).
+#[test]
+fn apply_refuses_an_entry_of_rules_it_does_not_apply() {
+    use orch_core::rules::{RULES_VERSION, RULES_VERSION_MIN};
+    for rules in [RULES_VERSION_MIN - 1, RULES_VERSION + 1] {
+        let panic = std::panic::catch_unwind(|| {
+            State::new().apply(1, Entry { rules, ..Entry::new(1, Vec::new()) });
+        })
+        .expect_err("refused");
+        let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+        let expected = format!(
+            "entry 1 is of rules version {rules}, and this build applies {RULES_VERSION_MIN} to {RULES_VERSION}"
+        );
+        assert_eq!(message, expected);
+    }
+}
+
+/// A retry from a client the table no longer knows (idle past `SESSION_IDLE_MS_MAX`) is answered
+/// "session expired, outcome unknown" and not applied: its first attempt may have been. A first
+/// attempt from the same client starts a new session and is applied.
+#[test]
+fn a_retry_from_an_expired_session_is_not_applied_again() {
+    let mut state = State::new();
+    let ns = |name: &str| {
+        let yaml = format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}}}\n");
+        Command::Create(orch_core::parse_manifests(&yaml).expect("valid")[0].clone())
+    };
+    let request = |serial, retry, command| Request { client: ClientId(7), serial, acked_below: serial, retry, command };
+    let t0 = 1_800_000_000_000;
+    let out = state.apply(1, Entry::new(t0, vec![request(1, false, ns("a"))]));
+    assert!(out.outcomes[0].is_ok());
+    // Known: a retry gets the first outcome.
+    let again = state.apply(2, Entry::new(t0 + 1, vec![request(1, true, ns("a"))]));
+    assert_eq!(again.outcomes, out.outcomes);
+    // Client 7 idles past the bound (another client's entry moves the clock): forgotten.
+    let later = t0 + orch_core::sessions::SESSION_IDLE_MS_MAX + 10;
+    state.apply(3, Entry::new(later, vec![Request::new(ClientId(8), 1, ns("other"))]));
+    assert_eq!(state.sessions().len(), 1, "client 7 forgotten");
+    state.apply(
+        4,
+        Entry::new(
+            later + 1,
+            vec![Request {
+                client: ClientId(9),
+                serial: 1,
+                acked_below: 1,
+                retry: false,
+                command: Command::Delete {
+                    key: ObjectKey::new(Kind::Namespace, "", "a"),
+                    grace_period_seconds: Some(0),
+                    preconditions: Preconditions::default(),
+                },
+            }],
+        ),
+    );
+    assert!(state.get(&ObjectKey::new(Kind::Namespace, "", "a")).is_none(), "deleted");
+    let expired = state.apply(5, Entry::new(later + 2, vec![request(1, true, ns("a"))]));
+    assert_eq!(expired.outcomes, vec![Err(orch_core::ApplyError::SessionExpired { client: ClientId(7), serial: 1 })]);
+    assert!(state.get(&ObjectKey::new(Kind::Namespace, "", "a")).is_none(), "not applied a second time");
+    assert!(expired.events.is_empty());
+    // A first attempt is applied (a new session).
+    let fresh = state.apply(6, Entry::new(later + 3, vec![request(2, false, ns("a"))]));
+    assert!(fresh.outcomes[0].is_ok(), "{:?}", fresh.outcomes);
 }

@@ -284,7 +284,7 @@ fn orchctl_creates_all_or_nothing_deletes_every_target_and_fails_as_kubectl_does
 /// Scale (and rollout undo, the same path) is one command under the caller's write id: a
 /// retried scale gets its first outcome and cannot undo a later one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_retried_scale_is_applied_once() {
+async fn a_retried_scale_is_applied_once_and_a_retry_of_an_expired_session_never() {
     let root = tempfile::tempdir().expect("temp dir");
     let (mut d, server) = start_ready(root.path(), NET + 5).await;
     let client = Client::new([server.as_str()]).expect("client");
@@ -308,6 +308,26 @@ async fn a_retried_scale_is_applied_once() {
         _ => None,
     };
     assert_eq!(replicas(&client.get(&web).await.expect("read").0), Some(5), "the later scale stands");
+    // A retry from a client the server does not know (its session expired, or was never
+    // seen): outcome unknown, not applied; the same write as a first attempt is applied.
+    let mut unknown = orch_api::pb::ScaleRequest {
+        id: Some(orch_api::convert::write_id(orch_core::ClientId(42), 7, 7)),
+        key: Some(orch_api::convert::key_to_pb(&web)),
+        replicas: 2,
+    };
+    if let Some(id) = unknown.id.as_mut() {
+        id.retry = true;
+    }
+    let expired = Error::from(raw.scale(unknown.clone()).await.expect_err("outcome unknown"));
+    let message =
+        format!("the session of client {} expired: the outcome of its request 7 is unknown", orch_core::ClientId(42));
+    assert!(matches!(&expired, Error::OutcomeUnknown(m) if *m == message), "{expired:?}");
+    assert_eq!(replicas(&client.get(&web).await.expect("read").0), Some(5), "not applied");
+    if let Some(id) = unknown.id.as_mut() {
+        id.retry = false;
+    }
+    raw.scale(unknown).await.expect("a first attempt is applied");
+    assert_eq!(replicas(&client.get(&web).await.expect("read").0), Some(2));
     // The rules are the state machine's, checked before proposing too.
     let refused = client.scale(&ObjectKey::new(Kind::Pod, "shop", "web"), 1).await.expect_err("a pod");
     assert!(matches!(&refused, Error::Invalid(m) if m.contains("key.kind: Unsupported value: \"Pod\"")), "{refused:?}");

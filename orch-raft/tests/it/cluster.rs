@@ -74,10 +74,10 @@ pub(crate) fn create_pod(serial: u64, name: &str) -> orch_core::Entry {
     let manifest =
         format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec: {{containers: [{{name: c, image: x}}]}}");
     let pod = parse_manifests(&manifest).expect("valid manifest").remove(0);
-    orch_core::Entry {
-        timestamp_ms: 1_000,
-        requests: vec![Request { client: ClientId(1), serial, acked_below: 0, command: Command::Create(pod) }],
-    }
+    orch_core::Entry::new(
+        1_000,
+        vec![Request { client: ClientId(1), serial, acked_below: 0, retry: false, command: Command::Create(pod) }],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -74,6 +74,19 @@ async fn start_joiner(id: u64, dir: &std::path::Path, listen: Option<std::net::S
     builder.start().await.expect("starts")
 }
 
+/// Nodes 2 and 3 with `timing`, added to leader `n1`'s cluster, which then commits a write.
+async fn two_more(
+    n1: &ControlPlane,
+    dirs: &[tempfile::TempDir],
+    timing: (Duration, (Duration, Duration)),
+) -> (ControlPlane, ControlPlane) {
+    let (n2, n3) = (timed_node(dirs, 2, timing).await, timed_node(dirs, 3, timing).await);
+    n1.add_member(2, n2.address()).await.expect("adds 2");
+    n1.add_member(3, n3.address()).await.expect("adds 3");
+    assert!(propose(&[n1], vec![pod("before")]).await[0].is_ok());
+    (n2, n3)
+}
+
 /// Node 1 leads; nodes 2 and 3 join it as voters.
 async fn three_nodes(dirs: &[tempfile::TempDir]) -> [ControlPlane; 3] {
     let n1 = start_leader(dirs[0].path()).await;
@@ -97,7 +110,7 @@ async fn the_embedded_default_writes_reads_watches_and_restarts() {
     assert_eq!(names, vec!["a".to_owned(), "b".to_owned()]);
 
     // A retried request (same client, same serial) applies once and answers the first outcome.
-    let request = Request { client: ClientId(99), serial: 1, acked_below: 0, command: pod("c") };
+    let request = Request::new(ClientId(99), 1, pod("c"));
     let first = node.submit(vec![request.clone()]).await.expect("submitted");
     let again = node.submit(vec![request]).await.expect("resubmitted");
     assert_eq!(first, again);
@@ -589,25 +602,28 @@ async fn a_fresh_directory_needs_a_bootstrap_setting() {
     node.shutdown().await.expect("stops");
 }
 
+/// Node `id` in `dirs[id - 1]` with (heartbeat, election timeout range) `timing`: node 1
+/// bootstraps a cluster and is returned once it leads, the others join.
+async fn timed_node(dirs: &[tempfile::TempDir], id: u64, timing: (Duration, (Duration, Duration))) -> ControlPlane {
+    let builder = ControlPlane::builder(id, dirs[id as usize - 1].path()).timing(timing.0, timing.1);
+    let builder = if id == 1 { builder.single_node() } else { builder.join() };
+    let node = builder.start().await.expect("starts");
+    if id == 1 {
+        eventually("node 1 leads", || (node.metrics().leader == Some(1)).then_some(())).await;
+    }
+    node
+}
+
 /// A leader stopping on purpose hands over first. The election timeout here is 20-40 s, so
 /// within the 15 s this test waits nobody could be elected the usual way: only the hand-over
 /// can make a new leader in time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopping_leader_hands_over_without_waiting_for_an_election() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("temp dir")).collect();
-    let slow = (Duration::from_millis(100), (Duration::from_secs(20), Duration::from_secs(40)));
-    let node = |id: u64| {
-        let builder = ControlPlane::builder(id, dirs[id as usize - 1].path()).timing(slow.0, slow.1);
-        let builder = if id == 1 { builder.single_node() } else { builder.join() };
-        async move { builder.start().await.expect("starts") }
-    };
-    let n1 = node(1).await;
-    eventually("node 1 leads", || (n1.metrics().leader == Some(1)).then_some(())).await;
+    let timing = (Duration::from_millis(100), (Duration::from_secs(20), Duration::from_secs(40)));
+    let n1 = timed_node(&dirs, 1, timing).await;
     assert_eq!(n1.step_down(Duration::from_secs(1)).await.expect("no transfer"), None, "the only voter stays");
-    let (n2, n3) = (node(2).await, node(3).await);
-    n1.add_member(2, n2.address()).await.expect("adds 2");
-    n1.add_member(3, n3.address()).await.expect("adds 3");
-    assert!(propose(&[&n1], vec![pod("before")]).await[0].is_ok());
+    let (n2, n3) = two_more(&n1, &dirs, timing).await;
     assert_eq!(n2.step_down(Duration::from_secs(1)).await.expect("not the leader"), None);
 
     let to = n1.step_down(Duration::from_secs(10)).await.expect("handed over").expect("a voter took over");
@@ -623,12 +639,49 @@ async fn a_stopping_leader_hands_over_without_waiting_for_an_election() {
     }
 }
 
+/// A stopping leader hands over to a voter that is alive, never to one that stopped answering:
+/// with node 2 down (and seen down: no heartbeat answered for an election timeout), the
+/// hand-over goes to node 3 and completes well before anyone could be elected (4-8 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_leader_hands_over_to_a_live_voter_only() {
+    use openraft::async_runtime::WatchReceiver as _;
+    use openraft::async_runtime::instant::Instant as _;
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("temp dir")).collect();
+    let timing = (Duration::from_millis(100), (Duration::from_secs(4), Duration::from_secs(8)));
+    let n1 = timed_node(&dirs, 1, timing).await;
+    let (n2, n3) = two_more(&n1, &dirs, timing).await;
+    // Node 2 stops once it has all node 3 has: with the lower id, only its being down keeps the
+    // hand-over from it.
+    eventually("both followers have the whole log", || {
+        let metrics = n1.raft().metrics();
+        let m = metrics.borrow_watched();
+        let replication = m.replication.as_ref()?;
+        let matched = |v: u64| replication.get(&v).cloned().flatten().map(|l| l.index());
+        (matched(2) == m.last_log_index && matched(3) == m.last_log_index).then_some(())
+    })
+    .await;
+    n2.shutdown().await.expect("stops");
+    eventually("node 2 seen down", || {
+        let metrics = n1.raft().metrics();
+        let m = metrics.borrow_watched();
+        let heard = m.heartbeat.as_ref().and_then(|h| h.get(&2).cloned()).flatten();
+        heard.is_some_and(|t| t.elapsed() > timing.1.0).then_some(())
+    })
+    .await;
+    let to = n1.step_down(Duration::from_millis(1500)).await.expect("handed over in time");
+    assert_eq!(to, Some(3), "the live voter");
+    eventually("node 3 leads", || (n3.metrics().leader == Some(3)).then_some(())).await;
+    for n in [&n1, &n3] {
+        n.shutdown().await.expect("stops");
+    }
+}
+
 /// `restore` prepares a fresh directory only: one that holds data, no members, or bytes that
 /// are no snapshot are refused, and nothing is written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_prepares_a_fresh_directory_only() {
     let mut state = orch_core::State::new();
-    state.apply(1, orch_core::Entry { timestamp_ms: 1_800_000_000_000, requests: Vec::new() });
+    state.apply(1, orch_core::Entry::new(1_800_000_000_000, Vec::new()));
     let snapshot = state.to_snapshot();
     let members = || std::collections::BTreeMap::from([(1, orch_raft::Member::from("127.0.0.1:1"))]);
     let dir = tempfile::tempdir().expect("temp dir");

@@ -7,11 +7,17 @@
 //! `write_format_fixture` (ignored); the test opens every version's fixture. Format 2 added
 //! `acked_below` to requests, so the version 1 fixture's log is read through format 1's frozen
 //! entry layout; format 3 added the commands `Scale` and `RolloutUndo`, which its fixture's log
-//! holds.
+//! holds; format 4 stamps each entry with its rules version (orch-core's `rules`), and the
+//! formats 2 and 3 fixtures' logs are read through their frozen entry layout.
+//!
+//! From format 4 on a fixture also holds `sessions.json`, the deduplication table's outcomes
+//! (what a retry of each request would get): replaying the fixture must give them again, so a
+//! change of apply's rules that changes an old entry's outcome fails here unless it is
+//! versioned.
 
 use std::path::Path;
 
-use orch_core::{Command, Kind, Object, ObjectKey, Preconditions, State, parse_manifests};
+use orch_core::{ClientId, Command, Kind, Object, ObjectKey, Preconditions, Request, State, parse_manifests};
 use orch_raft::control_plane::{Consistency, ControlPlane, SnapshotSettings};
 
 use crate::control_plane::eventually;
@@ -71,12 +77,46 @@ fn proposals() -> Vec<Vec<Command>> {
     // Format 3's commands (the fixtures of earlier formats end above).
     // One entry (a second snapshot would otherwise be due); the undo is refused (the deployment
     // has no ReplicaSets) but is in the log all the same.
+    // From format 4, whose fixture records outcomes: refusals of each kind that depends on the
+    // state, in the same entry.
+    let mut bad_status = one(&pod("p2"));
+    if let Object::Pod(p) = &mut bad_status {
+        let p = std::sync::Arc::make_mut(p);
+        p.status.container_statuses =
+            vec![orch_core::core_v1::ContainerStatus { name: "nope".into(), ..Default::default() }];
+    }
     out.push(vec![
         Command::Scale { key: ObjectKey::new(Kind::Deployment, "shop", "web"), replicas: 5 },
         Command::RolloutUndo { namespace: "shop".into(), name: "web".into(), to_revision: 0 },
+        Command::UpdateStatus(bad_status),
+        Command::Delete {
+            key: ObjectKey::new(Kind::Pod, "team", "p2"),
+            grace_period_seconds: Some(0),
+            preconditions: Preconditions { uid: Some(orch_core::Uid::from_u128(7)), resource_version: None },
+        },
+        Command::Delete {
+            key: ObjectKey::new(Kind::Pod, "team", "nope"),
+            grace_period_seconds: None,
+            preconditions: Preconditions::default(),
+        },
+        Command::Delete {
+            key: ObjectKey::new(Kind::Namespace, "", "default"),
+            grace_period_seconds: None,
+            preconditions: Preconditions::default(),
+        },
     ]);
     out
 }
+
+/// The deduplication table's outcomes, as JSON (independent of the storage layout).
+fn outcomes(state: &State) -> serde_json::Value {
+    let all: Vec<_> =
+        state.sessions().outcomes().map(|(client, serial, outcome)| (client.0.to_string(), serial, outcome)).collect();
+    serde_json::to_value(all).expect("json")
+}
+
+/// The first format whose fixtures hold `sessions.json`.
+const OUTCOMES_SINCE: u8 = 4;
 
 fn objects(state: &State) -> Vec<Object> {
     Kind::ALL.iter().flat_map(|k| state.list(*k, None).cloned().collect::<Vec<_>>()).collect()
@@ -104,14 +144,27 @@ async fn write_format_fixture() {
         ControlPlane::builder(1, dir.path()).single_node().snapshots(settings).seed(1).start().await.expect("starts");
     eventually("a leader", || (node.metrics().leader == Some(1)).then_some(())).await;
     let all = proposals();
+    // One client whose first serial stays unacknowledged (`acked_below` 1), so the table keeps
+    // every outcome for sessions.json.
+    let mut serial = 0;
+    let mut submit = |commands: &[Command]| {
+        let requests: Vec<_> = commands
+            .iter()
+            .map(|command| {
+                serial += 1;
+                Request { client: ClientId(4), serial, acked_below: 1, retry: false, command: command.clone() }
+            })
+            .collect();
+        node.submit(requests)
+    };
     for p in &all[..CREATES] {
-        node.propose(p.clone()).await.expect("proposed");
+        submit(p).await.expect("proposed");
     }
     let mark = node.metrics().last_log_index;
     eventually("a snapshot", || (node.metrics().snapshot_index == mark).then_some(())).await;
     for p in &all[CREATES..] {
-        let outcomes = node.propose(p.clone()).await.expect("proposed");
-        assert!(outcomes.iter().all(Result::is_ok) || p.len() == 2, "{outcomes:?}");
+        let outcomes = submit(p).await.expect("proposed");
+        assert!(outcomes.iter().all(Result::is_ok) || p.len() >= 2, "{outcomes:?}");
     }
     assert_eq!(node.metrics().snapshot_index, mark, "one snapshot, the rest in the log");
     let state = node.state(Consistency::Linearizable).await.expect("state");
@@ -125,6 +178,8 @@ async fn write_format_fixture() {
     }
     let expected = serde_json::to_string_pretty(&objects(&state)).expect("json");
     std::fs::write(out.join("expected.json"), expected).expect("write");
+    let sessions = serde_json::to_string_pretty(&outcomes(&state)).expect("json");
+    std::fs::write(out.join("sessions.json"), sessions).expect("write");
     std::fs::write(out.join("applied-index"), state.applied_index().to_string()).expect("write");
 }
 
@@ -139,6 +194,12 @@ async fn restarts_on(version: u8) {
     let dir = tempfile::tempdir().expect("temp dir");
     assert!(fixture(version).exists(), "no fixture for format {version}: write one with write_format_fixture");
     copy_dir(&fixture(version), dir.path());
+    if version == orch_core::codec::FORMAT_VERSION {
+        // The newest fixture was written under this build's rules: a change of rules comes with
+        // a new format, and so a new fixture that records its outcomes.
+        let stamps: Vec<u16> = fixture_entries(&fixture(version)).iter().map(|e| e.rules).collect();
+        assert!(stamps.len() >= 8 && stamps.iter().all(|r| *r == orch_core::rules::RULES_VERSION), "{stamps:?}");
+    }
     let node =
         ControlPlane::open(dir.path()).await.unwrap_or_else(|e| panic!("format {version}: opening the old data: {e}"));
     eventually("a leader", || (node.metrics().leader == Some(1)).then_some(())).await;
@@ -156,9 +217,94 @@ async fn restarts_on(version: u8) {
             .expect("parses");
     assert_eq!(objects(&state), expected, "format {version}");
     assert!(expected.len() >= 8, "the fixture holds every kind it was written with");
+    let sessions = dir.path().join("sessions.json");
+    if version >= OUTCOMES_SINCE {
+        let expected: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&sessions).expect("sessions.json")).expect("parses");
+        assert!(expected.as_array().is_some_and(|a| a.len() >= 14), "format {version}: every request's outcome");
+        assert_eq!(outcomes(&state), expected, "format {version}: the outcomes replayed");
+    }
     // And it goes on writing.
     let more = parse_manifests("apiVersion: v1\nkind: Namespace\nmetadata: {name: after}\n").expect("parses");
     let outcomes = node.propose(vec![Command::Create(more[0].clone())]).await.expect("proposed");
     assert!(outcomes[0].is_ok(), "format {version}: {outcomes:?}");
     node.shutdown().await.expect("shuts down");
+}
+
+/// The snapshot layout has not changed since format 1 (the compact deduplication table included):
+/// the state every fixture's snapshot holds encodes to the same bytes again, all but the
+/// format version byte.
+#[test]
+fn every_fixture_s_snapshot_encodes_to_its_own_bytes() {
+    for version in 1..=orch_core::codec::FORMAT_VERSION {
+        let file = std::fs::read(fixture(version).join("state/snapshot.bin")).expect("reads the snapshot");
+        // orch-raft's file: magic (8), version (1), digest (32), meta length (u32 LE), meta, state.
+        let meta_len = u32::from_le_bytes(file[41..45].try_into().expect("four bytes")) as usize;
+        let bytes = &file[45 + meta_len..];
+        let state = State::from_snapshot(bytes).unwrap_or_else(|e| panic!("format {version}: {e}"));
+        assert!(state.sessions().outcome_bytes() > 0, "format {version}: the table holds outcomes");
+        let again = state.to_snapshot();
+        assert_eq!(again[..8], bytes[..8], "format {version}");
+        assert_eq!(again[9..], bytes[9..], "format {version}: the same payload and digest");
+    }
+}
+
+/// The log column family of the fixture copied to `dir`, opened as RocksDB.
+fn fixture_log(dir: &Path) -> rocksdb::DB {
+    let cfs = ["log", "meta"].map(|name| rocksdb::ColumnFamilyDescriptor::new(name, rocksdb::Options::default()));
+    rocksdb::DB::open_cf_descriptors(&rocksdb::Options::default(), dir.join("log"), cfs)
+        .expect("opens the fixture's log")
+}
+
+/// The orch entries of the log of the fixture in `dir`, opened read-only.
+fn fixture_entries(dir: &Path) -> Vec<orch_core::Entry> {
+    let cfs = ["log", "meta"];
+    let db = rocksdb::DB::open_cf_for_read_only(&rocksdb::Options::default(), dir.join("log"), cfs, false)
+        .expect("opens the fixture's log");
+    let cf = db.cf_handle("log").expect("log column family");
+    db.iterator_cf(&cf, rocksdb::IteratorMode::Start)
+        .filter_map(|item| {
+            let (_, bytes) = item.expect("reads");
+            match orch_raft::codec::decode_entry(&bytes).expect("decodes").payload {
+                openraft::EntryPayload::Normal(entry) => Some(entry),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// A node never applies an entry under other rules than it was written for: one whose rules
+/// version this build does not apply (a newer build wrote it) stops the node before it is
+/// applied, as an unknown format version does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stops_at_an_entry_of_rules_it_does_not_apply() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    copy_dir(&fixture(orch_core::codec::FORMAT_VERSION), dir.path());
+    let applied: u64 =
+        std::fs::read_to_string(dir.path().join("applied-index")).expect("read").parse().expect("a number");
+    // The fixture's third entry from the end, as a newer build would have stamped it.
+    let stamped = applied - 2;
+    {
+        let db = fixture_log(dir.path());
+        let cf = db.cf_handle("log").expect("log column family");
+        let key = orch_raft::codec::index_key(stamped);
+        let bytes = db.get_cf(&cf, key).expect("reads").expect("the entry is in the log");
+        let mut entry = orch_raft::codec::decode_entry(&bytes).expect("decodes");
+        let openraft::EntryPayload::Normal(batch) = &mut entry.payload else { panic!("a normal entry") };
+        batch.rules = orch_core::rules::RULES_VERSION + 1;
+        db.put_cf(&cf, key, orch_raft::codec::encode_entry(&entry)).expect("writes");
+        db.flush_wal(true).expect("syncs");
+    }
+    // openraft reads the committed entries it will apply when it starts: the node refuses to.
+    let error = match ControlPlane::open(dir.path()).await {
+        Ok(node) => {
+            let why = eventually("the node stops", || node.health().err()).await;
+            assert!(node.metrics().applied_index < stamped, "not applied");
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), node.shutdown()).await;
+            why
+        }
+        Err(e) => e.to_string(),
+    };
+    let expected = orch_core::codec::CodecError::Rules { found: orch_core::rules::RULES_VERSION + 1 }.to_string();
+    assert!(error.contains(&expected), "{error}");
 }

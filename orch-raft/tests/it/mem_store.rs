@@ -33,10 +33,7 @@ async fn normal_entries_apply_through_orch_core() {
         parse_manifests("apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec: {containers: [{name: c, image: x}]}")
             .expect("valid manifest")
             .remove(0);
-    let batch = orch_core::Entry {
-        timestamp_ms: 1_000,
-        requests: vec![Request { client: ClientId(1), serial: 1, acked_below: 0, command: Command::Create(pod) }],
-    };
+    let batch = orch_core::Entry::new(1_000, vec![Request::new(ClientId(1), 1, Command::Create(pod))]);
     let normal =
         openraft::Entry { log_id: log_id::<TypeConfig>(1, 0, 2), payload: openraft::EntryPayload::Normal(batch) };
     let mut sm = StateMachineStore::in_memory();
@@ -81,10 +78,7 @@ async fn snapshots_survive_a_reopen_and_damage_is_detected() {
     let ns = orch_core::parse_manifests("apiVersion: v1\nkind: Namespace\nmetadata: {name: team}")
         .expect("manifest")
         .remove(0);
-    let batch = orch_core::Entry {
-        timestamp_ms: 5_000,
-        requests: vec![Request { client: ClientId(1), serial: 1, acked_below: 0, command: Command::Create(ns) }],
-    };
+    let batch = orch_core::Entry::new(5_000, vec![Request::new(ClientId(1), 1, Command::Create(ns))]);
     let digest = {
         let mut sm = StateMachineStore::open(dir.path()).expect("open");
         let normal =

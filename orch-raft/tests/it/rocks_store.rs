@@ -94,12 +94,13 @@ async fn an_append_s_entries_fit_one_message() {
         client: orch_core::ClientId(1),
         serial,
         acked_below: 0,
+        retry: false,
         command: orch_core::Command::Create(pod.clone()),
     };
     // 40 entries of ten such pods, each just under ENTRY_BYTES_MAX: 80 MB in all.
     let entries: Vec<_> = (1..=40u64)
         .map(|i| {
-            let batch = orch_core::Entry { timestamp_ms: 1, requests: (0..10).map(|j| request(i * 10 + j)).collect() };
+            let batch = orch_core::Entry::new(1, (0..10).map(|j| request(i * 10 + j)).collect());
             assert!(orch_core::codec::encode_entry(&batch).is_ok());
             openraft::Entry { log_id: log_id::<TypeConfig>(1, 0, i), payload: openraft::EntryPayload::Normal(batch) }
         })

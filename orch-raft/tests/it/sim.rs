@@ -31,10 +31,10 @@ fn create_pod(serial: u64, at_ms: u64) -> orch_core::Entry {
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: pod-{serial}}}\nspec: {{containers: [{{name: c, image: x}}]}}"
     );
     let pod = parse_manifests(&manifest).expect("valid manifest").remove(0);
-    orch_core::Entry {
-        timestamp_ms: 1_700_000_000_000 + i64::try_from(at_ms).expect("millis fit"),
-        requests: vec![Request { client: ClientId(7), serial, acked_below: 0, command: Command::Create(pod) }],
-    }
+    orch_core::Entry::new(
+        1_700_000_000_000 + i64::try_from(at_ms).expect("millis fit"),
+        vec![Request { client: ClientId(7), serial, acked_below: 0, retry: false, command: Command::Create(pod) }],
+    )
 }
 
 fn leader_of(nodes: &BTreeMap<u64, (RaftNode, StateMachineStore)>, up: &[u64]) -> Option<u64> {

@@ -1,0 +1,44 @@
+//! The version of apply's rules: what an entry means, as distinct from how its bytes are laid
+//! out (the storage format, [`crate::codec::FORMAT_VERSION`]).
+//!
+//! Replicas must turn the same entry into the same state, and a snapshot one build made must
+//! equal what another build reaches by replaying the log. A rule changed between builds
+//! (a validation rule, a bound of the deduplication table, the wording of a message an outcome
+//! keeps) breaks that unless every build applies an entry under the rules it was first applied
+//! under. The format version cannot say which those were: storage and transport decode an
+//! entry and re-encode it in the current layout. So every entry carries its rules version
+//! ([`crate::Entry::rules`]): the proposer stamps [`RULES_VERSION`] ([`crate::Entry::new`]),
+//! re-encoding keeps it, and [`crate::State::apply`] applies the entry under it.
+//!
+//! A build applies every version from [`RULES_VERSION_MIN`] to [`RULES_VERSION`]. An entry of
+//! any other is refused when decoded ([`crate::codec::CodecError::Rules`]) and when encoded, and
+//! `apply` panics on one rather than apply it under other rules: a node that cannot apply an
+//! entry as written stops, as it does for an unknown format version, and never diverges.
+//!
+//! To change a rule: bump [`RULES_VERSION`], keep the old behaviour where the rule is applied
+//! behind a test of the entry's version, and bump [`crate::codec::FORMAT_VERSION`] with it (the
+//! layout may stay: [`crate::codec::decode_entry`] then reads the previous version as it is) so
+//! that a new fixture is written (orch-raft's `write_format_fixture`; fixtures are per format
+//! and never rewritten). A fixture's `sessions.json` records the outcomes its entries got, and
+//! replaying every older fixture must still give them. Only version 1 exists so far.
+//!
+//! Entries written before entries carried a version (storage formats 1 to 3) are applied under
+//! [`RULES_UNSTAMPED`], version 1: this build's rules. The builds of formats 1 to 3 (never
+//! released) applied rules that changed from commit to commit: status writes validated from
+//! issue 10 on, values in messages quoted with `{:?}` until [`crate::validation::q`], the
+//! deduplication table at 4,096 sessions and without a byte bound until late in format 2, no
+//! retry flag until format 4. A log one of those builds wrote replays under version 1's rules.
+
+/// The rules version this build stamps on the entries it proposes.
+pub const RULES_VERSION: u16 = 1;
+/// The oldest rules version this build applies.
+pub const RULES_VERSION_MIN: u16 = 1;
+/// The rules version of entries written before entries carried one (storage formats 1 to 3).
+pub const RULES_UNSTAMPED: u16 = 1;
+
+const _: () = assert!(RULES_VERSION_MIN <= RULES_UNSTAMPED && RULES_UNSTAMPED <= RULES_VERSION);
+
+/// True when this build applies entries of rules version `rules`.
+pub const fn known(rules: u16) -> bool {
+    RULES_VERSION_MIN <= rules && rules <= RULES_VERSION
+}
