@@ -38,9 +38,9 @@ pub enum Error {
     /// A retried write whose first outcome the server no longer keeps: the client said it had
     /// the reply (a later write of it carried a higher `acked_below`), the table (bounded in
     /// bytes) dropped the outcomes of the least recently seen clients but kept their sessions,
-    /// or the client's session expired entirely (idle for 30 minutes, or beyond the 65,536 most
-    /// recently seen: "the session of client ... expired"). It may or may not have been
-    /// applied; read the object to find out. It is not applied again.
+    /// or the server has no session for the client (it expired: idle for 30 minutes, or beyond
+    /// the 65,536 most recently seen; or no write of the client ever reached the log). It may
+    /// or may not have been applied; read the object to find out. It is not applied again.
     #[error("{0}")]
     OutcomeUnknown(String),
     /// The server cannot serve the request now (not the leader, no quorum, shutting down, or

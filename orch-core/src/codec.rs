@@ -17,10 +17,17 @@ use bincode::{Decode, Encode};
 ///   format 2 refuses a format 3 entry by its version (it could not apply the new commands),
 ///   so a cluster is upgraded by stopping it, not one node at a time.
 /// - 4: an entry carries the version of the rules it is applied under ([`crate::Entry::rules`],
-///   [`crate::rules`]). Only the entry layout changed: [`decode_entry`] reads format 2 and 3
-///   entries through their frozen layout (`command::v3`) as entries of
-///   [`crate::rules::RULES_UNSTAMPED`], and snapshots did not change.
-pub const FORMAT_VERSION: u8 = 4;
+///   [`crate::rules`]), a request whether it is a retry ([`crate::Request::retry`]), and an
+///   outcome may be [`crate::ApplyError::SessionExpired`] (variant 8). Only the entry layout
+///   changed: [`decode_entry`] reads format 2 and 3 entries through their frozen layout
+///   (`command::v3`) as entries of [`crate::rules::RULES_UNSTAMPED`] whose requests are first
+///   attempts, and snapshots did not change.
+/// - 5: a snapshot carries, after the deduplication table, the serial that opened each session
+///   (so that a retry of a serial below it is answered "session expired"); a format 4 snapshot
+///   ends with the table. Entries did not change: a format 4 entry reads as it is. A later
+///   format that keeps the entry layout (a new rules version) extends that arm of
+///   [`decode_entry`] the same way.
+pub const FORMAT_VERSION: u8 = 5;
 
 /// The oldest format this build reads.
 pub const FORMAT_VERSION_MIN: u8 = 1;
@@ -187,7 +194,8 @@ pub fn encode_entry(entry: &crate::command::Entry) -> Result<Vec<u8>, CodecError
 /// this build does not apply ([`crate::rules`]).
 pub fn decode_entry(bytes: &[u8]) -> Result<crate::command::Entry, CodecError> {
     let entry = match versioned(bytes, ENTRY_READ_BYTES_MAX)? {
-        (FORMAT_VERSION, body) => decode_body(body)?,
+        // Format 5 changed only snapshots: a format 4 entry is a format 5 entry.
+        (FORMAT_VERSION | 4, body) => decode_body(body)?,
         // Format 3 only added commands: a format 2 entry is a format 3 entry.
         (2 | 3, body) => decode_body::<crate::command::v3::Entry>(body)?.into(),
         (1, body) => decode_body::<crate::command::v1::Entry>(body)?.into(),
@@ -232,6 +240,9 @@ mod tests {
         let current = encode_entry(&entry).expect("encodes");
         assert_eq!(current[0], FORMAT_VERSION);
         assert_eq!(decode_entry(&current).expect("reads this format"), entry);
+        let mut four = current.clone();
+        four[0] = 4;
+        assert_eq!(decode_entry(&four).expect("format 5 changed only snapshots"), entry);
         let mut future = current.clone();
         future[0] = FORMAT_VERSION + 1;
         assert_eq!(decode_entry(&future), Err(CodecError::Version { found: FORMAT_VERSION + 1 }));
@@ -261,18 +272,31 @@ mod tests {
         }
     }
 
-    /// Formats 2 to 4 changed only entries: a snapshot of format 1, 2 or 3 reads as it is.
+    /// Formats 2 to 4 changed only entries and format 5 appended the sessions' openings: a
+    /// snapshot of formats 1 to 4 (the table last) reads as it is.
     #[test]
     fn older_snapshots_read_as_they_are() {
         let mut state = crate::State::new();
         state.apply(1, entry());
-        let mut bytes = state.to_snapshot();
+        let bytes = state.to_snapshot();
         assert_eq!(bytes[8], FORMAT_VERSION);
-        for old in [1, 2, 3] {
-            bytes[8] = old;
-            assert_eq!(crate::State::from_snapshot(&bytes).expect("reads an older format"), state);
+        // The same state as an older format wrote it: no openings section (here empty, one byte).
+        let old = |version: u8| {
+            let payload = &bytes[49..bytes.len() - 1];
+            let mut out = bytes[..8].to_vec();
+            out.push(version);
+            out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+            out.extend_from_slice(blake3::hash(payload).as_bytes());
+            out.extend_from_slice(payload);
+            out
+        };
+        assert_eq!(bytes.last(), Some(&0), "no session was opened by a request that tells");
+        for version in [1, 2, 3, 4] {
+            assert_eq!(crate::State::from_snapshot(&old(version)).expect("reads an older format"), state);
         }
-        bytes[8] = FORMAT_VERSION + 1;
-        assert!(crate::State::from_snapshot(&bytes).is_err());
+        assert!(crate::State::from_snapshot(&old(5)).is_err(), "format 5 has the openings");
+        let mut future = bytes.clone();
+        future[8] = FORMAT_VERSION + 1;
+        assert!(crate::State::from_snapshot(&future).is_err());
     }
 }

@@ -361,7 +361,9 @@ pub enum ApplyError {
     /// [`crate::sessions::SESSION_IDLE_MS_MAX`], or beyond the [`crate::sessions::SESSIONS_MAX`]
     /// most recently seen): an earlier attempt may have been applied, and its outcome is gone.
     /// Not applied. Since format 4.
-    #[error("the session of client {client} expired: the outcome of its request {serial} is unknown")]
+    #[error(
+        "client {client} has no session (it expired, or no write of the client reached the log): the outcome of its retried request {serial} is unknown"
+    )]
     SessionExpired {
         /// The client.
         client: ClientId,
@@ -587,6 +589,7 @@ mod tests {
             ApplyError::BadRequest { reason: "r".into() },
             ApplyError::StaleRequest { client: ClientId(1), serial: 2 },
             ApplyError::Batch { index: 3, error: Box::new(ApplyError::NotFound { key }) },
+            ApplyError::SessionExpired { client: ClientId(1), serial: 2 },
         ];
         for error in errors {
             assert_eq!(decode::<ApplyError>(&encode(&error), 1 << 20).expect("decodes"), error);
@@ -615,9 +618,11 @@ mod tests {
         assert!(command.to_string().contains("a batch may not contain a batch"), "{command}");
         let error = decode::<ApplyError>(&nested_batches(1_000_000, 7), usize::MAX).expect_err("nested");
         assert!(error.to_string().contains("a batch may not contain a batch"), "{error}");
-        // Inside an entry too, as a peer or the disk would send it.
-        let mut entry = vec![crate::codec::FORMAT_VERSION, 0, 1, 1, 1];
+        // Inside an entry too, as a peer or the disk would send it: the format 4 layout, time 0,
+        // rules 1, one request (client 1, serial 1, acked below 1, a first attempt).
+        let mut entry = vec![crate::codec::FORMAT_VERSION, 0, 1, 1, 1, 1, 1, 0];
         entry.extend_from_slice(&nested_batches(100_000, 5)[1..]);
-        assert!(crate::codec::decode_entry(&entry).is_err());
+        let error = crate::codec::decode_entry(&entry).expect_err("nested");
+        assert!(error.to_string().contains("a batch may not contain a batch"), "{error}");
     }
 }

@@ -17,8 +17,8 @@
 //!
 //! To change a rule: bump [`RULES_VERSION`], keep the old behaviour where the rule is applied
 //! behind a test of the entry's version, and bump [`crate::codec::FORMAT_VERSION`] with it (the
-//! layout may stay: [`crate::codec::decode_entry`] then reads the previous version as it is) so
-//! that a new fixture is written (orch-raft's `write_format_fixture`; fixtures are per format
+//! layout may stay: then extend [`crate::codec::decode_entry`]'s current arm to the previous
+//! version, which reads as it is) so that a new fixture is written (orch-raft's `write_format_fixture`; fixtures are per format
 //! and never rewritten). A fixture's `sessions.json` records the outcomes its entries got, and
 //! replaying every older fixture must still give them. Only version 1 exists so far.
 //!

@@ -46,11 +46,16 @@ use crate::ids::ClientId;
 /// session costs a few hundred bytes of heap (`benches/benches/memory.rs`). (4,096 in early
 /// format 2 builds.)
 pub const SESSIONS_MAX: usize = 65_536;
-/// The most bytes of outcomes the table keeps, counted as encoded (what a snapshot carries and
-/// what the table holds in memory). Over it, the least recently seen clients' outcomes go first;
+/// The most bytes of outcomes the table keeps, each counted as its encoding (what a snapshot
+/// carries) and [`OUTCOME_OVERHEAD_BYTES`], about what it takes in memory. Over it, the least
+/// recently seen clients' outcomes go first;
 /// their sessions stay, so a retry of a forgotten serial is answered "outcome unknown"
-/// ([`crate::ApplyError::StaleRequest`]), never applied again. Since format 3.
+/// ([`crate::ApplyError::StaleRequest`]), never applied again. Since late format 2 builds.
 pub const SESSION_OUTCOME_BYTES_MAX: usize = 16 << 20;
+/// What an outcome costs in memory besides its encoding, counted in
+/// [`SESSION_OUTCOME_BYTES_MAX`]: its slot in its session's vector (24 bytes) and its own
+/// allocation's header and rounding (about 24).
+pub const OUTCOME_OVERHEAD_BYTES: usize = 48;
 /// The most outcomes remembered per client whose requests do not tell what it has heard
 /// (`acked_below` 0); the lowest serial is forgotten first.
 pub const SESSION_OUTCOMES_MAX: usize = 256;
@@ -85,19 +90,30 @@ struct Session {
     /// state until one of them changes it. At most [`SESSION_PENDING_MAX`] (or
     /// [`SESSION_OUTCOMES_MAX`]) long, and usually one or two.
     outcomes: Arc<Vec<(u64, Compact)>>,
-    /// Derived (not encoded): the encoded bytes of `outcomes`.
+    /// The serial of the request that opened this session (0: opened by a request that does
+    /// not tell, or before format 4). A serial below it that is not among the outcomes may have
+    /// been applied under an earlier session of the client, since forgotten: a retry of it is
+    /// answered "expired", not applied. Encoded after the table (format 5's snapshots).
+    opened: u64,
+    /// Derived (not encoded): what `outcomes` count for in the byte bound.
     bytes: usize,
 }
 
-/// An outcome as the bytes bincode encodes it to (one allocation of exactly that size).
-type Compact = Box<[u8]>;
+/// An outcome as the bytes bincode encodes it to, shared by the copies of a session's vector.
+type Compact = Arc<[u8]>;
 
 fn compact(outcome: &Outcome) -> Compact {
     let mut bytes = Vec::with_capacity(crate::codec::encoded_len(outcome));
     match bincode::encode_into_std_write(outcome, &mut bytes, crate::codec::config()) {
-        Ok(_) => bytes.into_boxed_slice(),
+        Ok(_) => bytes.into(),
         Err(e) => unreachable!("encoding an outcome into memory failed: {e}"),
     }
+}
+
+/// What an outcome counts for in [`SESSION_OUTCOME_BYTES_MAX`]: its encoded bytes and
+/// [`OUTCOME_OVERHEAD_BYTES`].
+fn cost(outcome: &Compact) -> usize {
+    outcome.len() + OUTCOME_OVERHEAD_BYTES
 }
 
 fn expand(bytes: &[u8]) -> Outcome {
@@ -116,10 +132,10 @@ impl Session {
     }
 
     fn insert(&mut self, serial: u64, outcome: Compact) {
-        self.bytes += outcome.len();
+        self.bytes += cost(&outcome);
         let outcomes = Arc::make_mut(&mut self.outcomes);
         match outcomes.binary_search_by_key(&serial, |(s, _)| *s) {
-            Ok(at) => self.bytes -= std::mem::replace(&mut outcomes[at].1, outcome).len(),
+            Ok(at) => self.bytes -= cost(&std::mem::replace(&mut outcomes[at].1, outcome)),
             Err(at) => outcomes.insert(at, (serial, outcome)),
         }
     }
@@ -129,7 +145,7 @@ impl Session {
         let n = self.outcomes.partition_point(|(s, _)| *s < serial);
         if n > 0 {
             let gone = Arc::make_mut(&mut self.outcomes).drain(..n);
-            self.bytes -= gone.map(|(_, o)| o.len()).sum::<usize>();
+            self.bytes -= gone.map(|(_, o)| cost(&o)).sum::<usize>();
         }
     }
 
@@ -161,22 +177,28 @@ pub struct Sessions {
     by_last_seen: OrdSet<(i64, ClientId)>,
     /// (last seen, client) of the sessions holding outcomes: derived, for the byte bound.
     holding: OrdSet<(i64, ClientId)>,
-    /// Derived: the bytes of every outcome kept.
+    /// Derived: what every outcome kept counts for in the byte bound.
     bytes: usize,
 }
 
 impl Sessions {
-    /// What the table knows of `client`'s `serial`; `retry`: the client sent it before.
+    /// What the table knows of `client`'s `serial`; `retry`: the client sent it before, and that
+    /// attempt may have been proposed.
     pub(crate) fn lookup(&self, client: ClientId, serial: u64, retry: bool) -> Seen {
         if serial == 0 {
             return Seen::New;
         }
         match self.by_client.get(&client) {
+            // No session: the first attempt may have been applied under one since forgotten (a
+            // session is forgotten only when its client is idle or the least recently seen, so
+            // rarely with writes in flight; but a client whose first write never reached the
+            // log cannot be told apart). Unknown is the safe answer; a second apply is not.
             None if retry => Seen::Expired,
             None => Seen::New,
             Some(s) => match s.get(serial) {
                 Some(o) => Seen::Applied(expand(o)),
                 None if serial <= s.floor => Seen::Stale,
+                None if retry && serial < s.opened => Seen::Expired,
                 None => Seen::New,
             },
         }
@@ -217,7 +239,12 @@ impl Sessions {
         if serial == 0 {
             return;
         }
-        let mut session = self.take(client).unwrap_or_default();
+        let mut session = match self.take(client) {
+            Some(session) => session,
+            // A new session: serials below this one that it does not hold may have been applied
+            // under an earlier one, since forgotten (a retry of one is answered "expired").
+            None => Session { opened: if acked_below > 0 { serial } else { 0 }, ..Session::default() },
+        };
         session.last_seen_ms = now_ms;
         session.insert(serial, compact(outcome));
         if acked_below > 0 {
@@ -235,15 +262,31 @@ impl Sessions {
         // time and its id is the lowest: its reply is on its way.
         while self.by_client.len() > SESSIONS_MAX {
             let Some(&(_, oldest)) = self.by_last_seen.iter().find(|(_, c)| *c != client) else { break };
-            self.take(oldest);
+            if self.take(oldest).is_none() {
+                break;
+            }
         }
         // Over the byte bound: the least recently seen clients lose their outcomes, not their
-        // sessions, so their forgotten serials stay known as forgotten.
+        // sessions, so their forgotten serials stay known as forgotten; the client just recorded
+        // goes last, and keeps the outcome it was just given.
         while self.bytes > bytes_max {
-            let Some(&(_, oldest)) = self.holding.iter().find(|(_, c)| *c != client) else { break };
-            let Some(mut session) = self.take(oldest) else { break };
-            session.clear();
-            self.put(oldest, session);
+            match self.holding.iter().find(|(_, c)| *c != client).map(|(_, c)| *c) {
+                Some(oldest) => {
+                    let Some(mut session) = self.take(oldest) else { break };
+                    session.clear();
+                    self.put(oldest, session);
+                }
+                None => {
+                    let Some(mut session) = self.take(client) else { break };
+                    let kept = session.get(serial).cloned();
+                    session.clear();
+                    if let Some(kept) = kept {
+                        session.insert(serial, kept);
+                    }
+                    self.put(client, session);
+                    break;
+                }
+            }
         }
     }
 
@@ -321,7 +364,7 @@ impl Sessions {
         if self.by_client.values().any(|s| !s.outcomes.windows(2).all(|w| w[0].0 < w[1].0)) {
             return Err("a session's outcomes are not in serial order");
         }
-        if self.by_client.values().any(|s| s.bytes != s.outcomes.iter().map(|(_, o)| o.len()).sum::<usize>())
+        if self.by_client.values().any(|s| s.bytes != s.outcomes.iter().map(|(_, o)| cost(o)).sum::<usize>())
             || self.bytes != self.by_client.values().map(|s| s.bytes).sum::<usize>()
         {
             return Err("the counted outcome bytes disagree with the outcomes");
@@ -474,6 +517,34 @@ impl Encode for Sessions {
     }
 }
 
+/// The serials that opened the sessions ([`Session::opened`], where not 0), by client: what
+/// format 4's snapshots carry after the table.
+#[derive(Debug, Default, PartialEq, Eq, Encode, Decode)]
+pub(crate) struct Openings(Vec<(ClientId, u64)>);
+
+impl Sessions {
+    pub(crate) fn openings(&self) -> Openings {
+        Openings(self.by_client.iter().filter(|(_, s)| s.opened > 0).map(|(c, s)| (*c, s.opened)).collect())
+    }
+
+    /// Sets the sessions' opening serials from a snapshot's [`Openings`].
+    ///
+    /// # Errors
+    /// Clients out of order, or one without a session.
+    pub(crate) fn set_openings(&mut self, openings: Openings) -> Result<(), &'static str> {
+        let mut previous = None;
+        for (client, opened) in openings.0 {
+            if previous.is_some_and(|p| p >= client) {
+                return Err("session openings out of client order");
+            }
+            previous = Some(client);
+            let session = self.by_client.get_mut(&client).ok_or("a session opening names no session")?;
+            session.opened = opened;
+        }
+        Ok(())
+    }
+}
+
 // Each outcome is compacted as it is decoded (a snapshot's table never exists as values), and
 // the lengths are checked before anything is reserved.
 impl<Context> Decode<Context> for Sessions {
@@ -510,8 +581,8 @@ impl<Context> Decode<Context> for Sessions {
                 }
                 outcomes.push((serial, compact(&Outcome::decode(decoder)?)));
             }
-            let bytes = outcomes.iter().map(|(_, o)| o.len()).sum();
-            sessions.put(client, Session { last_seen_ms, floor, outcomes: Arc::new(outcomes), bytes });
+            let bytes = outcomes.iter().map(|(_, o)| cost(o)).sum();
+            sessions.put(client, Session { last_seen_ms, floor, outcomes: Arc::new(outcomes), opened: 0, bytes });
         }
         sessions.check_invariants().map_err(DecodeError::Other)?;
         Ok(sessions)
@@ -526,6 +597,13 @@ mod tests {
     use super::*;
     use crate::command::{ApplyError, Success};
     use crate::ids::Revision;
+
+    /// `sessions` through a snapshot's encoding: the table, then the openings.
+    fn round_trip(sessions: &Sessions) -> Sessions {
+        let mut decoded: Sessions = crate::codec::decode(&crate::codec::encode(sessions), 1 << 20).expect("decodes");
+        decoded.set_openings(sessions.openings()).expect("valid openings");
+        decoded
+    }
 
     #[test]
     fn the_table_encodes_as_the_btree_maps_it_replaced() {
@@ -545,7 +623,7 @@ mod tests {
         before.insert(ClientId(9), (1_500, 0, nine));
         before.insert(ClientId(4), (2_000, 0, four));
         assert_eq!(crate::codec::encode(&sessions), crate::codec::encode(&before), "snapshots keep their bytes");
-        let decoded: Sessions = crate::codec::decode(&crate::codec::encode(&sessions), 1 << 20).expect("decodes");
+        let decoded = round_trip(&sessions);
         assert_eq!(decoded, sessions);
     }
 
@@ -579,7 +657,7 @@ mod tests {
                 other => panic!("client {client} serial {serial}: {other:?}"),
             }
         }
-        let counted: usize = sessions.by_client.values().flat_map(|s| s.outcomes.iter()).map(|(_, o)| o.len()).sum();
+        let counted: usize = sessions.by_client.values().flat_map(|s| s.outcomes.iter()).map(|(_, o)| cost(o)).sum();
         assert_eq!(sessions.outcome_bytes(), counted);
         // Copies share a session's outcomes until one of them changes them.
         let copy = sessions.clone();
@@ -603,7 +681,7 @@ mod tests {
     fn over_the_byte_bound_old_outcomes_go_and_their_serials_stay_known_as_forgotten() {
         let mut sessions = Sessions::default();
         let big = |n: usize| -> Outcome { Err(ApplyError::BadRequest { reason: "x".repeat(n) }) };
-        let size = compact(&big(1_000)).len();
+        let size = cost(&compact(&big(1_000)));
         let bound = 3 * size;
         for (i, client) in [1u128, 2, 3].into_iter().enumerate() {
             sessions.record_within(ClientId(client), 1, 1, &big(1_000), 1_000 + i as i64, bound);
@@ -619,12 +697,12 @@ mod tests {
         assert!(matches!(sessions.lookup(ClientId(3), 1, true), Seen::Applied(_)));
         assert_eq!(sessions.len(), 3, "every session stays");
         // A snapshot carries the result and the decoder derives the same counts.
-        let decoded: Sessions = crate::codec::decode(&crate::codec::encode(&sessions), 1 << 20).expect("decodes");
+        let decoded = round_trip(&sessions);
         assert_eq!(decoded, sessions);
         // Acknowledged outcomes leave the count too.
         sessions.record_within(ClientId(1), 3, 3, &big(10), 3_000, bound);
         assert_eq!(sessions.check_invariants(), Ok(()));
-        assert_eq!(sessions.outcome_bytes(), size + compact(&big(10)).len(), "client 3's and client 1's last");
+        assert_eq!(sessions.outcome_bytes(), size + cost(&compact(&big(10))), "client 3's and client 1's last");
     }
 
     /// A table over the byte bound (an older format's snapshot, or a build with a larger bound)
@@ -636,8 +714,8 @@ mod tests {
         for client in 1..=10u128 {
             sessions.record_within(ClientId(client), 1, 1, &big, client as i64, usize::MAX);
         }
-        let decoded: Sessions = crate::codec::decode(&crate::codec::encode(&sessions), 1 << 20).expect("decodes");
-        let bound = 3 * compact(&big).len();
+        let decoded = round_trip(&sessions);
+        let bound = 3 * cost(&compact(&big));
         assert!(decoded.outcome_bytes() > bound);
         let mut sessions = decoded;
         let small: Outcome = Err(ApplyError::BadRequest { reason: "y".into() });
@@ -650,7 +728,8 @@ mod tests {
     }
 
     /// A client the table does not know: its retry is "expired" (an earlier attempt may have
-    /// been applied and forgotten), its first attempt new.
+    /// been applied and forgotten), its first attempt new; a retry of a serial below the one
+    /// that opened the client's session, and not held by it, is "expired" too.
     #[test]
     fn a_retry_from_an_unknown_client_is_expired_and_a_first_attempt_new() {
         let mut sessions = Sessions::default();
@@ -663,6 +742,26 @@ mod tests {
         assert!(matches!(sessions.lookup(ClientId(5), 4, true), Seen::New), "a known client's retry of a new serial");
         sessions.expire(1_000 + SESSION_IDLE_MS_MAX + 1);
         assert!(matches!(sessions.lookup(ClientId(5), 3, true), Seen::Expired), "forgotten");
+        // Serial 4 (a first attempt, while 3's reply is still awaited) opens a new session: a
+        // retry of 3, which the forgotten session may have applied, is still unknown, a first
+        // attempt of 3 (never applied) is new, and so is anything from 4 on.
+        sessions.record(ClientId(5), 4, 3, &ok, 1_000 + SESSION_IDLE_MS_MAX + 2);
+        assert!(matches!(sessions.lookup(ClientId(5), 3, true), Seen::Expired));
+        assert!(matches!(sessions.lookup(ClientId(5), 3, false), Seen::New));
+        assert!(matches!(sessions.lookup(ClientId(5), 5, true), Seen::New));
+        // The same for a client still awaiting its first reply (serial 1 applied, reply lost,
+        // session forgotten, serial 2 opens a new one): a retry of 1 is never applied again.
+        sessions.record(ClientId(6), 1, 1, &ok, 1_000 + SESSION_IDLE_MS_MAX + 3);
+        sessions.expire(1_000 + 2 * SESSION_IDLE_MS_MAX + 10);
+        sessions.record(ClientId(6), 2, 1, &ok, 1_000 + 2 * SESSION_IDLE_MS_MAX + 10);
+        assert!(matches!(sessions.lookup(ClientId(6), 1, true), Seen::Expired));
+        // A snapshot carries where sessions opened (client 5 has idled out since).
+        let table: Sessions = crate::codec::decode(&crate::codec::encode(&sessions), 1 << 20).expect("decodes");
+        assert!(table != sessions, "the table alone does not hold the openings");
+        assert!(round_trip(&sessions) == sessions);
+        assert_eq!(sessions.openings(), Openings(vec![(ClientId(6), 2)]));
+        let mut unknown = sessions.clone();
+        assert_eq!(unknown.set_openings(Openings(vec![(ClientId(9), 2)])), Err("a session opening names no session"));
     }
 
     /// Over SESSIONS_MAX the least recently seen session goes, with its outcomes, and never the
@@ -680,7 +779,49 @@ mod tests {
         assert_eq!(sessions.check_invariants(), Ok(()));
         assert!(matches!(sessions.lookup(ClientId(1), 1, true), Seen::Applied(_)), "the one just recorded stays");
         assert!(matches!(sessions.lookup(ClientId(2), 1, true), Seen::Expired), "the oldest went");
-        assert_eq!(sessions.outcome_bytes(), SESSIONS_MAX * compact(&ok).len(), "and its outcome with it");
+        assert_eq!(sessions.outcome_bytes(), SESSIONS_MAX * cost(&compact(&ok)), "and its outcome with it");
+    }
+
+    /// When only the client just recorded holds outcomes over the byte bound, it loses all but
+    /// the one it was just given, and their serials stay known as forgotten.
+    #[test]
+    fn one_client_over_the_byte_bound_keeps_only_its_latest_outcome() {
+        let mut sessions = Sessions::default();
+        let big: Outcome = Err(ApplyError::BadRequest { reason: "x".repeat(1_000) });
+        let bound = 3 * cost(&compact(&big));
+        for serial in 1..=4 {
+            sessions.record_within(ClientId(1), serial, 1, &big, 1_000, bound);
+        }
+        assert!(sessions.outcome_bytes() <= bound, "{} > {bound}", sessions.outcome_bytes());
+        assert_eq!(sessions.check_invariants(), Ok(()));
+        assert!(matches!(sessions.lookup(ClientId(1), 4, true), Seen::Applied(_)), "the latest stays");
+        for serial in 1..=3 {
+            assert!(matches!(sessions.lookup(ClientId(1), serial, true), Seen::Stale), "serial {serial}");
+        }
+    }
+
+    /// A snapshot's table is refused, not trusted, when its clients or serials are out of order,
+    /// repeated, or too many.
+    #[test]
+    fn a_table_out_of_order_or_over_its_bounds_is_refused() {
+        let ok: Outcome = Ok(Success { revision: Revision(3), changes: Vec::new() });
+        type Layout = Vec<(ClientId, (i64, u64, Vec<(u64, Outcome)>))>;
+        let decode = |layout: &Layout| crate::codec::decode::<Sessions>(&crate::codec::encode(layout), 1 << 24);
+        let session = |serials: &[u64]| (1_000i64, 0u64, serials.iter().map(|s| (*s, ok.clone())).collect::<Vec<_>>());
+        assert!(decode(&vec![(ClientId(1), session(&[1, 2])), (ClientId(2), session(&[1]))]).is_ok());
+        for (layout, why) in [
+            (vec![(ClientId(2), session(&[1])), (ClientId(1), session(&[1]))], "sessions out of client order"),
+            (vec![(ClientId(1), session(&[1])), (ClientId(1), session(&[2]))], "sessions out of client order"),
+            (vec![(ClientId(1), session(&[2, 1]))], "a session's outcomes out of serial order"),
+            (vec![(ClientId(1), session(&[1, 1]))], "a session's outcomes out of serial order"),
+            (
+                vec![(ClientId(1), session(&(1..=SESSION_PENDING_MAX + 1).collect::<Vec<_>>()))],
+                "more outcomes in a session than SESSION_PENDING_MAX",
+            ),
+        ] {
+            let error = decode(&layout).expect_err(why);
+            assert!(error.to_string().contains(why), "{error}");
+        }
     }
 
     #[test]

@@ -82,7 +82,9 @@ impl Encode for Body<'_> {
         self.clock_ms.encode(encoder)?;
         self.bootstrapped.encode(encoder)?;
         self.objects.encode(encoder)?;
-        self.sessions.encode(encoder)
+        self.sessions.encode(encoder)?;
+        // Since format 5, after the table whose layout it keeps.
+        self.sessions.openings().encode(encoder)
     }
 }
 
@@ -154,7 +156,8 @@ impl State {
         if bytes.len() < HEADER_BYTES || &bytes[..8] != MAGIC {
             return Err(SnapshotError::Format("bad magic or short header"));
         }
-        // Formats 2 and 3 changed only entries: a snapshot of format 1 or 2 reads as it is.
+        // Formats 2 to 4 changed only entries, format 5 appended the sessions' openings: a
+        // snapshot of formats 1 to 4 reads as it is.
         if !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&bytes[8]) {
             return Err(SnapshotError::Version(bytes[8]));
         }
@@ -167,8 +170,15 @@ impl State {
         if blake3::hash(payload).as_bytes() != &bytes[17..HEADER_BYTES] {
             return Err(SnapshotError::Digest);
         }
-        let (body, used): (DecodedBody, usize) =
+        let (mut body, mut used): (DecodedBody, usize) =
             decode_from_slice_bounded(payload).map_err(|e| SnapshotError::Malformed(e.to_string()))?;
+        // Format 5 appended the sessions' opening serials; earlier formats end with the table.
+        if bytes[8] >= 5 {
+            let (openings, more): (crate::sessions::Openings, usize) = decode_from_slice_bounded(&payload[used..])
+                .map_err(|e| SnapshotError::Malformed(format!("session openings: {e}")))?;
+            body.sessions.set_openings(openings).map_err(|e| SnapshotError::Inconsistent(e.to_owned()))?;
+            used += more;
+        }
         if used != payload.len() {
             return Err(SnapshotError::Malformed(format!("{} trailing bytes", payload.len() - used)));
         }

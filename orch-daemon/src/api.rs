@@ -30,10 +30,8 @@ pub const CHANGE_CAUSE_ANNOTATION: &str = "kubernetes.io/change-cause";
 /// Maps a control-plane error to the API's.
 pub fn cp_error(e: CpError) -> Error {
     match e {
-        // Answered before anything was appended (openraft's ForwardToLeader, or the check before
-        // admission): a write sent again is still a first attempt.
         CpError::NotLeader { ref api_address, .. } => {
-            Error::Unavailable { message: e.to_string(), leader: api_address.clone(), not_proposed: true }
+            Error::Unavailable { message: e.to_string(), leader: api_address.clone(), not_proposed: false }
         }
         CpError::Expired(_) => Error::Expired(e.to_string()),
         // A gap is a broken invariant: logged loudly; the client's way out is to relist.
@@ -96,7 +94,17 @@ impl ApiService {
 
     async fn write(&self, id: Option<&pb::WriteId>, command: Command) -> Result<pb::WriteResponse, Error> {
         let request = request_from_pb(id, command)?;
-        let outcomes = self.cp.submit(vec![request]).await.map_err(cp_error)?;
+        let outcomes = self.cp.submit(vec![request]).await.map_err(|e| {
+            // `submit` answers "not the leader" before anything is appended (its own check, or
+            // openraft's ForwardToLeader, which refuses a write before appending it; a write
+            // appended and then lost is LogEntryDiscarded, an Error::Raft): sent again, the
+            // write is still a first attempt.
+            let not_proposed = matches!(e, CpError::NotLeader { .. });
+            match cp_error(e) {
+                Error::Unavailable { message, leader, .. } => Error::Unavailable { message, leader, not_proposed },
+                other => other,
+            }
+        })?;
         match outcomes.into_iter().next() {
             Some(Ok(success)) => Ok(write_response(&success)),
             Some(Err(e)) => Err(Error::from(&e)),

@@ -59,19 +59,20 @@ async fn the_cluster_carries_on_when_its_leader_is_killed() {
     let client = Client::new(servers.clone()).expect("client");
     let first = leader(&client).await;
 
-    // A follower refuses a write with UNAVAILABLE and the leader's API address.
+    // A follower refuses a write with UNAVAILABLE, the leader's API address, and the mark that
+    // nothing was proposed (sent again, the write is still a first attempt).
     let follower = if first == 1 { 2 } else { 1 };
     let hint = until("the follower to name the leader", || async {
         // A fresh client each time: one that was told the leader moves there.
         let options = ClientOptions { retry_for: Duration::ZERO, ..ClientOptions::default() };
         let direct = Client::with_options([api(NET, follower)], options).expect("client");
         match direct.create(&namespace("hinted")).await {
-            Err(Error::Unavailable { leader: Some(l), .. }) => Some(l),
+            Err(Error::Unavailable { leader: Some(l), not_proposed, .. }) => Some((l, not_proposed)),
             _ => None,
         }
     })
     .await;
-    assert_eq!(hint, api(NET, first));
+    assert_eq!(hint, (api(NET, first), true));
 
     // A writer creates namespaces back to back and records what was acknowledged.
     let acked = Arc::new(AtomicUsize::new(0));

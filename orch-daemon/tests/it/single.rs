@@ -319,8 +319,7 @@ async fn a_retried_scale_is_applied_once_and_a_retry_of_an_expired_session_never
         id.retry = true;
     }
     let expired = Error::from(raw.scale(unknown.clone()).await.expect_err("outcome unknown"));
-    let message =
-        format!("the session of client {} expired: the outcome of its request 7 is unknown", orch_core::ClientId(42));
+    let message = orch_core::ApplyError::SessionExpired { client: orch_core::ClientId(42), serial: 7 }.to_string();
     assert!(matches!(&expired, Error::OutcomeUnknown(m) if *m == message), "{expired:?}");
     assert_eq!(replicas(&client.get(&web).await.expect("read").0), Some(5), "not applied");
     if let Some(id) = unknown.id.as_mut() {
