@@ -38,9 +38,11 @@ pub enum Error {
     /// A retried write whose first outcome the server no longer keeps: the client said it had
     /// the reply (a later write of it carried a higher `acked_below`), the table (bounded in
     /// bytes) dropped the outcomes of the least recently seen clients but kept their sessions,
-    /// or the server has no session for the client (it expired: idle for 30 minutes, or beyond
-    /// the 65,536 most recently seen; or no write of the client ever reached the log). It may
-    /// or may not have been applied; read the object to find out. It is not applied again.
+    /// or the server has no record of a retried write (the client's session expired: idle for
+    /// 30 minutes, or beyond the 65,536 most recently seen; or was opened after the write; or no
+    /// write of the client ever reached the log). It may or may not have been applied; it is
+    /// not applied later (under rules 1, the format 4 entries', a first attempt still on its way
+    /// could be).
     #[error("{0}")]
     OutcomeUnknown(String),
     /// The server cannot serve the request now (not the leader, no quorum, shutting down, or

@@ -24,10 +24,11 @@ use bincode::{Decode, Encode};
 ///   attempts, and snapshots did not change.
 /// - 5: a snapshot carries, after the deduplication table, the serial that opened each session
 ///   (so that a retry of a serial below it is answered "session expired"); a format 4 snapshot
-///   ends with the table. Entries did not change: a format 4 entry reads as it is. A later
-///   format that keeps the entry layout (a new rules version) extends that arm of
-///   [`decode_entry`] the same way.
-pub const FORMAT_VERSION: u8 = 5;
+///   ends with the table. Entries did not change: a format 4 entry reads as it is.
+/// - 6: rules version 2 ([`crate::rules::RULES_VERSION`]); no layout changed: format 4 and 5
+///   entries and format 5 snapshots read as they are. A later format that keeps the entry
+///   layout (a new rules version) extends that arm of [`decode_entry`] the same way.
+pub const FORMAT_VERSION: u8 = 6;
 
 /// The oldest format this build reads.
 pub const FORMAT_VERSION_MIN: u8 = 1;
@@ -194,8 +195,9 @@ pub fn encode_entry(entry: &crate::command::Entry) -> Result<Vec<u8>, CodecError
 /// this build does not apply ([`crate::rules`]).
 pub fn decode_entry(bytes: &[u8]) -> Result<crate::command::Entry, CodecError> {
     let entry = match versioned(bytes, ENTRY_READ_BYTES_MAX)? {
-        // Format 5 changed only snapshots: a format 4 entry is a format 5 entry.
-        (FORMAT_VERSION | 4, body) => decode_body(body)?,
+        // Format 5 changed only snapshots and format 6 only the rules: format 4 and 5 entries
+        // read as they are (their stamps say which rules they are applied under).
+        (FORMAT_VERSION | 4 | 5, body) => decode_body(body)?,
         // Format 3 only added commands: a format 2 entry is a format 3 entry.
         (2 | 3, body) => decode_body::<crate::command::v3::Entry>(body)?.into(),
         (1, body) => decode_body::<crate::command::v1::Entry>(body)?.into(),
@@ -240,9 +242,11 @@ mod tests {
         let current = encode_entry(&entry).expect("encodes");
         assert_eq!(current[0], FORMAT_VERSION);
         assert_eq!(decode_entry(&current).expect("reads this format"), entry);
-        let mut four = current.clone();
-        four[0] = 4;
-        assert_eq!(decode_entry(&four).expect("format 5 changed only snapshots"), entry);
+        for same in [4, 5] {
+            let mut older = current.clone();
+            older[0] = same;
+            assert_eq!(decode_entry(&older).expect("formats 5 and 6 changed no entry"), entry);
+        }
         let mut future = current.clone();
         future[0] = FORMAT_VERSION + 1;
         assert_eq!(decode_entry(&future), Err(CodecError::Version { found: FORMAT_VERSION + 1 }));
@@ -276,8 +280,9 @@ mod tests {
     /// snapshot of formats 1 to 4 (the table last) reads as it is.
     #[test]
     fn older_snapshots_read_as_they_are() {
+        // Under rules 1 a session keeps no opening serial, as in older snapshots.
         let mut state = crate::State::new();
-        state.apply(1, entry());
+        state.apply(1, Entry { rules: 1, ..entry() });
         let bytes = state.to_snapshot();
         assert_eq!(bytes[8], FORMAT_VERSION);
         // The same state as an older format wrote it: no openings section (here empty, one byte).
@@ -290,11 +295,14 @@ mod tests {
             out.extend_from_slice(payload);
             out
         };
-        assert_eq!(bytes.last(), Some(&0), "no session was opened by a request that tells");
+        assert_eq!(bytes.last(), Some(&0), "no opening serial");
         for version in [1, 2, 3, 4] {
             assert_eq!(crate::State::from_snapshot(&old(version)).expect("reads an older format"), state);
         }
         assert!(crate::State::from_snapshot(&old(5)).is_err(), "format 5 has the openings");
+        let mut five = bytes.clone();
+        five[8] = 5;
+        assert_eq!(crate::State::from_snapshot(&five).expect("format 6 changed no snapshot"), state);
         let mut future = bytes.clone();
         future[8] = FORMAT_VERSION + 1;
         assert!(crate::State::from_snapshot(&future).is_err());

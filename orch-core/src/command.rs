@@ -357,12 +357,14 @@ pub enum ApplyError {
         /// Its error.
         error: Box<ApplyError>,
     },
-    /// A retried request of a client the table no longer knows (idle for
-    /// [`crate::sessions::SESSION_IDLE_MS_MAX`], or beyond the [`crate::sessions::SESSIONS_MAX`]
-    /// most recently seen): an earlier attempt may have been applied, and its outcome is gone.
-    /// Not applied. Since format 4.
+    /// A retried request the table has no record of: its client has no session (idle for
+    /// [`crate::sessions::SESSION_IDLE_MS_MAX`], beyond the [`crate::sessions::SESSIONS_MAX`]
+    /// most recently seen, or never opened), or the session was opened by a later serial. An
+    /// earlier attempt may have been applied, and its outcome is gone. Not applied; under rules
+    /// 2 recorded as the serial's outcome, so that it is never applied later either. Since
+    /// format 4.
     #[error(
-        "client {client} has no session (it expired, or no write of the client reached the log): the outcome of its retried request {serial} is unknown"
+        "client {client}'s retried request {serial} has no record (the client's session expired or was opened after it): whether it was applied is unknown"
     )]
     SessionExpired {
         /// The client.

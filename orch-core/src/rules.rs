@@ -20,7 +20,7 @@
 //! layout may stay: then extend [`crate::codec::decode_entry`]'s current arm to the previous
 //! version, which reads as it is) so that a new fixture is written (orch-raft's `write_format_fixture`; fixtures are per format
 //! and never rewritten). A fixture's `sessions.json` records the outcomes its entries got, and
-//! replaying every older fixture must still give them. Only version 1 exists so far.
+//! replaying every older fixture must still give them.
 //!
 //! Entries written before entries carried a version (storage formats 1 to 3) are applied under
 //! [`RULES_UNSTAMPED`], version 1: this build's rules. The builds of formats 1 to 3 (never
@@ -30,7 +30,14 @@
 //! retry flag until format 4. A log one of those builds wrote replays under version 1's rules.
 
 /// The rules version this build stamps on the entries it proposes.
-pub const RULES_VERSION: u16 = 1;
+///
+/// - 1: the rules of storage formats 1 to 4 (see below for the builds before format 4).
+/// - 2 (format 6): a new session remembers the serial that opened it, and a retry of a lower
+///   serial it does not hold is "session expired"; "session expired" is recorded as the
+///   serial's outcome (under 1 it was not, so an earlier attempt still on its way could be
+///   applied after it); the byte bound counts each outcome's memory
+///   ([`crate::sessions::OUTCOME_OVERHEAD_BYTES`]) and covers the client just recorded.
+pub const RULES_VERSION: u16 = 2;
 /// The oldest rules version this build applies.
 pub const RULES_VERSION_MIN: u16 = 1;
 /// The rules version of entries written before entries carried one (storage formats 1 to 3).

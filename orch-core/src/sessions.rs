@@ -13,16 +13,17 @@
 //! client's last [`SESSION_OUTCOMES_MAX`] outcomes.
 //!
 //! The table is bounded in sessions ([`SESSIONS_MAX`], least recently seen forgotten first, and
-//! idle ones after [`SESSION_IDLE_MS_MAX`]) and in the encoded bytes of its outcomes
+//! idle ones after [`SESSION_IDLE_MS_MAX`]) and in the bytes of its outcomes
 //! ([`SESSION_OUTCOME_BYTES_MAX`]): over that, the least recently seen clients lose their
 //! outcomes but keep their sessions, whose floor then says which serials were forgotten, so
 //! that a retry of one is refused as stale (outcome unknown) instead of applied again. A
 //! forgotten session is not a fresh one: a request that is a retry (`Request::retry`) from a
-//! client the table does not know is refused as expired (outcome unknown); a first attempt is
-//! applied and starts a new session.
+//! client the table does not know, or (rules 2) of a serial below the one that opened its
+//! session and not held by it, is refused as expired (outcome unknown, recorded under rules 2);
+//! a first attempt is applied and starts a new session.
 //!
-//! Outcomes are kept compact: as their encoded bytes (what a snapshot carries, one allocation
-//! each), decoded only when a retry asks for one, in a short vector per session
+//! Outcomes are kept compact: as their encoded bytes (what a snapshot carries, one shared
+//! allocation each), decoded only when a retry asks for one, in a short vector per session
 //! sorted by serial (a session usually holds one or two), not a persistent map per session. The
 //! sessions are in persistent maps ([`imbl::OrdMap`]) and a session's vector is shared too: a
 //! copy of the state shares them, so that readers can hold a copy while entries go on being
@@ -84,16 +85,18 @@ pub(crate) enum Seen {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Session {
     last_seen_ms: i64,
-    /// Every serial at or below this has been forgotten.
+    /// Every serial at or below this that the session does not hold has been forgotten (one it
+    /// holds can be at or below it: the latest outcome of a client over the byte bound).
     floor: u64,
     /// The outcomes kept, compact, by serial (ascending, each once). Shared by the copies of the
     /// state until one of them changes it. At most [`SESSION_PENDING_MAX`] (or
     /// [`SESSION_OUTCOMES_MAX`]) long, and usually one or two.
     outcomes: Arc<Vec<(u64, Compact)>>,
-    /// The serial of the request that opened this session (0: opened by a request that does
-    /// not tell, or before format 4). A serial below it that is not among the outcomes may have
-    /// been applied under an earlier session of the client, since forgotten: a retry of it is
-    /// answered "expired", not applied. Encoded after the table (format 5's snapshots).
+    /// The serial of the request that opened this session (0: opened under rules 1, or
+    /// restored from a snapshot of formats 1 to 4). A serial below it that the session does not
+    /// hold may have been applied under an earlier session of the client, since forgotten: a
+    /// retry of it is answered "expired", not applied. Encoded after the table (format 5's
+    /// snapshots).
     opened: u64,
     /// Derived (not encoded): what `outcomes` count for in the byte bound.
     bytes: usize,
@@ -179,6 +182,8 @@ pub struct Sessions {
     holding: OrdSet<(i64, ClientId)>,
     /// Derived: what every outcome kept counts for in the byte bound.
     bytes: usize,
+    /// Derived: how many outcomes are kept.
+    count: usize,
 }
 
 impl Sessions {
@@ -222,28 +227,31 @@ impl Sessions {
         })
     }
 
-    pub(crate) fn record(&mut self, client: ClientId, serial: u64, acked_below: u64, outcome: &Outcome, now_ms: i64) {
-        self.record_within(client, serial, acked_below, outcome, now_ms, SESSION_OUTCOME_BYTES_MAX);
+    /// Records `outcome` for `id` (client, serial, `acked_below`), applied by an entry of rules
+    /// version `rules` ([`crate::rules`]).
+    pub(crate) fn record(&mut self, id: (ClientId, u64, u64), outcome: &Outcome, now_ms: i64, rules: u16) {
+        self.record_within(id, outcome, now_ms, rules, SESSION_OUTCOME_BYTES_MAX);
     }
 
     /// [`Sessions::record`] with the byte bound as a parameter (tests use a small one).
     fn record_within(
         &mut self,
-        client: ClientId,
-        serial: u64,
-        acked_below: u64,
+        id: (ClientId, u64, u64),
         outcome: &Outcome,
         now_ms: i64,
+        rules: u16,
         bytes_max: usize,
     ) {
+        let (client, serial, acked_below) = id;
         if serial == 0 {
             return;
         }
         let mut session = match self.take(client) {
             Some(session) => session,
-            // A new session: serials below this one that it does not hold may have been applied
-            // under an earlier one, since forgotten (a retry of one is answered "expired").
-            None => Session { opened: if acked_below > 0 { serial } else { 0 }, ..Session::default() },
+            // A new session (rules 2): serials below this one that it does not hold may have
+            // been applied under an earlier one, since forgotten (a retry of one is answered
+            // "expired"). Rules 1 did not remember it.
+            None => Session { opened: if rules >= 2 { serial } else { 0 }, ..Session::default() },
         };
         session.last_seen_ms = now_ms;
         session.insert(serial, compact(outcome));
@@ -268,14 +276,16 @@ impl Sessions {
         }
         // Over the byte bound: the least recently seen clients lose their outcomes, not their
         // sessions, so their forgotten serials stay known as forgotten; the client just recorded
-        // goes last, and keeps the outcome it was just given.
-        while self.bytes > bytes_max {
+        // goes last, and keeps the outcome it was just given. Rules 1 counted the encodings
+        // alone, and never the client just recorded.
+        while if rules >= 2 { self.bytes } else { self.bytes - OUTCOME_OVERHEAD_BYTES * self.count } > bytes_max {
             match self.holding.iter().find(|(_, c)| *c != client).map(|(_, c)| *c) {
                 Some(oldest) => {
                     let Some(mut session) = self.take(oldest) else { break };
                     session.clear();
                     self.put(oldest, session);
                 }
+                None if rules < 2 => break,
                 None => {
                     let Some(mut session) = self.take(client) else { break };
                     let kept = session.get(serial).cloned();
@@ -296,6 +306,7 @@ impl Sessions {
         self.by_last_seen.remove(&(session.last_seen_ms, client));
         self.holding.remove(&(session.last_seen_ms, client));
         self.bytes -= session.bytes;
+        self.count -= session.outcomes.len();
         Some(session)
     }
 
@@ -306,6 +317,7 @@ impl Sessions {
             self.holding.insert((session.last_seen_ms, client));
         }
         self.bytes += session.bytes;
+        self.count += session.outcomes.len();
         self.by_client.insert(client, session);
     }
 
@@ -366,6 +378,7 @@ impl Sessions {
         }
         if self.by_client.values().any(|s| s.bytes != s.outcomes.iter().map(|(_, o)| cost(o)).sum::<usize>())
             || self.bytes != self.by_client.values().map(|s| s.bytes).sum::<usize>()
+            || self.count != self.by_client.values().map(|s| s.outcomes.len()).sum::<usize>()
         {
             return Err("the counted outcome bytes disagree with the outcomes");
         }
@@ -518,7 +531,7 @@ impl Encode for Sessions {
 }
 
 /// The serials that opened the sessions ([`Session::opened`], where not 0), by client: what
-/// format 4's snapshots carry after the table.
+/// format 5's snapshots carry after the table.
 #[derive(Debug, Default, PartialEq, Eq, Encode, Decode)]
 pub(crate) struct Openings(Vec<(ClientId, u64)>);
 
@@ -538,6 +551,9 @@ impl Sessions {
                 return Err("session openings out of client order");
             }
             previous = Some(client);
+            if opened == 0 {
+                return Err("a session opening of serial 0");
+            }
             let session = self.by_client.get_mut(&client).ok_or("a session opening names no session")?;
             session.opened = opened;
         }
@@ -610,9 +626,9 @@ mod tests {
         let mut sessions = Sessions::default();
         let ok: Outcome = Ok(Success { revision: Revision(3), changes: Vec::new() });
         let stale: Outcome = Err(ApplyError::StaleRequest { client: ClientId(9), serial: 1 });
-        sessions.record(ClientId(9), 2, 0, &ok, 1_000);
-        sessions.record(ClientId(9), 5, 0, &stale, 1_500);
-        sessions.record(ClientId(4), 1, 0, &ok, 2_000);
+        sessions.record((ClientId(9), 2, 0), &ok, 1_000, crate::rules::RULES_VERSION);
+        sessions.record((ClientId(9), 5, 0), &stale, 1_500, crate::rules::RULES_VERSION);
+        sessions.record((ClientId(4), 1, 0), &ok, 2_000, crate::rules::RULES_VERSION);
         // The same content as the maps and struct the snapshot format was defined with.
         let mut nine = BTreeMap::new();
         nine.insert(2u64, ok.clone());
@@ -645,9 +661,9 @@ mod tests {
             reason: "the object has been modified".into(),
         });
         let mut sessions = Sessions::default();
-        sessions.record(ClientId(1), 1, 1, &batch, 1_000);
-        sessions.record(ClientId(2), 1, 1, &refused, 1_000);
-        sessions.record(ClientId(1), 2, 1, &refused, 1_001);
+        sessions.record((ClientId(1), 1, 1), &batch, 1_000, crate::rules::RULES_VERSION);
+        sessions.record((ClientId(2), 1, 1), &refused, 1_000, crate::rules::RULES_VERSION);
+        sessions.record((ClientId(1), 2, 1), &refused, 1_001, crate::rules::RULES_VERSION);
         assert_eq!(sessions.check_invariants(), Ok(()));
         for (client, serial, outcome) in [(1, 1, &batch), (2, 1, &refused), (1, 2, &refused)] {
             let stored = sessions.by_client[&ClientId(client)].get(serial).expect("kept");
@@ -663,7 +679,7 @@ mod tests {
         let copy = sessions.clone();
         assert!(Arc::ptr_eq(&copy.by_client[&ClientId(2)].outcomes, &sessions.by_client[&ClientId(2)].outcomes));
         let mut changed = copy.clone();
-        changed.record(ClientId(2), 2, 1, &batch, 1_002);
+        changed.record((ClientId(2), 2, 1), &batch, 1_002, crate::rules::RULES_VERSION);
         assert!(!Arc::ptr_eq(&changed.by_client[&ClientId(2)].outcomes, &sessions.by_client[&ClientId(2)].outcomes));
         assert_eq!(sessions, copy, "the original is unchanged");
         // The invariant check sees a count that disagrees.
@@ -684,11 +700,17 @@ mod tests {
         let size = cost(&compact(&big(1_000)));
         let bound = 3 * size;
         for (i, client) in [1u128, 2, 3].into_iter().enumerate() {
-            sessions.record_within(ClientId(client), 1, 1, &big(1_000), 1_000 + i as i64, bound);
+            sessions.record_within(
+                (ClientId(client), 1, 1),
+                &big(1_000),
+                1_000 + i as i64,
+                crate::rules::RULES_VERSION,
+                bound,
+            );
         }
         assert_eq!(sessions.outcome_bytes(), bound);
         // Client 1, seen first, is touched again: client 2 is now the least recently seen.
-        sessions.record_within(ClientId(1), 2, 1, &big(1_000), 2_000, bound);
+        sessions.record_within((ClientId(1), 2, 1), &big(1_000), 2_000, crate::rules::RULES_VERSION, bound);
         assert_eq!(sessions.check_invariants(), Ok(()));
         assert!(sessions.outcome_bytes() <= bound, "{} > {bound}", sessions.outcome_bytes());
         assert!(matches!(sessions.lookup(ClientId(2), 1, true), Seen::Stale), "forgotten, and known to be");
@@ -700,7 +722,7 @@ mod tests {
         let decoded = round_trip(&sessions);
         assert_eq!(decoded, sessions);
         // Acknowledged outcomes leave the count too.
-        sessions.record_within(ClientId(1), 3, 3, &big(10), 3_000, bound);
+        sessions.record_within((ClientId(1), 3, 3), &big(10), 3_000, crate::rules::RULES_VERSION, bound);
         assert_eq!(sessions.check_invariants(), Ok(()));
         assert_eq!(sessions.outcome_bytes(), size + cost(&compact(&big(10))), "client 3's and client 1's last");
     }
@@ -712,14 +734,20 @@ mod tests {
         let mut sessions = Sessions::default();
         let big: Outcome = Err(ApplyError::BadRequest { reason: "x".repeat(1_000) });
         for client in 1..=10u128 {
-            sessions.record_within(ClientId(client), 1, 1, &big, client as i64, usize::MAX);
+            sessions.record_within(
+                (ClientId(client), 1, 1),
+                &big,
+                client as i64,
+                crate::rules::RULES_VERSION,
+                usize::MAX,
+            );
         }
         let decoded = round_trip(&sessions);
         let bound = 3 * cost(&compact(&big));
         assert!(decoded.outcome_bytes() > bound);
         let mut sessions = decoded;
         let small: Outcome = Err(ApplyError::BadRequest { reason: "y".into() });
-        sessions.record_within(ClientId(11), 1, 1, &small, 11, bound);
+        sessions.record_within((ClientId(11), 1, 1), &small, 11, crate::rules::RULES_VERSION, bound);
         assert!(sessions.outcome_bytes() <= bound, "{} > {bound}", sessions.outcome_bytes());
         assert_eq!(sessions.check_invariants(), Ok(()));
         assert!(matches!(sessions.lookup(ClientId(1), 1, true), Seen::Stale), "the least recently seen went first");
@@ -737,7 +765,7 @@ mod tests {
         assert!(matches!(sessions.lookup(ClientId(5), 3, false), Seen::New));
         assert!(matches!(sessions.lookup(ClientId(5), 0, true), Seen::New), "serial 0 opts out");
         let ok: Outcome = Ok(Success { revision: Revision(3), changes: Vec::new() });
-        sessions.record(ClientId(5), 3, 3, &ok, 1_000);
+        sessions.record((ClientId(5), 3, 3), &ok, 1_000, crate::rules::RULES_VERSION);
         assert!(matches!(sessions.lookup(ClientId(5), 3, true), Seen::Applied(_)));
         assert!(matches!(sessions.lookup(ClientId(5), 4, true), Seen::New), "a known client's retry of a new serial");
         sessions.expire(1_000 + SESSION_IDLE_MS_MAX + 1);
@@ -745,15 +773,15 @@ mod tests {
         // Serial 4 (a first attempt, while 3's reply is still awaited) opens a new session: a
         // retry of 3, which the forgotten session may have applied, is still unknown, a first
         // attempt of 3 (never applied) is new, and so is anything from 4 on.
-        sessions.record(ClientId(5), 4, 3, &ok, 1_000 + SESSION_IDLE_MS_MAX + 2);
+        sessions.record((ClientId(5), 4, 3), &ok, 1_000 + SESSION_IDLE_MS_MAX + 2, crate::rules::RULES_VERSION);
         assert!(matches!(sessions.lookup(ClientId(5), 3, true), Seen::Expired));
         assert!(matches!(sessions.lookup(ClientId(5), 3, false), Seen::New));
         assert!(matches!(sessions.lookup(ClientId(5), 5, true), Seen::New));
         // The same for a client still awaiting its first reply (serial 1 applied, reply lost,
         // session forgotten, serial 2 opens a new one): a retry of 1 is never applied again.
-        sessions.record(ClientId(6), 1, 1, &ok, 1_000 + SESSION_IDLE_MS_MAX + 3);
+        sessions.record((ClientId(6), 1, 1), &ok, 1_000 + SESSION_IDLE_MS_MAX + 3, crate::rules::RULES_VERSION);
         sessions.expire(1_000 + 2 * SESSION_IDLE_MS_MAX + 10);
-        sessions.record(ClientId(6), 2, 1, &ok, 1_000 + 2 * SESSION_IDLE_MS_MAX + 10);
+        sessions.record((ClientId(6), 2, 1), &ok, 1_000 + 2 * SESSION_IDLE_MS_MAX + 10, crate::rules::RULES_VERSION);
         assert!(matches!(sessions.lookup(ClientId(6), 1, true), Seen::Expired));
         // A snapshot carries where sessions opened (client 5 has idled out since).
         let table: Sessions = crate::codec::decode(&crate::codec::encode(&sessions), 1 << 20).expect("decodes");
@@ -773,7 +801,7 @@ mod tests {
         let ok: Outcome = Ok(Success { revision: Revision(3), changes: Vec::new() });
         let last = SESSIONS_MAX as u128 + 1;
         for id in (1..=last).rev() {
-            sessions.record(ClientId(id), 1, 1, &ok, 1_000);
+            sessions.record((ClientId(id), 1, 1), &ok, 1_000, crate::rules::RULES_VERSION);
         }
         assert_eq!(sessions.len(), SESSIONS_MAX);
         assert_eq!(sessions.check_invariants(), Ok(()));
@@ -790,7 +818,7 @@ mod tests {
         let big: Outcome = Err(ApplyError::BadRequest { reason: "x".repeat(1_000) });
         let bound = 3 * cost(&compact(&big));
         for serial in 1..=4 {
-            sessions.record_within(ClientId(1), serial, 1, &big, 1_000, bound);
+            sessions.record_within((ClientId(1), serial, 1), &big, 1_000, crate::rules::RULES_VERSION, bound);
         }
         assert!(sessions.outcome_bytes() <= bound, "{} > {bound}", sessions.outcome_bytes());
         assert_eq!(sessions.check_invariants(), Ok(()));
@@ -798,6 +826,14 @@ mod tests {
         for serial in 1..=3 {
             assert!(matches!(sessions.lookup(ClientId(1), serial, true), Seen::Stale), "serial {serial}");
         }
+        // Rules 1 (format 4 entries) never touched the client just recorded, and counted the
+        // encodings alone.
+        let mut sessions = Sessions::default();
+        for serial in 1..=4 {
+            sessions.record_within((ClientId(1), serial, 1), &big, 1_000, 1, bound);
+        }
+        assert_eq!(sessions.count, 4, "all kept");
+        assert_eq!(sessions.check_invariants(), Ok(()));
     }
 
     /// A snapshot's table is refused, not trusted, when its clients or serials are out of order,

@@ -17,6 +17,8 @@ use crate::state::{Objects as ObjectMap, State};
 
 const MAGIC: &[u8; 8] = b"ORCHSNAP";
 const HEADER_BYTES: usize = 8 + 1 + 8 + 32;
+/// The first format whose snapshots carry the sessions' openings after the table.
+const OPENINGS_SINCE: u8 = 5;
 /// The largest snapshot accepted.
 pub const SNAPSHOT_BYTES_MAX: usize = 8 * 1024 * 1024 * 1024;
 
@@ -173,7 +175,7 @@ impl State {
         let (mut body, mut used): (DecodedBody, usize) =
             decode_from_slice_bounded(payload).map_err(|e| SnapshotError::Malformed(e.to_string()))?;
         // Format 5 appended the sessions' opening serials; earlier formats end with the table.
-        if bytes[8] >= 5 {
+        if bytes[8] >= OPENINGS_SINCE {
             let (openings, more): (crate::sessions::Openings, usize) = decode_from_slice_bounded(&payload[used..])
                 .map_err(|e| SnapshotError::Malformed(format!("session openings: {e}")))?;
             body.sessions.set_openings(openings).map_err(|e| SnapshotError::Inconsistent(e.to_owned()))?;

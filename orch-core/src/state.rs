@@ -202,6 +202,7 @@ impl State {
             crate::rules::RULES_VERSION_MIN,
             crate::rules::RULES_VERSION
         );
+        let rules = entry.rules;
         self.applied = Revision(index);
         self.clock_ms = self.clock_ms.max(entry.timestamp_ms);
         let mut txn =
@@ -216,18 +217,26 @@ impl State {
                     reason: format!("an entry may carry at most {ENTRY_REQUESTS_MAX} requests"),
                 })
             } else {
-                match self.sessions.lookup(request.client, request.serial, request.retry) {
+                let (client, serial, acked_below) = (request.client, request.serial, request.acked_below);
+                let expired = || Err(ApplyError::SessionExpired { client, serial });
+                match self.sessions.lookup(client, serial, request.retry) {
                     Seen::Applied(first) => first,
-                    Seen::Stale => Err(ApplyError::StaleRequest { client: request.client, serial: request.serial }),
-                    // Refused unapplied and unrecorded, as a stale request is.
-                    Seen::Expired => Err(ApplyError::SessionExpired { client: request.client, serial: request.serial }),
-                    Seen::New => match Sessions::refuse(request.serial, request.acked_below) {
+                    Seen::Stale => Err(ApplyError::StaleRequest { client, serial }),
+                    // Rules 1: refused unapplied and unrecorded, as a stale request is.
+                    Seen::Expired if rules < 2 => expired(),
+                    seen @ (Seen::Expired | Seen::New) => match Sessions::refuse(serial, acked_below) {
                         // Refused unapplied and unrecorded: the same answer to a retry.
                         Some(reason) => Err(ApplyError::BadRequest { reason }),
                         None => {
-                            let (client, serial, acked_below) = (request.client, request.serial, request.acked_below);
-                            let outcome = self.run(&mut txn, request.command);
-                            self.sessions.record(client, serial, acked_below, &outcome, self.clock_ms);
+                            // Rules 2 records "expired" as the serial's outcome, so that an
+                            // earlier attempt still on its way is not applied after the client
+                            // was told the outcome is unknown.
+                            let outcome = if matches!(seen, Seen::Expired) {
+                                expired()
+                            } else {
+                                self.run(&mut txn, request.command)
+                            };
+                            self.sessions.record((client, serial, acked_below), &outcome, self.clock_ms, rules);
                             outcome
                         }
                     },

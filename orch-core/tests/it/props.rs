@@ -188,27 +188,27 @@ proptest! {
             // client says it has the reply (a recorded request with `acked_below` above it), and
             // StaleRequest after; a request the session rule refuses is not recorded; a retry
             // from a client with no session, or of a serial below the one that opened the
-            // client's session and not held by it, is SessionExpired, unrecorded. (Serials stay
-            // below 8 and two clients: no count bound or expiry comes into play.)
+            // client's session and not held by it, is SessionExpired, recorded (rules 2). (Serials
+            // stay below 8 and two clients: no count bound or expiry comes into play.)
             for ((client, serial, acked_below, retry), outcome) in requests.into_iter().zip(out.outcomes) {
                 if serial == 0 {
                     continue;
                 }
                 let floor = floors.get(&client).copied().unwrap_or(0);
                 let opened_at = opened.get(&client).copied().unwrap_or(0);
-                if retry && !known.contains(&client) {
-                    prop_assert_eq!(outcome, Err(ApplyError::SessionExpired { client, serial }));
-                } else if serial <= floor {
+                if serial <= floor {
                     prop_assert_eq!(outcome, Err(ApplyError::StaleRequest { client, serial }));
                 } else if let Some(first) = first_outcome.get(&(client, serial)) {
                     prop_assert_eq!(first, &outcome);
-                } else if retry && serial < opened_at {
-                    prop_assert_eq!(outcome, Err(ApplyError::SessionExpired { client, serial }));
                 } else if orch_core::sessions::Sessions::refuse(serial, acked_below).is_some() {
                     prop_assert!(matches!(outcome, Err(ApplyError::BadRequest { .. })), "{:?}", outcome);
                 } else {
-                    // A new session remembers the serial that opened it (when the request tells).
-                    if known.insert(client) && acked_below > 0 {
+                    // A retry the table has no record of: expired, and recorded as such.
+                    if retry && (!known.contains(&client) || serial < opened_at) {
+                        prop_assert_eq!(&outcome, &Err(ApplyError::SessionExpired { client, serial }));
+                    }
+                    // A new session remembers the serial that opened it.
+                    if known.insert(client) {
                         opened.insert(client, serial);
                     }
                     first_outcome.insert((client, serial), outcome);

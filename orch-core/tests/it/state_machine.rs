@@ -796,7 +796,39 @@ fn a_retry_from_an_expired_session_is_not_applied_again() {
     assert_eq!(expired.outcomes, vec![Err(orch_core::ApplyError::SessionExpired { client: ClientId(7), serial: 1 })]);
     assert!(state.get(&ObjectKey::new(Kind::Namespace, "", "a")).is_none(), "not applied a second time");
     assert!(expired.events.is_empty());
-    // A first attempt is applied (a new session).
-    let fresh = state.apply(6, Entry::new(later + 3, vec![request(2, false, ns("a"))]));
+    // Rules 2 recorded the answer: the first attempt, had it still been on its way, is not
+    // applied after the client was told the outcome is unknown.
+    let late = state.apply(6, Entry::new(later + 3, vec![request(1, false, ns("a"))]));
+    assert_eq!(late.outcomes, expired.outcomes);
+    assert!(state.get(&ObjectKey::new(Kind::Namespace, "", "a")).is_none());
+    // A first attempt of a new serial is applied.
+    let fresh = state.apply(7, Entry::new(later + 4, vec![request(2, false, ns("a"))]));
     assert!(fresh.outcomes[0].is_ok(), "{:?}", fresh.outcomes);
+}
+
+/// Entries keep the rules they were written under: the same requests stamped rules 1 (format 4
+/// builds) get rules 1's answers, where "session expired" was not recorded and a session did not
+/// remember the serial that opened it.
+#[test]
+fn entries_of_rules_1_are_applied_under_rules_1() {
+    let ns = |name: &str| {
+        let yaml = format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}}}\n");
+        Command::Create(orch_core::parse_manifests(&yaml).expect("valid")[0].clone())
+    };
+    let request = |serial, retry, command| Request { client: ClientId(7), serial, acked_below: 1, retry, command };
+    let run = |rules: u16| {
+        let mut state = State::new();
+        let entry = |t: i64, requests| Entry { rules, ..Entry::new(1_800_000_000_000 + t, requests) };
+        let expired = state.apply(1, entry(0, vec![request(2, true, ns("a"))])).outcomes;
+        let late = state.apply(2, entry(1, vec![request(2, false, ns("a"))])).outcomes;
+        let below = state.apply(3, entry(2, vec![request(1, true, ns("b"))])).outcomes;
+        (expired, late, below)
+    };
+    let unknown = |serial| Err(ApplyError::SessionExpired { client: ClientId(7), serial });
+    let (expired, late, below) = run(1);
+    assert_eq!(expired, [unknown(2)]);
+    assert!(late[0].is_ok(), "rules 1: not recorded, so a late first attempt is applied");
+    assert!(below[0].is_ok(), "rules 1: no opening serial, so a retry below it is applied");
+    let (expired, late, below) = run(2);
+    assert_eq!((expired, late, below), (vec![unknown(2)], vec![unknown(2)], vec![unknown(1)]));
 }

@@ -309,7 +309,8 @@ async fn a_retried_scale_is_applied_once_and_a_retry_of_an_expired_session_never
     };
     assert_eq!(replicas(&client.get(&web).await.expect("read").0), Some(5), "the later scale stands");
     // A retry from a client the server does not know (its session expired, or was never
-    // seen): outcome unknown, not applied; the same write as a first attempt is applied.
+    // seen): outcome unknown, not applied, and recorded, so that the first attempt arriving late
+    // is not applied either; a first attempt of a new serial is.
     let mut unknown = orch_api::pb::ScaleRequest {
         id: Some(orch_api::convert::write_id(orch_core::ClientId(42), 7, 7)),
         key: Some(orch_api::convert::key_to_pb(&web)),
@@ -325,6 +326,9 @@ async fn a_retried_scale_is_applied_once_and_a_retry_of_an_expired_session_never
     if let Some(id) = unknown.id.as_mut() {
         id.retry = false;
     }
+    let late = Error::from(raw.scale(unknown.clone()).await.expect_err("the recorded answer"));
+    assert!(matches!(&late, Error::OutcomeUnknown(m) if *m == message), "{late:?}");
+    unknown.id = Some(orch_api::convert::write_id(orch_core::ClientId(42), 8, 7));
     raw.scale(unknown).await.expect("a first attempt is applied");
     assert_eq!(replicas(&client.get(&web).await.expect("read").0), Some(2));
     // The rules are the state machine's, checked before proposing too.

@@ -10,7 +10,7 @@
 //! holds; format 4 stamps each entry with its rules version (orch-core's `rules`), and the
 //! formats 2 and 3 fixtures' logs are read through their frozen entry layout; format 5 appends
 //! the serial that opened each session to snapshots, and the formats 1 to 4 snapshots end with
-//! the table.
+//! the table; format 6 is rules version 2, its fixture's entries stamped with it.
 //!
 //! From format 4 on a fixture also holds `sessions.json`, the deduplication table's outcomes
 //! (what a retry of each request would get): replaying the fixture must give them again, so a
