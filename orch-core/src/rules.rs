@@ -23,7 +23,7 @@
 //! replaying every older fixture must still give them.
 //!
 //! Entries written before entries carried a version (storage formats 1 to 3) are applied under
-//! [`RULES_UNSTAMPED`], version 1: this build's rules. The builds of formats 1 to 3 (never
+//! [`RULES_UNSTAMPED`], version 1: the rules of the format 4 build. The builds of formats 1 to 3 (never
 //! released) applied rules that changed from commit to commit: status writes validated from
 //! issue 10 on, values in messages quoted with `{:?}` until [`crate::validation::q`], the
 //! deduplication table at 4,096 sessions and without a byte bound until late in format 2, no
@@ -31,12 +31,15 @@
 
 /// The rules version this build stamps on the entries it proposes.
 ///
-/// - 1: the rules of storage formats 1 to 4 (see below for the builds before format 4).
-/// - 2 (format 6): a new session remembers the serial that opened it, and a retry of a lower
-///   serial it does not hold is "session expired"; "session expired" is recorded as the
-///   serial's outcome (under 1 it was not, so an earlier attempt still on its way could be
-///   applied after it); the byte bound counts each outcome's memory
-///   ([`crate::sessions::OUTCOME_OVERHEAD_BYTES`]) and covers the client just recorded.
+/// - 1: the rules of the format 4 build (see below for the builds before it; the format 5
+///   build also recorded session openings for entries of version 1, which a format 5
+///   snapshot's reader drops).
+/// - 2 (format 6): a new session remembers where it opened, and a retry it holds no record of
+///   from below that point (every such retry, for a session not opened by the client's first
+///   serials) is "session expired"; "session expired" is recorded as the serial's outcome
+///   (under 1 it was not, so an earlier attempt still on its way could be applied after it);
+///   the byte bound counts each outcome's memory ([`crate::sessions::OUTCOME_OVERHEAD_BYTES`])
+///   and covers the client just recorded.
 pub const RULES_VERSION: u16 = 2;
 /// The oldest rules version this build applies.
 pub const RULES_VERSION_MIN: u16 = 1;

@@ -92,11 +92,12 @@ struct Session {
     /// state until one of them changes it. At most [`SESSION_PENDING_MAX`] (or
     /// [`SESSION_OUTCOMES_MAX`]) long, and usually one or two.
     outcomes: Arc<Vec<(u64, Compact)>>,
-    /// The serial of the request that opened this session (0: opened under rules 1, or
-    /// restored from a snapshot of formats 1 to 4). A serial below it that the session does not
-    /// hold may have been applied under an earlier session of the client, since forgotten: a
-    /// retry of it is answered "expired", not applied. Encoded after the table (format 5's
-    /// snapshots).
+    /// Where this session opened (rules 2): a retry of a serial below it that the session does
+    /// not hold may have been applied under an earlier session of the client, since forgotten,
+    /// and is answered "expired", not applied. The opening serial for a session opened by the
+    /// client's first serials; `u64::MAX` (every such retry) for one opened by any other
+    /// request or by an "expired" answer; 0 under rules 1 or when restored from a snapshot of
+    /// formats 1 to 5. Encoded after the table (snapshots of format 5 on; format 5's dropped).
     opened: u64,
     /// Derived (not encoded): what `outcomes` count for in the byte bound.
     bytes: usize,
@@ -187,9 +188,9 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// What the table knows of `client`'s `serial`; `retry`: the client sent it before, and that
-    /// attempt may have been proposed.
-    pub(crate) fn lookup(&self, client: ClientId, serial: u64, retry: bool) -> Seen {
+    /// What the table knows of `client`'s `serial`, for an entry of rules version `rules`;
+    /// `retry`: the client sent it before, and that attempt may have been proposed.
+    pub(crate) fn lookup(&self, client: ClientId, serial: u64, retry: bool, rules: u16) -> Seen {
         if serial == 0 {
             return Seen::New;
         }
@@ -203,7 +204,7 @@ impl Sessions {
             Some(s) => match s.get(serial) {
                 Some(o) => Seen::Applied(expand(o)),
                 None if serial <= s.floor => Seen::Stale,
-                None if retry && serial < s.opened => Seen::Expired,
+                None if retry && rules >= 2 && serial < s.opened => Seen::Expired,
                 None => Seen::New,
             },
         }
@@ -248,10 +249,22 @@ impl Sessions {
         }
         let mut session = match self.take(client) {
             Some(session) => session,
-            // A new session (rules 2): serials below this one that it does not hold may have
-            // been applied under an earlier one, since forgotten (a retry of one is answered
-            // "expired"). Rules 1 did not remember it.
-            None => Session { opened: if rules >= 2 { serial } else { 0 }, ..Session::default() },
+            // A new session (rules 2). A client's first serials (`acked_below` 1, nothing heard
+            // yet) open it at this serial: one below it that it does not hold may have been
+            // applied under an earlier session, since forgotten, so a retry of one is answered
+            // "expired". A client that has had replies, or does not tell, or whose retry was
+            // just answered "expired", may have had any of its writes in flight applied under
+            // a forgotten session: every retry it holds no record of is "expired". Rules 1 did
+            // not remember where a session opened.
+            None => {
+                let expired = matches!(outcome, Err(crate::ApplyError::SessionExpired { .. }));
+                let opened = match rules {
+                    0 | 1 => 0,
+                    _ if acked_below == 1 && !expired => serial,
+                    _ => u64::MAX,
+                };
+                Session { opened, ..Session::default() }
+            }
         };
         session.last_seen_ms = now_ms;
         session.insert(serial, compact(outcome));
@@ -668,7 +681,7 @@ mod tests {
         for (client, serial, outcome) in [(1, 1, &batch), (2, 1, &refused), (1, 2, &refused)] {
             let stored = sessions.by_client[&ClientId(client)].get(serial).expect("kept");
             assert_eq!(stored[..], crate::codec::encode(outcome)[1..], "its encoding, nothing else");
-            match sessions.lookup(ClientId(client), serial, true) {
+            match sessions.lookup(ClientId(client), serial, true, crate::rules::RULES_VERSION) {
                 Seen::Applied(first) => assert_eq!(&first, outcome),
                 other => panic!("client {client} serial {serial}: {other:?}"),
             }
@@ -713,10 +726,16 @@ mod tests {
         sessions.record_within((ClientId(1), 2, 1), &big(1_000), 2_000, crate::rules::RULES_VERSION, bound);
         assert_eq!(sessions.check_invariants(), Ok(()));
         assert!(sessions.outcome_bytes() <= bound, "{} > {bound}", sessions.outcome_bytes());
-        assert!(matches!(sessions.lookup(ClientId(2), 1, true), Seen::Stale), "forgotten, and known to be");
-        assert!(matches!(sessions.lookup(ClientId(2), 2, true), Seen::New), "its next request is applied");
-        assert!(matches!(sessions.lookup(ClientId(1), 1, true), Seen::Applied(_)));
-        assert!(matches!(sessions.lookup(ClientId(3), 1, true), Seen::Applied(_)));
+        assert!(
+            matches!(sessions.lookup(ClientId(2), 1, true, crate::rules::RULES_VERSION), Seen::Stale),
+            "forgotten, and known to be"
+        );
+        assert!(
+            matches!(sessions.lookup(ClientId(2), 2, true, crate::rules::RULES_VERSION), Seen::New),
+            "its next request is applied"
+        );
+        assert!(matches!(sessions.lookup(ClientId(1), 1, true, crate::rules::RULES_VERSION), Seen::Applied(_)));
+        assert!(matches!(sessions.lookup(ClientId(3), 1, true, crate::rules::RULES_VERSION), Seen::Applied(_)));
         assert_eq!(sessions.len(), 3, "every session stays");
         // A snapshot carries the result and the decoder derives the same counts.
         let decoded = round_trip(&sessions);
@@ -750,8 +769,14 @@ mod tests {
         sessions.record_within((ClientId(11), 1, 1), &small, 11, crate::rules::RULES_VERSION, bound);
         assert!(sessions.outcome_bytes() <= bound, "{} > {bound}", sessions.outcome_bytes());
         assert_eq!(sessions.check_invariants(), Ok(()));
-        assert!(matches!(sessions.lookup(ClientId(1), 1, true), Seen::Stale), "the least recently seen went first");
-        assert!(matches!(sessions.lookup(ClientId(10), 1, true), Seen::Applied(_)), "the most recently seen stayed");
+        assert!(
+            matches!(sessions.lookup(ClientId(1), 1, true, crate::rules::RULES_VERSION), Seen::Stale),
+            "the least recently seen went first"
+        );
+        assert!(
+            matches!(sessions.lookup(ClientId(10), 1, true, crate::rules::RULES_VERSION), Seen::Applied(_)),
+            "the most recently seen stayed"
+        );
         assert_eq!(sessions.len(), 11);
     }
 
@@ -761,28 +786,40 @@ mod tests {
     #[test]
     fn a_retry_from_an_unknown_client_is_expired_and_a_first_attempt_new() {
         let mut sessions = Sessions::default();
-        assert!(matches!(sessions.lookup(ClientId(5), 3, true), Seen::Expired));
-        assert!(matches!(sessions.lookup(ClientId(5), 3, false), Seen::New));
-        assert!(matches!(sessions.lookup(ClientId(5), 0, true), Seen::New), "serial 0 opts out");
+        assert!(matches!(sessions.lookup(ClientId(5), 3, true, crate::rules::RULES_VERSION), Seen::Expired));
+        assert!(matches!(sessions.lookup(ClientId(5), 3, false, crate::rules::RULES_VERSION), Seen::New));
+        assert!(
+            matches!(sessions.lookup(ClientId(5), 0, true, crate::rules::RULES_VERSION), Seen::New),
+            "serial 0 opts out"
+        );
         let ok: Outcome = Ok(Success { revision: Revision(3), changes: Vec::new() });
-        sessions.record((ClientId(5), 3, 3), &ok, 1_000, crate::rules::RULES_VERSION);
-        assert!(matches!(sessions.lookup(ClientId(5), 3, true), Seen::Applied(_)));
-        assert!(matches!(sessions.lookup(ClientId(5), 4, true), Seen::New), "a known client's retry of a new serial");
+        // A client's first serials (nothing heard yet) open its session where they start.
+        sessions.record((ClientId(5), 3, 1), &ok, 1_000, crate::rules::RULES_VERSION);
+        assert!(matches!(sessions.lookup(ClientId(5), 3, true, crate::rules::RULES_VERSION), Seen::Applied(_)));
+        assert!(
+            matches!(sessions.lookup(ClientId(5), 4, true, crate::rules::RULES_VERSION), Seen::New),
+            "a known client's retry of a new serial"
+        );
         sessions.expire(1_000 + SESSION_IDLE_MS_MAX + 1);
-        assert!(matches!(sessions.lookup(ClientId(5), 3, true), Seen::Expired), "forgotten");
-        // Serial 4 (a first attempt, while 3's reply is still awaited) opens a new session: a
-        // retry of 3, which the forgotten session may have applied, is still unknown, a first
-        // attempt of 3 (never applied) is new, and so is anything from 4 on.
+        assert!(
+            matches!(sessions.lookup(ClientId(5), 3, true, crate::rules::RULES_VERSION), Seen::Expired),
+            "forgotten"
+        );
+        // Serial 4 (a first attempt, while 3's reply is still awaited) opens a new session. The
+        // client has had replies: any of its writes in flight may have been applied under the
+        // forgotten session, so every retry the new one holds no record of is unknown; first
+        // attempts are new.
         sessions.record((ClientId(5), 4, 3), &ok, 1_000 + SESSION_IDLE_MS_MAX + 2, crate::rules::RULES_VERSION);
-        assert!(matches!(sessions.lookup(ClientId(5), 3, true), Seen::Expired));
-        assert!(matches!(sessions.lookup(ClientId(5), 3, false), Seen::New));
-        assert!(matches!(sessions.lookup(ClientId(5), 5, true), Seen::New));
-        // The same for a client still awaiting its first reply (serial 1 applied, reply lost,
-        // session forgotten, serial 2 opens a new one): a retry of 1 is never applied again.
+        assert!(matches!(sessions.lookup(ClientId(5), 3, true, crate::rules::RULES_VERSION), Seen::Expired));
+        assert!(matches!(sessions.lookup(ClientId(5), 5, true, crate::rules::RULES_VERSION), Seen::Expired));
+        assert!(matches!(sessions.lookup(ClientId(5), 3, false, crate::rules::RULES_VERSION), Seen::New));
+        assert!(matches!(sessions.lookup(ClientId(5), 3, true, 1), Seen::New), "rules 1 has no such check");
+        // A client still awaiting its first reply (serial 1 applied, reply lost, session
+        // forgotten, serial 2 opens a new one at 2): a retry of 1 is never applied again.
         sessions.record((ClientId(6), 1, 1), &ok, 1_000 + SESSION_IDLE_MS_MAX + 3, crate::rules::RULES_VERSION);
         sessions.expire(1_000 + 2 * SESSION_IDLE_MS_MAX + 10);
         sessions.record((ClientId(6), 2, 1), &ok, 1_000 + 2 * SESSION_IDLE_MS_MAX + 10, crate::rules::RULES_VERSION);
-        assert!(matches!(sessions.lookup(ClientId(6), 1, true), Seen::Expired));
+        assert!(matches!(sessions.lookup(ClientId(6), 1, true, crate::rules::RULES_VERSION), Seen::Expired));
         // A snapshot carries where sessions opened (client 5 has idled out since).
         let table: Sessions = crate::codec::decode(&crate::codec::encode(&sessions), 1 << 20).expect("decodes");
         assert!(table != sessions, "the table alone does not hold the openings");
@@ -805,8 +842,14 @@ mod tests {
         }
         assert_eq!(sessions.len(), SESSIONS_MAX);
         assert_eq!(sessions.check_invariants(), Ok(()));
-        assert!(matches!(sessions.lookup(ClientId(1), 1, true), Seen::Applied(_)), "the one just recorded stays");
-        assert!(matches!(sessions.lookup(ClientId(2), 1, true), Seen::Expired), "the oldest went");
+        assert!(
+            matches!(sessions.lookup(ClientId(1), 1, true, crate::rules::RULES_VERSION), Seen::Applied(_)),
+            "the one just recorded stays"
+        );
+        assert!(
+            matches!(sessions.lookup(ClientId(2), 1, true, crate::rules::RULES_VERSION), Seen::Expired),
+            "the oldest went"
+        );
         assert_eq!(sessions.outcome_bytes(), SESSIONS_MAX * cost(&compact(&ok)), "and its outcome with it");
     }
 
@@ -822,9 +865,15 @@ mod tests {
         }
         assert!(sessions.outcome_bytes() <= bound, "{} > {bound}", sessions.outcome_bytes());
         assert_eq!(sessions.check_invariants(), Ok(()));
-        assert!(matches!(sessions.lookup(ClientId(1), 4, true), Seen::Applied(_)), "the latest stays");
+        assert!(
+            matches!(sessions.lookup(ClientId(1), 4, true, crate::rules::RULES_VERSION), Seen::Applied(_)),
+            "the latest stays"
+        );
         for serial in 1..=3 {
-            assert!(matches!(sessions.lookup(ClientId(1), serial, true), Seen::Stale), "serial {serial}");
+            assert!(
+                matches!(sessions.lookup(ClientId(1), serial, true, crate::rules::RULES_VERSION), Seen::Stale),
+                "serial {serial}"
+            );
         }
         // Rules 1 (format 4 entries) never touched the client just recorded, and counted the
         // encodings alone.

@@ -19,6 +19,8 @@ const MAGIC: &[u8; 8] = b"ORCHSNAP";
 const HEADER_BYTES: usize = 8 + 1 + 8 + 32;
 /// The first format whose snapshots carry the sessions' openings after the table.
 const OPENINGS_SINCE: u8 = 5;
+/// The first format whose snapshots' openings are kept (format 5's are read and dropped).
+const OPENINGS_HONOURED_SINCE: u8 = 6;
 /// The largest snapshot accepted.
 pub const SNAPSHOT_BYTES_MAX: usize = 8 * 1024 * 1024 * 1024;
 
@@ -178,7 +180,11 @@ impl State {
         if bytes[8] >= OPENINGS_SINCE {
             let (openings, more): (crate::sessions::Openings, usize) = decode_from_slice_bounded(&payload[used..])
                 .map_err(|e| SnapshotError::Malformed(format!("session openings: {e}")))?;
-            body.sessions.set_openings(openings).map_err(|e| SnapshotError::Inconsistent(e.to_owned()))?;
+            // Format 5's build recorded openings for rules 1 entries, which rules 1 does not:
+            // a replica replaying those entries has none, so a restored one must not either.
+            if bytes[8] >= OPENINGS_HONOURED_SINCE {
+                body.sessions.set_openings(openings).map_err(|e| SnapshotError::Inconsistent(e.to_owned()))?;
+            }
             used += more;
         }
         if used != payload.len() {

@@ -219,7 +219,7 @@ impl State {
             } else {
                 let (client, serial, acked_below) = (request.client, request.serial, request.acked_below);
                 let expired = || Err(ApplyError::SessionExpired { client, serial });
-                match self.sessions.lookup(client, serial, request.retry) {
+                match self.sessions.lookup(client, serial, request.retry, rules) {
                     Seen::Applied(first) => first,
                     Seen::Stale => Err(ApplyError::StaleRequest { client, serial }),
                     // Rules 1: refused unapplied and unrecorded, as a stale request is.

@@ -113,13 +113,15 @@ fn request() -> impl Strategy<Value = Request> {
 /// A log: entries with timestamps that mostly move forward (sometimes back: the state's clock
 /// must not follow).
 fn log() -> impl Strategy<Value = Vec<Entry>> {
-    prop::collection::vec((-500..3000i64, prop::collection::vec(request(), 0..5)), 1..40).prop_map(|entries| {
+    // Entries of every rules version this build applies, mixed.
+    let rules = orch_core::rules::RULES_VERSION_MIN..=orch_core::rules::RULES_VERSION;
+    prop::collection::vec((-500..3000i64, rules, prop::collection::vec(request(), 0..5)), 1..40).prop_map(|entries| {
         let mut now = 1_800_000_000_000;
         entries
             .into_iter()
-            .map(|(step, requests)| {
+            .map(|(step, rules, requests)| {
                 now += step;
-                Entry::new(now, requests)
+                Entry { rules, ..Entry::new(now, requests) }
             })
             .collect()
     })
@@ -148,6 +150,7 @@ proptest! {
             let before = objects(&state);
             let requests: Vec<(ClientId, u64, u64, bool)> =
                 entry.requests.iter().map(|r| (r.client, r.serial, r.acked_below, r.retry)).collect();
+            let rules = entry.rules;
             let out = state.apply(index, entry);
             prop_assert_eq!(out.outcomes.len(), requests.len());
             if let Err(e) = state.check_invariants() {
@@ -187,29 +190,40 @@ proptest! {
             // The session model: a recorded (client, serial) answers its first outcome until the
             // client says it has the reply (a recorded request with `acked_below` above it), and
             // StaleRequest after; a request the session rule refuses is not recorded; a retry
-            // from a client with no session, or of a serial below the one that opened the
-            // client's session and not held by it, is SessionExpired, recorded (rules 2). (Serials
-            // stay below 8 and two clients: no count bound or expiry comes into play.)
+            // from a client with no session, or (rules 2) of a serial below the one that opened
+            // the client's session and not held by it, is SessionExpired, recorded under rules 2
+            // only. Entries mix rules 1 and 2. (Serials stay below 8 and two clients: no count
+            // bound or expiry comes into play.)
             for ((client, serial, acked_below, retry), outcome) in requests.into_iter().zip(out.outcomes) {
                 if serial == 0 {
                     continue;
                 }
                 let floor = floors.get(&client).copied().unwrap_or(0);
                 let opened_at = opened.get(&client).copied().unwrap_or(0);
+                let unrecorded_retry = retry && (!known.contains(&client) || (rules >= 2 && serial < opened_at));
                 if serial <= floor {
                     prop_assert_eq!(outcome, Err(ApplyError::StaleRequest { client, serial }));
                 } else if let Some(first) = first_outcome.get(&(client, serial)) {
                     prop_assert_eq!(first, &outcome);
+                } else if unrecorded_retry && rules < 2 {
+                    // Rules 1: expired, and not recorded.
+                    prop_assert_eq!(outcome, Err(ApplyError::SessionExpired { client, serial }));
                 } else if orch_core::sessions::Sessions::refuse(serial, acked_below).is_some() {
                     prop_assert!(matches!(outcome, Err(ApplyError::BadRequest { .. })), "{:?}", outcome);
                 } else {
-                    // A retry the table has no record of: expired, and recorded as such.
-                    if retry && (!known.contains(&client) || serial < opened_at) {
+                    // Rules 2: a retry the table has no record of is expired, and recorded.
+                    if unrecorded_retry {
                         prop_assert_eq!(&outcome, &Err(ApplyError::SessionExpired { client, serial }));
                     }
-                    // A new session remembers the serial that opened it.
+                    // A new session (rules 2) remembers where it opened: at this serial for a
+                    // client's first serials, nowhere (every unrecorded retry expired) otherwise.
                     if known.insert(client) {
-                        opened.insert(client, serial);
+                        let at = match rules {
+                            1 => 0,
+                            _ if acked_below == 1 && !unrecorded_retry => serial,
+                            _ => u64::MAX,
+                        };
+                        opened.insert(client, at);
                     }
                     first_outcome.insert((client, serial), outcome);
                     floors.insert(client, floor.max(acked_below.saturating_sub(1)));

@@ -759,10 +759,7 @@ fn apply_refuses_an_entry_of_rules_it_does_not_apply() {
 #[test]
 fn a_retry_from_an_expired_session_is_not_applied_again() {
     let mut state = State::new();
-    let ns = |name: &str| {
-        let yaml = format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}}}\n");
-        Command::Create(orch_core::parse_manifests(&yaml).expect("valid")[0].clone())
-    };
+    let ns = |name: &str| Command::Create(namespace(name));
     let request = |serial, retry, command| Request { client: ClientId(7), serial, acked_below: serial, retry, command };
     let t0 = 1_800_000_000_000;
     let out = state.apply(1, Entry::new(t0, vec![request(1, false, ns("a"))]));
@@ -811,10 +808,7 @@ fn a_retry_from_an_expired_session_is_not_applied_again() {
 /// remember the serial that opened it.
 #[test]
 fn entries_of_rules_1_are_applied_under_rules_1() {
-    let ns = |name: &str| {
-        let yaml = format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}}}\n");
-        Command::Create(orch_core::parse_manifests(&yaml).expect("valid")[0].clone())
-    };
+    let ns = |name: &str| Command::Create(namespace(name));
     let request = |serial, retry, command| Request { client: ClientId(7), serial, acked_below: 1, retry, command };
     let run = |rules: u16| {
         let mut state = State::new();
@@ -831,4 +825,36 @@ fn entries_of_rules_1_are_applied_under_rules_1() {
     assert!(below[0].is_ok(), "rules 1: no opening serial, so a retry below it is applied");
     let (expired, late, below) = run(2);
     assert_eq!((expired, late, below), (vec![unknown(2)], vec![unknown(2)], vec![unknown(1)]));
+}
+
+/// After a client's session is lost, every retry of its writes in flight is answered "unknown",
+/// whichever reaches the log first: the first one's recorded answer opens a session that holds
+/// no record of the others.
+#[test]
+fn after_a_session_is_lost_every_retry_in_flight_is_unknown() {
+    let ns = |name: &str| Command::Create(namespace(name));
+    let request = |serial, retry, command| Request { client: ClientId(7), serial, acked_below: 5, retry, command };
+    let key = |name: &str| ObjectKey::new(Kind::Namespace, "", name);
+    let t0 = 1_800_000_000_000;
+    let mut state = State::new();
+    let first = state.apply(1, Entry::new(t0, vec![request(5, false, ns("a")), request(6, false, ns("b"))]));
+    assert!(first.outcomes.iter().all(Result::is_ok), "{:?}", first.outcomes);
+    // The replies are lost; the session idles out; someone deletes both.
+    let later = t0 + orch_core::sessions::SESSION_IDLE_MS_MAX + 10;
+    let delete = |serial, name: &str| Request {
+        client: ClientId(9),
+        serial,
+        acked_below: serial,
+        retry: false,
+        command: Command::Delete {
+            key: key(name),
+            grace_period_seconds: Some(0),
+            preconditions: Preconditions::default(),
+        },
+    };
+    state.apply(2, Entry::new(later, vec![delete(1, "a"), delete(2, "b")]));
+    let unknown = |serial| Err(ApplyError::SessionExpired { client: ClientId(7), serial });
+    let retried = state.apply(3, Entry::new(later + 1, vec![request(5, true, ns("a")), request(6, true, ns("b"))]));
+    assert_eq!(retried.outcomes, [unknown(5), unknown(6)]);
+    assert!(state.get(&key("a")).is_none() && state.get(&key("b")).is_none(), "neither applied twice");
 }
