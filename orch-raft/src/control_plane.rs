@@ -26,6 +26,7 @@ use orch_core::sessions::SharedSerials;
 use orch_core::{ClientId, Command, Outcome, Request, State, WatchEvent, WatchFilter};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use crate::clock::{Clock, SystemClock};
 use crate::feed::{Expired, HistoryLimits};
 use crate::gate::RecoveryGate;
 use crate::grpc::{GrpcNetwork, RaftService, SNAPSHOT_CHUNK_BYTES_DEFAULT};
@@ -215,6 +216,7 @@ pub struct Builder {
     history: HistoryLimits,
     seed: Option<u64>,
     disk: Option<crate::crash::CrashDisk>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Builder {
@@ -298,9 +300,17 @@ impl Builder {
         self
     }
 
-    /// The seed of the node's random numbers (default: from the operating system).
+    /// The seed of the node's random numbers (default: from the operating system): openraft's
+    /// and the node's own client id.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
+        self
+    }
+
+    /// The clock entries are stamped with (default: the system clock); a simulation gives
+    /// each node its own.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -439,8 +449,10 @@ impl Builder {
         }
 
         let (proposals, rx) = mpsc::channel(PROPOSALS_PENDING_MAX);
-        let batcher = tokio::spawn(batch(self.id, raft.clone(), rx));
-        let client = ClientId((u128::from(self.id) << 64) | u128::from(entropy_seed()));
+        let batcher = tokio::spawn(batch(self.id, raft.clone(), rx, Arc::clone(&self.clock)));
+        // Seeded, the node's own client id follows from the seed, so a run replays exactly.
+        let client_low = self.seed.map_or_else(entropy_seed, |s| crate::local::mix(s ^ CLIENT_ID_SALT));
+        let client = ClientId((u128::from(self.id) << 64) | u128::from(client_low));
         Ok(ControlPlane {
             inner: Arc::new(Inner {
                 id: self.id,
@@ -473,7 +485,7 @@ struct Proposal {
 
 /// Packs waiting proposals into entries; at most [`ENTRIES_IN_FLIGHT_MAX`] entries in flight,
 /// so that under load proposals gather while earlier entries commit.
-async fn batch(id: u64, raft: RaftNode, mut rx: mpsc::Receiver<Proposal>) {
+async fn batch(id: u64, raft: RaftNode, mut rx: mpsc::Receiver<Proposal>, clock: Arc<dyn Clock>) {
     let in_flight = Arc::new(Semaphore::new(ENTRIES_IN_FLIGHT_MAX));
     let mut carry: Option<Proposal> = None;
     loop {
@@ -497,9 +509,9 @@ async fn batch(id: u64, raft: RaftNode, mut rx: mpsc::Receiver<Proposal>) {
             bytes += next.bytes;
             group.push(next);
         }
-        let raft = raft.clone();
+        let (raft, clock) = (raft.clone(), Arc::clone(&clock));
         tokio::spawn(async move {
-            let timestamp_ms = now_ms();
+            let timestamp_ms = clock.now_ms();
             let entry = join(timestamp_ms, &mut group);
             // Each proposal passed the encoder's checks alone; together they may still claim
             // more decoding memory than the entry's length allows. Then each goes alone.
@@ -609,10 +621,8 @@ async fn log_closed(closed: &ClosedProbe) -> bool {
     true
 }
 
-fn now_ms() -> i64 {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
-}
+/// Mixed into the seed for the node's own client id, so that it differs from openraft's draws.
+const CLIENT_ID_SALT: u64 = 0x6f72_6368_636c_6964;
 
 /// How fresh a read must be.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -721,6 +731,7 @@ impl ControlPlane {
             history: HistoryLimits::default(),
             seed: None,
             disk: None,
+            clock: Arc::new(SystemClock),
         }
     }
 

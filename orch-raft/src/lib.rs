@@ -60,6 +60,7 @@
 //! **Boundary:** openraft's types stay inside this crate's modules, so that a bump of the
 //! openraft alpha stays local.
 
+pub mod clock;
 pub mod codec;
 pub mod control_plane;
 pub mod crash;

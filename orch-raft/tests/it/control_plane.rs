@@ -693,3 +693,40 @@ async fn restore_prepares_a_fresh_directory_only() {
     let again = orch_raft::control_plane::restore(dir.path(), &snapshot, members()).await;
     assert!(matches!(&again, Err(Error::Invalid(m)) if m.contains("holds data already")), "{again:?}");
 }
+
+/// The seams a simulation drives: entries are stamped by the node's `Clock` (here one that
+/// stands still at a chosen time), and a seeded node's own client id follows from its seed, so
+/// the same seed gives the same deduplication table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stamps_entries_with_its_clock_and_derives_its_client_id_from_its_seed() {
+    #[derive(Debug)]
+    struct Fixed(i64);
+    impl orch_raft::clock::Clock for Fixed {
+        fn now_ms(&self) -> i64 {
+            self.0
+        }
+    }
+    const AT_MS: i64 = 1_900_000_000_000;
+    let run = |seed: u64| async move {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let node = ControlPlane::builder(1, dir.path())
+            .single_node()
+            .seed(seed)
+            .clock(std::sync::Arc::new(Fixed(AT_MS)))
+            .start()
+            .await
+            .expect("starts");
+        eventually("a leader", || (node.metrics().leader == Some(1)).then_some(())).await;
+        assert!(node.propose(vec![pod("stamped")]).await.expect("proposed")[0].is_ok());
+        let state = node.state(Consistency::Linearizable).await.expect("state");
+        node.shutdown().await.expect("stops");
+        let created = state.get(&ObjectKey::new(Kind::Pod, "default", "stamped")).expect("stored");
+        assert_eq!(created.meta().creation_timestamp.map(|t| t.as_millis()), Some(AT_MS));
+        assert_eq!(state.clock().as_millis(), AT_MS, "the state's clock is the stamps'");
+        state.sessions().outcomes().map(|(client, _, _)| client).collect::<Vec<_>>()
+    };
+    let (a, b, c) = (run(7).await, run(7).await, run(8).await);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a, b, "the same seed, the same client id");
+    assert_ne!(a, c, "another seed, another");
+}
