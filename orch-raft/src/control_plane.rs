@@ -301,7 +301,9 @@ impl Builder {
     }
 
     /// The seed of the node's random numbers (default: from the operating system): openraft's
-    /// and the node's own client id.
+    /// and the node's own client id. Give each start of a node its own seed: a restart with the
+    /// same one reuses the client id, whose serials start again at 1 and would be answered the
+    /// outcomes the table kept for the earlier start's.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
         self
