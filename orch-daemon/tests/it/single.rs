@@ -21,6 +21,14 @@ fn ready(d: &Daemon) {
 }
 
 /// One node on network `net`, started and ready (from an async test); with its API address.
+/// A single-node orchd in `root` on network `net`, started and ready (for tests off the runtime).
+fn started(root: &std::path::Path, net: u8) -> Daemon {
+    let mut d = Daemon::new(root, net, 1, &[]);
+    d.start();
+    ready(&d);
+    d
+}
+
 async fn start_ready(root: &std::path::Path, net: u8) -> (Daemon, String) {
     let mut d = Daemon::new(root, net, 1, &[]);
     d.start();
@@ -183,9 +191,7 @@ fn orchctl_applies_gets_scales_and_deletes_on_one_node() {
 #[test]
 fn orchctl_creates_all_or_nothing_deletes_every_target_and_fails_as_kubectl_does() {
     let root = tempfile::tempdir().expect("temp dir");
-    let mut d = Daemon::new(root.path(), NET + 4, 1, &[]);
-    d.start();
-    ready(&d);
+    let mut d = started(root.path(), NET + 4);
     let server = d.api();
     let fails = |args: &[&str], stdin: Option<&str>| {
         let out = orchctl(&server, args, stdin);
@@ -494,9 +500,7 @@ async fn malformed_create(server: &str) {
 #[test]
 fn a_saved_snapshot_starts_a_new_three_node_cluster() {
     let root = tempfile::tempdir().expect("temp dir");
-    let mut source = Daemon::new(root.path(), NET + 2, 1, &[]);
-    source.start();
-    ready(&source);
+    let mut source = started(root.path(), NET + 2);
     ok(&source.api(), &["apply", "-f", &examples()]);
     let before = ok(&source.api(), &["get", "deploy", "web", "-n", "shop", "-o", "json"]);
     let file = root.path().join("backup.snap");
