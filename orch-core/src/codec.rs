@@ -24,9 +24,11 @@ use bincode::{Decode, Encode};
 ///   attempts, and snapshots did not change.
 /// - 5: a snapshot carries, after the deduplication table, the serial that opened each session
 ///   (so that a retry of a serial below it is answered "session expired"); a format 4 snapshot
-///   ends with the table. Entries did not change: a format 4 entry reads as it is.
+///   ends with the table. Entries did not change: a format 4 entry reads as it is. (Its one
+///   build recorded openings for rules 1 entries; this build reads a format 5 snapshot's
+///   openings and drops them, `snapshot::OPENINGS_HONOURED_SINCE`.)
 /// - 6: rules version 2 ([`crate::rules::RULES_VERSION`]); no layout changed: format 4 and 5
-///   entries and format 5 snapshots read as they are. A later format that keeps the entry
+///   entries read as they are, format 5 snapshots without their openings. A later format that keeps the entry
 ///   layout (a new rules version) extends that arm of [`decode_entry`] the same way.
 pub const FORMAT_VERSION: u8 = 6;
 

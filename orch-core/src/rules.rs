@@ -13,7 +13,10 @@
 //! A build applies every version from [`RULES_VERSION_MIN`] to [`RULES_VERSION`]. An entry of
 //! any other is refused when decoded ([`crate::codec::CodecError::Rules`]) and when encoded, and
 //! `apply` panics on one rather than apply it under other rules: a node that cannot apply an
-//! entry as written stops, as it does for an unknown format version, and never diverges.
+//! entry as written stops, as it does for an unknown format version, and never diverges. That
+//! holds between builds that agree on what each version means: the one format 5 build
+//! (38a0165, never released) applied version 1 entries with a check version 1 does not have,
+//! so it must not run beside later builds (a cluster is upgraded by stopping it anyway).
 //!
 //! To change a rule: bump [`RULES_VERSION`], keep the old behaviour where the rule is applied
 //! behind a test of the entry's version, and bump [`crate::codec::FORMAT_VERSION`] with it (the

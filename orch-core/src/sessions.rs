@@ -544,7 +544,7 @@ impl Encode for Sessions {
 }
 
 /// The serials that opened the sessions ([`Session::opened`], where not 0), by client: what
-/// format 5's snapshots carry after the table.
+/// snapshots carry after the table from format 5 on (format 5's are dropped on read).
 #[derive(Debug, Default, PartialEq, Eq, Encode, Decode)]
 pub(crate) struct Openings(Vec<(ClientId, u64)>);
 
