@@ -30,6 +30,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::feed::{Expired, HistoryLimits};
 use crate::gate::RecoveryGate;
 use crate::grpc::{GrpcNetwork, RaftService, SNAPSHOT_CHUNK_BYTES_DEFAULT};
+use crate::local::LocalRouter;
 use crate::rocks::{ClosedProbe, RocksLogStore, SyncStats};
 use crate::{Member, RaftNode, StateMachineStore, TypeConfig, entropy_seed, start_raft};
 use orch_core::codec::ENTRY_BYTES_MAX;
@@ -216,7 +217,18 @@ pub struct Builder {
     history: HistoryLimits,
     seed: Option<u64>,
     disk: Option<crate::crash::CrashDisk>,
+    local: Option<LocalRouter>,
+    apply_hook: Option<Hook>,
     clock: Arc<dyn Clock>,
+}
+
+/// An apply hook in the builder's settings.
+struct Hook(crate::ApplyHook);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApplyHook")
+    }
 }
 
 impl Builder {
@@ -316,12 +328,28 @@ impl Builder {
         self
     }
 
-    /// Keep the Raft log on a simulated disk that loses what it did not sync, instead of
-    /// RocksDB in the data directory (crash tests and the simulator; the state machine's
-    /// snapshots stay in the data directory). Start a restarted node on the same disk after
-    /// [`crate::crash::CrashDisk::crash`].
+    /// Keep the Raft log and the state machine's latest snapshot on a simulated disk that
+    /// loses what it did not sync, instead of RocksDB and a file in the data directory (crash
+    /// tests and the simulator; the data directory is not used). Start a restarted node on the
+    /// same disk after [`crate::crash::CrashDisk::crash`].
     pub fn crash_disk(mut self, disk: crate::crash::CrashDisk) -> Self {
         self.disk = Some(disk);
+        self
+    }
+
+    /// Calls `hook` with every entry the node applies (the simulator's record of what each
+    /// replica applied); see [`crate::ApplyHook`].
+    pub fn apply_hook(mut self, hook: crate::ApplyHook) -> Self {
+        self.apply_hook = Some(Hook(hook));
+        self
+    }
+
+    /// Reach the other nodes through an in-process router instead of gRPC over TCP (the
+    /// simulator, tests of many nodes in one process): no socket is bound and no server
+    /// runs. The node registers itself on the router when it starts (its address, unless
+    /// [`Builder::advertise`] names one, is `local-<id>`) and unregisters when it shuts down.
+    pub fn local(mut self, router: LocalRouter) -> Self {
+        self.local = Some(router);
         self
     }
 
@@ -361,6 +389,12 @@ impl Builder {
             max_in_snapshot_log_to_keep: self.snapshot.keep_entries,
             // A node cut off from the others does not disrupt the leader when it returns.
             enable_pre_vote: Some(true),
+            // A restarted leader holds an election like any node, never resumes its old term:
+            // its log syncs in groups, so a power cut can take back entries of its own term
+            // that followers already hold (and applied); resumed, it would issue other entries
+            // under the same log ids, and the replicas would diverge (found by orch-sim, seeds
+            // 68 and 78; openraft restores leadership by default).
+            enable_leader_restore: Some(false),
             ..openraft::Config::default()
         };
         config.validate().map_err(|e| Error::Invalid(format!("raft timing: {e}")))
@@ -403,49 +437,52 @@ impl Builder {
     pub async fn start(mut self) -> Result<ControlPlane, Error> {
         self.validate()?;
         let raft_config = Arc::new(self.raft_config()?);
-        let sm = StateMachineStore::open_with(&self.data_dir.join("state"), self.history)?;
-        let listener = match self.listener.take() {
-            Some(listener) => {
-                listener.set_nonblocking(true)?;
-                tokio::net::TcpListener::from_std(listener)?
-            }
-            None => tokio::net::TcpListener::bind(self.listen).await?,
+        let sm = match &self.disk {
+            Some(disk) => StateMachineStore::on_crash_disk(disk, self.history)?,
+            None => StateMachineStore::open_with(&self.data_dir.join("state"), self.history)?,
         };
-        let local = listener.local_addr()?;
-        let address = self.advertise.clone().unwrap_or_else(|| local.to_string());
-        let network = GrpcNetwork::new(self.id, self.snapshot.chunk_bytes);
+        if let Some(Hook(hook)) = self.apply_hook.take() {
+            sm.set_apply_hook(hook);
+        }
         let seed = self.seed.unwrap_or_else(entropy_seed);
-        let (raft, gate, closed, sync_stats) = match self.disk.take() {
-            None => {
-                let mut log = RocksLogStore::open(&self.data_dir.join("log"))?;
-                let gate = RecoveryGate::read(&mut log).await?;
-                let (closed, sync_stats) = (log.closed_probe(), log.stats());
-                let raft = start_raft(self.id, raft_config, network, log, sm.clone(), seed).await;
-                (raft, gate, closed, sync_stats)
+        let (raft, gate, closed, sync_stats, transport) = match self.local.take() {
+            Some(router) => {
+                let address = self.advertise.clone().unwrap_or_else(|| format!("local-{}", self.id));
+                let handle = router.for_node(self.id);
+                let (raft, gate, closed, stats) = self.launch(handle.clone(), &raft_config, &sm, seed).await?;
+                let registration = router.register_handle(&handle, raft.clone());
+                (raft, gate, closed, stats, Transport::Local { router, registration, address })
             }
-            Some(disk) => {
-                let mut log = disk.store();
-                let gate = RecoveryGate::read(&mut log).await?;
-                let raft = start_raft(self.id, raft_config, network, log, sm.clone(), seed).await;
-                (raft, gate, ClosedProbe::closed(), Arc::default())
+            None => {
+                let listener = match self.listener.take() {
+                    Some(listener) => {
+                        listener.set_nonblocking(true)?;
+                        tokio::net::TcpListener::from_std(listener)?
+                    }
+                    None => tokio::net::TcpListener::bind(self.listen).await?,
+                };
+                let local = listener.local_addr()?;
+                let address = self.advertise.clone().unwrap_or_else(|| local.to_string());
+                let network = GrpcNetwork::new(self.id, self.snapshot.chunk_bytes);
+                let (raft, gate, closed, stats) = self.launch(network, &raft_config, &sm, seed).await?;
+                let (stop, stop_rx) = oneshot::channel::<()>();
+                let router =
+                    tonic::transport::Server::builder().add_service(RaftService::server(raft.clone(), sm.clone()));
+                let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                let server = tokio::spawn(async move {
+                    let _ = router.serve_with_incoming_shutdown(incoming, async { drop(stop_rx.await) }).await;
+                });
+                (raft, gate, closed, stats, Transport::Grpc { stop, server, address })
             }
         };
-        let raft = raft.map_err(|e| Error::Raft(e.to_string()))?;
-
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let router = tonic::transport::Server::builder().add_service(RaftService::server(raft.clone(), sm.clone()));
-        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        let server = tokio::spawn(async move {
-            let _ = router.serve_with_incoming_shutdown(incoming, async { drop(stop_rx.await) }).await;
-        });
+        let address = transport.address().to_owned();
 
         if let Err(e) = self.bootstrap(&raft, &address).await {
             // Nothing of a failed start keeps running: Raft and the server stop, and the log is
             // closed before the error returns (dropped handles would stop them too, but later,
             // racing a caller that starts again on the same directory).
             let _ = raft.shutdown().await;
-            let _ = stop_tx.send(());
-            let _ = server.await;
+            transport.stop(self.id).await;
             log_closed(&closed).await;
             return Err(e);
         }
@@ -468,9 +505,73 @@ impl Builder {
                 closed,
                 sync_stats,
                 progress_interval: self.progress_interval,
-                tasks: std::sync::Mutex::new(Some((stop_tx, server, batcher))),
+                tasks: std::sync::Mutex::new(Some((transport, batcher))),
             }),
         })
+    }
+}
+
+impl Builder {
+    /// Opens the log (RocksDB in the data directory, or the crash disk) and starts Raft on it
+    /// with `network`.
+    async fn launch<N>(
+        &mut self,
+        network: N,
+        config: &Arc<openraft::Config>,
+        sm: &StateMachineStore,
+        seed: u64,
+    ) -> Result<(RaftNode, RecoveryGate, ClosedProbe, Arc<SyncStats>), Error>
+    where
+        N: openraft::network::RaftNetworkFactory<TypeConfig>,
+        N::Network: openraft::network::NetSnapshot<TypeConfig, SnapshotData = crate::SnapshotBytes>,
+    {
+        let config = Arc::clone(config);
+        let started = match self.disk.clone() {
+            None => {
+                let mut log = RocksLogStore::open(&self.data_dir.join("log"))?;
+                let gate = RecoveryGate::read(&mut log).await?;
+                let (closed, sync_stats) = (log.closed_probe(), log.stats());
+                let raft = start_raft(self.id, config, network, log, sm.clone(), seed).await;
+                (raft, gate, closed, sync_stats)
+            }
+            Some(disk) => {
+                let mut log = disk.store();
+                let gate = RecoveryGate::read(&mut log).await?;
+                let raft = start_raft(self.id, config, network, log, sm.clone(), seed).await;
+                (raft, gate, ClosedProbe::closed(), Arc::default())
+            }
+        };
+        let (raft, gate, closed, sync_stats) = started;
+        Ok((raft.map_err(|e| Error::Raft(e.to_string()))?, gate, closed, sync_stats))
+    }
+}
+
+/// How a node reaches its peers, and what stops it.
+enum Transport {
+    /// gRPC over TCP: the server task and what stops it.
+    Grpc { stop: oneshot::Sender<()>, server: tokio::task::JoinHandle<()>, address: String },
+    /// An in-process router, and this node's registration on it.
+    Local { router: LocalRouter, registration: u64, address: String },
+}
+
+impl Transport {
+    fn address(&self) -> &str {
+        match self {
+            Self::Grpc { address, .. } | Self::Local { address, .. } => address,
+        }
+    }
+
+    /// Stops serving peers.
+    async fn stop(self, id: u64) {
+        match self {
+            Self::Grpc { stop, server, .. } => {
+                let _ = stop.send(());
+                let _ = server.await;
+            }
+            Self::Local { router, registration, .. } => {
+                router.unregister_if(id, registration);
+            }
+        }
     }
 }
 
@@ -679,7 +780,10 @@ pub struct Metrics {
     pub leader: Option<u64>,
     /// Leader, Follower, Candidate or Learner.
     pub role: String,
-    /// The index of the last committed entry this node knows of.
+    /// The index of the last committed entry this node knows of and holds in its log
+    /// (openraft's local committed index: it never goes back while the node runs; the
+    /// leader's view of the cluster's commit, which openraft forgets at a change of leader,
+    /// would drop to 0 there).
     pub commit_index: u64,
     /// The index of the last entry applied to this node's state.
     pub applied_index: u64,
@@ -704,8 +808,8 @@ struct Inner {
     closed: ClosedProbe,
     sync_stats: Arc<SyncStats>,
     progress_interval: Duration,
-    #[allow(clippy::type_complexity)]
-    tasks: std::sync::Mutex<Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>)>>,
+    /// The transport and the batcher, until shutdown.
+    tasks: std::sync::Mutex<Option<(Transport, tokio::task::JoinHandle<()>)>>,
 }
 
 /// A handle on one control-plane node. Clones share the node.
@@ -733,6 +837,8 @@ impl ControlPlane {
             history: HistoryLimits::default(),
             seed: None,
             disk: None,
+            local: None,
+            apply_hook: None,
             clock: Arc::new(SystemClock),
         }
     }
@@ -845,6 +951,15 @@ impl ControlPlane {
             .collect()
     }
 
+    /// Waits for a leader ([`ControlPlane::await_leader`]), then confirms this node leads
+    /// (ReadIndex).
+    async fn await_leader_then_read_index(
+        &self,
+    ) -> Result<(), RaftError<TypeConfig, LinearizableReadError<TypeConfig>>> {
+        self.await_leader().await;
+        self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex).await.map(drop)
+    }
+
     /// Waits (up to [`LEASE_WAIT`]) while an election is under way and no leader is known, so
     /// that a node that just started answers its first calls rather than "no leader".
     async fn await_leader(&self) {
@@ -872,7 +987,9 @@ impl ControlPlane {
     /// As [`ControlPlane::read`].
     pub async fn state(&self, consistency: Consistency) -> Result<State, Error> {
         match consistency {
-            Consistency::Linearizable => match self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            // A node that just (re)started holds an election first (a restarted leader never
+            // resumes its term): its first reads wait for it, as writes do.
+            Consistency::Linearizable => match self.await_leader_then_read_index().await {
                 Ok(_) => {}
                 Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => return Err(not_leader(&f)),
                 Err(e) => return Err(Error::Raft(e.to_string())),
@@ -905,6 +1022,13 @@ impl ControlPlane {
         }
         let from = (from_revision > 0).then_some(from_revision);
         Ok(crate::watch::stream(self.inner.sm.feed(), from, filter, self.inner.progress_interval)?)
+    }
+
+    /// A copy of the state as this replica applied it, whether or not it serves reads yet
+    /// (after a restart it may not: [`Error::CatchingUp`]). For tests and the simulator's
+    /// checkers; clients read with [`ControlPlane::state`].
+    pub fn applied_state(&self) -> State {
+        self.inner.sm.state()
     }
 
     /// The oldest revision a watch may start from on this node, and the events and bytes its
@@ -1053,10 +1177,19 @@ impl ControlPlane {
     /// # Errors
     /// The fatal error, as text.
     pub fn health(&self) -> Result<(), String> {
-        match &self.inner.raft.metrics().borrow_watched().running_state {
-            Ok(()) => Ok(()),
-            Err(fatal) => Err(format!("raft stopped: {fatal}")),
+        use futures_util::FutureExt;
+        if let Err(fatal) = &self.inner.raft.metrics().borrow_watched().running_state {
+            return Err(format!("raft stopped: {fatal}"));
         }
+        // A core task that panicked never reports it in its metrics: its metrics channel closes.
+        // (The first poll may only consume a change this copy of the receiver had not seen.)
+        let mut metrics = self.inner.raft.metrics();
+        for _ in 0..2 {
+            if let Some(Err(_)) = metrics.changed().now_or_never() {
+                return Err("raft stopped: its core task ended".to_owned());
+            }
+        }
+        Ok(())
     }
 
     /// Term, leader, role, and how far the log, the commit and the state have come.
@@ -1068,7 +1201,7 @@ impl ControlPlane {
             term: m.current_term,
             leader: m.current_leader,
             role: format!("{:?}", m.state),
-            commit_index: m.cluster_committed.map_or(0, |id| id.index),
+            commit_index: m.local_committed.map_or(0, |id| id.index),
             applied_index: m.last_applied.map_or(0, |id| id.index),
             last_log_index: m.last_log_index.unwrap_or(0),
             snapshot_index: m.snapshot.map_or(0, |id| id.index),
@@ -1100,11 +1233,10 @@ impl ControlPlane {
     /// When Raft's task ended in a panic, or the database stayed open.
     pub async fn shutdown(&self) -> Result<(), Error> {
         let tasks = crate::lock(&self.inner.tasks).take();
-        let Some((stop, server, batcher)) = tasks else { return Ok(()) };
+        let Some((transport, batcher)) = tasks else { return Ok(()) };
         batcher.abort();
         let result = self.inner.raft.shutdown().await.map_err(|e| Error::Raft(e.to_string()));
-        let _ = stop.send(());
-        let _ = server.await;
+        transport.stop(self.inner.id).await;
         let _ = batcher.await;
         result?;
         if log_closed(&self.inner.closed).await {
@@ -1112,5 +1244,19 @@ impl ControlPlane {
         } else {
             Err(Error::Raft("the log database is still open after shutdown".to_owned()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A restarted leader must win an election like any node: resuming its old term after a
+    /// power cut that took back entries of that term would reissue their log ids with other
+    /// entries (orch-sim seeds 68 and 78 diverged so, before this setting).
+    #[test]
+    fn a_restarted_leader_never_resumes_its_term_without_an_election() {
+        let config = ControlPlane::builder(1, "/unused").raft_config().expect("valid settings");
+        assert_eq!(config.enable_leader_restore, Some(false));
     }
 }

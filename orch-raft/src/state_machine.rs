@@ -24,6 +24,7 @@ use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine, S
 use openraft::{EntryPayload, OptionalSend, StoredMembership};
 use orch_core::State;
 
+use crate::crash::{CrashDisk, SnapshotSlot};
 use crate::durable::DurableWatch;
 use crate::feed::{Applied, Feed, HistoryLimits, SharedFeed};
 use crate::holds::{Held, LockHolds, LockSite};
@@ -32,9 +33,9 @@ use crate::types::{Response, TypeConfig};
 
 type C = TypeConfig;
 
-/// Called with each application entry before it is applied: `(log index, entry)`. The
-/// simulator records the sequence of applications with it.
-pub type ApplyHook = Arc<dyn Fn(u64, &orch_core::Entry) + Send + Sync>;
+/// Called with each application entry once it is applied: `(log index, entry, its outcomes
+/// and events)`, under the state's lock. The simulator records the applications with it.
+pub type ApplyHook = Arc<dyn Fn(u64, &orch_core::Entry, &orch_core::state::ApplyOutput) + Send + Sync>;
 
 #[derive(Default)]
 struct Inner {
@@ -58,8 +59,10 @@ pub struct StateMachineStore {
     holds: Arc<LockHolds>,
     /// Held while a snapshot is written and recorded: one at a time, newest wins.
     snapshots: Arc<tokio::sync::Mutex<()>>,
-    /// Where snapshots are kept; None keeps them in memory only (tests, simulation).
+    /// Where snapshots are kept; None keeps them in memory only (tests), or in `slot`.
     dir: Option<Arc<PathBuf>>,
+    /// The snapshot slot of a simulated disk (crash tests, simulation).
+    slot: Option<SnapshotSlot>,
     /// The log's durable index: an entry is applied only once it is durable in this node's
     /// own log (see [`crate::durable`]). Set by [`crate::start_raft`].
     durable: Arc<Mutex<Option<DurableWatch>>>,
@@ -67,7 +70,7 @@ pub struct StateMachineStore {
 
 impl Default for StateMachineStore {
     fn default() -> Self {
-        Self::with(Inner::default(), Feed::default(), None)
+        Self::with(Inner::default(), Feed::default(), None, None)
     }
 }
 
@@ -86,7 +89,7 @@ pub(crate) fn write_start_snapshot(
 }
 
 impl StateMachineStore {
-    fn with(inner: Inner, feed: Feed, dir: Option<PathBuf>) -> Self {
+    fn with(inner: Inner, feed: Feed, dir: Option<PathBuf>, slot: Option<SnapshotSlot>) -> Self {
         let holds = Arc::new(LockHolds::default());
         Self {
             inner: Arc::new(Mutex::new(inner)),
@@ -94,6 +97,7 @@ impl StateMachineStore {
             holds,
             snapshots: Arc::default(),
             dir: dir.map(Arc::new),
+            slot,
             durable: Arc::default(),
         }
     }
@@ -121,14 +125,27 @@ impl StateMachineStore {
         let mut inner = Inner::default();
         let mut feed = Feed::new(limits);
         if let Some(loaded) = snapshot_file::read_file(dir)? {
-            inner.state = State::from_snapshot(loaded.state()).map_err(invalid_snapshot)?;
-            let _ = feed.reset(loaded.meta.last_log_id.map_or(0, |id| id.index), inner.state.applied_index());
-            inner.last_applied = loaded.meta.last_log_id;
-            inner.membership = loaded.meta.last_membership.clone();
+            let state = State::from_snapshot(loaded.state()).map_err(invalid_snapshot)?;
             // Kept as the open file: the bytes read to decode it are freed.
-            inner.snapshot = Some((loaded.meta, loaded.kept));
+            start_from(&mut inner, &mut feed, state, loaded.meta, loaded.kept);
         }
-        Ok(Self::with(inner, feed, Some(dir.to_path_buf())))
+        Ok(Self::with(inner, feed, Some(dir.to_path_buf()), None))
+    }
+
+    /// A state machine that keeps its snapshots in the slot of a simulated disk, starting from
+    /// the snapshot found there, if any.
+    ///
+    /// # Errors
+    /// When the snapshot there does not decode.
+    pub fn on_crash_disk(disk: &CrashDisk, limits: HistoryLimits) -> io::Result<Self> {
+        let slot = disk.snapshot_slot();
+        let mut inner = Inner::default();
+        let mut feed = Feed::new(limits);
+        if let Some((meta, bytes)) = slot.read() {
+            let state = bytes.with_all(State::from_snapshot)?.map_err(invalid_snapshot)?;
+            start_from(&mut inner, &mut feed, state, meta, bytes);
+        }
+        Ok(Self::with(inner, feed, None, Some(slot)))
     }
 
     /// Takes the state machine's lock for `site`.
@@ -167,7 +184,7 @@ impl StateMachineStore {
         self.feed.hold(LockSite::Subscribe).held()
     }
 
-    /// Calls `hook` with every application entry from now on, before it is applied.
+    /// Calls `hook` with every application entry from now on, once it is applied.
     pub fn set_apply_hook(&self, hook: ApplyHook) {
         self.hold(LockSite::Other).hook = Some(hook);
     }
@@ -211,7 +228,12 @@ impl StateMachineStore {
                 .await
                 .map_err(io::Error::other)??
             }
-            None => data,
+            None => {
+                if let Some(slot) = &self.slot {
+                    slot.write(meta, data.clone())?;
+                }
+                data
+            }
         };
         // The snapshot replaced is freed after the lock is released.
         let replaced = self.hold(LockSite::BuildSnapshot).snapshot.replace((meta.clone(), kept.clone()));
@@ -227,6 +249,15 @@ impl StateMachineStore {
         }
         tokio::task::spawn_blocking(f).await.map_err(io::Error::other)
     }
+}
+
+/// A store (re)starting from a snapshot it kept.
+fn start_from(inner: &mut Inner, feed: &mut Feed, state: State, meta: SnapshotMetaOf<C>, kept: SnapshotBytes) {
+    let _ = feed.reset(meta.last_log_id.map_or(0, |id| id.index), state.applied_index());
+    inner.state = state;
+    inner.last_applied = meta.last_log_id;
+    inner.membership = meta.last_membership.clone();
+    inner.snapshot = Some((meta, kept));
 }
 
 fn invalid_snapshot(e: orch_core::SnapshotError) -> io::Error {
@@ -282,10 +313,14 @@ impl RaftStateMachine<C> for StateMachineStore {
                     // Only application entries reach orch-core, so revisions are the indexes
                     // of the entries that changed the state.
                     EntryPayload::Normal(batch) => {
-                        if let Some(hook) = &inner.hook {
-                            hook(index, &batch);
-                        }
-                        let output = inner.state.apply(index, batch);
+                        let output = match inner.hook.clone() {
+                            Some(hook) => {
+                                let output = inner.state.apply(index, batch.clone());
+                                hook(index, &batch, &output);
+                                output
+                            }
+                            None => inner.state.apply(index, batch),
+                        };
                         (Response { outcomes: output.outcomes }, output.events)
                     }
                     EntryPayload::Membership(membership) => {

@@ -66,6 +66,62 @@ async fn a_crash_loses_what_was_not_synced_and_keeps_the_rest() {
     assert_eq!(disk.last_index(), (2, 2), "a synced entry survives");
 }
 
+/// A sync that takes time makes durable only what was written before it began; a crash may
+/// keep a prefix of the unsynced writes (what the page cache wrote back), the last of them torn;
+/// a disk that fails its writes fails them; the snapshot slot survives a crash, and a slot
+/// taken before one fails.
+#[tokio::test]
+async fn the_disk_model_syncs_what_came_before_a_sync_and_crashes_keep_a_prefix() {
+    let disk = CrashDisk::new();
+    let mut store = disk.store();
+    disk.pause_syncs(true);
+    let (tx, mut first) = TypeConfig::oneshot();
+    append(&mut store, 1, IOFlushed::Signal(tx)).await;
+    assert!(disk.sync_due());
+    let ticket = disk.begin_sync();
+    let (tx, mut second) = TypeConfig::oneshot();
+    append(&mut store, 2, IOFlushed::Signal(tx)).await;
+    disk.complete_sync(ticket);
+    assert_eq!(disk.last_index(), (2, 1), "the sync covered the write before it began, not the one after");
+    assert!(first.try_recv().is_ok(), "its callback completed");
+    assert!(second.try_recv().is_err(), "the later write still waits");
+    assert_eq!(disk.durable_below(), 2);
+
+    // Two more unsynced appends (3, and 4-6 in one write): the crash keeps all three unsynced
+    // writes, the last torn after one entry.
+    let (tx, _third) = TypeConfig::oneshot();
+    append(&mut store, 3, IOFlushed::Signal(tx)).await;
+    let (tx, _fourth) = TypeConfig::oneshot();
+    let batch = [4, 5, 6].map(|i| blank_ent::<TypeConfig>(1, 0, i));
+    store.append(batch, IOFlushed::Signal(tx)).await.expect("append");
+    let stale = disk.begin_sync();
+    assert_eq!(disk.crash_keeping(3, Some(1)), 3, "three writes were unsynced");
+    assert_eq!(disk.last_index(), (4, 4), "entries 2 and 3 kept, and entry 4 of the torn write");
+    let (syncs, _) = disk.counts();
+    disk.complete_sync(stale);
+    assert_eq!(disk.counts().0, syncs, "a sync begun before the crash completes nothing after it");
+    assert!(store.save_committed(None).await.is_err(), "the crashed node's store fails");
+
+    let mut after = disk.store();
+    disk.fail_writes(true);
+    let (tx, _) = TypeConfig::oneshot();
+    let failed = after.append([blank_ent::<TypeConfig>(1, 0, 5)], IOFlushed::Signal(tx)).await;
+    assert!(failed.is_err(), "a failing disk fails the write");
+    assert!(after.save_vote(&openraft::alias::VoteOf::<TypeConfig>::new(2, 1)).await.is_err());
+    disk.fail_writes(false);
+    assert_eq!(disk.last_index(), (4, 4), "nothing of the failed writes landed");
+
+    let slot = disk.snapshot_slot();
+    let meta =
+        openraft::storage::SnapshotMeta { last_log_id: Some(log_id::<TypeConfig>(1, 0, 4)), ..Default::default() };
+    slot.write(&meta, orch_raft::SnapshotBytes::from_vec(b"state".to_vec())).expect("writes");
+    disk.crash();
+    let (kept, bytes) = disk.snapshot_slot().read().expect("the snapshot survived the crash");
+    assert_eq!(kept.last_log_id, meta.last_log_id);
+    assert_eq!(bytes.with_all(<[u8]>::to_vec).expect("reads"), b"state");
+    assert!(slot.write(&meta, orch_raft::SnapshotBytes::from_vec(Vec::new())).is_err(), "a crashed node's slot fails");
+}
+
 /// Node 3, a learner on a crash disk whose syncs are held, receives an entry the voters
 /// committed. It must not apply it (a power cut would take it back after a read served it);
 /// once the disk syncs it does. Then it crashes with a newer entry unsynced: the log it

@@ -47,14 +47,15 @@ async fn run(seed: u64) -> Trace {
     // from run to run.
     tokio::time::sleep(Duration::from_millis(1)).await;
     let start = tokio::time::Instant::now();
-    let router = LocalRouter::with_faults(Faults { seed, loss_per_mille: 50, latency_ms: (1, 8) });
+    let router =
+        LocalRouter::with_faults(Faults { seed, loss_per_mille: 50, latency_ms: (1, 8), duplicate_per_mille: 0 });
     let config = crate::fast_raft_config();
     let applications = Arc::new(Mutex::new(Vec::new()));
     let mut nodes = BTreeMap::new();
     for id in 1..=3u64 {
         let sm = StateMachineStore::in_memory();
         let log = Arc::clone(&applications);
-        sm.set_apply_hook(Arc::new(move |index, entry| {
+        sm.set_apply_hook(Arc::new(move |index, entry, _| {
             log.lock().expect("trace lock").push((id, index, orch_core::codec::encode(entry)));
         }));
         let raft = start_raft(id, Arc::clone(&config), router.clone(), MemLogStore::default(), sm.clone(), seed ^ id)

@@ -1,0 +1,357 @@
+//! The simulated cluster: control-plane nodes, each the production `ControlPlane` on the
+//! in-process router and a simulated disk, with a clock of its own; and the world they share
+//! (the run's random numbers, its history and its trace).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use orch_core::{Kind, ObjectKey};
+use orch_raft::Member;
+use orch_raft::clock::Clock;
+use orch_raft::control_plane::{ControlPlane, SnapshotSettings};
+use orch_raft::crash::CrashDisk;
+use orch_raft::local::LocalRouter;
+
+use crate::Config;
+use crate::history::{Application, Change, History, Value};
+use crate::rng::Rng;
+
+/// The epoch of the simulated clocks: 2026-01-01T00:00:00Z.
+pub(crate) const EPOCH_MS: i64 = 1_767_225_600_000;
+
+/// The namespace of the simulated objects.
+pub(crate) const NAMESPACE: &str = "default";
+
+/// Locks a mutex of the simulation (one thread: a poisoned lock only follows a panic that
+/// fails the run anyway).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What every part of a run shares.
+pub(crate) struct World {
+    /// The draws of the faults and the disks.
+    pub(crate) rng: Mutex<Rng>,
+    pub(crate) history: Mutex<History>,
+    pub(crate) trace: Mutex<blake3::Hasher>,
+    ticks: AtomicU64,
+    start: tokio::time::Instant,
+    /// The nodes up now: (which start of the node, its handle).
+    pub(crate) live: Mutex<BTreeMap<u64, (u64, ControlPlane)>>,
+    /// Set when the clients and watchers are to stop.
+    pub(crate) stop: AtomicBool,
+    /// What went wrong outside the checkers' view (a node whose Raft stopped on its own).
+    pub(crate) unexpected: Mutex<Vec<String>>,
+}
+
+impl World {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self {
+            rng: Mutex::new(Rng::new(seed).fork(1)),
+            history: Mutex::default(),
+            trace: Mutex::new(blake3::Hasher::new()),
+            ticks: AtomicU64::new(0),
+            start: tokio::time::Instant::now(),
+            live: Mutex::default(),
+            stop: AtomicBool::new(false),
+            unexpected: Mutex::default(),
+        }
+    }
+
+    /// The next point in the run's order of events.
+    pub(crate) fn tick(&self) -> u64 {
+        self.ticks.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Simulated milliseconds since the run began.
+    pub(crate) fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Records what the fault scheduler did (in the trace too).
+    pub(crate) fn fault(&self, what: String) {
+        self.trace(what.as_bytes());
+        let at = self.now_ms();
+        lock(&self.history).faults.push((at, what));
+    }
+
+    /// Adds `what` to the run's trace, stamped with the simulated time.
+    pub(crate) fn trace(&self, what: &[u8]) {
+        let nanos = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let mut trace = lock(&self.trace);
+        trace.update(&nanos.to_le_bytes());
+        trace.update(&(what.len() as u64).to_le_bytes());
+        trace.update(what);
+    }
+
+    /// A draw from the world's generator.
+    pub(crate) fn draw<T>(&self, f: impl FnOnce(&mut Rng) -> T) -> T {
+        f(&mut lock(&self.rng))
+    }
+
+    /// The nodes up now.
+    pub(crate) fn live(&self) -> Vec<(u64, u64, ControlPlane)> {
+        lock(&self.live).iter().map(|(id, (inc, cp))| (*id, *inc, cp.clone())).collect()
+    }
+}
+
+/// A node's clock: simulated time, running at its own rate and offset.
+#[derive(Debug)]
+pub struct SimClock {
+    start: tokio::time::Instant,
+    offset_ms: AtomicI64,
+    rate_per_mille: AtomicI64,
+}
+
+impl SimClock {
+    fn new() -> Self {
+        Self { start: tokio::time::Instant::now(), offset_ms: AtomicI64::new(0), rate_per_mille: AtomicI64::new(1000) }
+    }
+
+    /// The clock runs at `rate_per_mille` / 1000 of simulated time, `offset_ms` off.
+    pub fn set(&self, offset_ms: i64, rate_per_mille: i64) {
+        self.offset_ms.store(offset_ms, Ordering::Relaxed);
+        self.rate_per_mille.store(rate_per_mille, Ordering::Relaxed);
+    }
+}
+
+impl Clock for SimClock {
+    fn now_ms(&self) -> i64 {
+        let elapsed = i64::try_from(self.start.elapsed().as_millis()).unwrap_or(i64::MAX / 2);
+        let rate = self.rate_per_mille.load(Ordering::Relaxed);
+        EPOCH_MS + elapsed.saturating_mul(rate) / 1000 + self.offset_ms.load(Ordering::Relaxed)
+    }
+}
+
+/// One node's hardware: its disk and its clock, which outlive its crashes.
+pub(crate) struct Slot {
+    pub(crate) disk: CrashDisk,
+    pub(crate) clock: Arc<SimClock>,
+    /// How many times it started.
+    pub(crate) starts: u64,
+    pub(crate) cp: Option<ControlPlane>,
+    syncer: Option<tokio::task::JoinHandle<()>>,
+    /// The disk's sync latency range, in milliseconds (raised during a latency spike).
+    pub(crate) sync_ms: Arc<Mutex<(u64, u64)>>,
+    /// Whether the scheduler made the disk fail its writes.
+    pub(crate) failing: bool,
+}
+
+/// The simulated cluster.
+pub(crate) struct Cluster {
+    pub(crate) world: Arc<World>,
+    pub(crate) router: LocalRouter,
+    pub(crate) nodes: BTreeMap<u64, Slot>,
+    config: Config,
+    seed: u64,
+}
+
+impl Cluster {
+    pub(crate) fn new(config: &Config, world: Arc<World>, router: LocalRouter) -> Self {
+        let nodes = (1..=config.nodes as u64)
+            .map(|id| {
+                let slot = Slot {
+                    disk: CrashDisk::new(),
+                    clock: Arc::new(SimClock::new()),
+                    starts: 0,
+                    cp: None,
+                    syncer: None,
+                    sync_ms: Arc::new(Mutex::new(config.faults.sync_ms)),
+                    failing: false,
+                };
+                (id, slot)
+            })
+            .collect();
+        Self { world, router, nodes, config: config.clone(), seed: config.seed }
+    }
+
+    /// Starts node `id` on its disk (the first start of node 1 initializes the cluster).
+    pub(crate) async fn start(&mut self, id: u64) -> Result<(), orch_raft::control_plane::Error> {
+        let members: BTreeMap<u64, Member> =
+            self.nodes.keys().map(|n| (*n, Member::new(format!("local-{n}"), String::new()))).collect();
+        let world = Arc::clone(&self.world);
+        let config = self.config.clone();
+        let seed = self.seed;
+        let slot = self.nodes.get_mut(&id).expect("a node of the cluster");
+        // Each start its own seed: openraft's draws and the node's own client id.
+        let start_seed = Rng::new(seed).fork(id << 16 | slot.starts).next_u64();
+        slot.disk.pause_syncs(true);
+        let incarnation = slot.starts;
+        let hook_world = Arc::clone(&world);
+        let hook: orch_raft::ApplyHook =
+            Arc::new(move |index, entry, output| record_application(&hook_world, id, index, entry, output));
+        let builder = ControlPlane::builder(id, "/nonexistent/orch-sim")
+            .local(self.router.clone())
+            .crash_disk(slot.disk.clone())
+            .seed(start_seed)
+            .clock(Arc::clone(&slot.clock) as Arc<dyn Clock>)
+            .apply_hook(hook)
+            .timing(config.heartbeat, config.election_timeout)
+            .snapshots(SnapshotSettings {
+                every_entries: config.snapshot_every,
+                keep_entries: config.snapshot_keep,
+                chunk_bytes: 64 * 1024,
+            })
+            .progress_interval(Duration::from_millis(100));
+        let builder = if id == 1 && slot.starts == 0 { builder.initial_members(members) } else { builder.join() };
+        slot.starts += 1;
+        let cp = builder.start().await?;
+        let disk = slot.disk.clone();
+        let sync_ms = Arc::clone(&slot.sync_ms);
+        let syncer_world = Arc::clone(&world);
+        slot.syncer = Some(tokio::spawn(async move {
+            // A group-commit syncer: a sync begins when something was written, takes a drawn
+            // time, and makes durable what was written before it began.
+            loop {
+                disk.written().await;
+                let ticket = disk.begin_sync();
+                let (lo, hi) = *lock(&sync_ms);
+                let ms = syncer_world.draw(|r| r.between(lo, hi));
+                if ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                disk.complete_sync(ticket);
+            }
+        }));
+        slot.cp = Some(cp.clone());
+        lock(&world.live).insert(id, (incarnation, cp));
+        world.fault(format!("start node {id} (start {incarnation})"));
+        Ok(())
+    }
+
+    /// The power fails on node `id`: it stops at once, its disk keeps what it synced and
+    /// maybe a prefix of the rest (drawn).
+    pub(crate) fn crash(&mut self, id: u64) {
+        let Some(slot) = self.nodes.get_mut(&id) else { return };
+        let Some(cp) = slot.cp.take() else { return };
+        slot.failing = false;
+        lock(&self.world.live).remove(&id);
+        // Unreachable at once, and nothing it sends is delivered any more.
+        self.router.unregister(id);
+        if let Some(syncer) = slot.syncer.take() {
+            syncer.abort();
+        }
+        let (keep, torn) = self.world.draw(|r| {
+            let keep = if r.chance(300) { r.between(1, 4) as usize } else { 0 };
+            let torn = r.chance(300).then(|| r.below(3) as usize);
+            (keep, torn)
+        });
+        let unsynced = slot.disk.crash_keeping(keep, torn);
+        self.world.fault(format!("crash node {id}: {unsynced} unsynced writes, {keep} kept, torn {torn:?}"));
+        // What is left of the node winds down in the background; its disk fails every call.
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(30), cp.shutdown()).await;
+        });
+    }
+
+    /// Node ids that are down.
+    pub(crate) fn down(&self) -> Vec<u64> {
+        self.nodes.iter().filter(|(_, s)| s.cp.is_none()).map(|(id, _)| *id).collect()
+    }
+
+    /// Node ids that are up.
+    pub(crate) fn up(&self) -> Vec<u64> {
+        self.nodes.iter().filter(|(_, s)| s.cp.is_some()).map(|(id, _)| *id).collect()
+    }
+
+    /// The node that leads now, as the nodes up see it.
+    pub(crate) fn leader(&self) -> Option<u64> {
+        let up = self.up();
+        self.nodes.values().filter_map(|s| s.cp.as_ref()).find_map(|cp| {
+            let m = cp.metrics();
+            (m.leader == Some(m.id) && up.contains(&m.id)).then_some(m.id)
+        })
+    }
+
+    /// Records every node's metrics and state digest.
+    pub(crate) async fn sample(&self) {
+        let at_ms = self.world.now_ms();
+        let mut samples = Vec::new();
+        for (id, slot) in &self.nodes {
+            let Some(cp) = &slot.cp else { continue };
+            if let Err(why) = cp.health()
+                && !slot.failing
+            {
+                let what =
+                    format!("node {id} (start {})'s Raft stopped with no injected IO error: {why}", slot.starts - 1);
+                let mut unexpected = lock(&self.world.unexpected);
+                if !unexpected.contains(&what) {
+                    unexpected.push(what.clone());
+                    drop(unexpected);
+                    self.world.fault(what);
+                }
+            }
+            let m = cp.metrics();
+            // The state as applied, whatever the recovery gate says (a stale read would wait).
+            let state = cp.applied_state();
+            let applied = (state.applied_index(), state.digest().0);
+            samples.push(crate::history::Sample {
+                node: *id,
+                incarnation: slot.starts - 1,
+                at_ms,
+                term: m.term,
+                leader: m.leader == Some(*id) && m.role == "Leader",
+                commit: m.commit_index,
+                applied,
+            });
+        }
+        lock(&self.world.history).samples.extend(samples);
+    }
+
+    /// Stops every node.
+    pub(crate) async fn shutdown(&mut self) {
+        for slot in self.nodes.values_mut() {
+            if let Some(syncer) = slot.syncer.take() {
+                syncer.abort();
+            }
+            if let Some(cp) = slot.cp.take() {
+                let _ = tokio::time::timeout(Duration::from_secs(30), cp.shutdown()).await;
+            }
+        }
+        lock(&self.world.live).clear();
+    }
+}
+
+/// The simulated object named `k<key>`.
+pub(crate) fn object_key(key: u32) -> ObjectKey {
+    ObjectKey::new(Kind::Pod, NAMESPACE, &format!("k{key}"))
+}
+
+/// The value a simulated object holds (its `v` label and its status message).
+pub(crate) fn value_of(object: &orch_core::Object) -> Option<(u32, Value)> {
+    let orch_core::Object::Pod(pod) = object else { return None };
+    let key = pod.metadata.name.as_str().strip_prefix('k')?.parse().ok()?;
+    let spec = pod.metadata.labels.get("v")?.parse().ok()?;
+    let status = pod.status.message.as_ref().and_then(|m| m.as_str().parse().ok()).unwrap_or(0);
+    Some((key, Value { spec, status }))
+}
+
+fn record_application(world: &World, node: u64, index: u64, entry: &orch_core::Entry, output: &orch_core::ApplyOutput) {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&orch_core::codec::encode(entry));
+    hasher.update(&orch_core::codec::encode(&output.outcomes));
+    hasher.update(&orch_core::codec::encode(&output.events));
+    let digest = *hasher.finalize().as_bytes();
+    // Applied afresh: a success of this entry's revision, the first time the request appears in
+    // it (a retry batched into the same entry is answered from the table with that outcome).
+    let mut fresh: Vec<(u128, u64)> = Vec::new();
+    for (r, o) in entry.requests.iter().zip(&output.outcomes) {
+        let id = (r.client.0, r.serial);
+        if matches!(o, Ok(s) if s.revision.0 == index) && !fresh.contains(&id) {
+            fresh.push(id);
+        }
+    }
+    let requests = entry.requests.iter().map(|r| (r.client.0, r.serial)).collect();
+    let changes = output
+        .events
+        .iter()
+        .filter_map(|e| {
+            let (key, value) = value_of(&e.object)?;
+            Some(Change { event: e.event_type, key, value })
+        })
+        .collect();
+    world.trace(&[b"apply".as_slice(), &node.to_le_bytes(), &index.to_le_bytes(), &digest].concat());
+    lock(&world.history).applications.push(Application { node, index, digest, fresh, requests, changes });
+}

@@ -1,0 +1,203 @@
+//! The fault scheduler: at random moments it draws a fault from the enabled mix and injects
+//! it, keeping a majority of the nodes able to recover (it never crashes more than a minority
+//! at once).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use orch_raft::local::Faults as LinkFaults;
+
+use crate::FaultMix;
+use crate::cluster::{Cluster, lock};
+
+/// What the scheduler did, by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultCounts {
+    /// Nodes crashed.
+    pub crashes: u64,
+    /// Nodes restarted.
+    pub restarts: u64,
+    /// Partitions made.
+    pub partitions: u64,
+    /// Heals.
+    pub heals: u64,
+    /// Clock changes.
+    pub clocks: u64,
+    /// Snapshots forced.
+    pub compactions: u64,
+    /// Disk latency spikes.
+    pub disk_spikes: u64,
+    /// Disks made to fail their writes.
+    pub io_errors: u64,
+}
+
+/// The link faults of a mix (`loss` scaled by `level`, 0 to 1000 per mille of the mix's).
+pub(crate) fn link_faults(mix: &FaultMix, seed: u64) -> LinkFaults {
+    LinkFaults {
+        seed,
+        loss_per_mille: mix.loss_per_mille,
+        latency_ms: mix.latency_ms,
+        duplicate_per_mille: mix.duplicate_per_mille,
+    }
+}
+
+/// Injects one fault drawn from `mix`.
+pub(crate) async fn step(cluster: &mut Cluster, mix: &FaultMix, counts: &mut FaultCounts) {
+    let world = Arc::clone(&cluster.world);
+    let n = cluster.nodes.len();
+    let majority = n / 2 + 1;
+    // Nodes whose Raft stopped (an injected IO error): the operator restarts them.
+    for id in cluster.up() {
+        let stopped = cluster.nodes[&id].cp.as_ref().is_some_and(|cp| cp.health().is_err());
+        if stopped {
+            cluster.crash(id);
+            counts.crashes += 1;
+        }
+    }
+    let choice = world.draw(|r| r.below(100));
+    match choice {
+        0..15 if mix.crashes => {
+            let up = cluster.up();
+            if up.len() > majority {
+                // The leader half the time: failover is where bugs live.
+                let leader = cluster.leader();
+                let victim = world.draw(|r| match leader {
+                    Some(l) if r.chance(500) => l,
+                    _ => up[r.pick(up.len())],
+                });
+                cluster.crash(victim);
+                counts.crashes += 1;
+            }
+        }
+        15..30 if mix.crashes => {
+            let down = cluster.down();
+            if !down.is_empty() {
+                let id = down[world.draw(|r| r.pick(down.len()))];
+                if cluster.start(id).await.is_ok() {
+                    counts.restarts += 1;
+                }
+            }
+        }
+        30..42 if mix.partitions => {
+            let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+            let kind = world.draw(|r| r.below(3));
+            match (kind, cluster.leader()) {
+                // Isolate the leader, both ways.
+                (0, Some(leader)) => {
+                    for other in ids.iter().filter(|o| **o != leader) {
+                        cluster.router.cut(leader, *other);
+                        cluster.router.cut(*other, leader);
+                    }
+                    world.fault(format!("isolate leader {leader}"));
+                }
+                // One way only: an asymmetric partition.
+                (1, _) => {
+                    let (a, b) = world.draw(|r| (ids[r.pick(ids.len())], ids[r.pick(ids.len())]));
+                    if a != b {
+                        cluster.router.cut(a, b);
+                        world.fault(format!("cut {a} -> {b}"));
+                    }
+                }
+                // A random split, both ways.
+                _ => {
+                    let side: Vec<bool> = ids.iter().map(|_| world.draw(|r| r.chance(500))).collect();
+                    for (i, a) in ids.iter().enumerate() {
+                        for (j, b) in ids.iter().enumerate() {
+                            if side[i] != side[j] {
+                                cluster.router.cut(*a, *b);
+                            }
+                        }
+                    }
+                    world.fault(format!("split {side:?}"));
+                }
+            }
+            counts.partitions += 1;
+        }
+        42..60 if mix.partitions => {
+            cluster.router.heal();
+            world.fault("heal links".to_owned());
+            counts.heals += 1;
+        }
+        60..66 if mix.clocks => {
+            let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+            let id = ids[world.draw(|r| r.pick(ids.len()))];
+            let (offset, rate) = world.draw(|r| {
+                // Mostly within a minute; one time in four a jump past the sessions' idle
+                // limit (30 minutes), so that every client's session expires and its retries
+                // meet "outcome unknown".
+                let offset = if r.chance(250) {
+                    i64::try_from(r.between(31 * 60_000, 90 * 60_000)).unwrap_or(0)
+                } else {
+                    i64::try_from(r.below(120_000)).unwrap_or(0) - 60_000
+                };
+                let rate = i64::try_from(r.between(500, 2000)).unwrap_or(1000);
+                (offset, rate)
+            });
+            cluster.nodes[&id].clock.set(offset, rate);
+            world.fault(format!("clock of node {id}: offset {offset} ms, rate {rate}/1000"));
+            counts.clocks += 1;
+        }
+        66..78 if mix.compaction => {
+            let up = cluster.up();
+            if !up.is_empty() {
+                let id = up[world.draw(|r| r.pick(up.len()))];
+                if let Some(cp) = &cluster.nodes[&id].cp {
+                    let _ = cp.raft().trigger().snapshot().await;
+                }
+                world.fault(format!("snapshot on node {id}"));
+                counts.compactions += 1;
+            }
+        }
+        78..86 if mix.disk_spikes => {
+            let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+            let id = ids[world.draw(|r| r.pick(ids.len()))];
+            *lock(&cluster.nodes[&id].sync_ms) = (50, 400);
+            world.fault(format!("slow disk on node {id}"));
+            counts.disk_spikes += 1;
+        }
+        86..90 if mix.disk_spikes => {
+            for slot in cluster.nodes.values() {
+                *lock(&slot.sync_ms) = mix.sync_ms;
+            }
+        }
+        90..92 if mix.io_errors => {
+            let up = cluster.up();
+            if up.len() > majority {
+                let id = up[world.draw(|r| r.pick(up.len()))];
+                cluster.nodes[&id].disk.fail_writes(true);
+                if let Some(slot) = cluster.nodes.get_mut(&id) {
+                    slot.failing = true;
+                }
+                world.fault(format!("disk of node {id} fails its writes"));
+                counts.io_errors += 1;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Ends every fault: links restored, lost nodes restarted, disks back to normal (clocks keep
+/// their rate and offset: the cluster must live with them).
+pub(crate) async fn heal(cluster: &mut Cluster, mix: &FaultMix) {
+    cluster.router.heal();
+    cluster.router.set_faults(Some(LinkFaults { loss_per_mille: 0, duplicate_per_mille: 0, ..link_faults(mix, 0) }));
+    for id in cluster.up() {
+        let stopped = cluster.nodes[&id].cp.as_ref().is_some_and(|cp| cp.health().is_err());
+        if stopped {
+            cluster.crash(id);
+        }
+    }
+    for slot in cluster.nodes.values() {
+        *lock(&slot.sync_ms) = mix.sync_ms;
+        slot.disk.fail_writes(false);
+    }
+    for id in cluster.down() {
+        // A start fails only if the disk failed it; try again shortly.
+        for _ in 0..10 {
+            if cluster.start(id).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
