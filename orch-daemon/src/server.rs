@@ -154,7 +154,7 @@ impl Orchd {
             stop_http: Some(stop_http),
             api_task,
             http_task,
-            loops: Some(Loops::spawn(cp.clone(), loops, LOOP_RESYNC, metrics.loops.clone())),
+            loops: Some(Loops::spawn(cp.clone(), loops, LOOP_RESYNC, Arc::new(metrics.loops.clone()))),
         };
         if let Start::Join(addrs) = &config.start
             && let Err(e) = join(&cp, config.id, addrs, &advertise_raft, &advertise_api).await

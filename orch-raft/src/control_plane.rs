@@ -501,6 +501,7 @@ impl Builder {
                 proposals,
                 client,
                 serials: SharedSerials::default(),
+                clock: Arc::clone(&self.clock),
                 gate,
                 closed,
                 sync_stats,
@@ -804,6 +805,7 @@ struct Inner {
     client: ClientId,
     /// This node's own client's serials awaiting outcomes ([`ControlPlane::propose`]).
     serials: SharedSerials,
+    clock: Arc<dyn Clock>,
     gate: RecoveryGate,
     closed: ClosedProbe,
     sync_stats: Arc<SyncStats>,
@@ -851,6 +853,11 @@ impl ControlPlane {
         Self::builder(1, data_dir).single_node().start().await
     }
 
+    /// The clock this node stamps its entries with (and its leader-only loops read).
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        Arc::clone(&self.inner.clock)
+    }
+
     /// This node's id.
     pub fn id(&self) -> u64 {
         self.inner.id
@@ -866,15 +873,29 @@ impl ControlPlane {
     ///
     /// # Errors
     /// [`Error::NotLeader`] on a follower; [`Error::Raft`] when the entry could not commit (it may
-    /// still commit later: a caller that retries should use [`ControlPlane::submit`] with its
-    /// own client id and serials, which the state machine deduplicates).
+    /// still commit later: a caller that retries should use [`ControlPlane::propose_retrying`],
+    /// or [`ControlPlane::submit`] with its own client id and serials, which the state machine
+    /// deduplicates).
     pub async fn propose(&self, commands: Vec<Command>) -> Result<Vec<Outcome>, Error> {
+        self.propose_retrying(commands, 1).await
+    }
+
+    /// As [`ControlPlane::propose`], retrying up to `attempts` times in all while the outcome
+    /// is unknown ([`Error::Raft`]: the entry may or may not commit), with the same serials
+    /// marked a retry, so the commands are applied at most once and their outcomes come back
+    /// when an attempt gets them. Any other error ends it.
+    ///
+    /// # Errors
+    /// As [`ControlPlane::propose`]: the first attempt's error that left the outcome unknown,
+    /// if one did (then a later attempt's refusal, [`Error::NotLeader`] say, does not mean
+    /// nothing was proposed), else the last attempt's.
+    pub async fn propose_retrying(&self, commands: Vec<Command>, attempts: usize) -> Result<Vec<Outcome>, Error> {
         check_request_count(commands.len())?;
         // Serials awaiting their outcomes until this call returns (or is cancelled): the
         // table keeps every outcome from the lowest of them on, however the entries of
         // concurrent callers are ordered in the log.
         let awaiting = self.inner.serials.begin(commands.len() as u64).await;
-        let requests = commands
+        let mut requests: Vec<Request> = commands
             .into_iter()
             .zip(awaiting.serials())
             .map(|(command, serial)| Request {
@@ -885,7 +906,23 @@ impl ControlPlane {
                 command,
             })
             .collect();
-        let outcomes = self.submit(requests).await;
+        let mut attempt = 1;
+        // The first error that left the outcome unknown: reported over a later attempt's
+        // refusal, which says nothing of the earlier attempts.
+        let mut unknown: Option<Error> = None;
+        let outcomes = loop {
+            match self.submit(requests.clone()).await {
+                Err(e @ Error::Raft(_)) if attempt < attempts => {
+                    unknown.get_or_insert(e);
+                    attempt += 1;
+                    for request in &mut requests {
+                        request.retry = true;
+                    }
+                }
+                Ok(outcomes) => break Ok(outcomes),
+                Err(e) => break Err(unknown.take().unwrap_or(e)),
+            }
+        };
         drop(awaiting);
         outcomes
     }

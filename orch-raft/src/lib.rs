@@ -69,6 +69,7 @@ pub mod feed;
 pub mod gate;
 pub mod grpc;
 mod holds;
+pub mod leader;
 pub mod local;
 pub mod mem;
 pub mod rocks;

@@ -137,10 +137,14 @@ pub(crate) struct Slot {
     pub(crate) sync_ms: Arc<Mutex<(u64, u64)>>,
     /// Whether the scheduler made the disk fail its writes.
     pub(crate) failing: bool,
+    /// The leader-only loops of the node's current start.
+    loops: Option<orch_raft::leader::Loops>,
 }
 
 /// The simulated cluster.
 pub(crate) struct Cluster {
+    /// The leader-only loops every node runs (an embedding program's: `Simulation::leader_loop`).
+    pub(crate) loops: Vec<orch_raft::leader::LoopFactory>,
     pub(crate) world: Arc<World>,
     pub(crate) router: LocalRouter,
     pub(crate) nodes: BTreeMap<u64, Slot>,
@@ -160,11 +164,12 @@ impl Cluster {
                     syncer: None,
                     sync_ms: Arc::new(Mutex::new(config.faults.sync_ms)),
                     failing: false,
+                    loops: None,
                 };
                 (id, slot)
             })
             .collect();
-        Self { world, router, nodes, config: config.clone(), seed: config.seed }
+        Self { loops: Vec::new(), world, router, nodes, config: config.clone(), seed: config.seed }
     }
 
     /// Starts node `id` on its disk (the first start of node 1 initializes the cluster).
@@ -215,6 +220,11 @@ impl Cluster {
                 disk.complete_sync(ticket);
             }
         }));
+        if !self.loops.is_empty() {
+            let events = Arc::new(orch_raft::leader::NoEvents);
+            slot.loops =
+                Some(orch_raft::leader::Loops::spawn(cp.clone(), self.loops.clone(), Duration::from_secs(1), events));
+        }
         slot.cp = Some(cp.clone());
         lock(&world.live).insert(id, (incarnation, cp));
         world.fault(format!("start node {id} (start {incarnation})"));
@@ -233,6 +243,7 @@ impl Cluster {
         if let Some(syncer) = slot.syncer.take() {
             syncer.abort();
         }
+        let loops = slot.loops.take();
         let (keep, torn) = self.world.draw(|r| {
             let keep = if r.chance(300) { r.between(1, 4) as usize } else { 0 };
             let torn = r.chance(300).then(|| r.below(3) as usize);
@@ -242,6 +253,9 @@ impl Cluster {
         self.world.fault(format!("crash node {id}: {unsynced} unsynced writes, {keep} kept, torn {torn:?}"));
         // What is left of the node winds down in the background; its disk fails every call.
         tokio::spawn(async move {
+            if let Some(loops) = loops {
+                loops.stop().await;
+            }
             let _ = tokio::time::timeout(Duration::from_secs(30), cp.shutdown()).await;
         });
     }
@@ -303,6 +317,9 @@ impl Cluster {
     /// Stops every node.
     pub(crate) async fn shutdown(&mut self) {
         for slot in self.nodes.values_mut() {
+            if let Some(loops) = slot.loops.take() {
+                loops.stop().await;
+            }
             if let Some(syncer) = slot.syncer.take() {
                 syncer.abort();
             }

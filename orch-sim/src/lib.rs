@@ -245,6 +245,8 @@ pub struct Report {
     pub stats: Stats,
     /// The history the checkers read.
     pub history: History,
+    /// The state the replicas agreed on at the end (the first node's).
+    pub final_state: orch_core::State,
 }
 
 /// Counts of a run.
@@ -293,17 +295,26 @@ impl fmt::Display for Report {
     }
 }
 
-/// A simulation to run: its settings, and the checkers an embedding program adds.
+/// A simulation to run: its settings, and the checkers and leader-only loops an embedding
+/// program adds.
 pub struct Simulation {
     config: Config,
     checkers: Vec<Box<dyn Checker>>,
+    loops: Vec<orch_raft::leader::LoopFactory>,
 }
 
 impl Simulation {
     /// A simulation with `config` and the standard checkers.
     pub fn new(config: Config) -> Self {
         let checkers = check::standard(u64::try_from(config.liveness_bound.as_millis()).unwrap_or(u64::MAX));
-        Self { config, checkers }
+        Self { config, checkers, loops: Vec::new() }
+    }
+
+    /// Adds a leader-only loop (orch-raft's framework, as orchd runs it): every node runs it
+    /// while it leads, through the faults.
+    pub fn leader_loop(mut self, factory: orch_raft::leader::LoopFactory) -> Self {
+        self.loops.push(factory);
+        self
     }
 
     /// Adds a checker of the whole history.
@@ -340,6 +351,7 @@ impl Simulation {
             trace_world.trace(&[&from.to_le_bytes()[..], &to.to_le_bytes(), what.as_bytes()].concat());
         }));
         let mut cluster = Cluster::new(&config, Arc::clone(&world), router.clone());
+        cluster.loops = self.loops.clone();
         for id in 1..=config.nodes as u64 {
             cluster.start(id).await.expect("a fresh node starts");
         }
@@ -406,6 +418,12 @@ impl Simulation {
         cluster.sample().await;
         let finals: Vec<u64> =
             cluster.nodes.values().filter_map(|s| s.cp.as_ref()).map(|cp| cp.metrics().applied_index).collect();
+        let final_state = cluster
+            .nodes
+            .values()
+            .find_map(|s| s.cp.as_ref())
+            .map(orch_raft::ControlPlane::applied_state)
+            .unwrap_or_default();
         let messages = router.counts();
         cluster.shutdown().await;
 
@@ -429,6 +447,6 @@ impl Simulation {
             messages,
         };
         let trace = lock(&world.trace).finalize().to_hex().to_string();
-        Report { config, trace, violations, stats, history }
+        Report { config, trace, violations, stats, history, final_state }
     }
 }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use orch_core::{Command, Kind, ObjectKey, State};
-use orch_daemon::loops::{LeaderLoop, LoopCounters, LoopFactory, Loops};
+use orch_core::{Command, Kind, ObjectKey};
+use orch_daemon::loops::{LeaderLoop, LoopCounters, LoopFactory, Loops, Round};
 use orch_raft::ControlPlane;
 use orch_raft::control_plane::Consistency;
 
@@ -27,7 +27,8 @@ impl LeaderLoop for Marker {
         "marker"
     }
 
-    fn reconcile(&mut self, state: &State, _now_ms: i64) -> Vec<Command> {
+    fn reconcile(&mut self, round: Round<'_>) -> Vec<Command> {
+        let state = round.state;
         let name = format!("led-by-{}", self.node);
         if state.get(&ObjectKey::new(Kind::Namespace, "", &name)).is_some() {
             return Vec::new();
@@ -93,7 +94,12 @@ async fn loops_follow_leadership() {
                 Box::new(Marker { node: id, live: Arc::clone(&live) }) as Box<dyn LeaderLoop>
             })
         };
-        running.push(Loops::spawn(cp.clone(), vec![factory], Duration::from_secs(1), LoopCounters::default()));
+        running.push(Loops::spawn(
+            cp.clone(),
+            vec![factory],
+            Duration::from_secs(1),
+            Arc::new(LoopCounters::default()),
+        ));
         nodes.push(cp);
         lives.push(live);
     }
@@ -140,7 +146,8 @@ impl LeaderLoop for Flaky {
         "flaky"
     }
 
-    fn reconcile(&mut self, state: &State, _now_ms: i64) -> Vec<Command> {
+    fn reconcile(&mut self, round: Round<'_>) -> Vec<Command> {
+        let state = round.state;
         assert!(self.life > 1, "a bug in the loop's first life");
         if state.get(&ObjectKey::new(Kind::Namespace, "", "after-restart")).is_some() {
             return Vec::new();
@@ -159,7 +166,7 @@ impl LeaderLoop for Refused {
         "refused"
     }
 
-    fn reconcile(&mut self, _state: &State, _now_ms: i64) -> Vec<Command> {
+    fn reconcile(&mut self, _round: Round<'_>) -> Vec<Command> {
         let ns =
             orch_core::parse_manifests("apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n").expect("valid");
         ns.into_iter().map(Command::Create).collect()
@@ -178,7 +185,7 @@ async fn a_panicking_loop_restarts_and_refusals_are_counted() {
     };
     let refused: LoopFactory = Arc::new(|| Box::new(Refused) as Box<dyn LeaderLoop>);
     let counters = LoopCounters::default();
-    let loops = Loops::spawn(cp.clone(), vec![flaky, refused], Duration::from_secs(1), counters.clone());
+    let loops = Loops::spawn(cp.clone(), vec![flaky, refused], Duration::from_secs(1), Arc::new(counters.clone()));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !has(&cp, "after-restart").await {
         assert!(tokio::time::Instant::now() < deadline, "the restarted loop never ran");
@@ -202,7 +209,7 @@ impl LeaderLoop for Counting {
         "counting"
     }
 
-    fn reconcile(&mut self, _state: &State, _now_ms: i64) -> Vec<Command> {
+    fn reconcile(&mut self, _round: Round<'_>) -> Vec<Command> {
         self.rounds.fetch_add(1, Ordering::SeqCst);
         Vec::new()
     }
@@ -222,7 +229,7 @@ async fn counting_node(dir: &std::path::Path, resync: Duration) -> (ControlPlane
         let rounds = Arc::clone(&rounds);
         Arc::new(move || Box::new(Counting { rounds: Arc::clone(&rounds) }) as Box<dyn LeaderLoop>)
     };
-    let loops = Loops::spawn(cp.clone(), vec![factory], resync, LoopCounters::default());
+    let loops = Loops::spawn(cp.clone(), vec![factory], resync, Arc::new(LoopCounters::default()));
     (cp, rounds, loops)
 }
 

@@ -83,3 +83,33 @@ fn a_run_exercises_the_faults_it_was_given() {
     assert!(s.messages.lost > 0 && s.messages.duplicated > 0, "{report}");
     assert!(report.history.watches.values().all(|w| w.len() > 10), "{report}");
 }
+
+/// Creates namespace `managed` whenever it is missing.
+struct EnsureNamespace;
+
+impl orch_raft::leader::LeaderLoop for EnsureNamespace {
+    fn name(&self) -> &'static str {
+        "ensure-namespace"
+    }
+
+    fn reconcile(&mut self, round: orch_raft::leader::Round<'_>) -> Vec<orch_core::Command> {
+        let key = orch_core::ObjectKey::new(orch_core::Kind::Namespace, "", "managed");
+        if round.state.get(&key).is_some() {
+            return Vec::new();
+        }
+        let manifest = "apiVersion: v1\nkind: Namespace\nmetadata: {name: managed}\n";
+        orch_core::parse_manifests(manifest).expect("valid").into_iter().map(orch_core::Command::Create).collect()
+    }
+}
+
+#[test]
+fn an_embedding_program_s_loop_runs_on_the_leader_through_the_faults() {
+    for seed in [3, 4] {
+        let factory: orch_raft::leader::LoopFactory =
+            std::sync::Arc::new(|| Box::new(EnsureNamespace) as Box<dyn orch_raft::leader::LeaderLoop>);
+        let report = Simulation::new(Config::new(seed)).leader_loop(factory).run();
+        assert!(report.violations.is_empty(), "{report}");
+        let key = orch_core::ObjectKey::new(orch_core::Kind::Namespace, "", "managed");
+        assert!(report.final_state.get(&key).is_some(), "the loop's namespace exists at the end");
+    }
+}

@@ -1,0 +1,380 @@
+//! Leader-only loops: the scheduler and the controllers run here, on the Raft leader only; orchd,
+//! embedding programs and the simulator (orch-sim) run the same framework.
+//!
+//! When this node becomes leader, every loop is made afresh and reconciles from the full
+//! current state; after that it reconciles again whenever committed changes arrive, when an
+//! outside input arrives ([`Loops::send`]), and at least every resync interval. When the node
+//! steps down (or the term changes) the loops are stopped. A loop's output is commands,
+//! proposed through the log: a deposed leader's late proposal fails its preconditions or is
+//! refused, so it cannot corrupt state.
+//!
+//! Each round a loop gets a [`Round`]: a consistent copy of the state (taken in constant time;
+//! no lock is held while the loop reads it), the time by the node's clock (the `Clock` seam of
+//! [`crate::control_plane::Builder::clock`], so a simulation drives it), the keys of the objects
+//! changed since its last round (or `full`, after which it should look at everything), what
+//! became of the commands it returned last round, and the outside inputs sent to it since. The
+//! framework proposes a round's commands under the node's own client id and serials; a
+//! proposal whose outcome is unknown (openraft discarded the leader's entry, say) is retried
+//! with the same serials, marked a retry, so that the state machine applies those serials at
+//! most once, and the loop learns the outcome, or that none is known, in its next round (a loop
+//! of a later term is a new client: it reconciles from the state, level-triggered).
+//!
+//! Committed changes wake a loop; a watch's progress items do not. A loop that panics (or
+//! returns) while this node leads is reported ([`LoopEvents::restarted`]) and started afresh
+//! after [`LOOP_RESTART_DELAY`]; commands the state machine refuses and proposals that fail are
+//! reported too.
+
+use std::any::Any;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::future::FutureExt;
+use orch_core::{Command, ObjectKey, Outcome, State, WatchFilter};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+
+use crate::ControlPlane;
+use crate::control_plane::{Consistency, PROPOSAL_REQUESTS_MAX, WatchItem};
+use crate::lock;
+
+/// The most watch items a loop takes in before it reconciles (the rest wait for the next
+/// round); the most changed keys a round lists (beyond it, the round is `full`).
+pub const LOOP_EVENTS_PER_ROUND_MAX: usize = 4096;
+
+/// The most outside inputs waiting for one loop; more are refused ([`Loops::send`]).
+pub const LOOP_INPUTS_PENDING_MAX: usize = 65_536;
+
+/// How long a loop that stopped (panicked or returned) waits before it is started again, so
+/// that one failing on every round does not spin.
+pub const LOOP_RESTART_DELAY: Duration = Duration::from_millis(500);
+
+/// How many times a proposal whose outcome is unknown is retried (with the same serials) before
+/// the loop is told that none is known.
+pub const PROPOSAL_ATTEMPTS: usize = 3;
+
+/// An outside input to a loop (a node heartbeat, say); the loop downcasts it.
+pub type Input = Box<dyn Any + Send>;
+
+/// What one round of a loop sees.
+pub struct Round<'a> {
+    /// A consistent copy of the cluster state.
+    pub state: &'a State,
+    /// Now, by the node's clock, in milliseconds since the epoch.
+    pub now_ms: i64,
+    /// The first round of a term, a resync, or more changes than a round lists: look at
+    /// everything (`changed` is then empty).
+    pub full: bool,
+    /// The objects changed since the last round, each once, in the order they first changed.
+    pub changed: &'a [ObjectKey],
+    /// What became of the commands the loop returned last round, in order: the outcome the
+    /// state machine gave, or why none is known (the loop may see the effect in the state).
+    pub outcomes: &'a [(Command, Result<Outcome, String>)],
+    /// The outside inputs sent to this loop since its last round, in order.
+    pub inputs: Vec<Input>,
+}
+
+/// A leader-only reconcile loop.
+pub trait LeaderLoop: Send + 'static {
+    /// Its name, for logs, counters and inputs.
+    fn name(&self) -> &'static str;
+    /// The commands that move the state towards what this loop wants.
+    fn reconcile(&mut self, round: Round<'_>) -> Vec<Command>;
+}
+
+/// Makes a fresh loop for each term this node leads.
+pub type LoopFactory = Arc<dyn Fn() -> Box<dyn LeaderLoop> + Send + Sync>;
+
+/// Told what the loops do (orchd counts it in `/metrics`); every method defaults to nothing.
+pub trait LoopEvents: Send + Sync + 'static {
+    /// Loop `name` stopped (panicked or returned) while this node led, and is started again.
+    fn restarted(&self, name: &'static str) {
+        let _ = name;
+    }
+    /// A command of loop `name` was refused by the state machine.
+    fn rejected(&self, name: &'static str, error: &orch_core::ApplyError) {
+        let _ = (name, error);
+    }
+    /// A proposal of loop `name` failed (no leader, no quorum, shutting down).
+    fn failed(&self, name: &'static str, error: &crate::control_plane::Error) {
+        let _ = (name, error);
+    }
+}
+
+/// Reports nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoEvents;
+
+impl LoopEvents for NoEvents {}
+
+/// Inputs waiting for each loop, by name.
+#[derive(Default)]
+struct Inbox {
+    /// The names of the loops made so far (a factory is not called just to learn its name).
+    names: Mutex<BTreeSet<&'static str>>,
+    pending: Mutex<BTreeMap<&'static str, Vec<Input>>>,
+    /// Wakes every running loop when an input arrives.
+    arrived: Notify,
+}
+
+/// The running framework; [`Loops::stop`] stops it and waits (dropping it stops it too,
+/// without waiting).
+pub struct Loops {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    inbox: Arc<Inbox>,
+}
+
+/// Why an input was not taken.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InputError {
+    /// No loop of that name has run in this framework (so far: a loop is known once this node
+    /// first led).
+    #[error("no leader loop is named {0:?}")]
+    NoSuchLoop(String),
+    /// [`LOOP_INPUTS_PENDING_MAX`] inputs wait for the loop already.
+    #[error("loop {0:?} has {LOOP_INPUTS_PENDING_MAX} inputs waiting already")]
+    Full(&'static str),
+}
+
+impl Loops {
+    /// Starts watching for leadership on `cp`; `factories` make the loops, whose doings go to
+    /// `events`.
+    pub fn spawn(cp: ControlPlane, factories: Vec<LoopFactory>, resync: Duration, events: Arc<dyn LoopEvents>) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let inbox = Arc::new(Inbox::default());
+        let task = tokio::spawn(run(cp, factories, resync, events, Arc::clone(&inbox), stopped));
+        Self { stop, task, inbox }
+    }
+
+    /// Sends an outside input to loop `name`: it gets it in its next round (and is woken for
+    /// it). Inputs sent while this node does not lead wait for its next term.
+    ///
+    /// # Errors
+    /// No loop of that name has run yet, or too many inputs wait for it.
+    pub fn send(&self, name: &str, input: Input) -> Result<(), InputError> {
+        let Some(name) = lock(&self.inbox.names).get(name).copied() else {
+            return Err(InputError::NoSuchLoop(name.to_owned()));
+        };
+        {
+            let mut pending = lock(&self.inbox.pending);
+            let queue = pending.entry(name).or_default();
+            if queue.len() >= LOOP_INPUTS_PENDING_MAX {
+                return Err(InputError::Full(name));
+            }
+            queue.push(input);
+        }
+        self.inbox.arrived.notify_waiters();
+        Ok(())
+    }
+
+    /// Stops the loops and waits for them.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// The term this node leads in, if it leads.
+fn leading(cp: &ControlPlane) -> Option<u64> {
+    let m = cp.metrics();
+    (m.leader == Some(m.id)).then_some(m.term)
+}
+
+async fn run(
+    cp: ControlPlane,
+    factories: Vec<LoopFactory>,
+    resync: Duration,
+    events: Arc<dyn LoopEvents>,
+    inbox: Arc<Inbox>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    // Leadership is polled at a fraction of the election timeout: cheap, and it cannot miss a
+    // change the way a lost wake-up could.
+    let poll = Duration::from_millis(50);
+    loop {
+        let Some(term) = leading(&cp) else {
+            tokio::select! {
+                biased;
+                _ = stopped.changed() => return,
+                () = tokio::time::sleep(poll) => continue,
+            }
+        };
+        let mut running = JoinSet::new();
+        // Which factory made each running task.
+        let mut made_by = BTreeMap::new();
+        for (i, factory) in factories.iter().enumerate() {
+            let one = run_one(cp.clone(), factory(), resync, Arc::clone(&events), Arc::clone(&inbox), Duration::ZERO);
+            let handle = running.spawn(one);
+            made_by.insert(handle.id(), i);
+        }
+        loop {
+            tokio::select! {
+                biased;
+                _ = stopped.changed() => {
+                    running.shutdown().await;
+                    return;
+                }
+                Some(ended) = running.join_next_with_id() => {
+                    let id = match ended {
+                        Ok((id, ())) => id,
+                        Err(e) => e.id(),
+                    };
+                    let Some(i) = made_by.remove(&id) else { continue };
+                    let lp = factories[i]();
+                    events.restarted(lp.name());
+                    let one = run_one(cp.clone(), lp, resync, Arc::clone(&events), Arc::clone(&inbox), LOOP_RESTART_DELAY);
+                    let handle = running.spawn(one);
+                    made_by.insert(handle.id(), i);
+                }
+                () = tokio::time::sleep(poll) => {
+                    if leading(&cp) != Some(term) {
+                        break;
+                    }
+                }
+            }
+        }
+        running.shutdown().await;
+    }
+}
+
+/// What one running loop carries from round to round.
+struct Carry {
+    full: bool,
+    changed: Vec<ObjectKey>,
+    seen: BTreeSet<ObjectKey>,
+    outcomes: Vec<(Command, Result<Outcome, String>)>,
+}
+
+impl Carry {
+    fn note(&mut self, item: &WatchItem) {
+        if let WatchItem::Events { events, .. } = item {
+            for e in events {
+                let key = e.object.key();
+                if self.changed.len() >= LOOP_EVENTS_PER_ROUND_MAX {
+                    self.full = true;
+                } else if self.seen.insert(key.clone()) {
+                    self.changed.push(key);
+                }
+            }
+        }
+    }
+}
+
+async fn run_one(
+    cp: ControlPlane,
+    mut lp: Box<dyn LeaderLoop>,
+    resync: Duration,
+    events: Arc<dyn LoopEvents>,
+    inbox: Arc<Inbox>,
+    delay: Duration,
+) {
+    lock(&inbox.names).insert(lp.name());
+    tokio::time::sleep(delay).await;
+    let mut carry = Carry { full: true, changed: Vec::new(), seen: BTreeSet::new(), outcomes: Vec::new() };
+    loop {
+        // A full reconcile from the current state, then follow the committed changes.
+        let Ok(from) = cp.read(Consistency::Linearizable, State::applied_index).await else {
+            tokio::time::sleep(resync.min(Duration::from_secs(1))).await;
+            continue;
+        };
+        let Ok(mut stream) = cp.watch(from, WatchFilter::all()) else {
+            tokio::time::sleep(resync.min(Duration::from_secs(1))).await;
+            continue;
+        };
+        carry.full = true;
+        round(&cp, lp.as_mut(), &mut carry, &events, &inbox).await;
+        // One resync deadline per round: items that do not wake the loop (progress) do not
+        // push it back.
+        let mut resync_at = tokio::time::Instant::now() + resync;
+        loop {
+            let arrived = inbox.arrived.notified();
+            let waiting = lock(&inbox.pending).get(lp.name()).is_some_and(|q| !q.is_empty());
+            if !waiting {
+                tokio::select! {
+                    biased;
+                    next = tokio::time::timeout_at(resync_at, stream.next()) => match next {
+                        Err(_) => carry.full = true,           // resync
+                        Ok(None | Some(Err(_))) => break,      // the stream ended or fell behind: start over
+                        // Progress says nothing changed: no round for it.
+                        Ok(Some(Ok(WatchItem::Progress { .. }))) => continue,
+                        Ok(Some(Ok(item))) => {
+                            carry.note(&item);
+                            // Take what else is ready, then reconcile once for all of it.
+                            for _ in 0..LOOP_EVENTS_PER_ROUND_MAX {
+                                match stream.next().now_or_never() {
+                                    Some(Some(Ok(item))) => carry.note(&item),
+                                    // The stream ended or fell behind: this round looks at
+                                    // everything; the next read of the stream starts over.
+                                    Some(Some(Err(_)) | None) => {
+                                        carry.full = true;
+                                        break;
+                                    }
+                                    None => break,
+                                }
+                            }
+                        }
+                    },
+                    () = arrived => {
+                        // Another loop's input: nothing for this one.
+                        if lock(&inbox.pending).get(lp.name()).is_none_or(|q| q.is_empty()) {
+                            continue;
+                        }
+                    }
+                }
+            }
+            round(&cp, lp.as_mut(), &mut carry, &events, &inbox).await;
+            resync_at = tokio::time::Instant::now() + resync;
+        }
+    }
+}
+
+/// One round: reconcile on a copy of the state, then propose what it returned.
+async fn round(
+    cp: &ControlPlane,
+    lp: &mut dyn LeaderLoop,
+    carry: &mut Carry,
+    events: &Arc<dyn LoopEvents>,
+    inbox: &Inbox,
+) {
+    let name = lp.name();
+    let Ok(state) = cp.state(Consistency::Stale).await else {
+        // Not serving yet: wait a moment rather than spin on waiting inputs.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        return;
+    };
+    let inputs = lock(&inbox.pending).remove(name).unwrap_or_default();
+    let full = carry.full;
+    let changed = if full { Vec::new() } else { std::mem::take(&mut carry.changed) };
+    carry.changed.clear();
+    carry.seen.clear();
+    carry.full = false;
+    let outcomes = std::mem::take(&mut carry.outcomes);
+    let now_ms = cp.clock().now_ms();
+    let mut commands =
+        lp.reconcile(Round { state: &state, now_ms, full, changed: &changed, outcomes: &outcomes, inputs });
+    drop(state);
+    while !commands.is_empty() {
+        let rest = commands.split_off(commands.len().min(PROPOSAL_REQUESTS_MAX));
+        match cp.propose_retrying(commands.clone(), PROPOSAL_ATTEMPTS).await {
+            Ok(answers) => {
+                for (command, outcome) in commands.into_iter().zip(answers) {
+                    if let Err(error) = &outcome {
+                        events.rejected(name, error);
+                    }
+                    carry.outcomes.push((command, Ok(outcome)));
+                }
+            }
+            Err(e) => {
+                events.failed(name, &e);
+                let why = e.to_string();
+                carry.outcomes.extend(commands.into_iter().map(|c| (c, Err(why.clone()))));
+                let skipped = "not proposed: an earlier part of the round's commands failed".to_owned();
+                carry.outcomes.extend(rest.into_iter().map(|c| (c, Err(skipped.clone()))));
+                return;
+            }
+        }
+        commands = rest;
+    }
+}

@@ -1,0 +1,104 @@
+//! The leader-only loop framework's rounds: a full first round, then the keys that changed, the
+//! outcomes of the loop's last commands, outside inputs (which wake it), and the node's clock.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use orch_core::Command;
+use orch_raft::ControlPlane;
+use orch_raft::leader::{InputError, LeaderLoop, LoopFactory, Loops, NoEvents, Round};
+
+use crate::control_plane::eventually;
+
+/// What one round showed, in short.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Seen {
+    full: bool,
+    changed: Vec<String>,
+    outcomes: Vec<String>,
+    inputs: Vec<u32>,
+    now_ms: i64,
+}
+
+/// Records its rounds; on an input of 7 it proposes creating the namespace `default`, which
+/// exists (so the next round sees the refusal).
+struct Recorder {
+    rounds: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl LeaderLoop for Recorder {
+    fn name(&self) -> &'static str {
+        "recorder"
+    }
+
+    fn reconcile(&mut self, round: Round<'_>) -> Vec<Command> {
+        let inputs: Vec<u32> = round.inputs.into_iter().filter_map(|i| i.downcast::<u32>().ok()).map(|b| *b).collect();
+        let seen = Seen {
+            full: round.full,
+            changed: round.changed.iter().map(|k| k.name.to_string()).collect(),
+            outcomes: round
+                .outcomes
+                .iter()
+                .map(|(_, o)| match o {
+                    Ok(Ok(_)) => "ok".to_owned(),
+                    Ok(Err(e)) => format!("refused: {e}"),
+                    Err(why) => format!("unknown: {why}"),
+                })
+                .collect(),
+            inputs: inputs.clone(),
+            now_ms: round.now_ms,
+        };
+        self.rounds.lock().expect("lock").push(seen);
+        if inputs.contains(&7) {
+            let ns = orch_core::parse_manifests("apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n")
+                .expect("valid");
+            return ns.into_iter().map(Command::Create).collect();
+        }
+        Vec::new()
+    }
+}
+
+#[derive(Debug)]
+struct Fixed;
+
+impl orch_raft::clock::Clock for Fixed {
+    fn now_ms(&self) -> i64 {
+        1_234_567
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_shows_the_changed_keys_the_last_outcomes_the_inputs_and_the_node_s_clock() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cp = ControlPlane::builder(1, dir.path()).single_node().clock(Arc::new(Fixed)).start().await.expect("starts");
+    let rounds = Arc::new(Mutex::new(Vec::new()));
+    let factory: LoopFactory = {
+        let rounds = Arc::clone(&rounds);
+        Arc::new(move || Box::new(Recorder { rounds: Arc::clone(&rounds) }) as Box<dyn LeaderLoop>)
+    };
+    let loops = Loops::spawn(cp.clone(), vec![factory], Duration::from_secs(600), Arc::new(NoEvents));
+    let find = |f: &dyn Fn(&Seen) -> bool| rounds.lock().expect("lock").iter().find(|r| f(r)).cloned();
+    let first = eventually("the first round", || find(&|_| true)).await;
+    assert!(first.full && first.changed.is_empty(), "{first:?}");
+    assert_eq!(first.now_ms, 1_234_567, "the node's clock, not the system's");
+
+    // A write: a later round lists its key, once (with whatever else changed since).
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: x}]}";
+    let commands = orch_core::parse_manifests(pod).expect("valid").into_iter().map(Command::Create).collect();
+    cp.propose(commands).await.expect("writes");
+    let written = eventually("a round for the write", || find(&|r| r.changed.contains(&"p".to_owned()))).await;
+    assert!(!written.full, "{written:?}");
+    assert_eq!(written.changed.iter().filter(|k| *k == "p").count(), 1, "{written:?}");
+
+    // An input wakes the loop; its command is refused, and the round after says so.
+    loops.send("recorder", Box::new(7_u32)).expect("a loop of that name");
+    assert_eq!(loops.send("nobody", Box::new(1_u32)), Err(InputError::NoSuchLoop("nobody".to_owned())));
+    let woken = eventually("a round for the input", || find(&|r| r.inputs == [7])).await;
+    assert!(woken.outcomes.is_empty(), "{woken:?}");
+    loops.send("recorder", Box::new(8_u32)).expect("sent");
+    let after = eventually("the round after", || find(&|r| r.inputs == [8])).await;
+    assert_eq!(after.outcomes.len(), 1, "{after:?}");
+    assert!(after.outcomes[0].starts_with("refused: "), "{after:?}");
+    loops.stop().await;
+    cp.shutdown().await.expect("stops");
+}
