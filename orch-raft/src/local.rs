@@ -58,7 +58,7 @@ struct SplitMix64(u64);
 
 /// SplitMix64's output function: a well-spread 64-bit value from `x` (also how the control
 /// plane derives its client id from its seed).
-pub(crate) fn mix(x: u64) -> u64 {
+pub fn mix(x: u64) -> u64 {
     let z = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     let z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)

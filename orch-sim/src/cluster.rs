@@ -280,7 +280,7 @@ impl Cluster {
     }
 
     /// Records every node's metrics and state digest.
-    pub(crate) async fn sample(&self) {
+    pub(crate) fn sample(&self) {
         let at_ms = self.world.now_ms();
         let mut samples = Vec::new();
         for (id, slot) in &self.nodes {

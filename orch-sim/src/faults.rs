@@ -31,7 +31,7 @@ pub struct FaultCounts {
     pub io_errors: u64,
 }
 
-/// The link faults of a mix (`loss` scaled by `level`, 0 to 1000 per mille of the mix's).
+/// The link faults of a mix, drawn from `seed`.
 pub(crate) fn link_faults(mix: &FaultMix, seed: u64) -> LinkFaults {
     LinkFaults {
         seed,

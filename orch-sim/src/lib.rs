@@ -376,7 +376,7 @@ impl Simulation {
             while tokio::time::Instant::now() < next {
                 tokio::time::sleep_until(sample_at.min(next)).await;
                 if tokio::time::Instant::now() >= sample_at {
-                    cluster.sample().await;
+                    cluster.sample();
                     sample_at += Duration::from_millis(50);
                 }
             }
@@ -405,7 +405,7 @@ impl Simulation {
         // Every replica catches up; their states are compared.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
-            cluster.sample().await;
+            cluster.sample();
             let applied: Vec<u64> =
                 cluster.nodes.values().filter_map(|s| s.cp.as_ref()).map(|cp| cp.metrics().applied_index).collect();
             let commit = cluster.nodes.values().filter_map(|s| s.cp.as_ref()).map(|cp| cp.metrics().commit_index).max();
@@ -415,7 +415,7 @@ impl Simulation {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        cluster.sample().await;
+        cluster.sample();
         let finals: Vec<u64> =
             cluster.nodes.values().filter_map(|s| s.cp.as_ref()).map(|cp| cp.metrics().applied_index).collect();
         let final_state = cluster

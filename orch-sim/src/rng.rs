@@ -5,12 +5,7 @@
 #[derive(Clone, Debug)]
 pub struct Rng(u64);
 
-/// SplitMix64's output function.
-fn mix(x: u64) -> u64 {
-    let z = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    let z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
+use orch_raft::local::mix;
 
 impl Rng {
     /// A generator seeded with `seed`.
