@@ -112,9 +112,24 @@ struct Endpoints {
     channels: BTreeMap<String, Channel>,
 }
 
+/// A connection a [`Connector`] made: any byte stream.
+pub trait Connection: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Connection for T {}
+
+/// What [`Connector`] returns: a connection to the address, or why there is none (an
+/// [`std::io::ErrorKind::ConnectionRefused`] counts as refused, as from TCP).
+pub type Connecting = Pin<Box<dyn Future<Output = std::io::Result<Box<dyn Connection>>> + Send>>;
+
+/// Makes a client's connections to `host:port` addresses in place of TCP: an in-process
+/// transport (orch-sim serves the API over in-memory streams this way). The same client logic
+/// (leader discovery, retries, sessions, watch resumption) runs over it.
+pub type Connector = Arc<dyn Fn(&str) -> Connecting + Send + Sync>;
+
 struct Inner {
     endpoints: Mutex<Endpoints>,
     client: ClientId,
+    connector: Option<Connector>,
     /// The serials of writes awaiting replies: each write carries the lowest as `acked_below`.
     serials: SharedSerials,
     options: ClientOptions,
@@ -152,9 +167,60 @@ impl Client {
         addrs: impl IntoIterator<Item = S>,
         options: ClientOptions,
     ) -> Result<Self, Error> {
+        Self::builder(addrs).options(options).build()
+    }
+
+    /// A client with more choices than [`Client::with_options`]: its id, its connector.
+    pub fn builder<S: Into<String>>(addrs: impl IntoIterator<Item = S>) -> ClientBuilder {
+        ClientBuilder {
+            addrs: addrs.into_iter().map(Into::into).collect(),
+            options: ClientOptions::default(),
+            id: None,
+            connector: None,
+        }
+    }
+}
+
+/// Builds a [`Client`]: [`Client::builder`].
+pub struct ClientBuilder {
+    addrs: Vec<String>,
+    options: ClientOptions,
+    id: Option<ClientId>,
+    connector: Option<Connector>,
+}
+
+impl ClientBuilder {
+    /// Its timeouts and retries.
+    #[must_use]
+    pub fn options(mut self, options: ClientOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Its client id (default: random). Two clients with one id share a session: give each
+    /// its own (a simulation derives them from its seed).
+    #[must_use]
+    pub fn id(mut self, id: ClientId) -> Self {
+        self.id = Some(id);
+        self
+    }
+
+    /// Makes its connections with `connector` instead of TCP.
+    #[must_use]
+    pub fn connector(mut self, connector: Connector) -> Self {
+        self.connector = Some(connector);
+        self
+    }
+
+    /// The client.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when no address is given, one is malformed, or the id is 0.
+    pub fn build(self) -> Result<Client, Error> {
+        let Self { addrs, options, id, connector } = self;
         let mut list = Vec::new();
         for addr in addrs {
-            let addr = normalize(&addr.into())?;
+            let addr = normalize(&addr)?;
             if !list.contains(&addr) {
                 list.push(addr);
             }
@@ -168,17 +234,23 @@ impl Client {
                 list.len()
             )));
         }
-        let client = ClientId((u128::from(random_u64()) << 64) | u128::from(random_u64() | 1));
-        Ok(Self {
+        if id == Some(ClientId(0)) {
+            return Err(Error::Invalid("id: Invalid value: 0: must not be 0".to_owned()));
+        }
+        let client = id.unwrap_or_else(|| ClientId((u128::from(random_u64()) << 64) | u128::from(random_u64() | 1)));
+        Ok(Client {
             inner: Arc::new(Inner {
                 endpoints: Mutex::new(Endpoints { addrs: list, current: 0, channels: BTreeMap::new() }),
                 client,
+                connector,
                 serials: SharedSerials::default(),
                 options,
             }),
         })
     }
+}
 
+impl Client {
     /// This client's id (writes carry it with their serial).
     pub fn id(&self) -> ClientId {
         self.inner.client
@@ -203,7 +275,17 @@ impl Client {
                     .http2_keep_alive_interval(self.inner.options.keepalive_interval)
                     .keep_alive_timeout(self.inner.options.keepalive_timeout)
                     .keep_alive_while_idle(true);
-                let channel = endpoint.connect_lazy();
+                let channel = match &self.inner.connector {
+                    None => endpoint.connect_lazy(),
+                    Some(connector) => {
+                        let connector = Arc::clone(connector);
+                        let to = addr.clone();
+                        endpoint.connect_with_connector_lazy(tower::service_fn(move |_: tonic::transport::Uri| {
+                            let connecting = connector(&to);
+                            async move { connecting.await.map(hyper_util::rt::TokioIo::new) }
+                        }))
+                    }
+                };
                 e.channels.insert(addr.clone(), channel.clone());
                 channel
             }
@@ -282,6 +364,8 @@ impl Client {
         // An attempt that may have been proposed (reached a server that did not say it proposed
         // nothing): every later attempt is a retry.
         let mut maybe_proposed = false;
+        // Whether a server named a leader to go to.
+        let mut redirected = false;
         loop {
             let (addr, client) = self.connect()?;
             let result =
@@ -324,11 +408,15 @@ impl Client {
             if tokio::time::Instant::now() >= deadline {
                 return Err(error);
             }
-            if hinted.is_none() {
-                // Nobody named a leader: an election, a restart, or every server is down.
+            // Nobody named a leader (an election, a restart, or every server is down), or this
+            // call was redirected already: two servers that name each other as the leader
+            // (views that disagree for a moment, around a leadership transfer) must not send
+            // the call back and forth without a pause. The first redirect goes at once.
+            if hinted.is_none() || redirected {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(CALL_BACKOFF_MAX);
             }
+            redirected |= hinted.is_some();
         }
     }
 
@@ -979,6 +1067,36 @@ mod tests {
         .await
         .expect("the fourth attempt succeeds");
         assert_eq!(seen, [false, false, true, true]);
+    }
+
+    /// Two servers that name each other as the leader (their views disagree for a moment)
+    /// do not bounce a call between them without pause: after the first redirect the client
+    /// backs off, so the call's time runs and its `retry_for` ends it. Without the pause the
+    /// 50 attempts below take no time at all.
+    #[tokio::test(start_paused = true)]
+    async fn servers_naming_each_other_as_leader_do_not_bounce_a_call_without_pause() {
+        let c = Client::new(["127.0.0.1:1", "127.0.0.1:2"]).expect("valid");
+        let other = c.clone();
+        let start = tokio::time::Instant::now();
+        let mut attempts = 0;
+        c.call_attempts(|_, _| {
+            attempts += 1;
+            let here = other.current_server();
+            let there = if here.ends_with(":1") { "127.0.0.1:2" } else { "127.0.0.1:1" };
+            let answer = if attempts < 50 {
+                Err(tonic::Status::from(Error::Unavailable {
+                    message: "not the leader".into(),
+                    leader: Some(there.to_owned()),
+                    not_proposed: true,
+                }))
+            } else {
+                Ok(tonic::Response::new(()))
+            };
+            async move { answer }
+        })
+        .await
+        .expect("the 50th attempt succeeds");
+        assert!(start.elapsed() >= Duration::from_secs(5), "backed off: {:?}", start.elapsed());
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub mod pb {
     tonic::include_proto!("orch.api.v1");
 }
 
-pub use client::{Client, ClientOptions, WatchStream};
+pub use client::{Client, ClientBuilder, ClientOptions, Connection, Connector, WatchStream};
 
 /// The wall clock in milliseconds since the epoch (0 before it, `i64::MAX` past it): what the
 /// daemon's leader-only loops and orchctl's ages read. orch-core itself reads no clock.
