@@ -398,11 +398,15 @@ impl pb::orch_server::Orch for ApiService {
     async fn remove_member(&self, request: GrpcRequest<pb::RemoveMemberRequest>) -> ApiResult<pb::MembersResponse> {
         let r = request.into_inner();
         self.timed("RemoveMember", async {
-            let members = self.cp.members();
-            if !members.voters.contains_key(&r.id) && !members.learners.contains_key(&r.id) {
-                return Err(Error::NotFound(format!("member {} not found", r.id)));
-            }
-            self.cp.remove_member(r.id).await.map_err(cp_error)?;
+            // Only the confirmed leader's view of the members says "no such member"
+            // (`ControlPlane::remove_member`): a follower's, or a deposed leader's, may miss a
+            // member added since; they redirect the client.
+            self.cp.remove_member(r.id).await.map_err(|e| match e {
+                CpError::Invalid(m) if m.starts_with("id: Not found") => {
+                    Error::NotFound(format!("member {} not found", r.id))
+                }
+                e => cp_error(e),
+            })?;
             Ok(members_response(&self.cp))
         })
         .await

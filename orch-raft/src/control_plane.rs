@@ -1075,6 +1075,12 @@ impl ControlPlane {
         (self.inner.sm.watch_horizon(), events, bytes)
     }
 
+    /// How many snapshots this node installed from the leader since it started (each ends
+    /// the watches that had not reached the snapshot's index: they relist).
+    pub fn snapshot_installs(&self) -> u64 {
+        self.inner.sm.snapshot_installs()
+    }
+
     /// The cluster's members as this node knows them.
     pub fn members(&self) -> Members {
         let metrics = self.inner.raft.metrics();
@@ -1101,13 +1107,51 @@ impl ControlPlane {
     }
 
     /// Removes node `id` from the cluster, a voter or a learner (one that never finished
-    /// catching up, say).
+    /// catching up, say). The leader removing itself hands leadership to another voter first
+    /// and answers [`Error::NotLeader`] naming it: ask that one.
     ///
     /// # Errors
-    /// [`Error::NotLeader`] on a follower; [`Error::Invalid`] when `id` is no member;
-    /// [`Error::Raft`] when the change fails.
+    /// [`Error::NotLeader`] on a follower, and on the leader asked to remove itself;
+    /// [`Error::Invalid`] when `id` is no member (the leader's view, confirmed by a quorum), or
+    /// the only voter; [`Error::Raft`] when the change fails, or leadership could not be
+    /// handed over.
     pub async fn remove_member(&self, id: u64) -> Result<(), Error> {
-        let members = self.members();
+        if id == self.inner.id && self.metrics().leader == Some(self.inner.id) {
+            // The leader removing itself: openraft 0.10.0-alpha.37 can leave such a leader
+            // believing it leads after the change, and its next membership change then
+            // panics its core (orch-sim found it; README, "Bugs the simulator found"). So the
+            // leader hands leadership over first, and answers "not the leader" naming the new
+            // one, which removes this node as any other follower.
+            let to = match self.step_down(TRANSFER_WAIT).await? {
+                Some(to) => to,
+                // No voter answered a heartbeat lately (or none was recorded yet, just after
+                // an election): try the lowest other voter; the transfer fails if it is down.
+                None => {
+                    let Some(to) = self.members().voters.keys().copied().find(|v| *v != id) else {
+                        return Err(Error::Invalid(format!(
+                            "id: Invalid value: {id}: the only voter cannot be removed"
+                        )));
+                    };
+                    self.transfer_leadership(to).await?;
+                    to
+                }
+            };
+            return Err(not_leader_at(Some(to), self.members().voters.get(&to)));
+        }
+        let mut members = self.members();
+        if !members.voters.contains_key(&id)
+            && !members.learners.contains_key(&id)
+            && self.metrics().leader == Some(self.inner.id)
+        {
+            // "No such member" is a definite answer: only from a leader that a quorum confirms
+            // (a deposed one that has not heard of the new term may miss a member added since),
+            // and from its view once it applied what it committed.
+            match self.await_leader_then_read_index().await {
+                Ok(()) => members = self.members(),
+                Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => return Err(not_leader(&f)),
+                Err(e) => return Err(Error::Raft(e.to_string())),
+            }
+        }
         let ids = BTreeSet::from([id]);
         let change = if members.voters.contains_key(&id) {
             // Not kept as a learner: gone from the membership altogether.

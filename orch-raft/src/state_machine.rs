@@ -66,6 +66,8 @@ pub struct StateMachineStore {
     /// The log's durable index: an entry is applied only once it is durable in this node's
     /// own log (see [`crate::durable`]). Set by [`crate::start_raft`].
     durable: Arc<Mutex<Option<DurableWatch>>>,
+    /// Snapshots installed (sent by the leader) since this store was made.
+    installs: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Default for StateMachineStore {
@@ -99,7 +101,13 @@ impl StateMachineStore {
             dir: dir.map(Arc::new),
             slot,
             durable: Arc::default(),
+            installs: Arc::default(),
         }
+    }
+
+    /// How many snapshots this node installed (from the leader) since it started.
+    pub fn snapshot_installs(&self) -> u64 {
+        self.installs.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Applies entries only once `durable` reaches them (see [`crate::durable`]).
@@ -375,6 +383,7 @@ impl RaftStateMachine<C> for StateMachineStore {
         let old_history = self.feed.hold(LockSite::FeedPush).reset(index, revision);
         // Freeing the old state and history takes a while at scale: not under a lock.
         drop(old_history);
+        self.installs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _ = self.off_runtime(move || drop(old)).await;
         Ok(())
     }

@@ -274,9 +274,10 @@ async fn three_nodes_survive_leader_loss_restart_snapshot_and_membership_changes
     n3.shutdown().await.expect("stops");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_bootstrapped_together_hand_over_leadership() {
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("temp dir")).collect();
+/// Three nodes on TCP in `dirs`, node 1 initializing the cluster; with their membership.
+async fn three_bootstrapped(
+    dirs: &[tempfile::TempDir],
+) -> (Vec<ControlPlane>, std::collections::BTreeMap<u64, Member>) {
     let listeners: Vec<_> =
         (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("binds a free port")).collect();
     let members: std::collections::BTreeMap<u64, Member> = (1..=3)
@@ -284,12 +285,81 @@ async fn three_nodes_bootstrapped_together_hand_over_leadership() {
         .map(|(id, l)| (id, Member::new(l.local_addr().expect("address").to_string(), format!("api-{id}"))))
         .collect();
     let mut nodes = Vec::new();
-    for ((id, dir), listener) in (1..=3u64).zip(&dirs).zip(listeners) {
+    for ((id, dir), listener) in (1..=3u64).zip(dirs).zip(listeners) {
         let builder = ControlPlane::builder(id, dir.path()).listener(listener);
         // Exactly one node initializes the cluster; the others learn of it from the leader.
         let builder = if id == 1 { builder.initial_members(members.clone()) } else { builder.join() };
         nodes.push(builder.start().await.expect("starts"));
     }
+    (nodes, members)
+}
+
+/// The leader asked to remove itself hands leadership over first and names the new leader,
+/// which removes it as a follower; a membership change on the new leader works after that
+/// (openraft alpha.37 left a leader that removed itself believing it led, and its next
+/// change panicked its core: orch-sim's seed 52). A follower asked to remove a node it does
+/// not know redirects rather than answer "no such member" from its own, maybe stale, view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_asked_to_remove_itself_hands_over_first() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("temp dir")).collect();
+    let (nodes, _) = three_bootstrapped(&dirs).await;
+    let refs: Vec<&ControlPlane> = nodes.iter().collect();
+    propose(&refs, vec![pod("before")]).await;
+    let mut removed = None;
+    for _ in 0..5 {
+        let leader = eventually("a leader", || nodes.iter().find(|n| n.metrics().leader == Some(n.id()))).await;
+        match leader.remove_member(leader.id()).await {
+            Err(Error::NotLeader { leader: Some(to), .. }) => {
+                assert_ne!(to, leader.id(), "it names another node");
+                let new = &nodes[usize::try_from(to - 1).expect("index")];
+                // A fresh leader changes membership once its lease began and its first entry
+                // committed: until then it answers NotLeader with no leader, and a client
+                // tries again (as `orch_api::Client` does).
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                loop {
+                    match new.remove_member(leader.id()).await {
+                        Ok(()) => {
+                            removed = Some((leader.id(), to));
+                            break;
+                        }
+                        Err(Error::NotLeader { leader: None, .. }) if tokio::time::Instant::now() < deadline => {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        Err(Error::NotLeader { .. }) => break, // leadership moved again meanwhile
+                        Err(e) => panic!("the new leader failed to remove the old one: {e}"),
+                    }
+                }
+                if removed.is_some() {
+                    break;
+                }
+            }
+            Err(Error::NotLeader { .. }) => continue,
+            other => panic!("expected NotLeader naming the new leader, got {other:?}"),
+        }
+    }
+    let (old, new) = removed.expect("the old leader was removed");
+    let new = &nodes[usize::try_from(new - 1).expect("index")];
+    assert!(!new.members().voters.contains_key(&old), "{:?}", new.members());
+    let follower = nodes.iter().find(|n| n.id() != old && n.id() != new.id()).expect("the third node");
+    match follower.remove_member(9).await {
+        Err(Error::NotLeader { .. }) => {}
+        other => panic!("a follower redirects, got {other:?}"),
+    }
+    let err = new.remove_member(9).await.expect_err("no such member");
+    assert_eq!(err.to_string(), "id: Not found: 9: not a member of the cluster");
+    // Another change on the new leader: the old one, gone, rejoins as a learner and leaves.
+    let old_node = &nodes[usize::try_from(old - 1).expect("index")];
+    new.raft().add_learner(old, Member::new(old_node.address(), "api-old"), true).await.expect("adds a learner");
+    new.remove_member(old).await.expect("removes the learner");
+    for n in &nodes {
+        n.shutdown().await.expect("stops");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_bootstrapped_together_hand_over_leadership() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("temp dir")).collect();
+    let (nodes, members) = three_bootstrapped(&dirs).await;
     let refs: Vec<&ControlPlane> = nodes.iter().collect();
     propose(&refs, vec![pod("before")]).await;
     assert_eq!(nodes[0].members().voters, members);

@@ -29,6 +29,43 @@ async fn the_crash_store_passes_the_openraft_storage_suite() {
     Suite::test_all(CrashBuilder).await.expect("the crash store passes openraft's suite");
 }
 
+/// The store as the simulator runs it: writes wait for a separate syncer (a group commit), and
+/// the state machine keeps its snapshots on the same disk.
+struct JournalBuilder;
+
+/// The syncer of one store of the suite: it stops with the store.
+struct Syncer(tokio::task::JoinHandle<()>);
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl StoreBuilder<TypeConfig, CrashLogStore, StateMachineStore, Syncer> for JournalBuilder {
+    async fn build(&self) -> Result<(Syncer, CrashLogStore, StateMachineStore), StorageError<TypeConfig>> {
+        let disk = CrashDisk::new();
+        disk.pause_syncs(true);
+        let syncer_disk = disk.clone();
+        let syncer = tokio::spawn(async move {
+            loop {
+                syncer_disk.written().await;
+                let ticket = syncer_disk.begin_sync();
+                tokio::task::yield_now().await;
+                syncer_disk.complete_sync(ticket);
+            }
+        });
+        let sm = StateMachineStore::on_crash_disk(&disk, orch_raft::feed::HistoryLimits::default())
+            .expect("an empty disk holds no snapshot");
+        Ok((Syncer(syncer), disk.store(), sm))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_crash_store_passes_the_openraft_storage_suite_with_a_separate_syncer() {
+    Suite::test_all(JournalBuilder).await.expect("the crash store with group commits passes openraft's suite");
+}
+
 async fn append(store: &mut CrashLogStore, index: u64, done: IOFlushed<TypeConfig>) {
     store.append([blank_ent::<TypeConfig>(1, 0, index)], done).await.expect("append");
 }
