@@ -40,6 +40,12 @@ pub(crate) struct World {
     start: tokio::time::Instant,
     /// The nodes up now: (which start of the node, its handle).
     pub(crate) live: Mutex<BTreeMap<u64, (u64, ControlPlane)>>,
+    /// The nodes' API servers.
+    pub(crate) api: crate::api::ApiNet,
+    /// Snapshots installed by the nodes' earlier starts.
+    pub(crate) installs: AtomicU64,
+    /// The cluster's voters as last seen (clients start from their addresses).
+    pub(crate) members: Mutex<Vec<u64>>,
     /// Set when the clients and watchers are to stop.
     pub(crate) stop: AtomicBool,
     /// What went wrong outside the checkers' view (a node whose Raft stopped on its own).
@@ -47,7 +53,7 @@ pub(crate) struct World {
 }
 
 impl World {
-    pub(crate) fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64, nodes: u64) -> Self {
         Self {
             rng: Mutex::new(Rng::new(seed).fork(1)),
             history: Mutex::default(),
@@ -55,6 +61,9 @@ impl World {
             ticks: AtomicU64::new(0),
             start: tokio::time::Instant::now(),
             live: Mutex::default(),
+            api: crate::api::ApiNet::default(),
+            installs: AtomicU64::new(0),
+            members: Mutex::new((1..=nodes).collect()),
             stop: AtomicBool::new(false),
             unexpected: Mutex::default(),
         }
@@ -74,6 +83,9 @@ impl World {
     pub(crate) fn fault(&self, what: String) {
         self.trace(what.as_bytes());
         let at = self.now_ms();
+        if std::env::var_os("ORCH_SIM_DEBUG").is_some() {
+            eprintln!("{at:>7} ms  {what}");
+        }
         lock(&self.history).faults.push((at, what));
     }
 
@@ -141,6 +153,21 @@ pub(crate) struct Slot {
     loops: Option<orch_raft::leader::Loops>,
 }
 
+impl Slot {
+    fn new(config: &Config) -> Self {
+        Self {
+            disk: CrashDisk::new(),
+            clock: Arc::new(SimClock::new()),
+            starts: 0,
+            cp: None,
+            syncer: None,
+            sync_ms: Arc::new(Mutex::new(config.faults.sync_ms)),
+            failing: false,
+            loops: None,
+        }
+    }
+}
+
 /// The simulated cluster.
 pub(crate) struct Cluster {
     /// The leader-only loops every node runs (an embedding program's: `Simulation::leader_loop`).
@@ -148,34 +175,82 @@ pub(crate) struct Cluster {
     pub(crate) world: Arc<World>,
     pub(crate) router: LocalRouter,
     pub(crate) nodes: BTreeMap<u64, Slot>,
+    /// A node started to replace a removed voter, not yet a voter itself.
+    pub(crate) joining: Option<u64>,
     config: Config,
     seed: u64,
+    /// The highest id of a node retired: ids are never reused.
+    retired: u64,
 }
 
 impl Cluster {
     pub(crate) fn new(config: &Config, world: Arc<World>, router: LocalRouter) -> Self {
-        let nodes = (1..=config.nodes as u64)
-            .map(|id| {
-                let slot = Slot {
-                    disk: CrashDisk::new(),
-                    clock: Arc::new(SimClock::new()),
-                    starts: 0,
-                    cp: None,
-                    syncer: None,
-                    sync_ms: Arc::new(Mutex::new(config.faults.sync_ms)),
-                    failing: false,
-                    loops: None,
-                };
-                (id, slot)
+        let nodes = (1..=config.nodes as u64).map(|id| (id, Slot::new(config))).collect();
+        Self {
+            loops: Vec::new(),
+            world,
+            router,
+            nodes,
+            joining: None,
+            config: config.clone(),
+            seed: config.seed,
+            retired: 0,
+        }
+    }
+
+    /// How many voters the cluster is meant to have.
+    pub(crate) fn size(&self) -> usize {
+        self.config.nodes
+    }
+
+    /// A new machine with a fresh disk, under the next unused node id.
+    pub(crate) fn add_slot(&mut self) -> u64 {
+        let id = self.nodes.keys().next_back().copied().unwrap_or(0).max(self.retired) + 1;
+        self.nodes.insert(id, Slot::new(&self.config));
+        id
+    }
+
+    /// Node `id` leaves for good (it was removed from the cluster): it stops, and its disk
+    /// goes with it.
+    pub(crate) fn retire(&mut self, id: u64) {
+        self.crash(id);
+        self.nodes.remove(&id);
+        self.retired = self.retired.max(id);
+    }
+
+    /// Retires the nodes that are no longer members as the leader sees them (a removal whose
+    /// answer was lost, but which went through): the operator decommissions them. Nothing
+    /// without a leader.
+    pub(crate) fn retire_removed(&mut self) {
+        let Some(cp) = self.leader().and_then(|l| self.nodes.get(&l)).and_then(|s| s.cp.clone()) else { return };
+        let members = cp.members();
+        let gone: Vec<u64> = self
+            .nodes
+            .keys()
+            .copied()
+            .filter(|id| {
+                !members.voters.contains_key(id) && !members.learners.contains_key(id) && self.joining != Some(*id)
             })
             .collect();
-        Self { loops: Vec::new(), world, router, nodes, config: config.clone(), seed: config.seed }
+        for id in gone {
+            self.retire(id);
+            self.world.fault(format!("retired node {id}, removed earlier"));
+        }
+    }
+
+    /// The voters, as the leader sees them (as last seen when no node leads).
+    pub(crate) fn members(&self) -> Vec<u64> {
+        if let Some(cp) = self.leader().and_then(|l| self.nodes.get(&l)).and_then(|s| s.cp.as_ref()) {
+            let voters: Vec<u64> = cp.members().voters.keys().copied().collect();
+            *lock(&self.world.members) = voters;
+        }
+        lock(&self.world.members).clone()
     }
 
     /// Starts node `id` on its disk (the first start of node 1 initializes the cluster).
     pub(crate) async fn start(&mut self, id: u64) -> Result<(), orch_raft::control_plane::Error> {
         let members: BTreeMap<u64, Member> =
-            self.nodes.keys().map(|n| (*n, Member::new(format!("local-{n}"), String::new()))).collect();
+            self.nodes.keys().map(|n| (*n, Member::new(format!("local-{n}"), crate::api::api_address(*n)))).collect();
         let world = Arc::clone(&self.world);
         let config = self.config.clone();
         let seed = self.seed;
@@ -226,6 +301,7 @@ impl Cluster {
                 Some(orch_raft::leader::Loops::spawn(cp.clone(), self.loops.clone(), Duration::from_secs(1), events));
         }
         slot.cp = Some(cp.clone());
+        world.api.serve(id, cp.clone());
         lock(&world.live).insert(id, (incarnation, cp));
         world.fault(format!("start node {id} (start {incarnation})"));
         Ok(())
@@ -236,10 +312,13 @@ impl Cluster {
     pub(crate) fn crash(&mut self, id: u64) {
         let Some(slot) = self.nodes.get_mut(&id) else { return };
         let Some(cp) = slot.cp.take() else { return };
+        self.world.installs.fetch_add(cp.snapshot_installs(), Ordering::Relaxed);
         slot.failing = false;
         lock(&self.world.live).remove(&id);
-        // Unreachable at once, and nothing it sends is delivered any more.
+        // Unreachable at once, and nothing it sends is delivered any more; its clients'
+        // connections break.
         self.router.unregister(id);
+        self.world.api.stop(id);
         if let Some(syncer) = slot.syncer.take() {
             syncer.abort();
         }
@@ -272,11 +351,16 @@ impl Cluster {
 
     /// The node that leads now, as the nodes up see it.
     pub(crate) fn leader(&self) -> Option<u64> {
+        // Of the nodes that believe they lead, the one of the highest term: a deposed leader
+        // that has not heard of the new term yet believes it too.
         let up = self.up();
-        self.nodes.values().filter_map(|s| s.cp.as_ref()).find_map(|cp| {
-            let m = cp.metrics();
-            (m.leader == Some(m.id) && up.contains(&m.id)).then_some(m.id)
-        })
+        self.nodes
+            .values()
+            .filter_map(|s| s.cp.as_ref())
+            .map(orch_raft::ControlPlane::metrics)
+            .filter(|m| m.leader == Some(m.id) && up.contains(&m.id))
+            .max_by_key(|m| (m.term, std::cmp::Reverse(m.id)))
+            .map(|m| m.id)
     }
 
     /// Records every node's metrics and state digest.
@@ -316,6 +400,7 @@ impl Cluster {
 
     /// Stops every node.
     pub(crate) async fn shutdown(&mut self) {
+        self.world.api.stop_all();
         for slot in self.nodes.values_mut() {
             if let Some(loops) = slot.loops.take() {
                 loops.stop().await;
@@ -324,6 +409,7 @@ impl Cluster {
                 syncer.abort();
             }
             if let Some(cp) = slot.cp.take() {
+                self.world.installs.fetch_add(cp.snapshot_installs(), Ordering::Relaxed);
                 let _ = tokio::time::timeout(Duration::from_secs(30), cp.shutdown()).await;
             }
         }

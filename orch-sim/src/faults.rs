@@ -29,6 +29,12 @@ pub struct FaultCounts {
     pub disk_spikes: u64,
     /// Disks made to fail their writes.
     pub io_errors: u64,
+    /// Times every client connection to a node was broken.
+    pub resets: u64,
+    /// Voters removed.
+    pub removals: u64,
+    /// Nodes that joined as learners and were promoted to voters.
+    pub additions: u64,
 }
 
 /// The link faults of a mix, drawn from `seed`.
@@ -44,8 +50,8 @@ pub(crate) fn link_faults(mix: &FaultMix, seed: u64) -> LinkFaults {
 /// Injects one fault drawn from `mix`.
 pub(crate) async fn step(cluster: &mut Cluster, mix: &FaultMix, counts: &mut FaultCounts) {
     let world = Arc::clone(&cluster.world);
-    let n = cluster.nodes.len();
-    let majority = n / 2 + 1;
+    let members = cluster.members();
+    let majority = members.len() / 2 + 1;
     // Nodes whose Raft stopped (an injected IO error): the operator restarts them.
     for id in cluster.up() {
         let stopped = cluster.nodes[&id].cp.as_ref().is_some_and(|cp| cp.health().is_err());
@@ -58,7 +64,8 @@ pub(crate) async fn step(cluster: &mut Cluster, mix: &FaultMix, counts: &mut Fau
     match choice {
         0..15 if mix.crashes => {
             let up = cluster.up();
-            if up.len() > majority {
+            let up_members = up.iter().filter(|id| members.contains(id)).count();
+            if up_members > majority {
                 // The leader half the time: failover is where bugs live.
                 let leader = cluster.leader();
                 let victim = world.draw(|r| match leader {
@@ -162,7 +169,7 @@ pub(crate) async fn step(cluster: &mut Cluster, mix: &FaultMix, counts: &mut Fau
         }
         90..92 if mix.io_errors => {
             let up = cluster.up();
-            if up.len() > majority {
+            if up.iter().filter(|id| members.contains(id)).count() > majority {
                 let id = up[world.draw(|r| r.pick(up.len()))];
                 cluster.nodes[&id].disk.fail_writes(true);
                 if let Some(slot) = cluster.nodes.get_mut(&id) {
@@ -172,13 +179,112 @@ pub(crate) async fn step(cluster: &mut Cluster, mix: &FaultMix, counts: &mut Fau
                 counts.io_errors += 1;
             }
         }
+        92..96 if mix.partitions => {
+            // A proxy in front of a node drops every client connection to it.
+            let up = cluster.up();
+            if !up.is_empty() {
+                let id = up[world.draw(|r| r.pick(up.len()))];
+                let n = world.api.reset(id);
+                world.fault(format!("reset the {n} client connections of node {id}"));
+                counts.resets += 1;
+            }
+        }
+        96..100 if mix.membership => change_membership(cluster, &members, counts).await,
         _ => {}
     }
 }
 
+/// How long one membership call through the API is retried.
+const MEMBERSHIP_CALL: Duration = Duration::from_secs(5);
+
+/// Replaces a voter: a crashed one if there is one (an operator replacing a dead machine),
+/// else any, the leader included. It is removed through the API, stops for good, and a new
+/// node with a fresh disk starts, joins as a learner, catches up (from a snapshot, often) and
+/// is promoted. A node still joining from an earlier change is added first.
+async fn change_membership(cluster: &mut Cluster, members: &[u64], counts: &mut FaultCounts) {
+    let world = Arc::clone(&cluster.world);
+    if cluster.joining.is_some() {
+        add_joining(cluster, counts).await;
+        return;
+    }
+    cluster.retire_removed();
+    if start_replacement(cluster).await {
+        add_joining(cluster, counts).await;
+        return;
+    }
+    let up = cluster.up();
+    let down: Vec<u64> = members.iter().copied().filter(|id| !up.contains(id)).collect();
+    let victim =
+        world.draw(|r| if down.is_empty() { members[r.pick(members.len())] } else { down[r.pick(down.len())] });
+    // The members left must still have a majority up.
+    let left: Vec<u64> = members.iter().copied().filter(|id| *id != victim).collect();
+    if left.iter().filter(|id| up.contains(id)).count() < left.len() / 2 + 1 {
+        return;
+    }
+    let api = membership_client(&world);
+    match api.remove_member(victim).await {
+        Ok(_) => {}
+        // The change was made by an earlier attempt whose answer was lost.
+        Err(orch_api::Error::NotFound(_)) => {}
+        Err(e) => {
+            world.fault(format!("removing node {victim} failed: {e}"));
+            return;
+        }
+    }
+    cluster.retire(victim);
+    counts.removals += 1;
+    world.fault(format!("removed node {victim}"));
+    if start_replacement(cluster).await {
+        add_joining(cluster, counts).await;
+    }
+}
+
+/// While the cluster has fewer voters than it started with and no node is joining, starts a
+/// new node (a fresh disk, the next id) to join; whether one started.
+async fn start_replacement(cluster: &mut Cluster) -> bool {
+    if cluster.joining.is_some() || cluster.members().len() >= cluster.size() {
+        return false;
+    }
+    let id = cluster.add_slot();
+    if cluster.start(id).await.is_err() {
+        return false;
+    }
+    cluster.joining = Some(id);
+    true
+}
+
+/// Adds the joining node as a learner and promotes it, through the API.
+async fn add_joining(cluster: &mut Cluster, counts: &mut FaultCounts) -> bool {
+    let world = Arc::clone(&cluster.world);
+    let Some(id) = cluster.joining else { return true };
+    if cluster.nodes.get(&id).is_none_or(|s| s.cp.is_none()) && cluster.start(id).await.is_err() {
+        return false;
+    }
+    let api = membership_client(&world);
+    match api.add_member(id, &format!("local-{id}"), &crate::api::api_address(id)).await {
+        Ok(_) => {
+            cluster.joining = None;
+            counts.additions += 1;
+            world.fault(format!("added node {id}"));
+            cluster.members();
+            true
+        }
+        Err(e) => {
+            world.fault(format!("adding node {id} failed: {e}"));
+            false
+        }
+    }
+}
+
+fn membership_client(world: &crate::cluster::World) -> orch_api::Client {
+    let mut rng = crate::rng::Rng::new(world.draw(crate::rng::Rng::next_u64));
+    let id = orch_core::ClientId(u128::from(rng.next_u64() | 1));
+    crate::workload::api_client(world, &mut rng, id, MEMBERSHIP_CALL)
+}
+
 /// Ends every fault: links restored, lost nodes restarted, disks back to normal (clocks keep
 /// their rate and offset: the cluster must live with them).
-pub(crate) async fn heal(cluster: &mut Cluster, mix: &FaultMix) {
+pub(crate) async fn heal(cluster: &mut Cluster, mix: &FaultMix, counts: &mut FaultCounts) {
     cluster.router.heal();
     cluster.router.set_faults(Some(LinkFaults { loss_per_mille: 0, duplicate_per_mille: 0, ..link_faults(mix, 0) }));
     for id in cluster.up() {
@@ -198,6 +304,21 @@ pub(crate) async fn heal(cluster: &mut Cluster, mix: &FaultMix) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // A node removed by a call whose answer was lost stops too, and is replaced; a node still
+    // joining is added (the operator finishes the replacement).
+    for _ in 0..100 {
+        if cluster.leader().is_some() {
+            cluster.retire_removed();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    start_replacement(cluster).await;
+    for _ in 0..6 {
+        if add_joining(cluster, counts).await {
+            break;
         }
     }
 }

@@ -21,6 +21,7 @@
 //! assert!(report.violations.is_empty(), "{report}");
 //! ```
 
+mod api;
 pub mod check;
 mod cluster;
 mod faults;
@@ -64,6 +65,9 @@ pub struct FaultMix {
     pub disk_spikes: bool,
     /// Disks that fail every write (the node stops; it is restarted).
     pub io_errors: bool,
+    /// Membership changes: a voter (a crashed one when there is one) is removed and a new
+    /// node with a fresh disk joins as a learner, catches up, and is promoted.
+    pub membership: bool,
 }
 
 impl FaultMix {
@@ -80,6 +84,7 @@ impl FaultMix {
             compaction: false,
             disk_spikes: false,
             io_errors: false,
+            membership: false,
         }
     }
 
@@ -96,6 +101,7 @@ impl FaultMix {
             compaction: true,
             disk_spikes: true,
             io_errors: true,
+            membership: true,
         }
     }
 
@@ -123,10 +129,11 @@ impl FaultMix {
                     mix.sync_ms = all.sync_ms;
                 }
                 "io" => mix.io_errors = true,
+                "membership" => mix.membership = true,
                 other => {
                     return Err(format!(
                         "faults: Unsupported value: {other:?}: supported values: all, none, loss, dup, delay, crash, \
-                         partition, clock, compaction, disk, io"
+                         partition, clock, compaction, disk, io, membership"
                     ));
                 }
             }
@@ -223,6 +230,7 @@ fn describe(mix: &FaultMix) -> String {
         (mix.compaction, "compaction"),
         (mix.disk_spikes, "disk"),
         (mix.io_errors, "io"),
+        (mix.membership, "membership"),
     ];
     for (on, name) in flags {
         if on {
@@ -266,6 +274,11 @@ pub struct Stats {
     pub faults: FaultCounts,
     /// Messages delivered, lost, duplicated.
     pub messages: orch_raft::local::Counts,
+    /// Snapshots the nodes installed from a leader.
+    pub snapshot_installs: u64,
+    /// Times a watcher was told its revision expired (a snapshot installed under its watch,
+    /// or history compacted past it) and relisted.
+    pub watch_expiries: usize,
 }
 
 impl fmt::Display for Report {
@@ -273,7 +286,8 @@ impl fmt::Display for Report {
         let s = &self.stats;
         writeln!(
             f,
-            "seed {}: {} ({} simulated ms, {} ops, {} unknown, last index {}, {} applications, {:?}, {:?})",
+            "seed {}: {} ({} simulated ms, {} ops, {} unknown, last index {}, {} applications, {} snapshot \
+             installs, {} watch expiries, {:?}, {:?})",
             self.config.seed,
             if self.violations.is_empty() { "ok" } else { "FAILED" },
             s.simulated_ms,
@@ -281,6 +295,8 @@ impl fmt::Display for Report {
             s.unknown,
             s.last_index,
             s.applications,
+            s.snapshot_installs,
+            s.watch_expiries,
             s.faults,
             s.messages,
         )?;
@@ -343,7 +359,7 @@ impl Simulation {
         tokio::time::sleep(Duration::from_millis(1)).await;
         let config = self.config;
         let rng = rng::Rng::new(config.seed);
-        let world = Arc::new(World::new(config.seed));
+        let world = Arc::new(World::new(config.seed, config.nodes as u64));
         let router =
             orch_raft::local::LocalRouter::with_faults(faults::link_faults(&config.faults, rng.fork(2).next_u64()));
         let trace_world = Arc::clone(&world);
@@ -384,7 +400,7 @@ impl Simulation {
         }
 
         // Heal, and probe liveness.
-        faults::heal(&mut cluster, &config.faults).await;
+        faults::heal(&mut cluster, &config.faults, &mut counts).await;
         let healed_ms = world.now_ms();
         let done_ms = workload::probe(Arc::clone(&world), config.liveness_bound * 2).await;
         lock(&world.history).probes.push(history::Probe { healed_ms, done_ms });
@@ -416,8 +432,15 @@ impl Simulation {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         cluster.sample();
-        let finals: Vec<u64> =
-            cluster.nodes.values().filter_map(|s| s.cp.as_ref()).map(|cp| cp.metrics().applied_index).collect();
+        if std::env::var_os("ORCH_SIM_DEBUG").is_some() {
+            for (id, slot) in &cluster.nodes {
+                if let Some(cp) = &slot.cp {
+                    eprintln!("node {id}: {:?} members {:?} health {:?}", cp.metrics(), cp.members(), cp.health());
+                }
+            }
+        }
+        let finals: Vec<(u64, u64)> =
+            cluster.nodes.iter().filter_map(|(id, s)| Some((*id, s.cp.as_ref()?.metrics().applied_index))).collect();
         let final_state = cluster
             .nodes
             .values()
@@ -431,10 +454,12 @@ impl Simulation {
         let mut violations = check::run(&self.checkers, &history);
         broken.extend(std::mem::take(&mut *lock(&world.unexpected)));
         violations.extend(broken.into_iter().map(|what| Violation { checker: "run", what }));
-        if finals.len() < config.nodes || finals.windows(2).any(|w| w[0] != w[1]) {
+        if finals.len() < config.nodes || finals.windows(2).any(|w| w[0].1 != w[1].1) {
             violations.push(Violation {
                 checker: "catch-up",
-                what: format!("the replicas did not reach the same applied index after healing: {finals:?}"),
+                what: format!(
+                    "the replicas did not reach the same applied index after healing: (node, applied) {finals:?}"
+                ),
             });
         }
         let stats = Stats {
@@ -445,6 +470,13 @@ impl Simulation {
             last_index: history.applications.iter().map(|a| a.index).max().unwrap_or(0),
             faults: counts,
             messages,
+            snapshot_installs: world.installs.load(Ordering::Relaxed),
+            watch_expiries: history
+                .watches
+                .values()
+                .flatten()
+                .filter(|item| matches!(item, history::WatchLog::Expired))
+                .count(),
         };
         let trace = lock(&world.trace).finalize().to_hex().to_string();
         Report { config, trace, violations, stats, history, final_state }

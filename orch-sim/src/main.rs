@@ -24,7 +24,7 @@ struct Args {
     #[arg(long, default_value_t = 20_000)]
     duration_ms: u64,
     /// The faults: all, none, or a list of loss, dup, delay, crash, partition, clock,
-    /// compaction, disk, io.
+    /// compaction, disk, io, membership.
     #[arg(long, default_value = "all")]
     faults: String,
     /// Print every run's report, not only the failing ones'.

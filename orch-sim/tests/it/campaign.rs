@@ -9,17 +9,9 @@ use orch_sim::{Config, Report, Simulation};
 /// tests so that both cores work.
 const CAMPAIGN_SEEDS: u64 = 100;
 
-/// Seeds of the campaign that fail on an open bug, with the bug (README, "Bugs the simulator
-/// found"). They are not run here; `cargo run -p orch-sim -- --seed N` shows each.
-const KNOWN_OPEN: &[(u64, &str)] = &[(
-    33,
-    "openraft 0.10.0-alpha.37: a follower that installs a snapshot older than the log it already \
-     flushed moves its log IO cursor back, and a debug assertion stops its Raft core",
-)];
-
 fn campaign(seeds: std::ops::Range<u64>, nodes: usize) {
     let mut failed = Vec::new();
-    for seed in seeds.filter(|s| nodes != 3 || !KNOWN_OPEN.iter().any(|(k, _)| k == s)) {
+    for seed in seeds {
         let report = Simulation::new(Config { nodes, ..Config::new(seed) }).run();
         if !report.violations.is_empty() {
             failed.push(report.to_string());
@@ -49,6 +41,16 @@ fn seeds_that_found_bugs_pass() {
     // A restarted leader resumed its term and reissued log ids (openraft's leader restore);
     // replicas diverged. Found with seeds 68 and 78 of 5 s; with the draws of today, seed 68
     // of 5 s and seeds 0 and 11 of 20 s fail with the fix taken out.
+    //
+    // With the clients on the real API and membership changes among the faults (the draws of
+    // then): seed 2 found a follower answering `RemoveMember` with NotFound from its stale view
+    // of the members; seed 52 a leader that removed itself and panicked its core at the next
+    // membership change (openraft); seed 10 two servers naming each other as the leader, which
+    // bounced a client's call between them without pause (simulated time stood still). Those
+    // three are among the campaign's seeds; each fix has a test of its own too (orch-raft's
+    // `a_leader_asked_to_remove_itself_hands_over_first`, orch-api's
+    // `servers_naming_each_other_as_leader_do_not_bounce_a_call_without_pause`; that a follower
+    // redirects rather than answer "no such member", by the same orch-raft test).
     let runs = [Config::quick(68), Config::new(0), Config::new(11)];
     for config in runs {
         let report = Simulation::new(config).run();
@@ -75,12 +77,16 @@ fn the_same_seed_gives_the_same_trace_and_other_seeds_differ() {
 
 #[test]
 fn a_run_exercises_the_faults_it_was_given() {
-    let report = Simulation::new(Config::new(5)).run();
+    let report = Simulation::new(Config::new(1)).run();
     assert!(report.violations.is_empty(), "{report}");
     let s = &report.stats;
     assert!(s.ops > 200, "{report}");
     assert!(s.faults.crashes > 0 && s.faults.restarts > 0 && s.faults.partitions > 0, "{report}");
     assert!(s.messages.lost > 0 && s.messages.duplicated > 0, "{report}");
+    // A voter replaced (removed, a new node added through the API), client connections
+    // broken, snapshots installed on lagging nodes, and a watcher told to relist.
+    assert!(s.faults.removals > 0 && s.faults.additions > 0 && s.faults.resets > 0, "{report}");
+    assert!(s.snapshot_installs > 0 && s.watch_expiries > 0, "{report}");
     assert!(report.history.watches.values().all(|w| w.len() > 10), "{report}");
 }
 
