@@ -44,6 +44,8 @@ pub(crate) struct World {
     pub(crate) api: crate::api::ApiNet,
     /// Snapshots installed by the nodes' earlier starts.
     pub(crate) installs: AtomicU64,
+    /// Whether faults are printed as they happen (`ORCH_SIM_DEBUG`).
+    debug: bool,
     /// The cluster's voters as last seen (clients start from their addresses).
     pub(crate) members: Mutex<Vec<u64>>,
     /// Set when the clients and watchers are to stop.
@@ -64,6 +66,7 @@ impl World {
             api: crate::api::ApiNet::default(),
             installs: AtomicU64::new(0),
             members: Mutex::new((1..=nodes).collect()),
+            debug: std::env::var_os("ORCH_SIM_DEBUG").is_some(),
             stop: AtomicBool::new(false),
             unexpected: Mutex::default(),
         }
@@ -83,7 +86,7 @@ impl World {
     pub(crate) fn fault(&self, what: String) {
         self.trace(what.as_bytes());
         let at = self.now_ms();
-        if std::env::var_os("ORCH_SIM_DEBUG").is_some() {
+        if self.debug {
             eprintln!("{at:>7} ms  {what}");
         }
         lock(&self.history).faults.push((at, what));
@@ -222,7 +225,7 @@ impl Cluster {
     /// answer was lost, but which went through): the operator decommissions them. Nothing
     /// without a leader.
     pub(crate) fn retire_removed(&mut self) {
-        let Some(cp) = self.leader().and_then(|l| self.nodes.get(&l)).and_then(|s| s.cp.clone()) else { return };
+        let Some(cp) = self.leader_cp() else { return };
         let members = cp.members();
         let gone: Vec<u64> = self
             .nodes
@@ -238,9 +241,14 @@ impl Cluster {
         }
     }
 
+    /// The handle of the node that leads now ([`Cluster::leader`]).
+    fn leader_cp(&self) -> Option<ControlPlane> {
+        self.leader().and_then(|l| self.nodes.get(&l)).and_then(|s| s.cp.clone())
+    }
+
     /// The voters, as the leader sees them (as last seen when no node leads).
     pub(crate) fn members(&self) -> Vec<u64> {
-        if let Some(cp) = self.leader().and_then(|l| self.nodes.get(&l)).and_then(|s| s.cp.as_ref()) {
+        if let Some(cp) = self.leader_cp() {
             let voters: Vec<u64> = cp.members().voters.keys().copied().collect();
             *lock(&self.world.members) = voters;
         }
