@@ -761,6 +761,16 @@ pub enum WatchItem {
 /// A stream of committed events; see [`ControlPlane::watch`].
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchItem, Error>> + Send>>;
 
+/// The snapshots a node installed from the leader since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotInstalls {
+    /// All of them.
+    pub all: u64,
+    /// Those installed while a watch was live on the node (it ended with `Expired` unless it
+    /// had seen everything the snapshot covers).
+    pub under_watch: u64,
+}
+
 /// The members of the cluster.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Members {
@@ -1076,9 +1086,11 @@ impl ControlPlane {
     }
 
     /// How many snapshots this node installed from the leader since it started (each ends
-    /// the watches that had not reached the snapshot's index: they relist).
-    pub fn snapshot_installs(&self) -> u64 {
-        self.inner.sm.snapshot_installs()
+    /// the watches that had not reached the snapshot's index: they relist), and how many of
+    /// them found a watch live on this node.
+    pub fn snapshot_installs(&self) -> SnapshotInstalls {
+        let (all, under_watch) = self.inner.sm.snapshot_installs();
+        SnapshotInstalls { all, under_watch }
     }
 
     /// The cluster's members as this node knows them.
@@ -1102,6 +1114,9 @@ impl ControlPlane {
     /// [`Error::NotLeader`] on a follower; [`Error::Raft`] when the change fails.
     pub async fn add_member(&self, id: u64, member: impl Into<Member>) -> Result<(), Error> {
         let node = member.into();
+        if self.leads_but_leaves() {
+            return Err(self.hand_over().await);
+        }
         self.change(self.inner.raft.add_learner(id, node, true).await)?;
         self.change(self.inner.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false).await)
     }
@@ -1116,27 +1131,8 @@ impl ControlPlane {
     /// the only voter; [`Error::Raft`] when the change fails, or leadership could not be
     /// handed over.
     pub async fn remove_member(&self, id: u64) -> Result<(), Error> {
-        if id == self.inner.id && self.metrics().leader == Some(self.inner.id) {
-            // The leader removing itself: openraft 0.10.0-alpha.37 can leave such a leader
-            // believing it leads after the change, and its next membership change then
-            // panics its core (orch-sim found it; README, "Bugs the simulator found"). So the
-            // leader hands leadership over first, and answers "not the leader" naming the new
-            // one, which removes this node as any other follower.
-            let to = match self.step_down(TRANSFER_WAIT).await? {
-                Some(to) => to,
-                // No voter answered a heartbeat lately (or none was recorded yet, just after
-                // an election): try the lowest other voter; the transfer fails if it is down.
-                None => {
-                    let Some(to) = self.members().voters.keys().copied().find(|v| *v != id) else {
-                        return Err(Error::Invalid(format!(
-                            "id: Invalid value: {id}: the only voter cannot be removed"
-                        )));
-                    };
-                    self.transfer_leadership(to).await?;
-                    to
-                }
-            };
-            return Err(not_leader_at(Some(to), self.members().voters.get(&to)));
+        if (id == self.inner.id && self.metrics().leader == Some(self.inner.id)) || self.leads_but_leaves() {
+            return Err(self.hand_over().await);
         }
         let mut members = self.members();
         if !members.voters.contains_key(&id)
@@ -1206,6 +1202,55 @@ impl ControlPlane {
         }
     }
 
+    /// Whether this node leads while a membership change under way removes it (a joint
+    /// configuration whose new half leaves it out: it was elected with the old half's votes
+    /// after the leader that began the change lost its leadership).
+    fn leads_but_leaves(&self) -> bool {
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow_watched();
+        m.current_leader == Some(self.inner.id)
+            && !m.membership_config.membership().get_joint_config().last().is_some_and(|c| c.contains(&self.inner.id))
+    }
+
+    /// The leader hands leadership to another voter and answers "not the leader" naming it:
+    /// asked to remove itself, or to change the membership while a change under way removes
+    /// it. openraft 0.10.0-alpha.37 can leave such a leader believing it leads after the
+    /// change, and its next membership change then panics its core (orch-sim found both;
+    /// README, "Bugs the simulator found"). The new leader makes the change as for any other.
+    async fn hand_over(&self) -> Error {
+        let to = match self.step_down(TRANSFER_WAIT).await {
+            Ok(Some(to)) => to,
+            // No voter answered a heartbeat lately (or none was recorded yet, just after an
+            // election): try the lowest other voter that stays; the transfer fails if it is down.
+            Ok(None) => {
+                let Some(to) = self.staying_voters().into_iter().find(|v| *v != self.inner.id) else {
+                    return Error::Invalid(format!(
+                        "id: Invalid value: {}: the only voter cannot be removed",
+                        self.inner.id
+                    ));
+                };
+                if let Err(e) = self.transfer_leadership(to).await {
+                    return e;
+                }
+                to
+            }
+            Err(e) => return e,
+        };
+        not_leader_at(Some(to), self.members().voters.get(&to))
+    }
+
+    /// The voters of the configuration the cluster moves to (the newer half of a joint one).
+    fn staying_voters(&self) -> Vec<u64> {
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow_watched();
+        m.membership_config
+            .membership()
+            .get_joint_config()
+            .last()
+            .map(|c| c.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
     /// Before a planned stop (SIGTERM of `orchd`, a rolling restart): when this node leads and
     /// another voter is alive, hands leadership to the live voter whose log is furthest along
     /// (ties: the lowest id) and waits, at most `within`, until it leads. The others then need
@@ -1229,10 +1274,10 @@ impl ControlPlane {
             let alive_within = Duration::from_millis(self.inner.raft.config().election_timeout_min);
             let heard = |v: &u64| m.heartbeat.as_ref().and_then(|h| h.get(v)).and_then(Option::as_ref);
             let matched = |v: &u64| m.replication.as_ref().and_then(|r| r.get(v)).and_then(Option::as_ref);
-            let furthest = m
-                .membership_config
-                .membership()
-                .voter_ids()
+            // A voter that stays: in a joint configuration, one of its newer half.
+            let staying = m.membership_config.membership().get_joint_config().last().cloned().unwrap_or_default();
+            let furthest = staying
+                .into_iter()
                 .filter(|v| *v != self.inner.id)
                 .filter(|v| heard(v).is_some_and(|t| t.elapsed() < alive_within))
                 .max_by_key(|v| (matched(v).map(|l| l.index()), std::cmp::Reverse(*v)));
