@@ -253,6 +253,11 @@ impl Feed {
         &self.tx
     }
 
+    /// How many watches are subscribed to the live feed now.
+    pub(crate) fn live_watches(&self) -> usize {
+        self.tx.receiver_count()
+    }
+
     /// The oldest revision a watch may start from.
     pub(crate) fn horizon(&self) -> u64 {
         self.horizon

@@ -90,7 +90,7 @@ pub use control_plane::ControlPlane;
 pub use durable::{DurableIndex, DurableLog, DurableWatch};
 pub use holds::{LockHolds, LockSite};
 pub use snapshot_file::{SnapshotBytes, SnapshotSink};
-pub use state_machine::{ApplyHook, StateMachineStore};
+pub use state_machine::{AppliedEntry, AppliedPayload, ApplyHook, StateMachineStore};
 pub use types::{Member, Response, Runtime, TypeConfig, with_seed};
 
 /// A Raft node of orch.

@@ -33,9 +33,47 @@ use crate::types::{Response, TypeConfig};
 
 type C = TypeConfig;
 
-/// Called with each application entry once it is applied: `(log index, entry, its outcomes
-/// and events)`, under the state's lock. The simulator records the applications with it.
-pub type ApplyHook = Arc<dyn Fn(u64, &orch_core::Entry, &orch_core::state::ApplyOutput) + Send + Sync>;
+/// Called with every log entry once it is applied (blank and membership entries too), under
+/// the state's lock. The simulator records the applications with it.
+pub type ApplyHook = Arc<dyn Fn(&AppliedEntry<'_>) + Send + Sync>;
+
+/// One applied log entry, as the [`ApplyHook`] sees it.
+#[derive(Debug)]
+pub struct AppliedEntry<'a> {
+    /// The log index.
+    pub index: u64,
+    /// The term of the leader that appended the entry.
+    pub term: u64,
+    /// The node that led that term and appended the entry.
+    pub leader: u64,
+    /// What the entry held.
+    pub payload: AppliedPayload<'a>,
+}
+
+/// Tells `hook`, if any, that the entry `log_id` was applied.
+fn notify(hook: Option<&ApplyHook>, log_id: &LogIdOf<C>, payload: AppliedPayload<'_>) {
+    if let Some(hook) = hook {
+        let (index, term, leader) = (log_id.index, log_id.leader_id.term, log_id.leader_id.node_id);
+        hook(&AppliedEntry { index, term, leader, payload });
+    }
+}
+
+/// What an applied log entry held.
+#[derive(Debug)]
+pub enum AppliedPayload<'a> {
+    /// A new leader's blank entry.
+    Blank,
+    /// An application entry, its outcomes and its events.
+    Normal(&'a orch_core::Entry, &'a orch_core::state::ApplyOutput),
+    /// A membership change: its voter configurations (two in a joint one) and every member
+    /// (voters and learners), by node id in order.
+    Membership {
+        /// The voter configurations.
+        voters: Vec<Vec<u64>>,
+        /// Every member.
+        members: Vec<u64>,
+    },
+}
 
 #[derive(Default)]
 struct Inner {
@@ -66,8 +104,9 @@ pub struct StateMachineStore {
     /// The log's durable index: an entry is applied only once it is durable in this node's
     /// own log (see [`crate::durable`]). Set by [`crate::start_raft`].
     durable: Arc<Mutex<Option<DurableWatch>>>,
-    /// Snapshots installed (sent by the leader) since this store was made.
-    installs: Arc<std::sync::atomic::AtomicU64>,
+    /// Snapshots installed (sent by the leader) since this store was made, and how many of
+    /// them found a watch live on this replica.
+    installs: Arc<[std::sync::atomic::AtomicU64; 2]>,
 }
 
 impl Default for StateMachineStore {
@@ -105,9 +144,11 @@ impl StateMachineStore {
         }
     }
 
-    /// How many snapshots this node installed (from the leader) since it started.
-    pub fn snapshot_installs(&self) -> u64 {
-        self.installs.load(std::sync::atomic::Ordering::Relaxed)
+    /// How many snapshots this node installed (from the leader) since it started, and how
+    /// many of them were installed under a live watch.
+    pub fn snapshot_installs(&self) -> (u64, u64) {
+        let [all, watched] = &*self.installs;
+        (all.load(std::sync::atomic::Ordering::Relaxed), watched.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Applies entries only once `durable` reaches them (see [`crate::durable`]).
@@ -316,15 +357,20 @@ impl RaftStateMachine<C> for StateMachineStore {
             }
             let (response, events, time_ms) = {
                 let mut inner = self.hold(LockSite::Apply);
+                let hook = inner.hook.clone();
+                let seen = |payload: AppliedPayload<'_>| notify(hook.as_ref(), &log_id, payload);
                 let (response, events) = match entry.payload {
-                    EntryPayload::Blank => (Response::default(), Vec::new()),
+                    EntryPayload::Blank => {
+                        seen(AppliedPayload::Blank);
+                        (Response::default(), Vec::new())
+                    }
                     // Only application entries reach orch-core, so revisions are the indexes
                     // of the entries that changed the state.
                     EntryPayload::Normal(batch) => {
-                        let output = match inner.hook.clone() {
-                            Some(hook) => {
+                        let output = match &hook {
+                            Some(_) => {
                                 let output = inner.state.apply(index, batch.clone());
-                                hook(index, &batch, &output);
+                                seen(AppliedPayload::Normal(&batch, &output));
                                 output
                             }
                             None => inner.state.apply(index, batch),
@@ -332,6 +378,12 @@ impl RaftStateMachine<C> for StateMachineStore {
                         (Response { outcomes: output.outcomes }, output.events)
                     }
                     EntryPayload::Membership(membership) => {
+                        if hook.is_some() {
+                            let voters =
+                                membership.get_joint_config().iter().map(|c| c.iter().copied().collect()).collect();
+                            let members = membership.nodes().map(|(id, _)| *id).collect();
+                            seen(AppliedPayload::Membership { voters, members });
+                        }
                         inner.membership = StoredMembership::new(Some(log_id), membership);
                         (Response::default(), Vec::new())
                     }
@@ -380,10 +432,18 @@ impl RaftStateMachine<C> for StateMachineStore {
             old
         };
         // Watches that had not seen everything the snapshot covers end: they never will.
-        let old_history = self.feed.hold(LockSite::FeedPush).reset(index, revision);
+        let (old_history, watched) = {
+            let mut feed = self.feed.hold(LockSite::FeedPush);
+            let watched = feed.live_watches() > 0;
+            (feed.reset(index, revision), watched)
+        };
         // Freeing the old state and history takes a while at scale: not under a lock.
         drop(old_history);
-        self.installs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let [all, under_watch] = &*self.installs;
+        all.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if watched {
+            under_watch.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let _ = self.off_runtime(move || drop(old)).await;
         Ok(())
     }
@@ -397,6 +457,8 @@ impl RaftStateMachine<C> for StateMachineStore {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
     use openraft::LogId;
     use openraft::impls::leader_id_adv::LeaderId;
 
@@ -449,6 +511,65 @@ mod tests {
         assert_eq!(reopened.state(), state_b);
         let leftovers: Vec<_> = std::fs::read_dir(dir.path()).expect("lists").filter_map(Result::ok).collect();
         assert_eq!(leftovers.len(), 1, "only snapshot.bin: {leftovers:?}");
+    }
+
+    #[tokio::test]
+    async fn the_apply_hook_sees_every_entry_with_its_log_id() {
+        let mut store = StateMachineStore::default();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = Arc::clone(&seen);
+        store.set_apply_hook(Arc::new(move |a: &AppliedEntry<'_>| {
+            let what = match &a.payload {
+                AppliedPayload::Blank => "blank".to_owned(),
+                AppliedPayload::Normal(entry, output) => {
+                    format!("{} requests, {} outcomes", entry.requests.len(), output.outcomes.len())
+                }
+                AppliedPayload::Membership { voters, members } => format!("voters {voters:?}, members {members:?}"),
+            };
+            lock(&record).push((a.index, a.term, a.leader, what));
+        }));
+        let id = |term, node_id, index| LogId::new(LeaderId { term, node_id }, index);
+        let membership = openraft::Membership::new(
+            vec![BTreeSet::from([1, 2]), BTreeSet::from([2, 3])],
+            BTreeMap::from([
+                (1, crate::Member::default()),
+                (2, crate::Member::default()),
+                (3, crate::Member::default()),
+            ]),
+        )
+        .expect("a valid membership");
+        let ns = orch_core::parse_manifests("apiVersion: v1\nkind: Namespace\nmetadata: {name: a}").expect("valid");
+        let request = orch_core::Request::new(orch_core::ClientId(1), 1, orch_core::Command::Create(ns[0].clone()));
+        let entries: Vec<Result<EntryResponder<C>, io::Error>> = vec![
+            Ok((RaftEntry::new_blank(id(2, 1, 1)), None)),
+            Ok((RaftEntry::new_normal(id(2, 1, 2), orch_core::Entry::new(1_000, vec![request])), None)),
+            Ok((RaftEntry::new_membership(id(3, 2, 3), membership), None)),
+        ];
+        store.apply(futures_util::stream::iter(entries)).await.expect("applies");
+        assert_eq!(
+            *lock(&seen),
+            [
+                (1, 2, 1, "blank".to_owned()),
+                (2, 2, 1, "1 requests, 1 outcomes".to_owned()),
+                (3, 3, 2, "voters [[1, 2], [2, 3]], members [1, 2, 3]".to_owned()),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn installs_are_counted_and_those_under_a_live_watch_apart() {
+        let mut store = StateMachineStore::default();
+        let (meta, state) = state_at(3);
+        store.install_snapshot(&meta, SnapshotBytes::from_vec(state.to_snapshot())).await.expect("installs");
+        assert_eq!(store.snapshot_installs(), (1, 0), "no watch was live");
+        let watch = store.feed().hold(LockSite::Subscribe).subscribe(None).expect("subscribes");
+        let (meta, state) = state_at(5);
+        store.install_snapshot(&meta, SnapshotBytes::from_vec(state.to_snapshot())).await.expect("installs");
+        assert_eq!(store.snapshot_installs(), (2, 1), "one watch was live");
+        drop(watch);
+        let (meta, state) = state_at(7);
+        store.install_snapshot(&meta, SnapshotBytes::from_vec(state.to_snapshot())).await.expect("installs");
+        assert_eq!(store.snapshot_installs(), (3, 1), "the watch ended before");
     }
 
     #[tokio::test]

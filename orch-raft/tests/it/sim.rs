@@ -55,8 +55,10 @@ async fn run(seed: u64) -> Trace {
     for id in 1..=3u64 {
         let sm = StateMachineStore::in_memory();
         let log = Arc::clone(&applications);
-        sm.set_apply_hook(Arc::new(move |index, entry, _| {
-            log.lock().expect("trace lock").push((id, index, orch_core::codec::encode(entry)));
+        sm.set_apply_hook(Arc::new(move |applied: &orch_raft::AppliedEntry<'_>| {
+            if let orch_raft::AppliedPayload::Normal(entry, _) = applied.payload {
+                log.lock().expect("trace lock").push((id, applied.index, orch_core::codec::encode(entry)));
+            }
         }));
         let raft = start_raft(id, Arc::clone(&config), router.clone(), MemLogStore::default(), sm.clone(), seed ^ id)
             .await
