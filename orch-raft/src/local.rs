@@ -202,6 +202,11 @@ impl LocalRouter {
         lock(&self.routes).cut.insert((from, to));
     }
 
+    /// Restores the link from `from` to `to` (one way).
+    pub fn mend(&self, from: u64, to: u64) {
+        lock(&self.routes).cut.remove(&(from, to));
+    }
+
     /// Restores every cut link.
     pub fn heal(&self) {
         lock(&self.routes).cut.clear();
@@ -235,10 +240,11 @@ impl LocalRouter {
         Fate { lost, reply_lost, duplicate, latency: first }
     }
 
-    /// The node `target` if a message from this handle's node reaches it now.
-    fn reach(&self, target: u64, lost: bool, what: &'static str) -> Option<RaftNode> {
+    /// The node `target`, with its registration number, if a message from this handle's node
+    /// reaches it now.
+    fn reach(&self, target: u64, lost: bool, what: &'static str) -> Option<(u64, RaftNode)> {
         let mut routes = lock(&self.routes);
-        let node = routes.nodes.get(&target).map(|(_, node)| node.clone());
+        let node = routes.nodes.get(&target).map(|(number, node)| (*number, node.clone()));
         let sender_alive =
             self.registration == 0 || routes.nodes.get(&self.from).is_some_and(|(n, _)| *n == self.registration);
         match node {
@@ -276,7 +282,7 @@ impl LocalRouter {
             tokio::spawn(async move {
                 tokio::time::sleep(after).await;
                 // Delivered if the link lets it through then, to the node registered then.
-                if let Some(node) = router.reach(target, false, what) {
+                if let Some((_, node)) = router.reach(target, false, what) {
                     lock(&router.routes).counts.duplicated += 1;
                     let _ = call(node).await;
                 }
@@ -285,11 +291,18 @@ impl LocalRouter {
         if !fate.latency.is_zero() {
             tokio::time::sleep(fate.latency).await;
         }
-        let Some(node) = self.reach(target, fate.lost, what) else {
+        let Some((number, node)) = self.reach(target, fate.lost, what) else {
             return Err(Unreachable::new(&NotRegistered(target)));
         };
         let reply = call(node).await.map_err(|e| Unreachable::new(&e))?;
-        if fate.reply_lost || lock(&self.routes).cut.contains(&(target, self.from)) {
+        // A node that crashed (or restarted) while it handled the call sends no reply: what its
+        // handler returned after that was never said by a live process.
+        let replier_gone = |routes: &Routes| routes.nodes.get(&target).is_none_or(|(n, _)| *n != number);
+        let dropped = {
+            let routes = lock(&self.routes);
+            fate.reply_lost || routes.cut.contains(&(target, self.from)) || replier_gone(&routes)
+        };
+        if dropped {
             lock(&self.routes).counts.lost += 1;
             return Err(Unreachable::new(&NotRegistered(target)));
         }

