@@ -42,8 +42,8 @@ pub(crate) struct World {
     pub(crate) live: Mutex<BTreeMap<u64, (u64, ControlPlane)>>,
     /// The nodes' API servers.
     pub(crate) api: crate::api::ApiNet,
-    /// Snapshots installed by the nodes' earlier starts.
-    pub(crate) installs: AtomicU64,
+    /// Snapshots installed by the nodes that stopped, and those of them under a live watch.
+    pub(crate) installs: Mutex<orch_raft::control_plane::SnapshotInstalls>,
     /// Whether faults are printed as they happen (`ORCH_SIM_DEBUG`).
     debug: bool,
     /// The cluster's voters as last seen (clients start from their addresses).
@@ -64,12 +64,19 @@ impl World {
             start: tokio::time::Instant::now(),
             live: Mutex::default(),
             api: crate::api::ApiNet::default(),
-            installs: AtomicU64::new(0),
+            installs: Mutex::default(),
             members: Mutex::new((1..=nodes).collect()),
             debug: std::env::var_os("ORCH_SIM_DEBUG").is_some(),
             stop: AtomicBool::new(false),
             unexpected: Mutex::default(),
         }
+    }
+
+    /// Adds the snapshot installs of a node that stops.
+    pub(crate) fn count_installs(&self, installs: orch_raft::control_plane::SnapshotInstalls) {
+        let mut total = lock(&self.installs);
+        total.all += installs.all;
+        total.under_watch += installs.under_watch;
     }
 
     /// The next point in the run's order of events.
@@ -269,7 +276,7 @@ impl Cluster {
         let incarnation = slot.starts;
         let hook_world = Arc::clone(&world);
         let hook: orch_raft::ApplyHook =
-            Arc::new(move |index, entry, output| record_application(&hook_world, id, index, entry, output));
+            Arc::new(move |applied: &orch_raft::AppliedEntry<'_>| record_application(&hook_world, id, applied));
         let builder = ControlPlane::builder(id, "/nonexistent/orch-sim")
             .local(self.router.clone())
             .crash_disk(slot.disk.clone())
@@ -320,7 +327,7 @@ impl Cluster {
     pub(crate) fn crash(&mut self, id: u64) {
         let Some(slot) = self.nodes.get_mut(&id) else { return };
         let Some(cp) = slot.cp.take() else { return };
-        self.world.installs.fetch_add(cp.snapshot_installs(), Ordering::Relaxed);
+        self.world.count_installs(cp.snapshot_installs());
         slot.failing = false;
         lock(&self.world.live).remove(&id);
         // Unreachable at once, and nothing it sends is delivered any more; its clients'
@@ -371,6 +378,20 @@ impl Cluster {
             .map(|m| m.id)
     }
 
+    /// Waits `duration` of simulated time, sampling every 50 ms.
+    pub(crate) async fn wait(&self, duration: Duration) {
+        let end = tokio::time::Instant::now() + duration;
+        while tokio::time::Instant::now() < end {
+            tokio::time::sleep_until((tokio::time::Instant::now() + Duration::from_millis(50)).min(end)).await;
+            self.sample();
+        }
+    }
+
+    /// Entries a snapshot leaves in the log behind it.
+    pub(crate) fn snapshot_keep(&self) -> u64 {
+        self.config.snapshot_keep
+    }
+
     /// Records every node's metrics and state digest.
     pub(crate) fn sample(&self) {
         let at_ms = self.world.now_ms();
@@ -417,7 +438,7 @@ impl Cluster {
                 syncer.abort();
             }
             if let Some(cp) = slot.cp.take() {
-                self.world.installs.fetch_add(cp.snapshot_installs(), Ordering::Relaxed);
+                self.world.count_installs(cp.snapshot_installs());
                 let _ = tokio::time::timeout(Duration::from_secs(30), cp.shutdown()).await;
             }
         }
@@ -439,30 +460,57 @@ pub(crate) fn value_of(object: &orch_core::Object) -> Option<(u32, Value)> {
     Some((key, Value { spec, status }))
 }
 
-fn record_application(world: &World, node: u64, index: u64, entry: &orch_core::Entry, output: &orch_core::ApplyOutput) {
+fn record_application(world: &World, node: u64, applied: &orch_raft::AppliedEntry<'_>) {
+    let index = applied.index;
     let mut hasher = blake3::Hasher::new();
-    hasher.update(&orch_core::codec::encode(entry));
-    hasher.update(&orch_core::codec::encode(&output.outcomes));
-    hasher.update(&orch_core::codec::encode(&output.events));
-    let digest = *hasher.finalize().as_bytes();
-    // Applied afresh: a success of this entry's revision, the first time the request appears in
-    // it (a retry batched into the same entry is answered from the table with that outcome).
+    hasher.update(&applied.term.to_le_bytes());
+    hasher.update(&applied.leader.to_le_bytes());
     let mut fresh: Vec<(u128, u64)> = Vec::new();
-    for (r, o) in entry.requests.iter().zip(&output.outcomes) {
-        let id = (r.client.0, r.serial);
-        if matches!(o, Ok(s) if s.revision.0 == index) && !fresh.contains(&id) {
-            fresh.push(id);
+    let mut requests = Vec::new();
+    let mut changes = Vec::new();
+    match &applied.payload {
+        orch_raft::AppliedPayload::Blank => {
+            hasher.update(b"blank");
+        }
+        orch_raft::AppliedPayload::Membership { voters, members } => {
+            hasher.update(b"membership");
+            for config in voters {
+                hasher.update(&(config.len() as u64).to_le_bytes());
+                config.iter().for_each(|id| {
+                    hasher.update(&id.to_le_bytes());
+                });
+            }
+            hasher.update(&(members.len() as u64).to_le_bytes());
+            members.iter().for_each(|id| {
+                hasher.update(&id.to_le_bytes());
+            });
+        }
+        orch_raft::AppliedPayload::Normal(entry, output) => {
+            hasher.update(b"normal");
+            hasher.update(&orch_core::codec::encode(*entry));
+            hasher.update(&orch_core::codec::encode(&output.outcomes));
+            hasher.update(&orch_core::codec::encode(&output.events));
+            // Applied afresh: a success of this entry's revision, the first time the request
+            // appears in it (a retry batched into the same entry is answered from the table
+            // with that outcome).
+            for (r, o) in entry.requests.iter().zip(&output.outcomes) {
+                let id = (r.client.0, r.serial);
+                if matches!(o, Ok(s) if s.revision.0 == index) && !fresh.contains(&id) {
+                    fresh.push(id);
+                }
+            }
+            requests = entry.requests.iter().map(|r| (r.client.0, r.serial)).collect();
+            changes = output
+                .events
+                .iter()
+                .filter_map(|e| {
+                    let (key, value) = value_of(&e.object)?;
+                    Some(Change { event: e.event_type, key, value })
+                })
+                .collect();
         }
     }
-    let requests = entry.requests.iter().map(|r| (r.client.0, r.serial)).collect();
-    let changes = output
-        .events
-        .iter()
-        .filter_map(|e| {
-            let (key, value) = value_of(&e.object)?;
-            Some(Change { event: e.event_type, key, value })
-        })
-        .collect();
+    let digest = *hasher.finalize().as_bytes();
     world.trace(&[b"apply".as_slice(), &node.to_le_bytes(), &index.to_le_bytes(), &digest].concat());
     lock(&world.history).applications.push(Application { node, index, digest, fresh, requests, changes });
 }

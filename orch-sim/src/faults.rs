@@ -144,7 +144,8 @@ pub(crate) async fn step(cluster: &mut Cluster, mix: &FaultMix, counts: &mut Fau
             world.fault(format!("clock of node {id}: offset {offset} ms, rate {rate}/1000"));
             counts.clocks += 1;
         }
-        66..78 if mix.compaction => {
+        66..72 if mix.compaction => lag_behind_compaction(cluster, counts).await,
+        72..78 if mix.compaction => {
             let up = cluster.up();
             if !up.is_empty() {
                 let id = up[world.draw(|r| r.pick(up.len()))];
@@ -191,6 +192,44 @@ pub(crate) async fn step(cluster: &mut Cluster, mix: &FaultMix, counts: &mut Fau
         }
         96..100 if mix.membership => change_membership(cluster, &members, counts).await,
         _ => {}
+    }
+}
+
+/// A follower falls behind a compacted log: it is cut off from every other node while the
+/// clients go on writing, the leader snapshots and purges its log, and the follower's links
+/// come back. It catches up by installing the leader's snapshot, under whatever watches are
+/// live on it (they must end loudly, or go on if they had seen everything).
+async fn lag_behind_compaction(cluster: &mut Cluster, counts: &mut FaultCounts) {
+    let world = Arc::clone(&cluster.world);
+    let Some(leader) = cluster.leader() else { return };
+    let followers: Vec<u64> = cluster.up().into_iter().filter(|id| *id != leader).collect();
+    if followers.is_empty() {
+        return;
+    }
+    let (lagging, behind_ms) = world.draw(|r| (followers[r.pick(followers.len())], r.between(300, 1500)));
+    let others: Vec<u64> = cluster.nodes.keys().copied().filter(|id| *id != lagging).collect();
+    for other in &others {
+        cluster.router.cut(lagging, *other);
+        cluster.router.cut(*other, lagging);
+    }
+    world.fault(format!("node {lagging} falls behind for {behind_ms} ms"));
+    cluster.wait(Duration::from_millis(behind_ms)).await;
+    if let Some(cp) = cluster.nodes[&leader].cp.clone() {
+        let target = cp.metrics().applied_index;
+        let _ = cp.raft().trigger().snapshot().await;
+        // The build takes a moment; the purge follows it.
+        for _ in 0..20 {
+            if cp.metrics().purged_index + cluster.snapshot_keep() >= target {
+                break;
+            }
+            cluster.wait(Duration::from_millis(50)).await;
+        }
+        world.fault(format!("snapshot on node {leader}, log purged to {}", cp.metrics().purged_index));
+        counts.compactions += 1;
+    }
+    for other in &others {
+        cluster.router.mend(lagging, *other);
+        cluster.router.mend(*other, lagging);
     }
 }
 

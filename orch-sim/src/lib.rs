@@ -214,6 +214,15 @@ impl Config {
         if self.faults != default.faults {
             command.push_str(&format!(" --faults {}", describe(&self.faults)));
         }
+        if self.clients != default.clients {
+            command.push_str(&format!(" --clients {}", self.clients));
+        }
+        if self.watchers != default.watchers {
+            command.push_str(&format!(" --watchers {}", self.watchers));
+        }
+        if self.keys != default.keys {
+            command.push_str(&format!(" --keys {}", self.keys));
+        }
         command
     }
 }
@@ -276,6 +285,8 @@ pub struct Stats {
     pub messages: orch_raft::local::Counts,
     /// Snapshots the nodes installed from a leader.
     pub snapshot_installs: u64,
+    /// Of those, the ones installed while a watch was live on the node.
+    pub installs_under_watch: u64,
     /// Times a watcher was told its revision expired (a snapshot installed under its watch,
     /// or history compacted past it) and relisted.
     pub watch_expiries: usize,
@@ -287,7 +298,7 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "seed {}: {} ({} simulated ms, {} ops, {} unknown, last index {}, {} applications, {} snapshot \
-             installs, {} watch expiries, {:?}, {:?})",
+             installs ({} under a watch), {} watch expiries, {:?}, {:?})",
             self.config.seed,
             if self.violations.is_empty() { "ok" } else { "FAILED" },
             s.simulated_ms,
@@ -296,6 +307,7 @@ impl fmt::Display for Report {
             s.last_index,
             s.applications,
             s.snapshot_installs,
+            s.installs_under_watch,
             s.watch_expiries,
             s.faults,
             s.messages,
@@ -462,6 +474,7 @@ impl Simulation {
                 ),
             });
         }
+        let installs = *lock(&world.installs);
         let stats = Stats {
             simulated_ms: world.now_ms(),
             ops: history.ops.len(),
@@ -470,7 +483,8 @@ impl Simulation {
             last_index: history.applications.iter().map(|a| a.index).max().unwrap_or(0),
             faults: counts,
             messages,
-            snapshot_installs: world.installs.load(Ordering::Relaxed),
+            snapshot_installs: installs.all,
+            installs_under_watch: installs.under_watch,
             watch_expiries: history
                 .watches
                 .values()
@@ -480,5 +494,29 @@ impl Simulation {
         };
         let trace = lock(&world.trace).finalize().to_hex().to_string();
         Report { config, trace, violations, stats, history, final_state }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_replay_command_names_every_setting_that_differs_from_the_default() {
+        assert_eq!(Config::new(7).replay_command(), "cargo run -p orch-sim -- --seed 7");
+        let config = Config {
+            nodes: 5,
+            duration: Duration::from_millis(1234),
+            faults: FaultMix::parse("loss,crash").expect("a valid mix"),
+            clients: 9,
+            watchers: 0,
+            keys: 100,
+            ..Config::new(7)
+        };
+        assert_eq!(
+            config.replay_command(),
+            "cargo run -p orch-sim -- --seed 7 --nodes 5 --duration-ms 1234 --faults loss,crash --clients 9 \
+             --watchers 0 --keys 100"
+        );
     }
 }

@@ -27,10 +27,24 @@ struct Args {
     /// compaction, disk, io, membership.
     #[arg(long, default_value = "all")]
     faults: String,
+    /// Simulated clients (creates, updates, deletes, gets and lists).
+    #[arg(long, default_value_t = Config::new(0).clients)]
+    clients: u64,
+    /// Simulated watchers (cut and resumed at random points).
+    #[arg(long, default_value_t = Config::new(0).watchers)]
+    watchers: u64,
+    /// Simulated objects the clients contend on.
+    #[arg(long, default_value_t = Config::new(0).keys)]
+    keys: u32,
     /// Print every run's report, not only the failing ones'.
     #[arg(long)]
     verbose: bool,
 }
+
+/// The most clients, and the most watchers, of one run.
+const MAX_ACTORS: u64 = 256;
+/// The most objects of one run.
+const MAX_KEYS: u32 = 10_000;
 
 fn parse_range(text: &str) -> anyhow::Result<std::ops::Range<u64>> {
     let (a, b) = text.split_once("..").ok_or_else(|| anyhow::anyhow!("--seeds: expected A..B, got {text:?}"))?;
@@ -43,6 +57,9 @@ fn parse_range(text: &str) -> anyhow::Result<std::ops::Range<u64>> {
 fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
     anyhow::ensure!(matches!(args.nodes, 3 | 5), "--nodes: Unsupported value: {}: supported values: 3, 5", args.nodes);
+    anyhow::ensure!(args.clients <= MAX_ACTORS, "--clients: must be at most {MAX_ACTORS}, got {}", args.clients);
+    anyhow::ensure!(args.watchers <= MAX_ACTORS, "--watchers: must be at most {MAX_ACTORS}, got {}", args.watchers);
+    anyhow::ensure!((1..=MAX_KEYS).contains(&args.keys), "--keys: must be in 1..={MAX_KEYS}, got {}", args.keys);
     let faults = FaultMix::parse(&args.faults).map_err(anyhow::Error::msg)?;
     let seeds = match (&args.seeds, args.seed) {
         (Some(range), _) => parse_range(range)?,
@@ -62,6 +79,9 @@ fn main() -> anyhow::Result<ExitCode> {
             nodes: args.nodes,
             duration: Duration::from_millis(args.duration_ms),
             faults: faults.clone(),
+            clients: args.clients,
+            watchers: args.watchers,
+            keys: args.keys,
             ..Config::new(seed)
         };
         let report = Simulation::new(config).run();
