@@ -1108,25 +1108,33 @@ impl ControlPlane {
     }
 
     /// Adds node `id` (its Raft address, or a [`Member`]): first as a learner that catches up,
-    /// then as a voter.
+    /// then as a voter. A leader that a membership change under way leaves out hands
+    /// leadership to a voter that stays first and answers [`Error::NotLeader`] naming it.
     ///
     /// # Errors
-    /// [`Error::NotLeader`] on a follower; [`Error::Raft`] when the change fails.
+    /// [`Error::NotLeader`] on a follower, and on a leader the change under way leaves out;
+    /// [`Error::Raft`] when the change fails, or leadership could not be handed over.
     pub async fn add_member(&self, id: u64, member: impl Into<Member>) -> Result<(), Error> {
         let node = member.into();
         if self.leads_but_leaves() {
             return Err(self.hand_over().await);
         }
         self.change(self.inner.raft.add_learner(id, node, true).await)?;
+        // The learner's catch-up takes a while: leadership may have moved and come back.
+        if self.leads_but_leaves() {
+            return Err(self.hand_over().await);
+        }
         self.change(self.inner.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false).await)
     }
 
     /// Removes node `id` from the cluster, a voter or a learner (one that never finished
-    /// catching up, say). The leader removing itself hands leadership to another voter first
-    /// and answers [`Error::NotLeader`] naming it: ask that one.
+    /// catching up, say). The leader removing itself, or a leader that a membership change
+    /// under way leaves out, hands leadership to a voter that stays first and answers
+    /// [`Error::NotLeader`] naming it: ask that one.
     ///
     /// # Errors
-    /// [`Error::NotLeader`] on a follower, and on the leader asked to remove itself;
+    /// [`Error::NotLeader`] on a follower, on the leader asked to remove itself, and on a
+    /// leader the change under way leaves out;
     /// [`Error::Invalid`] when `id` is no member (the leader's view, confirmed by a quorum), or
     /// the only voter; [`Error::Raft`] when the change fails, or leadership could not be
     /// handed over.
@@ -1147,6 +1155,10 @@ impl ControlPlane {
                 Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => return Err(not_leader(&f)),
                 Err(e) => return Err(Error::Raft(e.to_string())),
             }
+        }
+        // The read above waited on a quorum: leadership may have moved and come back.
+        if self.leads_but_leaves() {
+            return Err(self.hand_over().await);
         }
         let ids = BTreeSet::from([id]);
         let change = if members.voters.contains_key(&id) {
@@ -1202,9 +1214,11 @@ impl ControlPlane {
         }
     }
 
-    /// Whether this node leads while a membership change under way removes it (a joint
-    /// configuration whose new half leaves it out: it was elected with the old half's votes
-    /// after the leader that began the change lost its leadership).
+    /// Whether this node leads while a membership change under way removes it: a joint
+    /// configuration whose newer half leaves it out (the leader that appended it lost its
+    /// leadership before the change finished, and this node, a voter of the older half, won
+    /// the election with majorities of both halves). Read from the published metrics, which
+    /// trail the core a little: a check narrows openraft's window, it cannot close it.
     fn leads_but_leaves(&self) -> bool {
         let metrics = self.inner.raft.metrics();
         let m = metrics.borrow_watched();
@@ -1252,11 +1266,13 @@ impl ControlPlane {
     }
 
     /// Before a planned stop (SIGTERM of `orchd`, a rolling restart): when this node leads and
-    /// another voter is alive, hands leadership to the live voter whose log is furthest along
-    /// (ties: the lowest id) and waits, at most `within`, until it leads. The others then need
-    /// not wait out an election timeout: a restart of the leader costs a transfer (an election
-    /// the target starts at once), not a timeout. Returns the new leader, or None when nothing was handed over (not the
-    /// leader, or no other voter that answered a heartbeat within an election timeout).
+    /// another voter that stays is alive (during a joint configuration, one of its newer half),
+    /// hands leadership to the live one whose log is furthest along (ties: the lowest id) and
+    /// waits, at most `within`, until it leads. The others then need not wait out an election
+    /// timeout: a restart of the leader costs a transfer (an election the target starts at
+    /// once), not a timeout. Returns the new leader, or None when nothing was handed over (not
+    /// the leader, or no other staying voter that answered a heartbeat within an election
+    /// timeout).
     ///
     /// # Errors
     /// [`Error::Raft`] when the transfer did not complete within `within` (the caller stops

@@ -98,7 +98,8 @@ pub type Tracer = Arc<dyn Fn(u64, u64, &'static str) + Send + Sync>;
 pub struct Counts {
     /// Messages that reached their target.
     pub delivered: u64,
-    /// Messages or replies lost (drawn, or over a cut link, or to a node not registered).
+    /// Messages or replies lost (drawn, or over a cut link, or to a node not registered, or
+    /// the reply of a node that crashed or restarted while it handled the call).
     pub lost: u64,
     /// Messages delivered a second time.
     pub duplicated: u64,

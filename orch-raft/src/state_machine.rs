@@ -233,7 +233,8 @@ impl StateMachineStore {
         self.feed.hold(LockSite::Subscribe).held()
     }
 
-    /// Calls `hook` with every application entry from now on, once it is applied.
+    /// Calls `hook` with every log entry (blank, application, membership) from now on, once it
+    /// is applied.
     pub fn set_apply_hook(&self, hook: ApplyHook) {
         self.hold(LockSite::Other).hook = Some(hook);
     }

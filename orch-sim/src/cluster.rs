@@ -514,3 +514,38 @@ fn record_application(world: &World, node: u64, applied: &orch_raft::AppliedEntr
     world.trace(&[b"apply".as_slice(), &node.to_le_bytes(), &index.to_le_bytes(), &digest].concat());
     lock(&world.history).applications.push(Application { node, index, digest, fresh, requests, changes });
 }
+
+#[cfg(test)]
+mod tests {
+    use orch_raft::{AppliedEntry, AppliedPayload};
+
+    use super::*;
+
+    #[test]
+    fn an_entry_s_digest_covers_its_term_its_leader_and_its_kind() {
+        let world = World::new(1, 3);
+        let membership = || AppliedPayload::Membership { voters: vec![vec![1, 2, 3]], members: vec![1, 2, 3] };
+        let entries = [
+            AppliedEntry { index: 5, term: 2, leader: 1, payload: AppliedPayload::Blank },
+            AppliedEntry { index: 5, term: 2, leader: 1, payload: AppliedPayload::Blank },
+            AppliedEntry { index: 5, term: 3, leader: 1, payload: AppliedPayload::Blank },
+            AppliedEntry { index: 5, term: 2, leader: 2, payload: AppliedPayload::Blank },
+            AppliedEntry { index: 5, term: 2, leader: 1, payload: membership() },
+            AppliedEntry {
+                index: 5,
+                term: 2,
+                leader: 1,
+                payload: AppliedPayload::Membership { voters: vec![vec![1, 2]], members: vec![1, 2, 3] },
+            },
+        ];
+        for (node, entry) in entries.iter().enumerate() {
+            record_application(&world, node as u64, entry);
+        }
+        let digests: Vec<[u8; 32]> = lock(&world.history).applications.iter().map(|a| a.digest).collect();
+        assert_eq!(digests[0], digests[1], "the same entry on two replicas");
+        for (i, other) in digests.iter().enumerate().skip(2) {
+            assert_ne!(digests[0], *other, "entry {i} differs from entry 0");
+        }
+        assert_ne!(digests[4], digests[5], "another configuration");
+    }
+}

@@ -197,8 +197,10 @@ pub(crate) async fn step(cluster: &mut Cluster, mix: &FaultMix, counts: &mut Fau
 
 /// A follower falls behind a compacted log: it is cut off from every other node while the
 /// clients go on writing, the leader snapshots and purges its log, and the follower's links
-/// come back. It catches up by installing the leader's snapshot, under whatever watches are
-/// live on it (they must end loudly, or go on if they had seen everything).
+/// come back. It catches up by installing the leader's snapshot (when the purge passed its
+/// log; openraft may postpone a purge while it replicates), under whatever watches are live on
+/// it (they must end loudly, or go on if they had seen everything). Only the links this fault
+/// cut are restored: an earlier partition stays as it was.
 async fn lag_behind_compaction(cluster: &mut Cluster, counts: &mut FaultCounts) {
     let world = Arc::clone(&cluster.world);
     let Some(leader) = cluster.leader() else { return };
@@ -207,10 +209,17 @@ async fn lag_behind_compaction(cluster: &mut Cluster, counts: &mut FaultCounts) 
         return;
     }
     let (lagging, behind_ms) = world.draw(|r| (followers[r.pick(followers.len())], r.between(300, 1500)));
-    let others: Vec<u64> = cluster.nodes.keys().copied().filter(|id| *id != lagging).collect();
-    for other in &others {
-        cluster.router.cut(lagging, *other);
-        cluster.router.cut(*other, lagging);
+    let already = cluster.router.cuts();
+    let links: Vec<(u64, u64)> = cluster
+        .nodes
+        .keys()
+        .copied()
+        .filter(|id| *id != lagging)
+        .flat_map(|other| [(lagging, other), (other, lagging)])
+        .filter(|link| !already.contains(link))
+        .collect();
+    for (from, to) in &links {
+        cluster.router.cut(*from, *to);
     }
     world.fault(format!("node {lagging} falls behind for {behind_ms} ms"));
     cluster.wait(Duration::from_millis(behind_ms)).await;
@@ -227,9 +236,8 @@ async fn lag_behind_compaction(cluster: &mut Cluster, counts: &mut FaultCounts) 
         world.fault(format!("snapshot on node {leader}, log purged to {}", cp.metrics().purged_index));
         counts.compactions += 1;
     }
-    for other in &others {
-        cluster.router.mend(lagging, *other);
-        cluster.router.mend(*other, lagging);
+    for (from, to) in &links {
+        cluster.router.mend(*from, *to);
     }
 }
 

@@ -97,7 +97,9 @@ pub struct Application {
     pub node: u64,
     /// The log index.
     pub index: u64,
-    /// The BLAKE3 digest of the entry, its outcomes and its events.
+    /// The BLAKE3 digest of the entry's term and leader, its kind (blank, membership with its
+    /// voter configurations and members, or application), and for an application entry its
+    /// requests, outcomes and events.
     pub digest: [u8; 32],
     /// The requests it applied afresh (not answered from the session table): (client, serial).
     pub fresh: Vec<(u128, u64)>,

@@ -59,7 +59,8 @@ pub struct FaultMix {
     pub partitions: bool,
     /// Make nodes' clocks run fast or slow, or jump.
     pub clocks: bool,
-    /// Force snapshots (and so log compaction and snapshot installs).
+    /// Force snapshots (and so log compaction and snapshot installs), and let a follower fall
+    /// behind a compacted log (cut off from every node meanwhile) so that it installs one.
     pub compaction: bool,
     /// Disk latency spikes.
     pub disk_spikes: bool,

@@ -40,6 +40,17 @@ async fn cuts_are_one_way_and_a_gone_sender_is_not_delivered() {
     router.heal();
     assert!(ask(&mut nine).await);
 
+    // Mending restores one way of a link, and only that.
+    router.cut(9, 1);
+    router.cut(1, 9);
+    router.mend(9, 1);
+    let before = router.counts();
+    assert!(!ask(&mut nine).await, "the way back is still cut");
+    assert_eq!(router.counts().delivered, before.delivered + 1, "the way there is mended");
+    router.mend(1, 9);
+    assert!(router.cuts().is_empty());
+    assert!(ask(&mut nine).await);
+
     // Node 9 crashes: unregistered, and a new start of it registers afresh. What the old handle
     // sends is lost, what the new one sends is delivered.
     router.unregister(9);

@@ -51,8 +51,8 @@ fn seeds_that_found_bugs_pass() {
     // `a_leader_asked_to_remove_itself_hands_over_first`, orch-api's
     // `servers_naming_each_other_as_leader_do_not_bounce_a_call_without_pause`; that a follower
     // redirects rather than answer "no such member", by the same orch-raft test). Seed 47 of
-    // the campaign (20 s, with the lag fault) found a voter under removal elected with the old
-    // half of the joint configuration, whose next membership change panicked its core; with
+    // the campaign (20 s, with the lag fault) found a voter under removal elected while the
+    // joint configuration was not finished, whose next membership change panicked its core; with
     // the fix taken out (`ControlPlane::leads_but_leaves`) it fails again.
     let runs = [Config::quick(68), Config::new(0), Config::new(11)];
     for config in runs {
