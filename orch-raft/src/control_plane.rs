@@ -163,6 +163,11 @@ pub async fn restore(
     Ok(index)
 }
 
+/// The voters of the configuration the cluster moves to (the newer half of a joint one).
+fn staying_voters(m: &openraft::RaftMetrics<TypeConfig>) -> BTreeSet<u64> {
+    m.membership_config.membership().get_joint_config().last().cloned().unwrap_or_default()
+}
+
 fn not_leader_at(leader: Option<u64>, member: Option<&Member>) -> Error {
     Error::NotLeader {
         leader,
@@ -1222,8 +1227,7 @@ impl ControlPlane {
     fn leads_but_leaves(&self) -> bool {
         let metrics = self.inner.raft.metrics();
         let m = metrics.borrow_watched();
-        m.current_leader == Some(self.inner.id)
-            && !m.membership_config.membership().get_joint_config().last().is_some_and(|c| c.contains(&self.inner.id))
+        m.current_leader == Some(self.inner.id) && !staying_voters(&m).contains(&self.inner.id)
     }
 
     /// The leader hands leadership to another voter and answers "not the leader" naming it:
@@ -1237,7 +1241,8 @@ impl ControlPlane {
             // No voter answered a heartbeat lately (or none was recorded yet, just after an
             // election): try the lowest other voter that stays; the transfer fails if it is down.
             Ok(None) => {
-                let Some(to) = self.staying_voters().into_iter().find(|v| *v != self.inner.id) else {
+                let staying = staying_voters(&self.inner.raft.metrics().borrow_watched());
+                let Some(to) = staying.into_iter().find(|v| *v != self.inner.id) else {
                     return Error::Invalid(format!(
                         "id: Invalid value: {}: the only voter cannot be removed",
                         self.inner.id
@@ -1251,18 +1256,6 @@ impl ControlPlane {
             Err(e) => return e,
         };
         not_leader_at(Some(to), self.members().voters.get(&to))
-    }
-
-    /// The voters of the configuration the cluster moves to (the newer half of a joint one).
-    fn staying_voters(&self) -> Vec<u64> {
-        let metrics = self.inner.raft.metrics();
-        let m = metrics.borrow_watched();
-        m.membership_config
-            .membership()
-            .get_joint_config()
-            .last()
-            .map(|c| c.iter().copied().collect())
-            .unwrap_or_default()
     }
 
     /// Before a planned stop (SIGTERM of `orchd`, a rolling restart): when this node leads and
@@ -1291,8 +1284,7 @@ impl ControlPlane {
             let heard = |v: &u64| m.heartbeat.as_ref().and_then(|h| h.get(v)).and_then(Option::as_ref);
             let matched = |v: &u64| m.replication.as_ref().and_then(|r| r.get(v)).and_then(Option::as_ref);
             // A voter that stays: in a joint configuration, one of its newer half.
-            let staying = m.membership_config.membership().get_joint_config().last().cloned().unwrap_or_default();
-            let furthest = staying
+            let furthest = staying_voters(&m)
                 .into_iter()
                 .filter(|v| *v != self.inner.id)
                 .filter(|v| heard(v).is_some_and(|t| t.elapsed() < alive_within))

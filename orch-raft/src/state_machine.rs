@@ -368,13 +368,12 @@ impl RaftStateMachine<C> for StateMachineStore {
                     // Only application entries reach orch-core, so revisions are the indexes
                     // of the entries that changed the state.
                     EntryPayload::Normal(batch) => {
-                        let output = match &hook {
-                            Some(_) => {
-                                let output = inner.state.apply(index, batch.clone());
-                                seen(AppliedPayload::Normal(&batch, &output));
-                                output
-                            }
-                            None => inner.state.apply(index, batch),
+                        let output = if hook.is_some() {
+                            let output = inner.state.apply(index, batch.clone());
+                            seen(AppliedPayload::Normal(&batch, &output));
+                            output
+                        } else {
+                            inner.state.apply(index, batch)
                         };
                         (Response { outcomes: output.outcomes }, output.events)
                     }

@@ -474,16 +474,12 @@ fn record_application(world: &World, node: u64, applied: &orch_raft::AppliedEntr
         }
         orch_raft::AppliedPayload::Membership { voters, members } => {
             hasher.update(b"membership");
-            for config in voters {
-                hasher.update(&(config.len() as u64).to_le_bytes());
-                config.iter().for_each(|id| {
+            for ids in voters.iter().chain([members]) {
+                hasher.update(&(ids.len() as u64).to_le_bytes());
+                for id in ids {
                     hasher.update(&id.to_le_bytes());
-                });
+                }
             }
-            hasher.update(&(members.len() as u64).to_le_bytes());
-            members.iter().for_each(|id| {
-                hasher.update(&id.to_le_bytes());
-            });
         }
         orch_raft::AppliedPayload::Normal(entry, output) => {
             hasher.update(b"normal");

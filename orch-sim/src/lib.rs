@@ -406,7 +406,9 @@ impl Simulation {
                 tokio::time::sleep_until(sample_at.min(next)).await;
                 if tokio::time::Instant::now() >= sample_at {
                     cluster.sample();
-                    sample_at += Duration::from_millis(50);
+                    // From now: a fault step that waited (and sampled) meanwhile leaves no
+                    // backlog of samples to take at one instant.
+                    sample_at = tokio::time::Instant::now() + Duration::from_millis(50);
                 }
             }
             faults::step(&mut cluster, &config.faults, &mut counts).await;
