@@ -8,6 +8,7 @@ mod leader;
 mod limits;
 mod local;
 mod mem_store;
+mod membership;
 mod rocks_store;
 mod sim;
 mod snapshot_receive;
