@@ -1,0 +1,367 @@
+//! Whether a pod fits a node: the scheduler's filter ([`crate::scheduler`]), and the check a
+//! `Bind` is meant to repeat when applied, so that a decision made on a stale view is refused
+//! instead of over-committing a node.
+//!
+//! Kubernetes' filter plugins, in their order (a node is reported under the first one it
+//! fails): the node is Ready; not cordoned (`NodeUnschedulable`); every `NoSchedule` and
+//! `NoExecute` taint tolerated (`TaintToleration`); the pod's `nodeSelector` matched
+//! (`NodeAffinity`); its host ports free (`NodePorts`); its requests within what the node
+//! has left of its allocatable, and one more pod within its `pods` (`NodeResourcesFit`,
+//! which lists every resource that is short). Integer arithmetic only: every replica
+//! computes the same answer.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use crate::core_v1::{Node, Pod, Protocol, TaintEffect, Toleration, TolerationOperator};
+use crate::meta::ConditionStatus;
+use crate::quantity::Quantity;
+use crate::text::Text;
+
+/// What pods request of a node, in milli-units (millicores, thousandths of a byte) and pods.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Requests {
+    /// Millicores.
+    pub cpu: i64,
+    /// Thousandths of a byte.
+    pub memory: i64,
+    /// Thousandths of a byte.
+    pub ephemeral_storage: i64,
+    /// Pods.
+    pub pods: i64,
+}
+
+impl Requests {
+    /// What `pod` requests: the sum over its containers, a container's limit standing for a
+    /// request it leaves out (as Kubernetes defaults it), and one pod.
+    pub fn of(pod: &Pod) -> Self {
+        let mut sum = Self { pods: 1, ..Self::default() };
+        for c in &pod.spec.containers {
+            let (req, lim) = (&c.resources.requests, &c.resources.limits);
+            let milli = |r: Option<Quantity>, l: Option<Quantity>| r.or(l).map_or(0, |q| q.milli_value().max(0));
+            sum.cpu = sum.cpu.saturating_add(milli(req.cpu, lim.cpu));
+            sum.memory = sum.memory.saturating_add(milli(req.memory, lim.memory));
+            sum.ephemeral_storage =
+                sum.ephemeral_storage.saturating_add(milli(req.ephemeral_storage, lim.ephemeral_storage));
+        }
+        sum
+    }
+
+    /// What `node` offers: its allocatable, or its capacity where allocatable leaves a resource
+    /// out; a resource neither names is 0 (as in Kubernetes: a node that reports nothing takes
+    /// no pod).
+    pub fn allocatable(node: &Node) -> Self {
+        let (a, c) = (&node.status.allocatable, &node.status.capacity);
+        let milli = |a: Option<Quantity>, c: Option<Quantity>| a.or(c).map_or(0, |q| q.milli_value().max(0));
+        Self {
+            cpu: milli(a.cpu, c.cpu),
+            memory: milli(a.memory, c.memory),
+            ephemeral_storage: milli(a.ephemeral_storage, c.ephemeral_storage),
+            pods: a.pods.or(c.pods).map_or(0, |q| q.value().max(0)),
+        }
+    }
+
+    /// The sum of both.
+    #[must_use]
+    pub fn plus(self, other: Self) -> Self {
+        Self {
+            cpu: self.cpu.saturating_add(other.cpu),
+            memory: self.memory.saturating_add(other.memory),
+            ephemeral_storage: self.ephemeral_storage.saturating_add(other.ephemeral_storage),
+            pods: self.pods.saturating_add(other.pods),
+        }
+    }
+
+    /// This less `other`.
+    #[must_use]
+    pub fn minus(self, other: Self) -> Self {
+        Self {
+            cpu: self.cpu.saturating_sub(other.cpu),
+            memory: self.memory.saturating_sub(other.memory),
+            ephemeral_storage: self.ephemeral_storage.saturating_sub(other.ephemeral_storage),
+            pods: self.pods.saturating_sub(other.pods),
+        }
+    }
+}
+
+/// A host port a pod's container takes on its node: (protocol, port, host IP, "" for all).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HostPort {
+    /// `TCP`, `UDP` or `SCTP`.
+    pub protocol: &'static str,
+    /// The port on the node.
+    pub port: i32,
+    /// The address it binds, empty for every address (`0.0.0.0`).
+    pub ip: Text,
+}
+
+impl HostPort {
+    /// The host ports `pod` asks for.
+    pub fn of(pod: &Pod) -> impl Iterator<Item = HostPort> + '_ {
+        pod.spec.containers.iter().flat_map(|c| &c.ports).filter_map(|p| {
+            let port = p.host_port.filter(|port| *port > 0)?;
+            let protocol = match p.protocol {
+                Some(Protocol::Udp) => "UDP",
+                Some(Protocol::Sctp) => "SCTP",
+                _ => "TCP",
+            };
+            let ip = p.host_ip.clone().filter(|ip| ip.as_str() != "0.0.0.0").unwrap_or_default();
+            Some(HostPort { protocol, port, ip })
+        })
+    }
+
+    /// Whether the two cannot both be bound: one protocol and port, and one address or either
+    /// on every address.
+    pub fn conflicts(&self, other: &HostPort) -> bool {
+        self.protocol == other.protocol
+            && self.port == other.port
+            && (self.ip == other.ip || self.ip.is_empty() || other.ip.is_empty())
+    }
+}
+
+/// What the pods bound to a node already take of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeUsage {
+    /// The sum of their requests (and their number).
+    pub requested: Requests,
+    /// Their host ports.
+    pub host_ports: BTreeSet<HostPort>,
+}
+
+impl NodeUsage {
+    /// Counts `pod` as bound to the node.
+    pub fn add(&mut self, pod: &Pod) {
+        self.requested = self.requested.plus(Requests::of(pod));
+        self.host_ports.extend(HostPort::of(pod));
+    }
+
+    /// Counts `pod` as no longer bound (its ports are freed unless another pod holds the same).
+    pub fn remove(&mut self, pod: &Pod) {
+        self.requested = self.requested.minus(Requests::of(pod));
+        for port in HostPort::of(pod) {
+            self.host_ports.remove(&port);
+        }
+    }
+}
+
+/// Why a pod does not fit a node, worded as Kubernetes' scheduler words it in
+/// `0/5 nodes are available: 3 Insufficient cpu, 2 node(s) had untolerated taint {k: v}.`
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Unfit {
+    /// The node's `Ready` condition is not `True`.
+    NotReady,
+    /// The node is cordoned (`spec.unschedulable`).
+    Unschedulable,
+    /// A `NoSchedule` or `NoExecute` taint the pod does not tolerate (the first one).
+    Taint {
+        /// The taint's key.
+        key: Text,
+        /// Its value.
+        value: Text,
+    },
+    /// The node's labels do not match the pod's `nodeSelector`.
+    Selector,
+    /// A host port the pod asks for is taken.
+    Ports,
+    /// Not enough of a resource left (`cpu`, `memory`, `ephemeral-storage`).
+    Insufficient(&'static str),
+    /// The node runs its `pods` allocatable already.
+    TooManyPods,
+}
+
+impl fmt::Display for Unfit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotReady => f.write_str("node(s) were not ready"),
+            Self::Unschedulable => f.write_str("node(s) were unschedulable"),
+            Self::Taint { key, value } => write!(f, "node(s) had untolerated taint {{{key}: {value}}}"),
+            Self::Selector => f.write_str("node(s) didn't match Pod's node affinity/selector"),
+            Self::Ports => f.write_str("node(s) didn't have free ports for the requested pod ports"),
+            Self::Insufficient(resource) => write!(f, "Insufficient {resource}"),
+            Self::TooManyPods => f.write_str("Too many pods"),
+        }
+    }
+}
+
+/// Whether node `node`'s `Ready` condition is `True`.
+pub fn ready(node: &Node) -> bool {
+    node.status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == ConditionStatus::True)
+}
+
+/// Whether `toleration` tolerates a taint of `key`, `value` and `effect`.
+pub fn tolerates(toleration: &Toleration, key: &str, value: &str, effect: Option<TaintEffect>) -> bool {
+    if toleration.effect.is_some() && toleration.effect != effect {
+        return false;
+    }
+    let toleration_key = toleration.key.as_deref().unwrap_or("");
+    match toleration.operator.unwrap_or(TolerationOperator::Equal) {
+        // An empty key with Exists tolerates every taint.
+        TolerationOperator::Exists => toleration_key.is_empty() || toleration_key == key,
+        TolerationOperator::Equal => toleration_key == key && toleration.value.as_deref().unwrap_or("") == value,
+    }
+}
+
+/// Whether `pod` fits `node`, whose bound pods take `usage` of it (with `allocatable`, from
+/// [`Requests::allocatable`], precomputed by a caller that asks often); `request` is
+/// [`Requests::of`] the pod. The reasons of the first filter the node fails (every short
+/// resource for the last one).
+///
+/// # Errors
+/// The reasons it does not fit.
+pub fn fits(
+    pod: &Pod,
+    request: Requests,
+    node: &Node,
+    allocatable: Requests,
+    usage: &NodeUsage,
+) -> Result<(), Vec<Unfit>> {
+    if !ready(node) {
+        return Err(vec![Unfit::NotReady]);
+    }
+    if node.spec.unschedulable == Some(true) {
+        return Err(vec![Unfit::Unschedulable]);
+    }
+    for taint in &node.spec.taints {
+        let effect = taint.effect;
+        if !matches!(effect, Some(TaintEffect::NoSchedule | TaintEffect::NoExecute)) {
+            continue;
+        }
+        let value = taint.value.as_deref().unwrap_or("");
+        if !pod.spec.tolerations.iter().any(|t| tolerates(t, &taint.key, value, effect)) {
+            return Err(vec![Unfit::Taint { key: taint.key.clone(), value: value.into() }]);
+        }
+    }
+    if !node.metadata.labels.contains_all(&pod.spec.node_selector) {
+        return Err(vec![Unfit::Selector]);
+    }
+    if HostPort::of(pod).any(|want| usage.host_ports.iter().any(|held| held.conflicts(&want))) {
+        return Err(vec![Unfit::Ports]);
+    }
+    let after = usage.requested.plus(request);
+    let mut short = Vec::new();
+    if after.pods > allocatable.pods {
+        short.push(Unfit::TooManyPods);
+    }
+    if request.cpu > 0 && after.cpu > allocatable.cpu {
+        short.push(Unfit::Insufficient("cpu"));
+    }
+    if request.memory > 0 && after.memory > allocatable.memory {
+        short.push(Unfit::Insufficient("memory"));
+    }
+    if request.ephemeral_storage > 0 && after.ephemeral_storage > allocatable.ephemeral_storage {
+        short.push(Unfit::Insufficient("ephemeral-storage"));
+    }
+    if short.is_empty() { Ok(()) } else { Err(short) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core_v1::Taint;
+    use crate::manifest::parse_manifests;
+    use crate::object::Object;
+
+    pub(crate) fn node(yaml_status: &str) -> Node {
+        let manifest =
+            format!("apiVersion: v1\nkind: Node\nmetadata: {{name: n, labels: {{disk: ssd}}}}\n{yaml_status}");
+        match parse_manifests(&manifest).expect("a valid node").remove(0) {
+            Object::Node(n) => (*n).clone(),
+            other => panic!("not a node: {other:?}"),
+        }
+    }
+
+    fn ready_node() -> Node {
+        node("status: {allocatable: {cpu: '2', memory: 4Gi, pods: '3'}, conditions: [{type: Ready, status: 'True'}]}")
+    }
+
+    fn pod(spec: &str) -> Pod {
+        let manifest = format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec: {spec}");
+        match parse_manifests(&manifest).expect("a valid pod").remove(0) {
+            Object::Pod(p) => (*p).clone(),
+            other => panic!("not a pod: {other:?}"),
+        }
+    }
+
+    fn check(p: &Pod, n: &Node, usage: &NodeUsage) -> Result<(), Vec<Unfit>> {
+        fits(p, Requests::of(p), n, Requests::allocatable(n), usage)
+    }
+
+    #[test]
+    fn requests_sum_the_containers_and_a_limit_stands_for_a_missing_request() {
+        let p = pod("{containers: [{name: a, image: x, resources: {requests: {cpu: 250m}, limits: {memory: 1Gi}}}, \
+             {name: b, image: x, resources: {requests: {cpu: '1', memory: 1Mi}}}]}");
+        let r = Requests::of(&p);
+        assert_eq!(r.cpu, 1250);
+        assert_eq!(r.memory, (1024 * 1024 * 1024 + 1024 * 1024) * 1000);
+        assert_eq!(r.pods, 1);
+    }
+
+    #[test]
+    fn a_pod_fits_until_a_resource_or_the_pod_count_runs_out() {
+        let n = ready_node();
+        let p = pod("{containers: [{name: a, image: x, resources: {requests: {cpu: '1', memory: 1Gi}}}]}");
+        let mut usage = NodeUsage::default();
+        assert_eq!(check(&p, &n, &usage), Ok(()));
+        usage.add(&p);
+        assert_eq!(check(&p, &n, &usage), Ok(()), "two of them fill the cpu exactly");
+        usage.add(&p);
+        assert_eq!(check(&p, &n, &usage), Err(vec![Unfit::Insufficient("cpu")]));
+        let small = pod("{containers: [{name: a, image: x}]}");
+        assert_eq!(check(&small, &n, &usage), Ok(()), "a pod without requests needs only a pod slot");
+        usage.add(&small);
+        assert_eq!(check(&small, &n, &usage), Err(vec![Unfit::TooManyPods]));
+        assert_eq!(check(&p, &n, &usage), Err(vec![Unfit::TooManyPods, Unfit::Insufficient("cpu")]));
+        usage.remove(&p);
+        assert_eq!(check(&p, &n, &usage), Ok(()), "a pod gone frees what it took");
+        let empty = node("status: {conditions: [{type: Ready, status: 'True'}]}");
+        assert_eq!(check(&small, &empty, &NodeUsage::default()), Err(vec![Unfit::TooManyPods]), "nothing reported");
+    }
+
+    #[test]
+    fn each_filter_reports_its_reason_in_kubernetes_words() {
+        let p = pod("{containers: [{name: a, image: x}]}");
+        let usage = NodeUsage::default();
+        let not_ready = node("status: {allocatable: {pods: '3'}, conditions: [{type: Ready, status: 'Unknown'}]}");
+        assert_eq!(check(&p, &not_ready, &usage), Err(vec![Unfit::NotReady]));
+        let mut cordoned = ready_node();
+        cordoned.spec.unschedulable = Some(true);
+        assert_eq!(check(&p, &cordoned, &usage), Err(vec![Unfit::Unschedulable]));
+        let mut tainted = ready_node();
+        let taint = |key: &str, effect| Taint { key: key.into(), value: Some("v".into()), effect, time_added: None };
+        tainted.spec.taints =
+            vec![taint("soft", Some(TaintEffect::PreferNoSchedule)), taint("k", Some(TaintEffect::NoSchedule))];
+        let err = check(&p, &tainted, &usage).expect_err("untolerated");
+        assert_eq!(err[0].to_string(), "node(s) had untolerated taint {k: v}");
+        let tolerant = pod("{containers: [{name: a, image: x}], tolerations: [{key: k, operator: Equal, value: v}]}");
+        assert_eq!(check(&tolerant, &tainted, &usage), Ok(()));
+        let everything = pod("{containers: [{name: a, image: x}], tolerations: [{operator: Exists}]}");
+        assert_eq!(check(&everything, &tainted, &usage), Ok(()));
+        let other_effect =
+            pod("{containers: [{name: a, image: x}], tolerations: [{key: k, operator: Exists, effect: NoExecute}]}");
+        assert!(check(&other_effect, &tainted, &usage).is_err(), "a toleration of another effect does not count");
+        let hdd = pod("{containers: [{name: a, image: x}], nodeSelector: {disk: hdd}}");
+        let err = check(&hdd, &ready_node(), &usage).expect_err("no match");
+        assert_eq!(err[0].to_string(), "node(s) didn't match Pod's node affinity/selector");
+        let ssd = pod("{containers: [{name: a, image: x}], nodeSelector: {disk: ssd}}");
+        assert_eq!(check(&ssd, &ready_node(), &usage), Ok(()));
+        assert_eq!(Unfit::Insufficient("cpu").to_string(), "Insufficient cpu");
+        assert_eq!(Unfit::TooManyPods.to_string(), "Too many pods");
+    }
+
+    #[test]
+    fn host_ports_conflict_on_one_protocol_port_and_address() {
+        let with_port = |port: i32, protocol: &str, ip: &str| {
+            pod(&format!(
+                "{{containers: [{{name: a, image: x, ports: [{{containerPort: 80, hostPort: {port}, protocol: {protocol}, hostIP: '{ip}'}}]}}]}}"
+            ))
+        };
+        let n = ready_node();
+        let mut usage = NodeUsage::default();
+        usage.add(&with_port(8080, "TCP", "10.0.0.1"));
+        assert_eq!(check(&with_port(8080, "TCP", "10.0.0.1"), &n, &usage), Err(vec![Unfit::Ports]));
+        assert_eq!(check(&with_port(8080, "TCP", "0.0.0.0"), &n, &usage), Err(vec![Unfit::Ports]), "every address");
+        assert_eq!(check(&with_port(8080, "TCP", "10.0.0.2"), &n, &usage), Ok(()));
+        assert_eq!(check(&with_port(8080, "UDP", "10.0.0.1"), &n, &usage), Ok(()));
+        assert_eq!(check(&with_port(8081, "TCP", "10.0.0.1"), &n, &usage), Ok(()));
+    }
+}
