@@ -63,7 +63,7 @@ fn main() {
     let nodes: Vec<Arc<Node>> = (0..NODES).map(ready_node).collect();
     let pods: Vec<Pod> = (0..PODS).map(pending_pod).collect();
     let (secs, refused, snapshot) = place(&pods, &nodes, &Settings::default());
-    let per_node: Vec<i64> =
+    let per_node: Vec<i128> =
         nodes.iter().map(|n| snapshot.usage(&n.metadata.name).map_or(0, |u| u.requested.pods)).collect();
     let (min, max) = (per_node.iter().min().copied().unwrap_or(0), per_node.iter().max().copied().unwrap_or(0));
     println!("{PODS} pods on {NODES} nodes (adaptive sample: 10% of the nodes scored)");

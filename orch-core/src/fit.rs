@@ -10,25 +10,36 @@
 //! which lists every resource that is short). Integer arithmetic only: every replica
 //! computes the same answer.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::core_v1::{Node, Pod, Protocol, TaintEffect, Toleration, TolerationOperator};
+use crate::core_v1::{Node, Pod, Protocol, ResourceList, TaintEffect, Toleration, TolerationOperator};
 use crate::meta::ConditionStatus;
 use crate::quantity::Quantity;
 use crate::text::Text;
 
+/// The taint key of a cordoned node, which a pod may tolerate to be placed there anyway.
+pub const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
+
 /// What pods request of a node, in milli-units (millicores, thousandths of a byte) and pods.
+///
+/// Held in `i128`: a quantity is at most 2^61 milli-units and a pod has a bounded number of
+/// containers, so no sum of any number of pods comes near the bound, and removing a pod
+/// always takes back exactly what adding it added (a saturated `i64` sum could not).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Requests {
     /// Millicores.
-    pub cpu: i64,
+    pub cpu: i128,
     /// Thousandths of a byte.
-    pub memory: i64,
+    pub memory: i128,
     /// Thousandths of a byte.
-    pub ephemeral_storage: i64,
+    pub ephemeral_storage: i128,
     /// Pods.
-    pub pods: i64,
+    pub pods: i128,
+}
+
+fn milli(q: Option<Quantity>) -> Option<i128> {
+    q.map(|q| i128::from(q.milli_value().max(0)))
 }
 
 impl Requests {
@@ -38,26 +49,25 @@ impl Requests {
         let mut sum = Self { pods: 1, ..Self::default() };
         for c in &pod.spec.containers {
             let (req, lim) = (&c.resources.requests, &c.resources.limits);
-            let milli = |r: Option<Quantity>, l: Option<Quantity>| r.or(l).map_or(0, |q| q.milli_value().max(0));
-            sum.cpu = sum.cpu.saturating_add(milli(req.cpu, lim.cpu));
-            sum.memory = sum.memory.saturating_add(milli(req.memory, lim.memory));
-            sum.ephemeral_storage =
-                sum.ephemeral_storage.saturating_add(milli(req.ephemeral_storage, lim.ephemeral_storage));
+            let either = |r: Option<Quantity>, l: Option<Quantity>| milli(r.or(l)).unwrap_or(0);
+            sum.cpu += either(req.cpu, lim.cpu);
+            sum.memory += either(req.memory, lim.memory);
+            sum.ephemeral_storage += either(req.ephemeral_storage, lim.ephemeral_storage);
         }
         sum
     }
 
-    /// What `node` offers: its allocatable, or its capacity where allocatable leaves a resource
-    /// out; a resource neither names is 0 (as in Kubernetes: a node that reports nothing takes
-    /// no pod).
+    /// What `node` offers: its allocatable, or its capacity when it reports no allocatable at
+    /// all (as Kubernetes); a resource not named is 0 (a node that reports nothing takes no
+    /// pod).
     pub fn allocatable(node: &Node) -> Self {
         let (a, c) = (&node.status.allocatable, &node.status.capacity);
-        let milli = |a: Option<Quantity>, c: Option<Quantity>| a.or(c).map_or(0, |q| q.milli_value().max(0));
+        let list = if *a == ResourceList::default() { c } else { a };
         Self {
-            cpu: milli(a.cpu, c.cpu),
-            memory: milli(a.memory, c.memory),
-            ephemeral_storage: milli(a.ephemeral_storage, c.ephemeral_storage),
-            pods: a.pods.or(c.pods).map_or(0, |q| q.value().max(0)),
+            cpu: milli(list.cpu).unwrap_or(0),
+            memory: milli(list.memory).unwrap_or(0),
+            ephemeral_storage: milli(list.ephemeral_storage).unwrap_or(0),
+            pods: list.pods.map_or(0, |q| i128::from(q.value().max(0))),
         }
     }
 
@@ -65,10 +75,10 @@ impl Requests {
     #[must_use]
     pub fn plus(self, other: Self) -> Self {
         Self {
-            cpu: self.cpu.saturating_add(other.cpu),
-            memory: self.memory.saturating_add(other.memory),
-            ephemeral_storage: self.ephemeral_storage.saturating_add(other.ephemeral_storage),
-            pods: self.pods.saturating_add(other.pods),
+            cpu: self.cpu + other.cpu,
+            memory: self.memory + other.memory,
+            ephemeral_storage: self.ephemeral_storage + other.ephemeral_storage,
+            pods: self.pods + other.pods,
         }
     }
 
@@ -76,10 +86,10 @@ impl Requests {
     #[must_use]
     pub fn minus(self, other: Self) -> Self {
         Self {
-            cpu: self.cpu.saturating_sub(other.cpu),
-            memory: self.memory.saturating_sub(other.memory),
-            ephemeral_storage: self.ephemeral_storage.saturating_sub(other.ephemeral_storage),
-            pods: self.pods.saturating_sub(other.pods),
+            cpu: self.cpu - other.cpu,
+            memory: self.memory - other.memory,
+            ephemeral_storage: self.ephemeral_storage - other.ephemeral_storage,
+            pods: self.pods - other.pods,
         }
     }
 }
@@ -124,22 +134,31 @@ impl HostPort {
 pub struct NodeUsage {
     /// The sum of their requests (and their number).
     pub requested: Requests,
-    /// Their host ports.
-    pub host_ports: BTreeSet<HostPort>,
+    /// Their host ports, each with the number of pods that hold it (pods bound by setting
+    /// `nodeName` directly may share one).
+    pub host_ports: BTreeMap<HostPort, u32>,
 }
 
 impl NodeUsage {
     /// Counts `pod` as bound to the node.
     pub fn add(&mut self, pod: &Pod) {
         self.requested = self.requested.plus(Requests::of(pod));
-        self.host_ports.extend(HostPort::of(pod));
+        for port in HostPort::of(pod) {
+            *self.host_ports.entry(port).or_default() += 1;
+        }
     }
 
-    /// Counts `pod` as no longer bound (its ports are freed unless another pod holds the same).
+    /// Counts `pod`, counted before, as no longer bound: a port stays held while another pod
+    /// holds it.
     pub fn remove(&mut self, pod: &Pod) {
         self.requested = self.requested.minus(Requests::of(pod));
         for port in HostPort::of(pod) {
-            self.host_ports.remove(&port);
+            if let Some(n) = self.host_ports.get_mut(&port) {
+                *n -= 1;
+                if *n == 0 {
+                    self.host_ports.remove(&port);
+                }
+            }
         }
     }
 }
@@ -218,7 +237,11 @@ pub fn fits(
     if !ready(node) {
         return Err(vec![Unfit::NotReady]);
     }
-    if node.spec.unschedulable == Some(true) {
+    // A cordoned node takes the pods that tolerate its taint (Kubernetes adds the same
+    // `node.kubernetes.io/unschedulable` NoSchedule taint, and DaemonSet pods tolerate it).
+    if node.spec.unschedulable == Some(true)
+        && !pod.spec.tolerations.iter().any(|t| tolerates(t, UNSCHEDULABLE_TAINT, "", Some(TaintEffect::NoSchedule)))
+    {
         return Err(vec![Unfit::Unschedulable]);
     }
     for taint in &node.spec.taints {
@@ -234,7 +257,7 @@ pub fn fits(
     if !node.metadata.labels.contains_all(&pod.spec.node_selector) {
         return Err(vec![Unfit::Selector]);
     }
-    if HostPort::of(pod).any(|want| usage.host_ports.iter().any(|held| held.conflicts(&want))) {
+    if HostPort::of(pod).any(|want| usage.host_ports.keys().any(|held| held.conflicts(&want))) {
         return Err(vec![Unfit::Ports]);
     }
     let after = usage.requested.plus(request);
@@ -363,5 +386,51 @@ mod tests {
         assert_eq!(check(&with_port(8080, "TCP", "10.0.0.2"), &n, &usage), Ok(()));
         assert_eq!(check(&with_port(8080, "UDP", "10.0.0.1"), &n, &usage), Ok(()));
         assert_eq!(check(&with_port(8081, "TCP", "10.0.0.1"), &n, &usage), Ok(()));
+    }
+
+    #[test]
+    fn no_execute_and_valueless_taints_a_cordon_toleration_and_capacity_as_allocatable() {
+        let p = pod("{containers: [{name: a, image: x}]}");
+        let usage = NodeUsage::default();
+        let mut tainted = ready_node();
+        tainted.spec.taints =
+            vec![Taint { key: "gpu".into(), value: None, effect: Some(TaintEffect::NoExecute), time_added: None }];
+        let err = check(&p, &tainted, &usage).expect_err("NoExecute repels too");
+        assert_eq!(err[0].to_string(), "node(s) had untolerated taint {gpu: }");
+        let tolerant = pod("{containers: [{name: a, image: x}], tolerations: [{key: gpu, operator: Exists}]}");
+        assert_eq!(check(&tolerant, &tainted, &usage), Ok(()));
+
+        let mut cordoned = ready_node();
+        cordoned.spec.unschedulable = Some(true);
+        let daemon = pod("{containers: [{name: a, image: x}], tolerations: [{key: node.kubernetes.io/unschedulable, \
+             operator: Exists, effect: NoSchedule}]}");
+        assert_eq!(check(&daemon, &cordoned, &usage), Ok(()), "a pod that tolerates the cordon");
+
+        // Capacity counts only when no allocatable is reported at all.
+        let capacity_only =
+            node("status: {capacity: {cpu: '2', pods: '4'}, conditions: [{type: Ready, status: 'True'}]}");
+        assert_eq!(Requests::allocatable(&capacity_only).pods, 4);
+        let partial = node(
+            "status: {capacity: {cpu: '2', pods: '4'}, allocatable: {cpu: '1'}, conditions: [{type: Ready, status: 'True'}]}",
+        );
+        assert_eq!(Requests::allocatable(&partial).pods, 0, "allocatable reported: capacity is not looked at");
+        assert_eq!(Requests::allocatable(&partial).cpu, 1000);
+    }
+
+    #[test]
+    fn a_port_without_protocol_is_tcp_and_stays_held_while_a_pod_holds_it() {
+        let tcp = pod("{containers: [{name: a, image: x, ports: [{containerPort: 80, hostPort: 80}]}]}");
+        let explicit =
+            pod("{containers: [{name: a, image: x, ports: [{containerPort: 80, hostPort: 80, protocol: TCP}]}]}");
+        let n = ready_node();
+        let mut usage = NodeUsage::default();
+        usage.add(&tcp);
+        assert_eq!(check(&explicit, &n, &usage), Err(vec![Unfit::Ports]));
+        usage.add(&tcp); // bound directly by nodeName: two pods share it
+        usage.remove(&tcp);
+        assert_eq!(check(&explicit, &n, &usage), Err(vec![Unfit::Ports]), "the other pod still holds it");
+        usage.remove(&tcp);
+        assert_eq!(check(&explicit, &n, &usage), Ok(()));
+        assert_eq!(usage, NodeUsage::default(), "removing what was added leaves nothing");
     }
 }
