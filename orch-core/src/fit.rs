@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::core_v1::{Node, Pod, Protocol, ResourceList, TaintEffect, Toleration, TolerationOperator};
+use crate::core_v1::{Node, Pod, PodPhase, Protocol, ResourceList, TaintEffect, Toleration, TolerationOperator};
 use crate::meta::ConditionStatus;
 use crate::quantity::Quantity;
 use crate::text::Text;
@@ -161,6 +161,11 @@ impl NodeUsage {
             }
         }
     }
+}
+
+/// Whether `pod` takes a share of its node: bound and not finished (Succeeded or Failed).
+pub fn occupies(pod: &Pod) -> bool {
+    pod.spec.node_name.is_some() && !matches!(pod.status.phase, Some(PodPhase::Succeeded | PodPhase::Failed))
 }
 
 /// Why a pod does not fit a node, worded as Kubernetes' scheduler words it in

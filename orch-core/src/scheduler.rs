@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::core_v1::{Node, Pod, PodPhase, TaintEffect};
+use crate::core_v1::{Node, Pod, TaintEffect};
 use crate::fit::{NodeUsage, Requests, Unfit, fits, tolerates};
 use crate::ids::Uid;
 use crate::object::{Kind, Object};
@@ -120,10 +120,7 @@ pub struct Snapshot {
     counted: BTreeMap<Uid, usize>,
 }
 
-/// Whether `pod` takes a share of its node: bound and not finished.
-pub fn occupies(pod: &Pod) -> bool {
-    pod.spec.node_name.is_some() && !matches!(pod.status.phase, Some(PodPhase::Succeeded | PodPhase::Failed))
-}
+pub use crate::fit::occupies;
 
 /// The uid of the controller that owns `pod`, if one does.
 fn controller(pod: &Pod) -> Option<Uid> {
@@ -423,6 +420,7 @@ fn untolerated_soft_taints(pod: &Pod, node: &Node) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core_v1::PodPhase;
     use crate::manifest::parse_manifests;
 
     fn node(name: &str, cpu: &str, pods: u32, zone: Option<&str>) -> Arc<Node> {

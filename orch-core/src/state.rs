@@ -21,6 +21,7 @@ use std::sync::Arc;
 use crate::command::{Action, ApplyError, Change, Command, ENTRY_REQUESTS_MAX, Entry, Outcome, Preconditions, Success};
 use crate::core_v1::{Namespace, NamespacePhase, PodCondition, PodPhase, PodStatus};
 use crate::defaults::{DEFAULT_NAMESPACE, DEFAULT_TERMINATION_GRACE_SECONDS, apply_defaults};
+use crate::fit::{NodeUsage, occupies};
 use crate::ids::{Revision, Uid};
 use crate::meta::{ConditionStatus, ObjectMeta};
 use crate::object::{Kind, Object, ObjectKey};
@@ -50,6 +51,57 @@ pub struct State {
     pub(crate) clock_ms: i64,
     pub(crate) bootstrapped: bool,
     pub(crate) sessions: Sessions,
+    /// What the pods bound to each node take of it (those that [`crate::fit::occupies`] it),
+    /// by node name: an index apply maintains with every write, derived from the objects
+    /// (not in snapshots, rebuilt when one is read; `check_invariants` recomputes it).
+    pub(crate) pods_by_node: PodsByNode,
+}
+
+/// The index of what bound pods take of each node.
+pub(crate) type PodsByNode = imbl::OrdMap<Text, NodeUsage>;
+
+/// Updates `index` for a write that turns `old` into `new` (None: absent).
+fn reindex(index: &mut PodsByNode, old: Option<&Object>, new: Option<&Object>) {
+    let occupying = |o: Option<&Object>| match o {
+        Some(Object::Pod(p)) if occupies(p) => Some(Arc::clone(p)),
+        _ => None,
+    };
+    let (old, new) = (occupying(old), occupying(new));
+    // A status write of a running pod: the same node, the same requests and ports.
+    if let (Some(a), Some(b)) = (&old, &new)
+        && a.spec == b.spec
+    {
+        return;
+    }
+    for (pod, adding) in [(old, false), (new, true)] {
+        let Some(pod) = pod else { continue };
+        let node = pod.spec.node_name.clone().unwrap_or_default();
+        let mut usage = index.get(&node).cloned().unwrap_or_default();
+        if adding {
+            usage.add(&pod);
+        } else {
+            usage.remove(&pod);
+        }
+        if usage == NodeUsage::default() {
+            index.remove(&node);
+        } else {
+            index.insert(node, usage);
+        }
+    }
+}
+
+/// The index of `objects`, computed from scratch.
+pub(crate) fn index_pods_by_node(objects: &Objects) -> PodsByNode {
+    // Summed in place first: through `reindex` each pod would copy its node's entry.
+    let mut sums: std::collections::BTreeMap<Text, NodeUsage> = std::collections::BTreeMap::new();
+    for obj in objects.values() {
+        if let Object::Pod(p) = obj
+            && occupies(p)
+        {
+            sums.entry(p.spec.node_name.clone().unwrap_or_default()).or_default().add(p);
+        }
+    }
+    sums.into_iter().filter(|(_, usage)| *usage != NodeUsage::default()).collect()
 }
 
 /// What applying one entry produced.
@@ -268,6 +320,7 @@ impl State {
             Ok(()) => Ok(Success { revision: txn.revision(), changes }),
             Err(e) => {
                 while let Some((key, prev)) = txn.undo.pop() {
+                    reindex(&mut self.pods_by_node, self.objects.get(&key), prev.as_ref());
                     match prev {
                         Some(obj) => self.objects.insert(key, obj),
                         None => self.objects.remove(&key),
@@ -319,6 +372,7 @@ impl State {
     // -- writes ---------------------------------------------------------------------------
 
     fn put(&mut self, txn: &mut Txn, key: ObjectKey, obj: Object) {
+        reindex(&mut self.pods_by_node, self.objects.get(&key), Some(&obj));
         let prev = self.objects.insert(key.clone(), obj);
         txn.undo.push((key, prev));
     }
@@ -355,6 +409,7 @@ impl State {
     /// Removes an object for good and emits `Deleted` with its last state.
     fn remove(&mut self, txn: &mut Txn, key: &ObjectKey, changes: &mut Vec<Change>) {
         let Some(mut obj) = self.objects.remove(key) else { return };
+        reindex(&mut self.pods_by_node, Some(&obj), None);
         txn.undo.push((key.clone(), Some(obj.clone())));
         obj.meta_mut().resource_version = Some(txn.revision());
         let uid = obj.meta().uid.unwrap_or_default();
@@ -747,7 +802,16 @@ impl State {
         if let Some(pair) = uids.windows(2).find(|w| w[0] == w[1]) {
             return Err(format!("uid {} is shared by two objects", pair[0]));
         }
+        if self.pods_by_node != index_pods_by_node(&self.objects) {
+            return Err("the index of what pods take of each node disagrees with the pods".to_owned());
+        }
         self.sessions.check_invariants().map_err(str::to_owned)
+    }
+
+    /// What the pods bound to node `name` take of it (None: no pod occupies it), from the
+    /// index apply maintains.
+    pub fn node_usage(&self, name: &str) -> Option<&NodeUsage> {
+        self.pods_by_node.get(name)
     }
 }
 
@@ -788,6 +852,93 @@ mod tests {
             Request { client: ClientId(1), serial, acked_below: 0, retry: false, command: Command::Create(ns) };
         let out = state.apply(serial, Entry::new(1_000, vec![request]));
         assert!(out.outcomes.iter().all(Result::is_ok), "{:?}", out.outcomes);
+    }
+
+    fn apply_one(state: &mut State, command: Command) -> Outcome {
+        let serial = state.applied_index() + 1;
+        let request = Request { client: ClientId(1), serial, acked_below: 0, retry: false, command };
+        let mut out = state.apply(serial, Entry::new(1_000, vec![request]));
+        state.check_invariants().expect("the index agrees with the pods after every entry");
+        out.outcomes.remove(0)
+    }
+
+    fn delete_pod(name: &str, grace: i64) -> Command {
+        Command::Delete {
+            key: ObjectKey::new(Kind::Pod, "default", name),
+            grace_period_seconds: Some(grace),
+            preconditions: Preconditions::default(),
+        }
+    }
+
+    fn bind(name: &str) -> Command {
+        Command::Bind {
+            namespace: "default".into(),
+            name: name.into(),
+            node: "n1".into(),
+            preconditions: Preconditions::default(),
+        }
+    }
+
+    /// Every write keeps the index of what bound pods take of each node: a bind adds, a
+    /// request rolled back takes nothing, a pod that finished or was deleted frees its share
+    /// (and `check_invariants`, after each entry, recomputes the index from the pods).
+    #[test]
+    fn apply_keeps_the_index_of_what_pods_take_of_each_node() {
+        let mut state = State::new();
+        let manifests = "apiVersion: v1\nkind: Node\nmetadata: {name: n1}\n---\n\
+                         apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: x, \
+                         resources: {requests: {cpu: 250m}}, ports: [{containerPort: 80, hostPort: 8080}]}]}\n---\n\
+                         apiVersion: v1\nkind: Pod\nmetadata: {name: q}\nspec: {containers: [{name: c, image: x}]}";
+        let objects = crate::manifest::parse_manifests(manifests).expect("valid");
+        for obj in objects.clone() {
+            assert!(apply_one(&mut state, Command::Create(obj)).is_ok());
+        }
+        assert_eq!(state.node_usage("n1"), None, "nothing bound yet");
+        assert!(apply_one(&mut state, bind("p")).is_ok());
+        let usage =
+            |state: &State| state.node_usage("n1").map(|u| (u.requested.cpu, u.requested.pods, u.host_ports.len()));
+        assert_eq!(usage(&state), Some((250, 1, 1)));
+        // A batch that binds q and then fails is rolled back whole: q takes nothing.
+        let failing = Command::Batch(vec![bind("q"), Command::Create(objects[1].clone())]);
+        assert!(apply_one(&mut state, failing).is_err());
+        assert_eq!(usage(&state), Some((250, 1, 1)), "the rolled-back bind left no trace");
+        assert!(apply_one(&mut state, bind("q")).is_ok());
+        assert_eq!(usage(&state), Some((250, 2, 1)));
+        // A status write of a running pod changes nothing; a pod created bound counts at once;
+        // a graceful deletion still counts until the pod is gone. A state read back from its
+        // snapshot has the same index.
+        let Some(Object::Pod(q)) = state.get(&ObjectKey::new(Kind::Pod, "default", "q")).cloned() else {
+            panic!("q is stored")
+        };
+        let mut running = (*q).clone();
+        running.status.phase = Some(PodPhase::Running);
+        assert!(apply_one(&mut state, Command::UpdateStatus(Object::from(running))).is_ok());
+        assert_eq!(usage(&state), Some((250, 2, 1)));
+        let mut bound = crate::manifest::parse_manifests(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: r}\nspec: {nodeName: n1, containers: [{name: c, image: x, \
+             resources: {limits: {cpu: '1'}}}]}",
+        )
+        .expect("valid");
+        assert!(apply_one(&mut state, Command::Create(bound.remove(0))).is_ok());
+        assert_eq!(usage(&state), Some((1250, 3, 1)), "a limit stands for the request it leaves out");
+        let graceful = delete_pod("r", 30);
+        assert!(apply_one(&mut state, graceful).is_ok());
+        assert!(state.get(&ObjectKey::new(Kind::Pod, "default", "r")).is_some(), "terminating, still stored");
+        assert_eq!(usage(&state), Some((1250, 3, 1)), "a terminating pod still counts");
+        assert_eq!(State::from_snapshot(&state.to_snapshot()).expect("restores"), state);
+        // p finishes: its share is free while it is still stored.
+        let Some(Object::Pod(p)) = state.get(&ObjectKey::new(Kind::Pod, "default", "p")).cloned() else {
+            panic!("p is stored")
+        };
+        let mut finished = (*p).clone();
+        finished.status.phase = Some(PodPhase::Succeeded);
+        assert!(apply_one(&mut state, Command::UpdateStatus(Object::from(finished))).is_ok());
+        assert_eq!(usage(&state), Some((1000, 2, 0)), "p's share is free");
+        let delete = delete_pod("q", 0);
+        assert!(apply_one(&mut state, delete).is_ok());
+        let force = delete_pod("r", 0);
+        assert!(apply_one(&mut state, force).is_ok());
+        assert_eq!(state.node_usage("n1"), None, "nothing occupies n1 any more");
     }
 
     /// A snapshot (a `--restore` file, say) that says the state was never bootstrapped yet
