@@ -49,6 +49,7 @@ pub mod core_v1;
 pub mod defaults;
 pub mod fit;
 pub mod ids;
+mod index;
 pub mod intstr;
 pub mod manifest;
 pub mod meta;

@@ -206,14 +206,14 @@ impl State {
         for (_, (key, obj)) in evens.into_iter().chain(odds) {
             objects.insert(key, obj);
         }
-        let pods_by_node = crate::state::index_pods_by_node(&objects);
+        let indexes = crate::index::Indexes::build(&objects);
         let state = State {
             objects,
             applied: body.applied,
             clock_ms: body.clock_ms,
             bootstrapped: body.bootstrapped,
             sessions: body.sessions,
-            pods_by_node,
+            indexes,
         };
         state.check_invariants().map_err(SnapshotError::Inconsistent)?;
         Ok(state)

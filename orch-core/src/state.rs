@@ -21,8 +21,9 @@ use std::sync::Arc;
 use crate::command::{Action, ApplyError, Change, Command, ENTRY_REQUESTS_MAX, Entry, Outcome, Preconditions, Success};
 use crate::core_v1::{Namespace, NamespacePhase, PodCondition, PodPhase, PodStatus};
 use crate::defaults::{DEFAULT_NAMESPACE, DEFAULT_TERMINATION_GRACE_SECONDS, apply_defaults};
-use crate::fit::{NodeUsage, occupies};
+use crate::fit::NodeUsage;
 use crate::ids::{Revision, Uid};
+use crate::index::Indexes;
 use crate::meta::{ConditionStatus, ObjectMeta};
 use crate::object::{Kind, Object, ObjectKey};
 use crate::selector::Selector;
@@ -51,57 +52,9 @@ pub struct State {
     pub(crate) clock_ms: i64,
     pub(crate) bootstrapped: bool,
     pub(crate) sessions: Sessions,
-    /// What the pods bound to each node take of it (those that [`crate::fit::occupies`] it),
-    /// by node name: an index apply maintains with every write, derived from the objects
-    /// (not in snapshots, rebuilt when one is read; `check_invariants` recomputes it).
-    pub(crate) pods_by_node: PodsByNode,
-}
-
-/// The index of what bound pods take of each node.
-pub(crate) type PodsByNode = imbl::OrdMap<Text, NodeUsage>;
-
-/// Updates `index` for a write that turns `old` into `new` (None: absent).
-fn reindex(index: &mut PodsByNode, old: Option<&Object>, new: Option<&Object>) {
-    let occupying = |o: Option<&Object>| match o {
-        Some(Object::Pod(p)) if occupies(p) => Some(Arc::clone(p)),
-        _ => None,
-    };
-    let (old, new) = (occupying(old), occupying(new));
-    // A status write of a running pod: the same node, the same requests and ports.
-    if let (Some(a), Some(b)) = (&old, &new)
-        && a.spec == b.spec
-    {
-        return;
-    }
-    for (pod, adding) in [(old, false), (new, true)] {
-        let Some(pod) = pod else { continue };
-        let node = pod.spec.node_name.clone().unwrap_or_default();
-        let mut usage = index.get(&node).cloned().unwrap_or_default();
-        if adding {
-            usage.add(&pod);
-        } else {
-            usage.remove(&pod);
-        }
-        if usage == NodeUsage::default() {
-            index.remove(&node);
-        } else {
-            index.insert(node, usage);
-        }
-    }
-}
-
-/// The index of `objects`, computed from scratch.
-pub(crate) fn index_pods_by_node(objects: &Objects) -> PodsByNode {
-    // Summed in place first: through `reindex` each pod would copy its node's entry.
-    let mut sums: std::collections::BTreeMap<Text, NodeUsage> = std::collections::BTreeMap::new();
-    for obj in objects.values() {
-        if let Object::Pod(p) = obj
-            && occupies(p)
-        {
-            sums.entry(p.spec.node_name.clone().unwrap_or_default()).or_default().add(p);
-        }
-    }
-    sums.into_iter().filter(|(_, usage)| *usage != NodeUsage::default()).collect()
+    /// Indexes apply maintains with every write, derived from the objects (not in snapshots,
+    /// rebuilt when one is read; `check_invariants` recomputes them).
+    pub(crate) indexes: Indexes,
 }
 
 /// What applying one entry produced.
@@ -320,7 +273,7 @@ impl State {
             Ok(()) => Ok(Success { revision: txn.revision(), changes }),
             Err(e) => {
                 while let Some((key, prev)) = txn.undo.pop() {
-                    reindex(&mut self.pods_by_node, self.objects.get(&key), prev.as_ref());
+                    self.indexes.update(&key, self.objects.get(&key), prev.as_ref());
                     match prev {
                         Some(obj) => self.objects.insert(key, obj),
                         None => self.objects.remove(&key),
@@ -372,7 +325,7 @@ impl State {
     // -- writes ---------------------------------------------------------------------------
 
     fn put(&mut self, txn: &mut Txn, key: ObjectKey, obj: Object) {
-        reindex(&mut self.pods_by_node, self.objects.get(&key), Some(&obj));
+        self.indexes.update(&key, self.objects.get(&key), Some(&obj));
         let prev = self.objects.insert(key.clone(), obj);
         txn.undo.push((key, prev));
     }
@@ -409,7 +362,7 @@ impl State {
     /// Removes an object for good and emits `Deleted` with its last state.
     fn remove(&mut self, txn: &mut Txn, key: &ObjectKey, changes: &mut Vec<Change>) {
         let Some(mut obj) = self.objects.remove(key) else { return };
-        reindex(&mut self.pods_by_node, Some(&obj), None);
+        self.indexes.update(key, Some(&obj), None);
         txn.undo.push((key.clone(), Some(obj.clone())));
         obj.meta_mut().resource_version = Some(txn.revision());
         let uid = obj.meta().uid.unwrap_or_default();
@@ -802,16 +755,20 @@ impl State {
         if let Some(pair) = uids.windows(2).find(|w| w[0] == w[1]) {
             return Err(format!("uid {} is shared by two objects", pair[0]));
         }
-        if self.pods_by_node != index_pods_by_node(&self.objects) {
-            return Err("the index of what pods take of each node disagrees with the pods".to_owned());
-        }
+        self.indexes.check(&self.objects)?;
         self.sessions.check_invariants().map_err(str::to_owned)
     }
 
     /// What the pods bound to node `name` take of it (None: no pod occupies it), from the
     /// index apply maintains.
     pub fn node_usage(&self, name: &str) -> Option<&NodeUsage> {
-        self.pods_by_node.get(name)
+        self.indexes.node_usage(name)
+    }
+
+    /// The keys of the objects that name `owner` among their owner references, in key order,
+    /// from the index apply maintains.
+    pub fn owned_by(&self, owner: Uid) -> impl Iterator<Item = &ObjectKey> + '_ {
+        self.indexes.owned_by(owner)
     }
 }
 
@@ -939,6 +896,39 @@ mod tests {
         let force = delete_pod("r", 0);
         assert!(apply_one(&mut state, force).is_ok());
         assert_eq!(state.node_usage("n1"), None, "nothing occupies n1 any more");
+    }
+
+    /// Owner references are indexed by owner uid: a create, an update that changes them, a
+    /// rolled-back request and a deletion keep the index equal to the references.
+    #[test]
+    fn apply_keeps_the_index_of_objects_by_owner() {
+        let (owner, other) = (Uid::from_u128(42), Uid::from_u128(43));
+        let owned = |name: &str, uid: Uid| {
+            let manifest = format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, ownerReferences: [{{apiVersion: apps/v1, \
+                 kind: ReplicaSet, name: rs, uid: '{uid}', controller: true}}]}}\nspec: {{containers: [{{name: c, image: x}}]}}"
+            );
+            crate::manifest::parse_manifests(&manifest).expect("valid").remove(0)
+        };
+        let mut state = State::new();
+        assert!(apply_one(&mut state, Command::Create(owned("a", owner))).is_ok());
+        assert!(apply_one(&mut state, Command::Create(owned("b", owner))).is_ok());
+        let keys = |state: &State, uid: Uid| state.owned_by(uid).map(|k| k.name.to_string()).collect::<Vec<_>>();
+        assert_eq!(keys(&state, owner), ["a", "b"]);
+        let moved = |state: &State, name: &str| {
+            let mut obj = state.get(&ObjectKey::new(Kind::Pod, "default", name)).cloned().expect("stored");
+            obj.meta_mut().owner_references[0].uid = other;
+            obj
+        };
+        let a = moved(&state, "a");
+        assert!(apply_one(&mut state, Command::Update(a)).is_ok());
+        assert_eq!((keys(&state, owner), keys(&state, other)), (vec!["b".to_owned()], vec!["a".to_owned()]));
+        let failing = Command::Batch(vec![Command::Update(moved(&state, "b")), Command::Create(owned("a", owner))]);
+        assert!(apply_one(&mut state, failing).is_err());
+        assert_eq!(keys(&state, owner), ["b"], "the rolled-back update left no trace");
+        assert!(apply_one(&mut state, delete_pod("b", 0)).is_ok());
+        assert!(keys(&state, owner).is_empty());
+        assert_eq!(State::from_snapshot(&state.to_snapshot()).expect("restores"), state);
     }
 
     /// A snapshot (a `--restore` file, say) that says the state was never bootstrapped yet
