@@ -46,13 +46,20 @@ impl Requests {
     /// What `pod` requests: the sum over its containers, a container's limit standing for a
     /// request it leaves out (as Kubernetes defaults it), and one pod.
     pub fn of(pod: &Pod) -> Self {
+        Self::with_defaults(pod, Self::default())
+    }
+
+    /// As [`Requests::of`], with `defaults` (cpu, memory, ephemeral storage) standing for a
+    /// container's request that neither its requests nor its limits name (the scheduler's
+    /// non-zero defaults when scoring).
+    pub fn with_defaults(pod: &Pod, defaults: Self) -> Self {
         let mut sum = Self { pods: 1, ..Self::default() };
         for c in &pod.spec.containers {
             let (req, lim) = (&c.resources.requests, &c.resources.limits);
-            let either = |r: Option<Quantity>, l: Option<Quantity>| milli(r.or(l)).unwrap_or(0);
-            sum.cpu += either(req.cpu, lim.cpu);
-            sum.memory += either(req.memory, lim.memory);
-            sum.ephemeral_storage += either(req.ephemeral_storage, lim.ephemeral_storage);
+            let either = |r: Option<Quantity>, l: Option<Quantity>, default| milli(r.or(l)).unwrap_or(default);
+            sum.cpu += either(req.cpu, lim.cpu, defaults.cpu);
+            sum.memory += either(req.memory, lim.memory, defaults.memory);
+            sum.ephemeral_storage += either(req.ephemeral_storage, lim.ephemeral_storage, defaults.ephemeral_storage);
         }
         sum
     }

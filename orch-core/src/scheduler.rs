@@ -127,17 +127,15 @@ fn controller(pod: &Pod) -> Option<Uid> {
     pod.metadata.owner_references.iter().find(|o| o.controller == Some(true)).map(|o| o.uid)
 }
 
-/// What `pod` counts as when scoring.
+/// What `pod` counts as when scoring: Kubernetes' non-zero defaults for a container that names
+/// no cpu or memory request (ephemeral storage is not scored).
 fn scored_request(pod: &Pod) -> Requests {
-    let mut sum = Requests { pods: 1, ..Requests::default() };
-    for c in &pod.spec.containers {
-        let (req, lim) = (&c.resources.requests, &c.resources.limits);
-        let cpu = req.cpu.or(lim.cpu).map_or(NON_ZERO_CPU_MILLI, |q| q.milli_value().max(0));
-        let memory = req.memory.or(lim.memory).map_or(NON_ZERO_MEMORY_BYTES * 1000, |q| q.milli_value().max(0));
-        sum.cpu += i128::from(cpu);
-        sum.memory += i128::from(memory);
-    }
-    sum
+    let defaults = Requests {
+        cpu: i128::from(NON_ZERO_CPU_MILLI),
+        memory: i128::from(NON_ZERO_MEMORY_BYTES) * 1000,
+        ..Requests::default()
+    };
+    Requests::with_defaults(pod, defaults)
 }
 
 /// A 64-bit mix (splitmix64's finalizer): a fixed function, the same on every build.

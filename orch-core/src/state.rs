@@ -715,6 +715,13 @@ impl State {
     /// Checks the invariants that tie the state together. Used by tests and after restoring a
     /// snapshot; returns the first violation.
     pub fn check_invariants(&self) -> Result<(), String> {
+        self.check_invariants_but_indexes()?;
+        self.indexes.check(&self.objects)
+    }
+
+    /// [`State::check_invariants`] but the indexes: for a state whose indexes were just built
+    /// from its objects (a snapshot read), where recomputing them would only repeat the work.
+    pub(crate) fn check_invariants_but_indexes(&self) -> Result<(), String> {
         // The first entry applied creates `default`: a state that says it was never
         // bootstrapped but holds objects would run that create again, which cannot succeed.
         if !self.bootstrapped && (!self.objects.is_empty() || self.applied.0 > 0) {
@@ -755,7 +762,6 @@ impl State {
         if let Some(pair) = uids.windows(2).find(|w| w[0] == w[1]) {
             return Err(format!("uid {} is shared by two objects", pair[0]));
         }
-        self.indexes.check(&self.objects)?;
         self.sessions.check_invariants().map_err(str::to_owned)
     }
 
