@@ -43,7 +43,12 @@
 ///   (under 1 it was not, so an earlier attempt still on its way could be applied after it);
 ///   the byte bound counts each outcome's memory ([`crate::sessions::OUTCOME_OVERHEAD_BYTES`])
 ///   and covers the client just recorded.
-pub const RULES_VERSION: u16 = 2;
+/// - 3 (format 7): `Bind` checks that the pod fits the node as it is when the entry is applied
+///   ([`crate::fit::fits`]: Ready, cordon, taints, node selector, host ports, requests and pod
+///   count against what the pods bound to it take), so that a scheduler's decision made on a
+///   stale view is refused (a conflict naming the reasons) instead of over-committing the
+///   node. Under 1 and 2 it checked only that the node exists and is not being deleted.
+pub const RULES_VERSION: u16 = 3;
 /// The oldest rules version this build applies.
 pub const RULES_VERSION_MIN: u16 = 1;
 /// The rules version of entries written before entries carried one (storage formats 1 to 3).

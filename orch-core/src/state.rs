@@ -69,6 +69,8 @@ pub struct ApplyOutput {
 /// The per-entry context.
 struct Txn {
     index: u64,
+    /// The rules version the entry is applied under ([`crate::rules`]).
+    rules: u16,
     now: Time,
     uid_seq: u32,
     events: Vec<WatchEvent>,
@@ -210,8 +212,14 @@ impl State {
         let rules = entry.rules;
         self.applied = Revision(index);
         self.clock_ms = self.clock_ms.max(entry.timestamp_ms);
-        let mut txn =
-            Txn { index, now: Time::from_millis(self.clock_ms), uid_seq: 0, events: Vec::new(), undo: Vec::new() };
+        let mut txn = Txn {
+            index,
+            rules,
+            now: Time::from_millis(self.clock_ms),
+            uid_seq: 0,
+            events: Vec::new(),
+            undo: Vec::new(),
+        };
         if !self.bootstrapped {
             self.bootstrap(&mut txn);
         }
@@ -694,12 +702,27 @@ impl State {
             None => {}
         }
         let node_key = ObjectKey::new(Kind::Node, "", node);
-        match self.objects.get(&node_key) {
+        let node_obj = match self.objects.get(&node_key) {
             None => return Err(ApplyError::NotFound { key: node_key }),
             Some(n) if n.meta().deletion_timestamp.is_some() => {
                 return Err(forbidden(&node_key, "the node is being deleted"));
             }
-            Some(_) => {}
+            Some(Object::Node(n)) => n,
+            Some(_) => unreachable!("a node key holds a node"),
+        };
+        // Rules 3: the scheduler's decision is checked again against the node as it is now
+        // (the same filters, and what the pods bound to it take by the index), so a decision
+        // made on a stale view is refused instead of over-committing the node.
+        if txn.rules >= 3 {
+            let empty = NodeUsage::default();
+            let usage = self.indexes.node_usage(node).unwrap_or(&empty);
+            let request = crate::fit::Requests::of(pod);
+            let allocatable = crate::fit::Requests::allocatable(node_obj);
+            if let Err(reasons) = crate::fit::fits(pod, request, node_obj, allocatable, usage) {
+                let reasons: Vec<String> = reasons.iter().map(ToString::to_string).collect();
+                let node = crate::validation::q(node);
+                return Err(conflict(&key, format!("pod {name} does not fit node {node}: {}", reasons.join(", "))));
+            }
         }
         let mut new = old.clone();
         if let Object::Pod(p) = &mut new {
@@ -848,7 +871,7 @@ mod tests {
     #[test]
     fn apply_keeps_the_index_of_what_pods_take_of_each_node() {
         let mut state = State::new();
-        let manifests = "apiVersion: v1\nkind: Node\nmetadata: {name: n1}\n---\n\
+        let manifests = "apiVersion: v1\nkind: Node\nmetadata: {name: n1}\nstatus: {conditions: [{type: Ready, status: 'True'}], capacity: {cpu: '4', pods: '10'}}\n---\n\
                          apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: x, \
                          resources: {requests: {cpu: 250m}}, ports: [{containerPort: 80, hostPort: 8080}]}]}\n---\n\
                          apiVersion: v1\nkind: Pod\nmetadata: {name: q}\nspec: {containers: [{name: c, image: x}]}";
@@ -902,6 +925,85 @@ mod tests {
         let force = delete_pod("r", 0);
         assert!(apply_one(&mut state, force).is_ok());
         assert_eq!(state.node_usage("n1"), None, "nothing occupies n1 any more");
+    }
+
+    /// Applies `command` in an entry of rules version `rules`.
+    fn apply_under(state: &mut State, rules: u16, command: Command) -> Outcome {
+        let serial = state.applied_index() + 1;
+        let request = Request { client: ClientId(1), serial, acked_below: 0, retry: false, command };
+        let entry = Entry { rules, ..Entry::new(1_000, vec![request]) };
+        let mut out = state.apply(serial, entry);
+        state.check_invariants().expect("invariants hold after every entry");
+        out.outcomes.remove(0)
+    }
+
+    fn refusal(outcome: Outcome) -> String {
+        match outcome {
+            Err(ApplyError::Conflict { reason, .. }) => reason,
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+    }
+
+    /// Rules 3: a `Bind` is checked against the node as it is when applied, with the
+    /// scheduler's own filters and what the pods bound to it take, so a decision made on a
+    /// stale view is refused and the node is never over-committed; entries of rules 2 bind
+    /// as they did (only that the node exists).
+    #[test]
+    fn bind_is_refused_when_the_pod_does_not_fit_the_node_as_it_is() {
+        let mut state = State::new();
+        let ready = "status: {conditions: [{type: Ready, status: 'True'}], capacity: {cpu: '1', pods: '2'}}";
+        let manifests = format!(
+            "apiVersion: v1\nkind: Node\nmetadata: {{name: n1}}\n{ready}\n---\n\
+             apiVersion: v1\nkind: Node\nmetadata: {{name: lost}}\n---\n\
+             apiVersion: v1\nkind: Node\nmetadata: {{name: tainted}}\nspec: {{taints: [{{key: gpu, value: 'yes', effect: NoSchedule}}]}}\n{ready}"
+        );
+        for obj in crate::manifest::parse_manifests(&manifests).expect("valid") {
+            assert!(apply_one(&mut state, Command::Create(obj)).is_ok());
+        }
+        for (name, cpu) in [("a", "600m"), ("b", "600m"), ("c", "0"), ("d", "0")] {
+            let pod = format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec: {{containers: [{{name: c, image: x, \
+                 resources: {{requests: {{cpu: '{cpu}'}}}}}}]}}"
+            );
+            let obj = crate::manifest::parse_manifests(&pod).expect("valid").remove(0);
+            assert!(apply_one(&mut state, Command::Create(obj)).is_ok());
+        }
+        let bind_to = |name: &str, node: &str| Command::Bind {
+            namespace: "default".into(),
+            name: name.into(),
+            node: node.into(),
+            preconditions: Preconditions::default(),
+        };
+        let node_name = |state: &State, name: &str| {
+            state.get(&ObjectKey::new(Kind::Pod, "default", name)).and_then(|o| o.as_pod()?.spec.node_name.clone())
+        };
+        assert!(apply_one(&mut state, bind_to("a", "n1")).is_ok());
+        let before = state.clone();
+        assert_eq!(
+            refusal(apply_one(&mut state, bind_to("b", "n1"))),
+            "pod b does not fit node \"n1\": Insufficient cpu"
+        );
+        assert_eq!(node_name(&state, "b"), None, "nothing written");
+        assert_eq!(
+            refusal(apply_one(&mut state, bind_to("b", "lost"))),
+            "pod b does not fit node \"lost\": node(s) were not ready"
+        );
+        assert_eq!(
+            refusal(apply_one(&mut state, bind_to("b", "tainted"))),
+            "pod b does not fit node \"tainted\": node(s) had untolerated taint {gpu: yes}"
+        );
+        // The pods capacity counts too: c makes two, d would be a third.
+        assert!(apply_one(&mut state, bind_to("c", "n1")).is_ok());
+        assert_eq!(refusal(apply_one(&mut state, bind_to("d", "n1"))), "pod d does not fit node \"n1\": Too many pods");
+        // A pod that left frees its share: b now fits.
+        assert!(apply_one(&mut state, delete_pod("a", 0)).is_ok());
+        assert!(apply_one(&mut state, bind_to("b", "n1")).is_ok());
+        assert_eq!(node_name(&state, "b").as_deref(), Some("n1"));
+        // The same stale decision in an entry of rules 2 binds as rules 2 did.
+        let mut old = before;
+        assert!(apply_under(&mut old, 2, bind_to("b", "n1")).is_ok());
+        assert!(apply_under(&mut old, 2, bind_to("c", "lost")).is_ok());
+        assert_eq!(old.node_usage("n1").map(|u| u.requested.cpu), Some(1200), "over-committed under rules 2");
     }
 
     /// Owner references are indexed by owner uid: a create, an update that changes them, a

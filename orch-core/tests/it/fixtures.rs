@@ -18,7 +18,7 @@ pub(crate) fn pod(namespace: &str, name: &str) -> Object {
 
 pub(crate) fn node(name: &str) -> Object {
     obj(&format!(
-        "apiVersion: v1\nkind: Node\nmetadata: {{name: {name}}}\nstatus: {{capacity: {{cpu: '2', memory: 4Gi, pods: '110'}}}}\n"
+        "apiVersion: v1\nkind: Node\nmetadata: {{name: {name}}}\nstatus: {{capacity: {{cpu: '2', memory: 4Gi, pods: '110'}}, conditions: [{{type: Ready, status: 'True'}}]}}\n"
     ))
 }
 

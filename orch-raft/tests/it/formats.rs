@@ -10,7 +10,8 @@
 //! holds; format 4 stamps each entry with its rules version (orch-core's `rules`), and the
 //! formats 2 and 3 fixtures' logs are read through their frozen entry layout; format 5 appends
 //! the serial that opened each session to snapshots, and the formats 1 to 4 snapshots end with
-//! the table; format 6 is rules version 2, its fixture's entries stamped with it.
+//! the table; format 6 is rules version 2, its fixture's entries stamped with it; format 7 is
+//! rules version 3, whose fixture holds a bind refused because the pod does not fit.
 //!
 //! From format 4 on a fixture also holds `sessions.json`, the deduplication table's outcomes
 //! (what a retry of each request would get): replaying the fixture must give them again, so a
@@ -37,7 +38,7 @@ const CREATES: usize = 7;
 fn proposals() -> Vec<Vec<Command>> {
     let objects = parse_manifests(include_str!("../../../examples/web.yaml")).expect("example parses");
     let mut out: Vec<Vec<Command>> = objects.into_iter().map(|o| vec![Command::Create(o)]).collect();
-    let node = "apiVersion: v1\nkind: Node\nmetadata: {name: n1, labels: {zone: a}}\nstatus:\n  capacity: {cpu: '4', memory: 8Gi, pods: '110'}\n  addresses: [{type: InternalIP, address: 10.0.0.1}]\n";
+    let node = "apiVersion: v1\nkind: Node\nmetadata: {name: n1, labels: {zone: a}}\nstatus:\n  capacity: {cpu: '4', memory: 8Gi, pods: '110'}\n  conditions: [{type: Ready, status: 'True'}]\n  addresses: [{type: InternalIP, address: 10.0.0.1}]\n";
     let ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: team}\n";
     let pod = |name: &str| {
         format!(
@@ -55,7 +56,21 @@ fn proposals() -> Vec<Vec<Command>> {
     out.push(vec![Command::Batch(vec![Command::Create(one(&pod("p4"))), Command::Create(one(&pod("p5")))])]);
     let mut relabeled = one(&pod("p5"));
     relabeled.meta_mut().labels.insert("tier", "b");
-    out.push(vec![Command::Update(relabeled)]);
+    // Rules 3 (format 7): a bind the node has no room for is refused, and its outcome kept
+    // (in the same entry as the update, so that the log after the snapshot stays short of
+    // a second one).
+    let big = "apiVersion: v1\nkind: Pod\nmetadata: {name: big, namespace: team}\nspec:\n  containers:\n  - name: c\n    \
+         image: busybox:1.36\n    command: [sleep, '3600']\n    resources: {requests: {cpu: '64'}}\n";
+    out.push(vec![
+        Command::Update(relabeled),
+        Command::Create(one(big)),
+        Command::Bind {
+            namespace: "team".into(),
+            name: "big".into(),
+            node: "n1".into(),
+            preconditions: Preconditions::default(),
+        },
+    ]);
     out.push(vec![Command::Bind {
         namespace: "team".into(),
         name: "p1".into(),
