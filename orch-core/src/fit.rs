@@ -149,21 +149,33 @@ pub struct NodeUsage {
 impl NodeUsage {
     /// Counts `pod` as bound to the node.
     pub fn add(&mut self, pod: &Pod) {
-        self.requested = self.requested.plus(Requests::of(pod));
-        for port in HostPort::of(pod) {
-            *self.host_ports.entry(port).or_default() += 1;
-        }
+        let ports: Vec<HostPort> = HostPort::of(pod).collect();
+        self.add_parts(Requests::of(pod), &ports);
     }
 
     /// Counts `pod`, counted before, as no longer bound: a port stays held while another pod
     /// holds it.
     pub fn remove(&mut self, pod: &Pod) {
-        self.requested = self.requested.minus(Requests::of(pod));
-        for port in HostPort::of(pod) {
-            if let Some(n) = self.host_ports.get_mut(&port) {
+        let ports: Vec<HostPort> = HostPort::of(pod).collect();
+        self.remove_parts(Requests::of(pod), &ports);
+    }
+
+    /// Counts a pod of `request` holding `ports` as bound to the node.
+    pub fn add_parts(&mut self, request: Requests, ports: &[HostPort]) {
+        self.requested = self.requested.plus(request);
+        for port in ports {
+            *self.host_ports.entry(port.clone()).or_default() += 1;
+        }
+    }
+
+    /// Undoes [`NodeUsage::add_parts`] of the same `request` and `ports`.
+    pub fn remove_parts(&mut self, request: Requests, ports: &[HostPort]) {
+        self.requested = self.requested.minus(request);
+        for port in ports {
+            if let Some(n) = self.host_ports.get_mut(port) {
                 *n -= 1;
                 if *n == 0 {
-                    self.host_ports.remove(&port);
+                    self.host_ports.remove(port);
                 }
             }
         }

@@ -57,6 +57,7 @@ pub mod object;
 pub mod quantity;
 pub mod rules;
 pub mod scheduler;
+pub mod scheduling;
 pub mod selector;
 pub mod sessions;
 pub mod snapshot;

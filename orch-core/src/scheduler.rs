@@ -21,7 +21,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::core_v1::{Node, Pod, TaintEffect};
-use crate::fit::{NodeUsage, Requests, Unfit, fits, tolerates};
+use crate::fit::{HostPort, NodeUsage, Requests, Unfit, fits, tolerates};
 use crate::ids::Uid;
 use crate::object::{Kind, Object};
 use crate::state::State;
@@ -116,8 +116,18 @@ pub struct Snapshot {
     zones: BTreeMap<Text, usize>,
     /// Per controller, how many of its pods each zone runs (indexed by zone).
     per_zone: BTreeMap<Uid, Vec<u32>>,
-    /// The pods counted, by uid, and the node each is counted on.
-    counted: BTreeMap<Uid, usize>,
+    /// The pods counted, by namespace and name, with what each was counted as.
+    counted: BTreeMap<(Text, Text), Counted>,
+}
+
+/// What a pod was counted as, so that forgetting it needs only its name.
+#[derive(Clone, Debug)]
+struct Counted {
+    node: usize,
+    request: Requests,
+    scored: Requests,
+    ports: Vec<HostPort>,
+    owner: Option<Uid>,
 }
 
 pub use crate::fit::occupies;
@@ -277,19 +287,25 @@ impl Snapshot {
     }
 
     /// Counts `pod` as bound to node `name` (a decision made, not yet applied; or a bound pod
-    /// the view learns of). Pods are told apart by uid. False, and nothing counted, for a node
-    /// it does not hold or a pod counted already.
+    /// the view learns of). Pods are told apart by namespace and name. False, and nothing
+    /// counted, for a node it does not hold or a pod counted already.
     pub fn assume(&mut self, pod: &Pod, name: &str) -> bool {
         let Some(&i) = self.by_name.get(name) else { return false };
-        let uid = pod.metadata.uid.unwrap_or_default();
-        if self.counted.contains_key(&uid) {
+        let key = (pod.metadata.namespace.clone().unwrap_or_default(), pod.metadata.name.clone());
+        if self.counted.contains_key(&key) {
             return false;
         }
-        self.counted.insert(uid, i);
+        let counted = Counted {
+            node: i,
+            request: Requests::of(pod),
+            scored: scored_request(pod),
+            ports: HostPort::of(pod).collect(),
+            owner: controller(pod),
+        };
         let entry = &mut self.nodes[i];
-        entry.usage.add(pod);
-        entry.scored = entry.scored.plus(scored_request(pod));
-        if let Some(owner) = controller(pod) {
+        entry.usage.add_parts(counted.request, &counted.ports);
+        entry.scored = entry.scored.plus(counted.scored);
+        if let Some(owner) = counted.owner {
             *entry.owners.entry(owner).or_default() += 1;
             if let Some(zone) = entry.zone {
                 let counts = self.per_zone.entry(owner).or_default();
@@ -299,17 +315,29 @@ impl Snapshot {
                 counts[zone] += 1;
             }
         }
+        self.counted.insert(key, counted);
         true
+    }
+
+    /// Whether pod `namespace/name` is counted, and on which node.
+    pub fn counted_on(&self, namespace: &str, name: &str) -> Option<&str> {
+        let i = self.counted.get(&(Text::from(namespace), Text::from(name)))?.node;
+        Some(&self.nodes[i].node.metadata.name)
     }
 
     /// Undoes [`Snapshot::assume`] of `pod` (it was deleted, or its bind refused); nothing for
     /// a pod not counted.
     pub fn forget(&mut self, pod: &Pod) {
-        let Some(i) = self.counted.remove(&pod.metadata.uid.unwrap_or_default()) else { return };
-        let entry = &mut self.nodes[i];
-        entry.usage.remove(pod);
-        entry.scored = entry.scored.minus(scored_request(pod));
-        if let Some(owner) = controller(pod) {
+        self.forget_key(pod.metadata.namespace.as_deref().unwrap_or(""), &pod.metadata.name);
+    }
+
+    /// [`Snapshot::forget`] by namespace and name: what the pod was counted as is undone.
+    pub fn forget_key(&mut self, namespace: &str, name: &str) {
+        let Some(counted) = self.counted.remove(&(Text::from(namespace), Text::from(name))) else { return };
+        let entry = &mut self.nodes[counted.node];
+        entry.usage.remove_parts(counted.request, &counted.ports);
+        entry.scored = entry.scored.minus(counted.scored);
+        if let Some(owner) = counted.owner {
             if let Some(n) = entry.owners.get_mut(&owner) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
@@ -320,6 +348,21 @@ impl Snapshot {
                 *n = n.saturating_sub(1);
             }
         }
+    }
+
+    /// Takes a changed node in place of the one of its name: true when done, false when the
+    /// view must be built again instead (a node it does not hold, or one that moved zone).
+    pub fn replace_node(&mut self, node: Arc<Node>) -> bool {
+        let Some(&i) = self.by_name.get(&node.metadata.name) else { return false };
+        let zone = node.metadata.labels.get(ZONE_LABEL).and_then(|z| self.zones.get(z).copied());
+        let entry = &mut self.nodes[i];
+        if zone != entry.zone || (zone.is_none() && node.metadata.labels.get(ZONE_LABEL).is_some()) {
+            return false;
+        }
+        entry.allocatable = Requests::allocatable(&node);
+        entry.soft_taints = node.spec.taints.iter().filter(|t| t.effect == Some(TaintEffect::PreferNoSchedule)).count();
+        entry.node = node;
+        true
     }
 
     /// The node to bind `pod` to.
@@ -521,7 +564,7 @@ mod tests {
         let mut zones = BTreeMap::<String, u32>::new();
         let mut chosen = std::collections::BTreeSet::new();
         for uid in 1..=30u128 {
-            let p = pod("p", uid, "1", Some(9));
+            let p = pod(&format!("p{uid}"), uid, "1", Some(9));
             let name = snapshot.schedule(&p, &Settings::default()).expect("fits").to_owned();
             snapshot.assume(&p, &name);
             *zones.entry(name[..1].to_owned()).or_default() += 1;

@@ -16,6 +16,11 @@ use crate::metrics::Metrics;
 
 /// How long a joining node keeps asking the cluster to add it.
 pub const JOIN_WAIT: Duration = Duration::from_secs(60);
+/// The leader-only loops orchd runs: the scheduler ([`orch_core::scheduling`]).
+pub fn standard_loops() -> Vec<LoopFactory> {
+    vec![orch_raft::controllers::scheduler(orch_core::scheduling::Settings::default())]
+}
+
 /// How often the leader-only loops reconcile at the least.
 pub const LOOP_RESYNC: Duration = Duration::from_secs(10);
 

@@ -81,6 +81,12 @@ pub trait LeaderLoop: Send + 'static {
     fn name(&self) -> &'static str;
     /// The commands that move the state towards what this loop wants.
     fn reconcile(&mut self, round: Round<'_>) -> Vec<Command>;
+    /// Whether work is left that the last round did not get to (a round decides a bounded
+    /// share): the framework then runs the next round as soon as the last one's commands
+    /// are proposed, without waiting for a change.
+    fn more(&self) -> bool {
+        false
+    }
 }
 
 /// Makes a fresh loop for each term this node leads.
@@ -291,7 +297,7 @@ async fn run_one(
         loop {
             let arrived = inbox.arrived.notified();
             let waiting = lock(&inbox.pending).get(lp.name()).is_some_and(|q| !q.is_empty());
-            if !waiting {
+            if !waiting && !lp.more() {
                 tokio::select! {
                     biased;
                     next = tokio::time::timeout_at(resync_at, stream.next()) => match next {
@@ -302,18 +308,7 @@ async fn run_one(
                         Ok(Some(Ok(item))) => {
                             carry.note(&item);
                             // Take what else is ready, then reconcile once for all of it.
-                            for _ in 0..LOOP_EVENTS_PER_ROUND_MAX {
-                                match stream.next().now_or_never() {
-                                    Some(Some(Ok(item))) => carry.note(&item),
-                                    // The stream ended or fell behind: this round looks at
-                                    // everything; the next read of the stream starts over.
-                                    Some(Some(Err(_)) | None) => {
-                                        carry.full = true;
-                                        break;
-                                    }
-                                    None => break,
-                                }
-                            }
+                            take_ready(&mut stream, &mut carry);
                         }
                     },
                     () = arrived => {
@@ -323,9 +318,32 @@ async fn run_one(
                         }
                     }
                 }
+            } else {
+                // The loop has work left (or inputs wait): the changes already here go into
+                // this round, which runs without waiting for more.
+                take_ready(&mut stream, &mut carry);
             }
             round(&cp, lp.as_mut(), &mut carry, &events, &inbox).await;
             resync_at = tokio::time::Instant::now() + resync;
+        }
+    }
+}
+
+/// Notes the watch items ready now, up to [`LOOP_EVENTS_PER_ROUND_MAX`] of them.
+fn take_ready<S, E>(stream: &mut S, carry: &mut Carry)
+where
+    S: futures_util::Stream<Item = Result<WatchItem, E>> + Unpin,
+{
+    for _ in 0..LOOP_EVENTS_PER_ROUND_MAX {
+        match stream.next().now_or_never() {
+            Some(Some(Ok(item))) => carry.note(&item),
+            // The stream ended or fell behind: this round looks at everything; the next read
+            // of the stream starts over.
+            Some(Some(Err(_)) | None) => {
+                carry.full = true;
+                break;
+            }
+            None => break,
         }
     }
 }

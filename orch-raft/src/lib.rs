@@ -63,6 +63,7 @@
 pub mod clock;
 pub mod codec;
 pub mod control_plane;
+pub mod controllers;
 pub mod crash;
 pub mod durable;
 pub mod feed;

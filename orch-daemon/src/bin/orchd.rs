@@ -138,7 +138,8 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let mut orchd = Orchd::start(config.clone(), Vec::new()).await.context("orchd could not start")?;
+    let mut orchd =
+        Orchd::start(config.clone(), orch_daemon::server::standard_loops()).await.context("orchd could not start")?;
     eprintln!(
         "orchd {} ready: node {}, API {}, metrics http://{}/metrics, data {}",
         env!("CARGO_PKG_VERSION"),

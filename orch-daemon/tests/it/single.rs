@@ -232,6 +232,22 @@ fn orchctl_creates_all_or_nothing_deletes_every_target_and_fails_as_kubectl_does
 
     // An object that is only marked for deletion is not reported deleted.
     ok(&server, &["apply", "-f", &format!("{}/nodes.yaml", examples())]);
+    // orchd's scheduler binds a pod to the node it fits (node-b's taint is not tolerated),
+    // and says why a pod that fits no node waits.
+    let unbound = |name: &str, cpu: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec: {{containers: [{{name: c, image: busybox, \
+             resources: {{requests: {{cpu: '{cpu}'}}}}}}]}}\n"
+        )
+    };
+    orchctl(&server, &["create", "-f", "-"], Some(&(unbound("placed", "1") + "---\n" + &unbound("too-big", "3"))));
+    eventually("the scheduler's decisions", || {
+        let placed = ok(&server, &["get", "pod", "placed", "-o", "json"]);
+        let waiting = ok(&server, &["get", "pod", "too-big", "-o", "json"]);
+        let message =
+            "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint {dedicated: batch}.";
+        (placed.contains("\"nodeName\": \"node-a\"") && waiting.contains(message)).then_some(())
+    });
     let pod = |name: &str, extra: &str| {
         format!(
             "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}{extra}}}\nspec: {{nodeName: node-a, containers: [{{name: c, image: busybox}}]}}\n"
@@ -437,6 +453,18 @@ async fn bad_input_is_refused_whole_and_named() {
     assert!(matches!(&unknown_node, Error::NotFound(m) if m == "nodes \"node-x\" not found"), "{unknown_node:?}");
     let node = orch_core::parse_manifests("apiVersion: v1\nkind: Node\nmetadata: {name: node-x}\n").expect("parses");
     client.apply(&node).await.expect("adds the node");
+    // A bind is checked against the node when applied: a node that is not Ready takes no pod.
+    let not_ready = client.bind("default", "p", "node-x").await.expect_err("not ready");
+    assert!(
+        matches!(&not_ready, Error::Conflict(m) if m.ends_with("pod p does not fit node \"node-x\": node(s) were not ready")),
+        "{not_ready:?}"
+    );
+    let node = orch_core::parse_manifests(
+        "apiVersion: v1\nkind: Node\nmetadata: {name: node-x}\nstatus: {capacity: {cpu: '1', pods: '10'}, \
+         conditions: [{type: Ready, status: 'True'}]}\n",
+    )
+    .expect("parses");
+    client.update_status(&node[0]).await.expect("the node is ready");
     client.bind("default", "p", "node-x").await.expect("binds");
     let (bound, _) = client.get(&pod.key()).await.expect("reads");
     assert_eq!(bound.as_pod().and_then(|p| p.spec.node_name.as_deref().map(str::to_owned)), Some("node-x".to_owned()));

@@ -131,3 +131,46 @@ async fn inputs_beyond_the_limit_are_refused() {
     loops.stop().await;
     cp.shutdown().await.expect("stops");
 }
+
+/// Says it has more work for its first five rounds, and proposes nothing.
+struct Eager {
+    rounds: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl LeaderLoop for Eager {
+    fn name(&self) -> &'static str {
+        "eager"
+    }
+
+    fn reconcile(&mut self, _round: Round<'_>) -> Vec<Command> {
+        self.rounds.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Vec::new()
+    }
+
+    fn more(&self) -> bool {
+        self.rounds.load(std::sync::atomic::Ordering::SeqCst) < 5
+    }
+}
+
+/// A loop with work left gets its next round at once, though nothing changed and the resync
+/// is an hour away; once it has none, it waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loop_with_work_left_gets_the_next_round_at_once() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cp = ControlPlane::builder(1, dir.path()).single_node().start().await.expect("starts");
+    let rounds = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let factory: LoopFactory = {
+        let rounds = Arc::clone(&rounds);
+        Arc::new(move || Box::new(Eager { rounds: Arc::clone(&rounds) }) as Box<dyn LeaderLoop>)
+    };
+    let loops = Loops::spawn(cp.clone(), vec![factory], Duration::from_secs(3600), Arc::new(NoEvents));
+    let count = || rounds.load(std::sync::atomic::Ordering::SeqCst);
+    eventually("five rounds", || (count() >= 5).then_some(())).await;
+    // A write wakes it once more; nothing else does.
+    let ns = orch_core::parse_manifests("apiVersion: v1\nkind: Namespace\nmetadata: {name: more}\n").expect("valid");
+    cp.propose(ns.into_iter().map(Command::Create).collect()).await.expect("writes");
+    eventually("the round for the write", || (count() == 6).then_some(())).await;
+    loops.stop().await;
+    assert_eq!(count(), 6, "no round without work or a change");
+    cp.shutdown().await.expect("stops");
+}

@@ -10,6 +10,7 @@ mod local;
 mod mem_store;
 mod membership;
 mod rocks_store;
+mod scheduling;
 mod sim;
 mod snapshot_receive;
 

@@ -1,0 +1,123 @@
+//! The scheduler loop on a real control plane: pods are bound through the log within the
+//! nodes' room, driven by the committed changes (the resync interval is far away), a pod no
+//! node fits says why and is bound when a node comes, and a backlog larger than one round is
+//! worked off round after round (each round's binds wake the next; a round that writes
+//! nothing relies on `LeaderLoop::more`, tested in `leader.rs`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use orch_core::{Command, Kind, Object, State};
+use orch_raft::ControlPlane;
+use orch_raft::control_plane::Consistency;
+use orch_raft::leader::{Loops, NoEvents};
+
+/// Polls the leader's state until `check` gives a value (30 s at most).
+async fn until<T>(cp: &ControlPlane, what: &str, check: impl Fn(&State) -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = cp.state(Consistency::Stale).await.expect("reads");
+        if let Some(value) = check(&state) {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn node(name: &str, cpu: &str, pods: usize) -> String {
+    format!(
+        "apiVersion: v1\nkind: Node\nmetadata: {{name: {name}}}\nstatus: {{capacity: {{cpu: '{cpu}', pods: '{pods}'}}, \
+         conditions: [{{type: Ready, status: 'True'}}]}}\n---\n"
+    )
+}
+
+fn pod(name: &str, cpu: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec: {{containers: [{{name: c, image: x, \
+         resources: {{requests: {{cpu: '{cpu}'}}}}}}]}}\n---\n"
+    )
+}
+
+async fn create(cp: &ControlPlane, yaml: &str) {
+    let commands: Vec<Command> =
+        orch_core::parse_manifests(yaml).expect("valid").into_iter().map(Command::Create).collect();
+    for chunk in commands.chunks(1000) {
+        let outcomes = cp.propose(chunk.to_vec()).await.expect("proposed");
+        assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    }
+}
+
+/// Bound pods per node, and the unbound pods with their PodScheduled message.
+type Placement = (std::collections::BTreeMap<String, usize>, Vec<(String, Option<String>)>);
+
+fn placement(state: &State) -> Placement {
+    let mut bound = std::collections::BTreeMap::new();
+    let mut waiting = Vec::new();
+    for obj in state.list(Kind::Pod, None) {
+        let Object::Pod(p) = obj else { continue };
+        match &p.spec.node_name {
+            Some(n) => *bound.entry(n.to_string()).or_default() += 1,
+            None => {
+                let message = p.status.conditions.iter().find(|c| c.type_ == "PodScheduled").and_then(|c| c.message());
+                waiting.push((p.metadata.name.to_string(), message.map(str::to_owned)));
+            }
+        }
+    }
+    (bound, waiting)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_binds_pods_within_room_and_an_unschedulable_pod_waits_for_a_node() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cp = ControlPlane::builder(1, dir.path()).single_node().start().await.expect("starts");
+    let factory = orch_raft::controllers::scheduler(orch_core::scheduling::Settings::default());
+    // No resync within the test: every round is driven by a change.
+    let loops = Loops::spawn(cp.clone(), vec![factory], Duration::from_secs(3600), Arc::new(NoEvents));
+    let mut yaml = node("a", "1", 10) + &node("b", "1", 10);
+    for i in 0..5 {
+        yaml.push_str(&pod(&format!("p{i}"), "400m"));
+    }
+    create(&cp, &yaml).await;
+    let (bound, waiting) = until(&cp, "four bound, one refused with its reason", |s| {
+        let (bound, waiting) = placement(s);
+        (bound.values().sum::<usize>() == 4 && waiting.iter().all(|w| w.1.is_some())).then_some((bound, waiting))
+    })
+    .await;
+    assert_eq!(bound.values().copied().collect::<Vec<_>>(), vec![2, 2], "within each node's cpu: {bound:?}");
+    assert_eq!(waiting.len(), 1);
+    assert_eq!(waiting[0].1.as_deref(), Some("0/2 nodes are available: 2 Insufficient cpu."));
+    // A node comes: the waiting pod is bound to it.
+    create(&cp, &node("c", "1", 10)).await;
+    let bound = until(&cp, "the fifth pod bound", |s| {
+        let (bound, waiting) = placement(s);
+        waiting.is_empty().then_some(bound)
+    })
+    .await;
+    assert_eq!(bound.get("c"), Some(&1), "{bound:?}");
+    loops.stop().await;
+    cp.shutdown().await.expect("stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_larger_than_a_round_is_worked_off_without_waiting_for_a_change() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cp = ControlPlane::builder(1, dir.path()).single_node().start().await.expect("starts");
+    let count = orch_core::scheduling::SCHEDULE_ROUND_MAX + 100;
+    let mut yaml = node("a", "64", count) + &node("b", "64", count);
+    for i in 0..count {
+        yaml.push_str(&pod(&format!("p{i:05}"), "0"));
+    }
+    // The pods exist before the loop starts: its first round finds them all.
+    create(&cp, &yaml).await;
+    let factory = orch_raft::controllers::scheduler(orch_core::scheduling::Settings::default());
+    let loops = Loops::spawn(cp.clone(), vec![factory], Duration::from_secs(3600), Arc::new(NoEvents));
+    let bound = until(&cp, "every pod bound", |s| {
+        let (bound, waiting) = placement(s);
+        waiting.is_empty().then_some(bound)
+    })
+    .await;
+    assert_eq!(bound.values().sum::<usize>(), count);
+    loops.stop().await;
+    cp.shutdown().await.expect("stops");
+}
