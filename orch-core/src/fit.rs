@@ -1,6 +1,6 @@
 //! Whether a pod fits a node: the scheduler's filter ([`crate::scheduler`]), and the check a
-//! `Bind` is meant to repeat when applied, so that a decision made on a stale view is refused
-//! instead of over-committing a node.
+//! `Bind` repeats when applied (rules 3, [`crate::rules`]), so that a decision made on a stale
+//! view is refused instead of over-committing a node.
 //!
 //! Kubernetes' filter plugins, in their order (a node is reported under the first one it
 //! fails): the node is Ready; not cordoned (`NodeUnschedulable`); every `NoSchedule` and

@@ -55,6 +55,8 @@ pub mod manifest;
 pub mod meta;
 pub mod object;
 pub mod quantity;
+pub mod reconcile;
+pub mod replicaset;
 pub mod rules;
 pub mod scheduler;
 pub mod scheduling;

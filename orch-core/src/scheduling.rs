@@ -1,6 +1,7 @@
 //! The scheduler loop: what each of its rounds proposes, a pure function of the state, the
 //! changed keys, the outcomes of its earlier proposals and the time, stepped by its owner
-//! (orch-raft's leader-only loop framework in orchd, an embedding program, the simulator).
+//! (orch-raft's leader-only loop framework, which orchd runs; an embedding program or the
+//! simulator can run the same).
 //!
 //! Like Kubernetes' scheduler it keeps a view of the nodes and what their pods take
 //! ([`Snapshot`]) and a queue of the pods waiting for a node, both kept current from the keys
@@ -10,12 +11,14 @@
 //! before the next so a batch never over-commits a node, and proposes their `Bind`s together
 //! (the framework groups them into proposals of many requests). The state machine checks
 //! each `Bind` again when it applies it (rules 3), so a decision made on a stale view is
-//! refused, and the pod is tried again next round.
+//! refused, and the pod is tried again after the others ([`BIND_REFUSALS_MAX`] times in a
+//! row, then parked).
 //!
 //! A pod no node fits gets `PodScheduled=False`, reason `Unschedulable`, with the
 //! [`FitError`] text (written only when it changes), and is parked: it is tried again when
-//! capacity may have grown (a node changed or came, a bound pod finished or went) and on
-//! every full round, never in a busy loop.
+//! capacity may have grown (any write of a node, a node that came, a bound pod finished or
+//! gone) and on every full round, never in a busy loop. Pods tried before go after the pods
+//! never tried, so pods that keep failing cannot starve new ones.
 //!
 //! Expectations: a `Bind` whose outcome is unknown (the proposal failed, or its entry may
 //! yet commit) stays assumed on the view, and its pod is not decided again, until the state
@@ -26,11 +29,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use crate::command::{Command, Outcome, Preconditions};
+use crate::command::{Command, Preconditions};
 use crate::core_v1::{Pod, PodCondition};
 use crate::fit::occupies;
 use crate::meta::ConditionStatus;
 use crate::object::{Kind, Object, ObjectKey};
+use crate::reconcile::{Fate, Reconciler};
 use crate::scheduler::{self, FitError, Snapshot};
 use crate::state::State;
 use crate::text::Text;
@@ -55,8 +59,14 @@ impl Default for Settings {
     }
 }
 
-/// A pod's place in the queue: oldest first, then by namespace and name.
-type QueueKey = (Option<Time>, Text, Text);
+/// A pod's place in the queue: pods tried before after those never tried (each batch of
+/// retries after the earlier ones, so that pods that keep failing cannot starve new ones),
+/// then oldest first, then by namespace and name.
+type QueueKey = (u64, Option<Time>, Text, Text);
+
+/// How many times in a row a pod's bind may be refused before it is parked (the view
+/// disagreed with the state twice: it waits for a change rather than spin).
+pub const BIND_REFUSALS_MAX: u32 = 2;
 /// A pod's namespace and name.
 type PodName = (Text, Text);
 
@@ -73,6 +83,12 @@ pub struct Scheduler {
     places: BTreeMap<PodName, QueueKey>,
     /// `Bind`s of unknown outcome: the node assumed, and until when.
     expected: BTreeMap<PodName, (Text, i64)>,
+    /// The binds of each pod refused in a row.
+    refused: BTreeMap<PodName, u32>,
+    /// The retry batch a pod put back in the queue goes to.
+    retries: u64,
+    /// Whether the last round proposed binds (their outcomes are for the next round).
+    binding: bool,
 }
 
 fn pod_name(pod: &Pod) -> PodName {
@@ -90,12 +106,6 @@ impl Scheduler {
         Self { settings, ..Self::default() }
     }
 
-    /// Whether pods wait that the last round did not get to: the owner should run another
-    /// round at once.
-    pub fn more(&self) -> bool {
-        !self.queue.is_empty()
-    }
-
     /// The pods parked because no node fitted them.
     pub fn parked(&self) -> usize {
         self.parked.len()
@@ -108,12 +118,22 @@ impl Scheduler {
         }
     }
 
+    /// Moves the parked pods back to the queue, after the pods waiting there.
+    fn unpark(&mut self) {
+        self.retries += 1;
+        for place in std::mem::take(&mut self.parked) {
+            let again = (self.retries, place.1, place.2, place.3);
+            self.places.insert((again.2.clone(), again.3.clone()), again.clone());
+            self.queue.insert(again);
+        }
+    }
+
     /// Queues `pod` if it waits for a node (an expected bind holds it back).
     fn track(&mut self, pod: &Pod) {
         let name = pod_name(pod);
         self.untrack(&name);
         if waits(pod) && !self.expected.contains_key(&name) {
-            let place = (pod.metadata.creation_timestamp, name.0.clone(), name.1.clone());
+            let place = (0, pod.metadata.creation_timestamp, name.0.clone(), name.1.clone());
             self.queue.insert(place.clone());
             self.places.insert(name, place);
         }
@@ -129,6 +149,7 @@ impl Scheduler {
             Some(Object::Pod(pod)) => {
                 if let Some(node) = pod.spec.node_name.as_deref() {
                     self.expected.remove(&name);
+                    self.refused.remove(&name);
                     if occupies(pod) {
                         view.assume(pod, node);
                     }
@@ -140,30 +161,99 @@ impl Scheduler {
             }
             _ => {
                 self.expected.remove(&name);
+                self.refused.remove(&name);
                 self.untrack(&name);
             }
         }
         was && view.counted_on(&key.namespace, &key.name).is_none()
     }
 
-    /// One round: takes in what changed and what became of the last round's commands
-    /// (`outcomes`: each command with the state machine's outcome, or `None` when none is
-    /// known), then returns the commands to propose.
-    pub fn reconcile(
+    /// The view of `state`, with the binds still expected assumed on it.
+    fn fresh_view(&mut self, state: &State) -> Snapshot {
+        let mut view = Snapshot::of_state(state);
+        let expected: Vec<(PodName, Text)> = self.expected.iter().map(|(k, (n, _))| (k.clone(), n.clone())).collect();
+        for ((namespace, name), node) in expected {
+            match state.get(&ObjectKey::new(Kind::Pod, &namespace, &name)) {
+                Some(Object::Pod(pod)) if waits(pod) => {
+                    view.assume(pod, &node);
+                }
+                _ => {
+                    self.expected.remove(&(namespace, name));
+                }
+            }
+        }
+        view
+    }
+
+    /// Decides the waiting pods, oldest first, up to [`SCHEDULE_ROUND_MAX`] of them.
+    fn decide(&mut self, state: &State, now_ms: i64) -> Vec<Command> {
+        let Some(view) = self.view.as_mut() else { return Vec::new() };
+        let mut commands = Vec::new();
+        let mut decided = 0;
+        while decided < SCHEDULE_ROUND_MAX {
+            let Some(place) = self.queue.pop_first() else { break };
+            let name = (place.2.clone(), place.3.clone());
+            let key = ObjectKey::new(Kind::Pod, &name.0, &name.1);
+            let Some(Object::Pod(pod)) = state.get(&key) else {
+                self.places.remove(&name);
+                continue;
+            };
+            if !waits(pod) {
+                self.places.remove(&name);
+                continue;
+            }
+            decided += 1;
+            match view.schedule(pod, &self.settings.scheduler) {
+                Ok(node) => {
+                    let node = node.to_owned();
+                    view.assume(pod, &node);
+                    self.places.remove(&name);
+                    self.binding = true;
+                    commands.push(Command::Bind {
+                        namespace: name.0.to_string(),
+                        name: name.1.to_string(),
+                        node,
+                        preconditions: Preconditions { uid: pod.metadata.uid, resource_version: None },
+                    });
+                }
+                Err(error) => {
+                    self.parked.insert(place);
+                    if let Some(update) = unschedulable(pod, &error, Time::from_millis(now_ms)) {
+                        commands.push(Command::UpdateStatus(Object::from(update)));
+                    }
+                }
+            }
+        }
+        commands
+    }
+}
+
+impl Reconciler for Scheduler {
+    const NAME: &'static str = "scheduler";
+
+    fn reconcile(
         &mut self,
         state: &State,
         now_ms: i64,
         full: bool,
         changed: &[ObjectKey],
-        outcomes: &[(Command, Option<Outcome>)],
+        outcomes: &[(Command, Fate)],
     ) -> Vec<Command> {
         // Expectations: binds of unknown outcome hold their pod; the others are settled.
+        let mut refused = Vec::new();
         for (command, outcome) in outcomes {
-            if let (Command::Bind { namespace, name, node, .. }, None) = (command, outcome) {
-                let until = now_ms.saturating_add(self.settings.expectation_timeout_ms);
-                self.expected.insert((namespace.clone().into(), name.clone().into()), (node.clone().into(), until));
+            let Command::Bind { namespace, name, node, .. } = command else { continue };
+            let pod: PodName = (namespace.clone().into(), name.clone().into());
+            match outcome {
+                Fate::Unknown => {
+                    let until = now_ms.saturating_add(self.settings.expectation_timeout_ms);
+                    self.expected.insert(pod, (node.clone().into(), until));
+                }
+                Fate::Applied(Err(_)) => refused.push(pod),
+                Fate::Applied(Ok(_)) | Fate::NotProposed => {}
             }
         }
+        self.binding = false;
         let expired: Vec<PodName> =
             self.expected.iter().filter(|(_, (_, until))| *until <= now_ms).map(|(k, _)| k.clone()).collect();
         let mut touched: Vec<ObjectKey> = expired.iter().map(|(ns, n)| ObjectKey::new(Kind::Pod, ns, n)).collect();
@@ -199,16 +289,33 @@ impl Scheduler {
                 }
                 if grew {
                     // Capacity may have grown: the parked pods are tried again.
-                    let parked = std::mem::take(&mut self.parked);
-                    self.queue.extend(parked);
+                    self.unpark();
                 }
                 self.view = Some(view);
+                // A pod whose bind was refused (the view was stale) is tried again after the
+                // others, on the view as the state has it now; refused again, it is parked.
+                for pod in refused {
+                    let Some(place) = self.places.get(&pod).cloned() else { continue };
+                    if !self.queue.remove(&place) {
+                        continue;
+                    }
+                    let count = self.refused.entry(pod.clone()).or_default();
+                    *count += 1;
+                    if *count >= BIND_REFUSALS_MAX {
+                        self.parked.insert(place);
+                    } else {
+                        let again = (self.retries + 1, place.1, place.2, place.3);
+                        self.places.insert(pod, again.clone());
+                        self.queue.insert(again);
+                    }
+                }
             }
             _ => {
                 let view = self.fresh_view(state);
                 self.queue.clear();
                 self.parked.clear();
                 self.places.clear();
+                self.refused.clear();
                 for obj in state.list(Kind::Pod, None) {
                     if let Object::Pod(pod) = obj {
                         self.track(pod);
@@ -220,62 +327,10 @@ impl Scheduler {
         self.decide(state, now_ms)
     }
 
-    /// The view of `state`, with the binds still expected assumed on it.
-    fn fresh_view(&mut self, state: &State) -> Snapshot {
-        let mut view = Snapshot::of_state(state);
-        let expected: Vec<(PodName, Text)> = self.expected.iter().map(|(k, (n, _))| (k.clone(), n.clone())).collect();
-        for ((namespace, name), node) in expected {
-            match state.get(&ObjectKey::new(Kind::Pod, &namespace, &name)) {
-                Some(Object::Pod(pod)) if waits(pod) => {
-                    view.assume(pod, &node);
-                }
-                _ => {
-                    self.expected.remove(&(namespace, name));
-                }
-            }
-        }
-        view
-    }
-
-    /// Decides the waiting pods, oldest first, up to [`SCHEDULE_ROUND_MAX`] of them.
-    fn decide(&mut self, state: &State, now_ms: i64) -> Vec<Command> {
-        let Some(view) = self.view.as_mut() else { return Vec::new() };
-        let mut commands = Vec::new();
-        let mut decided = 0;
-        while decided < SCHEDULE_ROUND_MAX {
-            let Some(place) = self.queue.pop_first() else { break };
-            let name = (place.1.clone(), place.2.clone());
-            let key = ObjectKey::new(Kind::Pod, &name.0, &name.1);
-            let Some(Object::Pod(pod)) = state.get(&key) else {
-                self.places.remove(&name);
-                continue;
-            };
-            if !waits(pod) {
-                self.places.remove(&name);
-                continue;
-            }
-            decided += 1;
-            match view.schedule(pod, &self.settings.scheduler) {
-                Ok(node) => {
-                    let node = node.to_owned();
-                    view.assume(pod, &node);
-                    self.places.remove(&name);
-                    commands.push(Command::Bind {
-                        namespace: name.0.to_string(),
-                        name: name.1.to_string(),
-                        node,
-                        preconditions: Preconditions { uid: pod.metadata.uid, resource_version: None },
-                    });
-                }
-                Err(error) => {
-                    self.parked.insert(place);
-                    if let Some(update) = unschedulable(pod, &error, Time::from_millis(now_ms)) {
-                        commands.push(Command::UpdateStatus(Object::from(update)));
-                    }
-                }
-            }
-        }
-        commands
+    /// Pods wait that the last round did not get to, or binds await their outcomes (a
+    /// refused bind writes nothing that would wake the loop).
+    fn more(&self) -> bool {
+        !self.queue.is_empty() || self.binding
     }
 }
 
@@ -308,7 +363,7 @@ fn unschedulable(pod: &Pod, error: &FitError, now: Time) -> Option<Pod> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{ApplyError, Entry, Request};
+    use crate::command::{ApplyError, Entry, Outcome, Request};
     use crate::ids::ClientId;
     use crate::manifest::parse_manifests;
 
@@ -361,11 +416,11 @@ mod tests {
 
         /// Applies a round's commands as the framework would: their outcomes, and the keys
         /// they changed.
-        fn run(&mut self, commands: Vec<Command>) -> (Vec<(Command, Option<Outcome>)>, Vec<ObjectKey>) {
+        fn run(&mut self, commands: Vec<Command>) -> (Vec<(Command, Fate)>, Vec<ObjectKey>) {
             let outcomes = self.apply(commands.clone());
             let changed =
                 outcomes.iter().flat_map(|o| o.iter().flat_map(|s| s.changes.iter().map(|c| c.key.clone()))).collect();
-            (commands.into_iter().zip(outcomes.into_iter().map(Some)).collect(), changed)
+            (commands.into_iter().zip(outcomes.into_iter().map(Fate::Applied)).collect(), changed)
         }
     }
 
@@ -412,7 +467,7 @@ mod tests {
         assert!(placed.iter().all(|(_, n)| n == "a"));
         assert_eq!(first.len(), 3, "two binds and one status: {first:?}");
         let (outcomes, changed) = w.run(first);
-        assert!(outcomes.iter().all(|(_, o)| o.as_ref().is_some_and(Result::is_ok)), "{outcomes:?}");
+        assert!(outcomes.iter().all(|(_, o)| matches!(o, Fate::Applied(Ok(_)))), "{outcomes:?}");
         let waiting = ["p1", "p2"].into_iter().find(|p| w.pod(p).spec.node_name.is_none()).expect("one waits");
         assert_eq!(
             condition(&w.pod(waiting)),
@@ -431,8 +486,10 @@ mod tests {
         let added = w.create(&node("b", "2"));
         let next = s.reconcile(&w.state, w.now_ms, false, &added, &[]);
         assert_eq!(binds(&next), vec![(waiting.to_owned(), "b".to_owned())]);
-        let (outcomes, _) = w.run(next);
-        assert!(outcomes.iter().all(|(_, o)| o.as_ref().is_some_and(Result::is_ok)));
+        assert!(s.more(), "a round that bound pods asks for the next, which learns the outcomes");
+        let (outcomes, changed) = w.run(next);
+        assert!(outcomes.iter().all(|(_, o)| matches!(o, Fate::Applied(Ok(_)))));
+        assert_eq!(s.reconcile(&w.state, w.now_ms, false, &changed, &outcomes), Vec::new());
         assert!(!s.more());
     }
 
@@ -456,7 +513,7 @@ mod tests {
         manual.extend(changed);
         let (outcomes, changed) = w.run(first);
         assert!(
-            matches!(&outcomes[0].1, Some(Err(ApplyError::Conflict { reason, .. })) if reason.ends_with("Insufficient cpu")),
+            matches!(&outcomes[0].1, Fate::Applied(Err(ApplyError::Conflict { reason, .. })) if reason.ends_with("Insufficient cpu")),
             "{outcomes:?}"
         );
         manual.extend(changed);
@@ -476,7 +533,7 @@ mod tests {
         let first = s.reconcile(&w.state, w.now_ms, true, &[], &[]);
         let placed = binds(&first);
         assert_eq!(placed.len(), 1);
-        let unknown: Vec<(Command, Option<Outcome>)> = first.iter().map(|c| (c.clone(), None)).collect();
+        let unknown: Vec<(Command, Fate)> = first.iter().map(|c| (c.clone(), Fate::Unknown)).collect();
         // Not applied (lost or still on its way): the next rounds, even a full one, do not
         // bind it again nor give its room to q.
         for full in [false, true] {
@@ -506,6 +563,142 @@ mod tests {
         let (outcomes, changed) = w.run(first);
         let second = s.reconcile(&w.state, w.now_ms, false, &changed, &outcomes);
         assert_eq!(binds(&second).len(), 10);
+        let (outcomes, changed) = w.run(second);
+        assert_eq!(s.reconcile(&w.state, w.now_ms, false, &changed, &outcomes), Vec::new());
         assert!(!s.more());
+    }
+
+    /// The view and the queue kept from the changed keys agree with a view and a queue built
+    /// afresh from the state, with the binds just decided (`commands`) assumed.
+    fn assert_fresh(s: &Scheduler, state: &State, commands: &[Command]) {
+        let mut fresh = Snapshot::of_state(state);
+        let mut deciding = BTreeSet::new();
+        for (name, node) in binds(commands) {
+            let key = ObjectKey::new(Kind::Pod, "default", &name);
+            let Some(Object::Pod(p)) = state.get(&key) else { panic!("no pod {name}") };
+            assert!(fresh.assume(p, &node));
+            deciding.insert((Text::from("default"), Text::from(name.as_str())));
+        }
+        let view = s.view.as_ref().expect("a view");
+        assert_eq!(view.len(), fresh.len(), "the same nodes");
+        for obj in state.list(Kind::Node, None) {
+            let name = &obj.meta().name;
+            assert_eq!(view.usage(name), fresh.usage(name), "usage of {name}");
+        }
+        let mut waiting = BTreeSet::new();
+        for obj in state.list(Kind::Pod, None) {
+            let Object::Pod(p) = obj else { continue };
+            let (ns, name) = (p.metadata.namespace_str(), p.metadata.name.as_str());
+            assert_eq!(view.counted_on(ns, name), fresh.counted_on(ns, name), "pod {name}");
+            if waits(p) && !deciding.contains(&pod_name(p)) {
+                waiting.insert(pod_name(p));
+            }
+        }
+        let tracked: BTreeSet<PodName> = s.places.keys().cloned().collect();
+        assert_eq!(tracked, waiting, "the queue and the parked pods are the waiting pods");
+        assert_eq!(s.places.len(), s.queue.len() + s.parked.len());
+    }
+
+    /// Every kind of change keeps the view equal to a fresh one: a node cordoned, tainted,
+    /// resized in place, moved to a zone, deleted; a pod finished, deleted, recreated under
+    /// its name with other requests; and a parked pod is tried again when a bound pod goes.
+    #[test]
+    fn the_view_kept_from_changes_equals_a_fresh_one() {
+        let mut w = World::new(&format!(
+            "{}{}{}{}{}",
+            node("a", "1"),
+            node("b", "1"),
+            pod("p1", "600m"),
+            pod("p2", "600m"),
+            pod("p3", "600m")
+        ));
+        let mut s = Scheduler::new(Settings::default());
+        let mut commands = s.reconcile(&w.state, w.now_ms, true, &[], &[]);
+        assert_fresh(&s, &w.state, &commands);
+        assert_eq!(binds(&commands).len(), 2, "p3 fits nowhere");
+        let step = |w: &mut World, s: &mut Scheduler, commands: Vec<Command>, extra: Vec<ObjectKey>| {
+            let (outcomes, mut changed) = w.run(commands);
+            changed.extend(extra);
+            let next = s.reconcile(&w.state, w.now_ms, false, &changed, &outcomes);
+            assert_fresh(s, &w.state, &next);
+            next
+        };
+        commands = step(&mut w, &mut s, commands, Vec::new());
+        let node_obj = |w: &World, name: &str| match w.state.get(&ObjectKey::new(Kind::Node, "", name)) {
+            Some(Object::Node(n)) => (**n).clone(),
+            other => panic!("{other:?}"),
+        };
+        // In place: a cordon and a taint (update), a bigger capacity (status).
+        let mut b = node_obj(&w, "b");
+        b.spec.unschedulable = Some(true);
+        commands.push(Command::Update(Object::from(b)));
+        commands = step(&mut w, &mut s, commands, Vec::new());
+        let mut a = node_obj(&w, "a");
+        a.status.capacity.cpu = Some("3".parse().expect("a quantity"));
+        a.status.allocatable.cpu = Some("3".parse().expect("a quantity"));
+        commands.push(Command::UpdateStatus(Object::from(a)));
+        commands = step(&mut w, &mut s, commands, Vec::new());
+        assert_eq!(binds(&commands), vec![("p3".to_owned(), "a".to_owned())], "a grew: the parked pod goes there");
+        commands = step(&mut w, &mut s, commands, Vec::new());
+        // A zone label: the view is rebuilt.
+        let mut a = node_obj(&w, "a");
+        a.metadata.labels.insert(scheduler::ZONE_LABEL, "z1");
+        commands.push(Command::Update(Object::from(a)));
+        commands = step(&mut w, &mut s, commands, Vec::new());
+        // p1 finishes, p2 is deleted and made again with other requests, node b goes.
+        let mut p1 = w.pod("p1");
+        p1.status.phase = Some(crate::core_v1::PodPhase::Succeeded);
+        commands.push(Command::UpdateStatus(Object::from(p1)));
+        commands = step(&mut w, &mut s, commands, Vec::new());
+        let force = |name: &str| Command::Delete {
+            key: ObjectKey::new(Kind::Pod, "default", name),
+            grace_period_seconds: Some(0),
+            preconditions: Preconditions::default(),
+        };
+        commands.push(force("p2"));
+        commands = step(&mut w, &mut s, commands, Vec::new());
+        commands.extend(parse_manifests(&pod("p2", "2500m")).expect("valid").into_iter().map(Command::Create));
+        commands = step(&mut w, &mut s, commands, Vec::new());
+        commands.push(Command::Delete {
+            key: ObjectKey::new(Kind::Node, "", "b"),
+            grace_period_seconds: None,
+            preconditions: Preconditions::default(),
+        });
+        commands = step(&mut w, &mut s, commands, Vec::new());
+        // p2 (2.5 cpu) waits, parked; p3 is deleted: its share frees, p2 is tried and fits.
+        assert!(binds(&commands).is_empty(), "{commands:?}");
+        assert_eq!(s.parked(), 1);
+        commands.push(force("p3"));
+        commands = step(&mut w, &mut s, commands, Vec::new());
+        assert_eq!(binds(&commands), vec![("p2".to_owned(), "a".to_owned())]);
+        step(&mut w, &mut s, commands, Vec::new());
+    }
+
+    /// A pod whose bind is refused again and again is parked after [`BIND_REFUSALS_MAX`]
+    /// refusals rather than decided in a tight loop.
+    #[test]
+    fn a_pod_refused_again_and_again_is_parked() {
+        let mut w = World::new(&format!("{}{}", node("a", "1"), pod("p", "600m")));
+        let mut s = Scheduler::new(Settings::default());
+        let mut commands = s.reconcile(&w.state, w.now_ms, true, &[], &[]);
+        for attempt in 1..=BIND_REFUSALS_MAX {
+            assert_eq!(binds(&commands).len(), 1, "attempt {attempt}");
+            // The node is not Ready when each bind applies: refused, though the view says it fits.
+            let refused: Vec<(Command, Fate)> = commands
+                .iter()
+                .map(|c| {
+                    let reason = "pod p does not fit node \"a\": node(s) were not ready".to_owned();
+                    let key = ObjectKey::new(Kind::Pod, "default", "p");
+                    (c.clone(), Fate::Applied(Err(ApplyError::Conflict { key, reason })))
+                })
+                .collect();
+            commands = s.reconcile(&w.state, w.now_ms, false, &[], &refused);
+        }
+        assert!(commands.is_empty(), "{commands:?}");
+        assert_eq!(s.parked(), 1);
+        assert!(!s.more());
+        // A full round tries it again.
+        w.now_ms += 1;
+        assert_eq!(binds(&s.reconcile(&w.state, w.now_ms, true, &[], &[])).len(), 1);
     }
 }

@@ -16,9 +16,13 @@ use crate::metrics::Metrics;
 
 /// How long a joining node keeps asking the cluster to add it.
 pub const JOIN_WAIT: Duration = Duration::from_secs(60);
-/// The leader-only loops orchd runs: the scheduler ([`orch_core::scheduling`]).
+/// The leader-only loops orchd runs: the scheduler ([`orch_core::scheduling`]) and the
+/// ReplicaSet controller ([`orch_core::replicaset`]).
 pub fn standard_loops() -> Vec<LoopFactory> {
-    vec![orch_raft::controllers::scheduler(orch_core::scheduling::Settings::default())]
+    vec![
+        orch_raft::controllers::scheduler(orch_core::scheduling::Settings::default()),
+        orch_raft::controllers::replica_sets(orch_core::replicaset::Settings::default()),
+    ]
 }
 
 /// How often the leader-only loops reconcile at the least.

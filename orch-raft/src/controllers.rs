@@ -1,30 +1,45 @@
-//! The leader-only loops orch ships, as [`crate::leader`] runs them: thin adapters around the
-//! pure reconcilers of orch-core, so that orchd, an embedding program and the simulator run
-//! the very same decisions.
+//! The leader-only loops orch ships, as [`crate::leader`] runs them: orch-core's pure
+//! reconcilers ([`orch_core::reconcile::Reconciler`]) behind one adapter, so that orchd and an
+//! embedding program run the very same decisions (orch-sim can add them with
+//! `Simulation::leader_loop`; it does not yet).
 
 use std::sync::Arc;
 
-use orch_core::scheduling::{Scheduler, Settings};
-use orch_core::{Command, Outcome};
+use orch_core::Command;
+use orch_core::reconcile::{Fate, Reconciler};
+use orch_core::replicaset::ReplicaSets;
+use orch_core::scheduling::Scheduler;
 
-use crate::leader::{LeaderLoop, LoopFactory, Round};
+use crate::leader::{LeaderLoop, LoopFactory, NOT_PROPOSED, Round};
 
 /// The scheduler loop's name (for [`crate::leader::Loops::send`], logs and counters).
-pub const SCHEDULER: &str = "scheduler";
+pub const SCHEDULER: &str = Scheduler::NAME;
 
-/// The scheduler ([`orch_core::scheduling`]) as a leader loop.
-pub struct SchedulerLoop(Scheduler);
+/// The ReplicaSet controller's name.
+pub const REPLICA_SETS: &str = ReplicaSets::NAME;
 
-impl LeaderLoop for SchedulerLoop {
+/// A pure reconciler as a leader loop.
+pub struct Adapter<R>(pub R);
+
+impl<R: Reconciler> LeaderLoop for Adapter<R> {
     fn name(&self) -> &'static str {
-        SCHEDULER
+        R::NAME
     }
 
     fn reconcile(&mut self, round: Round<'_>) -> Vec<Command> {
-        // An outcome the framework could not learn is `None`: the scheduler keeps expecting it.
-        let outcomes: Vec<(Command, Option<Outcome>)> =
-            round.outcomes.iter().map(|(command, outcome)| (command.clone(), outcome.as_ref().ok().cloned())).collect();
-        self.0.reconcile(round.state, round.now_ms, round.full, round.changed, &outcomes)
+        let fates: Vec<(Command, Fate)> = round
+            .outcomes
+            .iter()
+            .map(|(command, outcome)| {
+                let fate = match outcome {
+                    Ok(outcome) => Fate::Applied(outcome.clone()),
+                    Err(why) if why == NOT_PROPOSED => Fate::NotProposed,
+                    Err(_) => Fate::Unknown,
+                };
+                (command.clone(), fate)
+            })
+            .collect();
+        self.0.reconcile(round.state, round.now_ms, round.full, round.changed, &fates)
     }
 
     fn more(&self) -> bool {
@@ -32,7 +47,18 @@ impl LeaderLoop for SchedulerLoop {
     }
 }
 
-/// Makes a fresh scheduler loop with `settings` for each term.
-pub fn scheduler(settings: Settings) -> LoopFactory {
-    Arc::new(move || Box::new(SchedulerLoop(Scheduler::new(settings.clone()))))
+/// Makes a fresh reconciler with `make` for each term.
+pub fn factory<R: Reconciler>(make: impl Fn() -> R + Send + Sync + 'static) -> LoopFactory {
+    Arc::new(move || Box::new(Adapter(make())))
+}
+
+/// Makes a fresh scheduler loop ([`orch_core::scheduling`]) with `settings` for each term.
+pub fn scheduler(settings: orch_core::scheduling::Settings) -> LoopFactory {
+    factory(move || Scheduler::new(settings.clone()))
+}
+
+/// Makes a fresh ReplicaSet controller ([`orch_core::replicaset`]) with `settings` for each
+/// term.
+pub fn replica_sets(settings: orch_core::replicaset::Settings) -> LoopFactory {
+    factory(move || ReplicaSets::new(settings.clone()))
 }

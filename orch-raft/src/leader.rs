@@ -50,6 +50,14 @@ pub const LOOP_INPUTS_PENDING_MAX: usize = 65_536;
 /// that one failing on every round does not spin.
 pub const LOOP_RESTART_DELAY: Duration = Duration::from_millis(500);
 
+/// The most encoded bytes of commands one proposal of a round carries: half an entry's
+/// bound, leaving room for the requests around them.
+pub const PROPOSAL_BYTES_MAX: usize = orch_core::codec::ENTRY_BYTES_MAX / 2;
+
+/// What a round's outcome says of a command the framework did not propose because an
+/// earlier proposal of the round failed: it was not applied.
+pub const NOT_PROPOSED: &str = "not proposed: an earlier part of the round's commands failed";
+
 /// How many times a proposal whose outcome is unknown is retried (with the same serials) before
 /// the loop is told that none is known.
 pub const PROPOSAL_ATTEMPTS: usize = 3;
@@ -307,8 +315,9 @@ async fn run_one(
                         Ok(Some(Ok(WatchItem::Progress { .. }))) => continue,
                         Ok(Some(Ok(item))) => {
                             carry.note(&item);
-                            // Take what else is ready, then reconcile once for all of it.
-                            take_ready(&mut stream, &mut carry);
+                            // Take what else is ready, then reconcile once for all of it
+                            // (a stream that ended is read again, and ends the loop, below).
+                            let _ = take_ready(&mut stream, &mut carry);
                         }
                     },
                     () = arrived => {
@@ -320,8 +329,13 @@ async fn run_one(
                 }
             } else {
                 // The loop has work left (or inputs wait): the changes already here go into
-                // this round, which runs without waiting for more.
-                take_ready(&mut stream, &mut carry);
+                // this round, which runs without waiting for more; but it yields first, so
+                // that a loop with work left never keeps its thread (nor the stop) waiting.
+                tokio::task::yield_now().await;
+                if !take_ready(&mut stream, &mut carry) {
+                    // The stream ended or fell behind: start over with a full round.
+                    break;
+                }
             }
             round(&cp, lp.as_mut(), &mut carry, &events, &inbox).await;
             resync_at = tokio::time::Instant::now() + resync;
@@ -329,23 +343,38 @@ async fn run_one(
     }
 }
 
-/// Notes the watch items ready now, up to [`LOOP_EVENTS_PER_ROUND_MAX`] of them.
-fn take_ready<S, E>(stream: &mut S, carry: &mut Carry)
+/// How many of `commands`, from the first, go in one proposal: at most
+/// [`PROPOSAL_REQUESTS_MAX`] and [`PROPOSAL_BYTES_MAX`] encoded bytes (one command at least,
+/// which the control plane refuses alone if it is too large for an entry).
+fn chunk_len(commands: &[Command]) -> usize {
+    let mut bytes = 0;
+    for (i, command) in commands.iter().enumerate().take(PROPOSAL_REQUESTS_MAX) {
+        bytes += orch_core::codec::encoded_len(command);
+        if bytes > PROPOSAL_BYTES_MAX {
+            return i.max(1);
+        }
+    }
+    commands.len().min(PROPOSAL_REQUESTS_MAX)
+}
+
+/// Notes the watch items ready now, up to [`LOOP_EVENTS_PER_ROUND_MAX`] of them; false when
+/// the stream ended or fell behind (the round then looks at everything, and the stream must
+/// start over).
+fn take_ready<S, E>(stream: &mut S, carry: &mut Carry) -> bool
 where
     S: futures_util::Stream<Item = Result<WatchItem, E>> + Unpin,
 {
     for _ in 0..LOOP_EVENTS_PER_ROUND_MAX {
         match stream.next().now_or_never() {
             Some(Some(Ok(item))) => carry.note(&item),
-            // The stream ended or fell behind: this round looks at everything; the next read
-            // of the stream starts over.
             Some(Some(Err(_)) | None) => {
                 carry.full = true;
-                break;
+                return false;
             }
             None => break,
         }
     }
+    true
 }
 
 /// One round: reconcile on a copy of the state, then propose what it returned.
@@ -374,7 +403,7 @@ async fn round(
         lp.reconcile(Round { state: &state, now_ms, full, changed: &changed, outcomes: &outcomes, inputs });
     drop(state);
     while !commands.is_empty() {
-        let rest = commands.split_off(commands.len().min(PROPOSAL_REQUESTS_MAX));
+        let rest = commands.split_off(chunk_len(&commands));
         match cp.propose_retrying(commands.clone(), PROPOSAL_ATTEMPTS).await {
             Ok(answers) => {
                 for (command, outcome) in commands.into_iter().zip(answers) {
@@ -388,7 +417,7 @@ async fn round(
                 events.failed(name, &e);
                 let why = e.to_string();
                 carry.outcomes.extend(commands.into_iter().map(|c| (c, Err(why.clone()))));
-                let skipped = "not proposed: an earlier part of the round's commands failed".to_owned();
+                let skipped = NOT_PROPOSED.to_owned();
                 carry.outcomes.extend(rest.into_iter().map(|c| (c, Err(skipped.clone()))));
                 return;
             }

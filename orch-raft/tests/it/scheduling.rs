@@ -121,3 +121,41 @@ async fn a_backlog_larger_than_a_round_is_worked_off_without_waiting_for_a_chang
     loops.stop().await;
     cp.shutdown().await.expect("stops");
 }
+
+/// The ReplicaSet controller and the scheduler together: a set's pods are made, bound and
+/// counted; scaled down, the surplus is deleted (bound pods terminate gracefully and no
+/// longer count) and the status follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_set_s_pods_are_made_bound_and_scaled() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cp = ControlPlane::builder(1, dir.path()).single_node().start().await.expect("starts");
+    let factories = vec![
+        orch_raft::controllers::scheduler(orch_core::scheduling::Settings::default()),
+        orch_raft::controllers::replica_sets(orch_core::replicaset::Settings::default()),
+    ];
+    let loops = Loops::spawn(cp.clone(), factories, Duration::from_secs(3600), Arc::new(NoEvents));
+    let set = "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {name: web}\nspec:\n  replicas: 3\n  \
+               selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    \
+               spec: {containers: [{name: c, image: nginx, resources: {requests: {cpu: 100m}}}]}\n";
+    create(&cp, &(node("a", "1", 10) + set)).await;
+    let key = orch_core::ObjectKey::new(Kind::ReplicaSet, "default", "web");
+    let replicas = |s: &State| match s.get(&key) {
+        Some(Object::ReplicaSet(rs)) => Some(rs.status.replicas),
+        _ => None,
+    };
+    until(&cp, "three pods bound and counted", |s| {
+        let (bound, waiting) = placement(s);
+        (waiting.is_empty() && bound.get("a") == Some(&3) && replicas(s) == Some(3)).then_some(())
+    })
+    .await;
+    let outcomes = cp.propose(vec![Command::Scale { key: key.clone(), replicas: 1 }]).await.expect("scales");
+    assert!(outcomes[0].is_ok(), "{outcomes:?}");
+    let terminating = until(&cp, "two pods terminating, one counted", |s| {
+        let terminating = s.list(Kind::Pod, None).filter(|o| o.meta().deletion_timestamp.is_some()).count();
+        (replicas(s) == Some(1) && terminating == 2).then_some(terminating)
+    })
+    .await;
+    assert_eq!(terminating, 2);
+    loops.stop().await;
+    cp.shutdown().await.expect("stops");
+}

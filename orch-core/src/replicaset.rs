@@ -1,0 +1,547 @@
+//! The ReplicaSet controller: what each of its rounds proposes, a pure function of the state,
+//! the changed keys, the outcomes of its earlier proposals and the time, stepped by its owner
+//! (orch-raft's leader-only loop framework), as Kubernetes' replica set controller.
+//!
+//! For each ReplicaSet it syncs, it counts the active pods it controls (a controller
+//! reference to its uid, from the owner index apply maintains; active: not being deleted,
+//! not Succeeded or Failed), creates the missing ones from its template (`generateName`
+//! `<name>-`, so the state machine derives the 5-character suffix deterministically, with an
+//! owner reference to the set) or deletes the surplus, unscheduled, then pending, not-ready,
+//! ready for less time, restarted more and newest pods first; at most [`Settings::burst`] of
+//! either per set and round. Then it writes the status (replicas, fully labeled, ready,
+//! available after `minReadySeconds`, observed generation) when it changed.
+//!
+//! Which sets a round syncs: every one on a full round; else the sets that changed and the
+//! owners of the pods that changed (as they are now and as they were when last seen).
+//!
+//! Expectations, as Kubernetes': a create or delete whose outcome is unknown (the proposal
+//! failed; its entry may yet commit) is expected; while a set has expectations unmet it is
+//! not resized again, so a round that runs before its earlier proposals applied never
+//! creates a duplicate pod, until each is observed (a new pod of the set; the pod gone or
+//! terminating) or [`Settings::expectation_timeout_ms`] passes. Known outcomes need none: the
+//! framework proposes a round's commands and learns their outcomes before the next round,
+//! whose state includes them.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::apps_v1::{ReplicaSet, ReplicaSetStatus};
+use crate::command::{Command, Preconditions};
+use crate::core_v1::{Pod, PodPhase};
+use crate::ids::Uid;
+use crate::meta::{ConditionStatus, OwnerReference};
+use crate::object::{Kind, Object, ObjectKey};
+use crate::reconcile::{Fate, Reconciler};
+use crate::state::State;
+
+/// Kubernetes' default burst of creates or deletes per set and sync.
+pub const BURST_DEFAULT: usize = 500;
+
+/// The longest name prefix of a generated pod name (63 characters less the 5-character
+/// suffix), as Kubernetes truncates it.
+pub const GENERATED_PREFIX_MAX: usize = 58;
+
+/// The ReplicaSet controller's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// The most pods one set creates or deletes in a round.
+    pub burst: usize,
+    /// How long an unmet expectation holds a set back (Kubernetes: 5 minutes).
+    pub expectation_timeout_ms: i64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self { burst: BURST_DEFAULT, expectation_timeout_ms: 300_000 }
+    }
+}
+
+/// A set's proposals of unknown outcome.
+#[derive(Clone, Debug, Default)]
+struct Expectation {
+    creates: usize,
+    deletes: BTreeSet<ObjectKey>,
+    until_ms: i64,
+}
+
+/// The ReplicaSet controller of one term.
+#[derive(Debug, Default)]
+pub struct ReplicaSets {
+    settings: Settings,
+    /// The set that controls each pod seen, by pod key.
+    owner_of: BTreeMap<ObjectKey, Uid>,
+    /// Each set's key, by uid.
+    set_of: BTreeMap<Uid, ObjectKey>,
+    expected: BTreeMap<Uid, Expectation>,
+}
+
+/// The uid of the ReplicaSet that controls `pod`, if one does.
+fn set_uid(pod: &Pod) -> Option<Uid> {
+    pod.metadata.controller_ref().filter(|r| r.kind.as_str() == "ReplicaSet").map(|r| r.uid)
+}
+
+/// Whether `pod` counts towards its set: not being deleted, not finished.
+pub fn active(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && !matches!(pod.status.phase, Some(PodPhase::Succeeded | PodPhase::Failed))
+}
+
+/// When `pod` became Ready, if it is.
+fn ready_since(pod: &Pod) -> Option<Option<i64>> {
+    pod.status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == ConditionStatus::True)
+        .map(|c| c.last_transition_time.map(crate::time::Time::as_millis))
+}
+
+/// Whether `pod` has been Ready for `min_ready_seconds` at `now_ms`.
+pub fn available(pod: &Pod, min_ready_seconds: i32, now_ms: i64) -> bool {
+    match ready_since(pod) {
+        None => false,
+        Some(_) if min_ready_seconds <= 0 => true,
+        Some(None) => false,
+        Some(Some(since)) => since.saturating_add(i64::from(min_ready_seconds) * 1000) <= now_ms,
+    }
+}
+
+/// The order in which surplus pods go, first first (Kubernetes' `ActivePods` ranking).
+fn deletion_rank(pod: &Pod) -> impl Ord {
+    let assigned = pod.spec.node_name.is_some();
+    let phase = match pod.status.phase {
+        Some(PodPhase::Pending) | None => 0,
+        Some(PodPhase::Unknown) => 1,
+        Some(PodPhase::Running) => 2,
+        Some(_) => 3,
+    };
+    let ready = ready_since(pod);
+    // Ready for less time first: a later transition first (an unknown time counts as now).
+    let since = ready.map(|t| std::cmp::Reverse(t.unwrap_or(i64::MAX)));
+    let restarts: i64 = pod.status.container_statuses.iter().map(|c| i64::from(c.restart_count)).sum();
+    let created = pod.metadata.creation_timestamp.map(|t| t.as_millis());
+    (
+        assigned,
+        phase,
+        ready.is_some(),
+        since,
+        std::cmp::Reverse(restarts),
+        std::cmp::Reverse(created),
+        pod.metadata.name.clone(),
+    )
+}
+
+/// A pod for `rs` from its template.
+pub fn pod_for(rs: &ReplicaSet) -> Pod {
+    let mut pod = Pod::default();
+    let template = &rs.spec.template;
+    pod.metadata.labels = template.metadata.labels.clone();
+    pod.metadata.annotations = template.metadata.annotations.clone();
+    pod.metadata.namespace = rs.metadata.namespace.clone();
+    let mut prefix = rs.metadata.name.to_string();
+    if prefix.len() > GENERATED_PREFIX_MAX {
+        // Names are DNS labels: ASCII, so any byte is a boundary.
+        prefix.truncate(GENERATED_PREFIX_MAX);
+    }
+    prefix.push('-');
+    pod.metadata.generate_name = Some(prefix.into());
+    pod.metadata.owner_references = vec![OwnerReference {
+        api_version: "apps/v1".into(),
+        kind: "ReplicaSet".into(),
+        name: rs.metadata.name.clone(),
+        uid: rs.metadata.uid.unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }];
+    pod.spec = template.spec.clone();
+    pod
+}
+
+impl ReplicaSets {
+    /// A controller with `settings`.
+    pub fn new(settings: Settings) -> Self {
+        Self { settings, ..Self::default() }
+    }
+
+    /// Notes the pod at `key` as the state has it; the sets to sync for it.
+    fn observe_pod(&mut self, state: &State, key: &ObjectKey, sync: &mut BTreeSet<Uid>) {
+        let now = match state.get(key) {
+            Some(Object::Pod(pod)) => Some(pod),
+            _ => None,
+        };
+        let owner = now.and_then(|p| set_uid(p));
+        let before = match owner {
+            Some(uid) => self.owner_of.insert(key.clone(), uid),
+            None => self.owner_of.remove(key),
+        };
+        if let Some(uid) = owner {
+            if before != Some(uid) {
+                // A pod new to the set: an expected create, observed.
+                if let Some(e) = self.expected.get_mut(&uid) {
+                    e.creates = e.creates.saturating_sub(1);
+                }
+            }
+            sync.insert(uid);
+        }
+        if let Some(uid) = before {
+            sync.insert(uid);
+        }
+        if now.is_none_or(|p| p.metadata.deletion_timestamp.is_some()) {
+            for uid in [owner, before].into_iter().flatten() {
+                if let Some(e) = self.expected.get_mut(&uid) {
+                    e.deletes.remove(key);
+                }
+            }
+        }
+    }
+
+    /// Resizes `rs` towards its replicas (unless expectations are unmet) and writes its status.
+    fn sync(&self, state: &State, rs: &ReplicaSet, now_ms: i64, commands: &mut Vec<Command>) {
+        let uid = rs.metadata.uid.unwrap_or_default();
+        let pods: Vec<&Pod> = state
+            .owned_by(uid)
+            .filter(|k| k.kind == Kind::Pod)
+            .filter_map(|k| match state.get(k) {
+                Some(Object::Pod(p)) if set_uid(p) == Some(uid) && active(p) => Some(p.as_ref()),
+                _ => None,
+            })
+            .collect();
+        let want = usize::try_from(rs.spec.replicas.unwrap_or(1)).unwrap_or(0);
+        let deleting = rs.metadata.deletion_timestamp.is_some();
+        if !deleting && !self.expected.contains_key(&uid) {
+            if pods.len() < want {
+                let missing = (want - pods.len()).min(self.settings.burst);
+                let pod = pod_for(rs);
+                commands.extend((0..missing).map(|_| Command::Create(Object::from(pod.clone()))));
+            } else if pods.len() > want {
+                let mut ranked = pods.clone();
+                ranked.sort_by_cached_key(|p| deletion_rank(p));
+                let surplus = (pods.len() - want).min(self.settings.burst);
+                commands.extend(ranked.into_iter().take(surplus).map(|p| Command::Delete {
+                    key: ObjectKey::new(Kind::Pod, p.metadata.namespace_str(), &p.metadata.name),
+                    grace_period_seconds: None,
+                    preconditions: Preconditions { uid: p.metadata.uid, resource_version: None },
+                }));
+            }
+        }
+        let min_ready = rs.spec.min_ready_seconds.unwrap_or(0);
+        let count = |f: &dyn Fn(&Pod) -> bool| i32::try_from(pods.iter().filter(|p| f(p)).count()).unwrap_or(i32::MAX);
+        let status = ReplicaSetStatus {
+            replicas: count(&|_| true),
+            fully_labeled_replicas: Some(count(&|p| p.metadata.labels.contains_all(&rs.spec.template.metadata.labels))),
+            ready_replicas: Some(count(&|p| ready_since(p).is_some())),
+            available_replicas: Some(count(&|p| available(p, min_ready, now_ms))),
+            observed_generation: rs.metadata.generation,
+            conditions: rs.status.conditions.clone(),
+        };
+        if status != rs.status {
+            let mut updated = rs.clone();
+            updated.status = status;
+            commands.push(Command::UpdateStatus(Object::from(updated)));
+        }
+    }
+}
+
+impl Reconciler for ReplicaSets {
+    const NAME: &'static str = "replicasets";
+
+    fn reconcile(
+        &mut self,
+        state: &State,
+        now_ms: i64,
+        full: bool,
+        changed: &[ObjectKey],
+        outcomes: &[(Command, Fate)],
+    ) -> Vec<Command> {
+        let until_ms = now_ms.saturating_add(self.settings.expectation_timeout_ms);
+        for (command, outcome) in outcomes {
+            if *outcome != Fate::Unknown {
+                continue;
+            }
+            match command {
+                Command::Create(Object::Pod(pod)) => {
+                    if let Some(uid) = set_uid(pod) {
+                        let e = self.expected.entry(uid).or_default();
+                        e.creates += 1;
+                        e.until_ms = until_ms;
+                    }
+                }
+                Command::Delete { key, .. } if key.kind == Kind::Pod => {
+                    if let Some(&uid) = self.owner_of.get(key) {
+                        let e = self.expected.entry(uid).or_default();
+                        e.deletes.insert(key.clone());
+                        e.until_ms = until_ms;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut sync = BTreeSet::new();
+        if full {
+            self.owner_of.clear();
+            self.set_of.clear();
+            for obj in state.list(Kind::Pod, None) {
+                if let Object::Pod(pod) = obj
+                    && let Some(uid) = set_uid(pod)
+                {
+                    self.owner_of.insert(obj.key(), uid);
+                }
+            }
+            for obj in state.list(Kind::ReplicaSet, None) {
+                if let Some(uid) = obj.meta().uid {
+                    self.set_of.insert(uid, obj.key());
+                    sync.insert(uid);
+                }
+            }
+        } else {
+            for key in changed {
+                match key.kind {
+                    Kind::Pod => self.observe_pod(state, key, &mut sync),
+                    Kind::ReplicaSet => match state.get(key).and_then(|o| o.meta().uid) {
+                        Some(uid) => {
+                            self.set_of.insert(uid, key.clone());
+                            sync.insert(uid);
+                        }
+                        None => self.set_of.retain(|_, k| k != key),
+                    },
+                    _ => {}
+                }
+            }
+        }
+        self.expected.retain(|_, e| (e.creates > 0 || !e.deletes.is_empty()) && e.until_ms > now_ms);
+        let mut commands = Vec::new();
+        for uid in sync {
+            let Some(key) = self.set_of.get(&uid) else { continue };
+            let Some(Object::ReplicaSet(rs)) = state.get(key) else { continue };
+            if rs.metadata.uid != Some(uid) {
+                continue;
+            }
+            self.sync(state, rs, now_ms, &mut commands);
+        }
+        commands
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Entry, Outcome, Request};
+    use crate::ids::ClientId;
+    use crate::manifest::parse_manifests;
+
+    struct World {
+        state: State,
+        now_ms: i64,
+        serial: u64,
+    }
+
+    impl World {
+        fn new() -> Self {
+            let mut w = Self { state: State::new(), now_ms: 1_000, serial: 0 };
+            w.apply(Vec::new());
+            w
+        }
+
+        fn apply(&mut self, commands: Vec<Command>) -> Vec<Outcome> {
+            self.now_ms += 1_000;
+            let index = self.state.applied_index() + 1;
+            let requests = commands
+                .into_iter()
+                .map(|command| {
+                    self.serial += 1;
+                    Request { client: ClientId(9), serial: self.serial, acked_below: 0, retry: false, command }
+                })
+                .collect();
+            let out = self.state.apply(index, Entry::new(self.now_ms, requests));
+            self.state.check_invariants().expect("invariants hold");
+            out.outcomes
+        }
+
+        /// Applies a round's commands as the framework would: their outcomes, and the keys
+        /// they changed.
+        fn run(&mut self, commands: Vec<Command>) -> (Vec<(Command, Fate)>, Vec<ObjectKey>) {
+            let outcomes = self.apply(commands.clone());
+            let changed =
+                outcomes.iter().flat_map(|o| o.iter().flat_map(|s| s.changes.iter().map(|c| c.key.clone()))).collect();
+            (commands.into_iter().zip(outcomes.into_iter().map(Fate::Applied)).collect(), changed)
+        }
+
+        fn create(&mut self, yaml: &str) -> Vec<ObjectKey> {
+            let objects = parse_manifests(yaml).expect("valid");
+            let (outcomes, changed) = self.run(objects.into_iter().map(Command::Create).collect());
+            assert!(outcomes.iter().all(|(_, o)| matches!(o, Fate::Applied(Ok(_)))), "{outcomes:?}");
+            changed
+        }
+
+        fn pods(&self) -> Vec<Pod> {
+            self.state.list(Kind::Pod, None).filter_map(|o| o.as_pod().cloned()).collect()
+        }
+
+        fn rs(&self) -> ReplicaSet {
+            match self.state.get(&ObjectKey::new(Kind::ReplicaSet, "default", "web")) {
+                Some(Object::ReplicaSet(rs)) => (**rs).clone(),
+                other => panic!("no set: {other:?}"),
+            }
+        }
+
+        /// Rounds until the controller proposes nothing; the number of rounds.
+        fn settle(&mut self, c: &mut ReplicaSets, mut changed: Vec<ObjectKey>) -> usize {
+            let mut outcomes = Vec::new();
+            for round in 0..20 {
+                let commands = c.reconcile(&self.state, self.now_ms, false, &changed, &outcomes);
+                if commands.is_empty() {
+                    return round;
+                }
+                (outcomes, changed) = self.run(commands);
+            }
+            panic!("the controller did not settle");
+        }
+    }
+
+    const SET: &str = "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {name: web}\nspec:\n  replicas: 3\n  \
+                       selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    \
+                       spec: {containers: [{name: c, image: nginx}]}\n";
+
+    fn scale(w: &mut World, replicas: i32) -> Vec<ObjectKey> {
+        let (outcomes, changed) = w.run(vec![Command::Scale { key: w.rs().key_of(), replicas }]);
+        assert!(matches!(outcomes[0].1, Fate::Applied(Ok(_))), "{outcomes:?}");
+        changed
+    }
+
+    trait KeyOf {
+        fn key_of(&self) -> ObjectKey;
+    }
+
+    impl KeyOf for ReplicaSet {
+        fn key_of(&self) -> ObjectKey {
+            ObjectKey::new(Kind::ReplicaSet, self.metadata.namespace_str(), &self.metadata.name)
+        }
+    }
+
+    /// A set gets its pods, named `<set>-<5 chars>` and owned by it; its status counts them;
+    /// scaled down it deletes the surplus, unscheduled ones first; a deleted pod is replaced.
+    #[test]
+    fn a_set_creates_its_pods_deletes_the_surplus_and_replaces_a_lost_one() {
+        let mut w = World::new();
+        let changed = w.create(SET);
+        let mut c = ReplicaSets::new(Settings::default());
+        assert!(w.settle(&mut c, changed) >= 1);
+        let pods = w.pods();
+        assert_eq!(pods.len(), 3);
+        let uid = w.rs().metadata.uid;
+        for p in &pods {
+            let name = p.metadata.name.as_str();
+            assert!(name.starts_with("web-") && name.len() == 9, "{name}");
+            assert_eq!(p.metadata.controller_ref().map(|r| r.uid), uid);
+            assert_eq!(p.metadata.labels.get("app"), Some("web"));
+        }
+        assert_eq!(w.rs().status.replicas, 3);
+        assert_eq!(w.rs().status.observed_generation, w.rs().metadata.generation);
+        // Two of them are scheduled; scaled to 2, the unscheduled one goes.
+        let node = "apiVersion: v1\nkind: Node\nmetadata: {name: n}\nstatus: {capacity: {cpu: '4', pods: '10'}, \
+                    conditions: [{type: Ready, status: 'True'}]}\n";
+        w.create(node);
+        let mut bound = Vec::new();
+        for p in &pods[..2] {
+            let bind = Command::Bind {
+                namespace: "default".into(),
+                name: p.metadata.name.to_string(),
+                node: "n".into(),
+                preconditions: Preconditions::default(),
+            };
+            bound.extend(w.run(vec![bind]).1);
+        }
+        w.settle(&mut c, bound);
+        let changed = scale(&mut w, 2);
+        w.settle(&mut c, changed);
+        let left: Vec<String> = w.pods().iter().filter(|p| active(p)).map(|p| p.metadata.name.to_string()).collect();
+        let expected: Vec<String> = pods[..2].iter().map(|p| p.metadata.name.to_string()).collect();
+        assert_eq!(left, expected, "the unscheduled pod went first");
+        assert_eq!(w.rs().status.replicas, 2);
+        // A pod deleted by hand (gracefully: bound, it terminates) is replaced at once.
+        let gone = Command::Delete {
+            key: ObjectKey::new(Kind::Pod, "default", &pods[0].metadata.name),
+            grace_period_seconds: Some(30),
+            preconditions: Preconditions::default(),
+        };
+        let (_, changed) = w.run(vec![gone]);
+        w.settle(&mut c, changed);
+        assert_eq!(w.pods().iter().filter(|p| active(p)).count(), 2);
+        assert_eq!(w.pods().len(), 3, "the terminating pod stays until its node confirms");
+    }
+
+    /// Creates of unknown outcome are expected: the set is not resized again until they are
+    /// observed or time out, so no duplicate pod is created.
+    #[test]
+    fn creates_of_unknown_outcome_are_not_made_twice() {
+        let mut w = World::new();
+        let changed = w.create(SET);
+        let mut c = ReplicaSets::new(Settings { expectation_timeout_ms: 60_000, ..Settings::default() });
+        let first = c.reconcile(&w.state, w.now_ms, false, &changed, &[]);
+        let creates: Vec<Command> = first.iter().filter(|c| matches!(c, Command::Create(_))).cloned().collect();
+        assert_eq!(creates.len(), 3);
+        let unknown: Vec<(Command, Fate)> = first.iter().map(|c| (c.clone(), Fate::Unknown)).collect();
+        // Nothing applied yet: the next round (a change of the set wakes it) creates none.
+        let again = c.reconcile(&w.state, w.now_ms, false, &changed, &unknown);
+        assert!(again.iter().all(|c| !matches!(c, Command::Create(_))), "{again:?}");
+        // The entry commits late: the pods are observed, the expectation met, nothing more.
+        let (_, changed) = w.run(creates);
+        assert!(c.reconcile(&w.state, w.now_ms, false, &changed, &[]).iter().all(|c| !matches!(c, Command::Create(_))));
+        assert_eq!(w.pods().len(), 3);
+        // Lost instead: after the timeout the set is resized again.
+        let lost = w.pods()[0].clone();
+        let delete = Command::Delete {
+            key: ObjectKey::new(Kind::Pod, "default", &lost.metadata.name),
+            grace_period_seconds: Some(0),
+            preconditions: Preconditions::default(),
+        };
+        let (_, changed) = w.run(vec![delete]);
+        let replace = c.reconcile(&w.state, w.now_ms, false, &changed, &[]);
+        let unknown: Vec<(Command, Fate)> = replace.iter().map(|c| (c.clone(), Fate::Unknown)).collect();
+        assert_eq!(unknown.iter().filter(|(c, _)| matches!(c, Command::Create(_))).count(), 1);
+        let rs_key = w.rs().key_of();
+        let held = c.reconcile(&w.state, w.now_ms, false, std::slice::from_ref(&rs_key), &unknown);
+        assert!(held.iter().all(|c| !matches!(c, Command::Create(_))), "{held:?}");
+        w.now_ms += 60_000;
+        let retried = c.reconcile(&w.state, w.now_ms, false, &[rs_key], &[]);
+        assert_eq!(retried.iter().filter(|c| matches!(c, Command::Create(_))).count(), 1, "{retried:?}");
+    }
+
+    /// Surplus pods go in Kubernetes' order: unscheduled, pending, not ready, ready for less
+    /// time, restarted more, newest.
+    #[test]
+    fn surplus_pods_are_ranked_as_kubernetes_ranks_them() {
+        let base = |name: &str| {
+            let yaml = format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec: {{containers: [{{name: c, image: x}}]}}"
+            );
+            parse_manifests(&yaml).expect("valid").remove(0).as_pod().cloned().expect("a pod")
+        };
+        let at = crate::time::Time::from_millis;
+        let mut unscheduled = base("unscheduled");
+        unscheduled.metadata.creation_timestamp = Some(at(1));
+        let mut pending = base("pending");
+        pending.spec.node_name = Some("n".into());
+        pending.status.phase = Some(PodPhase::Pending);
+        let running = |name: &str, ready_at: Option<i64>, restarts: i32, created: i64| {
+            let mut p = base(name);
+            p.spec.node_name = Some("n".into());
+            p.status.phase = Some(PodPhase::Running);
+            p.metadata.creation_timestamp = Some(at(created));
+            if let Some(t) = ready_at {
+                p.status.conditions.push(crate::core_v1::PodCondition::new("Ready", ConditionStatus::True, at(t)));
+            }
+            p.status
+                .container_statuses
+                .push(crate::core_v1::ContainerStatus { restart_count: restarts, ..Default::default() });
+            p
+        };
+        let not_ready = running("not-ready", None, 0, 1);
+        let ready_late = running("ready-late", Some(500), 0, 1);
+        let restarted = running("restarted", Some(100), 5, 1);
+        let newest = running("newest", Some(100), 0, 9);
+        let oldest = running("oldest", Some(100), 0, 1);
+        let mut all = [&oldest, &newest, &restarted, &ready_late, &not_ready, &pending, &unscheduled];
+        all.sort_by_cached_key(|p| deletion_rank(p));
+        let order: Vec<&str> = all.iter().map(|p| p.metadata.name.as_str()).collect();
+        assert_eq!(order, ["unscheduled", "pending", "not-ready", "ready-late", "restarted", "newest", "oldest"]);
+    }
+}
