@@ -10,26 +10,15 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use orch_benches::{NODES, PODS, node, typical_pod};
-use orch_core::core_v1::NodeCondition;
-use orch_core::meta::ConditionStatus;
-use orch_core::scheduler::{Settings, Snapshot, ZONE_LABEL};
-use orch_core::{Node, Object, Pod, Quantity, Time, Uid};
+use orch_benches::{NODES, PODS, typical_pod};
+use orch_core::scheduler::{Settings, Snapshot};
+use orch_core::{Node, Object, Pod, Uid};
 
 fn ready_node(i: usize) -> Arc<Node> {
-    let Object::Node(n) = node(i) else { unreachable!("node() makes a node") };
-    let mut n = (*n).clone();
-    n.status.capacity.cpu = Some(Quantity::from_units(16));
-    n.status.capacity.memory = Some(Quantity::from_bytes(64 << 30));
-    n.metadata.labels.insert(ZONE_LABEL, format!("zone-{}", i % 3));
-    n.status.conditions.push(NodeCondition {
-        type_: "Ready".into(),
-        status: ConditionStatus::True,
-        last_heartbeat_time: Some(Time::from_millis(0)),
-        last_transition_time: Some(Time::from_millis(0)),
-        ..NodeCondition::default()
-    });
-    Arc::new(n)
+    match orch_benches::ready_node(i) {
+        Object::Node(n) => n,
+        _ => unreachable!("ready_node() makes a node"),
+    }
 }
 
 fn pending_pod(i: usize) -> Pod {

@@ -140,6 +140,31 @@ pub fn apply_all(state: &mut State, commands: impl IntoIterator<Item = Command>,
 
 /// A state holding `nodes` nodes and `pods` running pods.
 pub fn build_state(nodes: usize, pods: usize) -> State {
+    build_state_of(node, nodes, pods)
+}
+
+/// Node `i` as an agent registers it on a roomy machine: 16 cores, 64 GiB, 110 pods, Ready,
+/// in one of 3 zones.
+pub fn ready_node(i: usize) -> Object {
+    let mut obj = node(i);
+    if let Object::Node(n) = &mut obj {
+        let n = Arc::make_mut(n);
+        n.status.capacity.cpu = Some(Quantity::from_units(16));
+        n.status.capacity.memory = Some(Quantity::from_bytes(64 << 30));
+        n.metadata.labels.insert(orch_core::scheduler::ZONE_LABEL, format!("zone-{}", i % 3));
+        n.status.conditions.push(orch_core::core_v1::NodeCondition {
+            type_: "Ready".into(),
+            status: ConditionStatus::True,
+            last_heartbeat_time: Some(Time::from_millis(0)),
+            last_transition_time: Some(Time::from_millis(0)),
+            ..orch_core::core_v1::NodeCondition::default()
+        });
+    }
+    obj
+}
+
+/// A state holding `nodes` nodes made by `node` and `pods` running pods.
+pub fn build_state_of(node: fn(usize) -> Object, nodes: usize, pods: usize) -> State {
     let now_ms = 1_800_000_000_000;
     let mut state = State::new();
     let mut serial = 0;

@@ -41,7 +41,10 @@ use crate::lock;
 
 /// The most watch items a loop takes in before it reconciles (the rest wait for the next
 /// round); the most changed keys a round lists (beyond it, the round is `full`).
-pub const LOOP_EVENTS_PER_ROUND_MAX: usize = 4096;
+/// Room for several rounds' worth of a loop's own writes (the scheduler binds up to 4,096
+/// pods a round), so that a busy cluster does not turn every round into a full one (at
+/// 150,000 pods a full scheduler round takes about a second, `--bench reconcile`).
+pub const LOOP_EVENTS_PER_ROUND_MAX: usize = 16_384;
 
 /// The most outside inputs waiting for one loop; more are refused ([`Loops::send`]).
 pub const LOOP_INPUTS_PENDING_MAX: usize = 65_536;

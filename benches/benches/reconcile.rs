@@ -1,0 +1,160 @@
+//! The leader-only loops at 150,000 pods: one `ControlPlane` (RocksDB with fsync) restored
+//! from a state of 5,000 Ready nodes (16 cores, 110 pods each) and 150,000 running pods runs
+//! orchd's loops (the scheduler and the ReplicaSet controller); then 10,000 pending pods are
+//! created, 1,000 per proposal, and the scheduler binds them through the log.
+//!
+//! Prints how long the first (full) rounds took, how long until every pending pod was bound
+//! (pods bound per second, end to end: decisions, proposals with fsync, apply), the longest
+//! round of each loop (computed on a copy of the state: no lock is held meanwhile), and the
+//! longest hold of the state machine's lock by site (a round's copy of the state is a
+//! `read`).
+//!
+//! `cargo test --workspace --all-features --bench reconcile` (the test profile: orch-core,
+//! orch-raft, openraft and tokio optimized; no release build of RocksDB), or `cargo bench -p
+//! orch-benches --bench reconcile`. ORCH_BENCH_DIR chooses the disk.
+#![allow(clippy::print_stdout)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use orch_benches::{NODES, PODS, build_state_of, ready_node, typical_pod};
+use orch_core::{Command, Kind, Object, State};
+use orch_raft::control_plane::{Consistency, ControlPlane, SnapshotSettings};
+use orch_raft::leader::{LeaderLoop, LoopFactory, Loops, NoEvents, Round};
+
+/// The pods created pending.
+const PENDING: usize = 10_000;
+
+/// Per loop: rounds, longest round, time of the first round.
+type Rounds = Arc<Mutex<BTreeMap<&'static str, (usize, Duration, Duration)>>>;
+
+/// Times each round of the loop it wraps.
+struct Timed {
+    inner: Box<dyn LeaderLoop>,
+    rounds: Rounds,
+}
+
+impl LeaderLoop for Timed {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn reconcile(&mut self, round: Round<'_>) -> Vec<Command> {
+        let t = Instant::now();
+        let commands = self.inner.reconcile(round);
+        let took = t.elapsed();
+        let mut rounds = self.rounds.lock().expect("lock");
+        let entry = rounds.entry(self.inner.name()).or_insert((0, Duration::ZERO, took));
+        entry.0 += 1;
+        entry.1 = entry.1.max(took);
+        commands
+    }
+
+    fn more(&self) -> bool {
+        self.inner.more()
+    }
+}
+
+fn unbound(state: &State) -> usize {
+    state.list(Kind::Pod, None).filter(|o| o.as_pod().is_some_and(|p| p.spec.node_name.is_none())).count()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::args().any(|a| a == "--list") {
+        return Ok(()); // `cargo bench -- --list` probes every bench binary.
+    }
+    let base = std::env::var("ORCH_BENCH_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string());
+    let dir = tempfile::tempdir_in(&base)?;
+    let t = Instant::now();
+    let state = build_state_of(ready_node, NODES, PODS);
+    let snapshot = state.to_snapshot();
+    drop(state);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?.to_string();
+    orch_raft::control_plane::restore(dir.path(), &snapshot, BTreeMap::from([(1, orch_raft::Member::from(addr))]))
+        .await?;
+    drop(snapshot);
+    let node = ControlPlane::builder(1, dir.path())
+        .single_node()
+        .listener(listener)
+        .snapshots(SnapshotSettings { every_entries: 1_000_000_000, ..SnapshotSettings::default() })
+        .start()
+        .await?;
+    while node.metrics().leader != Some(1) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!("{NODES} nodes and {PODS} running pods restored and served in {:.1} s", t.elapsed().as_secs_f64());
+
+    let rounds: Rounds = Arc::default();
+    let factories: Vec<LoopFactory> = orch_daemon_loops()
+        .into_iter()
+        .map(|make| {
+            let rounds = Arc::clone(&rounds);
+            let timed: LoopFactory =
+                Arc::new(move || Box::new(Timed { inner: make(), rounds: Arc::clone(&rounds) }) as Box<dyn LeaderLoop>);
+            timed
+        })
+        .collect();
+    node.lock_holds().reset();
+    let t = Instant::now();
+    let loops = Loops::spawn(node.clone(), factories, Duration::from_secs(3600), Arc::new(NoEvents));
+    while rounds.lock().expect("lock").len() < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!("first rounds of both loops done {:.2} s after the loops started", t.elapsed().as_secs_f64());
+
+    let t = Instant::now();
+    let pending: Vec<Command> = (0..PENDING)
+        .map(|i| {
+            let mut pod = typical_pod(1_000_000 + i);
+            if let Object::Pod(p) = &mut pod {
+                Arc::make_mut(p).spec.node_name = None;
+            }
+            Command::Create(pod)
+        })
+        .collect();
+    for chunk in pending.chunks(1_000) {
+        let outcomes = node.propose(chunk.to_vec()).await?;
+        assert!(outcomes.iter().all(Result::is_ok), "{:?}", outcomes.iter().find(|o| o.is_err()));
+    }
+    let created = t.elapsed();
+    loop {
+        let left = node.read(Consistency::Stale, unbound).await?;
+        if left == 0 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(600), "{left} pods still unbound after 10 minutes");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let bound = t.elapsed();
+    println!(
+        "{PENDING} pending pods created in {:.2} s and all bound {:.2} s after the first create: {:.0} pods/s end to end",
+        created.as_secs_f64(),
+        bound.as_secs_f64(),
+        PENDING as f64 / bound.as_secs_f64()
+    );
+    loops.stop().await;
+    println!("\n{:<14} {:>8} {:>16} {:>16}", "loop", "rounds", "first round ms", "longest round ms");
+    for (name, (count, longest, first)) in rounds.lock().expect("lock").iter() {
+        println!("{name:<14} {count:>8} {:>16.1} {:>16.1}", first.as_secs_f64() * 1e3, longest.as_secs_f64() * 1e3);
+    }
+    println!("\nthe state machine's lock:");
+    println!("{:<18} {:>14} {:>10}", "site", "longest ms", "holds");
+    for (site, longest, count) in node.lock_holds().report() {
+        println!("{:<18} {:>14.3} {:>10}", site.as_str(), longest.as_secs_f64() * 1e3, count);
+    }
+    println!("longest hold of any site: {:.3} ms", node.lock_holds().longest().as_secs_f64() * 1e3);
+    node.shutdown().await?;
+    Ok(())
+}
+
+/// The loops orchd runs (`orch_daemon::server::standard_loops`, which this crate does not
+/// depend on): the same factories.
+fn orch_daemon_loops() -> Vec<LoopFactory> {
+    vec![
+        orch_raft::controllers::scheduler(orch_core::scheduling::Settings::default()),
+        orch_raft::controllers::replica_sets(orch_core::replicaset::Settings::default()),
+    ]
+}
