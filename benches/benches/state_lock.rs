@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use orch_benches::{NODES, PODS, build_state, typical_pod};
 use orch_core::{Command, Kind, Selector, WatchFilter};
-use orch_raft::control_plane::{Consistency, ControlPlane, SnapshotSettings};
+use orch_raft::control_plane::Consistency;
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -38,23 +38,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let t = Instant::now();
     let state = build_state(NODES, PODS);
-    let snapshot = state.to_snapshot();
     let objects = state.len();
-    drop(state);
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let addr = listener.local_addr()?.to_string();
-    orch_raft::control_plane::restore(dir.path(), &snapshot, BTreeMap::from([(1, orch_raft::Member::from(addr))]))
-        .await?;
-    drop(snapshot);
-    let node = ControlPlane::builder(1, dir.path())
-        .single_node()
-        .listener(listener)
-        .snapshots(SnapshotSettings { every_entries: 1_000_000_000, ..SnapshotSettings::default() })
-        .start()
-        .await?;
-    while node.metrics().leader != Some(1) {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let node = orch_benches::serve_restored(dir.path(), state).await?;
     println!("{objects} objects restored and served in {:.1} s; measuring for {seconds} s", t.elapsed().as_secs_f64());
 
     // Some history for the watch to replay.

@@ -179,3 +179,28 @@ pub fn build_state_of(node: fn(usize) -> Object, nodes: usize, pods: usize) -> S
     );
     state
 }
+
+/// A single-node `ControlPlane` in `dir`, restored from `state` and leading, that never builds
+/// a snapshot of its own (so a measurement is not one): what the benches at scale start from.
+///
+/// # Errors
+/// The restore or the start failed.
+pub async fn serve_restored(
+    dir: &std::path::Path,
+    state: State,
+) -> Result<orch_raft::ControlPlane, Box<dyn std::error::Error>> {
+    let snapshot = state.to_snapshot();
+    drop(state);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?.to_string();
+    let members = std::collections::BTreeMap::from([(1, orch_raft::Member::from(addr))]);
+    orch_raft::control_plane::restore(dir, &snapshot, members).await?;
+    drop(snapshot);
+    let settings = orch_raft::control_plane::SnapshotSettings { every_entries: 1_000_000_000, ..Default::default() };
+    let node =
+        orch_raft::ControlPlane::builder(1, dir).single_node().listener(listener).snapshots(settings).start().await?;
+    while node.metrics().leader != Some(1) {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Ok(node)
+}
