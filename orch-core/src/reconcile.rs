@@ -39,3 +39,107 @@ pub trait Reconciler: Send + 'static {
         false
     }
 }
+
+/// A state the reconcilers' tests drive round by round, as the framework would.
+#[cfg(test)]
+pub(crate) mod world {
+    use super::{Fate, Reconciler};
+    use crate::command::{Command, Entry, Outcome, Request};
+    use crate::core_v1::Pod;
+    use crate::ids::{ClientId, Uid};
+    use crate::manifest::parse_manifests;
+    use crate::object::{Kind, Object, ObjectKey};
+    use crate::state::State;
+
+    pub(crate) struct World {
+        pub(crate) state: State,
+        pub(crate) now_ms: i64,
+        serial: u64,
+    }
+
+    impl World {
+        /// An empty state (but for the `default` namespace).
+        pub(crate) fn new() -> Self {
+            let mut w = Self { state: State::new(), now_ms: 1_000, serial: 0 };
+            w.apply(Vec::new());
+            w
+        }
+
+        /// A state holding the objects of `yaml`.
+        pub(crate) fn with(yaml: &str) -> Self {
+            let mut w = Self::new();
+            w.create(yaml);
+            w
+        }
+
+        /// Applies `commands` in one entry, a second later; checks the state's invariants.
+        pub(crate) fn apply(&mut self, commands: Vec<Command>) -> Vec<Outcome> {
+            self.now_ms += 1_000;
+            let index = self.state.applied_index() + 1;
+            let requests = commands
+                .into_iter()
+                .map(|command| {
+                    self.serial += 1;
+                    Request { client: ClientId(9), serial: self.serial, acked_below: 0, retry: false, command }
+                })
+                .collect();
+            let out = self.state.apply(index, Entry::new(self.now_ms, requests));
+            self.state.check_invariants().expect("invariants hold");
+            out.outcomes
+        }
+
+        /// Applies a round's commands as the framework would: their fates, and the keys they
+        /// changed.
+        pub(crate) fn run(&mut self, commands: Vec<Command>) -> (Vec<(Command, Fate)>, Vec<ObjectKey>) {
+            let outcomes = self.apply(commands.clone());
+            let changed =
+                outcomes.iter().flat_map(|o| o.iter().flat_map(|s| s.changes.iter().map(|c| c.key.clone()))).collect();
+            (commands.into_iter().zip(outcomes.into_iter().map(Fate::Applied)).collect(), changed)
+        }
+
+        /// Creates the objects of `yaml`, which must succeed; the keys it changed.
+        pub(crate) fn create(&mut self, yaml: &str) -> Vec<ObjectKey> {
+            let objects = parse_manifests(yaml).expect("valid");
+            let (outcomes, changed) = self.run(objects.into_iter().map(Command::Create).collect());
+            assert!(outcomes.iter().all(|(_, o)| matches!(o, Fate::Applied(Ok(_)))), "{outcomes:?}");
+            changed
+        }
+
+        /// Pod `name` of the `default` namespace.
+        pub(crate) fn pod(&self, name: &str) -> Pod {
+            match self.state.get(&ObjectKey::new(Kind::Pod, "default", name)) {
+                Some(Object::Pod(p)) => (**p).clone(),
+                other => panic!("no pod {name}: {other:?}"),
+            }
+        }
+
+        /// Every pod.
+        pub(crate) fn pods(&self) -> Vec<Pod> {
+            self.state.list(Kind::Pod, None).filter_map(|o| o.as_pod().cloned()).collect()
+        }
+
+        /// The uid of the object at (`kind`, `namespace`, `name`), which must exist.
+        pub(crate) fn uid(&self, kind: Kind, namespace: &str, name: &str) -> Uid {
+            self.state.get(&ObjectKey::new(kind, namespace, name)).and_then(|o| o.meta().uid).expect("exists")
+        }
+
+        /// Whether the object at (`kind`, `namespace`, `name`) exists.
+        pub(crate) fn has(&self, kind: Kind, namespace: &str, name: &str) -> bool {
+            self.state.get(&ObjectKey::new(kind, namespace, name)).is_some()
+        }
+
+        /// Runs rounds of `r` from the keys `changed` until it proposes nothing and has no
+        /// work left; the rounds that proposed something.
+        pub(crate) fn settle<R: Reconciler>(&mut self, r: &mut R, mut changed: Vec<ObjectKey>) -> usize {
+            let mut outcomes = Vec::new();
+            for round in 0..20 {
+                let commands = r.reconcile(&self.state, self.now_ms, false, &changed, &outcomes);
+                if commands.is_empty() && !r.more() {
+                    return round;
+                }
+                (outcomes, changed) = self.run(commands);
+            }
+            panic!("{} did not settle", R::NAME);
+        }
+    }
+}

@@ -323,76 +323,13 @@ impl Reconciler for ReplicaSets {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{Entry, Outcome, Request};
-    use crate::ids::ClientId;
     use crate::manifest::parse_manifests;
+    use crate::reconcile::world::World;
 
-    struct World {
-        state: State,
-        now_ms: i64,
-        serial: u64,
-    }
-
-    impl World {
-        fn new() -> Self {
-            let mut w = Self { state: State::new(), now_ms: 1_000, serial: 0 };
-            w.apply(Vec::new());
-            w
-        }
-
-        fn apply(&mut self, commands: Vec<Command>) -> Vec<Outcome> {
-            self.now_ms += 1_000;
-            let index = self.state.applied_index() + 1;
-            let requests = commands
-                .into_iter()
-                .map(|command| {
-                    self.serial += 1;
-                    Request { client: ClientId(9), serial: self.serial, acked_below: 0, retry: false, command }
-                })
-                .collect();
-            let out = self.state.apply(index, Entry::new(self.now_ms, requests));
-            self.state.check_invariants().expect("invariants hold");
-            out.outcomes
-        }
-
-        /// Applies a round's commands as the framework would: their outcomes, and the keys
-        /// they changed.
-        fn run(&mut self, commands: Vec<Command>) -> (Vec<(Command, Fate)>, Vec<ObjectKey>) {
-            let outcomes = self.apply(commands.clone());
-            let changed =
-                outcomes.iter().flat_map(|o| o.iter().flat_map(|s| s.changes.iter().map(|c| c.key.clone()))).collect();
-            (commands.into_iter().zip(outcomes.into_iter().map(Fate::Applied)).collect(), changed)
-        }
-
-        fn create(&mut self, yaml: &str) -> Vec<ObjectKey> {
-            let objects = parse_manifests(yaml).expect("valid");
-            let (outcomes, changed) = self.run(objects.into_iter().map(Command::Create).collect());
-            assert!(outcomes.iter().all(|(_, o)| matches!(o, Fate::Applied(Ok(_)))), "{outcomes:?}");
-            changed
-        }
-
-        fn pods(&self) -> Vec<Pod> {
-            self.state.list(Kind::Pod, None).filter_map(|o| o.as_pod().cloned()).collect()
-        }
-
-        fn rs(&self) -> ReplicaSet {
-            match self.state.get(&ObjectKey::new(Kind::ReplicaSet, "default", "web")) {
-                Some(Object::ReplicaSet(rs)) => (**rs).clone(),
-                other => panic!("no set: {other:?}"),
-            }
-        }
-
-        /// Rounds until the controller proposes nothing; the number of rounds.
-        fn settle(&mut self, c: &mut ReplicaSets, mut changed: Vec<ObjectKey>) -> usize {
-            let mut outcomes = Vec::new();
-            for round in 0..20 {
-                let commands = c.reconcile(&self.state, self.now_ms, false, &changed, &outcomes);
-                if commands.is_empty() {
-                    return round;
-                }
-                (outcomes, changed) = self.run(commands);
-            }
-            panic!("the controller did not settle");
+    fn rs(w: &World) -> ReplicaSet {
+        match w.state.get(&ObjectKey::new(Kind::ReplicaSet, "default", "web")) {
+            Some(Object::ReplicaSet(rs)) => (**rs).clone(),
+            other => panic!("no set: {other:?}"),
         }
     }
 
@@ -401,7 +338,7 @@ mod tests {
                        spec: {containers: [{name: c, image: nginx}]}\n";
 
     fn scale(w: &mut World, replicas: i32) -> Vec<ObjectKey> {
-        let (outcomes, changed) = w.run(vec![Command::Scale { key: w.rs().key_of(), replicas }]);
+        let (outcomes, changed) = w.run(vec![Command::Scale { key: rs(w).key_of(), replicas }]);
         assert!(matches!(outcomes[0].1, Fate::Applied(Ok(_))), "{outcomes:?}");
         changed
     }
@@ -426,15 +363,15 @@ mod tests {
         assert!(w.settle(&mut c, changed) >= 1);
         let pods = w.pods();
         assert_eq!(pods.len(), 3);
-        let uid = w.rs().metadata.uid;
+        let uid = rs(&w).metadata.uid;
         for p in &pods {
             let name = p.metadata.name.as_str();
             assert!(name.starts_with("web-") && name.len() == 9, "{name}");
             assert_eq!(p.metadata.controller_ref().map(|r| r.uid), uid);
             assert_eq!(p.metadata.labels.get("app"), Some("web"));
         }
-        assert_eq!(w.rs().status.replicas, 3);
-        assert_eq!(w.rs().status.observed_generation, w.rs().metadata.generation);
+        assert_eq!(rs(&w).status.replicas, 3);
+        assert_eq!(rs(&w).status.observed_generation, rs(&w).metadata.generation);
         // Two of them are scheduled; scaled to 2, the unscheduled one goes.
         let node = "apiVersion: v1\nkind: Node\nmetadata: {name: n}\nstatus: {capacity: {cpu: '4', pods: '10'}, \
                     conditions: [{type: Ready, status: 'True'}]}\n";
@@ -455,7 +392,7 @@ mod tests {
         let left: Vec<String> = w.pods().iter().filter(|p| active(p)).map(|p| p.metadata.name.to_string()).collect();
         let expected: Vec<String> = pods[..2].iter().map(|p| p.metadata.name.to_string()).collect();
         assert_eq!(left, expected, "the unscheduled pod went first");
-        assert_eq!(w.rs().status.replicas, 2);
+        assert_eq!(rs(&w).status.replicas, 2);
         // A pod deleted by hand (gracefully: bound, it terminates) is replaced at once.
         let gone = Command::Delete {
             key: ObjectKey::new(Kind::Pod, "default", &pods[0].metadata.name),
@@ -497,7 +434,7 @@ mod tests {
         let replace = c.reconcile(&w.state, w.now_ms, false, &changed, &[]);
         let unknown: Vec<(Command, Fate)> = replace.iter().map(|c| (c.clone(), Fate::Unknown)).collect();
         assert_eq!(unknown.iter().filter(|(c, _)| matches!(c, Command::Create(_))).count(), 1);
-        let rs_key = w.rs().key_of();
+        let rs_key = rs(&w).key_of();
         let held = c.reconcile(&w.state, w.now_ms, false, std::slice::from_ref(&rs_key), &unknown);
         assert!(held.iter().all(|c| !matches!(c, Command::Create(_))), "{held:?}");
         w.now_ms += 60_000;

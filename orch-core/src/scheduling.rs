@@ -363,66 +363,9 @@ fn unschedulable(pod: &Pod, error: &FitError, now: Time) -> Option<Pod> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{ApplyError, Entry, Outcome, Request};
-    use crate::ids::ClientId;
+    use crate::command::ApplyError;
     use crate::manifest::parse_manifests;
-
-    struct World {
-        state: State,
-        now_ms: i64,
-    }
-
-    impl World {
-        fn new(yaml: &str) -> Self {
-            let mut w = Self { state: State::new(), now_ms: 1_000 };
-            w.create(yaml);
-            w
-        }
-
-        fn apply(&mut self, commands: Vec<Command>) -> Vec<Outcome> {
-            self.now_ms += 1_000;
-            let index = self.state.applied_index() + 1;
-            let requests = commands
-                .into_iter()
-                .enumerate()
-                .map(|(i, command)| Request {
-                    client: ClientId(9),
-                    serial: index * 10_000 + i as u64,
-                    acked_below: 0,
-                    retry: false,
-                    command,
-                })
-                .collect();
-            let out = self.state.apply(index, Entry::new(self.now_ms, requests));
-            self.state.check_invariants().expect("invariants hold");
-            out.outcomes
-        }
-
-        /// Creates the objects of `yaml`; the keys it wrote.
-        fn create(&mut self, yaml: &str) -> Vec<ObjectKey> {
-            let objects = parse_manifests(yaml).expect("valid");
-            let keys = objects.iter().map(Object::key).collect();
-            let outcomes = self.apply(objects.into_iter().map(Command::Create).collect());
-            assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
-            keys
-        }
-
-        fn pod(&self, name: &str) -> Pod {
-            match self.state.get(&ObjectKey::new(Kind::Pod, "default", name)) {
-                Some(Object::Pod(p)) => (**p).clone(),
-                other => panic!("no pod {name}: {other:?}"),
-            }
-        }
-
-        /// Applies a round's commands as the framework would: their outcomes, and the keys
-        /// they changed.
-        fn run(&mut self, commands: Vec<Command>) -> (Vec<(Command, Fate)>, Vec<ObjectKey>) {
-            let outcomes = self.apply(commands.clone());
-            let changed =
-                outcomes.iter().flat_map(|o| o.iter().flat_map(|s| s.changes.iter().map(|c| c.key.clone()))).collect();
-            (commands.into_iter().zip(outcomes.into_iter().map(Fate::Applied)).collect(), changed)
-        }
-    }
+    use crate::reconcile::world::World;
 
     fn node(name: &str, cpu: &str) -> String {
         format!(
@@ -459,7 +402,7 @@ mod tests {
     #[test]
     fn pods_are_bound_and_an_unschedulable_one_waits_for_capacity() {
         let mut w =
-            World::new(&format!("{}{}{}{}", node("a", "1"), pod("p1", "600m"), pod("p2", "600m"), pod("p3", "0")));
+            World::with(&format!("{}{}{}{}", node("a", "1"), pod("p1", "600m"), pod("p2", "600m"), pod("p3", "0")));
         let mut s = Scheduler::new(Settings::default());
         let first = s.reconcile(&w.state, w.now_ms, true, &[], &[]);
         let placed = binds(&first);
@@ -497,7 +440,7 @@ mod tests {
     /// on the state as it is.
     #[test]
     fn a_refused_bind_is_decided_again() {
-        let mut w = World::new(&format!("{}{}{}", node("a", "1"), node("b", "1"), pod("p", "600m")));
+        let mut w = World::with(&format!("{}{}{}", node("a", "1"), node("b", "1"), pod("p", "600m")));
         let mut s = Scheduler::new(Settings::default());
         let first = s.reconcile(&w.state, w.now_ms, true, &[], &[]);
         let [(_, chosen)] = binds(&first)[..].to_vec().try_into().expect("one bind");
@@ -527,7 +470,7 @@ mod tests {
     /// out without the pod bound, the pod is decided again.
     #[test]
     fn a_bind_of_unknown_outcome_is_not_made_twice() {
-        let mut w = World::new(&format!("{}{}{}", node("a", "1"), pod("p", "600m"), pod("q", "600m")));
+        let mut w = World::with(&format!("{}{}{}", node("a", "1"), pod("p", "600m"), pod("q", "600m")));
         let settings = Settings { expectation_timeout_ms: 10_000, ..Settings::default() };
         let mut s = Scheduler::new(settings);
         let first = s.reconcile(&w.state, w.now_ms, true, &[], &[]);
@@ -551,7 +494,7 @@ mod tests {
     fn a_large_backlog_takes_several_rounds() {
         let mut yaml = node("a", "1000");
         yaml.push_str(&node("b", "1000"));
-        let mut w = World::new(&yaml.replace("pods: '10'", "pods: '5000'"));
+        let mut w = World::with(&yaml.replace("pods: '10'", "pods: '5000'"));
         let pods: String = (0..SCHEDULE_ROUND_MAX + 10).map(|i| pod(&format!("p{i:05}"), "0")).collect();
         for chunk in pods.split_inclusive("---\n").collect::<Vec<_>>().chunks(1000) {
             w.create(&chunk.concat());
@@ -604,7 +547,7 @@ mod tests {
     /// its name with other requests; and a parked pod is tried again when a bound pod goes.
     #[test]
     fn the_view_kept_from_changes_equals_a_fresh_one() {
-        let mut w = World::new(&format!(
+        let mut w = World::with(&format!(
             "{}{}{}{}{}",
             node("a", "1"),
             node("b", "1"),
@@ -678,7 +621,7 @@ mod tests {
     /// refusals rather than decided in a tight loop.
     #[test]
     fn a_pod_refused_again_and_again_is_parked() {
-        let mut w = World::new(&format!("{}{}", node("a", "1"), pod("p", "600m")));
+        let mut w = World::with(&format!("{}{}", node("a", "1"), pod("p", "600m")));
         let mut s = Scheduler::new(Settings::default());
         let mut commands = s.reconcile(&w.state, w.now_ms, true, &[], &[]);
         for attempt in 1..=BIND_REFUSALS_MAX {

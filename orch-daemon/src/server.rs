@@ -16,12 +16,14 @@ use crate::metrics::Metrics;
 
 /// How long a joining node keeps asking the cluster to add it.
 pub const JOIN_WAIT: Duration = Duration::from_secs(60);
-/// The leader-only loops orchd runs: the scheduler ([`orch_core::scheduling`]) and the
-/// ReplicaSet controller ([`orch_core::replicaset`]).
+/// The leader-only loops orchd runs: the scheduler ([`orch_core::scheduling`]), the
+/// ReplicaSet controller ([`orch_core::replicaset`]) and the garbage collector
+/// ([`orch_core::gc`]).
 pub fn standard_loops() -> Vec<LoopFactory> {
     vec![
         orch_raft::controllers::scheduler(orch_core::scheduling::Settings::default()),
         orch_raft::controllers::replica_sets(orch_core::replicaset::Settings::default()),
+        orch_raft::controllers::garbage_collector(orch_core::gc::Settings::default()),
     ]
 }
 

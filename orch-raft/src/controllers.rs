@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use orch_core::Command;
+use orch_core::gc::Collector;
 use orch_core::reconcile::{Fate, Reconciler};
 use orch_core::replicaset::ReplicaSets;
 use orch_core::scheduling::Scheduler;
@@ -17,6 +18,9 @@ pub const SCHEDULER: &str = Scheduler::NAME;
 
 /// The ReplicaSet controller's name.
 pub const REPLICA_SETS: &str = ReplicaSets::NAME;
+
+/// The garbage collector's name.
+pub const GARBAGE_COLLECTOR: &str = Collector::NAME;
 
 /// A pure reconciler as a leader loop.
 pub struct Adapter<R>(pub R);
@@ -61,4 +65,9 @@ pub fn scheduler(settings: orch_core::scheduling::Settings) -> LoopFactory {
 /// term.
 pub fn replica_sets(settings: orch_core::replicaset::Settings) -> LoopFactory {
     factory(move || ReplicaSets::new(settings.clone()))
+}
+
+/// Makes a fresh garbage collector ([`orch_core::gc`]) with `settings` for each term.
+pub fn garbage_collector(settings: orch_core::gc::Settings) -> LoopFactory {
+    factory(move || Collector::new(settings.clone()))
 }

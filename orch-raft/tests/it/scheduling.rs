@@ -159,3 +159,48 @@ async fn a_replica_set_s_pods_are_made_bound_and_scaled() {
     loops.stop().await;
     cp.shutdown().await.expect("stops");
 }
+
+/// The ReplicaSet controller and the garbage collector together: deleting a set deletes its
+/// pods (a background cascade), and deleting a namespace empties it, then it goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_set_or_its_namespace_deletes_what_it_holds() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cp = ControlPlane::builder(1, dir.path()).single_node().start().await.expect("starts");
+    let factories = vec![
+        orch_raft::controllers::replica_sets(orch_core::replicaset::Settings::default()),
+        orch_raft::controllers::garbage_collector(orch_core::gc::Settings::default()),
+    ];
+    let loops = Loops::spawn(cp.clone(), factories, Duration::from_secs(3600), Arc::new(NoEvents));
+    let set = |ns: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {{name: web, namespace: {ns}}}\nspec:\n  replicas: 2\n  \
+             selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    \
+             spec: {{containers: [{{name: c, image: nginx}}]}}\n---\n"
+        )
+    };
+    create(
+        &cp,
+        &("apiVersion: v1\nkind: Namespace\nmetadata: {name: team}\n---\n".to_owned() + &set("default") + &set("team")),
+    )
+    .await;
+    let pods_in = |s: &State, ns: &str| s.list(Kind::Pod, Some(ns)).count();
+    until(&cp, "two pods in each namespace", |s| (pods_in(s, "default") == 2 && pods_in(s, "team") == 2).then_some(()))
+        .await;
+    let delete = |kind: Kind, ns: &str, name: &str| Command::Delete {
+        key: orch_core::ObjectKey::new(kind, ns, name),
+        grace_period_seconds: None,
+        preconditions: orch_core::Preconditions::default(),
+    };
+    let outcomes = cp
+        .propose(vec![delete(Kind::ReplicaSet, "default", "web"), delete(Kind::Namespace, "", "team")])
+        .await
+        .expect("proposed");
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    until(&cp, "the set's pods and the namespace gone", |s| {
+        let gone = s.get(&orch_core::ObjectKey::new(Kind::Namespace, "", "team")).is_none();
+        (pods_in(s, "default") == 0 && gone).then_some(())
+    })
+    .await;
+    loops.stop().await;
+    cp.shutdown().await.expect("stops");
+}

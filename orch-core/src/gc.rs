@@ -1,0 +1,274 @@
+//! The garbage collector: what each of its rounds proposes, a pure function of the state, the
+//! changed keys and the time (a [`Reconciler`]), as Kubernetes' garbage collector and
+//! namespace controller do:
+//!
+//! - **Owners gone, dependents go** (background cascade): an object all of whose owners
+//!   (its owner references, matched by kind, name and uid) no longer exist is deleted, with
+//!   its uid as precondition. Deleting a ReplicaSet deletes its pods once it is gone.
+//! - **A terminating namespace is emptied**: every object in a namespace being deleted is
+//!   deleted (pods gracefully), after which the state machine removes the namespace.
+//! - **Events expire** [`Settings::event_ttl_ms`] after they last happened (Kubernetes keeps
+//!   them an hour), so they cannot grow without bound; checked on full rounds (the first of a
+//!   term and each resync).
+//!
+//! A full round looks at every object; an incremental round at the objects changed (an
+//! object with owner references, a namespace) and at the dependents of the changed objects
+//! that are gone (it remembers the uid of every owner it has seen, so it can find them with
+//! the owner index). Not yet: `propagationPolicy` Orphan and Foreground (every delete is a
+//! background cascade).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::command::{Command, Preconditions};
+use crate::ids::Uid;
+use crate::meta::{ObjectMeta, OwnerReference};
+use crate::object::{Kind, Object, ObjectKey};
+use crate::reconcile::{Fate, Reconciler};
+use crate::state::State;
+
+/// The most deletions one round proposes; the rest wait for the next round, which
+/// [`Reconciler::more`] asks for.
+pub const GC_ROUND_MAX: usize = 4096;
+
+/// The garbage collector's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// How long an event is kept after it last happened (Kubernetes: 1 hour).
+    pub event_ttl_ms: i64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self { event_ttl_ms: 3_600_000 }
+    }
+}
+
+/// The garbage collector of one term.
+#[derive(Debug, Default)]
+pub struct Collector {
+    settings: Settings,
+    /// The uid of every owner seen, by key: when one goes, its dependents are looked at.
+    owners: BTreeMap<ObjectKey, Uid>,
+    /// Objects to look at that the last round had no room for.
+    backlog: BTreeSet<ObjectKey>,
+}
+
+/// The key an owner reference of an object in `namespace` names, if its kind is one orch has.
+fn owner_key(reference: &OwnerReference, namespace: &str) -> Option<ObjectKey> {
+    let kind = Kind::from_type(&reference.api_version, &reference.kind)?;
+    Some(ObjectKey::new(kind, if kind.namespaced() { namespace } else { "" }, &reference.name))
+}
+
+/// Whether the owner `reference` names exists (the same kind, name and uid).
+fn owner_exists(state: &State, reference: &OwnerReference, namespace: &str) -> bool {
+    owner_key(reference, namespace)
+        .and_then(|key| state.get(&key).and_then(|o| o.meta().uid))
+        .is_some_and(|uid| uid == reference.uid)
+}
+
+fn delete(key: ObjectKey, meta: &ObjectMeta) -> Command {
+    Command::Delete {
+        key,
+        grace_period_seconds: None,
+        preconditions: Preconditions { uid: meta.uid, resource_version: None },
+    }
+}
+
+impl Collector {
+    /// A collector with `settings`.
+    pub fn new(settings: Settings) -> Self {
+        Self { settings, ..Self::default() }
+    }
+
+    /// Remembers the owners `meta` names.
+    fn note_owners(&mut self, meta: &ObjectMeta) {
+        for reference in &meta.owner_references {
+            if let Some(key) = owner_key(reference, meta.namespace_str()) {
+                self.owners.insert(key, reference.uid);
+            }
+        }
+    }
+
+    /// The deletion of the object at `key`, if it should go now.
+    fn verdict(&self, state: &State, key: &ObjectKey, now_ms: i64, full: bool) -> Option<Command> {
+        let obj = state.get(key)?;
+        let meta = obj.meta();
+        if meta.deletion_timestamp.is_some() {
+            return None;
+        }
+        let namespace = meta.namespace_str();
+        let orphaned = !meta.owner_references.is_empty()
+            && meta.owner_references.iter().all(|r| !owner_exists(state, r, namespace));
+        let namespace_going = key.kind.namespaced()
+            && state
+                .get(&ObjectKey::new(Kind::Namespace, "", namespace))
+                .is_some_and(|ns| ns.meta().deletion_timestamp.is_some());
+        let expired = full
+            && matches!(obj, Object::Event(e) if {
+                let last = e.last_timestamp.or(e.first_timestamp).or(e.metadata.creation_timestamp);
+                last.is_some_and(|t| t.as_millis().saturating_add(self.settings.event_ttl_ms) <= now_ms)
+            });
+        (orphaned || namespace_going || expired).then(|| delete(key.clone(), meta))
+    }
+}
+
+impl Reconciler for Collector {
+    const NAME: &'static str = "garbage-collector";
+
+    fn reconcile(
+        &mut self,
+        state: &State,
+        now_ms: i64,
+        full: bool,
+        changed: &[ObjectKey],
+        _outcomes: &[(Command, Fate)],
+    ) -> Vec<Command> {
+        // Deletions already applied, refused or unknown all show in the state: an object
+        // still there is looked at again when it changes or on the next full round.
+        let mut look: BTreeSet<ObjectKey> = std::mem::take(&mut self.backlog);
+        if full {
+            self.owners.clear();
+            for kind in Kind::ALL {
+                for obj in state.list(kind, None) {
+                    self.note_owners(obj.meta());
+                    look.insert(obj.key());
+                }
+            }
+        } else {
+            for key in changed {
+                match state.get(key) {
+                    Some(obj) => {
+                        self.note_owners(obj.meta());
+                        look.insert(key.clone());
+                        if key.kind == Kind::Namespace && obj.meta().deletion_timestamp.is_some() {
+                            for kind in Kind::ALL.into_iter().filter(|k| k.namespaced()) {
+                                look.extend(state.list(kind, Some(&key.name)).map(Object::key));
+                            }
+                        }
+                        // Its owner may have been replaced by one of the same name.
+                        if let Some(uid) = self.owners.get(key).copied()
+                            && obj.meta().uid != Some(uid)
+                        {
+                            look.extend(state.owned_by(uid).cloned());
+                        }
+                    }
+                    None => {
+                        if let Some(uid) = self.owners.remove(key) {
+                            look.extend(state.owned_by(uid).cloned());
+                        }
+                    }
+                }
+            }
+        }
+        let mut commands = Vec::new();
+        let mut keys = look.into_iter();
+        for key in keys.by_ref() {
+            if let Some(command) = self.verdict(state, &key, now_ms, full) {
+                commands.push(command);
+                if commands.len() >= GC_ROUND_MAX {
+                    break;
+                }
+            }
+        }
+        self.backlog.extend(keys);
+        commands
+    }
+
+    fn more(&self) -> bool {
+        !self.backlog.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::world::World;
+
+    fn owned_pod(name: &str, owner: &str, uid: Uid) -> String {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, ownerReferences: [{{apiVersion: apps/v1, kind: ReplicaSet, \
+             name: {owner}, uid: '{uid}', controller: true}}]}}\nspec: {{containers: [{{name: c, image: x}}]}}\n---\n"
+        )
+    }
+
+    const SET: &str = "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {name: rs}\nspec:\n  replicas: 0\n  \
+                       selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    \
+                       spec: {containers: [{name: c, image: nginx}]}\n";
+
+    /// Deleting an owner deletes its dependents once it is gone; a dependent with another
+    /// owner still there stays; an owner recreated under the same name does not save the
+    /// dependents of the old one.
+    #[test]
+    fn the_dependents_of_a_deleted_owner_are_deleted() {
+        let mut w = World::new();
+        let mut c = Collector::new(Settings::default());
+        w.create(SET);
+        let uid = w.uid(Kind::ReplicaSet, "default", "rs");
+        w.create(&owned_pod("a", "rs", uid));
+        w.create(&(owned_pod("b", "rs", uid) + "---\n"));
+        assert!(c.reconcile(&w.state, w.now_ms, true, &[], &[]).is_empty(), "every owner is there");
+        // b also names a second owner, which stays.
+        w.create(
+            "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {name: other}\nspec:\n  replicas: 0\n  \
+                  selector: {matchLabels: {app: x}}\n  template:\n    metadata: {labels: {app: x}}\n    \
+                  spec: {containers: [{name: c, image: nginx}]}\n",
+        );
+        let other = w.uid(Kind::ReplicaSet, "default", "other");
+        let mut b = w.state.get(&ObjectKey::new(Kind::Pod, "default", "b")).cloned().expect("b");
+        b.meta_mut().owner_references.push(OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "ReplicaSet".into(),
+            name: "other".into(),
+            uid: other,
+            controller: None,
+            block_owner_deletion: None,
+        });
+        let (_, changed) = w.run(vec![Command::Update(b)]);
+        w.settle(&mut c, changed);
+        let (_, changed) = w.run(vec![Command::Delete {
+            key: ObjectKey::new(Kind::ReplicaSet, "default", "rs"),
+            grace_period_seconds: None,
+            preconditions: Preconditions::default(),
+        }]);
+        // Recreated under the same name before the collector ran: a new uid.
+        let mut changed = changed;
+        changed.extend(w.create(SET));
+        w.settle(&mut c, changed);
+        assert!(!w.has(Kind::Pod, "default", "a"), "a's only owner is gone");
+        assert!(w.has(Kind::Pod, "default", "b"), "b's other owner is there");
+    }
+
+    /// A namespace being deleted is emptied, and then goes.
+    #[test]
+    fn a_terminating_namespace_is_emptied_and_goes() {
+        let mut w = World::new();
+        let mut c = Collector::new(Settings::default());
+        w.create("apiVersion: v1\nkind: Namespace\nmetadata: {name: team}\n");
+        w.create(&SET.replace("metadata: {name: rs}", "metadata: {name: rs, namespace: team}"));
+        w.create("apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: team}\nspec: {containers: [{name: c, image: x}]}\n");
+        let (_, changed) = w.run(vec![Command::Delete {
+            key: ObjectKey::new(Kind::Namespace, "", "team"),
+            grace_period_seconds: None,
+            preconditions: Preconditions::default(),
+        }]);
+        assert!(w.has(Kind::Namespace, "", "team"), "terminating while it holds objects");
+        w.settle(&mut c, changed);
+        assert!(!w.has(Kind::Namespace, "", "team"), "emptied, then removed");
+    }
+
+    /// Events expire an hour after they last happened, on a full round.
+    #[test]
+    fn events_expire_after_their_ttl() {
+        let mut w = World::new();
+        let mut c = Collector::new(Settings::default());
+        w.create(
+            "apiVersion: v1\nkind: Event\nmetadata: {name: e}\ninvolvedObject: {kind: Pod, name: p}\nreason: Started\n",
+        );
+        assert!(c.reconcile(&w.state, w.now_ms, true, &[], &[]).is_empty());
+        w.now_ms += 3_600_000;
+        let commands = c.reconcile(&w.state, w.now_ms, true, &[], &[]);
+        assert_eq!(commands.len(), 1, "{commands:?}");
+        w.run(commands);
+        assert!(!w.has(Kind::Event, "default", "e"));
+    }
+}
