@@ -4,17 +4,20 @@
 //!
 //! - **Owners gone, dependents go** (background cascade): an object all of whose owners
 //!   (its owner references, matched by kind, name and uid) no longer exist is deleted, with
-//!   its uid as precondition. Deleting a ReplicaSet deletes its pods once it is gone.
+//!   its uid as precondition. Deleting a ReplicaSet deletes its pods once it is gone. An owner
+//!   reference that cannot be resolved (a kind orch does not have; a namespaced owner of a
+//!   cluster-scoped object) never counts as gone, as in Kubernetes.
 //! - **A terminating namespace is emptied**: every object in a namespace being deleted is
 //!   deleted (pods gracefully), after which the state machine removes the namespace.
 //! - **Events expire** [`Settings::event_ttl_ms`] after they last happened (Kubernetes keeps
-//!   them an hour), so they cannot grow without bound; checked on full rounds (the first of a
-//!   term and each resync).
+//!   them an hour), so they cannot grow without bound; checked whenever the collector looks
+//!   at an event: when it changes, and on every full round (the first of a term, and the
+//!   framework's periodic resync, which a busy cluster does not put off).
 //!
 //! A full round looks at every object; an incremental round at the objects changed (an
 //! object with owner references, a namespace) and at the dependents of the changed objects
-//! that are gone (it remembers the uid of every owner it has seen, so it can find them with
-//! the owner index). Not yet: `propagationPolicy` Orphan and Foreground (every delete is a
+//! that are gone (it remembers the uids of every owner it has seen, so it can find them with
+//! the owner index); a deletion that failed is looked at again next round. Not yet: `propagationPolicy` Orphan and Foreground (every delete is a
 //! background cascade).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -47,23 +50,34 @@ impl Default for Settings {
 #[derive(Debug, Default)]
 pub struct Collector {
     settings: Settings,
-    /// The uid of every owner seen, by key: when one goes, its dependents are looked at.
-    owners: BTreeMap<ObjectKey, Uid>,
+    /// The uids of every owner seen, by key: when one goes (or is replaced under its name),
+    /// its dependents are looked at.
+    owners: BTreeMap<ObjectKey, BTreeSet<Uid>>,
     /// Objects to look at that the last round had no room for.
     backlog: BTreeSet<ObjectKey>,
+    /// Objects whose deletion failed or was not proposed: looked at again next round.
+    retry: BTreeSet<ObjectKey>,
 }
 
-/// The key an owner reference of an object in `namespace` names, if its kind is one orch has.
+/// The key an owner reference of an object in `namespace` ("" for a cluster-scoped one)
+/// names: `None` when it cannot be resolved (a kind orch does not have, or a namespaced
+/// owner of a cluster-scoped object).
 fn owner_key(reference: &OwnerReference, namespace: &str) -> Option<ObjectKey> {
     let kind = Kind::from_type(&reference.api_version, &reference.kind)?;
+    if kind.namespaced() && namespace.is_empty() {
+        return None;
+    }
     Some(ObjectKey::new(kind, if kind.namespaced() { namespace } else { "" }, &reference.name))
 }
 
-/// Whether the owner `reference` names exists (the same kind, name and uid).
+/// Whether the owner `reference` names may exist: it does (the same kind, name and uid), or
+/// the reference cannot be resolved, which Kubernetes' collector never takes for absent (an
+/// object holding one is not collected).
 fn owner_exists(state: &State, reference: &OwnerReference, namespace: &str) -> bool {
-    owner_key(reference, namespace)
-        .and_then(|key| state.get(&key).and_then(|o| o.meta().uid))
-        .is_some_and(|uid| uid == reference.uid)
+    match owner_key(reference, namespace) {
+        None => true,
+        Some(key) => state.get(&key).and_then(|o| o.meta().uid) == Some(reference.uid),
+    }
 }
 
 fn delete(key: ObjectKey, meta: &ObjectMeta) -> Command {
@@ -84,13 +98,13 @@ impl Collector {
     fn note_owners(&mut self, meta: &ObjectMeta) {
         for reference in &meta.owner_references {
             if let Some(key) = owner_key(reference, meta.namespace_str()) {
-                self.owners.insert(key, reference.uid);
+                self.owners.entry(key).or_default().insert(reference.uid);
             }
         }
     }
 
     /// The deletion of the object at `key`, if it should go now.
-    fn verdict(&self, state: &State, key: &ObjectKey, now_ms: i64, full: bool) -> Option<Command> {
+    fn verdict(&self, state: &State, key: &ObjectKey, now_ms: i64) -> Option<Command> {
         let obj = state.get(key)?;
         let meta = obj.meta();
         if meta.deletion_timestamp.is_some() {
@@ -103,11 +117,10 @@ impl Collector {
             && state
                 .get(&ObjectKey::new(Kind::Namespace, "", namespace))
                 .is_some_and(|ns| ns.meta().deletion_timestamp.is_some());
-        let expired = full
-            && matches!(obj, Object::Event(e) if {
-                let last = e.last_timestamp.or(e.first_timestamp).or(e.metadata.creation_timestamp);
-                last.is_some_and(|t| t.as_millis().saturating_add(self.settings.event_ttl_ms) <= now_ms)
-            });
+        let expired = matches!(obj, Object::Event(e) if {
+            let last = e.last_timestamp.or(e.first_timestamp).or(e.metadata.creation_timestamp);
+            last.is_some_and(|t| t.as_millis().saturating_add(self.settings.event_ttl_ms) <= now_ms)
+        });
         (orphaned || namespace_going || expired).then(|| delete(key.clone(), meta))
     }
 }
@@ -121,11 +134,19 @@ impl Reconciler for Collector {
         now_ms: i64,
         full: bool,
         changed: &[ObjectKey],
-        _outcomes: &[(Command, Fate)],
+        outcomes: &[(Command, Fate)],
     ) -> Vec<Command> {
-        // Deletions already applied, refused or unknown all show in the state: an object
-        // still there is looked at again when it changes or on the next full round.
+        // A deletion applied shows in the state; one that failed, was not proposed or whose
+        // outcome is unknown is looked at again (its verdict is made afresh).
         let mut look: BTreeSet<ObjectKey> = std::mem::take(&mut self.backlog);
+        look.append(&mut self.retry);
+        for (command, fate) in outcomes {
+            if let Command::Delete { key, .. } = command
+                && !matches!(fate, Fate::Applied(Ok(_)))
+            {
+                look.insert(key.clone());
+            }
+        }
         if full {
             self.owners.clear();
             for kind in Kind::ALL {
@@ -145,15 +166,17 @@ impl Reconciler for Collector {
                                 look.extend(state.list(kind, Some(&key.name)).map(Object::key));
                             }
                         }
-                        // Its owner may have been replaced by one of the same name.
-                        if let Some(uid) = self.owners.get(key).copied()
-                            && obj.meta().uid != Some(uid)
-                        {
-                            look.extend(state.owned_by(uid).cloned());
+                        // An owner replaced under its name: the old one's dependents.
+                        let current = obj.meta().uid;
+                        if let Some(uids) = self.owners.get_mut(key) {
+                            for uid in uids.iter().filter(|u| Some(**u) != current) {
+                                look.extend(state.owned_by(*uid).cloned());
+                            }
+                            uids.retain(|u| Some(*u) == current);
                         }
                     }
                     None => {
-                        if let Some(uid) = self.owners.remove(key) {
+                        for uid in self.owners.remove(key).unwrap_or_default() {
                             look.extend(state.owned_by(uid).cloned());
                         }
                     }
@@ -163,7 +186,7 @@ impl Reconciler for Collector {
         let mut commands = Vec::new();
         let mut keys = look.into_iter();
         for key in keys.by_ref() {
-            if let Some(command) = self.verdict(state, &key, now_ms, full) {
+            if let Some(command) = self.verdict(state, &key, now_ms) {
                 commands.push(command);
                 if commands.len() >= GC_ROUND_MAX {
                     break;
@@ -236,6 +259,19 @@ mod tests {
         w.settle(&mut c, changed);
         assert!(!w.has(Kind::Pod, "default", "a"), "a's only owner is gone");
         assert!(w.has(Kind::Pod, "default", "b"), "b's other owner is there");
+    }
+
+    /// An owner reference the collector cannot resolve (a kind orch does not have) never
+    /// counts as gone, as in Kubernetes.
+    #[test]
+    fn an_owner_of_an_unknown_kind_keeps_its_dependent() {
+        let mut w = World::new();
+        let mut c = Collector::new(Settings::default());
+        let yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, ownerReferences: [{apiVersion: batch/v1, kind: Job, \
+                    name: j, uid: '00000000-0000-0000-0000-00000000002a'}]}\nspec: {containers: [{name: c, image: x}]}\n";
+        let changed = w.create(yaml);
+        assert!(c.reconcile(&w.state, w.now_ms, false, &changed, &[]).is_empty());
+        assert!(c.reconcile(&w.state, w.now_ms, true, &[], &[]).is_empty());
     }
 
     /// A namespace being deleted is emptied, and then goes.

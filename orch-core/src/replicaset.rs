@@ -14,13 +14,14 @@
 //! Which sets a round syncs: every one on a full round; else the sets that changed and the
 //! owners of the pods that changed (as they are now and as they were when last seen).
 //!
-//! Expectations, as Kubernetes': a create or delete whose outcome is unknown (the proposal
-//! failed; its entry may yet commit) is expected; while a set has expectations unmet it is
-//! not resized again, so a round that runs before its earlier proposals applied never
-//! creates a duplicate pod, until each is observed (a new pod of the set; the pod gone or
-//! terminating) or [`Settings::expectation_timeout_ms`] passes. Known outcomes need none: the
-//! framework proposes a round's commands and learns their outcomes before the next round,
-//! whose state includes them.
+//! Expectations, as Kubernetes': every create and delete a set issues is expected; while a set
+//! has expectations unmet it is not resized again, so a round that runs before its earlier
+//! proposals applied (some applied, some of unknown outcome: a round's commands may span
+//! several proposals) never creates a duplicate pod. A create is met when a pod new to the
+//! set is observed (on an incremental round from the changed keys, on a full round from
+//! every pod), a delete when the pod is gone or terminating; one that failed or was never
+//! proposed is met at once; one of unknown outcome waits for its observation or for
+//! [`Settings::expectation_timeout_ms`], after which the set is synced again.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -116,7 +117,8 @@ fn deletion_rank(pod: &Pod) -> impl Ord {
     let ready = ready_since(pod);
     // Ready for less time first: a later transition first (an unknown time counts as now).
     let since = ready.map(|t| std::cmp::Reverse(t.unwrap_or(i64::MAX)));
-    let restarts: i64 = pod.status.container_statuses.iter().map(|c| i64::from(c.restart_count)).sum();
+    // The most restarted container's count, as Kubernetes.
+    let restarts = pod.status.container_statuses.iter().map(|c| c.restart_count).max().unwrap_or(0);
     let created = pod.metadata.creation_timestamp.map(|t| t.as_millis());
     (
         assigned,
@@ -251,40 +253,58 @@ impl Reconciler for ReplicaSets {
         changed: &[ObjectKey],
         outcomes: &[(Command, Fate)],
     ) -> Vec<Command> {
-        let until_ms = now_ms.saturating_add(self.settings.expectation_timeout_ms);
+        let mut sync = BTreeSet::new();
+        // Every create and delete issued is expected (`sync`); one that failed or was never
+        // proposed will never be observed, so it is no longer expected. One of unknown outcome
+        // stays expected until observed or timed out.
         for (command, outcome) in outcomes {
-            if *outcome != Fate::Unknown {
+            if matches!(outcome, Fate::Applied(Ok(_)) | Fate::Unknown) {
                 continue;
             }
             match command {
                 Command::Create(Object::Pod(pod)) => {
                     if let Some(uid) = set_uid(pod) {
-                        let e = self.expected.entry(uid).or_default();
-                        e.creates += 1;
-                        e.until_ms = until_ms;
+                        if let Some(e) = self.expected.get_mut(&uid) {
+                            e.creates = e.creates.saturating_sub(1);
+                        }
+                        sync.insert(uid);
                     }
                 }
                 Command::Delete { key, .. } if key.kind == Kind::Pod => {
                     if let Some(&uid) = self.owner_of.get(key) {
-                        let e = self.expected.entry(uid).or_default();
-                        e.deletes.insert(key.clone());
-                        e.until_ms = until_ms;
+                        if let Some(e) = self.expected.get_mut(&uid) {
+                            e.deletes.remove(key);
+                        }
+                        sync.insert(uid);
                     }
                 }
                 _ => {}
             }
         }
-        let mut sync = BTreeSet::new();
         if full {
-            self.owner_of.clear();
-            self.set_of.clear();
+            // Every pod is looked at: those new to their set are observed creates, and the
+            // expected deletes done are observed too.
+            let mut owner_of = BTreeMap::new();
             for obj in state.list(Kind::Pod, None) {
                 if let Object::Pod(pod) = obj
                     && let Some(uid) = set_uid(pod)
                 {
-                    self.owner_of.insert(obj.key(), uid);
+                    let key = obj.key();
+                    if self.owner_of.get(&key) != Some(&uid)
+                        && let Some(e) = self.expected.get_mut(&uid)
+                    {
+                        e.creates = e.creates.saturating_sub(1);
+                    }
+                    owner_of.insert(key, uid);
                 }
             }
+            self.owner_of = owner_of;
+            for e in self.expected.values_mut() {
+                e.deletes.retain(|key| {
+                    state.get(key).and_then(Object::as_pod).is_some_and(|p| p.metadata.deletion_timestamp.is_none())
+                });
+            }
+            self.set_of.clear();
             for obj in state.list(Kind::ReplicaSet, None) {
                 if let Some(uid) = obj.meta().uid {
                     self.set_of.insert(uid, obj.key());
@@ -306,15 +326,35 @@ impl Reconciler for ReplicaSets {
                 }
             }
         }
+        // Met expectations go; timed-out ones go too, and their set is synced again.
+        let expired: Vec<Uid> =
+            self.expected.iter().filter(|(_, e)| e.until_ms <= now_ms).map(|(uid, _)| *uid).collect();
+        sync.extend(expired);
         self.expected.retain(|_, e| (e.creates > 0 || !e.deletes.is_empty()) && e.until_ms > now_ms);
+        self.set_of.retain(|_, key| state.get(key).is_some());
         let mut commands = Vec::new();
+        let until_ms = now_ms.saturating_add(self.settings.expectation_timeout_ms);
         for uid in sync {
             let Some(key) = self.set_of.get(&uid) else { continue };
             let Some(Object::ReplicaSet(rs)) = state.get(key) else { continue };
             if rs.metadata.uid != Some(uid) {
                 continue;
             }
+            let first = commands.len();
             self.sync(state, rs, now_ms, &mut commands);
+            let mut expectation = Expectation { until_ms, ..Expectation::default() };
+            for command in &commands[first..] {
+                match command {
+                    Command::Create(_) => expectation.creates += 1,
+                    Command::Delete { key, .. } => {
+                        expectation.deletes.insert(key.clone());
+                    }
+                    _ => {}
+                }
+            }
+            if expectation.creates > 0 || !expectation.deletes.is_empty() {
+                self.expected.insert(uid, expectation);
+            }
         }
         commands
     }
@@ -440,6 +480,34 @@ mod tests {
         w.now_ms += 60_000;
         let retried = c.reconcile(&w.state, w.now_ms, false, &[rs_key], &[]);
         assert_eq!(retried.iter().filter(|c| matches!(c, Command::Create(_))).count(), 1, "{retried:?}");
+    }
+
+    /// A round's creates spanning proposals, some applied and some of unknown outcome, are
+    /// all expected: the next round creates none again, and the late one completes the set.
+    #[test]
+    fn creates_partly_applied_and_partly_unknown_are_not_made_twice() {
+        let mut w = World::new();
+        let changed = w.create(SET);
+        let mut c = ReplicaSets::new(Settings::default());
+        let first = c.reconcile(&w.state, w.now_ms, false, &changed, &[]);
+        let creates: Vec<Command> = first.into_iter().filter(|c| matches!(c, Command::Create(_))).collect();
+        assert_eq!(creates.len(), 3);
+        let (mut outcomes, changed) = w.run(creates[..2].to_vec());
+        outcomes.push((creates[2].clone(), Fate::Unknown));
+        let again = c.reconcile(&w.state, w.now_ms, false, &changed, &outcomes);
+        assert!(again.iter().all(|c| !matches!(c, Command::Create(_))), "{again:?}");
+        // The third commits late: three pods, and nothing more to do.
+        let (_, changed) = w.run(vec![creates[2].clone()]);
+        w.settle(&mut c, changed);
+        assert_eq!(w.pods().len(), 3);
+        // A full round after creates it has not observed yet counts them from the state.
+        let mut d = ReplicaSets::new(Settings::default());
+        let changed = scale(&mut w, 5);
+        let more = d.reconcile(&w.state, w.now_ms, false, &changed, &[]);
+        let (_, _) = w.run(more.into_iter().filter(|c| matches!(c, Command::Create(_))).collect());
+        let full = d.reconcile(&w.state, w.now_ms, true, &[], &[]);
+        assert!(full.iter().all(|c| !matches!(c, Command::Create(_))), "{full:?}");
+        assert_eq!(w.pods().len(), 5);
     }
 
     /// Surplus pods go in Kubernetes' order: unscheduled, pending, not ready, ready for less

@@ -302,13 +302,19 @@ async fn run_one(
         };
         carry.full = true;
         round(&cp, lp.as_mut(), &mut carry, &events, &inbox).await;
-        // One resync deadline per round: items that do not wake the loop (progress) do not
-        // push it back.
+        // The resync deadline: items that do not wake the loop (progress) do not push it back,
+        // nor do incremental rounds.
         let mut resync_at = tokio::time::Instant::now() + resync;
         loop {
             let arrived = inbox.arrived.notified();
             let waiting = lock(&inbox.pending).get(lp.name()).is_some_and(|q| !q.is_empty());
-            if !waiting && !lp.more() {
+            // A resync that is due is not put off by changes that keep arriving (a wait on the
+            // stream returns them before its deadline).
+            let due = tokio::time::Instant::now() >= resync_at;
+            if due {
+                carry.full = true;
+            }
+            if !waiting && !lp.more() && !due {
                 tokio::select! {
                     biased;
                     next = tokio::time::timeout_at(resync_at, stream.next()) => match next {
@@ -340,8 +346,13 @@ async fn run_one(
                     break;
                 }
             }
+            let full = carry.full;
             round(&cp, lp.as_mut(), &mut carry, &events, &inbox).await;
-            resync_at = tokio::time::Instant::now() + resync;
+            // The resync is periodic: only a full round puts it off, so a loop that changes
+            // keep waking still gets one every `resync`.
+            if full {
+                resync_at = tokio::time::Instant::now() + resync;
+            }
         }
     }
 }

@@ -174,3 +174,49 @@ async fn a_loop_with_work_left_gets_the_next_round_at_once() {
     assert_eq!(count(), 6, "no round without work or a change");
     cp.shutdown().await.expect("stops");
 }
+
+/// Counts its full rounds.
+struct Fulls {
+    fulls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl LeaderLoop for Fulls {
+    fn name(&self) -> &'static str {
+        "fulls"
+    }
+
+    fn reconcile(&mut self, round: Round<'_>) -> Vec<Command> {
+        if round.full {
+            self.fulls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        Vec::new()
+    }
+}
+
+/// The resync is periodic: changes that keep waking a loop do not put it off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_loop_is_still_resynced() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cp = ControlPlane::builder(1, dir.path()).single_node().start().await.expect("starts");
+    let fulls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let factory: LoopFactory = {
+        let fulls = Arc::clone(&fulls);
+        Arc::new(move || Box::new(Fulls { fulls: Arc::clone(&fulls) }) as Box<dyn LeaderLoop>)
+    };
+    let loops = Loops::spawn(cp.clone(), vec![factory], Duration::from_millis(300), Arc::new(NoEvents));
+    let count = || fulls.load(std::sync::atomic::Ordering::SeqCst);
+    eventually("the first round", || (count() >= 1).then_some(())).await;
+    // A write every 20 ms, far more often than the resync: a second full round comes anyway.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut i = 0;
+    while count() < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "no resync while changes kept coming");
+        let ns = format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: busy-{i}}}\n");
+        let ns = orch_core::parse_manifests(&ns).expect("valid");
+        cp.propose(ns.into_iter().map(Command::Create).collect()).await.expect("writes");
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    loops.stop().await;
+    cp.shutdown().await.expect("stops");
+}
