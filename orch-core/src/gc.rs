@@ -17,8 +17,8 @@
 //! A full round looks at every object; an incremental round at the objects changed (an
 //! object with owner references, a namespace) and at the dependents of the changed objects
 //! that are gone (it remembers the uids of every owner it has seen, so it can find them with
-//! the owner index); a deletion that failed is looked at again next round. Not yet: `propagationPolicy` Orphan and Foreground (every delete is a
-//! background cascade).
+//! the owner index); a deletion that failed is looked at again in the next round. Not yet:
+//! `propagationPolicy` Orphan and Foreground (every delete is a background cascade).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -55,8 +55,6 @@ pub struct Collector {
     owners: BTreeMap<ObjectKey, BTreeSet<Uid>>,
     /// Objects to look at that the last round had no room for.
     backlog: BTreeSet<ObjectKey>,
-    /// Objects whose deletion failed or was not proposed: looked at again next round.
-    retry: BTreeSet<ObjectKey>,
 }
 
 /// The key an owner reference of an object in `namespace` ("" for a cluster-scoped one)
@@ -139,7 +137,6 @@ impl Reconciler for Collector {
         // A deletion applied shows in the state; one that failed, was not proposed or whose
         // outcome is unknown is looked at again (its verdict is made afresh).
         let mut look: BTreeSet<ObjectKey> = std::mem::take(&mut self.backlog);
-        look.append(&mut self.retry);
         for (command, fate) in outcomes {
             if let Command::Delete { key, .. } = command
                 && !matches!(fate, Fate::Applied(Ok(_)))
