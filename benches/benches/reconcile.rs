@@ -1,7 +1,9 @@
 //! The leader-only loops at 150,000 pods: one `ControlPlane` (RocksDB with fsync) restored
 //! from a state of 5,000 Ready nodes (16 cores, 110 pods each) and 150,000 running pods runs
-//! orchd's loops (the scheduler and the ReplicaSet controller); then 10,000 pending pods are
-//! created, 1,000 per proposal, and the scheduler binds them through the log.
+//! two of orchd's loops, the scheduler and the ReplicaSet controller (not the garbage
+//! collector: the fixture's pods name a ReplicaSet the state does not hold, so it would
+//! delete them all); then 10,000 pending pods are created, 1,000 per proposal, and the
+//! scheduler binds them through the log.
 //!
 //! Prints how long the first (full) rounds took, how long until every pending pod was bound
 //! (pods bound per second, end to end: decisions, proposals with fsync, apply), the longest
@@ -135,8 +137,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// The loops orchd runs (`orch_daemon::server::standard_loops`, which this crate does not
-/// depend on): the same factories.
+/// Two of the loops orchd runs (`orch_daemon::server::standard_loops`, which this crate does
+/// not depend on): the same factories, without the garbage collector.
 fn orch_daemon_loops() -> Vec<LoopFactory> {
     vec![
         orch_raft::controllers::scheduler(orch_core::scheduling::Settings::default()),

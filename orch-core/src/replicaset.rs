@@ -510,6 +510,24 @@ mod tests {
         assert_eq!(w.pods().len(), 5);
     }
 
+    /// A pod's generated name starts with its set's name, cut to [`GENERATED_PREFIX_MAX`]
+    /// characters as Kubernetes cuts it, and names its set as controller.
+    #[test]
+    fn a_pod_for_a_long_named_set_gets_a_cut_prefix() {
+        let mut w = World::new();
+        let long = "a".repeat(63);
+        w.create(&SET.replace("metadata: {name: web}", &format!("metadata: {{name: {long}}}")));
+        let Some(Object::ReplicaSet(set)) = w.state.get(&ObjectKey::new(Kind::ReplicaSet, "default", &long)).cloned()
+        else {
+            panic!("the set is stored")
+        };
+        let pod = pod_for(&set);
+        assert_eq!(pod.metadata.generate_name.as_deref(), Some(format!("{}-", &long[..GENERATED_PREFIX_MAX]).as_str()));
+        assert_eq!(pod.metadata.controller_ref().map(|r| r.uid), set.metadata.uid);
+        let changed = w.run(vec![Command::Create(Object::from(pod))]).1;
+        assert_eq!(changed[0].name.len(), GENERATED_PREFIX_MAX + 1 + 5, "a valid name: {}", changed[0].name);
+    }
+
     /// Surplus pods go in Kubernetes' order: unscheduled, pending, not ready, ready for less
     /// time, restarted more, newest.
     #[test]

@@ -439,3 +439,28 @@ async fn round(
         commands = rest;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn namespace(name: &str, bytes: usize) -> Command {
+        let mut ns = orch_core::Namespace::default();
+        ns.metadata.name = name.into();
+        ns.metadata.annotations.insert("pad", "x".repeat(bytes));
+        Command::Create(orch_core::Object::from(ns))
+    }
+
+    /// A round's commands go in proposals of at most `PROPOSAL_REQUESTS_MAX` requests and
+    /// `PROPOSAL_BYTES_MAX` bytes; one command too large for a proposal still goes, alone.
+    #[test]
+    fn a_round_s_commands_are_split_by_count_and_by_bytes() {
+        let small: Vec<Command> = (0..PROPOSAL_REQUESTS_MAX + 5).map(|i| namespace(&format!("n{i}"), 0)).collect();
+        assert_eq!(chunk_len(&small), PROPOSAL_REQUESTS_MAX);
+        assert_eq!(chunk_len(&small[..7]), 7);
+        let big: Vec<Command> = (0..8).map(|i| namespace(&format!("b{i}"), PROPOSAL_BYTES_MAX / 3)).collect();
+        assert_eq!(chunk_len(&big), 2, "two fit within the bytes, the third does not");
+        let huge = vec![namespace("h", PROPOSAL_BYTES_MAX + 1), namespace("s", 0)];
+        assert_eq!(chunk_len(&huge), 1);
+    }
+}

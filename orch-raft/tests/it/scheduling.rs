@@ -25,6 +25,22 @@ async fn until<T>(cp: &ControlPlane, what: &str, check: impl Fn(&State) -> Optio
     }
 }
 
+/// A single-node control plane in `dir`, leading, running the loops `factories` make (no
+/// resync within a test: every round is driven by a change).
+async fn started(dir: &std::path::Path, factories: Vec<orch_raft::leader::LoopFactory>) -> (ControlPlane, Loops) {
+    let cp = ControlPlane::builder(1, dir).single_node().start().await.expect("starts");
+    let loops = Loops::spawn(cp.clone(), factories, Duration::from_secs(3600), Arc::new(NoEvents));
+    (cp, loops)
+}
+
+fn scheduler() -> orch_raft::leader::LoopFactory {
+    orch_raft::controllers::scheduler(orch_core::scheduling::Settings::default())
+}
+
+fn replica_sets() -> orch_raft::leader::LoopFactory {
+    orch_raft::controllers::replica_sets(orch_core::replicaset::Settings::default())
+}
+
 fn node(name: &str, cpu: &str, pods: usize) -> String {
     format!(
         "apiVersion: v1\nkind: Node\nmetadata: {{name: {name}}}\nstatus: {{capacity: {{cpu: '{cpu}', pods: '{pods}'}}, \
@@ -70,10 +86,7 @@ fn placement(state: &State) -> Placement {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scheduler_binds_pods_within_room_and_an_unschedulable_pod_waits_for_a_node() {
     let dir = tempfile::tempdir().expect("dir");
-    let cp = ControlPlane::builder(1, dir.path()).single_node().start().await.expect("starts");
-    let factory = orch_raft::controllers::scheduler(orch_core::scheduling::Settings::default());
-    // No resync within the test: every round is driven by a change.
-    let loops = Loops::spawn(cp.clone(), vec![factory], Duration::from_secs(3600), Arc::new(NoEvents));
+    let (cp, loops) = started(dir.path(), vec![scheduler()]).await;
     let mut yaml = node("a", "1", 10) + &node("b", "1", 10);
     for i in 0..5 {
         yaml.push_str(&pod(&format!("p{i}"), "400m"));
@@ -110,8 +123,7 @@ async fn a_backlog_larger_than_a_round_is_worked_off_without_waiting_for_a_chang
     }
     // The pods exist before the loop starts: its first round finds them all.
     create(&cp, &yaml).await;
-    let factory = orch_raft::controllers::scheduler(orch_core::scheduling::Settings::default());
-    let loops = Loops::spawn(cp.clone(), vec![factory], Duration::from_secs(3600), Arc::new(NoEvents));
+    let loops = Loops::spawn(cp.clone(), vec![scheduler()], Duration::from_secs(3600), Arc::new(NoEvents));
     let bound = until(&cp, "every pod bound", |s| {
         let (bound, waiting) = placement(s);
         waiting.is_empty().then_some(bound)
@@ -128,12 +140,7 @@ async fn a_backlog_larger_than_a_round_is_worked_off_without_waiting_for_a_chang
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_set_s_pods_are_made_bound_and_scaled() {
     let dir = tempfile::tempdir().expect("dir");
-    let cp = ControlPlane::builder(1, dir.path()).single_node().start().await.expect("starts");
-    let factories = vec![
-        orch_raft::controllers::scheduler(orch_core::scheduling::Settings::default()),
-        orch_raft::controllers::replica_sets(orch_core::replicaset::Settings::default()),
-    ];
-    let loops = Loops::spawn(cp.clone(), factories, Duration::from_secs(3600), Arc::new(NoEvents));
+    let (cp, loops) = started(dir.path(), vec![scheduler(), replica_sets()]).await;
     let set = "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {name: web}\nspec:\n  replicas: 3\n  \
                selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    \
                spec: {containers: [{name: c, image: nginx, resources: {requests: {cpu: 100m}}}]}\n";
@@ -165,12 +172,8 @@ async fn a_replica_set_s_pods_are_made_bound_and_scaled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_set_or_its_namespace_deletes_what_it_holds() {
     let dir = tempfile::tempdir().expect("dir");
-    let cp = ControlPlane::builder(1, dir.path()).single_node().start().await.expect("starts");
-    let factories = vec![
-        orch_raft::controllers::replica_sets(orch_core::replicaset::Settings::default()),
-        orch_raft::controllers::garbage_collector(orch_core::gc::Settings::default()),
-    ];
-    let loops = Loops::spawn(cp.clone(), factories, Duration::from_secs(3600), Arc::new(NoEvents));
+    let collector = orch_raft::controllers::garbage_collector(orch_core::gc::Settings::default());
+    let (cp, loops) = started(dir.path(), vec![replica_sets(), collector]).await;
     let set = |ns: &str| {
         format!(
             "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {{name: web, namespace: {ns}}}\nspec:\n  replicas: 2\n  \
