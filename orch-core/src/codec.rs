@@ -32,7 +32,10 @@ use bincode::{Decode, Encode};
 ///   layout (a new rules version) extends that arm of [`decode_entry`] the same way.
 /// - 7: rules version 3 (`Bind` checks that the pod fits the node); no layout changed: format
 ///   4 to 6 entries and snapshots read as they are.
-pub const FORMAT_VERSION: u8 = 7;
+/// - 8: rules version 4 (apply keeps the deployment controller's annotations and omitted
+///   replicas; undo restores the revision's annotations); no layout changed: format 4 to 7
+///   entries and snapshots read as they are.
+pub const FORMAT_VERSION: u8 = 8;
 
 /// The oldest format this build reads.
 pub const FORMAT_VERSION_MIN: u8 = 1;
@@ -201,7 +204,7 @@ pub fn decode_entry(bytes: &[u8]) -> Result<crate::command::Entry, CodecError> {
     let entry = match versioned(bytes, ENTRY_READ_BYTES_MAX)? {
         // Format 5 changed only snapshots and format 6 only the rules: format 4 and 5 entries
         // read as they are (their stamps say which rules they are applied under).
-        (FORMAT_VERSION | 4..=6, body) => decode_body(body)?,
+        (FORMAT_VERSION | 4..=7, body) => decode_body(body)?,
         // Format 3 only added commands: a format 2 entry is a format 3 entry.
         (2 | 3, body) => decode_body::<crate::command::v3::Entry>(body)?.into(),
         (1, body) => decode_body::<crate::command::v1::Entry>(body)?.into(),

@@ -47,6 +47,7 @@ pub mod codec;
 pub mod command;
 pub mod core_v1;
 pub mod defaults;
+pub mod deployment;
 pub mod fit;
 pub mod gc;
 pub mod ids;

@@ -38,6 +38,13 @@ pub trait Reconciler: Send + 'static {
     fn more(&self) -> bool {
         false
     }
+
+    /// When, by the clock of `now_ms`, the reconciler wants a round even if nothing changed
+    /// (a deadline or a delay of its own: a progress deadline, `minReadySeconds`); its owner
+    /// then runs an incremental round with no changed keys.
+    fn wake_at_ms(&self) -> Option<i64> {
+        None
+    }
 }
 
 /// A state the reconcilers' tests drive round by round, as the framework would.

@@ -73,6 +73,8 @@ pub struct ReplicaSets {
     /// Each set's key, by uid.
     set_of: BTreeMap<Uid, ObjectKey>,
     expected: BTreeMap<Uid, Expectation>,
+    /// When a set's Ready pods become available (`minReadySeconds`), by uid.
+    timers: BTreeMap<Uid, i64>,
 }
 
 /// The uid of the ReplicaSet that controls `pod`, if one does.
@@ -195,8 +197,9 @@ impl ReplicaSets {
         }
     }
 
-    /// Resizes `rs` towards its replicas (unless expectations are unmet) and writes its status.
-    fn sync(&self, state: &State, rs: &ReplicaSet, now_ms: i64, commands: &mut Vec<Command>) {
+    /// Resizes `rs` towards its replicas (unless expectations are unmet) and writes its status;
+    /// when a Ready pod becomes available (after `minReadySeconds`), if one is waiting to.
+    fn sync(&self, state: &State, rs: &ReplicaSet, now_ms: i64, commands: &mut Vec<Command>) -> Option<i64> {
         let uid = rs.metadata.uid.unwrap_or_default();
         let pods: Vec<&Pod> = state
             .owned_by(uid)
@@ -239,11 +242,21 @@ impl ReplicaSets {
             updated.status = status;
             commands.push(Command::UpdateStatus(Object::from(updated)));
         }
+        // The earliest a Ready pod not yet available becomes so.
+        pods.iter()
+            .filter(|p| min_ready > 0 && !available(p, min_ready, now_ms))
+            .filter_map(|p| ready_since(p).flatten())
+            .map(|since| since.saturating_add(i64::from(min_ready) * 1000))
+            .min()
     }
 }
 
 impl Reconciler for ReplicaSets {
     const NAME: &'static str = "replicasets";
+
+    fn wake_at_ms(&self) -> Option<i64> {
+        self.timers.values().min().copied()
+    }
 
     fn reconcile(
         &mut self,
@@ -330,8 +343,11 @@ impl Reconciler for ReplicaSets {
         let expired: Vec<Uid> =
             self.expected.iter().filter(|(_, e)| e.until_ms <= now_ms).map(|(uid, _)| *uid).collect();
         sync.extend(expired);
+        let due: Vec<Uid> = self.timers.iter().filter(|(_, at)| **at <= now_ms).map(|(uid, _)| *uid).collect();
+        sync.extend(due);
         self.expected.retain(|_, e| (e.creates > 0 || !e.deletes.is_empty()) && e.until_ms > now_ms);
         self.set_of.retain(|_, key| state.get(key).is_some());
+        self.timers.retain(|uid, _| self.set_of.contains_key(uid));
         let mut commands = Vec::new();
         let until_ms = now_ms.saturating_add(self.settings.expectation_timeout_ms);
         for uid in sync {
@@ -341,7 +357,10 @@ impl Reconciler for ReplicaSets {
                 continue;
             }
             let first = commands.len();
-            self.sync(state, rs, now_ms, &mut commands);
+            self.timers.remove(&uid);
+            if let Some(at) = self.sync(state, rs, now_ms, &mut commands) {
+                self.timers.insert(uid, at.max(now_ms.saturating_add(1)));
+            }
             let mut expectation = Expectation { until_ms, ..Expectation::default() };
             for command in &commands[first..] {
                 match command {
@@ -566,5 +585,30 @@ mod tests {
         all.sort_by_cached_key(|p| deletion_rank(p));
         let order: Vec<&str> = all.iter().map(|p| p.metadata.name.as_str()).collect();
         assert_eq!(order, ["unscheduled", "pending", "not-ready", "ready-late", "restarted", "newest", "oldest"]);
+    }
+
+    /// A Ready pod counts as available only after `minReadySeconds`: the controller asks to
+    /// be woken then, and that round (nothing changed) updates the status.
+    #[test]
+    fn a_ready_pod_becomes_available_after_min_ready_seconds_by_a_timer() {
+        let mut w = World::with(&SET.replace("replicas: 3", "replicas: 1\n  minReadySeconds: 5"));
+        let mut c = ReplicaSets::new(Settings::default());
+        let changed = w.state.list(Kind::ReplicaSet, None).map(Object::key).collect();
+        w.settle(&mut c, changed);
+        let mut pod = w.pods()[0].clone();
+        let since = w.now_ms;
+        pod.status.phase = Some(PodPhase::Running);
+        let ready =
+            crate::core_v1::PodCondition::new("Ready", ConditionStatus::True, crate::time::Time::from_millis(since));
+        pod.status.conditions.push(ready);
+        let (_, changed) = w.run(vec![Command::UpdateStatus(Object::from(pod))]);
+        w.settle(&mut c, changed);
+        assert_eq!((rs(&w).status.ready_replicas, rs(&w).status.available_replicas), (Some(1), Some(0)));
+        assert_eq!(c.wake_at_ms(), Some(since + 5_000));
+        assert!(c.reconcile(&w.state, since + 4_999, false, &[], &[]).is_empty(), "not yet");
+        let commands = c.reconcile(&w.state, since + 5_000, false, &[], &[]);
+        w.run(commands);
+        assert_eq!(rs(&w).status.available_replicas, Some(1));
+        assert_eq!(c.wake_at_ms(), None);
     }
 }

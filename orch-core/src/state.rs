@@ -304,10 +304,23 @@ impl State {
             Command::Create(obj) => self.create(txn, obj, changes),
             Command::Update(obj) => self.update(txn, obj, changes),
             Command::Apply(mut obj) => {
+                let omits_replicas = match &obj {
+                    Object::Deployment(d) => d.spec.replicas.is_none(),
+                    Object::ReplicaSet(rs) => rs.spec.replicas.is_none(),
+                    _ => false,
+                };
                 // Defaults first: they name the namespace the object goes to.
                 apply_defaults(&mut obj);
-                let exists = !obj.meta().name.is_empty() && self.objects.contains_key(&obj.key());
-                if exists { self.update(txn, obj, changes) } else { self.create(txn, obj, changes) }
+                let live = if obj.meta().name.is_empty() { None } else { self.objects.get(&obj.key()) };
+                match live {
+                    Some(live) => {
+                        if txn.rules >= 4 {
+                            keep_controller_fields(&mut obj, live, omits_replicas);
+                        }
+                        self.update(txn, obj, changes)
+                    }
+                    None => self.create(txn, obj, changes),
+                }
             }
             Command::UpdateStatus(obj) => self.update_status(txn, obj, changes),
             Command::Delete { key, grace_period_seconds, preconditions } => {
@@ -632,45 +645,41 @@ impl State {
         crate::command::check_rollout_undo(to_revision)?;
         let key = ObjectKey::new(Kind::Deployment, namespace, name);
         let Object::Deployment(d) = self.lookup(&key)? else { unreachable!("a deployment key holds a deployment") };
-        let sets = self.owned_replica_sets(&d);
-        let target = if to_revision > 0 {
-            sets.iter().find(|rs| rs.revision() == Some(to_revision))
-        } else {
-            // The revision before the newest.
-            sets.iter().rev().nth(1)
-        };
-        let Some(target) = target else {
-            let name = crate::validation::q(name);
-            return Err(ApplyError::BadRequest {
-                reason: if to_revision > 0 {
-                    format!("toRevision: Invalid value: {to_revision}: deployment {name} has no such revision")
-                } else {
-                    format!("deployment {name} has no earlier revision to roll back to")
-                },
-            });
-        };
-        let mut template = target.spec.template.clone();
-        template.metadata.labels.remove(crate::apps_v1::POD_TEMPLATE_HASH_LABEL);
+        // The deployment controller's choice of template: the same code decides it everywhere.
+        let template = crate::deployment::rollback_template(self, &d, to_revision)
+            .map_err(|reason| ApplyError::BadRequest { reason })?;
         let mut d = (*d).clone();
+        if txn.rules >= 4 {
+            // kubectl's undo: the revision's annotations come back with its template (but the
+            // controller's own and kubectl's last-applied one, which stay as they are).
+            let target =
+                crate::deployment::rollback_set(self, &d, to_revision).map(|rs| rs.metadata.annotations.clone());
+            if let Some(annotations) = target {
+                let skip = crate::deployment::is_rollback_skipped_annotation;
+                let mut kept: crate::StrMap = d
+                    .metadata
+                    .annotations
+                    .iter()
+                    .filter(|(k, _)| skip(k))
+                    .map(|(k, v)| (Text::from(k), Text::from(v)))
+                    .collect();
+                for (k, v) in annotations.iter().filter(|(k, _)| !skip(k)) {
+                    kept.insert(k, v);
+                }
+                d.metadata.annotations = kept;
+            }
+        }
         d.spec.template = template;
         self.update(txn, Object::from(d), changes)
     }
 
     /// The ReplicaSets a Deployment controls (by controller reference to its uid), oldest
-    /// revision first; ties in key order.
+    /// revision first; ties in name order.
     pub fn owned_replica_sets(&self, d: &crate::Deployment) -> Vec<Arc<crate::ReplicaSet>> {
-        let mut sets: Vec<Arc<crate::ReplicaSet>> = self
-            .list(Kind::ReplicaSet, Some(d.metadata.namespace_str()))
-            .filter_map(|o| match o {
-                Object::ReplicaSet(rs)
-                    if rs.metadata.controller_ref().is_some_and(|r| Some(r.uid) == d.metadata.uid) =>
-                {
-                    Some(Arc::clone(rs))
-                }
-                _ => None,
-            })
-            .collect();
-        sets.sort_by_key(|rs| rs.revision().unwrap_or(0));
+        let mut sets = crate::deployment::controlled_sets(self, d);
+        sets.sort_by(|a, b| {
+            (a.revision().unwrap_or(0), &a.metadata.name).cmp(&(b.revision().unwrap_or(0), &b.metadata.name))
+        });
         sets
     }
 
@@ -798,6 +807,30 @@ impl State {
     /// from the index apply maintains.
     pub fn owned_by(&self, owner: Uid) -> impl Iterator<Item = &ObjectKey> + '_ {
         self.indexes.owned_by(owner)
+    }
+}
+
+/// Rules 4: what an `Apply` over a live object keeps of it that the submitted one does not
+/// name: the deployment controller's annotations (`deployment.kubernetes.io/...`) and, when the
+/// manifest leaves `spec.replicas` out, a Deployment's or ReplicaSet's replicas (as scaled). A
+/// stop-gap until apply merges against the last applied configuration.
+fn keep_controller_fields(obj: &mut Object, live: &Object, omits_replicas: bool) {
+    let annotations: Vec<(Text, Text)> = live
+        .meta()
+        .annotations
+        .iter()
+        .filter(|(k, _)| k.starts_with(crate::deployment::ANNOTATION_PREFIX) && !obj.meta().annotations.contains_key(k))
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+    for (k, v) in annotations {
+        obj.meta_mut().annotations.insert(k, v);
+    }
+    if omits_replicas {
+        match (obj, live) {
+            (Object::Deployment(d), Object::Deployment(l)) => Arc::make_mut(d).spec.replicas = l.spec.replicas,
+            (Object::ReplicaSet(rs), Object::ReplicaSet(l)) => Arc::make_mut(rs).spec.replicas = l.spec.replicas,
+            _ => {}
+        }
     }
 }
 
@@ -1004,6 +1037,84 @@ mod tests {
         assert!(apply_under(&mut old, 2, bind_to("b", "n1")).is_ok());
         assert!(apply_under(&mut old, 2, bind_to("c", "lost")).is_ok());
         assert_eq!(old.node_usage("n1").map(|u| u.requested.cpu), Some(1200), "over-committed under rules 2");
+    }
+
+    /// Rules 4: re-applying a manifest keeps the deployment controller's annotations and the
+    /// replicas it leaves out (a scale stays); one that names them sets them. Under rules 3
+    /// the apply replaced the whole object.
+    #[test]
+    fn apply_keeps_the_controller_s_annotations_and_the_replicas_a_manifest_leaves_out() {
+        let manifest = |extra: &str| {
+            let yaml = format!(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, annotations: {{team: a}}}}\nspec:\n  \
+                 {extra}selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    \
+                 spec: {{containers: [{{name: c, image: x}}]}}\n"
+            );
+            crate::manifest::parse_manifests(&yaml).expect("valid").remove(0)
+        };
+        let key = ObjectKey::new(Kind::Deployment, "default", "web");
+        let mut state = State::new();
+        assert!(apply_one(&mut state, Command::Apply(manifest(""))).is_ok());
+        assert!(apply_one(&mut state, Command::Scale { key: key.clone(), replicas: 4 }).is_ok());
+        let Some(Object::Deployment(d)) = state.get(&key).cloned() else { panic!("stored") };
+        let mut annotated = (*d).clone();
+        annotated.metadata.annotations.insert(REVISION, "2");
+        assert!(apply_one(&mut state, Command::Update(Object::from(annotated))).is_ok());
+        let before = state.clone();
+        let get = |state: &State| match state.get(&key) {
+            Some(Object::Deployment(d)) => (d.spec.replicas, d.metadata.annotations.get(REVISION).map(str::to_owned)),
+            _ => panic!("stored"),
+        };
+        assert!(apply_one(&mut state, Command::Apply(manifest(""))).is_ok());
+        assert_eq!(get(&state), (Some(4), Some("2".to_owned())), "kept");
+        assert!(apply_one(&mut state, Command::Apply(manifest("replicas: 2\n  "))).is_ok());
+        assert_eq!(get(&state), (Some(2), Some("2".to_owned())), "replicas named: set");
+        let mut old = before;
+        assert!(apply_under(&mut old, 3, Command::Apply(manifest(""))).is_ok());
+        assert_eq!(get(&old), (Some(1), None), "rules 3 replaced the object");
+    }
+
+    const REVISION: &str = crate::apps_v1::REVISION_ANNOTATION;
+
+    /// Rules 4: `rollout undo` brings the revision's annotations back with its template (but
+    /// the controller's own), as kubectl; under rules 3 only the template.
+    #[test]
+    fn rollout_undo_restores_the_revision_s_annotations() {
+        let mut state = State::new();
+        let d = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, annotations: \
+                 {deployment.kubernetes.io/revision: '2', kubernetes.io/change-cause: now}}\nspec:\n  \
+                 selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    \
+                 spec: {containers: [{name: c, image: 'x:2'}]}\n";
+        assert!(
+            apply_one(&mut state, Command::Create(crate::manifest::parse_manifests(d).expect("valid").remove(0)))
+                .is_ok()
+        );
+        let key = ObjectKey::new(Kind::Deployment, "default", "web");
+        let uid = state.get(&key).and_then(|o| o.meta().uid).expect("uid");
+        for (revision, cause) in [(1, "then"), (2, "now")] {
+            let rs = format!(
+                "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata:\n  name: web-{revision}\n  annotations: \
+                 {{deployment.kubernetes.io/revision: '{revision}', kubernetes.io/change-cause: {cause}}}\n  \
+                 ownerReferences: [{{apiVersion: apps/v1, kind: Deployment, name: web, uid: '{uid}', controller: true}}]\n\
+                 spec:\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    \
+                 spec: {{containers: [{{name: c, image: 'x:{revision}'}}]}}\n"
+            );
+            let rs = crate::manifest::parse_manifests(&rs).expect("valid").remove(0);
+            assert!(apply_one(&mut state, Command::Create(rs)).is_ok());
+        }
+        let undo = Command::RolloutUndo { namespace: "default".into(), name: "web".into(), to_revision: 0 };
+        let mut old = state.clone();
+        assert!(apply_one(&mut state, undo.clone()).is_ok());
+        let annotations = |state: &State| match state.get(&key) {
+            Some(Object::Deployment(d)) => {
+                assert_eq!(d.spec.template.spec.containers[0].image.as_str(), "x:1");
+                d.metadata.annotations.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>()
+            }
+            _ => panic!("stored"),
+        };
+        assert_eq!(annotations(&state), ["deployment.kubernetes.io/revision=2", "kubernetes.io/change-cause=then"]);
+        assert!(apply_under(&mut old, 3, undo).is_ok());
+        assert_eq!(annotations(&old), ["deployment.kubernetes.io/revision=2", "kubernetes.io/change-cause=now"]);
     }
 
     /// Owner references are indexed by owner uid: a create, an update that changes them, a

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use orch_core::Command;
+use orch_core::deployment::Deployments;
 use orch_core::gc::Collector;
 use orch_core::reconcile::{Fate, Reconciler};
 use orch_core::replicaset::ReplicaSets;
@@ -18,6 +19,9 @@ pub const SCHEDULER: &str = Scheduler::NAME;
 
 /// The ReplicaSet controller's name.
 pub const REPLICA_SETS: &str = ReplicaSets::NAME;
+
+/// The Deployment controller's name.
+pub const DEPLOYMENTS: &str = Deployments::NAME;
 
 /// The garbage collector's name.
 pub const GARBAGE_COLLECTOR: &str = Collector::NAME;
@@ -49,6 +53,10 @@ impl<R: Reconciler> LeaderLoop for Adapter<R> {
     fn more(&self) -> bool {
         self.0.more()
     }
+
+    fn wake_at_ms(&self) -> Option<i64> {
+        self.0.wake_at_ms()
+    }
 }
 
 /// Makes a fresh reconciler with `make` for each term.
@@ -70,4 +78,9 @@ pub fn replica_sets(settings: orch_core::replicaset::Settings) -> LoopFactory {
 /// Makes a fresh garbage collector ([`orch_core::gc`]) with `settings` for each term.
 pub fn garbage_collector(settings: orch_core::gc::Settings) -> LoopFactory {
     factory(move || Collector::new(settings.clone()))
+}
+
+/// Makes a fresh Deployment controller ([`orch_core::deployment`]) for each term.
+pub fn deployments() -> LoopFactory {
+    factory(Deployments::new)
 }

@@ -3,7 +3,8 @@
 //!
 //! When this node becomes leader, every loop is made afresh and reconciles from the full
 //! current state; after that it reconciles again whenever committed changes arrive, when an
-//! outside input arrives ([`Loops::send`]), and at least every resync interval. When the node
+//! outside input arrives ([`Loops::send`]), when the time it asked to be woken at comes
+//! ([`LeaderLoop::wake_at_ms`]: a deadline of its own), and at least every resync interval. When the node
 //! steps down (or the term changes) the loops are stopped. A loop's output is commands,
 //! proposed through the log: a deposed leader's late proposal fails its preconditions or is
 //! refused, so it cannot corrupt state.
@@ -97,6 +98,11 @@ pub trait LeaderLoop: Send + 'static {
     /// are proposed, without waiting for a change.
     fn more(&self) -> bool {
         false
+    }
+    /// When, by the node's clock (milliseconds since the epoch), the loop wants a round even if
+    /// nothing changed: the framework then runs one with no changed keys.
+    fn wake_at_ms(&self) -> Option<i64> {
+        None
     }
 }
 
@@ -314,11 +320,19 @@ async fn run_one(
             if due {
                 carry.full = true;
             }
+            // A wake-up the loop asked for comes before the resync, or with it.
+            let wake_at = lp.wake_at_ms().map(|at| {
+                let wait = u64::try_from(at.saturating_sub(cp.clock().now_ms())).unwrap_or(0);
+                tokio::time::Instant::now() + Duration::from_millis(wait)
+            });
+            let deadline = wake_at.map_or(resync_at, |w| w.min(resync_at));
             if !waiting && !lp.more() && !due {
                 tokio::select! {
                     biased;
-                    next = tokio::time::timeout_at(resync_at, stream.next()) => match next {
-                        Err(_) => carry.full = true,           // resync
+                    next = tokio::time::timeout_at(deadline, stream.next()) => match next {
+                        // The resync, or the loop's wake-up (an incremental round, nothing
+                        // changed).
+                        Err(_) => carry.full |= deadline == resync_at,
                         Ok(None | Some(Err(_))) => break,      // the stream ended or fell behind: start over
                         // Progress says nothing changed: no round for it.
                         Ok(Some(Ok(WatchItem::Progress { .. }))) => continue,

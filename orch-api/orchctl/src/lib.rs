@@ -238,6 +238,22 @@ pub enum RolloutCmd {
         /// deploy/NAME, or NAME.
         target: String,
     },
+    /// Stop a Deployment's rollouts (it still scales).
+    Pause {
+        /// deploy/NAME, or NAME.
+        target: String,
+    },
+    /// Let a paused Deployment roll out again.
+    Resume {
+        /// deploy/NAME, or NAME.
+        target: String,
+    },
+    /// Replace every pod of a Deployment by a rolling update (kubectl's
+    /// `kubectl.kubernetes.io/restartedAt` template annotation).
+    Restart {
+        /// deploy/NAME, or NAME.
+        target: String,
+    },
     /// Roll a Deployment back.
     Undo {
         /// deploy/NAME, or NAME.
@@ -755,12 +771,16 @@ async fn rollout(client: &Client, action: RolloutCmd, ns: &str, out: &mut dyn Wr
                 .collect();
             write!(out, "{}", render(&["REVISION", "CHANGE-CAUSE"], &rows))?;
             if revisions.is_empty() {
-                writeln!(
-                    out,
-                    "(no revisions yet: ReplicaSets are made by the deployment controller, which runs on the leader once a later release adds it)"
-                )?;
+                writeln!(out, "(no revisions yet: the deployment controller has made no ReplicaSet)")?;
             }
             Ok(())
+        }
+        RolloutCmd::Pause { target } => edit_deployment(client, ns, deployment_name(&target)?, Edit::Pause, out).await,
+        RolloutCmd::Resume { target } => {
+            edit_deployment(client, ns, deployment_name(&target)?, Edit::Resume, out).await
+        }
+        RolloutCmd::Restart { target } => {
+            edit_deployment(client, ns, deployment_name(&target)?, Edit::Restart, out).await
         }
         RolloutCmd::Undo { target, to_revision } => {
             let name = deployment_name(&target)?;
@@ -778,19 +798,32 @@ async fn rollout(client: &Client, action: RolloutCmd, ns: &str, out: &mut dyn Wr
                 let v = d.to_manifest();
                 let get = |p: &str| v.pointer(p).and_then(serde_json::Value::as_i64).unwrap_or(0);
                 let (generation, observed) = (get("/metadata/generation"), get("/status/observedGeneration"));
-                let (want, updated, available) =
-                    (get("/spec/replicas"), get("/status/updatedReplicas"), get("/status/availableReplicas"));
+                let (want, replicas, updated, available) = (
+                    get("/spec/replicas"),
+                    get("/status/replicas"),
+                    get("/status/updatedReplicas"),
+                    get("/status/availableReplicas"),
+                );
+                let timed_out = v.pointer("/status/conditions").and_then(|c| c.as_array()).is_some_and(|c| {
+                    c.iter().any(|c| c["type"] == "Progressing" && c["reason"] == orch_core::deployment::TIMED_OUT)
+                });
+                // kubectl's order of checks.
                 let waiting = if observed < generation {
-                    format!(
-                        "Waiting for deployment spec update to be observed (generation {generation}, observed {observed}; the deployment controller runs on the leader once a later release adds it)..."
-                    )
+                    "Waiting for deployment spec update to be observed...".to_owned()
+                } else if timed_out {
+                    return Err(local(format!("deployment {name:?} exceeded its progress deadline")));
                 } else if updated < want {
                     format!(
                         "Waiting for deployment {name:?} rollout to finish: {updated} out of {want} new replicas have been updated..."
                     )
-                } else if available < want {
+                } else if replicas > updated {
                     format!(
-                        "Waiting for deployment {name:?} rollout to finish: {available} of {want} updated replicas are available..."
+                        "Waiting for deployment {name:?} rollout to finish: {} old replicas are pending termination...",
+                        replicas - updated
+                    )
+                } else if available < updated {
+                    format!(
+                        "Waiting for deployment {name:?} rollout to finish: {available} of {updated} updated replicas are available..."
                     )
                 } else {
                     writeln!(out, "deployment {name:?} successfully rolled out")?;
@@ -838,6 +871,68 @@ async fn rollout(client: &Client, action: RolloutCmd, ns: &str, out: &mut dyn Wr
             }
         }
     }
+}
+
+/// A change `orchctl rollout` makes to a Deployment.
+#[derive(Clone, Copy)]
+enum Edit {
+    Pause,
+    Resume,
+    Restart,
+}
+
+/// The annotation `rollout restart` sets on the pod template, as kubectl.
+const RESTARTED_AT_ANNOTATION: &str = "kubectl.kubernetes.io/restartedAt";
+
+/// Reads the Deployment, changes it and writes it back under its resourceVersion, again on a
+/// conflict (kubectl patches; the effect is the same).
+async fn edit_deployment(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    edit: Edit,
+    out: &mut dyn Write,
+) -> Result<(), CtlError> {
+    let key = ObjectKey::new(Kind::Deployment, ns, name);
+    for _ in 0..8 {
+        let (obj, _) = client.get(&key).await?;
+        let Object::Deployment(d) = &obj else { return Err(local(format!("{key} is not a deployment"))) };
+        let mut d = (**d).clone();
+        let paused = d.spec.paused == Some(true);
+        let done = match edit {
+            Edit::Pause if paused => return Err(local(format!("deployments.apps {name:?} is already paused"))),
+            Edit::Resume if !paused => return Err(local(format!("deployments.apps {name:?} is not paused"))),
+            Edit::Restart if paused => {
+                return Err(local("can't restart paused deployment (run rollout resume first)"));
+            }
+            Edit::Pause => {
+                d.spec.paused = Some(true);
+                "paused"
+            }
+            Edit::Resume => {
+                d.spec.paused = None;
+                "resumed"
+            }
+            Edit::Restart => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX));
+                // Whole seconds, as kubectl writes it.
+                let at = orch_core::Time::from_millis(now - now.rem_euclid(1000));
+                d.spec.template.metadata.annotations.insert(RESTARTED_AT_ANNOTATION, at.to_string());
+                "restarted"
+            }
+        };
+        match client.update(&Object::from(d)).await {
+            Ok(_) => {
+                writeln!(out, "deployment.apps/{name} {done}")?;
+                return Ok(());
+            }
+            Err(ApiError::Conflict(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(local(format!("deployment.apps/{name} kept changing; try again")))
 }
 
 async fn set_unschedulable(client: &Client, node: &str, value: bool, out: &mut dyn Write) -> Result<(), CtlError> {

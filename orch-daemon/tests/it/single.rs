@@ -101,39 +101,45 @@ fn orchctl_applies_gets_scales_and_deletes_on_one_node() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "pod/bound created\n");
     let again = orchctl(&server, &["create", "-f", "-"], Some(bound));
     assert!(String::from_utf8_lossy(&again.stderr).starts_with("Error from server (AlreadyExists)"));
-    let drained = ok(&server, &["drain", "node-a", "--grace-period", "0"]);
-    assert_eq!(drained, "node/node-a cordoned\nevicting pod shop/bound\nnode/node-a drained\n");
-    let none = orchctl(&server, &["get", "pods", "-n", "shop"], None);
-    assert_eq!(String::from_utf8_lossy(&none.stderr), "No resources found in shop namespace.\n");
-    assert_eq!(String::from_utf8_lossy(&none.stdout), "");
-
-    // Rollout history and undo read the Deployment's ReplicaSets (made by hand here: the
-    // deployment controller comes later).
-    let uid = v["metadata"]["uid"].as_str().expect("uid").to_owned();
-    let image = v["spec"]["template"]["spec"]["containers"][0]["image"].as_str().expect("image").to_owned();
-    let rs = |revision: u32, image: &str| {
-        format!(
-            "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata:\n  name: web-r{revision}\n  namespace: shop\n  \
-             annotations: {{deployment.kubernetes.io/revision: '{revision}', kubernetes.io/change-cause: 'image {image}'}}\n  \
-             ownerReferences: [{{apiVersion: apps/v1, kind: Deployment, name: web, uid: '{uid}', controller: true}}]\n\
-             spec:\n  replicas: 0\n  selector: {{matchLabels: {{app: web, pod-template-hash: r{revision}}}}}\n  \
-             template:\n    metadata: {{labels: {{app: web, pod-template-hash: r{revision}}}}}\n    \
-             spec:\n      containers: [{{name: web, image: '{image}'}}]\n"
-        )
+    let fails = |args: &[&str]| {
+        let out = orchctl(&server, args, None);
+        assert!(!out.status.success(), "orchctl {args:?} succeeded: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8_lossy(&out.stderr).into_owned()
     };
-    let sets = format!("{}---\n{}", rs(1, "nginx:1.0"), rs(2, &image));
-    let out = orchctl(&server, &["apply", "-f", "-"], Some(&sets));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let history = ok(&server, &["rollout", "history", "deploy/web", "-n", "shop"]);
-    assert_eq!(
-        history,
-        format!("deployment.apps/web\nREVISION   CHANGE-CAUSE\n1          image nginx:1.0\n2          image {image}\n")
-    );
+    // The drain evicts every pod on the node: `bound`, and the web pods the scheduler put there.
+    let drained = ok(&server, &["drain", "node-a", "--grace-period", "0"]);
+    assert!(drained.starts_with("node/node-a cordoned\n") && drained.ends_with("node/node-a drained\n"), "{drained}");
+    assert!(drained.contains("evicting pod shop/bound\n"), "{drained}");
+    let err = fails(&["get", "pod", "bound", "-n", "shop"]);
+    assert!(err.contains("NotFound"), "{err}");
+    assert_eq!(ok(&server, &["uncordon", "node-a"]), "node/node-a uncordoned\n");
+
+    // orchd's deployment controller made revision 1; a new template makes revision 2 (its
+    // rollout waits: no agent makes the pods Ready); undo brings revision 1's template back as
+    // revision 3.
+    let history = |rows: &str| format!("deployment.apps/web\nREVISION   CHANGE-CAUSE\n{rows}");
+    let revisions = || ok(&server, &["rollout", "history", "deploy/web", "-n", "shop"]);
+    eventually("revision 1", || (revisions() == history("1          <none>\n")).then_some(()));
+    let image = v["spec"]["template"]["spec"]["containers"][0]["image"].as_str().expect("image").to_owned();
+    let next = std::fs::read_to_string(&web).expect("reads").replace(&format!("image: {image}"), "image: busybox:1.37");
+    let applied = orchctl(&server, &["apply", "-f", "-"], Some(&next));
+    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    eventually("revision 2", || (revisions() == history("1          <none>\n2          <none>\n")).then_some(()));
     assert_eq!(ok(&server, &["rollout", "undo", "deploy/web", "-n", "shop"]), "deployment.apps/web rolled back\n");
     let undone: serde_json::Value =
         serde_json::from_str(&ok(&server, &["get", "deploy", "web", "-n", "shop", "-o", "json"])).expect("json");
-    assert_eq!(undone["spec"]["template"]["spec"]["containers"][0]["image"], "nginx:1.0");
+    assert_eq!(undone["spec"]["template"]["spec"]["containers"][0]["image"], image.as_str());
     assert!(undone["spec"]["template"]["metadata"]["labels"].get("pod-template-hash").is_none());
+    eventually("revision 3", || (revisions() == history("2          <none>\n3          <none>\n")).then_some(()));
+    // Pause and resume, as kubectl.
+    assert_eq!(ok(&server, &["rollout", "pause", "deploy/web", "-n", "shop"]), "deployment.apps/web paused\n");
+    let err = fails(&["rollout", "pause", "deploy/web", "-n", "shop"]);
+    assert!(err.contains("deployments.apps \"web\" is already paused"), "{err}");
+    let err = fails(&["rollout", "restart", "deploy/web", "-n", "shop"]);
+    assert!(err.contains("can't restart paused deployment"), "{err}");
+    assert_eq!(ok(&server, &["rollout", "resume", "deploy/web", "-n", "shop"]), "deployment.apps/web resumed\n");
+    assert_eq!(ok(&server, &["rollout", "restart", "deploy/web", "-n", "shop"]), "deployment.apps/web restarted\n");
+    eventually("revision 4", || revisions().contains("\n4          <none>\n").then_some(()));
 
     assert_eq!(ok(&server, &["delete", "deploy", "web", "-n", "shop"]), "deployment.apps/web deleted\n");
     let gone = orchctl(&server, &["get", "deploy", "web", "-n", "shop"], None);
@@ -282,12 +288,21 @@ fn orchctl_creates_all_or_nothing_deletes_every_target_and_fails_as_kubectl_does
     // Every target is deleted before any is waited for: the namespace, listed first, is held by
     // its content until the objects after it in the file (or the garbage collector) delete it.
     let web = format!("{}/web.yaml", examples());
+    // No agent runs here to finish the deletion of a bound pod (the simulated nodes will):
+    // the web pods stay unscheduled (node-a cordoned, node-b's taint not tolerated), so that
+    // deleting them is immediate.
+    ok(&server, &["cordon", "node-a"]);
     ok(&server, &["apply", "-f", &web]);
-    // rollout status prints each state once and gives up at its timeout (no deployment
-    // controller yet: the new generation is never observed).
-    let (out, err) = fails(&["rollout", "status", "deploy/web", "-n", "shop", "--timeout", "2"], None);
-    assert_eq!(out.lines().count(), 1, "{out}");
-    assert!(out.starts_with("Waiting for deployment spec update to be observed"), "{out}");
+    // rollout status follows the rollout as kubectl: here it stops at availability (no agent
+    // makes the pods Ready) and gives up at its timeout.
+    eventually("the new replicas", || {
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(&server, &["get", "deploy", "web", "-n", "shop", "-o", "json"])).expect("json");
+        (v["status"]["updatedReplicas"] == 3 && v["status"]["observedGeneration"] == v["metadata"]["generation"])
+            .then_some(())
+    });
+    let (out, err) = fails(&["rollout", "status", "deploy/web", "-n", "shop", "--timeout", "1"], None);
+    assert_eq!(out, "Waiting for deployment \"web\" rollout to finish: 0 of 3 updated replicas are available...\n");
     assert!(err.contains("timed out waiting for the rollout of deployment \"web\""), "{err}");
     // orchd's garbage collector empties the terminating namespace meanwhile, so the objects
     // after it may be gone before orchctl deletes them (as with kubectl and Kubernetes'
@@ -559,16 +574,20 @@ fn a_saved_snapshot_starts_a_new_three_node_cluster() {
         let out = orchctl(&servers, &["get", "deploy", "web", "-n", "shop", "-o", "json"], None);
         out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     });
-    // The same object: uid and resourceVersion kept.
+    // The same object: uid and creation kept, its revision no older (the restored cluster's
+    // controllers may have written its status since).
     let (b, a): (serde_json::Value, serde_json::Value) =
         (serde_json::from_str(&before).expect("json"), serde_json::from_str(&after).expect("json"));
-    assert_eq!(b["metadata"], a["metadata"]);
+    for field in ["uid", "creationTimestamp", "generation"] {
+        assert_eq!(b["metadata"][field], a["metadata"][field], "{field}");
+    }
+    let rv = |v: &serde_json::Value| v["metadata"]["resourceVersion"].as_str().and_then(|s| s.parse::<u64>().ok());
+    assert!(rv(&a) >= rv(&b), "{a} after {b}");
     // It takes writes, with revisions after the snapshot's.
     let applied = ok(&servers, &["scale", "deploy/web", "-n", "shop", "--replicas", "4"]);
     assert_eq!(applied, "deployment.apps/web scaled\n");
     let scaled: serde_json::Value =
         serde_json::from_str(&ok(&servers, &["get", "deploy", "web", "-n", "shop", "-o", "json"])).expect("json");
-    let rv = |v: &serde_json::Value| v["metadata"]["resourceVersion"].as_str().and_then(|s| s.parse::<u64>().ok());
     assert!(rv(&scaled) > rv(&a), "{scaled}");
     let members = ok(&servers, &["cluster", "members"]);
     assert_eq!(members.lines().count(), 4, "{members}");

@@ -11,7 +11,9 @@
 //! formats 2 and 3 fixtures' logs are read through their frozen entry layout; format 5 appends
 //! the serial that opened each session to snapshots, and the formats 1 to 4 snapshots end with
 //! the table; format 6 is rules version 2, its fixture's entries stamped with it; format 7 is
-//! rules version 3, whose fixture holds a bind refused because the pod does not fit.
+//! rules version 3, whose fixture holds a bind refused because the pod does not fit; format 8
+//! is rules version 4, whose fixture holds an apply that keeps the controller's annotation and
+//! the scaled replicas the manifest leaves out.
 //!
 //! From format 4 on a fixture also holds `sessions.json`, the deduplication table's outcomes
 //! (what a retry of each request would get): replaying the fixture must give them again, so a
@@ -102,8 +104,23 @@ fn proposals() -> Vec<Vec<Command>> {
         p.status.container_statuses =
             vec![orch_core::core_v1::ContainerStatus { name: "nope".into(), ..Default::default() }];
     }
+    // Rules 4 (format 8): the deployment annotated as its controller would, then applied
+    // from a manifest without the annotation or replicas: both stay.
+    let web = parse_manifests(include_str!("../../../examples/web.yaml"))
+        .expect("example parses")
+        .into_iter()
+        .find(|o| o.key().kind == Kind::Deployment)
+        .expect("a deployment");
+    let mut annotated = web.clone();
+    annotated.meta_mut().annotations.insert("deployment.kubernetes.io/revision", "7");
+    let mut unscaled = web;
+    if let Object::Deployment(d) = &mut unscaled {
+        std::sync::Arc::make_mut(d).spec.replicas = None;
+    }
     out.push(vec![
+        Command::Update(annotated),
         Command::Scale { key: ObjectKey::new(Kind::Deployment, "shop", "web"), replicas: 5 },
+        Command::Apply(unscaled),
         Command::RolloutUndo { namespace: "shop".into(), name: "web".into(), to_revision: 0 },
         Command::UpdateStatus(bad_status),
         Command::Delete {

@@ -220,3 +220,54 @@ async fn a_busy_loop_is_still_resynced() {
     loops.stop().await;
     cp.shutdown().await.expect("stops");
 }
+
+/// Asks, in its first round, to be woken 300 ms later; records its rounds.
+struct Alarm {
+    rounds: Arc<Mutex<Vec<(bool, usize, i64)>>>,
+    wake: Option<i64>,
+}
+
+impl LeaderLoop for Alarm {
+    fn name(&self) -> &'static str {
+        "alarm"
+    }
+
+    fn reconcile(&mut self, round: Round<'_>) -> Vec<Command> {
+        let mut rounds = self.rounds.lock().expect("lock");
+        self.wake = rounds.is_empty().then_some(round.now_ms + 300);
+        rounds.push((round.full, round.changed.len(), round.now_ms));
+        Vec::new()
+    }
+
+    fn wake_at_ms(&self) -> Option<i64> {
+        self.wake
+    }
+}
+
+/// A loop's wake-up time gets it an incremental round with nothing changed, no earlier, though
+/// the resync is an hour away; then it waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loop_is_woken_when_it_asked_to_be() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cp = ControlPlane::builder(1, dir.path()).single_node().start().await.expect("starts");
+    let rounds = Arc::new(Mutex::new(Vec::new()));
+    let factory: LoopFactory = {
+        let rounds = Arc::clone(&rounds);
+        Arc::new(move || Box::new(Alarm { rounds: Arc::clone(&rounds), wake: None }) as Box<dyn LeaderLoop>)
+    };
+    let loops = Loops::spawn(cp.clone(), vec![factory], Duration::from_secs(3600), Arc::new(NoEvents));
+    let seen = || rounds.lock().expect("lock").clone();
+    let both = eventually("the woken round", || {
+        let r = seen();
+        (r.len() >= 2).then_some(r)
+    })
+    .await;
+    let (first, woken) = (both[0], both[1]);
+    assert!(first.0, "the first round is full");
+    assert_eq!((woken.0, woken.1), (false, 0), "an incremental round, nothing changed");
+    assert!(woken.2 >= first.2 + 300, "not before the time asked for: {both:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    loops.stop().await;
+    assert_eq!(seen().len(), 2, "no round without a change or a wake-up");
+    cp.shutdown().await.expect("stops");
+}
