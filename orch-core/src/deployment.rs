@@ -57,6 +57,8 @@ pub const DESIRED_REPLICAS_ANNOTATION: &str = "deployment.kubernetes.io/desired-
 pub const MAX_REPLICAS_ANNOTATION: &str = "deployment.kubernetes.io/max-replicas";
 /// The annotation on a set listing the revisions it held before (a rollback renumbers it).
 pub const REVISION_HISTORY_ANNOTATION: &str = "deployment.kubernetes.io/revision-history";
+/// The longest `revision-history` annotation; the oldest entries go first (Kubernetes').
+pub const REVISION_HISTORY_MAX_CHARS: usize = 2000;
 /// kubectl's annotation of the last applied manifest: never copied to a set.
 const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
@@ -119,13 +121,16 @@ pub fn same_template(a: &PodTemplateSpec, b: &PodTemplateSpec) -> bool {
     a.spec == b.spec && meta_without_hash(a) == meta_without_hash(b)
 }
 
-/// The ReplicaSets `d` controls (a controller reference to its uid), by the owner index;
-/// oldest first (creation, then name).
+/// The ReplicaSets of `d`'s namespace that `d` controls (a controller reference to its uid),
+/// by the owner index; oldest first (creation, then name).
 pub fn controlled_sets(state: &State, d: &Deployment) -> Vec<Arc<ReplicaSet>> {
     let Some(uid) = d.metadata.uid else { return Vec::new() };
+    let namespace = d.metadata.namespace_str();
+    // Owner references never cross namespaces (as in Kubernetes): a set elsewhere naming this
+    // uid is not this Deployment's.
     let mut sets: Vec<Arc<ReplicaSet>> = state
         .owned_by(uid)
-        .filter(|k| k.kind == Kind::ReplicaSet)
+        .filter(|k| k.kind == Kind::ReplicaSet && k.namespace == namespace)
         .filter_map(|k| match state.get(k) {
             Some(Object::ReplicaSet(rs)) if rs.metadata.controller_ref().is_some_and(|r| r.uid == uid) => {
                 Some(Arc::clone(rs))
@@ -187,6 +192,12 @@ pub fn rollback_template(state: &State, d: &Deployment, to_revision: i64) -> Res
     let mut template = target.spec.template.clone();
     template.metadata.labels.remove(POD_TEMPLATE_HASH_LABEL);
     Ok(template)
+}
+
+/// The progress deadline in seconds; none when unset or `i32::MAX` (Kubernetes'
+/// `HasProgressDeadline`).
+fn deadline(d: &Deployment) -> Option<i32> {
+    d.spec.progress_deadline_seconds.filter(|s| *s != i32::MAX)
 }
 
 fn replicas(d: &Deployment) -> i32 {
@@ -283,13 +294,17 @@ struct Sync<'a> {
     revision: Option<i64>,
     /// A `Recreate` rollout waits for old pods to go.
     waits_for_pods: bool,
+    /// The sets' wanted pods before this sync changed any (what the status counts).
+    spec_before: i32,
 }
 
 impl<'a> Sync<'a> {
     fn new(state: &'a State, d: &'a Deployment, now_ms: i64) -> Self {
         let sets: Vec<ReplicaSet> = controlled_sets(state, d).iter().map(|rs| (**rs).clone()).collect();
         let new = sets.iter().position(|rs| same_template(&rs.spec.template, &d.spec.template));
+        let spec_before = sets.iter().map(|rs| rs.spec.replicas.unwrap_or(1)).fold(0i32, i32::saturating_add);
         Self {
+            spec_before,
             state,
             d,
             now: Time::from_millis(now_ms),
@@ -328,7 +343,7 @@ impl<'a> Sync<'a> {
     }
 
     fn has_deadline(&self) -> bool {
-        self.d.spec.progress_deadline_seconds.is_some()
+        deadline(self.d).is_some()
     }
 
     /// Sets set `i` to `n` replicas with the Deployment's current sizes in its annotations;
@@ -359,7 +374,7 @@ impl<'a> Sync<'a> {
     /// `getAllReplicaSetsAndSyncRevision`).
     fn sync_revision(&mut self) {
         let Some(i) = self.new else { return };
-        let revision = self.max_old_revision() + 1;
+        let revision = self.max_old_revision().saturating_add(1);
         let d = self.d;
         let rs = &mut self.sets[i];
         let mut changed = false;
@@ -367,10 +382,17 @@ impl<'a> Sync<'a> {
         if old < revision {
             rs.metadata.annotations.insert(REVISION_ANNOTATION, revision.to_string());
             if old > 0 {
-                let history = match rs.metadata.annotations.get(REVISION_HISTORY_ANNOTATION) {
+                let mut history = match rs.metadata.annotations.get(REVISION_HISTORY_ANNOTATION) {
                     Some(h) if !h.is_empty() => format!("{h},{old}"),
                     _ => old.to_string(),
                 };
+                // Kubernetes' cap: the oldest entries go.
+                while history.len() > REVISION_HISTORY_MAX_CHARS {
+                    match history.split_once(',') {
+                        Some((_, rest)) => history = rest.to_owned(),
+                        None => break,
+                    }
+                }
                 rs.metadata.annotations.insert(REVISION_HISTORY_ANNOTATION, history);
             }
             changed = true;
@@ -410,7 +432,7 @@ impl<'a> Sync<'a> {
             self.collision_count = Some(self.collision_count.unwrap_or(0).saturating_add(1));
             return false;
         }
-        let revision = self.max_old_revision() + 1;
+        let revision = self.max_old_revision().saturating_add(1);
         let mut template = d.spec.template.clone();
         template.metadata.labels.insert(POD_TEMPLATE_HASH_LABEL, hash.clone());
         let mut selector = d.spec.selector.clone();
@@ -472,6 +494,7 @@ impl<'a> Sync<'a> {
         }
         if let Some(n) = self.new
             && self.spec_replicas(n) == want
+            && annotation_i32(&self.sets[n], DESIRED_REPLICAS_ANNOTATION) == Some(want)
             && self.sets[n].status.available_replicas.unwrap_or(0) >= want
         {
             // The new set is saturated: the old ones go.
@@ -480,46 +503,63 @@ impl<'a> Sync<'a> {
             }
             return;
         }
-        if !rolling(self.d) {
+        if rolling(self.d) {
+            self.scale_proportionally(&active);
+        }
+        // Stale annotations of sets left as they were are refreshed too, so that the
+        // scaling event ends (for `Recreate` too, which scales nothing here).
+        for i in active {
+            let n = self.spec_replicas(i);
+            self.scale(i, n);
+        }
+    }
+
+    /// What is added to or taken from the active sets goes in proportion to their sizes
+    /// (Kubernetes' `GetReplicaSetProportion`: each set's size times the Deployment's new
+    /// maximum over the maximum it was sized for, rounded), the leftover to the largest.
+    fn scale_proportionally(&mut self, active: &[usize]) {
+        let want = i64::from(replicas(self.d));
+        let with_surge = want + i64::from(max_surge(self.d));
+        let current: i64 = active.iter().map(|i| i64::from(self.spec_replicas(*i))).sum();
+        let to_add = if want > 0 { with_surge } else { 0 } - current;
+        if to_add == 0 {
             return;
         }
-        let current: i32 = active.iter().map(|i| self.spec_replicas(*i)).sum();
-        let allowed = if want > 0 { want.saturating_add(max_surge(self.d)) } else { 0 };
-        let to_add = allowed - current;
         // Larger sets first; newer first when adding, older first when taking away.
-        let mut order = active.clone();
+        let mut order = active.to_vec();
         order.sort_by_key(|i| {
             let created = self.sets[*i].metadata.creation_timestamp.map_or(0, Time::as_millis);
             (std::cmp::Reverse(self.spec_replicas(*i)), if to_add > 0 { -created } else { created }, *i)
         });
-        let mut added = 0i32;
-        let mut sizes: BTreeMap<usize, i32> = BTreeMap::new();
+        let mut added = 0i64;
+        let mut sizes: Vec<(usize, i64)> = Vec::new();
         for i in &order {
-            let size = self.spec_replicas(*i);
-            let share = if current > 0 {
-                i32::try_from(i64::from(to_add) * i64::from(size) / i64::from(current)).unwrap_or(0)
+            let size = i64::from(self.spec_replicas(*i));
+            let fraction = if want == 0 {
+                -size
             } else {
-                0
+                let annotated = annotation_i32(&self.sets[*i], MAX_REPLICAS_ANNOTATION)
+                    .map(i64::from)
+                    .unwrap_or_else(|| i64::from(self.d.status.replicas.unwrap_or(0)));
+                // Rounded half up: (2ab + c) / 2c, all positive.
+                if annotated > 0 { (2 * size * with_surge + annotated) / (2 * annotated) - size } else { 0 }
             };
-            // Never more than what is left to add or take.
-            let share = if to_add > 0 { share.min(to_add - added) } else { share.max(to_add - added) };
+            let left = to_add - added;
+            let share = if size == 0 || left == 0 {
+                0
+            } else if to_add > 0 {
+                fraction.min(left)
+            } else {
+                fraction.max(left)
+            };
             added += share;
-            sizes.insert(*i, (size + share).max(0));
+            sizes.push((*i, size + share));
         }
-        if let Some(first) = order.first() {
-            let leftover = to_add - added;
-            if let Some(size) = sizes.get_mut(first) {
-                *size = (*size + leftover).max(0);
-            }
+        if let Some(first) = sizes.first_mut() {
+            first.1 += to_add - added;
         }
         for (i, size) in sizes {
-            self.scale(i, size);
-        }
-        // Stale annotations of sets left as they were are refreshed too, so that the
-        // scaling event ends.
-        for i in active {
-            let n = self.spec_replicas(i);
-            self.scale(i, n);
+            self.scale(i, i32::try_from(size.clamp(0, i64::from(i32::MAX))).unwrap_or(0));
         }
     }
 
@@ -589,7 +629,7 @@ impl<'a> Sync<'a> {
             scaled |= self.scale(*i, size - down);
             cleaned += down;
         }
-        let available: i32 = (0..self.sets.len()).map(|i| self.available(i)).sum();
+        let available = (0..self.sets.len()).map(|i| self.available(i)).fold(0i32, i32::saturating_add);
         if available > min_available {
             let mut total = available - min_available;
             for i in &old {
@@ -657,30 +697,31 @@ impl<'a> Sync<'a> {
         }
     }
 
-    /// Deletes the old, empty sets beyond `revisionHistoryLimit`, lowest revision first.
+    /// Deletes old sets beyond `revisionHistoryLimit`, lowest revision first, as Kubernetes'
+    /// `cleanupDeployment`: every live old set counts, but only one with no pods, none wanted
+    /// and its spec observed is deleted.
     fn clean_up(&mut self) {
         let limit = usize::try_from(self.d.spec.revision_history_limit.unwrap_or(10)).unwrap_or(0);
-        let mut candidates: Vec<usize> = self
-            .old()
-            .filter(|i| {
-                let rs = &self.sets[*i];
-                !self.edited.contains(i)
-                    && rs.spec.replicas == Some(0)
-                    && rs.status.replicas == 0
-                    && rs.metadata.deletion_timestamp.is_none()
-                    && rs.status.observed_generation >= rs.metadata.generation
-            })
-            .collect();
-        if candidates.len() <= limit {
+        let mut alive: Vec<usize> =
+            self.old().filter(|i| self.sets[*i].metadata.deletion_timestamp.is_none()).collect();
+        if alive.len() <= limit {
             return;
         }
-        candidates.sort_by_key(|i| (self.sets[*i].revision().unwrap_or(0), *i));
-        for i in &candidates[..candidates.len() - limit] {
+        alive.sort_by_key(|i| (self.sets[*i].revision().unwrap_or(0), *i));
+        let excess = alive.len() - limit;
+        for i in &alive[..excess] {
             let rs = &self.sets[*i];
+            if self.edited.contains(i)
+                || rs.spec.replicas != Some(0)
+                || rs.status.replicas != 0
+                || rs.status.observed_generation < rs.metadata.generation
+            {
+                continue;
+            }
             self.deletes.push(Command::Delete {
                 key: ObjectKey::new(Kind::ReplicaSet, rs.metadata.namespace_str(), &rs.metadata.name),
                 grace_period_seconds: None,
-                preconditions: Preconditions { uid: rs.metadata.uid, resource_version: None },
+                preconditions: Preconditions { uid: rs.metadata.uid, resource_version: rs.metadata.resource_version },
             });
         }
     }
@@ -717,7 +758,7 @@ impl<'a> Sync<'a> {
             updated_replicas: Some(self.new.map_or(0, |i| self.sets[i].status.replicas)),
             ready_replicas: Some(self.sum(|rs| rs.status.ready_replicas.unwrap_or(0))),
             available_replicas: Some(available),
-            unavailable_replicas: Some((self.total_spec() - available).max(0)),
+            unavailable_replicas: Some((self.spec_before - available).max(0)),
             conditions: self.conditions.clone(),
             collision_count: self.collision_count,
         }
@@ -728,7 +769,7 @@ impl<'a> Sync<'a> {
     fn rollout_status(&mut self) -> (DeploymentStatus, Option<i64>) {
         let mut status = self.status();
         let d = self.d;
-        let Some(deadline) = d.spec.progress_deadline_seconds else {
+        let Some(deadline) = deadline(d) else {
             status.conditions.retain(|c| c.type_ != PROGRESSING);
             return (status, None);
         };
@@ -753,7 +794,10 @@ impl<'a> Sync<'a> {
                     self.now,
                 );
             } else if progressing(&d.status, &status) {
-                let message = format!("ReplicaSet {} is progressing.", new_name.clone().unwrap_or_default());
+                let message = match &new_name {
+                    Some(name) => format!("ReplicaSet {name} is progressing."),
+                    None => format!("Deployment {} is progressing.", crate::validation::q(&d.metadata.name)),
+                };
                 // Progress moves the update time even with the same reason.
                 let transition = current
                     .as_ref()
@@ -770,7 +814,10 @@ impl<'a> Sync<'a> {
                     message: Some(message.into()),
                 });
             } else if timed_out(&status.conditions, deadline, self.now) {
-                let message = format!("ReplicaSet {} has timed out progressing.", new_name.unwrap_or_default());
+                let message = match &new_name {
+                    Some(name) => format!("ReplicaSet {name} has timed out progressing."),
+                    None => format!("Deployment {} has timed out progressing.", crate::validation::q(&d.metadata.name)),
+                };
                 set_condition(
                     &mut status.conditions,
                     PROGRESSING,
@@ -815,7 +862,7 @@ impl<'a> Sync<'a> {
     }
 
     /// Runs the sync; its commands, and when to look again.
-    fn run(mut self) -> (Vec<Command>, Option<i64>, bool) {
+    fn run(mut self) -> (Vec<Command>, Option<i64>, Option<BTreeSet<Uid>>) {
         let d = self.d;
         let (status, wake) = if d.metadata.deletion_timestamp.is_some() {
             (self.status(), None)
@@ -871,7 +918,8 @@ impl<'a> Sync<'a> {
             }
             None => {}
         }
-        (commands, wake, self.waits_for_pods)
+        let waits = self.waits_for_pods.then(|| self.old().filter_map(|i| self.sets[i].metadata.uid).collect());
+        (commands, wake, waits)
     }
 }
 
@@ -928,8 +976,8 @@ pub struct Deployments {
     deployment_of: BTreeMap<Uid, ObjectKey>,
     /// The Deployment that controls each set seen, by set key.
     owner_of: BTreeMap<ObjectKey, Uid>,
-    /// `Recreate` Deployments waiting for their old pods to go.
-    waiting: BTreeSet<Uid>,
+    /// `Recreate` Deployments waiting for their old pods to go, with their old sets' uids.
+    waiting: BTreeMap<Uid, BTreeSet<Uid>>,
     /// When to look at a Deployment again (its progress deadline), by uid.
     timers: BTreeMap<Uid, i64>,
 }
@@ -987,7 +1035,8 @@ impl Reconciler for Deployments {
                 }
             }
         } else {
-            let mut pods_changed = false;
+            let mut pod_gone = false;
+            let mut owners = BTreeSet::new();
             for key in changed {
                 match key.kind {
                     Kind::Deployment => match state.get(key).and_then(|o| o.meta().uid) {
@@ -998,17 +1047,24 @@ impl Reconciler for Deployments {
                         None => self.deployment_of.retain(|_, k| k != key),
                     },
                     Kind::ReplicaSet => self.observe_set(state, key, &mut sync),
-                    Kind::Pod => pods_changed = true,
+                    Kind::Pod => match state.get(key) {
+                        Some(Object::Pod(p)) => owners.extend(p.metadata.controller_ref().map(|r| r.uid)),
+                        _ => pod_gone = true,
+                    },
                     _ => {}
                 }
             }
-            if pods_changed {
-                sync.extend(self.waiting.iter().copied());
+            // A waiting Deployment is looked at again when a pod of one of its old sets
+            // changed, or any pod went (a pod gone no longer names its set).
+            for (uid, sets) in &self.waiting {
+                if pod_gone || !sets.is_disjoint(&owners) {
+                    sync.insert(*uid);
+                }
             }
             sync.extend(self.timers.iter().filter(|(_, at)| **at <= now_ms).map(|(uid, _)| *uid));
         }
         self.deployment_of.retain(|_, key| state.get(key).is_some());
-        self.waiting.retain(|uid| self.deployment_of.contains_key(uid));
+        self.waiting.retain(|uid, _| self.deployment_of.contains_key(uid));
         self.timers.retain(|uid, _| self.deployment_of.contains_key(uid));
         let mut commands = Vec::new();
         for uid in sync {
@@ -1021,8 +1077,8 @@ impl Reconciler for Deployments {
             }
             let (mut more, wake, waits) = Sync::new(state, d, now_ms).run();
             commands.append(&mut more);
-            if waits {
-                self.waiting.insert(uid);
+            if let Some(sets) = waits {
+                self.waiting.insert(uid, sets);
             }
             if let Some(at) = wake {
                 self.timers.insert(uid, at.max(now_ms.saturating_add(1)));

@@ -64,6 +64,7 @@ pub mod scheduler;
 pub mod scheduling;
 pub mod selector;
 pub mod sessions;
+pub mod simnodes;
 pub mod snapshot;
 pub mod state;
 pub mod strmap;

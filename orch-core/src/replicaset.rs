@@ -346,18 +346,20 @@ impl Reconciler for ReplicaSets {
         let due: Vec<Uid> = self.timers.iter().filter(|(_, at)| **at <= now_ms).map(|(uid, _)| *uid).collect();
         sync.extend(due);
         self.expected.retain(|_, e| (e.creates > 0 || !e.deletes.is_empty()) && e.until_ms > now_ms);
-        self.set_of.retain(|_, key| state.get(key).is_some());
+        self.set_of.retain(|uid, key| state.get(key).is_some_and(|o| o.meta().uid == Some(*uid)));
         self.timers.retain(|uid, _| self.set_of.contains_key(uid));
         let mut commands = Vec::new();
         let until_ms = now_ms.saturating_add(self.settings.expectation_timeout_ms);
         for uid in sync {
+            // A timer due is spent whether or not the set is still there (a set recreated
+            // under its name is another uid): a timer left due would wake the loop at once.
+            self.timers.remove(&uid);
             let Some(key) = self.set_of.get(&uid) else { continue };
             let Some(Object::ReplicaSet(rs)) = state.get(key) else { continue };
             if rs.metadata.uid != Some(uid) {
                 continue;
             }
             let first = commands.len();
-            self.timers.remove(&uid);
             if let Some(at) = self.sync(state, rs, now_ms, &mut commands) {
                 self.timers.insert(uid, at.max(now_ms.saturating_add(1)));
             }

@@ -48,13 +48,13 @@
 ///   count against what the pods bound to it take), so that a scheduler's decision made on a
 ///   stale view is refused (a conflict naming the reasons) instead of over-committing the
 ///   node. Under 1 and 2 it checked only that the node exists and is not being deleted.
-/// - 4 (format 8): an `Apply` over a live object keeps the deployment controller's annotations
+/// - 4 (format 8): an `Apply` over a live Deployment or ReplicaSet keeps the deployment controller's annotations
 ///   (`deployment.kubernetes.io/...`) the manifest does not name, and a Deployment's or
 ///   ReplicaSet's replicas when the manifest leaves them out (so re-applying a manifest
 ///   neither wipes the rollout revision nor undoes a scale); `RolloutUndo` restores the
 ///   revision's annotations with its template, as kubectl's undo (but the controller's own
-///   and kubectl's last-applied annotation). Under 1 to 3 an apply replaced the whole object
-///   and an undo changed the template only.
+///   and kubectl's last-applied annotation), and is refused for a paused Deployment. Under 1
+///   to 3 an apply replaced the whole object and an undo changed the template only.
 pub const RULES_VERSION: u16 = 4;
 /// The oldest rules version this build applies.
 pub const RULES_VERSION_MIN: u16 = 1;

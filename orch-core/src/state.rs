@@ -645,6 +645,13 @@ impl State {
         crate::command::check_rollout_undo(to_revision)?;
         let key = ObjectKey::new(Kind::Deployment, namespace, name);
         let Object::Deployment(d) = self.lookup(&key)? else { unreachable!("a deployment key holds a deployment") };
+        if txn.rules >= 4 && d.spec.paused == Some(true) {
+            // As kubectl.
+            return Err(ApplyError::BadRequest {
+                reason: "you cannot rollback a paused deployment; resume it first with 'orchctl rollout resume                          deployment/NAME' and try again"
+                    .replace("NAME", name),
+            });
+        }
         // The deployment controller's choice of template: the same code decides it everywhere.
         let template = crate::deployment::rollback_template(self, &d, to_revision)
             .map_err(|reason| ApplyError::BadRequest { reason })?;
@@ -810,11 +817,14 @@ impl State {
     }
 }
 
-/// Rules 4: what an `Apply` over a live object keeps of it that the submitted one does not
-/// name: the deployment controller's annotations (`deployment.kubernetes.io/...`) and, when the
+/// Rules 4: what an `Apply` over a live Deployment or ReplicaSet keeps of it that the
+/// submitted one does not name: the deployment controller's annotations (`deployment.kubernetes.io/...`) and, when the
 /// manifest leaves `spec.replicas` out, a Deployment's or ReplicaSet's replicas (as scaled). A
 /// stop-gap until apply merges against the last applied configuration.
 fn keep_controller_fields(obj: &mut Object, live: &Object, omits_replicas: bool) {
+    if !matches!(obj, Object::Deployment(_) | Object::ReplicaSet(_)) {
+        return;
+    }
     let annotations: Vec<(Text, Text)> = live
         .meta()
         .annotations

@@ -114,6 +114,8 @@ pub struct FileConfig {
     pub keepalive_interval_ms: Option<u64>,
     /// How long a ping may go unanswered before the connection (and its watches) is dropped.
     pub keepalive_timeout_ms: Option<u64>,
+    /// How many simulated nodes the leader runs (a stand-in for node agents).
+    pub simulated_nodes: Option<usize>,
 }
 
 impl FileConfig {
@@ -150,6 +152,7 @@ impl FileConfig {
             watch_progress_ms: other.watch_progress_ms.or(self.watch_progress_ms),
             keepalive_interval_ms: other.keepalive_interval_ms.or(self.keepalive_interval_ms),
             keepalive_timeout_ms: other.keepalive_timeout_ms.or(self.keepalive_timeout_ms),
+            simulated_nodes: other.simulated_nodes.or(self.simulated_nodes),
         }
     }
 }
@@ -197,6 +200,8 @@ pub struct Config {
     /// How often the API server pings a connection, and how long it waits for the answer
     /// before dropping it: a client that vanished does not hold its watches forever.
     pub keepalive: (Duration, Duration),
+    /// How many simulated nodes the leader runs (0: none).
+    pub simulated_nodes: usize,
 }
 
 impl Default for Config {
@@ -278,6 +283,13 @@ impl Config {
             Some(v) if v < min => Err(ConfigError(format!("{name}: Invalid value: {v}: must be >= {min}"))),
             v => Ok(Duration::from_millis(v.unwrap_or(default))),
         };
+        let simulated_nodes = f.simulated_nodes.unwrap_or(0);
+        if simulated_nodes > orch_core::simnodes::SIMULATED_NODES_MAX {
+            return Err(ConfigError(format!(
+                "simulated-nodes: Invalid value: {simulated_nodes}: must be at most {}",
+                orch_core::simnodes::SIMULATED_NODES_MAX
+            )));
+        }
         let watch_progress = positive("watch-progress-ms", f.watch_progress_ms, DEFAULT_WATCH_PROGRESS_MS, 10)?;
         let keepalive = (
             positive("keepalive-interval-ms", f.keepalive_interval_ms, DEFAULT_KEEPALIVE_MS, 10)?,
@@ -298,6 +310,7 @@ impl Config {
             restore: f.restore,
             watch_progress,
             keepalive,
+            simulated_nodes,
         })
     }
 
@@ -347,6 +360,11 @@ mod tests {
         let c = Config::resolve(file.overridden_by(flags)).expect("valid");
         assert_eq!((c.id, c.data_dir, c.log_level.as_str()), (3, PathBuf::from("/tmp/x"), "debug"));
         assert!(toml::from_str::<FileConfig>("colour = 1\n").is_err(), "unknown settings are refused");
+        let sims: FileConfig = toml::from_str("simulated-nodes = 3\n").expect("valid");
+        assert_eq!(Config::resolve(sims).expect("valid").simulated_nodes, 3);
+        let too_many = FileConfig { simulated_nodes: Some(10_001), ..FileConfig::default() };
+        let err = Config::resolve(too_many).expect_err("too many").to_string();
+        assert_eq!(err, "simulated-nodes: Invalid value: 10001: must be at most 10000");
         let both =
             FileConfig { initial_members: Some("1=a:1/b:2".into()), join: Some("c:3".into()), ..FileConfig::default() };
         assert!(Config::resolve(both).expect_err("both").to_string().starts_with("join: Forbidden"));

@@ -28,6 +28,17 @@ pub fn standard_loops() -> Vec<LoopFactory> {
     ]
 }
 
+/// The loops `config` asks for: [`standard_loops`], and simulated nodes when it names some.
+pub fn loops_for(config: &Config) -> Vec<LoopFactory> {
+    let mut loops = standard_loops();
+    if config.simulated_nodes > 0 {
+        loops.push(orch_raft::controllers::simulated_nodes(orch_core::simnodes::Settings::named(
+            config.simulated_nodes,
+        )));
+    }
+    loops
+}
+
 /// How often the leader-only loops reconcile at the least.
 pub const LOOP_RESYNC: Duration = Duration::from_secs(10);
 

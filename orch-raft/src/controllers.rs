@@ -80,6 +80,11 @@ pub fn garbage_collector(settings: orch_core::gc::Settings) -> LoopFactory {
     factory(move || Collector::new(settings.clone()))
 }
 
+/// Makes fresh simulated nodes ([`orch_core::simnodes`]) with `settings` for each term.
+pub fn simulated_nodes(settings: orch_core::simnodes::Settings) -> LoopFactory {
+    factory(move || orch_core::simnodes::SimulatedNodes::new(settings.clone()))
+}
+
 /// Makes a fresh Deployment controller ([`orch_core::deployment`]) for each term.
 pub fn deployments() -> LoopFactory {
     factory(Deployments::new)

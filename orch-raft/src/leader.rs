@@ -321,8 +321,10 @@ async fn run_one(
                 carry.full = true;
             }
             // A wake-up the loop asked for comes before the resync, or with it.
+            // At least a millisecond: a loop that keeps asking for a time already past gets a
+            // round per millisecond, never a spin.
             let wake_at = lp.wake_at_ms().map(|at| {
-                let wait = u64::try_from(at.saturating_sub(cp.clock().now_ms())).unwrap_or(0);
+                let wait = u64::try_from(at.saturating_sub(cp.clock().now_ms())).unwrap_or(0).max(1);
                 tokio::time::Instant::now() + Duration::from_millis(wait)
             });
             let deadline = wake_at.map_or(resync_at, |w| w.min(resync_at));

@@ -30,6 +30,9 @@ struct Cluster {
     ready: bool,
     /// The kubelet finishes deletions.
     finish: bool,
+    /// Checked after every entry: at most this many active pods, at least this many
+    /// available (Ready for `minReadySeconds`) ones.
+    bounds: Option<(usize, usize, i32)>,
 }
 
 impl Cluster {
@@ -42,6 +45,7 @@ impl Cluster {
             for_deployments: (Vec::new(), Vec::new()),
             ready: true,
             finish: true,
+            bounds: None,
         };
         c.apply(parse(yaml).into_iter().map(Command::Create).collect());
         c
@@ -52,6 +56,12 @@ impl Cluster {
         let (fates, changed) = self.w.run(commands);
         self.for_sets.0.extend(changed.iter().cloned());
         self.for_deployments.0.extend(changed);
+        if let Some((most, fewest, min_ready)) = self.bounds {
+            let active = self.active_pods();
+            let available = active.iter().filter(|p| replicaset::available(p, min_ready, self.w.now_ms)).count();
+            assert!(active.len() <= most, "{} pods, at most {most} allowed", active.len());
+            assert!(available >= fewest, "{available} pods available, at least {fewest} wanted");
+        }
         fates
     }
 
@@ -104,13 +114,18 @@ impl Cluster {
         commands
     }
 
-    /// Steps until nothing moves, checking `each` after every step.
+    /// Steps until nothing moves and no controller waits for a time of its own (the clock
+    /// is moved to it), checking `each` after every step.
     fn settle(&mut self, mut each: impl FnMut(&Self)) {
-        for _ in 0..200 {
+        for _ in 0..400 {
             let busy = self.step();
             each(self);
             if !busy {
-                return;
+                match self.sets.wake_at_ms().into_iter().chain(self.deployments.wake_at_ms()).min() {
+                    // A progress deadline far off is not waited for.
+                    Some(at) if at <= self.w.now_ms + 60_000 => self.w.now_ms = self.w.now_ms.max(at),
+                    _ => return,
+                }
             }
         }
         panic!("did not settle");
@@ -199,6 +214,7 @@ fn a_rolling_update_stays_within_max_surge_and_max_unavailable() {
         let mut c = Cluster::new(&deployment(5, &strategy));
         c.settle(|_| {});
         assert_eq!(c.images(), BTreeMap::from([("nginx:1".to_owned(), 5)]));
+        c.bounds = Some((5 + surge as usize, 5 - unavailable as usize, 0));
         c.edit(|d| d.spec.template.spec.containers[0].image = "nginx:2".into());
         let mut most = 0;
         let mut fewest = usize::MAX;
@@ -292,7 +308,8 @@ fn old_sets_beyond_the_history_limit_are_deleted() {
 #[test]
 fn a_stalled_rollout_exceeds_its_progress_deadline() {
     let mut c = Cluster::new(&deployment(2, "{type: RollingUpdate}"));
-    c.edit(|d| d.spec.progress_deadline_seconds = Some(30));
+    // Beyond what `settle` waits for: the test moves the clock itself.
+    c.edit(|d| d.spec.progress_deadline_seconds = Some(120));
     c.ready = false;
     c.settle(|_| {});
     let d = c.deployment();
@@ -301,7 +318,7 @@ fn a_stalled_rollout_exceeds_its_progress_deadline() {
     assert_ne!(reason, NEW_RS_AVAILABLE);
     let updated = condition(&d.status.conditions, PROGRESSING).and_then(|c| c.last_update_time).expect("updated");
     let wake = c.deployments.wake_at_ms().expect("a timer for the deadline");
-    assert_eq!(wake, updated.as_millis() + 30_000 + 1);
+    assert_eq!(wake, updated.as_millis() + 120_000 + 1);
     // Not yet due: nothing to do.
     assert!(c.deployments.reconcile(&c.w.state, wake - 1, false, &[], &[]).is_empty());
     let commands = c.deployments.reconcile(&c.w.state, wake, false, &[], &[]);
@@ -407,13 +424,17 @@ fn a_round_repeated_on_a_stale_state_changes_nothing_twice() {
     assert_eq!(c.sets().len(), 2);
 }
 
+const GOLDEN_HASH: &str = "785ff75df5";
+
 /// The hash is a function of the template and the collision count only.
 #[test]
 fn the_template_hash_is_stable() {
     let d = parse(&deployment(1, "{type: Recreate}"));
     let Object::Deployment(d) = &d[0] else { panic!("a deployment") };
     let hash = template_hash(&d.spec.template, None);
-    assert_eq!(hash, template_hash(&d.spec.template, None));
+    // Pinned: the hash names the sets already stored, so a change of the template's JSON form
+    // (a field renamed or reordered) must be deliberate.
+    assert_eq!(hash, GOLDEN_HASH);
     assert_ne!(hash, template_hash(&d.spec.template, Some(1)));
     let mut other = d.spec.template.clone();
     other.metadata.labels.insert("tier", "front");
@@ -422,4 +443,75 @@ fn the_template_hash_is_stable() {
     with_hash.metadata.labels.insert(POD_TEMPLATE_HASH_LABEL, hash.clone());
     assert!(same_template(&with_hash, &d.spec.template));
     assert!(!same_template(&other, &d.spec.template));
+}
+
+/// With `minReadySeconds`, a new pod counts only once Ready that long: old pods go no faster
+/// (maxUnavailable 0 keeps every replica available throughout, counting availability so).
+#[test]
+fn a_rolling_update_waits_min_ready_seconds_for_each_new_pod() {
+    let strategy = "{type: RollingUpdate, rollingUpdate: {maxSurge: 1, maxUnavailable: 0}}";
+    let mut c = Cluster::new(&deployment(3, strategy));
+    c.edit(|d| d.spec.min_ready_seconds = Some(10));
+    c.settle(|_| {});
+    assert_eq!(c.deployment().status.available_replicas, Some(3));
+    c.bounds = Some((4, 3, 10));
+    let started = c.w.now_ms;
+    c.edit(|d| d.spec.template.spec.containers[0].image = "nginx:2".into());
+    c.settle(|_| {});
+    assert_eq!(c.images(), BTreeMap::from([("nginx:2".to_owned(), 3)]));
+    assert!(c.w.now_ms - started >= 30_000, "three new pods, one at a time, 10 s each");
+    assert_eq!(progressing(&c.deployment()), (ConditionStatus::True, NEW_RS_AVAILABLE.to_owned()));
+}
+
+/// Scaled down in the middle of a rollout, the sets shrink in proportion; scaled to zero,
+/// every set goes to zero.
+#[test]
+fn scaling_down_during_a_rollout_is_proportional_and_zero_empties_every_set() {
+    let strategy = "{type: RollingUpdate, rollingUpdate: {maxSurge: 3, maxUnavailable: 0}}";
+    let mut c = Cluster::new(&deployment(10, strategy));
+    c.settle(|_| {});
+    c.ready = false;
+    c.edit(|d| d.spec.template.spec.containers[0].image = "nginx:2".into());
+    c.settle(|_| {});
+    let key = ObjectKey::new(Kind::Deployment, "default", "web");
+    c.apply(vec![Command::Scale { key: key.clone(), replicas: 5 }]);
+    c.step();
+    // 5 + 2 (25% surge of 5, rounded up... here maxSurge 3) = 8 allowed of 13: take 5.
+    let sizes: Vec<i32> = c.sets().iter().map(|rs| rs.spec.replicas.unwrap_or(0)).collect();
+    assert_eq!(sizes.iter().sum::<i32>(), 8, "{sizes:?}");
+    assert_eq!(sizes, vec![6, 2], "round(10 * 8 / 13) = 6, round(3 * 8 / 13) = 2");
+    c.apply(vec![Command::Scale { key, replicas: 0 }]);
+    c.settle(|_| {});
+    let sizes: Vec<i32> = c.sets().iter().map(|rs| rs.spec.replicas.unwrap_or(0)).collect();
+    assert_eq!(sizes, vec![0, 0]);
+    assert!(c.active_pods().is_empty());
+}
+
+/// What a client may write does not break the controller: a set claiming the largest
+/// revision, and a set in another namespace naming the Deployment as its controller (owner
+/// references never cross namespaces: it is not the Deployment's).
+#[test]
+fn hostile_sets_neither_break_nor_join_a_deployment() {
+    let mut c = Cluster::new(&deployment(1, "{type: RollingUpdate}"));
+    c.settle(|_| {});
+    let uid = c.deployment().metadata.uid.expect("uid");
+    let set = |namespace: &str, name: &str, revision: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata:\n  name: {name}\n  namespace: {namespace}\n  \
+             annotations: {{deployment.kubernetes.io/revision: '{revision}'}}\n  \
+             ownerReferences: [{{apiVersion: apps/v1, kind: Deployment, name: web, uid: '{uid}', controller: true}}]\n\
+             spec:\n  replicas: 0\n  selector: {{matchLabels: {{app: odd}}}}\n  template:\n    \
+             metadata: {{labels: {{app: odd}}}}\n    spec: {{containers: [{{name: c, image: busybox}}]}}\n"
+        )
+    };
+    let other = "apiVersion: v1\nkind: Namespace\nmetadata: {name: other}\n";
+    let yaml = format!("{other}---\n{}---\n{}", set("default", "max", &i64::MAX.to_string()), set("other", "far", "5"));
+    let fates = c.apply(parse(&yaml).into_iter().map(Command::Create).collect());
+    assert!(fates.iter().all(|(_, f)| matches!(f, Fate::Applied(Ok(_)))), "{fates:?}");
+    c.edit(|d| d.spec.template.spec.containers[0].image = "nginx:2".into());
+    c.settle(|_| {});
+    assert_eq!(c.images(), BTreeMap::from([("nginx:2".to_owned(), 1)]));
+    let names: Vec<String> = c.sets().iter().map(|rs| rs.metadata.name.to_string()).collect();
+    assert!(!names.contains(&"far".to_owned()), "{names:?}");
+    assert!(names.contains(&"max".to_owned()), "{names:?}");
 }

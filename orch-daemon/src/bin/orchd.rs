@@ -73,6 +73,11 @@ struct Args {
     /// in milliseconds [default: 10000].
     #[arg(long)]
     keepalive_timeout_ms: Option<u64>,
+    /// Run this many simulated nodes (`sim-1`, ...) on the leader: they register, and make
+    /// the pods bound to them Running and Ready and finish their deletions, but run nothing
+    /// (a stand-in for node agents, for trying orch out and for tests) [default: 0].
+    #[arg(long)]
+    simulated_nodes: Option<usize>,
 }
 
 impl Args {
@@ -95,6 +100,7 @@ impl Args {
             watch_progress_ms: self.watch_progress_ms,
             keepalive_interval_ms: self.keepalive_interval_ms,
             keepalive_timeout_ms: self.keepalive_timeout_ms,
+            simulated_nodes: self.simulated_nodes,
         };
         (self.config, flags)
     }
@@ -139,7 +145,7 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let mut orchd =
-        Orchd::start(config.clone(), orch_daemon::server::standard_loops()).await.context("orchd could not start")?;
+        Orchd::start(config.clone(), orch_daemon::server::loops_for(&config)).await.context("orchd could not start")?;
     eprintln!(
         "orchd {} ready: node {}, API {}, metrics http://{}/metrics, data {}",
         env!("CARGO_PKG_VERSION"),

@@ -592,3 +592,48 @@ fn a_saved_snapshot_starts_a_new_three_node_cluster() {
     let members = ok(&servers, &["cluster", "members"]);
     assert_eq!(members.lines().count(), 4, "{members}");
 }
+
+/// With simulated nodes (`--simulated-nodes`), a Deployment rolls out to completion through
+/// orchd's scheduler, ReplicaSet and Deployment controllers: `rollout status` follows it to
+/// "successfully rolled out", a new template replaces every pod, and deleting the namespace
+/// finishes (the simulated nodes confirm each pod stopped).
+#[test]
+fn a_deployment_rolls_out_on_simulated_nodes() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let mut d = Daemon::new(root.path(), NET + 6, 1, &["--simulated-nodes".to_owned(), "2".to_owned()]);
+    d.start();
+    ready(&d);
+    let server = d.api();
+    eventually("the simulated nodes", || {
+        let nodes = ok(&server, &["get", "nodes", "-o", "name"]);
+        (nodes == "node/sim-1\nnode/sim-2\n").then_some(())
+    });
+    let web = format!("{}/web.yaml", examples());
+    ok(&server, &["apply", "-f", &web]);
+    let status = ok(&server, &["rollout", "status", "deploy/web", "-n", "shop", "--timeout", "60"]);
+    assert!(status.ends_with("deployment \"web\" successfully rolled out\n"), "{status}");
+    let table = ok(&server, &["get", "deploy", "web", "-n", "shop"]);
+    assert!(table.contains("web    3/3     3            3"), "{table}");
+    // A new template: every pod replaced, revision 2.
+    let next =
+        std::fs::read_to_string(&web).expect("reads").replace("image: python:3.12-slim", "image: python:3.13-slim");
+    assert_ne!(next, std::fs::read_to_string(&web).expect("reads"), "the example names python:3.12-slim");
+    let applied = orchctl(&server, &["apply", "-f", "-"], Some(&next));
+    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    let status = ok(&server, &["rollout", "status", "deploy/web", "-n", "shop", "--timeout", "60"]);
+    assert!(status.ends_with("deployment \"web\" successfully rolled out\n"), "{status}");
+    let pods: serde_json::Value =
+        serde_json::from_str(&ok(&server, &["get", "pods", "-n", "shop", "-o", "json"])).expect("json");
+    let images: Vec<&str> = pods["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|p| p["metadata"].get("deletionTimestamp").is_none())
+        .map(|p| p["spec"]["containers"][0]["image"].as_str().expect("image"))
+        .collect();
+    assert_eq!(images, vec!["python:3.13-slim"; 3]);
+    let history = ok(&server, &["rollout", "history", "deploy/web", "-n", "shop"]);
+    assert!(history.ends_with("1          <none>\n2          <none>\n"), "{history}");
+    let deleted = ok(&server, &["delete", "-f", &web, "--timeout", "60", "--ignore-not-found"]);
+    assert!(deleted.contains("namespace/shop deleted\n"), "{deleted}");
+}

@@ -1,0 +1,292 @@
+//! Simulated nodes: a stand-in for node agents until orch-node lands, as a pure reconciler
+//! (stepped like the controllers, so orchd, the tests, the benchmarks and orch-sim run the
+//! same code). It registers its nodes (Ready, with the capacity of its settings), and for
+//! each pod bound to one of them: a pod not yet Running and Ready becomes so after a delay
+//! drawn from the pod's uid and the seed; a pod being deleted is deleted for good (the
+//! grace-0 delete a real agent sends once the pod stopped) after another such delay. Each
+//! step is written from the pod as the state has it when it is due, under its uid (a status
+//! write also under its resourceVersion). Nothing runs: no process, no address. Node
+//! heartbeats come with node liveness.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::command::{Command, Preconditions};
+use crate::core_v1::{ContainerState, ContainerStateRunning, ContainerStatus, Pod, PodCondition, PodPhase};
+use crate::meta::ConditionStatus;
+use crate::object::{Kind, Object, ObjectKey};
+use crate::reconcile::{Fate, Reconciler};
+use crate::state::State;
+use crate::time::Time;
+
+/// The label that marks a simulated node.
+pub const SIMULATED_LABEL: &str = "orch.dev/simulated";
+
+/// The most simulated nodes one loop serves.
+pub const SIMULATED_NODES_MAX: usize = 10_000;
+
+/// What the simulated nodes are and how fast they act.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// The nodes' names.
+    pub names: Vec<String>,
+    /// Each node's capacity: cores, memory and pods, as quantities (`8`, `32Gi`, `110`).
+    pub cpu: String,
+    /// See `cpu`.
+    pub memory: String,
+    /// See `cpu`.
+    pub pods: String,
+    /// The seed of the delays.
+    pub seed: u64,
+    /// The range of the delay before a bound pod is Running and Ready, in ms.
+    pub start_ms: (i64, i64),
+    /// The range of the delay before a deleted pod is gone, in ms.
+    pub stop_ms: (i64, i64),
+}
+
+impl Settings {
+    /// `count` nodes named `sim-1`, `sim-2`, ... (at most [`SIMULATED_NODES_MAX`]), each of
+    /// 8 cores, 32 GiB and 110 pods; pods start within 0.2-1 s and stop within 0.1-0.5 s.
+    pub fn named(count: usize) -> Self {
+        Self {
+            names: (1..=count.min(SIMULATED_NODES_MAX)).map(|i| format!("sim-{i}")).collect(),
+            cpu: "8".into(),
+            memory: "32Gi".into(),
+            pods: "110".into(),
+            seed: 1,
+            start_ms: (200, 1_000),
+            stop_ms: (100, 500),
+        }
+    }
+}
+
+/// The simulated nodes of one term.
+#[derive(Debug)]
+pub struct SimulatedNodes {
+    settings: Settings,
+    nodes: BTreeSet<String>,
+    /// When each planned pod is looked at next.
+    planned: BTreeMap<ObjectKey, i64>,
+}
+
+/// SplitMix64: a well-mixed 64-bit value from `x`.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// Whether `pod` is Running with `Ready=True`.
+fn running_and_ready(pod: &Pod) -> bool {
+    pod.status.phase == Some(PodPhase::Running)
+        && pod.status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == ConditionStatus::True)
+}
+
+impl SimulatedNodes {
+    /// Nodes as `settings` say.
+    pub fn new(settings: Settings) -> Self {
+        let nodes = settings.names.iter().cloned().collect();
+        Self { settings, nodes, planned: BTreeMap::new() }
+    }
+
+    /// A delay in `range` for `pod`, from its uid and the seed.
+    fn delay(&self, pod: &Pod, range: (i64, i64), salt: u64) -> i64 {
+        let uid = pod.metadata.uid.map_or(0, |u| u.as_u128());
+        let (high, low) =
+            (u64::try_from(uid >> 64).unwrap_or(0), u64::try_from(uid & u128::from(u64::MAX)).unwrap_or(0));
+        let x = mix(self.settings.seed ^ mix(low ^ mix(high ^ salt)));
+        let (low, high) = (range.0.max(0), range.1.max(range.0.max(0)));
+        let span = u64::try_from(high - low).unwrap_or(0).saturating_add(1);
+        low + i64::try_from(x % span).unwrap_or(0)
+    }
+
+    /// Plans what to do with the pod at `key`, as the state has it.
+    fn plan(&mut self, state: &State, key: &ObjectKey, now_ms: i64) {
+        let Some(Object::Pod(pod)) = state.get(key) else {
+            self.planned.remove(key);
+            return;
+        };
+        if !pod.spec.node_name.as_deref().is_some_and(|n| self.nodes.contains(n)) {
+            self.planned.remove(key);
+            return;
+        }
+        let at = if pod.metadata.deletion_timestamp.is_some() {
+            now_ms + self.delay(pod, self.settings.stop_ms, 2)
+        } else if !running_and_ready(pod) {
+            now_ms + self.delay(pod, self.settings.start_ms, 1)
+        } else {
+            self.planned.remove(key);
+            return;
+        };
+        // An earlier plan stands (a status write of its own must not put it off), but a pod
+        // being deleted is stopped no later than planned now.
+        let planned = self.planned.entry(key.clone()).or_insert(at);
+        if pod.metadata.deletion_timestamp.is_some() {
+            *planned = (*planned).min(at);
+        }
+    }
+
+    /// What to write for the pod at `key` now.
+    fn act(state: &State, key: &ObjectKey, now_ms: i64) -> Option<Command> {
+        let Some(Object::Pod(pod)) = state.get(key) else { return None };
+        if pod.metadata.deletion_timestamp.is_some() {
+            return Some(Command::Delete {
+                key: key.clone(),
+                grace_period_seconds: Some(0),
+                preconditions: Preconditions { uid: pod.metadata.uid, resource_version: None },
+            });
+        }
+        if running_and_ready(pod) {
+            return None;
+        }
+        let now = Time::from_millis(now_ms);
+        let mut p = (**pod).clone();
+        p.status.phase = Some(PodPhase::Running);
+        p.status.start_time.get_or_insert(now);
+        for type_ in ["Initialized", "ContainersReady", "Ready"] {
+            p.status.conditions.retain(|c| c.type_ != type_);
+            p.status.conditions.push(PodCondition::new(type_, ConditionStatus::True, now));
+        }
+        p.status.container_statuses = p
+            .spec
+            .containers
+            .iter()
+            .map(|c| ContainerStatus {
+                name: c.name.clone(),
+                state: ContainerState {
+                    running: Some(ContainerStateRunning { started_at: Some(now) }),
+                    ..ContainerState::default()
+                },
+                ready: true,
+                image: c.image.clone(),
+                started: Some(true),
+                ..ContainerStatus::default()
+            })
+            .collect();
+        Some(Command::UpdateStatus(Object::from(p)))
+    }
+
+    /// A node object for `name`.
+    fn node(&self, name: &str) -> Option<Object> {
+        let s = &self.settings;
+        let yaml = format!(
+            "apiVersion: v1\nkind: Node\nmetadata: {{name: {name}, labels: {{kubernetes.io/hostname: {name}, \
+             {SIMULATED_LABEL}: 'true'}}}}\nstatus:\n  capacity: {{cpu: '{cpu}', memory: '{memory}', pods: '{pods}'}}\n  \
+             conditions: [{{type: Ready, status: 'True', reason: KubeletReady, message: simulated}}]\n",
+            cpu = s.cpu,
+            memory = s.memory,
+            pods = s.pods
+        );
+        crate::manifest::parse_manifests(&yaml).ok()?.pop()
+    }
+}
+
+impl Reconciler for SimulatedNodes {
+    const NAME: &'static str = "simulated-nodes";
+
+    fn reconcile(
+        &mut self,
+        state: &State,
+        now_ms: i64,
+        full: bool,
+        changed: &[ObjectKey],
+        _outcomes: &[(Command, Fate)],
+    ) -> Vec<Command> {
+        let mut commands = Vec::new();
+        let missing = |name: &String| state.get(&ObjectKey::new(Kind::Node, "", name)).is_none();
+        if full {
+            commands.extend(
+                self.settings.names.iter().filter(|n| missing(n)).filter_map(|n| self.node(n)).map(Command::Create),
+            );
+            self.planned.retain(|key, _| state.get(key).is_some());
+            let keys: Vec<ObjectKey> = state
+                .list(Kind::Pod, None)
+                .filter(|o| {
+                    o.as_pod().and_then(|p| p.spec.node_name.as_deref()).is_some_and(|n| self.nodes.contains(n))
+                })
+                .map(Object::key)
+                .collect();
+            for key in keys {
+                self.plan(state, &key, now_ms);
+            }
+        } else {
+            for key in changed {
+                match key.kind {
+                    Kind::Pod => self.plan(state, key, now_ms),
+                    // A node of ours deleted: registered again, as an agent would.
+                    Kind::Node if self.nodes.contains(key.name.as_str()) && missing(&key.name.to_string()) => {
+                        commands.extend(self.node(&key.name).map(Command::Create));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let due: Vec<ObjectKey> =
+            self.planned.iter().filter(|(_, at)| **at <= now_ms).map(|(k, _)| k.clone()).collect();
+        for key in due {
+            self.planned.remove(&key);
+            commands.extend(Self::act(state, &key, now_ms));
+        }
+        commands
+    }
+
+    fn wake_at_ms(&self) -> Option<i64> {
+        self.planned.values().min().copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::world::World;
+
+    /// The nodes register; a pod bound to one becomes Running and Ready within the start
+    /// range, and once deleted is gone within the stop range; the same seed, the same times.
+    #[test]
+    fn bound_pods_start_and_stop_after_seeded_delays() {
+        let mut w = World::new();
+        let settings = Settings::named(2);
+        let mut sim = SimulatedNodes::new(settings.clone());
+        let commands = sim.reconcile(&w.state, w.now_ms, true, &[], &[]);
+        assert_eq!(commands.len(), 2);
+        w.run(commands);
+        assert!(w.has(Kind::Node, "", "sim-2"));
+        let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {nodeName: sim-1, containers: [{name: c, image: x}]}\n";
+        let changed = w.create(pod);
+        let bound_at = w.now_ms;
+        assert!(sim.reconcile(&w.state, bound_at, false, &changed, &[]).is_empty(), "not yet");
+        let at = sim.wake_at_ms().expect("a start planned");
+        assert!((bound_at + 200..=bound_at + 1_000).contains(&at), "{at}");
+        assert_eq!(SimulatedNodes::new(settings).delay(&w.pod("p"), (200, 1_000), 1), at - bound_at, "seeded");
+        let commands = sim.reconcile(&w.state, at, false, &[], &[]);
+        let (_, changed) = w.run(commands);
+        let p = w.pod("p");
+        assert!(running_and_ready(&p), "{:?}", p.status);
+        assert!(p.status.container_statuses[0].ready);
+        assert!(sim.reconcile(&w.state, w.now_ms, false, &changed, &[]).is_empty());
+        assert_eq!(sim.wake_at_ms(), None);
+        let delete = Command::Delete {
+            key: ObjectKey::new(Kind::Pod, "default", "p"),
+            grace_period_seconds: None,
+            preconditions: Preconditions::default(),
+        };
+        let (_, changed) = w.run(vec![delete]);
+        assert!(w.has(Kind::Pod, "default", "p"), "terminating, held for its node");
+        sim.reconcile(&w.state, w.now_ms, false, &changed, &[]);
+        let at = sim.wake_at_ms().expect("a stop planned");
+        let commands = sim.reconcile(&w.state, at, false, &[], &[]);
+        w.run(commands);
+        assert!(!w.has(Kind::Pod, "default", "p"), "gone");
+    }
+
+    /// Pods bound elsewhere are none of its business.
+    #[test]
+    fn pods_on_other_nodes_are_left_alone() {
+        let mut w = World::new();
+        let mut sim = SimulatedNodes::new(Settings::named(1));
+        let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {nodeName: elsewhere, containers: [{name: c, image: x}]}\n";
+        let changed = w.create(pod);
+        sim.reconcile(&w.state, w.now_ms, false, &changed, &[]);
+        assert_eq!(sim.wake_at_ms(), None);
+    }
+}
