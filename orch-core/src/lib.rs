@@ -48,6 +48,7 @@ pub mod command;
 pub mod core_v1;
 pub mod defaults;
 pub mod deployment;
+pub mod endpoints;
 pub mod fit;
 pub mod gc;
 pub mod ids;

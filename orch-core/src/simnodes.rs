@@ -63,9 +63,18 @@ impl Settings {
 #[derive(Debug)]
 pub struct SimulatedNodes {
     settings: Settings,
-    nodes: BTreeSet<String>,
+    /// Each node's index (its pod subnet), by name.
+    nodes: BTreeMap<String, usize>,
     /// When each planned pod is looked at next.
     planned: BTreeMap<ObjectKey, i64>,
+    /// The host numbers taken in each node's subnet, and each pod's.
+    hosts: BTreeMap<String, BTreeSet<u8>>,
+    host_of: BTreeMap<ObjectKey, (String, u8)>,
+}
+
+/// Node `index`'s pod subnet: `10.(200 + index / 256).(index % 256).0/24`, hosts 2 to 254.
+fn pod_ip(index: usize, host: u8) -> String {
+    format!("10.{}.{}.{host}", 200 + index / 256, index % 256)
 }
 
 /// SplitMix64: a well-mixed 64-bit value from `x`.
@@ -85,8 +94,43 @@ fn running_and_ready(pod: &Pod) -> bool {
 impl SimulatedNodes {
     /// Nodes as `settings` say.
     pub fn new(settings: Settings) -> Self {
-        let nodes = settings.names.iter().cloned().collect();
-        Self { settings, nodes, planned: BTreeMap::new() }
+        let nodes = settings.names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
+        Self { settings, nodes, planned: BTreeMap::new(), hosts: BTreeMap::new(), host_of: BTreeMap::new() }
+    }
+
+    /// Frees the address of the pod at `key`, if it holds one.
+    fn free(&mut self, key: &ObjectKey) {
+        if let Some((node, host)) = self.host_of.remove(key)
+            && let Some(taken) = self.hosts.get_mut(&node)
+        {
+            taken.remove(&host);
+        }
+    }
+
+    /// Notes the address `pod` holds on one of the nodes, if it is one of theirs.
+    fn note_address(&mut self, key: &ObjectKey, pod: &Pod) {
+        let (Some(node), Some(ip)) = (pod.spec.node_name.as_deref(), pod.status.pod_ip.as_deref()) else { return };
+        let Some(index) = self.nodes.get(node) else { return };
+        let Some(host) = ip.strip_prefix(&pod_ip(*index, 0)[..pod_ip(*index, 0).len() - 1]) else { return };
+        if let Ok(host) = host.parse::<u8>() {
+            self.hosts.entry(node.to_owned()).or_default().insert(host);
+            self.host_of.insert(key.clone(), (node.to_owned(), host));
+        }
+    }
+
+    /// An address for the pod at `key` on `node`: the lowest free one of its subnet.
+    fn address(&mut self, key: &ObjectKey, node: &str) -> Option<String> {
+        if let Some((n, host)) = self.host_of.get(key)
+            && n == node
+        {
+            return Some(pod_ip(self.nodes[node], *host));
+        }
+        let index = *self.nodes.get(node)?;
+        let taken = self.hosts.entry(node.to_owned()).or_default();
+        let host = (2..=254u8).find(|h| !taken.contains(h))?;
+        taken.insert(host);
+        self.host_of.insert(key.clone(), (node.to_owned(), host));
+        Some(pod_ip(index, host))
     }
 
     /// A delay in `range` for `pod`, from its uid and the seed.
@@ -104,9 +148,10 @@ impl SimulatedNodes {
     fn plan(&mut self, state: &State, key: &ObjectKey, now_ms: i64) {
         let Some(Object::Pod(pod)) = state.get(key) else {
             self.planned.remove(key);
+            self.free(key);
             return;
         };
-        if !pod.spec.node_name.as_deref().is_some_and(|n| self.nodes.contains(n)) {
+        if !pod.spec.node_name.as_deref().is_some_and(|n| self.nodes.contains_key(n)) {
             self.planned.remove(key);
             return;
         }
@@ -127,7 +172,7 @@ impl SimulatedNodes {
     }
 
     /// What to write for the pod at `key` now.
-    fn act(state: &State, key: &ObjectKey, now_ms: i64) -> Option<Command> {
+    fn act(&mut self, state: &State, key: &ObjectKey, now_ms: i64) -> Option<Command> {
         let Some(Object::Pod(pod)) = state.get(key) else { return None };
         if pod.metadata.deletion_timestamp.is_some() {
             return Some(Command::Delete {
@@ -141,6 +186,11 @@ impl SimulatedNodes {
         }
         let now = Time::from_millis(now_ms);
         let mut p = (**pod).clone();
+        if p.status.pod_ip.is_none()
+            && let Some(node) = p.spec.node_name.clone()
+        {
+            p.status.pod_ip = self.address(key, &node).map(Into::into);
+        }
         p.status.phase = Some(PodPhase::Running);
         p.status.start_time.get_or_insert(now);
         for type_ in ["Initialized", "ContainersReady", "Ready"] {
@@ -199,13 +249,17 @@ impl Reconciler for SimulatedNodes {
                 self.settings.names.iter().filter(|n| missing(n)).filter_map(|n| self.node(n)).map(Command::Create),
             );
             self.planned.retain(|key, _| state.get(key).is_some());
-            let keys: Vec<ObjectKey> = state
+            let pods: Vec<(ObjectKey, &Pod)> = state
                 .list(Kind::Pod, None)
-                .filter(|o| {
-                    o.as_pod().and_then(|p| p.spec.node_name.as_deref()).is_some_and(|n| self.nodes.contains(n))
-                })
-                .map(Object::key)
+                .filter_map(|o| o.as_pod().map(|p| (o.key(), p)))
+                .filter(|(_, p)| p.spec.node_name.as_deref().is_some_and(|n| self.nodes.contains_key(n)))
                 .collect();
+            self.hosts.clear();
+            self.host_of.clear();
+            for (key, pod) in &pods {
+                self.note_address(key, pod);
+            }
+            let keys: Vec<ObjectKey> = pods.into_iter().map(|(k, _)| k).collect();
             for key in keys {
                 self.plan(state, &key, now_ms);
             }
@@ -214,7 +268,7 @@ impl Reconciler for SimulatedNodes {
                 match key.kind {
                     Kind::Pod => self.plan(state, key, now_ms),
                     // A node of ours deleted: registered again, as an agent would.
-                    Kind::Node if self.nodes.contains(key.name.as_str()) && missing(&key.name.to_string()) => {
+                    Kind::Node if self.nodes.contains_key(key.name.as_str()) && missing(&key.name.to_string()) => {
                         commands.extend(self.node(&key.name).map(Command::Create));
                     }
                     _ => {}
@@ -225,7 +279,7 @@ impl Reconciler for SimulatedNodes {
             self.planned.iter().filter(|(_, at)| **at <= now_ms).map(|(k, _)| k.clone()).collect();
         for key in due {
             self.planned.remove(&key);
-            commands.extend(Self::act(state, &key, now_ms));
+            commands.extend(self.act(state, &key, now_ms));
         }
         commands
     }
@@ -262,6 +316,7 @@ mod tests {
         let (_, changed) = w.run(commands);
         let p = w.pod("p");
         assert!(running_and_ready(&p), "{:?}", p.status);
+        assert_eq!(p.status.pod_ip.as_deref(), Some("10.200.0.2"), "the first address of sim-1's subnet");
         assert!(p.status.container_statuses[0].ready);
         assert!(sim.reconcile(&w.state, w.now_ms, false, &changed, &[]).is_empty());
         assert_eq!(sim.wake_at_ms(), None);

@@ -24,6 +24,7 @@ pub fn standard_loops() -> Vec<LoopFactory> {
         orch_raft::controllers::scheduler(orch_core::scheduling::Settings::default()),
         orch_raft::controllers::replica_sets(orch_core::replicaset::Settings::default()),
         orch_raft::controllers::deployments(),
+        orch_raft::controllers::endpoints(),
         orch_raft::controllers::garbage_collector(orch_core::gc::Settings::default()),
     ]
 }

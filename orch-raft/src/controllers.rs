@@ -85,6 +85,11 @@ pub fn simulated_nodes(settings: orch_core::simnodes::Settings) -> LoopFactory {
     factory(move || orch_core::simnodes::SimulatedNodes::new(settings.clone()))
 }
 
+/// Makes a fresh endpoints controller ([`orch_core::endpoints`]) for each term.
+pub fn endpoints() -> LoopFactory {
+    factory(orch_core::endpoints::EndpointsController::new)
+}
+
 /// Makes a fresh Deployment controller ([`orch_core::deployment`]) for each term.
 pub fn deployments() -> LoopFactory {
     factory(Deployments::new)

@@ -634,6 +634,16 @@ fn a_deployment_rolls_out_on_simulated_nodes() {
     assert_eq!(images, vec!["python:3.13-slim"; 3]);
     let history = ok(&server, &["rollout", "history", "deploy/web", "-n", "shop"]);
     assert!(history.ends_with("1          <none>\n2          <none>\n"), "{history}");
+    // orchd's endpoints controller lists the Service's Ready pods, its named port resolved.
+    eventually("the service's endpoints", || {
+        let out = orchctl(&server, &["get", "endpoints", "web", "-n", "shop", "-o", "json"], None);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let subset = &v["subsets"][0];
+        let ips: Vec<&str> = subset["addresses"].as_array()?.iter().filter_map(|a| a["ip"].as_str()).collect();
+        let listed =
+            ips.len() == 3 && ips.iter().all(|ip| ip.starts_with("10.200.")) && v["subsets"].as_array()?.len() == 1;
+        (listed && subset["ports"][0]["port"] == 8080 && subset["ports"][0]["name"] == "http").then_some(())
+    });
     let deleted = ok(&server, &["delete", "-f", &web, "--timeout", "60", "--ignore-not-found"]);
     assert!(deleted.contains("namespace/shop deleted\n"), "{deleted}");
 }
