@@ -14,6 +14,12 @@
 //!   at an event: when it changes, and on every full round (the first of a term, and the
 //!   framework's periodic resync, which a busy cluster does not put off).
 //!
+//! - **Pods of a node that is gone are force-deleted** (Kubernetes' pod garbage collector):
+//!   a pod bound to a node that has not existed for [`Settings::orphan_quarantine_ms`] (so a
+//!   node registering late is not raced) is deleted with grace 0, terminating or not, so that
+//!   a lost node's pods, and their namespace, can always go: `orchctl delete node` of a lost
+//!   node does it.
+//!
 //! A full round looks at every object; an incremental round at the objects changed (an
 //! object with owner references, a namespace) and at the dependents of the changed objects
 //! that are gone (it remembers the uids of every owner it has seen, so it can find them with
@@ -38,11 +44,14 @@ pub const GC_ROUND_MAX: usize = 4096;
 pub struct Settings {
     /// How long an event is kept after it last happened (Kubernetes: 1 hour).
     pub event_ttl_ms: i64,
+    /// How long a pod's node must have been missing before the pod is force-deleted
+    /// (Kubernetes' pod GC quarantine: 40 s).
+    pub orphan_quarantine_ms: i64,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { event_ttl_ms: 3_600_000 }
+        Self { event_ttl_ms: 3_600_000, orphan_quarantine_ms: 40_000 }
     }
 }
 
@@ -55,6 +64,8 @@ pub struct Collector {
     owners: BTreeMap<ObjectKey, BTreeSet<Uid>>,
     /// Objects to look at that the last round had no room for.
     backlog: BTreeSet<ObjectKey>,
+    /// Pods whose node was missing when looked at, since when (ms).
+    orphans: BTreeMap<ObjectKey, i64>,
 }
 
 /// The key an owner reference of an object in `namespace` ("" for a cluster-scoped one)
@@ -102,9 +113,29 @@ impl Collector {
     }
 
     /// The deletion of the object at `key`, if it should go now.
-    fn verdict(&self, state: &State, key: &ObjectKey, now_ms: i64) -> Option<Command> {
-        let obj = state.get(key)?;
+    fn verdict(&mut self, state: &State, key: &ObjectKey, now_ms: i64) -> Option<Command> {
+        let Some(obj) = state.get(key) else {
+            self.orphans.remove(key);
+            return None;
+        };
         let meta = obj.meta();
+        if let Object::Pod(pod) = obj
+            && let Some(node) = pod.spec.node_name.as_deref()
+        {
+            if state.get(&ObjectKey::new(Kind::Node, "", node)).is_none() {
+                let since = *self.orphans.entry(key.clone()).or_insert(now_ms);
+                if since.saturating_add(self.settings.orphan_quarantine_ms) <= now_ms {
+                    self.orphans.remove(key);
+                    return Some(Command::Delete {
+                        key: key.clone(),
+                        grace_period_seconds: Some(0),
+                        preconditions: Preconditions { uid: meta.uid, resource_version: None },
+                    });
+                }
+            } else {
+                self.orphans.remove(key);
+            }
+        }
         if meta.deletion_timestamp.is_some() {
             return None;
         }
@@ -176,10 +207,27 @@ impl Reconciler for Collector {
                         for uid in self.owners.remove(key).unwrap_or_default() {
                             look.extend(state.owned_by(uid).cloned());
                         }
+                        // A node gone: the pods bound to it (no index by node name: a scan,
+                        // only when a node goes and some pod still counts on it).
+                        if key.kind == Kind::Node && state.node_usage(&key.name).is_some() {
+                            look.extend(
+                                state
+                                    .list(Kind::Pod, None)
+                                    .filter(|o| {
+                                        o.as_pod().and_then(|p| p.spec.node_name.as_deref()) == Some(key.name.as_str())
+                                    })
+                                    .map(Object::key),
+                            );
+                        }
                     }
                 }
             }
         }
+        // Pods whose node's quarantine is over.
+        let due = self.settings.orphan_quarantine_ms;
+        look.extend(
+            self.orphans.iter().filter(|(_, since)| since.saturating_add(due) <= now_ms).map(|(k, _)| k.clone()),
+        );
         let mut commands = Vec::new();
         let mut keys = look.into_iter();
         for key in keys.by_ref() {
@@ -196,6 +244,10 @@ impl Reconciler for Collector {
 
     fn more(&self) -> bool {
         !self.backlog.is_empty()
+    }
+
+    fn wake_at_ms(&self) -> Option<i64> {
+        self.orphans.values().min().map(|since| since.saturating_add(self.settings.orphan_quarantine_ms))
     }
 }
 
@@ -303,5 +355,46 @@ mod tests {
         assert_eq!(commands.len(), 1, "{commands:?}");
         w.run(commands);
         assert!(!w.has(Kind::Event, "default", "e"));
+    }
+
+    /// The pods of a deleted node are force-deleted once its quarantine is over, terminating
+    /// or not; a pod on a node that exists is left alone.
+    #[test]
+    fn the_pods_of_a_deleted_node_are_force_deleted_after_the_quarantine() {
+        let node = |name: &str| {
+            format!(
+                "apiVersion: v1\nkind: Node\nmetadata: {{name: {name}}}\nstatus: {{capacity: {{cpu: '4', pods: '10'}}, \
+                 conditions: [{{type: Ready, status: 'True'}}]}}\n"
+            )
+        };
+        let pod = |name: &str, node: &str| {
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec: {{nodeName: {node}, containers: [{{name: c, image: x}}]}}\n"
+            )
+        };
+        let mut w = World::with(&(node("lost") + "---\n" + &node("fine")));
+        w.create(&(pod("a", "lost") + "---\n" + &pod("b", "lost") + "---\n" + &pod("c", "fine")));
+        // b is terminating (bound: it waits for its node, which will never answer).
+        let (_, _) = w.run(vec![Command::Delete {
+            key: ObjectKey::new(Kind::Pod, "default", "b"),
+            grace_period_seconds: Some(30),
+            preconditions: Preconditions::default(),
+        }]);
+        let mut c = Collector::new(Settings { orphan_quarantine_ms: 5_000, ..Settings::default() });
+        assert!(c.reconcile(&w.state, w.now_ms, true, &[], &[]).is_empty());
+        let (_, changed) = w.run(vec![Command::Delete {
+            key: ObjectKey::new(Kind::Node, "", "lost"),
+            grace_period_seconds: None,
+            preconditions: Preconditions::default(),
+        }]);
+        let gone_at = w.now_ms;
+        assert!(c.reconcile(&w.state, gone_at, false, &changed, &[]).is_empty(), "quarantined");
+        assert_eq!(c.wake_at_ms(), Some(gone_at + 5_000));
+        let commands = c.reconcile(&w.state, gone_at + 5_000, false, &[], &[]);
+        assert_eq!(commands.len(), 2, "{commands:?}");
+        w.apply(commands);
+        assert!(!w.has(Kind::Pod, "default", "a") && !w.has(Kind::Pod, "default", "b"));
+        assert!(w.has(Kind::Pod, "default", "c"));
+        assert_eq!(c.wake_at_ms(), None);
     }
 }

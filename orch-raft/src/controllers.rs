@@ -1,7 +1,7 @@
 //! The leader-only loops orch ships, as [`crate::leader`] runs them: orch-core's pure
 //! reconcilers ([`orch_core::reconcile::Reconciler`]) behind one adapter, so that orchd and an
-//! embedding program run the very same decisions (orch-sim can add them with
-//! `Simulation::leader_loop`; it does not yet).
+//! embedding program run the very same decisions (orch-sim adds them with
+//! `Simulation::leader_loop`, as its `controllers` tests do).
 
 use std::sync::Arc;
 

@@ -2,3 +2,4 @@
 //! finds nothing wrong.
 
 mod campaign;
+mod controllers;
