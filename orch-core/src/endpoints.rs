@@ -9,9 +9,11 @@
 //! pod's container port of that name and protocol; a pod without it is left out of that
 //! port), and addresses with the same resolved ports share a subset (Kubernetes'
 //! `RepackSubsets`), in address order. At most [`ENDPOINTS_ADDRESSES_MAX`] addresses, Ready
-//! ones first; more are cut and the object says so (`endpoints.kubernetes.io/over-capacity:
-//! truncated`). A Service without a selector keeps the Endpoints its user writes; a deleted
-//! Service's Endpoints are deleted.
+//! ones first, in at most `LIST_ITEMS_MAX` subsets; more are cut and the object says so
+//! (`endpoints.kubernetes.io/over-capacity: truncated`). A Service without a selector keeps
+//! the Endpoints its user writes; when a Service's deletion is seen, its Endpoints are
+//! deleted (Endpoints without a Service are otherwise left alone: a user's may come first).
+//! Not yet: `publishNotReadyAddresses`, `hostname`/`subdomain`, Kubernetes' proportional cut.
 //!
 //! Which Services a round syncs: all on a full round; else those that changed, and for each
 //! changed pod the Services of its namespace whose selector matches it or whose Endpoints
@@ -20,9 +22,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::command::{Command, Preconditions};
-use crate::core_v1::{
-    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Pod, PodPhase, Protocol, RestartPolicy, Service,
-};
+use crate::core_v1::{EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Pod, PodPhase, Protocol, Service};
 use crate::intstr::IntOrString;
 use crate::meta::{ConditionStatus, ObjectReference};
 use crate::object::{Kind, Object, ObjectKey};
@@ -40,16 +40,12 @@ pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
 /// A service port as resolved for one pod: its name, the pod's port, the protocol.
 type ResolvedPort = (Option<String>, i32, Protocol);
 
-/// Whether `pod` belongs in a Service's endpoints at all (Kubernetes' `ShouldPodBeInEndpoints`).
+/// Whether `pod` belongs in a Service's endpoints at all (Kubernetes' `ShouldPodBeInEndpoints`):
+/// it has an IP, is not being deleted and has not finished.
 fn eligible(pod: &Pod) -> bool {
-    if pod.status.pod_ip.as_deref().is_none_or(str::is_empty) || pod.metadata.deletion_timestamp.is_some() {
-        return false;
-    }
-    match pod.spec.restart_policy {
-        Some(RestartPolicy::Never) => !matches!(pod.status.phase, Some(PodPhase::Failed | PodPhase::Succeeded)),
-        Some(RestartPolicy::OnFailure) => pod.status.phase != Some(PodPhase::Succeeded),
-        _ => true,
-    }
+    pod.status.pod_ip.as_deref().is_some_and(|ip| !ip.is_empty())
+        && pod.metadata.deletion_timestamp.is_none()
+        && !matches!(pod.status.phase, Some(PodPhase::Failed | PodPhase::Succeeded))
 }
 
 fn ready(pod: &Pod) -> bool {
@@ -95,9 +91,15 @@ pub fn desired(state: &State, service: &Service) -> Endpoints {
         if ports.is_empty() && !(service.spec.ports.is_empty() && headless) {
             continue;
         }
-        if count == ENDPOINTS_ADDRESSES_MAX {
+        ports.sort();
+        // The object's limits: addresses, and subsets (one per distinct set of resolved ports).
+        let new_subset = !subsets.contains_key(&ports);
+        if count == ENDPOINTS_ADDRESSES_MAX || (new_subset && subsets.len() == crate::validation::LIST_ITEMS_MAX) {
             truncated = true;
-            break;
+            if count == ENDPOINTS_ADDRESSES_MAX {
+                break;
+            }
+            continue;
         }
         count += 1;
         let address = EndpointAddress {
@@ -112,7 +114,6 @@ pub fn desired(state: &State, service: &Service) -> Endpoints {
                 ..ObjectReference::default()
             }),
         };
-        ports.sort();
         let entry = subsets.entry(ports).or_default();
         if is_ready { entry.0.push(address) } else { entry.1.push(address) }
     }
@@ -172,10 +173,9 @@ impl EndpointsController {
             _ => None,
         };
         let service = match state.get(key) {
-            Some(Object::Service(s)) if s.metadata.deletion_timestamp.is_none() => s,
-            Some(Object::Service(_)) => return None,
+            Some(Object::Service(s)) => s,
             _ => {
-                // The Service is gone: so go its Endpoints.
+                // The Service is gone (its deletion seen): so go its Endpoints.
                 return live.map(|e| Command::Delete {
                     key: ep_key,
                     grace_period_seconds: None,
@@ -221,18 +221,23 @@ impl Reconciler for EndpointsController {
         _now_ms: i64,
         full: bool,
         changed: &[ObjectKey],
-        _outcomes: &[(Command, Fate)],
+        outcomes: &[(Command, Fate)],
     ) -> Vec<Command> {
         let mut sync: BTreeSet<ObjectKey> = BTreeSet::new();
+        // A write not known to be applied: its Service again.
+        for (command, fate) in outcomes {
+            if matches!(fate, Fate::Applied(Ok(_))) {
+                continue;
+            }
+            let key = match command {
+                Command::Create(o) | Command::Update(o) => o.key(),
+                Command::Delete { key, .. } => key.clone(),
+                _ => continue,
+            };
+            sync.insert(ObjectKey::new(Kind::Service, &key.namespace, &key.name));
+        }
         if full {
             sync.extend(state.list(Kind::Service, None).map(Object::key));
-            // Endpoints whose Service is gone.
-            sync.extend(
-                state
-                    .list(Kind::Endpoints, None)
-                    .map(|e| ObjectKey::new(Kind::Service, e.meta().namespace_str(), &e.meta().name))
-                    .filter(|k| state.get(k).is_none()),
-            );
         } else {
             // For each namespace with changed pods: which pods its Endpoints name.
             let mut named: BTreeMap<String, BTreeMap<String, Vec<ObjectKey>>> = BTreeMap::new();
@@ -242,8 +247,11 @@ impl Reconciler for EndpointsController {
                         sync.insert(key.clone());
                     }
                     Kind::Endpoints => {
-                        // Written by someone else: put right.
-                        sync.insert(ObjectKey::new(Kind::Service, &key.namespace, &key.name));
+                        // Written by someone else: put right (if its Service exists).
+                        let service = ObjectKey::new(Kind::Service, &key.namespace, &key.name);
+                        if state.get(&service).is_some() {
+                            sync.insert(service);
+                        }
                     }
                     Kind::Pod => {
                         let ns = key.namespace.to_string();

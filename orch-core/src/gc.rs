@@ -39,6 +39,10 @@ use crate::state::State;
 /// [`Reconciler::more`] asks for.
 pub const GC_ROUND_MAX: usize = 4096;
 
+/// How long after a force delete of an orphaned pod the collector looks at it again, should it
+/// still be there (the delete failed or its outcome is unknown).
+pub const ORPHAN_RETRY_MS: i64 = 1_000;
+
 /// The garbage collector's settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
@@ -64,8 +68,9 @@ pub struct Collector {
     owners: BTreeMap<ObjectKey, BTreeSet<Uid>>,
     /// Objects to look at that the last round had no room for.
     backlog: BTreeSet<ObjectKey>,
-    /// Pods whose node was missing when looked at, since when (ms).
-    orphans: BTreeMap<ObjectKey, i64>,
+    /// Pods whose node was missing when looked at: the node, and when to look again (ms):
+    /// the end of the quarantine, or a second after a force delete was proposed.
+    orphans: BTreeMap<ObjectKey, (String, i64)>,
 }
 
 /// The key an owner reference of an object in `namespace` ("" for a cluster-scoped one)
@@ -123,9 +128,15 @@ impl Collector {
             && let Some(node) = pod.spec.node_name.as_deref()
         {
             if state.get(&ObjectKey::new(Kind::Node, "", node)).is_none() {
-                let since = *self.orphans.entry(key.clone()).or_insert(now_ms);
-                if since.saturating_add(self.settings.orphan_quarantine_ms) <= now_ms {
-                    self.orphans.remove(key);
+                // The entry stays until the pod is gone or its node is back: a force delete
+                // that fails is proposed again without a new quarantine.
+                let quarantine = self.settings.orphan_quarantine_ms;
+                let (_, due) = self
+                    .orphans
+                    .entry(key.clone())
+                    .or_insert_with(|| (node.to_owned(), now_ms.saturating_add(quarantine)));
+                if *due <= now_ms {
+                    *due = now_ms.saturating_add(ORPHAN_RETRY_MS);
                     return Some(Command::Delete {
                         key: key.clone(),
                         grace_period_seconds: Some(0),
@@ -184,9 +195,14 @@ impl Reconciler for Collector {
                 }
             }
         } else {
+            let mut gone_nodes: BTreeSet<String> = BTreeSet::new();
             for key in changed {
                 match state.get(key) {
                     Some(obj) => {
+                        if key.kind == Kind::Node {
+                            // A node (back) under this name: its pods' quarantine ends.
+                            self.orphans.retain(|_, (node, _)| node.as_str() != key.name.as_str());
+                        }
                         self.note_owners(obj.meta());
                         look.insert(key.clone());
                         if key.kind == Kind::Namespace && obj.meta().deletion_timestamp.is_some() {
@@ -204,30 +220,31 @@ impl Reconciler for Collector {
                         }
                     }
                     None => {
+                        self.orphans.remove(key);
                         for uid in self.owners.remove(key).unwrap_or_default() {
                             look.extend(state.owned_by(uid).cloned());
                         }
-                        // A node gone: the pods bound to it (no index by node name: a scan,
-                        // only when a node goes and some pod still counts on it).
-                        if key.kind == Kind::Node && state.node_usage(&key.name).is_some() {
-                            look.extend(
-                                state
-                                    .list(Kind::Pod, None)
-                                    .filter(|o| {
-                                        o.as_pod().and_then(|p| p.spec.node_name.as_deref()) == Some(key.name.as_str())
-                                    })
-                                    .map(Object::key),
-                            );
+                        if key.kind == Kind::Node {
+                            gone_nodes.insert(key.name.to_string());
                         }
                     }
                 }
             }
+            // Nodes gone: the pods bound to them (no index by node name: one scan a round,
+            // only when nodes went).
+            if !gone_nodes.is_empty() {
+                look.extend(
+                    state
+                        .list(Kind::Pod, None)
+                        .filter(|o| {
+                            o.as_pod().and_then(|p| p.spec.node_name.as_deref()).is_some_and(|n| gone_nodes.contains(n))
+                        })
+                        .map(Object::key),
+                );
+            }
         }
         // Pods whose node's quarantine is over.
-        let due = self.settings.orphan_quarantine_ms;
-        look.extend(
-            self.orphans.iter().filter(|(_, since)| since.saturating_add(due) <= now_ms).map(|(k, _)| k.clone()),
-        );
+        look.extend(self.orphans.iter().filter(|(_, (_, due))| *due <= now_ms).map(|(k, _)| k.clone()));
         let mut commands = Vec::new();
         let mut keys = look.into_iter();
         for key in keys.by_ref() {
@@ -247,7 +264,7 @@ impl Reconciler for Collector {
     }
 
     fn wake_at_ms(&self) -> Option<i64> {
-        self.orphans.values().min().map(|since| since.saturating_add(self.settings.orphan_quarantine_ms))
+        self.orphans.values().map(|(_, due)| *due).min()
     }
 }
 
@@ -392,9 +409,45 @@ mod tests {
         assert_eq!(c.wake_at_ms(), Some(gone_at + 5_000));
         let commands = c.reconcile(&w.state, gone_at + 5_000, false, &[], &[]);
         assert_eq!(commands.len(), 2, "{commands:?}");
-        w.apply(commands);
+        // The first attempt is lost: a second later they are proposed again, without a new
+        // quarantine.
+        assert_eq!(c.wake_at_ms(), Some(gone_at + 5_000 + ORPHAN_RETRY_MS));
+        let lost: Vec<(Command, Fate)> = commands.into_iter().map(|c| (c, Fate::Unknown)).collect();
+        let again = c.reconcile(&w.state, gone_at + 6_000, false, &[], &lost);
+        assert_eq!(again.len(), 2, "{again:?}");
+        let (_, changed) = w.run(again);
         assert!(!w.has(Kind::Pod, "default", "a") && !w.has(Kind::Pod, "default", "b"));
         assert!(w.has(Kind::Pod, "default", "c"));
+        assert!(c.reconcile(&w.state, w.now_ms, false, &changed, &[]).is_empty());
         assert_eq!(c.wake_at_ms(), None);
+    }
+
+    /// A node that comes back under its name during the quarantine keeps its pods; deleted
+    /// again, they get a fresh quarantine.
+    #[test]
+    fn a_node_back_within_the_quarantine_keeps_its_pods() {
+        let node = "apiVersion: v1\nkind: Node\nmetadata: {name: n}\nstatus: {capacity: {cpu: '4', pods: '10'}, \
+                    conditions: [{type: Ready, status: 'True'}]}\n";
+        let mut w = World::with(node);
+        w.create(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {nodeName: n, containers: [{name: c, image: x}]}\n",
+        );
+        let mut c = Collector::new(Settings { orphan_quarantine_ms: 5_000, ..Settings::default() });
+        c.reconcile(&w.state, w.now_ms, true, &[], &[]);
+        let delete_node = Command::Delete {
+            key: ObjectKey::new(Kind::Node, "", "n"),
+            grace_period_seconds: None,
+            preconditions: Preconditions::default(),
+        };
+        let (_, changed) = w.run(vec![delete_node.clone()]);
+        assert!(c.reconcile(&w.state, w.now_ms, false, &changed, &[]).is_empty());
+        let changed = w.create(node);
+        assert!(c.reconcile(&w.state, w.now_ms, false, &changed, &[]).is_empty());
+        assert_eq!(c.wake_at_ms(), None, "the quarantine ended with the node's return");
+        let (_, changed) = w.run(vec![delete_node]);
+        let again_at = w.now_ms;
+        assert!(c.reconcile(&w.state, again_at, false, &changed, &[]).is_empty());
+        assert_eq!(c.wake_at_ms(), Some(again_at + 5_000), "a fresh quarantine");
+        assert!(w.has(Kind::Pod, "default", "a"));
     }
 }

@@ -5,8 +5,9 @@
 //! drawn from the pod's uid and the seed; a pod being deleted is deleted for good (the
 //! grace-0 delete a real agent sends once the pod stopped) after another such delay. Each
 //! step is written from the pod as the state has it when it is due, under its uid (a status
-//! write also under its resourceVersion). Nothing runs: no process, no address. Node
-//! heartbeats come with node liveness.
+//! write also under its resourceVersion). Each node has a pod subnet and a pod gets the lowest
+//! free address of its node's. Nothing runs: no process. Node heartbeats come with node
+//! liveness.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -94,7 +95,8 @@ fn running_and_ready(pod: &Pod) -> bool {
 impl SimulatedNodes {
     /// Nodes as `settings` say.
     pub fn new(settings: Settings) -> Self {
-        let nodes = settings.names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
+        // At most SIMULATED_NODES_MAX: the subnets are numbered up to it.
+        let nodes = settings.names.iter().take(SIMULATED_NODES_MAX).enumerate().map(|(i, n)| (n.clone(), i)).collect();
         Self { settings, nodes, planned: BTreeMap::new(), hosts: BTreeMap::new(), host_of: BTreeMap::new() }
     }
 
@@ -120,12 +122,14 @@ impl SimulatedNodes {
 
     /// An address for the pod at `key` on `node`: the lowest free one of its subnet.
     fn address(&mut self, key: &ObjectKey, node: &str) -> Option<String> {
-        if let Some((n, host)) = self.host_of.get(key)
-            && n == node
-        {
-            return Some(pod_ip(self.nodes[node], *host));
-        }
         let index = *self.nodes.get(node)?;
+        if let Some((n, host)) = self.host_of.get(key) {
+            if n == node {
+                return Some(pod_ip(index, *host));
+            }
+            // The key's pod was on another node before: that address is free again.
+            self.free(key);
+        }
         let taken = self.hosts.entry(node.to_owned()).or_default();
         let host = (2..=254u8).find(|h| !taken.contains(h))?;
         taken.insert(host);
@@ -154,6 +158,11 @@ impl SimulatedNodes {
         if !pod.spec.node_name.as_deref().is_some_and(|n| self.nodes.contains_key(n)) {
             self.planned.remove(key);
             return;
+        }
+        // An address someone else wrote (or a write of ours that committed late) is taken.
+        if !self.host_of.contains_key(key) {
+            let pod = pod.clone();
+            self.note_address(key, &pod);
         }
         let at = if pod.metadata.deletion_timestamp.is_some() {
             now_ms + self.delay(pod, self.settings.stop_ms, 2)
@@ -186,10 +195,10 @@ impl SimulatedNodes {
         }
         let now = Time::from_millis(now_ms);
         let mut p = (**pod).clone();
-        if p.status.pod_ip.is_none()
-            && let Some(node) = p.spec.node_name.clone()
-        {
-            p.status.pod_ip = self.address(key, &node).map(Into::into);
+        if p.status.pod_ip.as_deref().is_none_or(str::is_empty) {
+            let node = p.spec.node_name.clone().unwrap_or_default();
+            // No free address in the node's subnet: the pod does not start.
+            p.status.pod_ip = Some(self.address(key, &node)?.into());
         }
         p.status.phase = Some(PodPhase::Running);
         p.status.start_time.get_or_insert(now);
@@ -343,5 +352,39 @@ mod tests {
         let changed = w.create(pod);
         sim.reconcile(&w.state, w.now_ms, false, &changed, &[]);
         assert_eq!(sim.wake_at_ms(), None);
+    }
+
+    /// Addresses are the lowest free of the node's subnet, and freed when the pod goes.
+    #[test]
+    fn addresses_are_distinct_and_reused_after_the_pod_goes() {
+        let mut w = World::new();
+        let mut sim = SimulatedNodes::new(Settings { start_ms: (0, 0), stop_ms: (0, 0), ..Settings::named(2) });
+        let commands = sim.reconcile(&w.state, w.now_ms, true, &[], &[]);
+        w.run(commands);
+        let pod = |name: &str, node: &str| {
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec: {{nodeName: {node}, containers: [{{name: c, image: x}}]}}\n"
+            )
+        };
+        let mut step = |w: &mut World, changed: Vec<ObjectKey>| {
+            let commands = sim.reconcile(&w.state, w.now_ms, false, &changed, &[]);
+            w.run(commands).1
+        };
+        let changed = w.create(&(pod("a", "sim-1") + "---\n" + &pod("b", "sim-1") + "---\n" + &pod("c", "sim-2")));
+        step(&mut w, changed);
+        let ip = |w: &World, name: &str| w.pod(name).status.pod_ip.map(|t| t.to_string()).unwrap_or_default();
+        assert_eq!(
+            (ip(&w, "a"), ip(&w, "b"), ip(&w, "c")),
+            ("10.200.0.2".into(), "10.200.0.3".into(), "10.200.1.2".into())
+        );
+        let (_, changed) = w.run(vec![Command::Delete {
+            key: ObjectKey::new(Kind::Pod, "default", "a"),
+            grace_period_seconds: Some(0),
+            preconditions: Preconditions::default(),
+        }]);
+        step(&mut w, changed);
+        let changed = w.create(&pod("d", "sim-1"));
+        step(&mut w, changed);
+        assert_eq!(ip(&w, "d"), "10.200.0.2", "a's address, free again");
     }
 }

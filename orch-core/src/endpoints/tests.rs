@@ -155,3 +155,66 @@ fn addresses_beyond_the_limit_are_cut_ready_ones_kept() {
     assert_eq!((ready, not_ready), (1, ENDPOINTS_ADDRESSES_MAX - 1));
     assert_eq!(e.metadata.annotations.get(OVER_CAPACITY_ANNOTATION), Some("truncated"));
 }
+
+/// Pods whose named port resolves to more distinct numbers than an object has room for
+/// subsets: the write is still accepted, the cut said on the object.
+#[test]
+fn more_distinct_ports_than_subsets_are_cut_not_refused() {
+    let mut w = World::with(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {selector: {app: web}, ports: [{port: 80, targetPort: http}]}\n",
+    );
+    let n = crate::validation::LIST_ITEMS_MAX + 1;
+    let creates = (0..n)
+        .map(|i| {
+            let port = 1000 + i32::try_from(i).expect("small");
+            Command::Create(
+                crate::manifest::parse_manifests(&pod(&format!("p{i:04}"), "http", port)).expect("valid").remove(0),
+            )
+        })
+        .collect();
+    w.run(creates);
+    let statuses = w
+        .pods()
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut p)| {
+            p.status.pod_ip = Some(format!("10.3.{}.{}", i / 200, i % 200 + 1).into());
+            p.status.phase = Some(PodPhase::Running);
+            Command::UpdateStatus(Object::from(p))
+        })
+        .collect();
+    w.run(statuses);
+    let mut c = EndpointsController::new();
+    let commands = c.reconcile(&w.state, w.now_ms, true, &[], &[]);
+    assert!(w.apply(commands).iter().all(Result::is_ok));
+    let e = endpoints(&w).expect("created");
+    assert_eq!(e.subsets.len(), crate::validation::LIST_ITEMS_MAX);
+    assert_eq!(e.metadata.annotations.get(OVER_CAPACITY_ANNOTATION), Some("truncated"));
+}
+
+/// A pod that finished leaves, whatever its restart policy; a selector change re-selects.
+#[test]
+fn finished_pods_leave_and_a_new_selector_re_selects() {
+    let mut w = World::with(SERVICE);
+    let mut c = EndpointsController::new();
+    let mut changed = w.create(&(pod("a", "http", 8080) + "---\n" + &pod("b", "http", 8080)));
+    changed.extend(run(&mut w, "a", "10.1.0.1", true));
+    changed.extend(run(&mut w, "b", "10.1.0.2", true));
+    changed.extend(w.state.list(Kind::Service, None).map(Object::key).collect::<Vec<_>>());
+    w.settle(&mut c, changed);
+    let mut a = w.pod("a");
+    a.status.phase = Some(PodPhase::Failed);
+    let (_, changed) = w.run(vec![Command::UpdateStatus(Object::from(a))]);
+    w.settle(&mut c, changed);
+    let e = endpoints(&w).expect("kept");
+    assert_eq!(summary(&e)[0].1, vec!["b".to_owned()], "the failed pod left");
+    // The Service now selects another label: nothing matches.
+    let Some(Object::Service(s)) = w.state.get(&ObjectKey::new(Kind::Service, "default", "web")).cloned() else {
+        panic!("service")
+    };
+    let mut s = (*s).clone();
+    s.spec.selector = [("app", "other")].into_iter().collect();
+    let (_, changed) = w.run(vec![Command::Update(Object::from(s))]);
+    w.settle(&mut c, changed);
+    assert!(endpoints(&w).expect("kept").subsets.is_empty());
+}
