@@ -26,6 +26,9 @@ pub const INITIAL_MEMBERS_MAX: usize = 64;
 
 /// How often a watch gets progress at the least, by default (milliseconds).
 pub const DEFAULT_WATCH_PROGRESS_MS: u64 = 1000;
+/// How long a node must have been gone before its pods are force-deleted, by default
+/// (milliseconds; Kubernetes' pod GC quarantine).
+pub const DEFAULT_POD_GC_QUARANTINE_MS: u64 = 40_000;
 /// The API server's HTTP/2 keepalive interval and timeout, by default (milliseconds).
 pub const DEFAULT_KEEPALIVE_MS: u64 = 10_000;
 
@@ -116,6 +119,8 @@ pub struct FileConfig {
     pub keepalive_timeout_ms: Option<u64>,
     /// How many simulated nodes the leader runs (a stand-in for node agents).
     pub simulated_nodes: Option<usize>,
+    /// How long a node must have been gone before its pods are force-deleted, in milliseconds.
+    pub pod_gc_quarantine_ms: Option<u64>,
 }
 
 impl FileConfig {
@@ -153,6 +158,7 @@ impl FileConfig {
             keepalive_interval_ms: other.keepalive_interval_ms.or(self.keepalive_interval_ms),
             keepalive_timeout_ms: other.keepalive_timeout_ms.or(self.keepalive_timeout_ms),
             simulated_nodes: other.simulated_nodes.or(self.simulated_nodes),
+            pod_gc_quarantine_ms: other.pod_gc_quarantine_ms.or(self.pod_gc_quarantine_ms),
         }
     }
 }
@@ -202,6 +208,8 @@ pub struct Config {
     pub keepalive: (Duration, Duration),
     /// How many simulated nodes the leader runs (0: none).
     pub simulated_nodes: usize,
+    /// How long a node must have been gone before its pods are force-deleted.
+    pub pod_gc_quarantine: Duration,
 }
 
 impl Default for Config {
@@ -290,6 +298,8 @@ impl Config {
                 orch_core::simnodes::SIMULATED_NODES_MAX
             )));
         }
+        let pod_gc_quarantine =
+            positive("pod-gc-quarantine-ms", f.pod_gc_quarantine_ms, DEFAULT_POD_GC_QUARANTINE_MS, 1)?;
         let watch_progress = positive("watch-progress-ms", f.watch_progress_ms, DEFAULT_WATCH_PROGRESS_MS, 10)?;
         let keepalive = (
             positive("keepalive-interval-ms", f.keepalive_interval_ms, DEFAULT_KEEPALIVE_MS, 10)?,
@@ -311,6 +321,7 @@ impl Config {
             watch_progress,
             keepalive,
             simulated_nodes,
+            pod_gc_quarantine,
         })
     }
 
@@ -365,6 +376,10 @@ mod tests {
         let too_many = FileConfig { simulated_nodes: Some(10_001), ..FileConfig::default() };
         let err = Config::resolve(too_many).expect_err("too many").to_string();
         assert_eq!(err, "simulated-nodes: Invalid value: 10001: must be at most 10000");
+        assert_eq!(Config::default().pod_gc_quarantine, Duration::from_secs(40));
+        let zero = FileConfig { pod_gc_quarantine_ms: Some(0), ..FileConfig::default() };
+        let err = Config::resolve(zero).expect_err("zero").to_string();
+        assert_eq!(err, "pod-gc-quarantine-ms: Invalid value: 0: must be >= 1");
         let both =
             FileConfig { initial_members: Some("1=a:1/b:2".into()), join: Some("c:3".into()), ..FileConfig::default() };
         assert!(Config::resolve(both).expect_err("both").to_string().starts_with("join: Forbidden"));

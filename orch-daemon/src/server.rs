@@ -16,22 +16,29 @@ use crate::metrics::Metrics;
 
 /// How long a joining node keeps asking the cluster to add it.
 pub const JOIN_WAIT: Duration = Duration::from_secs(60);
-/// The leader-only loops orchd runs: the scheduler ([`orch_core::scheduling`]), the
-/// ReplicaSet controller ([`orch_core::replicaset`]) and the garbage collector
-/// ([`orch_core::gc`]).
+/// The leader-only loops orchd runs, with their default settings: the scheduler
+/// ([`orch_core::scheduling`]), the ReplicaSet, Deployment and endpoints controllers
+/// ([`orch_core::replicaset`], [`orch_core::deployment`], [`orch_core::endpoints`]) and the
+/// garbage collector ([`orch_core::gc`]).
 pub fn standard_loops() -> Vec<LoopFactory> {
+    loops_with(orch_core::gc::Settings::default())
+}
+
+fn loops_with(gc: orch_core::gc::Settings) -> Vec<LoopFactory> {
     vec![
         orch_raft::controllers::scheduler(orch_core::scheduling::Settings::default()),
         orch_raft::controllers::replica_sets(orch_core::replicaset::Settings::default()),
         orch_raft::controllers::deployments(),
         orch_raft::controllers::endpoints(),
-        orch_raft::controllers::garbage_collector(orch_core::gc::Settings::default()),
+        orch_raft::controllers::garbage_collector(gc),
     ]
 }
 
-/// The loops `config` asks for: [`standard_loops`], and simulated nodes when it names some.
+/// The loops `config` asks for: [`standard_loops`] with its pod GC quarantine, and simulated
+/// nodes when it names some.
 pub fn loops_for(config: &Config) -> Vec<LoopFactory> {
-    let mut loops = standard_loops();
+    let quarantine = i64::try_from(config.pod_gc_quarantine.as_millis()).unwrap_or(i64::MAX);
+    let mut loops = loops_with(orch_core::gc::Settings { orphan_quarantine_ms: quarantine, ..Default::default() });
     if config.simulated_nodes > 0 {
         loops.push(orch_raft::controllers::simulated_nodes(orch_core::simnodes::Settings::named(
             config.simulated_nodes,

@@ -78,6 +78,10 @@ struct Args {
     /// (a stand-in for node agents, for trying orch out and for tests) [default: 0].
     #[arg(long)]
     simulated_nodes: Option<usize>,
+    /// How long a node must have been gone before the pods bound to it are force-deleted, in
+    /// milliseconds [default: 40000, Kubernetes' pod GC quarantine].
+    #[arg(long)]
+    pod_gc_quarantine_ms: Option<u64>,
 }
 
 impl Args {
@@ -101,6 +105,7 @@ impl Args {
             keepalive_interval_ms: self.keepalive_interval_ms,
             keepalive_timeout_ms: self.keepalive_timeout_ms,
             simulated_nodes: self.simulated_nodes,
+            pod_gc_quarantine_ms: self.pod_gc_quarantine_ms,
         };
         (self.config, flags)
     }

@@ -647,3 +647,30 @@ fn a_deployment_rolls_out_on_simulated_nodes() {
     let deleted = ok(&server, &["delete", "-f", &web, "--timeout", "60", "--ignore-not-found"]);
     assert!(deleted.contains("namespace/shop deleted\n"), "{deleted}");
 }
+
+/// `orchctl delete node` of a lost node (no agent will ever confirm its pods stopped) frees
+/// its pods once the pod GC quarantine is over, terminating ones too, and so their namespace.
+#[test]
+fn deleting_a_lost_node_frees_its_pods_and_their_namespace() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let mut d = Daemon::new(root.path(), NET + 7, 1, &["--pod-gc-quarantine-ms".to_owned(), "300".to_owned()]);
+    d.start();
+    ready(&d);
+    let server = d.api();
+    ok(&server, &["apply", "-f", &format!("{}/nodes.yaml", examples())]);
+    let pods = "apiVersion: v1\nkind: Namespace\nmetadata: {name: lost}\n---\n\
+                apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: lost}\nspec: {nodeName: node-a, containers: [{name: c, image: x}]}\n---\n\
+                apiVersion: v1\nkind: Pod\nmetadata: {name: b, namespace: lost}\nspec: {nodeName: node-a, containers: [{name: c, image: x}]}\n";
+    let created = orchctl(&server, &["apply", "-f", "-"], Some(pods));
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    // b is terminating, held for the agent that would confirm it stopped; the namespace too.
+    let marked = ok(&server, &["delete", "pod", "b", "-n", "lost", "--wait=false"]);
+    assert!(marked.starts_with("pod/b marked for deletion"), "{marked}");
+    let marked = ok(&server, &["delete", "ns", "lost", "--wait=false"]);
+    assert!(marked.contains("namespace/lost"), "{marked}");
+    assert_eq!(ok(&server, &["delete", "node", "node-a"]), "node/node-a deleted\n");
+    let deleted = ok(&server, &["delete", "ns", "lost", "--timeout", "30", "--ignore-not-found"]);
+    assert!(deleted.is_empty() || deleted.contains("namespace/lost"), "{deleted}");
+    let gone = orchctl(&server, &["get", "ns", "lost"], None);
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("NotFound"), "the namespace went with its pods");
+}
