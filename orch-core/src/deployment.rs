@@ -382,17 +382,7 @@ impl<'a> Sync<'a> {
         if old < revision {
             rs.metadata.annotations.insert(REVISION_ANNOTATION, revision.to_string());
             if old > 0 {
-                let mut history = match rs.metadata.annotations.get(REVISION_HISTORY_ANNOTATION) {
-                    Some(h) if !h.is_empty() => format!("{h},{old}"),
-                    _ => old.to_string(),
-                };
-                // Kubernetes' cap: the oldest entries go.
-                while history.len() > REVISION_HISTORY_MAX_CHARS {
-                    match history.split_once(',') {
-                        Some((_, rest)) => history = rest.to_owned(),
-                        None => break,
-                    }
-                }
+                let history = with_revision(rs.metadata.annotations.get(REVISION_HISTORY_ANNOTATION), old);
                 rs.metadata.annotations.insert(REVISION_HISTORY_ANNOTATION, history);
             }
             changed = true;
@@ -921,6 +911,23 @@ impl<'a> Sync<'a> {
         let waits = self.waits_for_pods.then(|| self.old().filter_map(|i| self.sets[i].metadata.uid).collect());
         (commands, wake, waits)
     }
+}
+
+/// A `revision-history` with `old` appended, its oldest entries dropped beyond
+/// [`REVISION_HISTORY_MAX_CHARS`] (Kubernetes' cap).
+fn with_revision(history: Option<&str>, old: i64) -> String {
+    let history = match history {
+        Some(h) if !h.is_empty() => format!("{h},{old}"),
+        _ => old.to_string(),
+    };
+    let mut kept = history.as_str();
+    while kept.len() > REVISION_HISTORY_MAX_CHARS {
+        match kept.split_once(',') {
+            Some((_, rest)) => kept = rest,
+            None => break,
+        }
+    }
+    kept.to_owned()
 }
 
 /// Copies `d`'s annotations (but the controller's own and kubectl's last-applied one) to

@@ -613,4 +613,29 @@ mod tests {
         assert_eq!(rs(&w).status.available_replicas, Some(1));
         assert_eq!(c.wake_at_ms(), None);
     }
+
+    /// A set's timer is spent when due even if the set went (recreated under its name, another
+    /// uid): no timer stays due, which would wake the loop over and over.
+    #[test]
+    fn a_timer_of_a_set_that_went_is_spent() {
+        let mut w = World::with(&SET.replace("replicas: 3", "replicas: 1\n  minReadySeconds: 5"));
+        let mut c = ReplicaSets::new(Settings::default());
+        let changed = w.state.list(Kind::ReplicaSet, None).map(Object::key).collect();
+        w.settle(&mut c, changed);
+        let mut pod = w.pods()[0].clone();
+        let since = w.now_ms;
+        let ready =
+            crate::core_v1::PodCondition::new("Ready", ConditionStatus::True, crate::time::Time::from_millis(since));
+        pod.status.conditions.push(ready);
+        let (_, changed) = w.run(vec![Command::UpdateStatus(Object::from(pod))]);
+        w.settle(&mut c, changed);
+        assert_eq!(c.wake_at_ms(), Some(since + 5_000));
+        // The set is replaced under its name in one entry, unseen by the controller.
+        let key = rs(&w).key_of();
+        let delete = Command::Delete { key, grace_period_seconds: None, preconditions: Preconditions::default() };
+        let again = parse_manifests(SET).expect("valid").remove(0);
+        w.run(vec![delete, Command::Create(again)]);
+        c.reconcile(&w.state, since + 5_000, false, &[], &[]);
+        assert!(c.wake_at_ms().is_none_or(|at| at > since + 5_000), "{:?}", c.wake_at_ms());
+    }
 }

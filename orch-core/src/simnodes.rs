@@ -75,7 +75,12 @@ pub struct SimulatedNodes {
 
 /// Node `index`'s pod subnet: `10.(200 + index / 256).(index % 256).0/24`, hosts 2 to 254.
 fn pod_ip(index: usize, host: u8) -> String {
-    format!("10.{}.{}.{host}", 200 + index / 256, index % 256)
+    format!("{}{host}", subnet_prefix(index))
+}
+
+/// Node `index`'s pod subnet up to the host number: `10.a.b.`.
+fn subnet_prefix(index: usize) -> String {
+    format!("10.{}.{}.", 200 + index / 256, index % 256)
 }
 
 /// SplitMix64: a well-mixed 64-bit value from `x`.
@@ -113,7 +118,7 @@ impl SimulatedNodes {
     fn note_address(&mut self, key: &ObjectKey, pod: &Pod) {
         let (Some(node), Some(ip)) = (pod.spec.node_name.as_deref(), pod.status.pod_ip.as_deref()) else { return };
         let Some(index) = self.nodes.get(node) else { return };
-        let Some(host) = ip.strip_prefix(&pod_ip(*index, 0)[..pod_ip(*index, 0).len() - 1]) else { return };
+        let Some(host) = ip.strip_prefix(&subnet_prefix(*index)) else { return };
         if let Ok(host) = host.parse::<u8>() {
             self.hosts.entry(node.to_owned()).or_default().insert(host);
             self.host_of.insert(key.clone(), (node.to_owned(), host));
@@ -161,8 +166,7 @@ impl SimulatedNodes {
         }
         // An address someone else wrote (or a write of ours that committed late) is taken.
         if !self.host_of.contains_key(key) {
-            let pod = pod.clone();
-            self.note_address(key, &pod);
+            self.note_address(key, pod);
         }
         let at = if pod.metadata.deletion_timestamp.is_some() {
             now_ms + self.delay(pod, self.settings.stop_ms, 2)
@@ -341,6 +345,15 @@ mod tests {
         let commands = sim.reconcile(&w.state, at, false, &[], &[]);
         w.run(commands);
         assert!(!w.has(Kind::Pod, "default", "p"), "gone");
+        // A node of theirs deleted is registered again, as an agent would.
+        let (_, changed) = w.run(vec![Command::Delete {
+            key: ObjectKey::new(Kind::Node, "", "sim-2"),
+            grace_period_seconds: None,
+            preconditions: Preconditions::default(),
+        }]);
+        let commands = sim.reconcile(&w.state, w.now_ms, false, &changed, &[]);
+        w.run(commands);
+        assert!(w.has(Kind::Node, "", "sim-2"));
     }
 
     /// Pods bound elsewhere are none of its business.

@@ -354,16 +354,23 @@ fn a_paused_deployment_scales_but_does_not_roll_out_until_resumed() {
     assert_eq!(progressing(&c.deployment()), (ConditionStatus::True, NEW_RS_AVAILABLE.to_owned()));
 }
 
-/// Scaled in the middle of a rollout, the Deployment spreads the new replicas over its active
-/// sets in proportion to their sizes (the surge included), then finishes the rollout.
-#[test]
-fn scaling_during_a_rollout_is_proportional() {
+/// A Deployment of 10 in the middle of a rollout that cannot finish (the new pods never
+/// become Ready): 10 old, 3 new (maxSurge 3).
+fn stuck_mid_rollout() -> Cluster {
     let strategy = "{type: RollingUpdate, rollingUpdate: {maxSurge: 3, maxUnavailable: 0}}";
     let mut c = Cluster::new(&deployment(10, strategy));
     c.settle(|_| {});
     c.ready = false;
     c.edit(|d| d.spec.template.spec.containers[0].image = "nginx:2".into());
     c.settle(|_| {});
+    c
+}
+
+/// Scaled in the middle of a rollout, the Deployment spreads the new replicas over its active
+/// sets in proportion to their sizes (the surge included), then finishes the rollout.
+#[test]
+fn scaling_during_a_rollout_is_proportional() {
+    let mut c = stuck_mid_rollout();
     let sizes: Vec<i32> = c.sets().iter().map(|rs| rs.spec.replicas.unwrap_or(0)).collect();
     assert_eq!(sizes, vec![10, 3], "the surge, stuck: the new pods never become Ready");
     let fates = c.apply(vec![Command::Scale { key: ObjectKey::new(Kind::Deployment, "default", "web"), replicas: 20 }]);
@@ -467,16 +474,11 @@ fn a_rolling_update_waits_min_ready_seconds_for_each_new_pod() {
 /// every set goes to zero.
 #[test]
 fn scaling_down_during_a_rollout_is_proportional_and_zero_empties_every_set() {
-    let strategy = "{type: RollingUpdate, rollingUpdate: {maxSurge: 3, maxUnavailable: 0}}";
-    let mut c = Cluster::new(&deployment(10, strategy));
-    c.settle(|_| {});
-    c.ready = false;
-    c.edit(|d| d.spec.template.spec.containers[0].image = "nginx:2".into());
-    c.settle(|_| {});
+    let mut c = stuck_mid_rollout();
     let key = ObjectKey::new(Kind::Deployment, "default", "web");
     c.apply(vec![Command::Scale { key: key.clone(), replicas: 5 }]);
     c.step();
-    // 5 + 2 (25% surge of 5, rounded up... here maxSurge 3) = 8 allowed of 13: take 5.
+    // 5 + 3 (maxSurge) = 8 allowed of 13: take 5.
     let sizes: Vec<i32> = c.sets().iter().map(|rs| rs.spec.replicas.unwrap_or(0)).collect();
     assert_eq!(sizes.iter().sum::<i32>(), 8, "{sizes:?}");
     assert_eq!(sizes, vec![6, 2], "round(10 * 8 / 13) = 6, round(3 * 8 / 13) = 2");
@@ -514,4 +516,15 @@ fn hostile_sets_neither_break_nor_join_a_deployment() {
     let names: Vec<String> = c.sets().iter().map(|rs| rs.metadata.name.to_string()).collect();
     assert!(!names.contains(&"far".to_owned()), "{names:?}");
     assert!(names.contains(&"max".to_owned()), "{names:?}");
+}
+
+/// `revision-history` grows by one revision per reuse, and past its cap loses the oldest.
+#[test]
+fn the_revision_history_is_capped_oldest_first() {
+    assert_eq!(with_revision(None, 1), "1");
+    assert_eq!(with_revision(Some("1,3"), 5), "1,3,5");
+    let long: String = (1..=600).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+    let capped = with_revision(Some(&long), 601);
+    assert!(capped.len() <= REVISION_HISTORY_MAX_CHARS, "{}", capped.len());
+    assert!(capped.ends_with(",600,601") && !capped.starts_with("1,"), "{capped}");
 }
