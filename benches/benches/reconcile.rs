@@ -1,9 +1,13 @@
 //! The leader-only loops at 150,000 pods: one `ControlPlane` (RocksDB with fsync) restored
 //! from a state of 5,000 Ready nodes (16 cores, 110 pods each) and 150,000 running pods runs
-//! two of orchd's loops, the scheduler and the ReplicaSet controller (not the garbage
-//! collector: the fixture's pods name a ReplicaSet the state does not hold, so it would
-//! delete them all); then 10,000 pending pods are created, 1,000 per proposal, and the
-//! scheduler binds them through the log.
+//! three of orchd's loops, the scheduler, the ReplicaSet controller and the node lifecycle
+//! controller (not the garbage collector: the fixture's pods name a ReplicaSet the state does
+//! not hold, so it would delete them all); then 10,000 pending pods are created, 1,000 per
+//! proposal, and the scheduler binds them through the log. Meanwhile every node but
+//! `node-00000` heartbeats each second (through the loops' sender, as the API hands them
+//! over); with a 5 s grace period that node is lost during the run: its conditions go
+//! `Unknown`, it is tainted, and its pods (which carry no tolerations) are evicted, which
+//! takes the node lifecycle controller a scan of every pod.
 //!
 //! Prints how long the first (full) rounds took, how long until every pending pod was bound
 //! (pods bound per second, end to end: decisions, proposals with fsync, apply), the longest
@@ -56,6 +60,27 @@ impl LeaderLoop for Timed {
     fn more(&self) -> bool {
         self.inner.more()
     }
+
+    fn wake_at_ms(&self) -> Option<i64> {
+        self.inner.wake_at_ms()
+    }
+
+    fn outbox(&mut self) -> Vec<(&'static str, orch_raft::leader::Input)> {
+        self.inner.outbox()
+    }
+}
+
+/// The node lifecycle controller's grace period here.
+const GRACE_MS: i64 = 5_000;
+
+/// Of the pods on `node-00000`: how many are being deleted, and how many there are.
+fn evicted_from_lost(state: &State) -> (usize, usize) {
+    let on: Vec<_> = state
+        .list(Kind::Pod, None)
+        .filter_map(|o| o.as_pod())
+        .filter(|p| p.spec.node_name.as_deref() == Some("node-00000"))
+        .collect();
+    (on.iter().filter(|p| p.metadata.deletion_timestamp.is_some()).count(), on.len())
 }
 
 fn unbound(state: &State) -> usize {
@@ -87,10 +112,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     node.lock_holds().reset();
     let t = Instant::now();
     let loops = Loops::spawn(node.clone(), factories, Duration::from_secs(3600), Arc::new(NoEvents));
-    while rounds.lock().expect("lock").len() < 2 {
+    while rounds.lock().expect("lock").len() < 3 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    println!("first rounds of both loops done {:.2} s after the loops started", t.elapsed().as_secs_f64());
+    println!("first rounds of the loops done {:.2} s after the loops started", t.elapsed().as_secs_f64());
+    let sender = loops.sender();
+    let beating = tokio::spawn(async move {
+        loop {
+            for i in 1..NODES {
+                let node = format!("node-{i:05}");
+                let beat = orch_core::reconcile::Message::Heartbeat { node: node.clone() };
+                let _ = sender.send_latest(orch_raft::controllers::NODE_LIFECYCLE, &node, Box::new(beat));
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    let lost_from = Instant::now();
 
     let t = Instant::now();
     let pending: Vec<Command> = (0..PENDING)
@@ -122,6 +159,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         bound.as_secs_f64(),
         PENDING as f64 / bound.as_secs_f64()
     );
+    loop {
+        let evicted = node.read(Consistency::Stale, evicted_from_lost).await?;
+        if evicted.0 > 0 && evicted.0 == evicted.1 {
+            println!(
+                "node-00000 lost and its {} pods evicted {:.2} s after the heartbeats began (grace {GRACE_MS} ms)",
+                evicted.0,
+                lost_from.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        assert!(lost_from.elapsed() < Duration::from_secs(600), "node-00000's pods not evicted: {evicted:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    beating.abort();
     loops.stop().await;
     println!("\n{:<14} {:>8} {:>16} {:>16}", "loop", "rounds", "first round ms", "longest round ms");
     for (name, (count, longest, first)) in rounds.lock().expect("lock").iter() {
@@ -137,11 +188,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Two of the loops orchd runs (`orch_daemon::server::standard_loops`, which this crate does
-/// not depend on): the same factories, without the garbage collector.
+/// Three of the loops orchd runs (`orch_daemon::server::standard_loops`, which this crate does
+/// not depend on): the same factories, without the garbage collector, the node lifecycle
+/// controller with a 5 s grace period.
 fn orch_daemon_loops() -> Vec<LoopFactory> {
     vec![
         orch_raft::controllers::scheduler(orch_core::scheduling::Settings::default()),
         orch_raft::controllers::replica_sets(orch_core::replicaset::Settings::default()),
+        orch_raft::controllers::node_lifecycle(orch_core::nodelifecycle::Settings {
+            grace_ms: GRACE_MS,
+            ..Default::default()
+        }),
     ]
 }

@@ -604,6 +604,22 @@ impl Client {
         self.write(request, |mut c, r| async move { c.rollout_undo(r).await }).await
     }
 
+    /// Tells the leader that node `node`'s agent is alive (a heartbeat; nothing is written
+    /// unless the node's readiness changes).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when no such node is registered; [`Error::Invalid`] for a name
+    /// that is not one.
+    pub async fn heartbeat(&self, node: &str) -> Result<(), Error> {
+        let request = pb::HeartbeatRequest { node: node.to_owned() };
+        self.call(|mut c| {
+            let r = request.clone();
+            async move { c.heartbeat(r).await }
+        })
+        .await?;
+        Ok(())
+    }
+
     /// The control plane's members and its leader.
     ///
     /// # Errors

@@ -35,7 +35,10 @@ use bincode::{Decode, Encode};
 /// - 8: rules version 4 (apply keeps the deployment controller's annotations and omitted
 ///   replicas; undo restores the revision's annotations); no layout changed: format 4 to 7
 ///   entries and snapshots read as they are.
-pub const FORMAT_VERSION: u8 = 8;
+/// - 9: rules version 5 (pods created or updated get the default tolerations of the
+///   not-ready and unreachable taints); no layout changed: format 4 to 8 entries and
+///   snapshots read as they are.
+pub const FORMAT_VERSION: u8 = 9;
 
 /// The oldest format this build reads.
 pub const FORMAT_VERSION_MIN: u8 = 1;
@@ -202,9 +205,9 @@ pub fn encode_entry(entry: &crate::command::Entry) -> Result<Vec<u8>, CodecError
 /// this build does not apply ([`crate::rules`]).
 pub fn decode_entry(bytes: &[u8]) -> Result<crate::command::Entry, CodecError> {
     let entry = match versioned(bytes, ENTRY_READ_BYTES_MAX)? {
-        // Format 5 changed only snapshots and format 6 only the rules: format 4 and 5 entries
-        // read as they are (their stamps say which rules they are applied under).
-        (FORMAT_VERSION | 4..=7, body) => decode_body(body)?,
+        // Format 5 changed only snapshots and formats 6 to 9 only the rules: format 4 to 8
+        // entries read as they are (their stamps say which rules they are applied under).
+        (FORMAT_VERSION | 4..=8, body) => decode_body(body)?,
         // Format 3 only added commands: a format 2 entry is a format 3 entry.
         (2 | 3, body) => decode_body::<crate::command::v3::Entry>(body)?.into(),
         (1, body) => decode_body::<crate::command::v1::Entry>(body)?.into(),

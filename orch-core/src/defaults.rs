@@ -2,7 +2,8 @@
 
 use crate::apps_v1::{DeploymentStrategyType, RollingUpdateDeployment};
 use crate::core_v1::{
-    NamespacePhase, PodSpec, Probe, Protocol, PullPolicy, ResourceList, RestartPolicy, ServiceType, UriScheme,
+    NamespacePhase, PodSpec, Probe, Protocol, PullPolicy, ResourceList, RestartPolicy, ServiceType, TaintEffect,
+    Toleration, TolerationOperator, UriScheme,
 };
 use crate::intstr::IntOrString;
 use crate::object::Object;
@@ -12,6 +13,10 @@ use std::sync::Arc;
 pub const DEFAULT_NAMESPACE: &str = "default";
 /// Seconds between SIGTERM and SIGKILL when a pod names none.
 pub const DEFAULT_TERMINATION_GRACE_SECONDS: i64 = 30;
+/// The `tolerationSeconds` of the tolerations of the not-ready and unreachable taints a new pod
+/// gets ([`default_tolerations`]): Kubernetes' `default-not-ready-toleration-seconds` and
+/// `default-unreachable-toleration-seconds`.
+pub const DEFAULT_TOLERATION_SECONDS: i64 = 300;
 /// A deployment's default `revisionHistoryLimit`.
 pub const DEFAULT_REVISION_HISTORY_LIMIT: i32 = 10;
 /// A deployment's default `progressDeadlineSeconds`.
@@ -68,6 +73,31 @@ pub fn default_pod_spec(spec: &mut PodSpec) {
         default_requests(&mut c.resources.requests, &limits);
         for probe in [&mut c.liveness_probe, &mut c.readiness_probe, &mut c.startup_probe].into_iter().flatten() {
             default_probe(probe);
+        }
+    }
+}
+
+/// Adds to a new pod's `spec` the tolerations Kubernetes' `DefaultTolerationSeconds`
+/// admission adds: of the `NoExecute` taints `node.kubernetes.io/not-ready` and
+/// `node.kubernetes.io/unreachable`, for [`DEFAULT_TOLERATION_SECONDS`] each, unless a
+/// toleration of the pod already names that key (or every key) with `NoExecute` or every
+/// effect. Applied when a pod is created or updated (rules 5, [`crate::rules`]); a pod whose
+/// tolerations are at their list limit ([`crate::validation::LIST_ITEMS_MAX`]) gets none, so
+/// that the stored pod stays within its bounds.
+pub fn default_tolerations(spec: &mut PodSpec) {
+    for key in [crate::nodelifecycle::NOT_READY_TAINT, crate::nodelifecycle::UNREACHABLE_TAINT] {
+        let tolerated = spec.tolerations.iter().any(|t| {
+            t.key.as_deref().is_none_or(|k| k.is_empty() || k == key)
+                && t.effect.is_none_or(|e| e == TaintEffect::NoExecute)
+        });
+        if !tolerated && spec.tolerations.len() < crate::validation::LIST_ITEMS_MAX {
+            spec.tolerations.push(Toleration {
+                key: Some(key.into()),
+                operator: Some(TolerationOperator::Exists),
+                value: None,
+                effect: Some(TaintEffect::NoExecute),
+                toleration_seconds: Some(DEFAULT_TOLERATION_SECONDS),
+            });
         }
     }
 }

@@ -56,6 +56,7 @@ mod index;
 pub mod intstr;
 pub mod manifest;
 pub mod meta;
+pub mod nodelifecycle;
 pub mod object;
 pub mod quantity;
 pub mod reconcile;

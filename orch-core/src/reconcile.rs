@@ -15,6 +15,20 @@ pub enum Fate {
     Unknown,
 }
 
+/// What a reconciler is told besides the state, or tells another: an outside input its owner
+/// hands it (a node agent's heartbeat, which is never written to the log), or a message it
+/// sends another reconciler of the same owner ([`Reconciler::outbox`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Message {
+    /// The agent of node `node` is alive: a heartbeat, for the node lifecycle controller
+    /// ([`crate::nodelifecycle`]).
+    Heartbeat {
+        /// The node's name.
+        node: String,
+    },
+}
+
 /// A pure reconciler (the scheduler loop, a controller): each round its owner gives it the
 /// state, the time, whether to look at everything (`full`) or the keys changed since its last
 /// round, and the fates of the commands it returned last round; it returns the commands to
@@ -44,6 +58,18 @@ pub trait Reconciler: Send + 'static {
     /// then runs an incremental round with no changed keys.
     fn wake_at_ms(&self) -> Option<i64> {
         None
+    }
+    /// Takes a message sent to it (its owner calls this before the round that follows, with
+    /// that round's `now_ms`); ignored unless the reconciler expects messages.
+    fn receive(&mut self, now_ms: i64, message: Message) {
+        let _ = (now_ms, message);
+    }
+    /// The messages it sends other reconcilers, by their [`Reconciler::NAME`]: its owner takes
+    /// them after each round and delivers them before the addressee's next round (dropped
+    /// when no reconciler of that name has run under that owner, or too many inputs wait
+    /// for it).
+    fn outbox(&mut self) -> Vec<(&'static str, Message)> {
+        Vec::new()
     }
 }
 

@@ -55,7 +55,11 @@
 ///   revision's annotations with its template, as kubectl's undo (but the controller's own
 ///   and kubectl's last-applied annotation), and is refused for a paused Deployment. Under 1
 ///   to 3 an apply replaced the whole object and an undo changed the template only.
-pub const RULES_VERSION: u16 = 4;
+/// - 5 (format 9): a pod created or updated without tolerations of the `node.kubernetes.io/not-ready` and
+///   `node.kubernetes.io/unreachable` `NoExecute` taints gets them, for 300 s each
+///   ([`crate::defaults::default_tolerations`], Kubernetes' `DefaultTolerationSeconds`
+///   admission), so that a lost node's pods are evicted and replaced after five minutes.
+pub const RULES_VERSION: u16 = 5;
 /// The oldest rules version this build applies.
 pub const RULES_VERSION_MIN: u16 = 1;
 /// The rules version of entries written before entries carried one (storage formats 1 to 3).

@@ -6,16 +6,18 @@
 //! grace-0 delete a real agent sends once the pod stopped) after another such delay. Each
 //! step is written from the pod as the state has it when it is due, under its uid (a status
 //! write also under its resourceVersion). Each node has a pod subnet and a pod gets the lowest
-//! free address of its node's. Nothing runs: no process. Node heartbeats come with node
-//! liveness.
+//! free address of its node's. Nothing runs: no process. Every [`Settings::heartbeat_ms`]
+//! each node heartbeats ([`Message::Heartbeat`], sent to the node lifecycle controller of the
+//! same owner, [`crate::nodelifecycle`]), as an agent does over the API.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::command::{Command, Preconditions};
 use crate::core_v1::{ContainerState, ContainerStateRunning, ContainerStatus, Pod, PodCondition, PodPhase};
 use crate::meta::ConditionStatus;
+use crate::nodelifecycle::NodeLifecycle;
 use crate::object::{Kind, Object, ObjectKey};
-use crate::reconcile::{Fate, Reconciler};
+use crate::reconcile::{Fate, Message, Reconciler};
 use crate::state::State;
 use crate::time::Time;
 
@@ -42,11 +44,14 @@ pub struct Settings {
     pub start_ms: (i64, i64),
     /// The range of the delay before a deleted pod is gone, in ms.
     pub stop_ms: (i64, i64),
+    /// How often each node heartbeats, in ms (at least 1).
+    pub heartbeat_ms: i64,
 }
 
 impl Settings {
     /// `count` nodes named `sim-1`, `sim-2`, ... (at most [`SIMULATED_NODES_MAX`]), each of
-    /// 8 cores, 32 GiB and 110 pods; pods start within 0.2-1 s and stop within 0.1-0.5 s.
+    /// 8 cores, 32 GiB and 110 pods; pods start within 0.2-1 s and stop within 0.1-0.5 s;
+    /// nodes heartbeat every 10 s (the kubelet's `nodeStatusUpdateFrequency`).
     pub fn named(count: usize) -> Self {
         Self {
             names: (1..=count.min(SIMULATED_NODES_MAX)).map(|i| format!("sim-{i}")).collect(),
@@ -56,6 +61,7 @@ impl Settings {
             seed: 1,
             start_ms: (200, 1_000),
             stop_ms: (100, 500),
+            heartbeat_ms: 10_000,
         }
     }
 }
@@ -71,6 +77,9 @@ pub struct SimulatedNodes {
     /// The host numbers taken in each node's subnet, and each pod's.
     hosts: BTreeMap<String, BTreeSet<u8>>,
     host_of: BTreeMap<ObjectKey, (String, u8)>,
+    /// When the nodes heartbeat next (ms), and the heartbeats not yet taken.
+    heartbeat_at: Option<i64>,
+    outbox: Vec<(&'static str, Message)>,
 }
 
 /// Node `index`'s pod subnet: `10.(200 + index / 256).(index % 256).0/24`, hosts 2 to 254.
@@ -102,7 +111,15 @@ impl SimulatedNodes {
     pub fn new(settings: Settings) -> Self {
         // At most SIMULATED_NODES_MAX: the subnets are numbered up to it.
         let nodes = settings.names.iter().take(SIMULATED_NODES_MAX).enumerate().map(|(i, n)| (n.clone(), i)).collect();
-        Self { settings, nodes, planned: BTreeMap::new(), hosts: BTreeMap::new(), host_of: BTreeMap::new() }
+        Self {
+            settings,
+            nodes,
+            planned: BTreeMap::new(),
+            hosts: BTreeMap::new(),
+            host_of: BTreeMap::new(),
+            heartbeat_at: None,
+            outbox: Vec::new(),
+        }
     }
 
     /// Frees the address of the pod at `key`, if it holds one.
@@ -294,11 +311,27 @@ impl Reconciler for SimulatedNodes {
             self.planned.remove(&key);
             commands.extend(self.act(state, &key, now_ms));
         }
+        if self.heartbeat_at.is_none_or(|at| at <= now_ms) {
+            // Those registered only: a node is heard once it exists, as an agent's would be.
+            let beats = self.nodes.keys().filter(|n| state.get(&ObjectKey::new(Kind::Node, "", n)).is_some());
+            let beats: Vec<_> = beats.map(|n| (NodeLifecycle::NAME, Message::Heartbeat { node: n.clone() })).collect();
+            // Heartbeats not taken (no lifecycle controller runs) are replaced, never piled up.
+            self.outbox = beats;
+            self.heartbeat_at = Some(now_ms.saturating_add(self.settings.heartbeat_ms.max(1)));
+        }
         commands
     }
 
     fn wake_at_ms(&self) -> Option<i64> {
-        self.planned.values().min().copied()
+        let planned = self.planned.values().min().copied();
+        match (planned, self.heartbeat_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn outbox(&mut self) -> Vec<(&'static str, Message)> {
+        std::mem::take(&mut self.outbox)
     }
 }
 
@@ -306,6 +339,37 @@ impl Reconciler for SimulatedNodes {
 mod tests {
     use super::*;
     use crate::reconcile::world::World;
+
+    /// Registered nodes heartbeat every `heartbeat_ms` to the node lifecycle controller,
+    /// which keeps them Ready past its grace period; without the heartbeats they are lost.
+    #[test]
+    fn simulated_nodes_heartbeat_to_the_lifecycle_controller() {
+        use crate::nodelifecycle::{self, NodeLifecycle};
+        let mut w = World::new();
+        let mut sim = SimulatedNodes::new(Settings { heartbeat_ms: 3_000, ..Settings::named(2) });
+        let commands = sim.reconcile(&w.state, w.now_ms, true, &[], &[]);
+        assert!(sim.outbox().is_empty(), "no node is registered yet");
+        w.run(commands);
+        let mut lifecycle = NodeLifecycle::new(nodelifecycle::Settings { grace_ms: 5_000, writes_per_round: 10 });
+        let start = w.now_ms;
+        assert!(lifecycle.reconcile(&w.state, start, true, &[], &[]).is_empty());
+        for now in (start..start + 60_000).step_by(500) {
+            // The heartbeats of a round that came due stand in for the first.
+            let _ = sim.reconcile(&w.state, now, false, &[], &[]);
+            let sent = sim.outbox();
+            if !sent.is_empty() {
+                assert_eq!(sent.len(), 2);
+                assert!(sent.iter().all(|(to, _)| *to == NodeLifecycle::NAME));
+                assert_eq!(sim.wake_at_ms(), Some(now + 3_000), "the next heartbeat");
+            }
+            for (_, message) in sent {
+                lifecycle.receive(now, message);
+            }
+            assert!(lifecycle.reconcile(&w.state, now, false, &[], &[]).is_empty(), "kept Ready at {now}");
+        }
+        let later = start + 60_000 + 5_001;
+        assert_eq!(lifecycle.reconcile(&w.state, later, false, &[], &[]).len(), 2, "lost without heartbeats");
+    }
 
     /// The nodes register; a pod bound to one becomes Running and Ready within the start
     /// range, and once deleted is gone within the stop range; the same seed, the same times.
@@ -332,7 +396,7 @@ mod tests {
         assert_eq!(p.status.pod_ip.as_deref(), Some("10.200.0.2"), "the first address of sim-1's subnet");
         assert!(p.status.container_statuses[0].ready);
         assert!(sim.reconcile(&w.state, w.now_ms, false, &changed, &[]).is_empty());
-        assert_eq!(sim.wake_at_ms(), None);
+        assert!(sim.planned.is_empty(), "nothing planned (but the heartbeat)");
         let delete = Command::Delete {
             key: ObjectKey::new(Kind::Pod, "default", "p"),
             grace_period_seconds: None,
@@ -364,7 +428,7 @@ mod tests {
         let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {nodeName: elsewhere, containers: [{name: c, image: x}]}\n";
         let changed = w.create(pod);
         sim.reconcile(&w.state, w.now_ms, false, &changed, &[]);
-        assert_eq!(sim.wake_at_ms(), None);
+        assert!(sim.planned.is_empty());
     }
 
     /// Addresses are the lowest free of the node's subnet, and freed when the pod goes.

@@ -432,6 +432,11 @@ impl State {
 
     fn create(&mut self, txn: &mut Txn, mut obj: Object, changes: &mut Vec<Change>) -> Result<(), ApplyError> {
         apply_defaults(&mut obj);
+        if txn.rules >= 5
+            && let Object::Pod(pod) = &mut obj
+        {
+            crate::defaults::default_tolerations(&mut Arc::make_mut(pod).spec);
+        }
         let seq = txn.uid_seq;
         txn.uid_seq += 1;
         let now = txn.now;
@@ -484,6 +489,20 @@ impl State {
 
     fn update(&mut self, txn: &mut Txn, mut new: Object, changes: &mut Vec<Change>) -> Result<(), ApplyError> {
         apply_defaults(&mut new);
+        let stored = self.objects.get(&new.key()).cloned();
+        if txn.rules >= 5
+            && let Object::Pod(pod) = &mut new
+        {
+            // As Kubernetes' admission, on update too: a manifest applied again, which does
+            // not name the defaults, is not taken for removing them.
+            let spec = &mut Arc::make_mut(pod).spec;
+            crate::defaults::default_tolerations(spec);
+            // Tolerations may only be added, in any order (Kubernetes compares them as a set):
+            // the stored ones first, in their order, then the new ones.
+            if let Some(Object::Pod(old)) = &stored {
+                order_like(&mut spec.tolerations, &old.spec.tolerations);
+            }
+        }
         let key = new.key();
         let old = self.lookup(&key)?;
         let pre = Preconditions { uid: new.meta().uid, resource_version: new.meta().resource_version };
@@ -844,6 +863,19 @@ fn keep_controller_fields(obj: &mut Object, live: &Object, omits_replicas: bool)
     }
 }
 
+/// Puts the tolerations of `old` first in `new`, in their order, when `new` holds each of
+/// them (as many times), the others after them in their order; else leaves `new` as it is.
+fn order_like(new: &mut Vec<crate::core_v1::Toleration>, old: &[crate::core_v1::Toleration]) {
+    let mut rest = new.clone();
+    let mut ordered = Vec::with_capacity(new.len());
+    for t in old {
+        let Some(i) = rest.iter().position(|r| r == t) else { return };
+        ordered.push(rest.remove(i));
+    }
+    ordered.extend(rest);
+    *new = ordered;
+}
+
 /// The status a new object starts with: what a create keeps of the status it was given.
 pub(crate) fn set_initial_status(obj: &mut Object, now: Time) {
     match obj {
@@ -1187,5 +1219,84 @@ mod tests {
         assert_eq!((copy.len(), state.len()), (2, 3));
         copy.check_invariants().expect("the copy is whole");
         state.check_invariants().expect("the original is whole");
+    }
+
+    /// Rules 5: a new pod gets 300 s tolerations of the not-ready and unreachable `NoExecute`
+    /// taints unless it tolerates them already (by key, or every key), or has no room for
+    /// them; under rules 4 it gets none. An update adds them too, so that the same manifest
+    /// applied again is not a change.
+    #[test]
+    fn a_new_pod_gets_the_default_tolerations() {
+        let tolerations = |rules: u16, name: &str, tolerations: &str| {
+            let mut state = State::new();
+            let pod = format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec: {{tolerations: {tolerations}, \
+                 containers: [{{name: c, image: x}}]}}\n"
+            );
+            let pod = crate::manifest::parse_manifests(&pod).expect("valid").remove(0);
+            let outcome = apply_under(&mut state, rules, Command::Create(pod.clone()));
+            assert!(outcome.is_ok(), "{outcome:?}");
+            // The same manifest applied again changes nothing (under rules 4 too).
+            let again = apply_under(&mut state, rules, Command::Apply(pod));
+            assert!(matches!(&again, Ok(s) if s.changes.iter().all(|c| c.action == Action::Unchanged)), "{again:?}");
+            let key = ObjectKey::new(Kind::Pod, "default", name);
+            let stored = state.get(&key).and_then(Object::as_pod).expect("stored").clone();
+            stored
+                .spec
+                .tolerations
+                .iter()
+                .map(|t| format!("{}:{:?}:{:?}", t.key.as_deref().unwrap_or(""), t.effect, t.toleration_seconds))
+                .collect::<Vec<_>>()
+        };
+        assert!(tolerations(4, "old", "[]").is_empty());
+        assert_eq!(
+            tolerations(5, "new", "[]"),
+            [
+                "node.kubernetes.io/not-ready:Some(NoExecute):Some(300)",
+                "node.kubernetes.io/unreachable:Some(NoExecute):Some(300)"
+            ]
+        );
+        assert_eq!(tolerations(5, "all", "[{operator: Exists}]"), [":None:None"]);
+        assert_eq!(
+            tolerations(
+                5,
+                "one",
+                "[{key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 9}]"
+            ),
+            [
+                "node.kubernetes.io/unreachable:Some(NoExecute):Some(9)",
+                "node.kubernetes.io/not-ready:Some(NoExecute):Some(300)"
+            ]
+        );
+        let full = format!("[{}]", vec!["{key: k, operator: Exists}"; crate::validation::LIST_ITEMS_MAX].join(", "));
+        assert_eq!(tolerations(5, "full", &full).len(), crate::validation::LIST_ITEMS_MAX);
+    }
+
+    /// Rules 5: a manifest re-applied with a toleration added is taken (the stored ones, the
+    /// defaults among them, stay first, as Kubernetes compares tolerations as a set); one that
+    /// drops a toleration is still refused.
+    #[test]
+    fn a_pod_re_applied_with_a_toleration_added_is_taken() {
+        let mut state = State::new();
+        let manifest = |tolerations: &str| {
+            let pod = format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec: {{tolerations: {tolerations}, \
+                 containers: [{{name: c, image: x}}]}}\n"
+            );
+            crate::manifest::parse_manifests(&pod).expect("valid").remove(0)
+        };
+        let a = "{key: a, operator: Exists}";
+        let b = "{key: b, operator: Exists}";
+        assert!(apply_under(&mut state, 5, Command::Apply(manifest(&format!("[{a}]")))).is_ok());
+        let added = apply_under(&mut state, 5, Command::Apply(manifest(&format!("[{a}, {b}]"))));
+        assert!(added.is_ok(), "{added:?}");
+        let key = ObjectKey::new(Kind::Pod, "default", "p");
+        let keys = |state: &State| -> Vec<String> {
+            let pod = state.get(&key).and_then(Object::as_pod).expect("stored");
+            pod.spec.tolerations.iter().map(|t| t.key.as_deref().unwrap_or("").to_owned()).collect()
+        };
+        assert_eq!(keys(&state), ["a", "node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable", "b"]);
+        let dropped = apply_under(&mut state, 5, Command::Apply(manifest(&format!("[{b}]"))));
+        assert!(matches!(dropped, Err(ApplyError::Invalid { .. })), "{dropped:?}");
     }
 }

@@ -50,6 +50,8 @@ pub fn cp_error(e: CpError) -> Error {
 #[derive(Clone)]
 pub struct ApiService {
     cp: ControlPlane,
+    /// Where node heartbeats go (the node lifecycle loop); none: heartbeats are refused.
+    loops: Option<orch_raft::leader::LoopSender>,
     metrics: SharedMetrics,
     watches: Arc<Semaphore>,
     watch_message_bytes: usize,
@@ -62,6 +64,7 @@ impl ApiService {
     pub fn new(cp: ControlPlane, metrics: SharedMetrics) -> Self {
         Self {
             cp,
+            loops: None,
             metrics,
             watches: Arc::new(Semaphore::new(WATCHES_MAX)),
             watch_message_bytes: orch_api::watch::WATCH_MESSAGE_BYTES_DEFAULT,
@@ -73,6 +76,14 @@ impl ApiService {
     /// one event per response).
     pub fn with_watch_message_bytes(mut self, bytes: usize) -> Self {
         self.watch_message_bytes = bytes.max(1);
+        self
+    }
+
+    /// Hands node heartbeats to the leader-only loops of `loops` (the node lifecycle
+    /// controller, [`orch_raft::controllers::NODE_LIFECYCLE`]).
+    #[must_use]
+    pub fn with_loops(mut self, loops: orch_raft::leader::LoopSender) -> Self {
+        self.loops = Some(loops);
         self
     }
 
@@ -441,6 +452,36 @@ impl pb::orch_server::Orch for ApiService {
     }
 
     type SnapshotStream = SnapshotStream;
+
+    async fn heartbeat(&self, request: GrpcRequest<pb::HeartbeatRequest>) -> ApiResult<pb::HeartbeatResponse> {
+        let node = request.into_inner().node;
+        self.timed("Heartbeat", async {
+            if let Some(rule) = orch_core::validation::is_dns1123_subdomain(&node) {
+                // The value is quoted within its bound only: a long name is not echoed whole.
+                let shown: String = node.chars().take(253).collect();
+                return Err(Error::Invalid(format!(
+                    "node: Invalid value: {}: {rule}",
+                    orch_core::validation::q(&shown)
+                )));
+            }
+            self.cp.check_lease().map_err(cp_error)?;
+            let key = ObjectKey::new(Kind::Node, "", &node);
+            if !self.read(pb::Consistency::Stale as i32, |s| s.get(&key).is_some()).await? {
+                return Err(Error::NotFound(format!("{key} not found")));
+            }
+            let Some(loops) = &self.loops else {
+                return Err(Error::unavailable("this server runs no node lifecycle controller".to_owned()));
+            };
+            let beat = orch_core::reconcile::Message::Heartbeat { node: node.clone() };
+            match loops.send_latest(orch_raft::controllers::NODE_LIFECYCLE, &node, Box::new(beat)) {
+                Ok(()) => Ok(pb::HeartbeatResponse {}),
+                // The loop has not started yet (this node was just elected), or is swamped:
+                // the agent's next heartbeat comes soon enough.
+                Err(e) => Err(Error::unavailable(e.to_string())),
+            }
+        })
+        .await
+    }
 
     async fn snapshot(&self, _request: GrpcRequest<pb::SnapshotRequest>) -> ApiResult<Self::SnapshotStream> {
         self.timed("Snapshot", async {

@@ -29,6 +29,10 @@ pub const DEFAULT_WATCH_PROGRESS_MS: u64 = 1000;
 /// How long a node must have been gone before its pods are force-deleted, by default
 /// (milliseconds; Kubernetes' pod GC quarantine).
 pub const DEFAULT_POD_GC_QUARANTINE_MS: u64 = 40_000;
+/// Kubernetes' default `node-monitor-grace-period` ([`orch_core::nodelifecycle::DEFAULT_GRACE_MS`]).
+pub const DEFAULT_NODE_MONITOR_GRACE_PERIOD_MS: u64 = orch_core::nodelifecycle::DEFAULT_GRACE_MS.unsigned_abs();
+/// The longest `node-monitor-grace-period` taken: a day.
+pub const NODE_MONITOR_GRACE_PERIOD_MAX_MS: u64 = 86_400_000;
 /// The API server's HTTP/2 keepalive interval and timeout, by default (milliseconds).
 pub const DEFAULT_KEEPALIVE_MS: u64 = 10_000;
 
@@ -121,6 +125,9 @@ pub struct FileConfig {
     pub simulated_nodes: Option<usize>,
     /// How long a node must have been gone before its pods are force-deleted, in milliseconds.
     pub pod_gc_quarantine_ms: Option<u64>,
+    /// How long a node may go without a heartbeat before it is marked `Unknown`, in
+    /// milliseconds.
+    pub node_monitor_grace_period_ms: Option<u64>,
 }
 
 impl FileConfig {
@@ -159,6 +166,7 @@ impl FileConfig {
             keepalive_timeout_ms: other.keepalive_timeout_ms.or(self.keepalive_timeout_ms),
             simulated_nodes: other.simulated_nodes.or(self.simulated_nodes),
             pod_gc_quarantine_ms: other.pod_gc_quarantine_ms.or(self.pod_gc_quarantine_ms),
+            node_monitor_grace_period_ms: other.node_monitor_grace_period_ms.or(self.node_monitor_grace_period_ms),
         }
     }
 }
@@ -210,6 +218,8 @@ pub struct Config {
     pub simulated_nodes: usize,
     /// How long a node must have been gone before its pods are force-deleted.
     pub pod_gc_quarantine: Duration,
+    /// How long a node may go without a heartbeat before it is marked `Unknown`.
+    pub node_monitor_grace_period: Duration,
 }
 
 impl Default for Config {
@@ -300,6 +310,18 @@ impl Config {
         }
         let pod_gc_quarantine =
             positive("pod-gc-quarantine-ms", f.pod_gc_quarantine_ms, DEFAULT_POD_GC_QUARANTINE_MS, 1)?;
+        let node_monitor_grace_period = positive(
+            "node-monitor-grace-period-ms",
+            f.node_monitor_grace_period_ms,
+            DEFAULT_NODE_MONITOR_GRACE_PERIOD_MS,
+            10,
+        )?;
+        if node_monitor_grace_period > Duration::from_millis(NODE_MONITOR_GRACE_PERIOD_MAX_MS) {
+            return Err(ConfigError(format!(
+                "node-monitor-grace-period-ms: Invalid value: {}: must be <= {NODE_MONITOR_GRACE_PERIOD_MAX_MS}",
+                node_monitor_grace_period.as_millis()
+            )));
+        }
         let watch_progress = positive("watch-progress-ms", f.watch_progress_ms, DEFAULT_WATCH_PROGRESS_MS, 10)?;
         let keepalive = (
             positive("keepalive-interval-ms", f.keepalive_interval_ms, DEFAULT_KEEPALIVE_MS, 10)?,
@@ -322,6 +344,7 @@ impl Config {
             keepalive,
             simulated_nodes,
             pod_gc_quarantine,
+            node_monitor_grace_period,
         })
     }
 
@@ -377,6 +400,14 @@ mod tests {
         let err = Config::resolve(too_many).expect_err("too many").to_string();
         assert_eq!(err, "simulated-nodes: Invalid value: 10001: must be at most 10000");
         assert_eq!(Config::default().pod_gc_quarantine, Duration::from_secs(40));
+        assert_eq!(Config::default().node_monitor_grace_period, Duration::from_secs(40));
+        for (ms, error) in [
+            (9, "node-monitor-grace-period-ms: Invalid value: 9: must be >= 10"),
+            (86_400_001, "node-monitor-grace-period-ms: Invalid value: 86400001: must be <= 86400000"),
+        ] {
+            let f = FileConfig { node_monitor_grace_period_ms: Some(ms), ..FileConfig::default() };
+            assert_eq!(Config::resolve(f).expect_err("refused").to_string(), error);
+        }
         let zero = FileConfig { pod_gc_quarantine_ms: Some(0), ..FileConfig::default() };
         let err = Config::resolve(zero).expect_err("zero").to_string();
         assert_eq!(err, "pod-gc-quarantine-ms: Invalid value: 0: must be >= 1");

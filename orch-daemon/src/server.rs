@@ -18,31 +18,35 @@ use crate::metrics::Metrics;
 pub const JOIN_WAIT: Duration = Duration::from_secs(60);
 /// The leader-only loops orchd runs, with their default settings: the scheduler
 /// ([`orch_core::scheduling`]), the ReplicaSet, Deployment and endpoints controllers
-/// ([`orch_core::replicaset`], [`orch_core::deployment`], [`orch_core::endpoints`]) and the
-/// garbage collector ([`orch_core::gc`]).
+/// ([`orch_core::replicaset`], [`orch_core::deployment`], [`orch_core::endpoints`]), the
+/// garbage collector ([`orch_core::gc`]) and the node lifecycle controller
+/// ([`orch_core::nodelifecycle`]).
 pub fn standard_loops() -> Vec<LoopFactory> {
-    loops_with(orch_core::gc::Settings::default())
+    loops_for(&Config::default())
 }
 
-fn loops_with(gc: orch_core::gc::Settings) -> Vec<LoopFactory> {
-    vec![
+/// The loops `config` asks for: the [`standard_loops`] with its pod GC quarantine and node
+/// monitor grace period, and simulated nodes when it names some (heartbeating at a quarter of
+/// the grace period, within 10 ms to 10 s).
+pub fn loops_for(config: &Config) -> Vec<LoopFactory> {
+    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let grace_ms = ms(config.node_monitor_grace_period);
+    let mut loops = vec![
         orch_raft::controllers::scheduler(orch_core::scheduling::Settings::default()),
         orch_raft::controllers::replica_sets(orch_core::replicaset::Settings::default()),
         orch_raft::controllers::deployments(),
         orch_raft::controllers::endpoints(),
-        orch_raft::controllers::garbage_collector(gc),
-    ]
-}
-
-/// The loops `config` asks for: [`standard_loops`] with its pod GC quarantine, and simulated
-/// nodes when it names some.
-pub fn loops_for(config: &Config) -> Vec<LoopFactory> {
-    let quarantine = i64::try_from(config.pod_gc_quarantine.as_millis()).unwrap_or(i64::MAX);
-    let mut loops = loops_with(orch_core::gc::Settings { orphan_quarantine_ms: quarantine, ..Default::default() });
+        orch_raft::controllers::garbage_collector(orch_core::gc::Settings {
+            orphan_quarantine_ms: ms(config.pod_gc_quarantine),
+            ..Default::default()
+        }),
+        orch_raft::controllers::node_lifecycle(orch_core::nodelifecycle::Settings { grace_ms, ..Default::default() }),
+    ];
     if config.simulated_nodes > 0 {
-        loops.push(orch_raft::controllers::simulated_nodes(orch_core::simnodes::Settings::named(
-            config.simulated_nodes,
-        )));
+        loops.push(orch_raft::controllers::simulated_nodes(orch_core::simnodes::Settings {
+            heartbeat_ms: (grace_ms / 4).clamp(10, 10_000),
+            ..orch_core::simnodes::Settings::named(config.simulated_nodes)
+        }));
     }
     loops
 }
@@ -138,8 +142,9 @@ impl Orchd {
         let cp = builder.start().await?;
 
         let metrics = Arc::new(Metrics::new());
+        let loops = Loops::spawn(cp.clone(), loops, LOOP_RESYNC, Arc::new(metrics.loops.clone()));
         let (stop_api, api_stopped) = oneshot::channel::<()>();
-        let api = ApiService::new(cp.clone(), Arc::clone(&metrics)).server();
+        let api = ApiService::new(cp.clone(), Arc::clone(&metrics)).with_loops(loops.sender()).server();
         let incoming = tonic::transport::server::TcpIncoming::from(
             tokio::net::TcpListener::from_std(api_listener).map_err(|source| StartError::Bind {
                 what: "api",
@@ -185,7 +190,7 @@ impl Orchd {
             stop_http: Some(stop_http),
             api_task,
             http_task,
-            loops: Some(Loops::spawn(cp.clone(), loops, LOOP_RESYNC, Arc::new(metrics.loops.clone()))),
+            loops: Some(loops),
         };
         if let Start::Join(addrs) = &config.start
             && let Err(e) = join(&cp, config.id, addrs, &advertise_raft, &advertise_api).await

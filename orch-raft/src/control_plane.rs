@@ -954,14 +954,7 @@ impl ControlPlane {
             return Ok(Vec::new());
         }
         self.await_leader().await;
-        {
-            let metrics = self.inner.raft.metrics();
-            let m = metrics.borrow_watched();
-            if m.current_leader != Some(self.inner.id) {
-                let member = m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l));
-                return Err(not_leader_at(m.current_leader, member));
-            }
-        }
+        self.check_leader()?;
         // Admission: what apply would refuse without the state, and what would not decode, is
         // answered here and never becomes an entry.
         let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(requests.len());
@@ -1029,6 +1022,41 @@ impl ControlPlane {
     /// stale read on a node that restarted and has not caught up yet.
     pub async fn read<T>(&self, consistency: Consistency, f: impl FnOnce(&State) -> T) -> Result<T, Error> {
         Ok(f(&self.state(consistency).await?))
+    }
+
+    /// Whether this node leads, by its own view (which a deposed leader may hold for a moment):
+    /// the check [`ControlPlane::submit`] makes before proposing.
+    ///
+    /// # Errors
+    /// [`Error::NotLeader`], naming the leader and its addresses when known.
+    pub fn check_leader(&self) -> Result<(), Error> {
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow_watched();
+        if m.current_leader == Some(self.inner.id) {
+            return Ok(());
+        }
+        let member = m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l));
+        Err(not_leader_at(m.current_leader, member))
+    }
+
+    /// Whether this node leads and a quorum acknowledged it within the shortest election
+    /// timeout: for what the leader decides without the log (node heartbeats), which a leader
+    /// cut off from its peers must not take while another is elected.
+    ///
+    /// # Errors
+    /// [`Error::NotLeader`]: naming the leader when another leads; naming none when this node
+    /// believes it leads but its lease is not fresh (the caller tries the other servers).
+    pub fn check_lease(&self) -> Result<(), Error> {
+        self.check_leader()?;
+        let lease = Duration::from_millis(self.inner.raft.config().election_timeout_min);
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow_watched();
+        // A lone voter is its own quorum (openraft notes no acknowledgement while it is idle).
+        let alone = m.membership_config.membership().voter_ids().eq([self.inner.id]);
+        if alone || m.last_quorum_acked.is_some_and(|at| openraft::Instant::elapsed(&at.into_inner()) < lease) {
+            return Ok(());
+        }
+        Err(Error::NotLeader { leader: None, address: None, api_address: None })
     }
 
     /// A copy of the cluster state at the chosen consistency, taken in constant time (the

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use orch_core::Command;
 use orch_core::deployment::Deployments;
 use orch_core::gc::Collector;
-use orch_core::reconcile::{Fate, Reconciler};
+use orch_core::reconcile::{Fate, Message, Reconciler};
 use orch_core::replicaset::ReplicaSets;
 use orch_core::scheduling::Scheduler;
 
-use crate::leader::{LeaderLoop, LoopFactory, NOT_PROPOSED, Round};
+use crate::leader::{Input, LeaderLoop, LoopFactory, NOT_PROPOSED, Round};
 
 /// The scheduler loop's name (for [`crate::leader::Loops::send`], logs and counters).
 pub const SCHEDULER: &str = Scheduler::NAME;
@@ -47,7 +47,17 @@ impl<R: Reconciler> LeaderLoop for Adapter<R> {
                 (command.clone(), fate)
             })
             .collect();
+        for input in round.inputs {
+            // Inputs of another type are not for a reconciler.
+            if let Ok(message) = input.downcast::<Message>() {
+                self.0.receive(round.now_ms, *message);
+            }
+        }
         self.0.reconcile(round.state, round.now_ms, round.full, round.changed, &fates)
+    }
+
+    fn outbox(&mut self) -> Vec<(&'static str, Input)> {
+        self.0.outbox().into_iter().map(|(to, message)| (to, Box::new(message) as Input)).collect()
     }
 
     fn more(&self) -> bool {
@@ -83,6 +93,16 @@ pub fn garbage_collector(settings: orch_core::gc::Settings) -> LoopFactory {
 /// Makes fresh simulated nodes ([`orch_core::simnodes`]) with `settings` for each term.
 pub fn simulated_nodes(settings: orch_core::simnodes::Settings) -> LoopFactory {
     factory(move || orch_core::simnodes::SimulatedNodes::new(settings.clone()))
+}
+
+/// The node lifecycle controller's name: node agents' heartbeats go to it
+/// ([`orch_core::reconcile::Message::Heartbeat`] through [`crate::leader::Loops::send`]).
+pub const NODE_LIFECYCLE: &str = orch_core::nodelifecycle::NodeLifecycle::NAME;
+
+/// Makes a fresh node lifecycle controller ([`orch_core::nodelifecycle`]) with `settings` for
+/// each term.
+pub fn node_lifecycle(settings: orch_core::nodelifecycle::Settings) -> LoopFactory {
+    factory(move || orch_core::nodelifecycle::NodeLifecycle::new(settings.clone()))
 }
 
 /// Makes a fresh endpoints controller ([`orch_core::endpoints`]) for each term.

@@ -104,6 +104,12 @@ pub trait LeaderLoop: Send + 'static {
     fn wake_at_ms(&self) -> Option<i64> {
         None
     }
+    /// Inputs for other loops of this framework, by name, taken after each round and
+    /// delivered as [`Loops::send`] would (dropped when no loop of that name has run, or too
+    /// many wait for it).
+    fn outbox(&mut self) -> Vec<(&'static str, Input)> {
+        Vec::new()
+    }
 }
 
 /// Makes a fresh loop for each term this node leads.
@@ -136,9 +142,87 @@ impl LoopEvents for NoEvents {}
 struct Inbox {
     /// The names of the loops made so far (a factory is not called just to learn its name).
     names: Mutex<BTreeSet<&'static str>>,
-    pending: Mutex<BTreeMap<&'static str, Vec<Input>>>,
+    pending: Mutex<BTreeMap<&'static str, Queue>>,
     /// Wakes every running loop when an input arrives.
     arrived: Notify,
+}
+
+/// The inputs waiting for one loop: in the order sent, then the latest under each key.
+#[derive(Default)]
+struct Queue {
+    plain: Vec<Input>,
+    latest: BTreeMap<String, Input>,
+}
+
+impl Queue {
+    fn len(&self) -> usize {
+        self.plain.len() + self.latest.len()
+    }
+}
+
+impl Inbox {
+    /// Queues `input` for loop `name` (under `key`: replacing the input waiting under it), and
+    /// wakes the loops when `notify`.
+    fn post(&self, name: &str, key: Option<String>, input: Input, notify: bool) -> Result<(), InputError> {
+        let Some(name) = lock(&self.names).get(name).copied() else {
+            return Err(InputError::NoSuchLoop(name.to_owned()));
+        };
+        {
+            let mut pending = lock(&self.pending);
+            let queue = pending.entry(name).or_default();
+            let replaces = key.as_ref().is_some_and(|k| queue.latest.contains_key(k));
+            if !replaces && queue.len() >= LOOP_INPUTS_PENDING_MAX {
+                return Err(InputError::Full(name));
+            }
+            match key {
+                Some(key) => {
+                    queue.latest.insert(key, input);
+                }
+                None => queue.plain.push(input),
+            }
+        }
+        if notify {
+            self.arrived.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// Whether inputs wait for loop `name`.
+    fn waiting(&self, name: &str) -> bool {
+        lock(&self.pending).get(name).is_some_and(|q| q.len() > 0)
+    }
+
+    /// The inputs waiting for loop `name`, taken.
+    fn take(&self, name: &str) -> Vec<Input> {
+        let Some(queue) = lock(&self.pending).remove(name) else { return Vec::new() };
+        let mut inputs = queue.plain;
+        inputs.extend(queue.latest.into_values());
+        inputs
+    }
+}
+
+/// Sends inputs to the loops of one framework ([`Loops::sender`]); cheap to clone.
+#[derive(Clone)]
+pub struct LoopSender(Arc<Inbox>);
+
+impl LoopSender {
+    /// As [`Loops::send`].
+    ///
+    /// # Errors
+    /// As [`Loops::send`].
+    pub fn send(&self, name: &str, input: Input) -> Result<(), InputError> {
+        self.0.post(name, None, input, true)
+    }
+
+    /// As [`LoopSender::send`], but an input still waiting under the same `key` is replaced
+    /// (a node's heartbeat: only the latest matters), so a sender that repeats itself takes
+    /// one place in the queue however often it sends.
+    ///
+    /// # Errors
+    /// As [`Loops::send`].
+    pub fn send_latest(&self, name: &str, key: &str, input: Input) -> Result<(), InputError> {
+        self.0.post(name, Some(key.to_owned()), input, true)
+    }
 }
 
 /// The running framework; [`Loops::stop`] stops it and waits (dropping it stops it too,
@@ -172,24 +256,19 @@ impl Loops {
     }
 
     /// Sends an outside input to loop `name`: it gets it in its next round (and is woken for
-    /// it). Inputs sent while this node does not lead wait for its next term.
+    /// it). Inputs still waiting when a term begins are dropped: an input is for the loops
+    /// of the term it was sent in (one sent while this node does not lead is lost).
     ///
     /// # Errors
     /// No loop of that name has run yet, or too many inputs wait for it.
     pub fn send(&self, name: &str, input: Input) -> Result<(), InputError> {
-        let Some(name) = lock(&self.inbox.names).get(name).copied() else {
-            return Err(InputError::NoSuchLoop(name.to_owned()));
-        };
-        {
-            let mut pending = lock(&self.inbox.pending);
-            let queue = pending.entry(name).or_default();
-            if queue.len() >= LOOP_INPUTS_PENDING_MAX {
-                return Err(InputError::Full(name));
-            }
-            queue.push(input);
-        }
-        self.inbox.arrived.notify_waiters();
-        Ok(())
+        self.inbox.post(name, None, input, true)
+    }
+
+    /// A handle that sends inputs to these loops ([`Loops::send`]) and can be kept apart from
+    /// them (by the API service, say).
+    pub fn sender(&self) -> LoopSender {
+        LoopSender(Arc::clone(&self.inbox))
     }
 
     /// Stops the loops and waits for them.
@@ -224,6 +303,9 @@ async fn run(
                 () = tokio::time::sleep(poll) => continue,
             }
         };
+        // Inputs sent before this term (while another node led, or to the loops of an earlier
+        // term) are stale: a heartbeat that waited would vouch for a node nobody heard lately.
+        lock(&inbox.pending).clear();
         let mut running = JoinSet::new();
         // Which factory made each running task.
         let mut made_by = BTreeMap::new();
@@ -313,7 +395,7 @@ async fn run_one(
         let mut resync_at = tokio::time::Instant::now() + resync;
         loop {
             let arrived = inbox.arrived.notified();
-            let waiting = lock(&inbox.pending).get(lp.name()).is_some_and(|q| !q.is_empty());
+            let waiting = inbox.waiting(lp.name());
             // A resync that is due is not put off by changes that keep arriving (a wait on the
             // stream returns them before its deadline).
             let due = tokio::time::Instant::now() >= resync_at;
@@ -347,7 +429,7 @@ async fn run_one(
                     },
                     () = arrived => {
                         // Another loop's input: nothing for this one.
-                        if lock(&inbox.pending).get(lp.name()).is_none_or(|q| q.is_empty()) {
+                        if !inbox.waiting(lp.name()) {
                             continue;
                         }
                     }
@@ -421,7 +503,7 @@ async fn round(
         tokio::time::sleep(Duration::from_millis(50)).await;
         return;
     };
-    let inputs = lock(&inbox.pending).remove(name).unwrap_or_default();
+    let inputs = inbox.take(name);
     let full = carry.full;
     let changed = if full { Vec::new() } else { std::mem::take(&mut carry.changed) };
     carry.changed.clear();
@@ -432,6 +514,15 @@ async fn round(
     let mut commands =
         lp.reconcile(Round { state: &state, now_ms, full, changed: &changed, outcomes: &outcomes, inputs });
     drop(state);
+    let outbox = lp.outbox();
+    let posted = !outbox.is_empty();
+    for (to, input) in outbox {
+        // Dropped when the addressee is unknown or full, as documented.
+        let _ = inbox.post(to, None, input, false);
+    }
+    if posted {
+        inbox.arrived.notify_waiters();
+    }
     while !commands.is_empty() {
         let rest = commands.split_off(chunk_len(&commands));
         match cp.propose_retrying(commands.clone(), PROPOSAL_ATTEMPTS).await {

@@ -82,6 +82,11 @@ struct Args {
     /// milliseconds [default: 40000, Kubernetes' pod GC quarantine].
     #[arg(long)]
     pod_gc_quarantine_ms: Option<u64>,
+    /// How long a node may go without a heartbeat before it is marked `Unknown` (and, with the
+    /// unreachable taint, its pods evicted after their tolerations), in milliseconds
+    /// [default: 40000, Kubernetes' node-monitor-grace-period].
+    #[arg(long)]
+    node_monitor_grace_period_ms: Option<u64>,
 }
 
 impl Args {
@@ -106,6 +111,7 @@ impl Args {
             keepalive_timeout_ms: self.keepalive_timeout_ms,
             simulated_nodes: self.simulated_nodes,
             pod_gc_quarantine_ms: self.pod_gc_quarantine_ms,
+            node_monitor_grace_period_ms: self.node_monitor_grace_period_ms,
         };
         (self.config, flags)
     }

@@ -74,6 +74,20 @@ async fn the_cluster_carries_on_when_its_leader_is_killed() {
     .await;
     assert_eq!(hint, (api(NET, first), true));
 
+    // A node agent's heartbeat: a follower names the leader, which takes it (its lease held by
+    // Raft's own heartbeats, with no write in between); the client follows the hint.
+    let node =
+        "apiVersion: v1\nkind: Node\nmetadata: {name: hb}\nstatus: {conditions: [{type: Ready, status: 'True'}]}\n";
+    client.create(&orch_core::parse_manifests(node).expect("valid")[0]).await.expect("node");
+    let options = ClientOptions { retry_for: Duration::ZERO, ..ClientOptions::default() };
+    let direct = Client::with_options([api(NET, follower)], options).expect("client");
+    match direct.heartbeat("hb").await {
+        Err(Error::Unavailable { leader: Some(l), .. }) => assert_eq!(l, api(NET, first)),
+        other => panic!("a follower names the leader, got {other:?}"),
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await; // idle: only Raft's heartbeats hold the lease
+    client.heartbeat("hb").await.expect("the leader takes it");
+
     // A writer creates namespaces back to back and records what was acknowledged.
     let acked = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));

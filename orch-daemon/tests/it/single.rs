@@ -30,7 +30,13 @@ fn started(root: &std::path::Path, net: u8) -> Daemon {
 }
 
 async fn start_ready(root: &std::path::Path, net: u8) -> (Daemon, String) {
-    let mut d = Daemon::new(root, net, 1, &[]);
+    start_ready_with(root, net, &[]).await
+}
+
+/// As [`start_ready`], with orchd's `flags`.
+async fn start_ready_with(root: &std::path::Path, net: u8, flags: &[&str]) -> (Daemon, String) {
+    let flags: Vec<String> = flags.iter().map(|f| (*f).to_owned()).collect();
+    let mut d = Daemon::new(root, net, 1, &flags);
     d.start();
     let d_http = http(d.net, d.id);
     tokio::task::spawn_blocking(move || eventually("ready", || http_get(&d_http, "/readyz").filter(|r| r.0 == 200)))
@@ -673,4 +679,126 @@ fn deleting_a_lost_node_frees_its_pods_and_their_namespace() {
     assert!(deleted.is_empty() || deleted.contains("namespace/lost"), "{deleted}");
     let gone = orchctl(&server, &["get", "ns", "lost"], None);
     assert!(String::from_utf8_lossy(&gone.stderr).contains("NotFound"), "the namespace went with its pods");
+}
+
+/// Polls `check` every 50 ms until it gives a value, for at most 30 s.
+async fn until<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Node liveness end to end: heartbeats through the API keep a node Ready; once they stop it
+/// is marked `Unknown` with the unreachable `NoExecute` taint, its pods are evicted when their
+/// toleration runs out and the ReplicaSet replaces them on a live (simulated, heartbeating)
+/// node; a heartbeat brings it back, untainted. Heartbeats for a bad name or an unknown node
+/// are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_heartbeating_loses_its_pods_to_live_nodes() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let flags = ["--simulated-nodes", "1", "--node-monitor-grace-period-ms", "1500"];
+    let (_daemon, server) = start_ready_with(root.path(), NET + 8, &flags).await;
+    let client = Client::new([server.as_str()]).expect("client");
+    let bad = client.heartbeat("Not_A_Name").await;
+    assert!(matches!(&bad, Err(Error::Invalid(m)) if m.starts_with("node: Invalid value: \"Not_A_Name\"")), "{bad:?}");
+    let ghost = client.heartbeat("ghost").await;
+    assert!(matches!(&ghost, Err(Error::NotFound(m)) if m == "nodes \"ghost\" not found"), "{ghost:?}");
+
+    // sim-1 is cordoned while the pods are placed, so that they go to node-x.
+    let sim = ObjectKey::new(Kind::Node, "", "sim-1");
+    until("sim-1 to register", || async { client.get(&sim).await.ok() }).await;
+    let cordon = {
+        let server = server.clone();
+        move |verb: &'static str| {
+            let server = server.clone();
+            tokio::task::spawn_blocking(move || ok(&server, &[verb, "sim-1"]))
+        }
+    };
+    cordon("cordon").await.expect("cordon");
+    let node_x = "apiVersion: v1\nkind: Node\nmetadata: {name: node-x}\nstatus:\n  capacity: {cpu: '4', memory: 8Gi, pods: '10'}\n  \
+                  conditions: [{type: Ready, status: 'True'}]\n";
+    client.create(&orch_core::parse_manifests(node_x).expect("valid")[0]).await.expect("node-x");
+    // node-x's agent heartbeats until the pods are placed.
+    let beating = tokio::spawn({
+        let client = client.clone();
+        async move {
+            loop {
+                let _ = client.heartbeat("node-x").await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
+    let web = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 2\n  \
+               selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      \
+               tolerations: [{key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 2}]\n      \
+               containers: [{name: c, image: x}]\n";
+    client.create(&orch_core::parse_manifests(web).expect("valid")[0]).await.expect("web");
+    let pods_on = |node: &'static str| {
+        let client = client.clone();
+        async move {
+            let (pods, _) = client.list(Kind::Pod, Some("default"), "app=web", Some(node)).await.ok()?;
+            Some(pods.into_iter().filter_map(|p| p.as_pod().cloned()).collect::<Vec<_>>())
+        }
+    };
+    let placed = until("both pods on node-x", || async {
+        pods_on("node-x").await.filter(|p| p.len() == 2 && p.iter().all(|p| p.metadata.deletion_timestamp.is_none()))
+    })
+    .await;
+    let node_x_key = ObjectKey::new(Kind::Node, "", "node-x");
+    let ready_of = |node: orch_core::Object| match node {
+        orch_core::Object::Node(n) => {
+            let ready = n.status.conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.status);
+            (ready, n.spec.taints.iter().map(|t| t.key.to_string()).collect::<Vec<_>>())
+        }
+        other => panic!("not a node: {other:?}"),
+    };
+    let (ready, taints) = ready_of(client.get(&node_x_key).await.expect("node-x").0);
+    assert_eq!(
+        (ready, taints.len()),
+        (Some(orch_core::meta::ConditionStatus::True), 0),
+        "kept Ready by its heartbeats"
+    );
+    beating.abort();
+    cordon("uncordon").await.expect("uncordon");
+
+    until("node-x to be lost and tainted", || async {
+        let (ready, taints) = ready_of(client.get(&node_x_key).await.ok()?.0);
+        (ready == Some(orch_core::meta::ConditionStatus::Unknown) && taints == ["node.kubernetes.io/unreachable"])
+            .then_some(())
+    })
+    .await;
+    until("the pods to be replaced on sim-1", || async {
+        let evicted = pods_on("node-x").await?;
+        let replaced = pods_on("sim-1").await?;
+        let running = |p: &orch_core::Pod| p.status.phase == Some(orch_core::core_v1::PodPhase::Running);
+        (evicted.len() == 2
+            && evicted.iter().all(|p| p.metadata.deletion_timestamp.is_some())
+            && replaced.iter().filter(|p| running(p) && p.metadata.deletion_timestamp.is_none()).count() == 2)
+            .then_some(())
+    })
+    .await;
+    assert!(placed.iter().all(|p| p.spec.tolerations.len() == 2), "the 2 s toleration and the default not-ready one");
+    let status = {
+        let server = server.clone();
+        tokio::task::spawn_blocking(move || ok(&server, &["rollout", "status", "deployment/web", "--timeout", "30"]))
+    };
+    assert!(status.await.expect("status").contains("successfully rolled out"));
+
+    // Heard again: Ready, and the taint goes.
+    client.heartbeat("node-x").await.expect("heartbeat");
+    until("node-x to be back", || async {
+        let _ = client.heartbeat("node-x").await;
+        let (ready, taints) = ready_of(client.get(&node_x_key).await.ok()?.0);
+        (ready == Some(orch_core::meta::ConditionStatus::True) && taints.is_empty()).then_some(())
+    })
+    .await;
 }

@@ -275,7 +275,7 @@ async fn three_nodes_survive_leader_loss_restart_snapshot_and_membership_changes
 }
 
 /// Three nodes on TCP in `dirs`, node 1 initializing the cluster; with their membership.
-async fn three_bootstrapped(
+pub(crate) async fn three_bootstrapped(
     dirs: &[tempfile::TempDir],
 ) -> (Vec<ControlPlane>, std::collections::BTreeMap<u64, Member>) {
     let listeners: Vec<_> =

@@ -13,7 +13,8 @@
 //! the table; format 6 is rules version 2, its fixture's entries stamped with it; format 7 is
 //! rules version 3, whose fixture holds a bind refused because the pod does not fit; format 8
 //! is rules version 4, whose fixture holds an apply that keeps the controller's annotation and
-//! the scaled replicas the manifest leaves out.
+//! the scaled replicas the manifest leaves out; format 9 is rules version 5, whose pods hold the
+//! default tolerations, and one is applied again with a toleration added.
 //!
 //! From format 4 on a fixture also holds `sessions.json`, the deduplication table's outcomes
 //! (what a retry of each request would get): replaying the fixture must give them again, so a
@@ -117,7 +118,11 @@ fn proposals() -> Vec<Vec<Command>> {
     if let Object::Deployment(d) = &mut unscaled {
         std::sync::Arc::make_mut(d).spec.replicas = None;
     }
+    // Rules 5 (format 9): pods get the default tolerations (every pod above, in that
+    // fixture); p3 applied again with a toleration of its own added keeps them, first.
+    let tolerant = pod("p3").replace("  containers:\n", "  tolerations: [{key: k, operator: Exists}]\n  containers:\n");
     out.push(vec![
+        Command::Apply(one(&tolerant)),
         Command::Update(annotated),
         Command::Scale { key: ObjectKey::new(Kind::Deployment, "shop", "web"), replicas: 5 },
         Command::Apply(unscaled),

@@ -104,7 +104,8 @@ async fn a_round_shows_the_changed_keys_the_last_outcomes_the_inputs_and_the_nod
 }
 
 /// Inputs wait in a bounded queue per loop: one more than the limit is refused, and nothing
-/// sent to a loop that never ran is kept.
+/// sent to a loop that never ran is kept; an input sent under a key replaces the one waiting
+/// under it.
 #[tokio::test(flavor = "current_thread")]
 async fn inputs_beyond_the_limit_are_refused() {
     let dir = tempfile::tempdir().expect("dir");
@@ -128,6 +129,23 @@ async fn inputs_beyond_the_limit_are_refused() {
     .await;
     assert_eq!(taken, orch_raft::leader::LOOP_INPUTS_PENDING_MAX, "every input, in one round");
     loops.send("recorder", Box::new(0_u32)).expect("room again once the loop took them");
+    eventually("the round with it", || rounds.lock().expect("lock").last().filter(|r| r.inputs == [0]).map(|_| ()))
+        .await;
+    // Under one key, the latest waiting input replaces the one before (no await between the
+    // sends: the loop cannot take the first).
+    let sender = loops.sender();
+    sender.send_latest("recorder", "k", Box::new(4_u32)).expect("sent");
+    sender.send_latest("recorder", "k", Box::new(5_u32)).expect("replaces 4");
+    let latest = eventually("a round with the latest", || {
+        rounds
+            .lock()
+            .expect("lock")
+            .last()
+            .filter(|r| !r.inputs.is_empty() && r.inputs != [0])
+            .map(|r| r.inputs.clone())
+    })
+    .await;
+    assert_eq!(latest, [5]);
     loops.stop().await;
     cp.shutdown().await.expect("stops");
 }
@@ -270,4 +288,143 @@ async fn a_loop_is_woken_when_it_asked_to_be() {
     loops.stop().await;
     assert_eq!(seen().len(), 2, "no round without a change or a wake-up");
     cp.shutdown().await.expect("stops");
+}
+
+/// An input is for the loops of the term it was sent in: one that waits while its node does not
+/// lead (a heartbeat taken just before a step-down, say) is dropped when the node leads again,
+/// not handed to the next term's loop as if it were fresh (the loop of the term it was sent in
+/// may still take it, while it is being stopped). A loop's outbox reaches the loop it names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_of_an_earlier_term_are_dropped_and_latest_ones_replace_each_other() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("temp dir")).collect();
+    let (nodes, _) = crate::control_plane::three_bootstrapped(&dirs).await;
+    // Per node: (instance, input) for each input a "recorder" took; instances count up as
+    // each term makes a fresh loop.
+    let logs: Vec<Log> = (0..3).map(|_| Arc::default()).collect();
+    let made: Vec<Arc<std::sync::atomic::AtomicUsize>> = (0..3).map(|_| Arc::default()).collect();
+    let loops: Vec<Loops> = nodes
+        .iter()
+        .zip(&logs)
+        .zip(&made)
+        .map(|((cp, log), made)| {
+            let log = Arc::clone(log);
+            let made = Arc::clone(made);
+            let recorder: LoopFactory = Arc::new(move || {
+                let instance = made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Box::new(Instance { instance, log: Arc::clone(&log) }) as Box<dyn LeaderLoop>
+            });
+            let poster: LoopFactory = Arc::new(|| Box::new(Poster { rounds: 0 }) as Box<dyn LeaderLoop>);
+            Loops::spawn(cp.clone(), vec![recorder, poster], Duration::from_secs(600), Arc::new(NoEvents))
+        })
+        .collect();
+    let leader = eventually("a leader", || nodes.iter().position(|n| n.metrics().leader == Some(n.id()))).await;
+    let took = |i: usize, input: u32| -> Option<usize> {
+        logs[i].lock().expect("lock").iter().find(|(_, v)| *v == input).map(|(instance, _)| *instance)
+    };
+    eventually("the poster's input", || took(leader, 99)).await;
+
+    // Leadership moves away; an input sent to the former leader's loops waits there...
+    let other = (leader + 1) % 3;
+    transfer(&nodes[leader], nodes[other].id()).await;
+    eventually("the former leader to know it", || {
+        (nodes[leader].metrics().leader != Some(nodes[leader].id())).then_some(())
+    })
+    .await;
+    // (Once the old term's loop is stopped, so that nothing takes the input meanwhile.)
+    eventually("the old term's loop to stop", || took(leader, STOPPED)).await;
+    loops[leader].send("recorder", Box::new(42_u32)).expect("queued: the loop ran here");
+    // ... and is dropped when leadership comes back: the new term's loop never takes it.
+    let before = made[leader].load(std::sync::atomic::Ordering::SeqCst);
+    transfer(&nodes[other], nodes[leader].id()).await;
+    // The framework notices a new term within its poll; the old term's loop runs until then.
+    eventually("the new term's loop", || {
+        (made[leader].load(std::sync::atomic::Ordering::SeqCst) > before).then_some(())
+    })
+    .await;
+    loops[leader].send("recorder", Box::new(43_u32)).expect("sent");
+    let new_term = eventually("the new term's input", || took(leader, 43)).await;
+    assert_eq!(new_term, before, "taken by the new term's loop");
+    assert_eq!(took(leader, 42), None, "an input of an earlier term reached a later one");
+    for l in loops {
+        l.stop().await;
+    }
+    for n in &nodes {
+        n.shutdown().await.expect("stops");
+    }
+}
+
+/// Per loop instance, the inputs it took: (instance, input).
+type Log = Arc<Mutex<Vec<(usize, u32)>>>;
+
+/// What an [`Instance`] records when it is dropped (its term over).
+const STOPPED: u32 = u32::MAX;
+
+/// Records the inputs it takes, with the number of its instance, and [`STOPPED`] when dropped.
+struct Instance {
+    instance: usize,
+    log: Log,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Ok(mut log) = self.log.lock() {
+            log.push((self.instance, STOPPED));
+        }
+    }
+}
+
+impl LeaderLoop for Instance {
+    fn name(&self) -> &'static str {
+        "recorder"
+    }
+
+    fn reconcile(&mut self, round: Round<'_>) -> Vec<Command> {
+        let mut log = self.log.lock().expect("lock");
+        for input in round.inputs {
+            if let Ok(v) = input.downcast::<u32>() {
+                log.push((self.instance, *v));
+            }
+        }
+        Vec::new()
+    }
+}
+
+/// Moves leadership from `from` (which leads) to node `to`, asking again while an election
+/// intervenes.
+async fn transfer(from: &ControlPlane, to: u64) {
+    for _ in 0..50 {
+        if from.transfer_leadership(to).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("leadership did not move to {to}");
+}
+
+/// Posts input 99 to the recorder in each of its first 50 rounds (which follow each other at
+/// once), so that some post finds the recorder started.
+struct Poster {
+    rounds: usize,
+}
+
+impl LeaderLoop for Poster {
+    fn name(&self) -> &'static str {
+        "poster"
+    }
+
+    fn reconcile(&mut self, _round: Round<'_>) -> Vec<Command> {
+        self.rounds += 1;
+        Vec::new()
+    }
+
+    fn more(&self) -> bool {
+        self.rounds < 50
+    }
+
+    fn outbox(&mut self) -> Vec<(&'static str, orch_raft::leader::Input)> {
+        if self.rounds > 50 {
+            return Vec::new();
+        }
+        vec![("recorder", Box::new(99_u32))]
+    }
 }

@@ -37,6 +37,7 @@ fn loops() -> Vec<LoopFactory> {
         orch_raft::controllers::deployments(),
         orch_raft::controllers::endpoints(),
         orch_raft::controllers::garbage_collector(orch_core::gc::Settings::default()),
+        orch_raft::controllers::node_lifecycle(orch_core::nodelifecycle::Settings::default()),
         orch_raft::controllers::simulated_nodes(orch_core::simnodes::Settings::named(3)),
     ]
 }
