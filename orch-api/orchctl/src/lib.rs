@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod duration;
 pub mod table;
 
 use std::io::{Read, Write};
@@ -171,10 +172,10 @@ pub struct DeleteFlags {
     /// once the deletion started.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub wait: bool,
-    /// With --wait: give up after this many seconds, one deadline for every object waited for
-    /// (0: wait as long as it takes).
-    #[arg(long, default_value_t = 0)]
-    pub timeout: u64,
+    /// With --wait: give up after this long (`30s`, `5m`, or seconds), one deadline for every
+    /// object waited for (0: wait as long as it takes).
+    #[arg(long, default_value = "0s", value_parser = duration::parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 /// `-f` arguments.
@@ -229,9 +230,9 @@ pub enum RolloutCmd {
     Status {
         /// deploy/NAME, or NAME.
         target: String,
-        /// Give up after this many seconds.
-        #[arg(long, default_value_t = 300)]
-        timeout: u64,
+        /// Give up after this long (`30s`, `5m`, or seconds; 0: wait as long as it takes).
+        #[arg(long, default_value = "5m", value_parser = duration::parse_duration)]
+        timeout: std::time::Duration,
     },
     /// The revisions of a Deployment.
     History {
@@ -689,8 +690,7 @@ async fn delete(
             }
         }
     }
-    let deadline =
-        (d.flags.timeout > 0).then(|| tokio::time::Instant::now() + std::time::Duration::from_secs(d.flags.timeout));
+    let deadline = (!d.flags.timeout.is_zero()).then(|| tokio::time::Instant::now() + d.flags.timeout);
     for (key, name, uid, revision) in marked {
         let waited = wait_until_gone(client, &key, uid, revision);
         let waited = match deadline {
@@ -791,7 +791,9 @@ async fn rollout(client: &Client, action: RolloutCmd, ns: &str, out: &mut dyn Wr
         RolloutCmd::Status { target, timeout } => {
             let name = deployment_name(&target)?;
             let key = ObjectKey::new(Kind::Deployment, ns, name);
-            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(timeout);
+            // 0: as long as it takes (kubectl's `--timeout=0s`).
+            let wait = if timeout.is_zero() { duration::DURATION_MAX } else { timeout };
+            let deadline = tokio::time::Instant::now() + wait;
             let mut last = String::new();
             loop {
                 let (d, read_at) = client.get(&key).await?;

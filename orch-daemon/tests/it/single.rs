@@ -307,7 +307,7 @@ fn orchctl_creates_all_or_nothing_deletes_every_target_and_fails_as_kubectl_does
         (v["status"]["updatedReplicas"] == 3 && v["status"]["observedGeneration"] == v["metadata"]["generation"])
             .then_some(())
     });
-    let (out, err) = fails(&["rollout", "status", "deploy/web", "-n", "shop", "--timeout", "1"], None);
+    let (out, err) = fails(&["rollout", "status", "deploy/web", "-n", "shop", "--timeout=1500ms"], None);
     assert_eq!(out, "Waiting for deployment \"web\" rollout to finish: 0 of 3 updated replicas are available...\n");
     assert!(err.contains("timed out waiting for the rollout of deployment \"web\""), "{err}");
     // orchd's garbage collector empties the terminating namespace meanwhile, so the objects
@@ -789,7 +789,7 @@ async fn a_node_that_stops_heartbeating_loses_its_pods_to_live_nodes() {
     assert!(placed.iter().all(|p| p.spec.tolerations.len() == 2), "the 2 s toleration and the default not-ready one");
     let status = {
         let server = server.clone();
-        tokio::task::spawn_blocking(move || ok(&server, &["rollout", "status", "deployment/web", "--timeout", "30"]))
+        tokio::task::spawn_blocking(move || ok(&server, &["rollout", "status", "deployment/web", "--timeout", "30s"]))
     };
     assert!(status.await.expect("status").contains("successfully rolled out"));
 
