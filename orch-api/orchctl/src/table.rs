@@ -112,10 +112,12 @@ pub fn row(object: &Object, wide: bool, now_ms: i64) -> Vec<String> {
         Kind::Node => {
             let conditions = containers("/status/conditions");
             let ready = conditions.iter().find(|c| s(c, "/type") == "Ready").map(|c| s(c, "/status").to_owned());
+            // As kubectl: `NotReady` for any `Ready` but True (False, or Unknown when the node
+            // lifecycle controller stopped hearing it), `Unknown` with no `Ready` at all.
             let mut status = match ready.as_deref() {
                 Some("True") => "Ready".to_owned(),
-                Some("False") => "NotReady".to_owned(),
-                _ => "Unknown".to_owned(),
+                Some(_) => "NotReady".to_owned(),
+                None => "Unknown".to_owned(),
             };
             if v.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
                 status.push_str(",SchedulingDisabled");
@@ -283,5 +285,25 @@ mod tests {
         assert_eq!(out, "NAME    STATUS\nweb-1   Running\na       Pending\n");
         assert_eq!(type_name(Kind::Deployment), "deployment.apps");
         assert_eq!(type_name(Kind::Pod), "pod");
+    }
+
+    /// A node's STATUS as kubectl prints it: Ready, NotReady for `Ready` False or Unknown (a
+    /// node the lifecycle controller stopped hearing), Unknown without a `Ready` condition,
+    /// and `,SchedulingDisabled` when cordoned.
+    #[test]
+    fn node_status_reads_like_kubectl() {
+        let status = |status_yaml: &str| {
+            let yaml = format!("apiVersion: v1\nkind: Node\nmetadata: {{name: n}}\n{status_yaml}");
+            let node = orch_core::parse_manifests(&yaml).expect("valid").remove(0);
+            row(&node, false, 0)[1].clone()
+        };
+        assert_eq!(status("status: {conditions: [{type: Ready, status: 'True'}]}"), "Ready");
+        assert_eq!(status("status: {conditions: [{type: Ready, status: 'False'}]}"), "NotReady");
+        assert_eq!(status("status: {conditions: [{type: Ready, status: Unknown}]}"), "NotReady");
+        assert_eq!(status("status: {conditions: [{type: MemoryPressure, status: 'False'}]}"), "Unknown");
+        assert_eq!(
+            status("spec: {unschedulable: true}\nstatus: {conditions: [{type: Ready, status: Unknown}]}"),
+            "NotReady,SchedulingDisabled"
+        );
     }
 }
