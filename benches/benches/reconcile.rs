@@ -67,7 +67,7 @@ impl LeaderLoop for Timed {
         self.inner.wake_at_ms()
     }
 
-    fn outbox(&mut self) -> Vec<(&'static str, orch_raft::leader::Input)> {
+    fn outbox(&mut self) -> Vec<orch_raft::leader::Outgoing> {
         self.inner.outbox()
     }
 }

@@ -16,8 +16,8 @@
 //! - The `NoExecute` taint follows the `Ready` condition: `node.kubernetes.io/not-ready` while
 //!   it is `False`, `node.kubernetes.io/unreachable` while it is `Unknown`, neither while it
 //!   is `True` (written once the condition is, with `timeAdded`).
-//! - The pods of an unreachable node are marked `Ready=False` (nobody can say they serve: the
-//!   endpoints controller takes them out of their Services).
+//! - The pods of a node whose `Ready` is `Unknown` or `False` are marked `Ready=False`
+//!   (nobody can say they serve: the endpoints controller takes them out of their Services).
 //! - Taint-based eviction: a pod on a node with `NoExecute` taints it does not all tolerate is
 //!   deleted at once; one that tolerates them is deleted when the shortest
 //!   `tolerationSeconds` of the tolerations used has passed since the taint was added (never
@@ -261,6 +261,10 @@ impl NodeLifecycle {
         }
         let mut n = node.clone();
         n.spec.taints.retain(|t| !managed(t));
+        if wanted.is_some() && n.spec.taints.len() >= crate::validation::LIST_ITEMS_MAX {
+            // No room for the taint: the write would be refused round after round.
+            return None;
+        }
         if let Some(key) = wanted {
             n.spec.taints.push(Taint {
                 key: key.into(),

@@ -214,6 +214,12 @@ impl SimulatedNodes {
         if running_and_ready(pod) {
             return None;
         }
+        // A node that is not Ready (marked so by hand, or by the node lifecycle controller)
+        // starts nothing: a full round looks at the pod again.
+        let node = pod.spec.node_name.as_deref().and_then(|n| state.get(&ObjectKey::new(Kind::Node, "", n)));
+        if !node.is_some_and(|n| matches!(n, Object::Node(n) if crate::fit::ready(n))) {
+            return None;
+        }
         let now = Time::from_millis(now_ms);
         let mut p = (**pod).clone();
         if p.status.pod_ip.as_deref().is_none_or(str::is_empty) {
@@ -369,6 +375,26 @@ mod tests {
         }
         let later = start + 60_000 + 5_001;
         assert_eq!(lifecycle.reconcile(&w.state, later, false, &[], &[]).len(), 2, "lost without heartbeats");
+    }
+
+    /// A node that is not Ready starts nothing (the node lifecycle controller would otherwise
+    /// mark its pods not Ready and the simulated node start them again, round after round).
+    #[test]
+    fn a_node_that_is_not_ready_starts_nothing() {
+        let mut w = World::new();
+        let mut sim = SimulatedNodes::new(Settings { start_ms: (0, 0), ..Settings::named(1) });
+        let commands = sim.reconcile(&w.state, w.now_ms, true, &[], &[]);
+        w.run(commands);
+        let mut node = match w.state.get(&ObjectKey::new(Kind::Node, "", "sim-1")) {
+            Some(Object::Node(n)) => (**n).clone(),
+            other => panic!("registered: {other:?}"),
+        };
+        node.status.conditions[0].status = ConditionStatus::Unknown;
+        w.run(vec![Command::UpdateStatus(Object::from(node))]);
+        let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {nodeName: sim-1, containers: [{name: c, image: x}]}\n";
+        let changed = w.create(pod);
+        assert!(sim.reconcile(&w.state, w.now_ms, false, &changed, &[]).is_empty());
+        assert!(!running_and_ready(&w.pod("p")));
     }
 
     /// The nodes register; a pod bound to one becomes Running and Ready within the start

@@ -314,7 +314,7 @@ impl Config {
             "node-monitor-grace-period-ms",
             f.node_monitor_grace_period_ms,
             DEFAULT_NODE_MONITOR_GRACE_PERIOD_MS,
-            10,
+            1_000,
         )?;
         if node_monitor_grace_period > Duration::from_millis(NODE_MONITOR_GRACE_PERIOD_MAX_MS) {
             return Err(ConfigError(format!(
@@ -402,7 +402,7 @@ mod tests {
         assert_eq!(Config::default().pod_gc_quarantine, Duration::from_secs(40));
         assert_eq!(Config::default().node_monitor_grace_period, Duration::from_secs(40));
         for (ms, error) in [
-            (9, "node-monitor-grace-period-ms: Invalid value: 9: must be >= 10"),
+            (999, "node-monitor-grace-period-ms: Invalid value: 999: must be >= 1000"),
             (86_400_001, "node-monitor-grace-period-ms: Invalid value: 86400001: must be <= 86400000"),
         ] {
             let f = FileConfig { node_monitor_grace_period_ms: Some(ms), ..FileConfig::default() };

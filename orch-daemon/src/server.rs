@@ -27,7 +27,7 @@ pub fn standard_loops() -> Vec<LoopFactory> {
 
 /// The loops `config` asks for: the [`standard_loops`] with its pod GC quarantine and node
 /// monitor grace period, and simulated nodes when it names some (heartbeating at a quarter of
-/// the grace period, within 10 ms to 10 s).
+/// the grace period, within 250 ms to 10 s).
 pub fn loops_for(config: &Config) -> Vec<LoopFactory> {
     let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     let grace_ms = ms(config.node_monitor_grace_period);
@@ -44,7 +44,7 @@ pub fn loops_for(config: &Config) -> Vec<LoopFactory> {
     ];
     if config.simulated_nodes > 0 {
         loops.push(orch_raft::controllers::simulated_nodes(orch_core::simnodes::Settings {
-            heartbeat_ms: (grace_ms / 4).clamp(10, 10_000),
+            heartbeat_ms: (grace_ms / 4).clamp(250, 10_000),
             ..orch_core::simnodes::Settings::named(config.simulated_nodes)
         }));
     }

@@ -12,7 +12,7 @@ use orch_core::reconcile::{Fate, Message, Reconciler};
 use orch_core::replicaset::ReplicaSets;
 use orch_core::scheduling::Scheduler;
 
-use crate::leader::{Input, LeaderLoop, LoopFactory, NOT_PROPOSED, Round};
+use crate::leader::{Input, LeaderLoop, LoopFactory, NOT_PROPOSED, Outgoing, Round};
 
 /// The scheduler loop's name (for [`crate::leader::Loops::send`], logs and counters).
 pub const SCHEDULER: &str = Scheduler::NAME;
@@ -56,8 +56,16 @@ impl<R: Reconciler> LeaderLoop for Adapter<R> {
         self.0.reconcile(round.state, round.now_ms, round.full, round.changed, &fates)
     }
 
-    fn outbox(&mut self) -> Vec<(&'static str, Input)> {
-        self.0.outbox().into_iter().map(|(to, message)| (to, Box::new(message) as Input)).collect()
+    fn outbox(&mut self) -> Vec<Outgoing> {
+        let out = |(to, message): (&'static str, Message)| {
+            // A node's heartbeat replaces the one still waiting for it.
+            let key = match &message {
+                Message::Heartbeat { node } => Some(node.clone()),
+                _ => None,
+            };
+            Outgoing { to, key, input: Box::new(message) as Input }
+        };
+        self.0.outbox().into_iter().map(out).collect()
     }
 
     fn more(&self) -> bool {

@@ -104,12 +104,22 @@ pub trait LeaderLoop: Send + 'static {
     fn wake_at_ms(&self) -> Option<i64> {
         None
     }
-    /// Inputs for other loops of this framework, by name, taken after each round and
-    /// delivered as [`Loops::send`] would (dropped when no loop of that name has run, or too
-    /// many wait for it).
-    fn outbox(&mut self) -> Vec<(&'static str, Input)> {
+    /// Inputs for other loops of this framework, taken after each round and delivered as
+    /// [`LoopSender::send_latest`] would under its key, or [`Loops::send`] without one
+    /// (dropped when no loop of that name has run, or too many wait for it).
+    fn outbox(&mut self) -> Vec<Outgoing> {
         Vec::new()
     }
+}
+
+/// An input one loop sends another ([`LeaderLoop::outbox`]).
+pub struct Outgoing {
+    /// The name of the loop it is for.
+    pub to: &'static str,
+    /// Replaces the input waiting under the same key, if any ([`LoopSender::send_latest`]).
+    pub key: Option<String>,
+    /// The input.
+    pub input: Input,
 }
 
 /// Makes a fresh loop for each term this node leads.
@@ -516,9 +526,9 @@ async fn round(
     drop(state);
     let outbox = lp.outbox();
     let posted = !outbox.is_empty();
-    for (to, input) in outbox {
+    for out in outbox {
         // Dropped when the addressee is unknown or full, as documented.
-        let _ = inbox.post(to, None, input, false);
+        let _ = inbox.post(out.to, out.key, out.input, false);
     }
     if posted {
         inbox.arrived.notify_waiters();

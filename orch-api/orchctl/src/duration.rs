@@ -12,10 +12,11 @@ pub const DURATION_MAX: Duration = Duration::from_secs(366 * 24 * 3600);
 ///
 /// # Errors
 /// A message naming the value and the forms taken, for anything else (a sign, an unknown
-/// unit, more than [`DURATION_MAX`]).
+/// unit, more than [`DURATION_MAX`], a positive duration under a nanosecond).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad = || format!("invalid duration {text:?}: use seconds (30) or a duration such as 30s, 5m, 1h30m");
-    if let Ok(seconds) = text.parse::<u64>() {
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        let seconds = text.parse::<u64>().map_err(|_| bad())?;
         return Some(Duration::from_secs(seconds)).filter(|d| *d <= DURATION_MAX).ok_or_else(bad);
     }
     if text.is_empty() {
@@ -45,7 +46,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         total += value * scale;
         rest = tail;
     }
-    Duration::try_from_secs_f64(total).ok().filter(|d| *d <= DURATION_MAX).ok_or_else(bad)
+    // A positive duration too short to count would read as 0, "no limit": refused.
+    let duration = Duration::try_from_secs_f64(total).ok().filter(|d| *d <= DURATION_MAX).ok_or_else(bad)?;
+    if duration.is_zero() && total > 0.0 {
+        return Err(bad());
+    }
+    Ok(duration)
 }
 
 #[cfg(test)]
@@ -71,8 +77,9 @@ mod tests {
 
     #[test]
     fn anything_else_is_refused_naming_the_value() {
-        for bad in ["", "s", "5", "-5s", "+5s", "5x", "5 s", "1..5s", ".s", "5m-", "9999999h", "31622401"] {
-            let text = if bad == "5" { "5d" } else { bad };
+        for text in
+            ["", "s", "5d", "-5s", "+5s", "+5", "5x", "5 s", "1..5s", ".s", "5m-", "9999999h", "31622401", "0.1ns"]
+        {
             let err = parse_duration(text).expect_err(text);
             assert!(err.starts_with(&format!("invalid duration {text:?}")), "{err}");
         }

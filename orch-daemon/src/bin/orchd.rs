@@ -84,7 +84,7 @@ struct Args {
     pod_gc_quarantine_ms: Option<u64>,
     /// How long a node may go without a heartbeat before it is marked `Unknown` (and, with the
     /// unreachable taint, its pods evicted after their tolerations), in milliseconds
-    /// [default: 40000, Kubernetes' node-monitor-grace-period].
+    /// [default: 40000, Kubernetes' node-monitor-grace-period; at least 1000].
     #[arg(long)]
     node_monitor_grace_period_ms: Option<u64>,
 }

@@ -705,7 +705,7 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_stops_heartbeating_loses_its_pods_to_live_nodes() {
     let root = tempfile::tempdir().expect("temp dir");
-    let flags = ["--simulated-nodes", "1", "--node-monitor-grace-period-ms", "1500"];
+    let flags = ["--simulated-nodes", "1", "--node-monitor-grace-period-ms", "3000"];
     let (_daemon, server) = start_ready_with(root.path(), NET + 8, &flags).await;
     let client = Client::new([server.as_str()]).expect("client");
     let bad = client.heartbeat("Not_A_Name").await;

@@ -421,10 +421,10 @@ impl LeaderLoop for Poster {
         self.rounds < 50
     }
 
-    fn outbox(&mut self) -> Vec<(&'static str, orch_raft::leader::Input)> {
+    fn outbox(&mut self) -> Vec<orch_raft::leader::Outgoing> {
         if self.rounds > 50 {
             return Vec::new();
         }
-        vec![("recorder", Box::new(99_u32))]
+        vec![orch_raft::leader::Outgoing { to: "recorder", key: None, input: Box::new(99_u32) }]
     }
 }
