@@ -589,22 +589,31 @@ mod tests {
         assert_eq!(order, ["unscheduled", "pending", "not-ready", "ready-late", "restarted", "newest", "oldest"]);
     }
 
-    /// A Ready pod counts as available only after `minReadySeconds`: the controller asks to
-    /// be woken then, and that round (nothing changed) updates the status.
-    #[test]
-    fn a_ready_pod_becomes_available_after_min_ready_seconds_by_a_timer() {
+    /// A set of one pod with `minReadySeconds: 5`, settled, whose pod then turned Ready (and
+    /// Running when `running`) and the controller saw it; with the time it turned Ready.
+    fn one_pod_ready_under_min_ready_seconds(running: bool) -> (World, ReplicaSets, i64) {
         let mut w = World::with(&SET.replace("replicas: 3", "replicas: 1\n  minReadySeconds: 5"));
         let mut c = ReplicaSets::new(Settings::default());
         let changed = w.state.list(Kind::ReplicaSet, None).map(Object::key).collect();
         w.settle(&mut c, changed);
         let mut pod = w.pods()[0].clone();
         let since = w.now_ms;
-        pod.status.phase = Some(PodPhase::Running);
+        if running {
+            pod.status.phase = Some(PodPhase::Running);
+        }
         let ready =
             crate::core_v1::PodCondition::new("Ready", ConditionStatus::True, crate::time::Time::from_millis(since));
         pod.status.conditions.push(ready);
         let (_, changed) = w.run(vec![Command::UpdateStatus(Object::from(pod))]);
         w.settle(&mut c, changed);
+        (w, c, since)
+    }
+
+    /// A Ready pod counts as available only after `minReadySeconds`: the controller asks to
+    /// be woken then, and that round (nothing changed) updates the status.
+    #[test]
+    fn a_ready_pod_becomes_available_after_min_ready_seconds_by_a_timer() {
+        let (mut w, mut c, since) = one_pod_ready_under_min_ready_seconds(true);
         assert_eq!((rs(&w).status.ready_replicas, rs(&w).status.available_replicas), (Some(1), Some(0)));
         assert_eq!(c.wake_at_ms(), Some(since + 5_000));
         assert!(c.reconcile(&w.state, since + 4_999, false, &[], &[]).is_empty(), "not yet");
@@ -618,17 +627,7 @@ mod tests {
     /// uid): no timer stays due, which would wake the loop over and over.
     #[test]
     fn a_timer_of_a_set_that_went_is_spent() {
-        let mut w = World::with(&SET.replace("replicas: 3", "replicas: 1\n  minReadySeconds: 5"));
-        let mut c = ReplicaSets::new(Settings::default());
-        let changed = w.state.list(Kind::ReplicaSet, None).map(Object::key).collect();
-        w.settle(&mut c, changed);
-        let mut pod = w.pods()[0].clone();
-        let since = w.now_ms;
-        let ready =
-            crate::core_v1::PodCondition::new("Ready", ConditionStatus::True, crate::time::Time::from_millis(since));
-        pod.status.conditions.push(ready);
-        let (_, changed) = w.run(vec![Command::UpdateStatus(Object::from(pod))]);
-        w.settle(&mut c, changed);
+        let (mut w, mut c, since) = one_pod_ready_under_min_ready_seconds(false);
         assert_eq!(c.wake_at_ms(), Some(since + 5_000));
         // The set is replaced under its name in one entry, unseen by the controller.
         let key = rs(&w).key_of();

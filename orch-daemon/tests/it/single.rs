@@ -20,15 +20,21 @@ fn ready(d: &Daemon) {
     });
 }
 
-/// One node on network `net`, started and ready (from an async test); with its API address.
 /// A single-node orchd in `root` on network `net`, started and ready (for tests off the runtime).
 fn started(root: &std::path::Path, net: u8) -> Daemon {
-    let mut d = Daemon::new(root, net, 1, &[]);
+    started_with(root, net, &[])
+}
+
+/// As [`started`], with orchd's `flags`.
+fn started_with(root: &std::path::Path, net: u8, flags: &[&str]) -> Daemon {
+    let flags: Vec<String> = flags.iter().map(|f| (*f).to_owned()).collect();
+    let mut d = Daemon::new(root, net, 1, &flags);
     d.start();
     ready(&d);
     d
 }
 
+/// One node on network `net`, started and ready (from an async test); with its API address.
 async fn start_ready(root: &std::path::Path, net: u8) -> (Daemon, String) {
     start_ready_with(root, net, &[]).await
 }
@@ -606,9 +612,7 @@ fn a_saved_snapshot_starts_a_new_three_node_cluster() {
 #[test]
 fn a_deployment_rolls_out_on_simulated_nodes() {
     let root = tempfile::tempdir().expect("temp dir");
-    let mut d = Daemon::new(root.path(), NET + 6, 1, &["--simulated-nodes".to_owned(), "2".to_owned()]);
-    d.start();
-    ready(&d);
+    let d = started_with(root.path(), NET + 6, &["--simulated-nodes", "2"]);
     let server = d.api();
     eventually("the simulated nodes", || {
         let nodes = ok(&server, &["get", "nodes", "-o", "name"]);
@@ -659,9 +663,7 @@ fn a_deployment_rolls_out_on_simulated_nodes() {
 #[test]
 fn deleting_a_lost_node_frees_its_pods_and_their_namespace() {
     let root = tempfile::tempdir().expect("temp dir");
-    let mut d = Daemon::new(root.path(), NET + 7, 1, &["--pod-gc-quarantine-ms".to_owned(), "300".to_owned()]);
-    d.start();
-    ready(&d);
+    let d = started_with(root.path(), NET + 7, &["--pod-gc-quarantine-ms", "300"]);
     let server = d.api();
     ok(&server, &["apply", "-f", &format!("{}/nodes.yaml", examples())]);
     let pods = "apiVersion: v1\nkind: Namespace\nmetadata: {name: lost}\n---\n\
