@@ -50,6 +50,7 @@ fn timed_creates(state: &mut State, serial: &mut u64, next_name: &mut usize, n: 
                         key: ObjectKey::new(Kind::Pod, &key.namespace, &key.name),
                         grace_period_seconds: Some(0),
                         preconditions: Preconditions::default(),
+                        propagation_policy: None,
                     },
                 )
             })

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 use orch_core::sessions::{Awaiting, SharedSerials};
-use orch_core::{Change, ClientId, Kind, Object, ObjectKey, Revision};
+use orch_core::{Change, ClientId, Kind, Object, ObjectKey, PropagationPolicy, Revision};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::convert::{action_from_str, key_from_pb, key_to_pb, object_from_pb, object_to_pb, write_id};
@@ -471,9 +471,29 @@ impl Client {
     /// # Errors
     /// [`Error::NotFound`], or the cluster is unavailable.
     pub async fn delete(&self, key: &ObjectKey, grace_period_seconds: Option<i64>) -> Result<WriteResult, Error> {
+        self.delete_with(key, grace_period_seconds, None).await
+    }
+
+    /// Deletes an object with a `propagationPolicy` for its dependents (`kubectl delete
+    /// --cascade`): [`PropagationPolicy::Orphan`] keeps them, [`PropagationPolicy::Foreground`]
+    /// keeps the object, marked, until they are gone; `None` is [`Client::delete`].
+    ///
+    /// # Errors
+    /// As [`Client::delete`].
+    pub async fn delete_with(
+        &self,
+        key: &ObjectKey,
+        grace_period_seconds: Option<i64>,
+        propagation_policy: Option<PropagationPolicy>,
+    ) -> Result<WriteResult, Error> {
         let (id, _awaiting) = self.next_id().await;
-        let request =
-            pb::DeleteRequest { id: Some(id), key: Some(key_to_pb(key)), grace_period_seconds, resource_version: None };
+        let request = pb::DeleteRequest {
+            id: Some(id),
+            key: Some(key_to_pb(key)),
+            grace_period_seconds,
+            resource_version: None,
+            propagation_policy: propagation_policy.map(|p| p.as_str().to_owned()),
+        };
         self.write(request, |mut c, r| async move { c.delete(r).await }).await
     }
 

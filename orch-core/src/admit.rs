@@ -230,7 +230,12 @@ mod tests {
         let cmd = Command::Update(pod(|p| p.status.pod_ip = Some("not an ip".into())));
         assert_eq!(check_request(&request(cmd)), Ok(()));
         let long_key = ObjectKey::new(crate::Kind::Pod, "default", &"n".repeat(300));
-        let cmd = Command::Delete { key: long_key, grace_period_seconds: None, preconditions: Default::default() };
+        let cmd = Command::Delete {
+            key: long_key,
+            grace_period_seconds: None,
+            preconditions: Default::default(),
+            propagation_policy: None,
+        };
         let err = check_request(&request(cmd)).expect_err("refused").to_string();
         assert_eq!(err, "bad request: name: Too long: may not be more than 253 bytes");
     }

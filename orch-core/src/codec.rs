@@ -38,7 +38,11 @@ use bincode::{Decode, Encode};
 /// - 9: rules version 5 (pods created or updated get the default tolerations of the
 ///   not-ready and unreachable taints); no layout changed: format 4 to 8 entries and
 ///   snapshots read as they are.
-pub const FORMAT_VERSION: u8 = 9;
+/// - 10: a delete may carry a `propagationPolicy` ([`crate::Command::Delete`]), encoded as a
+///   new variant of [`crate::Command`] (9); a delete without one keeps the old layout. Only a
+///   variant was added: format 4 to 9 entries and snapshots read as they are. A build of
+///   format 9 refuses a format 10 entry by its version.
+pub const FORMAT_VERSION: u8 = 10;
 
 /// The oldest format this build reads.
 pub const FORMAT_VERSION_MIN: u8 = 1;
@@ -205,9 +209,10 @@ pub fn encode_entry(entry: &crate::command::Entry) -> Result<Vec<u8>, CodecError
 /// this build does not apply ([`crate::rules`]).
 pub fn decode_entry(bytes: &[u8]) -> Result<crate::command::Entry, CodecError> {
     let entry = match versioned(bytes, ENTRY_READ_BYTES_MAX)? {
-        // Format 5 changed only snapshots and formats 6 to 9 only the rules: format 4 to 8
-        // entries read as they are (their stamps say which rules they are applied under).
-        (FORMAT_VERSION | 4..=8, body) => decode_body(body)?,
+        // Format 5 changed only snapshots, formats 6 to 9 only the rules and format 10 only
+        // added a command variant: format 4 to 9 entries read as they are (their stamps say
+        // which rules they are applied under).
+        (FORMAT_VERSION | 4..=9, body) => decode_body(body)?,
         // Format 3 only added commands: a format 2 entry is a format 3 entry.
         (2 | 3, body) => decode_body::<crate::command::v3::Entry>(body)?.into(),
         (1, body) => decode_body::<crate::command::v1::Entry>(body)?.into(),

@@ -183,11 +183,96 @@ pub struct Preconditions {
     pub resource_version: Option<Revision>,
 }
 
+/// What a delete does with the object's dependents (the objects naming it among their owner
+/// references), as Kubernetes' `propagationPolicy`: carried out by the garbage collector
+/// ([`crate::gc`]) through the finalizer each policy puts on the object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(proptest_derive::Arbitrary))]
+pub enum PropagationPolicy {
+    /// The dependents are kept: the collector removes their owner references to the object
+    /// (finalizer [`FINALIZER_ORPHAN`]), then the object goes.
+    Orphan,
+    /// Both finalizers removed: the object goes as a delete without a policy would (at once,
+    /// unless other finalizers, a pod's grace period or a namespace's content hold it); the
+    /// collector deletes the dependents once it is gone.
+    Background,
+    /// The object stays, marked, while the collector deletes its dependents; it goes once
+    /// those whose reference has `blockOwnerDeletion` are gone (finalizer
+    /// [`FINALIZER_FOREGROUND`]); the others may outlive it and are collected after it.
+    Foreground,
+}
+
+/// The finalizer of an object deleted with [`PropagationPolicy::Orphan`] (Kubernetes' name).
+pub const FINALIZER_ORPHAN: &str = "orphan";
+/// The finalizer of an object deleted with [`PropagationPolicy::Foreground`] (Kubernetes' name).
+pub const FINALIZER_FOREGROUND: &str = "foregroundDeletion";
+
+impl PropagationPolicy {
+    /// Every policy, in the order errors list them.
+    pub const ALL: [PropagationPolicy; 3] =
+        [PropagationPolicy::Background, PropagationPolicy::Foreground, PropagationPolicy::Orphan];
+
+    /// Its name in the API (`Orphan`, `Background`, `Foreground`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PropagationPolicy::Orphan => "Orphan",
+            PropagationPolicy::Background => "Background",
+            PropagationPolicy::Foreground => "Foreground",
+        }
+    }
+
+    /// The policy of an API name.
+    ///
+    /// # Errors
+    /// Kubernetes' message for an unsupported value, naming `propagationPolicy` (and quoting
+    /// at most 64 characters of the value).
+    pub fn parse(name: &str) -> Result<Self, String> {
+        Self::ALL.into_iter().find(|p| p.as_str() == name).ok_or_else(|| {
+            let shown: String = name.chars().take(64).collect();
+            format!(
+                "propagationPolicy: Unsupported value: {}: supported values: \"Background\", \"Foreground\", \"Orphan\"",
+                crate::validation::q(&shown)
+            )
+        })
+    }
+
+    /// The finalizers an object carrying `finalizers` has once deleted under `policy`
+    /// (Kubernetes' `deletionFinalizersForGarbageCollection`): without a policy they are
+    /// kept; with one, the finalizer of the other policy is dropped and this one's added.
+    pub fn finalizers(policy: Option<PropagationPolicy>, finalizers: &[crate::text::Text]) -> Vec<crate::text::Text> {
+        let Some(policy) = policy else { return finalizers.to_vec() };
+        let mut out: Vec<crate::text::Text> = finalizers
+            .iter()
+            .filter(|f| f.as_str() != FINALIZER_ORPHAN && f.as_str() != FINALIZER_FOREGROUND)
+            .cloned()
+            .collect();
+        let wanted = match policy {
+            PropagationPolicy::Orphan => Some(FINALIZER_ORPHAN),
+            PropagationPolicy::Foreground => Some(FINALIZER_FOREGROUND),
+            PropagationPolicy::Background => None,
+        };
+        if let Some(f) = wanted {
+            // Where it stood, if it was there already (no change to report).
+            match finalizers.iter().position(|g| g.as_str() == f) {
+                Some(i) => out.insert(i.min(out.len()), f.into()),
+                None => out.push(f.into()),
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Display for PropagationPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A change to the cluster state.
 ///
 /// Decoding refuses a batch inside a batch (apply refuses it anyway): bytes from a peer, the
 /// disk or a backup cannot nest batches deep enough to overflow the stack.
-#[derive(Clone, Debug, PartialEq, Eq, Encode)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(proptest_derive::Arbitrary))]
 pub enum Command {
     /// Create an object; fails if one of that kind, namespace and name exists.
@@ -207,6 +292,10 @@ pub enum Command {
         grace_period_seconds: Option<i64>,
         /// Conditions the object must meet.
         preconditions: Preconditions,
+        /// What becomes of its dependents; `None` keeps what its finalizers say (a background
+        /// cascade for an object without [`FINALIZER_ORPHAN`] or [`FINALIZER_FOREGROUND`]).
+        /// Since format 10: a delete with a policy is encoded as variant 9.
+        propagation_policy: Option<PropagationPolicy>,
     },
     /// Bind an unbound pod to a node (sets `spec.nodeName`).
     Bind {
@@ -435,7 +524,7 @@ fn decode_length<D: Decoder>(decoder: &mut D) -> Result<usize, DecodeError> {
 }
 
 /// The variants of `Command` and `ApplyError`, for the error about any other.
-const COMMAND_VARIANTS: AllowedEnumVariants = AllowedEnumVariants::Range { min: 0, max: 8 };
+const COMMAND_VARIANTS: AllowedEnumVariants = AllowedEnumVariants::Range { min: 0, max: 9 };
 const APPLY_ERROR_VARIANTS: AllowedEnumVariants = AllowedEnumVariants::Range { min: 0, max: 8 };
 
 const NESTED_BATCH: &str = "a batch may not contain a batch";
@@ -449,6 +538,7 @@ fn decode_command<D: Decoder>(decoder: &mut D, in_batch: bool) -> Result<Command
             key: Decode::decode(decoder)?,
             grace_period_seconds: Decode::decode(decoder)?,
             preconditions: Decode::decode(decoder)?,
+            propagation_policy: None,
         },
         4 => Command::Bind {
             namespace: Decode::decode(decoder)?,
@@ -474,10 +564,43 @@ fn decode_command<D: Decoder>(decoder: &mut D, in_batch: bool) -> Result<Command
             name: Decode::decode(decoder)?,
             to_revision: Decode::decode(decoder)?,
         },
+        9 => Command::Delete {
+            key: Decode::decode(decoder)?,
+            grace_period_seconds: Decode::decode(decoder)?,
+            preconditions: Decode::decode(decoder)?,
+            propagation_policy: Some(Decode::decode(decoder)?),
+        },
         found => {
             return Err(DecodeError::UnexpectedVariant { type_name: "Command", allowed: &COMMAND_VARIANTS, found });
         }
     })
+}
+
+// Encoding by hand too: variants 0 to 8 as the derive would write them (a delete without a
+// policy keeps the layout formats 3 to 9 wrote), a delete with one as variant 9, its policy last.
+impl Encode for Command {
+    fn encode<E: bincode::enc::Encoder>(&self, encoder: &mut E) -> Result<(), bincode::error::EncodeError> {
+        match self {
+            Command::Create(o) => (0u32, o).encode(encoder),
+            Command::Update(o) => (1u32, o).encode(encoder),
+            Command::UpdateStatus(o) => (2u32, o).encode(encoder),
+            Command::Delete { key, grace_period_seconds, preconditions, propagation_policy: None } => {
+                (3u32, key, grace_period_seconds, preconditions).encode(encoder)
+            }
+            Command::Delete { key, grace_period_seconds, preconditions, propagation_policy: Some(policy) } => {
+                (9u32, key, grace_period_seconds, preconditions, policy).encode(encoder)
+            }
+            Command::Bind { namespace, name, node, preconditions } => {
+                (4u32, namespace, name, node, preconditions).encode(encoder)
+            }
+            Command::Batch(commands) => (5u32, commands).encode(encoder),
+            Command::Apply(o) => (6u32, o).encode(encoder),
+            Command::Scale { key, replicas } => (7u32, key, replicas).encode(encoder),
+            Command::RolloutUndo { namespace, name, to_revision } => {
+                (8u32, namespace, name, to_revision).encode(encoder)
+            }
+        }
+    }
 }
 
 impl<Context> Decode<Context> for Command {
@@ -564,6 +687,86 @@ mod tests {
             .remove(0)
     }
 
+    /// The API names of the policies parse back; anything else is refused naming the field,
+    /// quoting a bounded part of the value.
+    #[test]
+    fn propagation_policies_parse_by_their_api_names() {
+        for policy in PropagationPolicy::ALL {
+            assert_eq!(PropagationPolicy::parse(policy.as_str()), Ok(policy));
+        }
+        assert_eq!(
+            PropagationPolicy::parse("orphan"),
+            Err("propagationPolicy: Unsupported value: \"orphan\": supported values: \"Background\", \
+                 \"Foreground\", \"Orphan\""
+                .to_owned())
+        );
+        let long = PropagationPolicy::parse(&"x".repeat(10_000)).expect_err("refused");
+        assert!(long.len() < 200, "{long}");
+    }
+
+    /// A policy swaps the other's finalizer for its own, keeping every other finalizer and
+    /// the place of its own; no policy keeps them all.
+    #[test]
+    fn a_policy_swaps_the_finalizers() {
+        let list = |names: &[&str]| names.iter().map(|n| crate::text::Text::from(*n)).collect::<Vec<_>>();
+        let f = |policy, names: &[&str]| PropagationPolicy::finalizers(policy, &list(names));
+        let (orphan, fg, bg) =
+            (Some(PropagationPolicy::Orphan), Some(PropagationPolicy::Foreground), Some(PropagationPolicy::Background));
+        assert_eq!(f(orphan, &["a"]), list(&["a", "orphan"]));
+        assert_eq!(f(orphan, &["orphan", "a"]), list(&["orphan", "a"]), "unchanged");
+        assert_eq!(f(fg, &["orphan", "a"]), list(&["a", "foregroundDeletion"]));
+        assert_eq!(f(bg, &["foregroundDeletion", "a", "orphan"]), list(&["a"]));
+        assert_eq!(f(None, &["orphan", "a"]), list(&["orphan", "a"]));
+    }
+
+    /// The hand-written encoder writes what the derived one of formats 3 to 9 wrote for
+    /// every command those formats had (a delete without a policy included), so that
+    /// entries and their outcomes' digests do not change with format 10.
+    #[test]
+    fn commands_encode_as_the_derived_layout_did() {
+        #[derive(Encode)]
+        enum Derived {
+            Create(Object),
+            Update(Object),
+            UpdateStatus(Object),
+            Delete { key: ObjectKey, grace_period_seconds: Option<i64>, preconditions: Preconditions },
+            Bind { namespace: String, name: String, node: String, preconditions: Preconditions },
+            Batch(Vec<Derived>),
+            Apply(Object),
+            Scale { key: ObjectKey, replicas: i32 },
+            RolloutUndo { namespace: String, name: String, to_revision: i64 },
+        }
+        let key = ObjectKey::new(Kind::Pod, "default", "p");
+        let pre = Preconditions { uid: Some(Uid::from_u128(3)), resource_version: Some(Revision(4)) };
+        let pairs = vec![
+            (Command::Create(namespace()), Derived::Create(namespace())),
+            (Command::Update(namespace()), Derived::Update(namespace())),
+            (Command::UpdateStatus(namespace()), Derived::UpdateStatus(namespace())),
+            (
+                Command::Delete {
+                    key: key.clone(),
+                    grace_period_seconds: Some(5),
+                    preconditions: pre.clone(),
+                    propagation_policy: None,
+                },
+                Derived::Delete { key: key.clone(), grace_period_seconds: Some(5), preconditions: pre.clone() },
+            ),
+            (
+                Command::Bind { namespace: "a".into(), name: "p".into(), node: "n".into(), preconditions: pre.clone() },
+                Derived::Bind { namespace: "a".into(), name: "p".into(), node: "n".into(), preconditions: pre },
+            ),
+            (Command::Batch(vec![Command::Apply(namespace())]), Derived::Batch(vec![Derived::Apply(namespace())])),
+            (Command::Scale { key: key.clone(), replicas: 2 }, Derived::Scale { key, replicas: 2 }),
+            (
+                Command::RolloutUndo { namespace: "a".into(), name: "d".into(), to_revision: 1 },
+                Derived::RolloutUndo { namespace: "a".into(), name: "d".into(), to_revision: 1 },
+            ),
+        ];
+        for (command, derived) in pairs {
+            assert_eq!(encode(&command), encode(&derived), "{command:?}");
+        }
+    }
+
     #[test]
     fn every_variant_decodes_as_encoded() {
         let key = ObjectKey::new(Kind::Pod, "default", "p");
@@ -572,7 +775,18 @@ mod tests {
             Command::Create(namespace()),
             Command::Update(namespace()),
             Command::UpdateStatus(namespace()),
-            Command::Delete { key: key.clone(), grace_period_seconds: Some(0), preconditions: pre.clone() },
+            Command::Delete {
+                key: key.clone(),
+                grace_period_seconds: Some(0),
+                preconditions: pre.clone(),
+                propagation_policy: None,
+            },
+            Command::Delete {
+                key: key.clone(),
+                grace_period_seconds: None,
+                preconditions: pre.clone(),
+                propagation_policy: Some(PropagationPolicy::Foreground),
+            },
             Command::Bind { namespace: "default".into(), name: "p".into(), node: "n".into(), preconditions: pre },
             Command::Batch(vec![Command::Create(namespace()), Command::Apply(namespace())]),
             Command::Apply(namespace()),

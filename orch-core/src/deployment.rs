@@ -712,6 +712,7 @@ impl<'a> Sync<'a> {
                 key: ObjectKey::new(Kind::ReplicaSet, rs.metadata.namespace_str(), &rs.metadata.name),
                 grace_period_seconds: None,
                 preconditions: Preconditions { uid: rs.metadata.uid, resource_version: rs.metadata.resource_version },
+                propagation_policy: None,
             });
         }
     }

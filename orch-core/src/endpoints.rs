@@ -180,6 +180,7 @@ impl EndpointsController {
                     key: ep_key,
                     grace_period_seconds: None,
                     preconditions: Preconditions { uid: e.metadata.uid, resource_version: e.metadata.resource_version },
+                    propagation_policy: None,
                 });
             }
         };

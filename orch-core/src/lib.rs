@@ -79,7 +79,9 @@ pub mod watch;
 mod arbitrary;
 
 pub use apps_v1::{Deployment, ReplicaSet};
-pub use command::{Action, ApplyError, Change, Command, Entry, Outcome, Preconditions, Request, Success};
+pub use command::{
+    Action, ApplyError, Change, Command, Entry, Outcome, Preconditions, PropagationPolicy, Request, Success,
+};
 pub use core_v1::{Endpoints, Event, Namespace, Node, Pod, Service};
 pub use defaults::apply_defaults;
 pub use ids::{ClientId, Revision, Uid};

@@ -300,6 +300,7 @@ impl NodeLifecycle {
                         uid: pod.metadata.uid,
                         resource_version: pod.metadata.resource_version,
                     },
+                    propagation_policy: None,
                 });
             }
             Some(at) => {

@@ -224,6 +224,7 @@ impl ReplicaSets {
                     key: ObjectKey::new(Kind::Pod, p.metadata.namespace_str(), &p.metadata.name),
                     grace_period_seconds: None,
                     preconditions: Preconditions { uid: p.metadata.uid, resource_version: None },
+                    propagation_policy: None,
                 }));
             }
         }
@@ -459,6 +460,7 @@ mod tests {
             key: ObjectKey::new(Kind::Pod, "default", &pods[0].metadata.name),
             grace_period_seconds: Some(30),
             preconditions: Preconditions::default(),
+            propagation_policy: None,
         };
         let (_, changed) = w.run(vec![gone]);
         w.settle(&mut c, changed);
@@ -490,6 +492,7 @@ mod tests {
             key: ObjectKey::new(Kind::Pod, "default", &lost.metadata.name),
             grace_period_seconds: Some(0),
             preconditions: Preconditions::default(),
+            propagation_policy: None,
         };
         let (_, changed) = w.run(vec![delete]);
         let replace = c.reconcile(&w.state, w.now_ms, false, &changed, &[]);
@@ -631,7 +634,12 @@ mod tests {
         assert_eq!(c.wake_at_ms(), Some(since + 5_000));
         // The set is replaced under its name in one entry, unseen by the controller.
         let key = rs(&w).key_of();
-        let delete = Command::Delete { key, grace_period_seconds: None, preconditions: Preconditions::default() };
+        let delete = Command::Delete {
+            key,
+            grace_period_seconds: None,
+            preconditions: Preconditions::default(),
+            propagation_policy: None,
+        };
         let again = parse_manifests(SET).expect("valid").remove(0);
         w.run(vec![delete, Command::Create(again)]);
         c.reconcile(&w.state, since + 5_000, false, &[], &[]);

@@ -597,6 +597,7 @@ mod tests {
             key: ObjectKey::new(Kind::Pod, "default", name),
             grace_period_seconds: Some(0),
             preconditions: Preconditions::default(),
+            propagation_policy: None,
         };
         commands.push(force("p2"));
         commands = step(&mut w, &mut s, commands, Vec::new());
@@ -606,6 +607,7 @@ mod tests {
             key: ObjectKey::new(Kind::Node, "", "b"),
             grace_period_seconds: None,
             preconditions: Preconditions::default(),
+            propagation_policy: None,
         });
         commands = step(&mut w, &mut s, commands, Vec::new());
         // p2 (2.5 cpu) waits, parked; p3 is deleted: its share frees, p2 is tried and fits.

@@ -209,6 +209,7 @@ impl SimulatedNodes {
                 key: key.clone(),
                 grace_period_seconds: Some(0),
                 preconditions: Preconditions { uid: pod.metadata.uid, resource_version: None },
+                propagation_policy: None,
             });
         }
         if running_and_ready(pod) {
@@ -427,6 +428,7 @@ mod tests {
             key: ObjectKey::new(Kind::Pod, "default", "p"),
             grace_period_seconds: None,
             preconditions: Preconditions::default(),
+            propagation_policy: None,
         };
         let (_, changed) = w.run(vec![delete]);
         assert!(w.has(Kind::Pod, "default", "p"), "terminating, held for its node");
@@ -440,6 +442,7 @@ mod tests {
             key: ObjectKey::new(Kind::Node, "", "sim-2"),
             grace_period_seconds: None,
             preconditions: Preconditions::default(),
+            propagation_policy: None,
         }]);
         let commands = sim.reconcile(&w.state, w.now_ms, false, &changed, &[]);
         w.run(commands);
@@ -484,6 +487,7 @@ mod tests {
             key: ObjectKey::new(Kind::Pod, "default", "a"),
             grace_period_seconds: Some(0),
             preconditions: Preconditions::default(),
+            propagation_policy: None,
         }]);
         step(&mut w, changed);
         let changed = w.create(&pod("d", "sim-1"));

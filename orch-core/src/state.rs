@@ -14,11 +14,16 @@
 //!   `deletionTimestamp` and stays until its finalizers are gone and a delete with grace 0
 //!   (the node agent's, once the pod stopped) arrives. Unbound and finished pods go at once.
 //!   A namespace with content is marked Terminating and goes when its last object goes.
+//!   A delete's `propagationPolicy` Orphan or Foreground puts its finalizer on the object
+//!   (`orphan`, `foregroundDeletion`; Background removes both), which holds it until the
+//!   garbage collector has orphaned or deleted its dependents ([`crate::gc`]).
 
 use std::ops::Bound;
 use std::sync::Arc;
 
-use crate::command::{Action, ApplyError, Change, Command, ENTRY_REQUESTS_MAX, Entry, Outcome, Preconditions, Success};
+use crate::command::{
+    Action, ApplyError, Change, Command, ENTRY_REQUESTS_MAX, Entry, Outcome, Preconditions, PropagationPolicy, Success,
+};
 use crate::core_v1::{Namespace, NamespacePhase, PodCondition, PodPhase, PodStatus};
 use crate::defaults::{DEFAULT_NAMESPACE, DEFAULT_TERMINATION_GRACE_SECONDS, apply_defaults};
 use crate::fit::NodeUsage;
@@ -323,8 +328,8 @@ impl State {
                 }
             }
             Command::UpdateStatus(obj) => self.update_status(txn, obj, changes),
-            Command::Delete { key, grace_period_seconds, preconditions } => {
-                self.delete(txn, &key, grace_period_seconds, &preconditions, changes)
+            Command::Delete { key, grace_period_seconds, preconditions, propagation_policy } => {
+                self.delete(txn, &key, grace_period_seconds, &preconditions, propagation_policy, changes)
             }
             Command::Bind { namespace, name, node, preconditions } => {
                 self.bind(txn, &namespace, &name, &node, &preconditions, changes)
@@ -579,6 +584,7 @@ impl State {
         key: &ObjectKey,
         grace_period_seconds: Option<i64>,
         preconditions: &Preconditions,
+        policy: Option<PropagationPolicy>,
         changes: &mut Vec<Change>,
     ) -> Result<(), ApplyError> {
         if let Some(g) = grace_period_seconds
@@ -608,8 +614,25 @@ impl State {
         };
         let meta = old.meta();
         // A pending deletion can only be shortened.
-        let grace = meta.deletion_grace_period_seconds.map_or(grace, |g| g.min(grace));
-        let removable = meta.finalizers.is_empty()
+        let pending = meta.deletion_grace_period_seconds;
+        let grace = pending.map_or(grace, |g| g.min(grace));
+        // The policy's finalizer, which the garbage collector removes once it has orphaned or
+        // deleted the dependents (format 10; no earlier entry carries a policy). As in
+        // Kubernetes, a pod whose graceful deletion is pending keeps its finalizers unless
+        // the delete shortens the grace period.
+        let graceful_pending =
+            key.kind == Kind::Pod && meta.deletion_timestamp.is_some() && pending.is_none_or(|g| grace >= g);
+        let finalizers = if graceful_pending {
+            meta.finalizers.clone()
+        } else {
+            PropagationPolicy::finalizers(policy, &meta.finalizers)
+        };
+        if finalizers.len() > validation::FINALIZERS_MAX {
+            let mut errors = FieldErrors::default();
+            errors.too_many("metadata.finalizers", finalizers.len(), validation::FINALIZERS_MAX);
+            return Err(invalid(&old, errors));
+        }
+        let removable = finalizers.is_empty()
             && if key.kind == Kind::Namespace { self.namespace_is_empty(&key.name) } else { grace == 0 };
         if removable {
             self.remove(txn, key, changes);
@@ -619,6 +642,7 @@ impl State {
         {
             let deadline = txn.now.plus_seconds(grace);
             let m = new.meta_mut();
+            m.finalizers = finalizers;
             if m.deletion_timestamp.is_none_or(|t| deadline < t) {
                 m.deletion_timestamp = Some(deadline);
             }
@@ -928,6 +952,7 @@ mod tests {
             key: ObjectKey::new(Kind::Pod, "default", name),
             grace_period_seconds: Some(grace),
             preconditions: Preconditions::default(),
+            propagation_policy: None,
         }
     }
 

@@ -12,7 +12,7 @@ use futures_util::{Stream, StreamExt};
 use orch_api::convert::{change_to_pb, filter_from_parts, key_from_pb, object_from_pb, object_to_pb, request_from_pb};
 use orch_api::{Error, LIST_OBJECTS_MAX, pb};
 use orch_core::apps_v1::Deployment;
-use orch_core::{Command, Kind, Object, ObjectKey, Preconditions, State, Success, WatchFilter};
+use orch_core::{Command, Kind, Object, ObjectKey, Preconditions, PropagationPolicy, State, Success, WatchFilter};
 use orch_raft::ControlPlane;
 use orch_raft::control_plane::{Consistency, Error as CpError, WatchItem};
 use tokio::sync::Semaphore;
@@ -259,7 +259,14 @@ impl pb::orch_server::Orch for ApiService {
             let key = key_from_pb(r.key.as_ref(), "key")?;
             let preconditions =
                 Preconditions { uid: None, resource_version: r.resource_version.map(orch_core::Revision) };
-            let command = Command::Delete { key, grace_period_seconds: r.grace_period_seconds, preconditions };
+            let propagation_policy =
+                r.propagation_policy.as_deref().map(PropagationPolicy::parse).transpose().map_err(Error::Invalid)?;
+            let command = Command::Delete {
+                key,
+                grace_period_seconds: r.grace_period_seconds,
+                preconditions,
+                propagation_policy,
+            };
             self.write(r.id.as_ref(), command).await
         })
         .await

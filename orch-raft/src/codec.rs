@@ -252,6 +252,7 @@ mod tests {
                     key: orch_core::ObjectKey::new(orch_core::Kind::Pod, "default", "p"),
                     grace_period_seconds: Some(0),
                     preconditions: Default::default(),
+                    propagation_policy: None,
                 },
             )],
         };

@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use orch_api::client::WriteResult;
 use orch_api::{Client, Error as ApiError, WatchItem, now_ms};
 use orch_core::watch::EventType;
-use orch_core::{Action, Kind, Object, ObjectKey, Uid, parse_manifests};
+use orch_core::{Action, Kind, Object, ObjectKey, PropagationPolicy, Uid, parse_manifests};
 
 use crate::table::{Output, headers, render, row, type_name};
 
@@ -218,9 +218,25 @@ pub struct DeleteArgs {
     /// Overrides a pod's grace period (seconds); 0 deletes at once.
     #[arg(long)]
     pub grace_period: Option<i64>,
+    /// What becomes of the objects' dependents, as kubectl's: `background` (the object goes
+    /// now, its dependents after), `foreground` (the object goes after the dependents that
+    /// block it, which controllers mark so), `orphan` (the dependents are kept); `true` and
+    /// `false` mean background and orphan.
+    #[arg(long, default_value = "background", value_parser = parse_cascade)]
+    pub cascade: PropagationPolicy,
     /// How missing objects and pending deletions are treated.
     #[command(flatten)]
     pub flags: DeleteFlags,
+}
+
+/// The value of `delete --cascade`.
+fn parse_cascade(value: &str) -> Result<PropagationPolicy, String> {
+    match value {
+        "background" | "true" => Ok(PropagationPolicy::Background),
+        "foreground" => Ok(PropagationPolicy::Foreground),
+        "orphan" | "false" => Ok(PropagationPolicy::Orphan),
+        other => Err(format!("invalid --cascade {other:?}: must be \"background\", \"foreground\" or \"orphan\"")),
+    }
 }
 
 /// `rollout` actions.
@@ -666,7 +682,7 @@ async fn delete(
     let mut marked = Vec::new();
     for key in keys {
         let name = format!("{}/{}", type_name(key.kind), key.name);
-        let result = match client.delete(&key, d.grace_period).await {
+        let result = match client.delete_with(&key, d.grace_period, Some(d.cascade)).await {
             Ok(result) => result,
             Err(ApiError::NotFound(_)) if d.flags.ignore_not_found => continue,
             Err(e @ ApiError::Refused(_)) => return Err(e.into()),

@@ -94,6 +94,7 @@ impl Cluster {
                         key,
                         grace_period_seconds: Some(0),
                         preconditions: Preconditions::default(),
+                        propagation_policy: None,
                     });
                 }
             } else if pod.spec.node_name.is_none() {

@@ -84,6 +84,7 @@ fn a_service_lists_its_pods_by_readiness_with_ports_resolved_per_pod() {
         key: ObjectKey::new(Kind::Pod, "default", "a"),
         grace_period_seconds: Some(30),
         preconditions: Preconditions::default(),
+        propagation_policy: None,
     };
     let (_, changed) = w.run(vec![delete]);
     assert!(w.has(Kind::Pod, "default", "a"), "still terminating");
@@ -105,6 +106,7 @@ fn a_service_lists_its_pods_by_readiness_with_ports_resolved_per_pod() {
         key: ObjectKey::new(Kind::Service, "default", "web"),
         grace_period_seconds: None,
         preconditions: Preconditions::default(),
+        propagation_policy: None,
     };
     let (_, changed) = w.run(vec![delete]);
     w.settle(&mut c, changed);

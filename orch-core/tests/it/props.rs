@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 
-use orch_core::command::{ApplyError, Preconditions};
+use orch_core::command::{ApplyError, Preconditions, PropagationPolicy};
 use orch_core::core_v1::{PodPhase, PodStatus};
 use orch_core::{
     ApplyOutput, ClientId, Command, Entry, EventType, Kind, Object, ObjectKey, Outcome, Request, Revision, State,
@@ -71,13 +71,18 @@ fn simple_command() -> impl Strategy<Value = Command> {
             }
             Command::UpdateStatus(p)
         }),
-        2 => (key, prop::option::of(prop::sample::select(&[0i64, 5, -1][..])), prop::option::of(0..12u64)).prop_map(
-            |(key, grace, rv)| Command::Delete {
+        2 => (
+            key,
+            prop::option::of(prop::sample::select(&[0i64, 5, -1][..])),
+            prop::option::of(0..12u64),
+            prop::option::of(prop::sample::select(&PropagationPolicy::ALL[..])),
+        )
+            .prop_map(|(key, grace, rv, policy)| Command::Delete {
                 key,
                 grace_period_seconds: grace,
                 preconditions: Preconditions { uid: None, resource_version: rv.map(Revision) },
-            }
-        ),
+                propagation_policy: policy,
+            }),
         1 => (prop::sample::select(&[Kind::Deployment, Kind::Pod][..]), name(), -1..4i32).prop_map(|(kind, n, replicas)| {
             Command::Scale { key: ObjectKey::new(kind, "default", n), replicas }
         }),

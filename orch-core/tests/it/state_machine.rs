@@ -20,7 +20,12 @@ fn get(h: &Harness, k: &ObjectKey) -> Object {
 }
 
 fn delete(k: &ObjectKey, grace: Option<i64>) -> Command {
-    Command::Delete { key: k.clone(), grace_period_seconds: grace, preconditions: Preconditions::default() }
+    Command::Delete {
+        key: k.clone(),
+        grace_period_seconds: grace,
+        preconditions: Preconditions::default(),
+        propagation_policy: None,
+    }
 }
 
 fn bind(ns: &str, name: &str, node: &str) -> Command {
@@ -626,6 +631,7 @@ fn the_largest_valid_lists_encode_and_decode() {
                 key: orch_core::ObjectKey::new(orch_core::Kind::Pod, "default", "x"),
                 grace_period_seconds: None,
                 preconditions: Default::default(),
+                propagation_policy: None,
             },
         )
     }));
@@ -784,6 +790,7 @@ fn a_retry_from_an_expired_session_is_not_applied_again() {
                     key: ObjectKey::new(Kind::Namespace, "", "a"),
                     grace_period_seconds: Some(0),
                     preconditions: Preconditions::default(),
+                    propagation_policy: None,
                 },
             }],
         ),
@@ -850,6 +857,7 @@ fn after_a_session_is_lost_every_retry_in_flight_is_unknown() {
             key: key(name),
             grace_period_seconds: Some(0),
             preconditions: Preconditions::default(),
+            propagation_policy: None,
         },
     };
     state.apply(2, Entry::new(later, vec![delete(1, "a"), delete(2, "b")]));

@@ -658,6 +658,45 @@ fn a_deployment_rolls_out_on_simulated_nodes() {
     assert!(deleted.contains("namespace/shop deleted\n"), "{deleted}");
 }
 
+/// `orchctl delete --cascade`: `orphan` deletes a Deployment and keeps its ReplicaSet and
+/// pods (no longer owned by it), `foreground` keeps the ReplicaSet until its pods are gone;
+/// an unknown value is refused before anything is sent.
+#[test]
+fn delete_cascades_as_asked() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let d = started_with(root.path(), NET + 9, &["--simulated-nodes", "2"]);
+    let server = d.api();
+    let web = format!("{}/web.yaml", examples());
+    ok(&server, &["apply", "-f", &web]);
+    let status = ok(&server, &["rollout", "status", "deploy/web", "-n", "shop", "--timeout", "60"]);
+    assert!(status.ends_with("successfully rolled out\n"), "{status}");
+    let refused = orchctl(&server, &["delete", "deploy", "web", "-n", "shop", "--cascade", "sideways"], None);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("invalid --cascade \"sideways\""), "{refused:?}");
+
+    let deleted = ok(&server, &["delete", "deploy", "web", "-n", "shop", "--cascade=orphan", "--timeout", "30"]);
+    assert_eq!(deleted, "deployment.apps/web deleted\n");
+    let sets: serde_json::Value =
+        serde_json::from_str(&ok(&server, &["get", "rs", "-n", "shop", "-o", "json"])).expect("json");
+    let sets = sets["items"].as_array().expect("items");
+    assert_eq!(sets.len(), 1, "{sets:?}");
+    assert!(sets[0]["metadata"].get("ownerReferences").is_none(), "orphaned: {}", sets[0]);
+    let set = sets[0]["metadata"]["name"].as_str().expect("name").to_owned();
+    let pods = ok(&server, &["get", "pods", "-n", "shop", "-o", "name"]);
+    assert_eq!(pods.lines().count(), 3, "the set's pods stay: {pods}");
+
+    // Foreground: the set is only marked (a background delete removes it at once); waited
+    // for, it goes after its pods, which are gone when it is.
+    let marked = ok(&server, &["delete", "rs", &set, "-n", "shop", "--cascade=foreground", "--wait=false"]);
+    assert!(marked.starts_with(&format!("replicaset.apps/{set} marked for deletion")), "{marked}");
+    let gone = ok(
+        &server,
+        &["delete", "rs", &set, "-n", "shop", "--cascade=foreground", "--timeout", "60", "--ignore-not-found"],
+    );
+    assert!(gone.is_empty() || gone.ends_with("deleted\n"), "{gone}");
+    assert_eq!(ok(&server, &["get", "pods", "-n", "shop", "-o", "name"]), "", "the pods went first");
+}
+
 /// `orchctl delete node` of a lost node (no agent will ever confirm its pods stopped) frees
 /// its pods once the pod GC quarantine is over, terminating ones too, and so their namespace.
 #[test]

@@ -92,6 +92,7 @@ fn proposals() -> Vec<Vec<Command>> {
         key: ObjectKey::new(Kind::Pod, "team", "p1"),
         grace_period_seconds: Some(0),
         preconditions: Preconditions::default(),
+        propagation_policy: None,
     }]);
     out.push(vec![Command::Create(one(&pod("p3"))), Command::Create(one(&pod("p3")))]);
     // Format 3's commands (the fixtures of earlier formats end above).
@@ -132,16 +133,27 @@ fn proposals() -> Vec<Vec<Command>> {
             key: ObjectKey::new(Kind::Pod, "team", "p2"),
             grace_period_seconds: Some(0),
             preconditions: Preconditions { uid: Some(orch_core::Uid::from_u128(7)), resource_version: None },
+            propagation_policy: None,
         },
         Command::Delete {
             key: ObjectKey::new(Kind::Pod, "team", "nope"),
             grace_period_seconds: None,
             preconditions: Preconditions::default(),
+            propagation_policy: None,
         },
         Command::Delete {
             key: ObjectKey::new(Kind::Namespace, "", "default"),
             grace_period_seconds: None,
             preconditions: Preconditions::default(),
+            propagation_policy: None,
+        },
+        // Format 10: a delete with a propagation policy (the deployment stays, marked, with
+        // the foregroundDeletion finalizer).
+        Command::Delete {
+            key: ObjectKey::new(Kind::Deployment, "shop", "web"),
+            grace_period_seconds: None,
+            preconditions: Preconditions::default(),
+            propagation_policy: Some(orch_core::PropagationPolicy::Foreground),
         },
     ]);
     out

@@ -193,6 +193,7 @@ async fn deleting_a_set_or_its_namespace_deletes_what_it_holds() {
         key: orch_core::ObjectKey::new(kind, ns, name),
         grace_period_seconds: None,
         preconditions: orch_core::Preconditions::default(),
+        propagation_policy: None,
     };
     let outcomes = cp
         .propose(vec![delete(Kind::ReplicaSet, "default", "web"), delete(Kind::Namespace, "", "team")])
