@@ -42,7 +42,22 @@ use bincode::{Decode, Encode};
 ///   new variant of [`crate::Command`] (9); a delete without one keeps the old layout. Only a
 ///   variant was added: format 4 to 9 entries and snapshots read as they are. A build of
 ///   format 9 refuses a format 10 entry by its version.
-pub const FORMAT_VERSION: u8 = 10;
+/// - 11: model fields added, a pod's `spec.affinity` (node affinity) and `status.podIPs`,
+///   marked `[since 11]` in `model!`: bytes of an earlier format are decoded with their
+///   [`Format`], without them (their defaults). Entries and snapshots of formats 1 to 10 read
+///   that way; no rules changed (no earlier entry can carry the new fields).
+pub const FORMAT_VERSION: u8 = 11;
+
+/// The decoding context of the storage encoding: the format version of the bytes. A model field
+/// added in format `N` (`[since N]` in `model!`) is read only from bytes of format `N` on, and
+/// is its default in older ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Format(pub u8);
+
+impl Format {
+    /// This build's format.
+    pub const CURRENT: Format = Format(FORMAT_VERSION);
+}
 
 /// The oldest format this build reads.
 pub const FORMAT_VERSION_MIN: u8 = 1;
@@ -79,16 +94,17 @@ pub const DECODE_CLAIMS_MIN: usize = 8 << 20;
 /// Decodes from a slice with an allocation budget proportional to its length (at least
 /// [`DECODE_CLAIMS_MIN`], rounded up to a power of two): a crafted length prefix cannot make
 /// the decoder reserve more than a small multiple of the bytes it was given.
-pub(crate) fn decode_from_slice_bounded<T: Decode<()>>(
+pub(crate) fn decode_from_slice_bounded<T: Decode<Format>>(
     bytes: &[u8],
+    format: Format,
 ) -> Result<(T, usize), bincode::error::DecodeError> {
     let budget = bytes.len().saturating_mul(DECODE_CLAIMS_PER_INPUT_BYTE).max(DECODE_CLAIMS_MIN).next_power_of_two();
     // bincode takes its limit as a const generic: one instantiation per power of two.
     macro_rules! by_power_of_two {
         ($($shift:literal)*) => {
             match budget.trailing_zeros() {
-                $($shift => bincode::decode_from_slice(bytes, config().with_limit::<{ 1usize << $shift }>()),)*
-                _ => bincode::decode_from_slice(bytes, config().with_limit::<{ 1usize << 40 }>()),
+                $($shift => bincode::decode_from_slice_with_context(bytes, config().with_limit::<{ 1usize << $shift }>(), format),)*
+                _ => bincode::decode_from_slice_with_context(bytes, config().with_limit::<{ 1usize << 40 }>(), format),
             }
         };
     }
@@ -156,12 +172,12 @@ pub fn encoded_len<T: Encode>(value: &T) -> usize {
 
 /// Decodes a value written by [`encode`] of this build's format, refusing inputs over `max`
 /// bytes.
-pub fn decode<T: Decode<()>>(bytes: &[u8], max: usize) -> Result<T, CodecError> {
+pub fn decode<T: Decode<Format>>(bytes: &[u8], max: usize) -> Result<T, CodecError> {
     let (version, body) = versioned(bytes, max)?;
     if version != FORMAT_VERSION {
         return Err(CodecError::Version { found: version });
     }
-    decode_body(body)
+    decode_body(body, Format::CURRENT)
 }
 
 /// The version byte and the body after it, within `max` bytes.
@@ -173,8 +189,8 @@ fn versioned(bytes: &[u8], max: usize) -> Result<(u8, &[u8]), CodecError> {
     Ok((version, body))
 }
 
-fn decode_body<T: Decode<()>>(body: &[u8]) -> Result<T, CodecError> {
-    let (value, used) = decode_from_slice_bounded(body).map_err(|e| CodecError::Malformed(e.to_string()))?;
+fn decode_body<T: Decode<Format>>(body: &[u8], format: Format) -> Result<T, CodecError> {
+    let (value, used) = decode_from_slice_bounded(body, format).map_err(|e| CodecError::Malformed(e.to_string()))?;
     if used != body.len() {
         return Err(CodecError::Trailing(body.len() - used));
     }
@@ -199,7 +215,7 @@ pub fn encode_entry(entry: &crate::command::Entry) -> Result<Vec<u8>, CodecError
         return Err(CodecError::TooLarge { len, max: ENTRY_BYTES_MAX });
     }
     let bytes = encode(entry);
-    decode_from_slice_bounded::<crate::command::Entry>(&bytes[1..])
+    decode_from_slice_bounded::<crate::command::Entry>(&bytes[1..], Format::CURRENT)
         .map_err(|e| CodecError::Malformed(format!("the entry would not decode: {e}")))?;
     Ok(bytes)
 }
@@ -209,13 +225,14 @@ pub fn encode_entry(entry: &crate::command::Entry) -> Result<Vec<u8>, CodecError
 /// this build does not apply ([`crate::rules`]).
 pub fn decode_entry(bytes: &[u8]) -> Result<crate::command::Entry, CodecError> {
     let entry = match versioned(bytes, ENTRY_READ_BYTES_MAX)? {
-        // Format 5 changed only snapshots, formats 6 to 9 only the rules and format 10 only
-        // added a command variant: format 4 to 9 entries read as they are (their stamps say
-        // which rules they are applied under).
-        (FORMAT_VERSION | 4..=9, body) => decode_body(body)?,
+        // Format 5 changed only snapshots, formats 6 to 9 only the rules, format 10 only
+        // added a command variant, and format 11 model fields (read by the entry's format):
+        // format 4 to 10 entries read as they are (their stamps say which rules they are
+        // applied under).
+        (version @ (FORMAT_VERSION | 4..=10), body) => decode_body(body, Format(version))?,
         // Format 3 only added commands: a format 2 entry is a format 3 entry.
-        (2 | 3, body) => decode_body::<crate::command::v3::Entry>(body)?.into(),
-        (1, body) => decode_body::<crate::command::v1::Entry>(body)?.into(),
+        (version @ (2 | 3), body) => decode_body::<crate::command::v3::Entry>(body, Format(version))?.into(),
+        (1, body) => decode_body::<crate::command::v1::Entry>(body, Format(1))?.into(),
         (found, _) => return Err(CodecError::Version { found }),
     };
     check_rules(&entry)?;
@@ -229,6 +246,39 @@ fn check_rules(entry: &crate::command::Entry) -> Result<(), CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[allow(unreachable_pub)] // model! makes every struct and field public
+    mod models {
+        model! {
+            /// A model as an older format wrote it.
+            pub struct Before {
+                pub a: crate::text::Text,
+            }
+        }
+
+        model! {
+            /// The same model once a field was added in format 11.
+            pub struct After {
+                pub a: crate::text::Text,
+                [since 11] pub b: Vec<crate::text::Text>,
+            }
+        }
+    }
+    use models::{After, Before};
+
+    /// A field marked `[since N]` is read from bytes of format N on; bytes of an earlier
+    /// format, written before it existed, decode with its default (and reading them as
+    /// format N would run out of input: the version is what tells them apart).
+    #[test]
+    fn a_model_field_added_later_reads_as_its_default_from_older_bytes() {
+        let old = encode(&Before { a: "x".into() });
+        let (after, used): (After, usize) = decode_from_slice_bounded(&old[1..], Format(10)).expect("decodes");
+        assert_eq!((after, used), (After { a: "x".into(), b: Vec::new() }, old.len() - 1));
+        assert!(decode_from_slice_bounded::<After>(&old[1..], Format(11)).is_err());
+        let new = encode(&After { a: "x".into(), b: vec!["y".into()] });
+        let (after, _): (After, usize) = decode_from_slice_bounded(&new[1..], Format(11)).expect("decodes");
+        assert_eq!(after.b, ["y"]);
+    }
     use crate::command::{Command, Entry, Request, v1, v3};
     use crate::ids::ClientId;
 

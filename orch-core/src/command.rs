@@ -7,6 +7,7 @@ use bincode::error::{AllowedEnumVariants, DecodeError};
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
+use crate::codec::Format;
 use crate::ids::{ClientId, Revision, Uid};
 use crate::object::{Kind, Object, ObjectKey};
 use crate::validation::FieldErrors;
@@ -19,6 +20,7 @@ pub const BATCH_COMMANDS_MAX: usize = 1024;
 /// One Raft log entry: the requests the leader batched, stamped with the proposer's clock and
 /// the version of the rules they are applied under.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[bincode(decode_context = "Format")]
 #[cfg_attr(feature = "arbitrary", derive(proptest_derive::Arbitrary))]
 pub struct Entry {
     /// Milliseconds since the epoch, read by the proposer. The state machine's clock never
@@ -52,6 +54,7 @@ impl Default for Entry {
 
 /// One client's command with the id and serial that deduplicate its retries.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[bincode(decode_context = "Format")]
 #[cfg_attr(feature = "arbitrary", derive(proptest_derive::Arbitrary))]
 pub struct Request {
     /// Who proposed it.
@@ -86,6 +89,7 @@ impl Request {
 /// The layout of [`Entry`] before format 4 (without `rules`), over the request layout of its
 /// format: read from old logs as an entry of [`crate::rules::RULES_UNSTAMPED`].
 #[derive(Encode, Decode)]
+#[bincode(decode_context = "Format")]
 pub(crate) struct Unstamped<R> {
     timestamp_ms: i64,
     requests: Vec<R>,
@@ -119,6 +123,7 @@ pub(crate) mod v1 {
 
     /// Format 1's [`super::Request`]: without `acked_below` (nor `retry`).
     #[derive(Encode, Decode)]
+    #[bincode(decode_context = "crate::codec::Format")]
     pub(crate) struct Request {
         client: ClientId,
         serial: u64,
@@ -152,6 +157,7 @@ pub(crate) mod v3 {
 
     /// Formats 2 and 3's [`super::Request`]: without `retry` (every request a first attempt).
     #[derive(Encode, Decode)]
+    #[bincode(decode_context = "crate::codec::Format")]
     pub(crate) struct Request {
         client: ClientId,
         serial: u64,
@@ -529,7 +535,7 @@ const APPLY_ERROR_VARIANTS: AllowedEnumVariants = AllowedEnumVariants::Range { m
 
 const NESTED_BATCH: &str = "a batch may not contain a batch";
 
-fn decode_command<D: Decoder>(decoder: &mut D, in_batch: bool) -> Result<Command, DecodeError> {
+fn decode_command<D: Decoder<Context = Format>>(decoder: &mut D, in_batch: bool) -> Result<Command, DecodeError> {
     Ok(match u32::decode(decoder)? {
         0 => Command::Create(Decode::decode(decoder)?),
         1 => Command::Update(Decode::decode(decoder)?),
@@ -603,12 +609,12 @@ impl Encode for Command {
     }
 }
 
-impl<Context> Decode<Context> for Command {
-    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
+impl Decode<Format> for Command {
+    fn decode<D: Decoder<Context = Format>>(decoder: &mut D) -> Result<Self, DecodeError> {
         decode_command(decoder, false)
     }
 }
-bincode::impl_borrow_decode!(Command);
+bincode::impl_borrow_decode_with_context!(Command, Format);
 
 fn decode_apply_error<D: Decoder>(decoder: &mut D, in_batch: bool) -> Result<ApplyError, DecodeError> {
     Ok(match u32::decode(decoder)? {

@@ -167,6 +167,76 @@ model! {
         /// Seconds between SIGTERM and SIGKILL on deletion; 30 by default.
         pub termination_grace_period_seconds: Option<i64>,
         pub hostname: Option<Text>,
+        /// Where the pod may and would rather run: node affinity (storage format 11; boxed,
+        /// since most pods have none).
+        [since 11] pub affinity: Option<Box<Affinity>>,
+    }
+}
+
+model! {
+    /// A pod's scheduling constraints: node affinity (Kubernetes' `podAffinity` and
+    /// `podAntiAffinity` are not supported, and refused as unknown fields).
+    pub struct Affinity {
+        pub node_affinity: Option<NodeAffinity>,
+    }
+}
+
+model! {
+    /// The nodes a pod may run on (required) and would rather run on (preferred).
+    pub struct NodeAffinity {
+        /// A node must match one of its terms, or the pod is not placed there. Checked when
+        /// the pod is scheduled and bound, not afterwards (a node relabelled later keeps it).
+        pub required_during_scheduling_ignored_during_execution: Option<NodeSelector>,
+        /// Each term a node matches adds its weight to the node's score.
+        pub preferred_during_scheduling_ignored_during_execution: Vec<PreferredSchedulingTerm>,
+    }
+}
+
+model! {
+    /// Terms of which a node must match one.
+    pub struct NodeSelector {
+        pub node_selector_terms: Vec<NodeSelectorTerm>,
+    }
+}
+
+model! {
+    /// Requirements a node must all meet; a term with none matches no node.
+    pub struct NodeSelectorTerm {
+        /// On the node's labels.
+        pub match_expressions: Vec<NodeSelectorRequirement>,
+        /// On the node's fields: `metadata.name`.
+        pub match_fields: Vec<NodeSelectorRequirement>,
+    }
+}
+
+model! {
+    /// One requirement on a node's label or field.
+    pub struct NodeSelectorRequirement {
+        pub key: Text,
+        /// Required (an `Option` so that it is always written out, `In` too).
+        pub operator: Option<NodeSelectorOperator>,
+        pub values: Vec<Text>,
+    }
+}
+
+string_enum! {
+    /// The operator of a node selector requirement.
+    pub enum NodeSelectorOperator {
+        In = "In",
+        NotIn = "NotIn",
+        Exists = "Exists",
+        DoesNotExist = "DoesNotExist",
+        Gt = "Gt",
+        Lt = "Lt",
+    }
+}
+
+model! {
+    /// A weighted preference for nodes matching a term.
+    pub struct PreferredSchedulingTerm {
+        /// 1 to 100.
+        pub weight: i32,
+        pub preference: NodeSelectorTerm,
     }
 }
 
@@ -332,6 +402,16 @@ model! {
         pub start_time: Option<Time>,
         pub reason: Option<Text>,
         pub message: Option<Text>,
+        /// The pod's addresses, one per IP family; the first is `podIP` (storage format 11).
+        #[serde(rename = "podIPs")]
+        [since 11] pub pod_ips: Vec<PodIp>,
+    }
+}
+
+model! {
+    /// One of a pod's addresses.
+    pub struct PodIp {
+        pub ip: Text,
     }
 }
 

@@ -37,6 +37,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use crate::adopt::{Orphans, adopt, would_adopt};
 use crate::apps_v1::{
     Deployment, DeploymentCondition, DeploymentStatus, DeploymentStrategyType, POD_TEMPLATE_HASH_LABEL,
     REVISION_ANNOTATION, ReplicaSet, ReplicaSetSpec,
@@ -48,6 +49,7 @@ use crate::intstr::IntOrString;
 use crate::meta::{ConditionStatus, ObjectMeta, OwnerReference};
 use crate::object::{Kind, Object, ObjectKey};
 use crate::reconcile::{Fate, Reconciler};
+use crate::selector::Selector;
 use crate::state::State;
 use crate::time::Time;
 
@@ -988,6 +990,8 @@ pub struct Deployments {
     waiting: BTreeMap<Uid, BTreeSet<Uid>>,
     /// When to look at a Deployment again (its progress deadline), by uid.
     timers: BTreeMap<Uid, i64>,
+    /// The ReplicaSets without a controller, which a Deployment whose selector matches adopts.
+    orphans: Orphans,
 }
 
 fn deployment_uid(rs: &ReplicaSet) -> Option<Uid> {
@@ -1023,12 +1027,25 @@ impl Reconciler for Deployments {
         now_ms: i64,
         full: bool,
         changed: &[ObjectKey],
-        _outcomes: &[(Command, Fate)],
+        outcomes: &[(Command, Fate)],
     ) -> Vec<Command> {
         let mut sync = BTreeSet::new();
+        // An update of a set that failed, was not proposed or whose outcome is unknown (an
+        // adoption, or the sync's own scale): its Deployment is synced again (one that did
+        // apply shows in the state).
+        for (command, fate) in outcomes {
+            if let (
+                Command::Update(Object::ReplicaSet(rs)),
+                Fate::Applied(Err(_)) | Fate::NotProposed | Fate::Unknown,
+            ) = (command, fate)
+            {
+                sync.extend(deployment_uid(rs));
+            }
+        }
         if full {
             self.deployment_of.clear();
             self.owner_of.clear();
+            self.orphans = Orphans::of(state, Kind::ReplicaSet);
             for obj in state.list(Kind::Deployment, None) {
                 if let Some(uid) = obj.meta().uid {
                     self.deployment_of.insert(uid, obj.key());
@@ -1054,7 +1071,10 @@ impl Reconciler for Deployments {
                         }
                         None => self.deployment_of.retain(|_, k| k != key),
                     },
-                    Kind::ReplicaSet => self.observe_set(state, key, &mut sync),
+                    Kind::ReplicaSet => {
+                        self.observe_set(state, key, &mut sync);
+                        sync.extend(would_adopt(state, &mut self.orphans, key, Kind::Deployment));
+                    }
                     Kind::Pod => match state.get(key) {
                         Some(Object::Pod(p)) => owners.extend(p.metadata.controller_ref().map(|r| r.uid)),
                         _ => pod_gone = true,
@@ -1082,6 +1102,19 @@ impl Reconciler for Deployments {
             let Some(Object::Deployment(d)) = state.get(key) else { continue };
             if d.metadata.uid != Some(uid) {
                 continue;
+            }
+            // Orphaned sets matching the selector are adopted first; the Deployment is synced
+            // once they are its own (their change brings it back).
+            if d.metadata.deletion_timestamp.is_none() {
+                let selector = Selector::from(&d.spec.selector);
+                let orphans = self.orphans.matching(state, d.metadata.namespace_str(), &selector);
+                if !orphans.is_empty() {
+                    commands.extend(orphans.into_iter().map(|o| adopt(&d.metadata, "apps/v1", "Deployment", o)));
+                    // Back in a second at the latest, whatever becomes of the adoptions (a
+                    // `Recreate` wait or a deadline is taken up again by that sync).
+                    self.timers.insert(uid, now_ms.saturating_add(1_000));
+                    continue;
+                }
             }
             let (mut more, wake, waits) = Sync::new(state, d, now_ms).run();
             commands.append(&mut more);

@@ -4,8 +4,9 @@
 //!
 //! Kubernetes' filter plugins, in their order (a node is reported under the first one it
 //! fails): the node is Ready; not cordoned (`NodeUnschedulable`); every `NoSchedule` and
-//! `NoExecute` taint tolerated (`TaintToleration`); the pod's `nodeSelector` matched
-//! (`NodeAffinity`); its host ports free (`NodePorts`); its requests within what the node
+//! `NoExecute` taint tolerated (`TaintToleration`); the pod's `nodeSelector` and required
+//! node affinity terms matched (`NodeAffinity`: every label of the selector, and one of the
+//! terms, each of whose expressions on labels and fields on `metadata.name` hold); its host ports free (`NodePorts`); its requests within what the node
 //! has left of its allocatable, and one more pod within its `pods` (`NodeResourcesFit`,
 //! which lists every resource that is short). Integer arithmetic only: every replica
 //! computes the same answer.
@@ -13,7 +14,10 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::core_v1::{Node, Pod, PodPhase, Protocol, ResourceList, TaintEffect, Toleration, TolerationOperator};
+use crate::core_v1::{
+    Node, NodeSelectorOperator, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodPhase, Protocol, ResourceList,
+    TaintEffect, Toleration, TolerationOperator,
+};
 use crate::meta::ConditionStatus;
 use crate::quantity::Quantity;
 use crate::text::Text;
@@ -278,7 +282,7 @@ pub fn fits(
             return Err(vec![Unfit::Taint { key: taint.key.clone(), value: value.into() }]);
         }
     }
-    if !node.metadata.labels.contains_all(&pod.spec.node_selector) {
+    if !node.metadata.labels.contains_all(&pod.spec.node_selector) || !required_affinity_matches(pod, node) {
         return Err(vec![Unfit::Selector]);
     }
     if HostPort::of(pod).any(|want| usage.host_ports.keys().any(|held| held.conflicts(&want))) {
@@ -299,6 +303,66 @@ pub fn fits(
         short.push(Unfit::Insufficient("ephemeral-storage"));
     }
     if short.is_empty() { Ok(()) } else { Err(short) }
+}
+
+/// The node affinity terms a pod's node must match one of, if it has any.
+fn required_terms(pod: &Pod) -> Option<&[NodeSelectorTerm]> {
+    let affinity = pod.spec.affinity.as_ref()?.node_affinity.as_ref()?;
+    Some(&affinity.required_during_scheduling_ignored_during_execution.as_ref()?.node_selector_terms)
+}
+
+/// Whether `node` meets the node affinity `pod` requires: one of its required terms, if it has
+/// any (Kubernetes' `NodeAffinity` filter; a pod without one fits any node).
+pub fn required_affinity_matches(pod: &Pod, node: &Node) -> bool {
+    required_terms(pod).is_none_or(|terms| terms.iter().any(|t| term_matches(t, node)))
+}
+
+/// The sum of the weights of the preferred node affinity terms `node` matches (Kubernetes'
+/// `NodeAffinity` score before normalization).
+pub fn preferred_affinity_weight(pod: &Pod, node: &Node) -> i64 {
+    let Some(affinity) = pod.spec.affinity.as_ref().and_then(|a| a.node_affinity.as_ref()) else { return 0 };
+    affinity
+        .preferred_during_scheduling_ignored_during_execution
+        .iter()
+        .filter(|t| term_matches(&t.preference, node))
+        .map(|t| i64::from(t.weight))
+        .sum()
+}
+
+/// Whether `node` meets every requirement of `term`; a term without any matches no node.
+pub fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
+    if term.match_expressions.is_empty() && term.match_fields.is_empty() {
+        return false;
+    }
+    let labels = &node.metadata.labels;
+    term.match_expressions.iter().all(|r| requirement_matches(r, labels.get(&r.key)))
+        && term.match_fields.iter().all(|r| {
+            r.key.as_str() == crate::validation::NODE_NAME_FIELD
+                && requirement_matches(r, Some(node.metadata.name.as_str()))
+        })
+}
+
+/// Whether `value` (the label's or field's; `None` when absent) meets `r`.
+fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
+    let listed = |v: &str| r.values.iter().any(|w| w.as_str() == v);
+    // Gt and Lt compare integers; a value that is not one never matches.
+    let compare = |want: fn(i64, i64) -> bool| {
+        let parse = |s: &str| s.parse::<i64>().ok();
+        match (value.and_then(parse), r.values.first().and_then(|v| parse(v))) {
+            (Some(have), Some(bound)) if r.values.len() == 1 => want(have, bound),
+            _ => false,
+        }
+    };
+    match r.operator {
+        // Validation requires an operator; a requirement without one matches nothing.
+        None => false,
+        Some(NodeSelectorOperator::In) => value.is_some_and(listed),
+        Some(NodeSelectorOperator::NotIn) => !value.is_some_and(listed),
+        Some(NodeSelectorOperator::Exists) => value.is_some(),
+        Some(NodeSelectorOperator::DoesNotExist) => value.is_none(),
+        Some(NodeSelectorOperator::Gt) => compare(|have, bound| have > bound),
+        Some(NodeSelectorOperator::Lt) => compare(|have, bound| have < bound),
+    }
 }
 
 #[cfg(test)]
@@ -331,6 +395,56 @@ mod tests {
 
     fn check(p: &Pod, n: &Node, usage: &NodeUsage) -> Result<(), Vec<Unfit>> {
         fits(p, Requests::of(p), n, Requests::allocatable(n), usage)
+    }
+
+    /// Required node affinity: one term of several must match, every requirement of it;
+    /// each operator as Kubernetes'; a field requirement on the node's name; a term
+    /// without requirements matches nothing.
+    #[test]
+    fn required_node_affinity_terms() {
+        // Node n, labelled disk=ssd and cores=8.
+        let mut n = ready_node();
+        n.metadata.labels.insert("cores", "8");
+        let with = |terms: &str| {
+            pod(&format!(
+                "{{affinity: {{nodeAffinity: {{requiredDuringSchedulingIgnoredDuringExecution: \
+                 {{nodeSelectorTerms: {terms}}}}}}}, containers: [{{name: c, image: x}}]}}"
+            ))
+        };
+        let fits_terms = |terms: &str| check(&with(terms), &n, &NodeUsage::default()).is_ok();
+        let expr = |key: &str, op: &str, values: &str| {
+            format!("[{{matchExpressions: [{{key: {key}, operator: {op}, values: {values}}}]}}]")
+        };
+        assert!(fits_terms(&expr("disk", "In", "[hdd, ssd]")));
+        assert!(!fits_terms(&expr("disk", "In", "[hdd]")));
+        assert!(fits_terms(&expr("disk", "NotIn", "[hdd]")));
+        assert!(fits_terms(&expr("gpu", "NotIn", "[a]")), "absent: not in");
+        assert!(!fits_terms(&expr("disk", "NotIn", "[ssd]")));
+        assert!(fits_terms(&expr("disk", "Exists", "[]")));
+        assert!(!fits_terms(&expr("gpu", "Exists", "[]")));
+        assert!(fits_terms(&expr("gpu", "DoesNotExist", "[]")));
+        assert!(fits_terms(&expr("cores", "Gt", "['4']")));
+        assert!(!fits_terms(&expr("cores", "Gt", "['8']")));
+        assert!(fits_terms(&expr("cores", "Lt", "['16']")));
+        assert!(!fits_terms(&expr("disk", "Lt", "['16']")), "not an integer: no match");
+        assert!(!fits_terms(&expr("gpu", "Gt", "['1']")), "absent: no match");
+        // One of two terms; both requirements of one.
+        let two = "[{matchExpressions: [{key: disk, operator: In, values: [hdd]}]}, \
+                   {matchExpressions: [{key: disk, operator: In, values: [ssd]}, {key: cores, operator: Gt, values: ['1']}]}]";
+        assert!(fits_terms(two));
+        let both = "[{matchExpressions: [{key: disk, operator: In, values: [ssd]}, {key: cores, operator: Gt, values: ['9']}]}]";
+        assert!(!fits_terms(both));
+        assert!(fits_terms("[{matchFields: [{key: metadata.name, operator: In, values: [n]}]}]"));
+        assert!(!fits_terms("[{matchFields: [{key: metadata.name, operator: NotIn, values: [n]}]}]"));
+        assert!(!fits_terms("[{}]"), "an empty term matches no node");
+        assert_eq!(check(&with(&expr("disk", "In", "[hdd]")), &n, &NodeUsage::default()), Err(vec![Unfit::Selector]));
+        // nodeSelector and affinity both hold, or the node is out.
+        let both = pod(&format!(
+            "{{nodeSelector: {{disk: hdd}}, affinity: {{nodeAffinity: {{requiredDuringSchedulingIgnoredDuringExecution: \
+             {{nodeSelectorTerms: {}}}}}}}, containers: [{{name: c, image: x}}]}}",
+            expr("disk", "Exists", "[]")
+        ));
+        assert_eq!(check(&both, &n, &NodeUsage::default()), Err(vec![Unfit::Selector]));
     }
 
     #[test]

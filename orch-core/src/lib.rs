@@ -41,6 +41,7 @@
 mod macros;
 
 pub mod admit;
+pub mod adopt;
 pub mod apps_v1;
 pub mod bounds;
 pub mod codec;

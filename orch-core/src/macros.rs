@@ -3,16 +3,29 @@
 /// Defines a Kubernetes-shaped struct: camelCase JSON/YAML field names, unknown fields refused,
 /// absent fields defaulted, default-valued fields left out of the output, a bincode encoding
 /// for storage, and (with the `arbitrary` feature) a proptest `Arbitrary` impl.
+///
+/// A field added to the model after the first storage format is marked `[since N]` (before
+/// `pub`): bytes of a format before `N` (the decoder's [`crate::codec::Format`]) do not hold
+/// it, and it decodes as its default; from `N` on it is read as any field. Fields are encoded
+/// in declaration order, every one of them.
 macro_rules! model {
+    (@field $decoder:ident) => {
+        bincode::Decode::decode($decoder)?
+    };
+    (@field $decoder:ident, $since:literal) => {{
+        // A field of a format this build does not write yet would be written and never read.
+        const _: () = assert!($since <= crate::codec::FORMAT_VERSION, "a `since` beyond this build's format");
+        if $decoder.context().0 >= $since { bincode::Decode::decode($decoder)? } else { Default::default() }
+    }};
     (
         $(#[$meta:meta])*
         pub struct $name:ident {
-            $( $(#[$fmeta:meta])* pub $field:ident : $ty:ty ),* $(,)?
+            $( $(#[$fmeta:meta])* $([since $since:literal])? pub $field:ident : $ty:ty ),* $(,)?
         }
     ) => {
         $(#[$meta])*
         #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize,
-                 bincode::Encode, bincode::Decode)]
+                 bincode::Encode)]
         #[cfg_attr(feature = "arbitrary", derive(proptest_derive::Arbitrary))]
         #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
         pub struct $name {
@@ -23,6 +36,16 @@ macro_rules! model {
                 pub $field: $ty,
             )*
         }
+
+        impl bincode::Decode<crate::codec::Format> for $name {
+            #[allow(unused_variables)] // a struct without fields
+            fn decode<D: bincode::de::Decoder<Context = crate::codec::Format>>(
+                decoder: &mut D,
+            ) -> Result<Self, bincode::error::DecodeError> {
+                Ok(Self { $( $field: model!(@field decoder $(, $since)?), )* })
+            }
+        }
+        bincode::impl_borrow_decode_with_context!($name, crate::codec::Format);
 
         #[cfg(feature = "arbitrary")]
         impl crate::arbitrary::Small for $name {

@@ -218,6 +218,7 @@ impl Resource for Event {
 
 /// Any stored object. Cloning is cheap: the object itself is shared.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[bincode(decode_context = "crate::codec::Format")]
 #[cfg_attr(feature = "arbitrary", derive(proptest_derive::Arbitrary))]
 #[allow(missing_docs)]
 pub enum Object {

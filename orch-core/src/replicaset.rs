@@ -25,6 +25,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::adopt::{Orphans, adopt, would_adopt};
 use crate::apps_v1::{ReplicaSet, ReplicaSetStatus};
 use crate::command::{Command, Preconditions};
 use crate::core_v1::{Pod, PodPhase};
@@ -32,6 +33,7 @@ use crate::ids::Uid;
 use crate::meta::{ConditionStatus, OwnerReference};
 use crate::object::{Kind, Object, ObjectKey};
 use crate::reconcile::{Fate, Reconciler};
+use crate::selector::Selector;
 use crate::state::State;
 
 /// Kubernetes' default burst of creates or deletes per set and sync.
@@ -75,6 +77,8 @@ pub struct ReplicaSets {
     expected: BTreeMap<Uid, Expectation>,
     /// When a set's Ready pods become available (`minReadySeconds`), by uid.
     timers: BTreeMap<Uid, i64>,
+    /// The pods without a controller, which a set whose selector matches adopts.
+    orphans: Orphans,
 }
 
 /// The uid of the ReplicaSet that controls `pod`, if one does.
@@ -211,7 +215,24 @@ impl ReplicaSets {
             .collect();
         let want = usize::try_from(rs.spec.replicas.unwrap_or(1)).unwrap_or(0);
         let deleting = rs.metadata.deletion_timestamp.is_some();
-        if !deleting && !self.expected.contains_key(&uid) {
+        // Orphans matching the selector are adopted first (counted as expected creates: each
+        // is observed when it names the set); the set is resized once they are its own.
+        let adopting = if deleting || self.expected.contains_key(&uid) {
+            0
+        } else {
+            let selector = Selector::from(&rs.spec.selector);
+            let orphans = self.orphans.matching(state, rs.metadata.namespace_str(), &selector);
+            let adoptions: Vec<Command> = orphans
+                .into_iter()
+                .filter(|o| o.as_pod().is_some_and(active))
+                .take(self.settings.burst)
+                .map(|o| adopt(&rs.metadata, "apps/v1", "ReplicaSet", o))
+                .collect();
+            let n = adoptions.len();
+            commands.extend(adoptions);
+            n
+        };
+        if !deleting && adopting == 0 && !self.expected.contains_key(&uid) {
             if pods.len() < want {
                 let missing = (want - pods.len()).min(self.settings.burst);
                 let pod = pod_for(rs);
@@ -276,7 +297,7 @@ impl Reconciler for ReplicaSets {
                 continue;
             }
             match command {
-                Command::Create(Object::Pod(pod)) => {
+                Command::Create(Object::Pod(pod)) | Command::Update(Object::Pod(pod)) => {
                     if let Some(uid) = set_uid(pod) {
                         if let Some(e) = self.expected.get_mut(&uid) {
                             e.creates = e.creates.saturating_sub(1);
@@ -313,6 +334,7 @@ impl Reconciler for ReplicaSets {
                 }
             }
             self.owner_of = owner_of;
+            self.orphans = Orphans::of(state, Kind::Pod);
             for e in self.expected.values_mut() {
                 e.deletes.retain(|key| {
                     state.get(key).and_then(Object::as_pod).is_some_and(|p| p.metadata.deletion_timestamp.is_none())
@@ -328,7 +350,10 @@ impl Reconciler for ReplicaSets {
         } else {
             for key in changed {
                 match key.kind {
-                    Kind::Pod => self.observe_pod(state, key, &mut sync),
+                    Kind::Pod => {
+                        self.observe_pod(state, key, &mut sync);
+                        sync.extend(would_adopt(state, &mut self.orphans, key, Kind::ReplicaSet));
+                    }
                     Kind::ReplicaSet => match state.get(key).and_then(|o| o.meta().uid) {
                         Some(uid) => {
                             self.set_of.insert(uid, key.clone());
@@ -367,7 +392,7 @@ impl Reconciler for ReplicaSets {
             let mut expectation = Expectation { until_ms, ..Expectation::default() };
             for command in &commands[first..] {
                 match command {
-                    Command::Create(_) => expectation.creates += 1,
+                    Command::Create(_) | Command::Update(_) => expectation.creates += 1,
                     Command::Delete { key, .. } => {
                         expectation.deletes.insert(key.clone());
                     }
@@ -398,6 +423,73 @@ mod tests {
     const SET: &str = "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {name: web}\nspec:\n  replicas: 3\n  \
                        selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    \
                        spec: {containers: [{name: c, image: nginx}]}\n";
+
+    /// A set adopts the pods of its namespace that match its selector and have no controller
+    /// (not terminating ones, nor those of another namespace), before it creates any: it
+    /// makes up the difference only once they are its own.
+    #[test]
+    fn a_set_adopts_matching_orphans_before_creating_pods() {
+        let mut w = World::new();
+        let mut c = ReplicaSets::new(Settings::default());
+        let pod = |name: &str, ns: &str, app: &str| {
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, labels: {{app: {app}}}}}\n\
+                 spec: {{containers: [{{name: c, image: x}}]}}\n---\n"
+            )
+        };
+        w.create("apiVersion: v1\nkind: Namespace\nmetadata: {name: other}\n");
+        let yaml = pod("a", "default", "web")
+            + &pod("b", "default", "web")
+            + &pod("c", "default", "db")
+            + &pod("d", "other", "web")
+            + &pod("done", "default", "web");
+        let mut changed = w.create(&yaml);
+        // A finished orphan is not adopted.
+        let mut done = w.state.get(&ObjectKey::new(Kind::Pod, "default", "done")).cloned().expect("done");
+        if let Object::Pod(p) = &mut done {
+            std::sync::Arc::make_mut(p).status.phase = Some(PodPhase::Succeeded);
+        }
+        changed.extend(w.run(vec![Command::UpdateStatus(done)]).1);
+        assert!(c.reconcile(&w.state, w.now_ms, false, &changed, &[]).is_empty(), "no set yet");
+        let changed = w.create(SET);
+        let first = c.reconcile(&w.state, w.now_ms, false, &changed, &[]);
+        let adopted: Vec<&str> = first
+            .iter()
+            .filter_map(|cmd| match cmd {
+                Command::Update(o) => Some(o.meta().name.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(adopted, ["a", "b"], "{first:?}");
+        assert!(!first.iter().any(|cmd| matches!(cmd, Command::Create(_))), "no create before the adoptions apply");
+        let (fates, changed) = w.run(first);
+        let mut outcomes = fates;
+        let mut changed = changed;
+        for _ in 0..5 {
+            let next = c.reconcile(&w.state, w.now_ms, false, &changed, &outcomes);
+            if next.is_empty() {
+                break;
+            }
+            (outcomes, changed) = w.run(next);
+        }
+        let uid = rs(&w).metadata.uid;
+        let mine: Vec<String> = w
+            .pods()
+            .into_iter()
+            .filter(|p| p.metadata.controller_ref().map(|r| r.uid) == uid)
+            .map(|p| p.metadata.name.to_string())
+            .collect();
+        assert_eq!(mine.len(), 3, "a, b and one new: {mine:?}");
+        assert!(mine.contains(&"a".to_owned()) && mine.contains(&"b".to_owned()));
+        assert!(w.pod("c").metadata.owner_references.is_empty(), "another app's pod is left alone");
+        assert!(w.pod("done").metadata.owner_references.is_empty(), "a finished pod is left alone");
+        // A full round (a new term) finds nothing more to adopt.
+        let mut fresh = ReplicaSets::new(Settings::default());
+        let again = fresh.reconcile(&w.state, w.now_ms, true, &[], &[]);
+        assert!(!again.iter().any(|c| matches!(c, Command::Update(_) | Command::Create(_))), "{again:?}");
+        let d = w.state.get(&ObjectKey::new(Kind::Pod, "other", "d")).expect("d");
+        assert!(d.meta().owner_references.is_empty(), "another namespace's pod is left alone");
+    }
 
     fn scale(w: &mut World, replicas: i32) -> Vec<ObjectKey> {
         let (outcomes, changed) = w.run(vec![Command::Scale { key: rs(w).key_of(), replicas }]);

@@ -45,9 +45,11 @@
 ///   and covers the client just recorded.
 /// - 3 (format 7): `Bind` checks that the pod fits the node as it is when the entry is applied
 ///   ([`crate::fit::fits`]: Ready, cordon, taints, node selector, host ports, requests and pod
-///   count against what the pods bound to it take), so that a scheduler's decision made on a
-///   stale view is refused (a conflict naming the reasons) instead of over-committing the
-///   node. Under 1 and 2 it checked only that the node exists and is not being deleted.
+///   count against what the pods bound to it take; from format 11 the pod's required node
+///   affinity too, which no entry of an earlier format can carry), so that a scheduler's
+///   decision made on a stale view is refused (a conflict naming the reasons) instead of
+///   over-committing the node. Under 1 and 2 it checked only that the node exists and is not
+///   being deleted.
 /// - 4 (format 8): an `Apply` over a live Deployment or ReplicaSet keeps the deployment controller's annotations
 ///   (`deployment.kubernetes.io/...`) the manifest does not name, and a Deployment's or
 ///   ReplicaSet's replicas when the manifest leaves them out (so re-applying a manifest

@@ -5,7 +5,8 @@
 //! score by least allocated cpu and memory (a container without a request counts as 100m and
 //! 200Mi, Kubernetes' non-zero defaults) plus the spread of the pod's controller's pods across
 //! nodes and across zones (the `topology.kubernetes.io/zone` label, weighted two thirds as
-//! Kubernetes' selector spreading does); the highest total wins, ties broken by a hash of the
+//! Kubernetes' selector spreading does), PreferNoSchedule taints tolerated, and the weights of
+//! the preferred node affinity terms a node matches; the highest total wins, ties broken by a hash of the
 //! pod's uid and the node's name (deterministic, and different pods prefer different nodes).
 //! In a large cluster only a sample of the feasible nodes is scored, as
 //! `percentageOfNodesToScore` does: the search starts at a node derived from the pod's uid and
@@ -21,7 +22,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::core_v1::{Node, Pod, TaintEffect};
-use crate::fit::{HostPort, NodeUsage, Requests, Unfit, fits, tolerates};
+use crate::fit::{HostPort, NodeUsage, Requests, Unfit, fits, preferred_affinity_weight, tolerates};
 use crate::ids::Uid;
 use crate::object::{Kind, Object};
 use crate::state::State;
@@ -191,8 +192,8 @@ fn spread_score(count: usize, max: usize) -> i128 {
 }
 
 /// The weights of the scores, Kubernetes' default profile's: least allocated 1, topology
-/// spread 2, taint toleration 3.
-const WEIGHTS: (i128, i128, i128) = (1, 2, 3);
+/// spread 2, taint toleration 3, node affinity 2.
+const WEIGHTS: (i128, i128, i128, i128) = (1, 2, 3, 2);
 
 impl Snapshot {
     /// The view of `state`: its nodes (those being deleted take no pods) and the pods bound to
@@ -409,24 +410,35 @@ impl Snapshot {
         let wants = scored_request(pod);
         let owner = controller(pod);
         let zone_counts = owner.and_then(|o| self.per_zone.get(&o));
-        // Per feasible node: its count of the controller's pods, its zone's, and the
-        // PreferNoSchedule taints the pod does not tolerate.
-        let counts: Vec<(usize, Option<usize>, usize)> = feasible
+        // Per feasible node: its count of the controller's pods, its zone's, the
+        // PreferNoSchedule taints the pod does not tolerate, and the weight of the preferred
+        // node affinity terms it matches.
+        let prefers = pod
+            .spec
+            .affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref())
+            .is_some_and(|n| !n.preferred_during_scheduling_ignored_during_execution.is_empty());
+        let counts: Vec<(usize, Option<usize>, usize, i64)> = feasible
             .iter()
             .map(|i| {
                 let entry = &self.nodes[*i];
                 let on_node = owner.and_then(|o| entry.owners.get(&o).copied()).unwrap_or(0) as usize;
                 let in_zone = entry.zone.map(|z| zone_counts.and_then(|c| c.get(z).copied()).unwrap_or(0) as usize);
                 let untolerated = if entry.soft_taints == 0 { 0 } else { untolerated_soft_taints(pod, &entry.node) };
-                (on_node, in_zone, untolerated)
+                let preferred = if prefers { preferred_affinity_weight(pod, &entry.node) } else { 0 };
+                (on_node, in_zone, untolerated, preferred)
             })
             .collect();
         let max_node = counts.iter().map(|c| c.0).max().unwrap_or(0);
         let max_zone = counts.iter().filter_map(|c| c.1).max().unwrap_or(0);
         let max_taints = counts.iter().map(|c| c.2).max().unwrap_or(0);
+        let max_preferred = counts.iter().map(|c| c.3).max().unwrap_or(0);
         let score = |k: usize| {
             let entry = &self.nodes[feasible[k]];
-            let (on_node, in_zone, untolerated) = counts[k];
+            let (on_node, in_zone, untolerated, preferred) = counts[k];
+            // Kubernetes normalizes the summed weights to 0-100 by the highest among the nodes.
+            let affinity = if max_preferred > 0 { i128::from(preferred) * 100 / i128::from(max_preferred) } else { 0 };
             let after = entry.scored.plus(wants);
             let least =
                 (free_share(entry.allocatable.cpu, after.cpu) + free_share(entry.allocatable.memory, after.memory)) / 2;
@@ -435,7 +447,10 @@ impl Snapshot {
                 (Some(_), None) => spread_score(on_node, max_node),
                 (Some(_), Some(in_zone)) => (spread_score(on_node, max_node) + 2 * spread_score(in_zone, max_zone)) / 3,
             };
-            WEIGHTS.0 * least + WEIGHTS.1 * spreading + WEIGHTS.2 * spread_score(untolerated, max_taints)
+            WEIGHTS.0 * least
+                + WEIGHTS.1 * spreading
+                + WEIGHTS.2 * spread_score(untolerated, max_taints)
+                + WEIGHTS.3 * affinity
         };
         // Highest score; among equals the lowest hash of (pod, node).
         let best = (0..feasible.len())
@@ -550,6 +565,42 @@ mod tests {
         assert_eq!(zones.values().copied().collect::<Vec<_>>(), vec![4, 4, 4], "even across zones: {zones:?}");
         assert_eq!(per_node["a1"], 2);
         assert_eq!(per_node["a2"], 2);
+    }
+
+    /// Required node affinity leaves out the nodes that match none of its terms (reported
+    /// as Kubernetes does); preferred terms draw the pod to the nodes matching the most
+    /// weight, ahead of the least allocated one.
+    #[test]
+    fn node_affinity_filters_and_scores() {
+        let nodes =
+            vec![node("a1", "64", 110, Some("a")), node("b1", "4", 110, Some("b")), node("c1", "4", 110, Some("c"))];
+        let snapshot = Snapshot::new(nodes, []);
+        let with_affinity = |affinity: &str| {
+            let mut p = pod("p", 42, "100m", None);
+            let yaml = format!("{{nodeAffinity: {affinity}}}");
+            p.spec.affinity = Some(Box::new(serde_yaml_ng::from_str(&yaml).expect("an affinity")));
+            p
+        };
+        let zone = ZONE_LABEL;
+        let required = with_affinity(&format!(
+            "{{requiredDuringSchedulingIgnoredDuringExecution: {{nodeSelectorTerms: [\
+             {{matchExpressions: [{{key: {zone}, operator: In, values: [b, c]}}]}}]}}}}"
+        ));
+        let placed = snapshot.schedule(&required, &Settings::default()).expect("fits");
+        assert!(placed == "b1" || placed == "c1", "{placed}");
+        let nowhere = with_affinity(&format!(
+            "{{requiredDuringSchedulingIgnoredDuringExecution: {{nodeSelectorTerms: [\
+             {{matchExpressions: [{{key: {zone}, operator: In, values: [d]}}]}}]}}}}"
+        ));
+        let err = snapshot.schedule(&nowhere, &Settings::default()).expect_err("no node matches");
+        assert_eq!(err.to_string(), "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector.");
+        // a1 is the least allocated by far; a preference of weight 1 for c still wins.
+        assert_eq!(snapshot.schedule(&pod("q", 42, "100m", None), &Settings::default()).expect("fits"), "a1");
+        let prefers_c = with_affinity(&format!(
+            "{{preferredDuringSchedulingIgnoredDuringExecution: [{{weight: 1, preference: \
+             {{matchExpressions: [{{key: {zone}, operator: In, values: [c]}}]}}}}]}}"
+        ));
+        assert_eq!(snapshot.schedule(&prefers_c, &Settings::default()).expect("fits"), "c1");
     }
 
     #[test]

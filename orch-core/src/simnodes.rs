@@ -228,6 +228,9 @@ impl SimulatedNodes {
             // No free address in the node's subnet: the pod does not start.
             p.status.pod_ip = Some(self.address(key, &node)?.into());
         }
+        if let Some(ip) = &p.status.pod_ip {
+            p.status.pod_ips = vec![crate::core_v1::PodIp { ip: ip.clone() }];
+        }
         p.status.phase = Some(PodPhase::Running);
         p.status.start_time.get_or_insert(now);
         for type_ in ["Initialized", "ContainersReady", "Ready"] {
@@ -421,6 +424,7 @@ mod tests {
         let p = w.pod("p");
         assert!(running_and_ready(&p), "{:?}", p.status);
         assert_eq!(p.status.pod_ip.as_deref(), Some("10.200.0.2"), "the first address of sim-1's subnet");
+        assert_eq!(p.status.pod_ips.iter().map(|i| i.ip.as_str()).collect::<Vec<_>>(), ["10.200.0.2"], "podIPs too");
         assert!(p.status.container_statuses[0].ready);
         assert!(sim.reconcile(&w.state, w.now_ms, false, &changed, &[]).is_empty());
         assert!(sim.planned.is_empty(), "nothing planned (but the heartbeat)");

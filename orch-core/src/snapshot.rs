@@ -9,7 +9,7 @@ use bincode::enc::Encoder;
 use bincode::error::{DecodeError, EncodeError};
 use bincode::{Decode, Encode};
 
-use crate::codec::{FORMAT_VERSION, FORMAT_VERSION_MIN, config, decode_from_slice_bounded};
+use crate::codec::{FORMAT_VERSION, FORMAT_VERSION_MIN, Format, config, decode_from_slice_bounded};
 use crate::ids::Revision;
 use crate::object::{Object, ObjectKey};
 use crate::sessions::Sessions;
@@ -100,8 +100,8 @@ struct DecodedBody {
     sessions: Sessions,
 }
 
-impl<Context> Decode<Context> for DecodedBody {
-    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
+impl Decode<Format> for DecodedBody {
+    fn decode<D: Decoder<Context = Format>>(decoder: &mut D) -> Result<Self, DecodeError> {
         Ok(Self {
             applied: Decode::decode(decoder)?,
             clock_ms: Decode::decode(decoder)?,
@@ -174,12 +174,13 @@ impl State {
         if blake3::hash(payload).as_bytes() != &bytes[17..HEADER_BYTES] {
             return Err(SnapshotError::Digest);
         }
-        let (mut body, mut used): (DecodedBody, usize) =
-            decode_from_slice_bounded(payload).map_err(|e| SnapshotError::Malformed(e.to_string()))?;
+        let (mut body, mut used): (DecodedBody, usize) = decode_from_slice_bounded(payload, Format(bytes[8]))
+            .map_err(|e| SnapshotError::Malformed(e.to_string()))?;
         // Format 5 appended the sessions' opening serials; earlier formats end with the table.
         if bytes[8] >= OPENINGS_SINCE {
-            let (openings, more): (crate::sessions::Openings, usize) = decode_from_slice_bounded(&payload[used..])
-                .map_err(|e| SnapshotError::Malformed(format!("session openings: {e}")))?;
+            let (openings, more): (crate::sessions::Openings, usize) =
+                decode_from_slice_bounded(&payload[used..], Format(bytes[8]))
+                    .map_err(|e| SnapshotError::Malformed(format!("session openings: {e}")))?;
             // Format 5's build recorded openings for rules 1 entries, which rules 1 does not:
             // a replica replaying those entries has none, so a restored one must not either.
             if bytes[8] >= OPENINGS_HONOURED_SINCE {

@@ -1044,6 +1044,34 @@ mod tests {
         }
     }
 
+    /// A `Bind` to a node outside the pod's required node affinity is refused like any
+    /// other misfit (the scheduler's filter, repeated when applied); one inside is taken.
+    #[test]
+    fn bind_is_refused_outside_the_required_node_affinity() {
+        let mut state = State::new();
+        let manifests = "apiVersion: v1\nkind: Node\nmetadata: {name: ssd, labels: {disk: ssd}}\n\
+             status: {conditions: [{type: Ready, status: 'True'}], capacity: {cpu: '1', pods: '2'}}\n---\n\
+             apiVersion: v1\nkind: Node\nmetadata: {name: hdd, labels: {disk: hdd}}\n\
+             status: {conditions: [{type: Ready, status: 'True'}], capacity: {cpu: '1', pods: '2'}}\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  affinity: {nodeAffinity: \
+             {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [{matchExpressions: \
+             [{key: disk, operator: In, values: [ssd]}]}]}}}\n  containers: [{name: c, image: x}]\n";
+        for obj in crate::manifest::parse_manifests(manifests).expect("valid") {
+            assert!(apply_one(&mut state, Command::Create(obj)).is_ok());
+        }
+        let bind_to = |node: &str| Command::Bind {
+            namespace: "default".into(),
+            name: "p".into(),
+            node: node.into(),
+            preconditions: Preconditions::default(),
+        };
+        assert_eq!(
+            refusal(apply_one(&mut state, bind_to("hdd"))),
+            "pod p does not fit node \"hdd\": node(s) didn't match Pod's node affinity/selector"
+        );
+        assert!(apply_one(&mut state, bind_to("ssd")).is_ok());
+    }
+
     /// Rules 3: a `Bind` is checked against the node as it is when applied, with the
     /// scheduler's own filters and what the pods bound to it take, so a decision made on a
     /// stale view is refused and the node is never over-committed; entries of rules 2 bind

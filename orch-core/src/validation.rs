@@ -12,12 +12,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::apps_v1::{Deployment, DeploymentStrategyType};
 use crate::core_v1::{
-    Container, Endpoints, Event, Node, Pod, PodPhase, PodSpec, PodTemplateSpec, Probe, ResourceList, RestartPolicy,
-    Service, ServiceType, TolerationOperator,
+    Container, Endpoints, Event, Node, NodeAffinity, NodeSelectorOperator, NodeSelectorTerm, Pod, PodPhase, PodSpec,
+    PodTemplateSpec, Probe, ResourceList, RestartPolicy, Service, ServiceType, TolerationOperator,
 };
 use crate::intstr::IntOrString;
 use crate::meta::{LabelSelector, ObjectMeta, SelectorOperator};
 use crate::object::{Kind, Object};
+use crate::selector::SELECTOR_VALUES_MAX;
 use crate::strmap::StrMap;
 use crate::text::Text;
 
@@ -715,7 +716,115 @@ pub fn check_pod_spec(errs: &mut FieldErrors, path: &Path<'_>, spec: &PodSpec) {
             }
         }
     }
+    if let Some(node_affinity) = spec.affinity.as_ref().and_then(|a| a.node_affinity.as_ref()) {
+        let affinity = path.child("affinity");
+        check_node_affinity(errs, &affinity.child("nodeAffinity"), node_affinity);
+    }
 }
+
+/// Kubernetes' rules of node affinity: at least one required term; each requirement's key a
+/// label name (or `metadata.name` for a field), its values as its operator wants; weights of
+/// preferred terms from 1 to 100.
+fn check_node_affinity(errs: &mut FieldErrors, path: &Path<'_>, affinity: &NodeAffinity) {
+    if let Some(required) = &affinity.required_during_scheduling_ignored_during_execution {
+        let required_path = path.child("requiredDuringSchedulingIgnoredDuringExecution");
+        let terms = required_path.child("nodeSelectorTerms");
+        if required.node_selector_terms.is_empty() {
+            errs.required(&terms, "must have at least one node selector term");
+        } else if errs.check_len(&terms, required.node_selector_terms.len(), LIST_ITEMS_MAX) {
+            for (i, term) in required.node_selector_terms.iter().enumerate() {
+                check_node_selector_term(errs, &terms.index(i), term);
+            }
+        }
+    }
+    let preferred = path.child("preferredDuringSchedulingIgnoredDuringExecution");
+    if errs.check_len(&preferred, affinity.preferred_during_scheduling_ignored_during_execution.len(), LIST_ITEMS_MAX) {
+        for (i, term) in affinity.preferred_during_scheduling_ignored_during_execution.iter().enumerate() {
+            let p = preferred.index(i);
+            if !(1..=100).contains(&term.weight) {
+                errs.invalid(&p.child("weight"), term.weight, "must be in the range 1-100");
+            }
+            check_node_selector_term(errs, &p.child("preference"), &term.preference);
+        }
+    }
+}
+
+fn check_node_selector_term(errs: &mut FieldErrors, path: &Path<'_>, term: &NodeSelectorTerm) {
+    let exprs = path.child("matchExpressions");
+    if errs.check_len(&exprs, term.match_expressions.len(), LIST_ITEMS_MAX) {
+        for (i, r) in term.match_expressions.iter().enumerate() {
+            let p = exprs.index(i);
+            let values = p.child("values");
+            if !errs.check_len(&values, r.values.len(), SELECTOR_VALUES_MAX) {
+                continue;
+            }
+            match r.operator {
+                None => errs.invalid(&p.child("operator"), q(""), "not a valid selector operator"),
+                Some(NodeSelectorOperator::In | NodeSelectorOperator::NotIn) => {
+                    if r.values.is_empty() {
+                        errs.required(&values, "must be specified when `operator` is 'In' or 'NotIn'");
+                    }
+                }
+                Some(NodeSelectorOperator::Exists | NodeSelectorOperator::DoesNotExist) => {
+                    if !r.values.is_empty() {
+                        errs.forbidden(&values, "may not be specified when `operator` is 'Exists' or 'DoesNotExist'");
+                    }
+                }
+                Some(NodeSelectorOperator::Gt | NodeSelectorOperator::Lt) => {
+                    if r.values.len() != 1 {
+                        errs.required(&values, "must be specified single value when `operator` is 'Lt' or 'Gt'");
+                    } else if r.values[0].parse::<i64>().is_err() {
+                        // Stricter than Kubernetes, which takes any label value and never
+                        // matches one that is not an integer.
+                        errs.invalid(&values.index(0), q(&r.values[0]), "must be an integer");
+                    }
+                }
+            }
+            if let Some(reason) = is_qualified_name(&r.key) {
+                errs.invalid(&p.child("key"), q(&r.key), reason);
+            }
+            for (k, v) in r.values.iter().enumerate() {
+                if let Some(reason) = is_label_value(v) {
+                    errs.invalid(&values.index(k), q(v), reason);
+                }
+            }
+        }
+    }
+    let fields = path.child("matchFields");
+    if errs.check_len(&fields, term.match_fields.len(), LIST_ITEMS_MAX) {
+        for (i, r) in term.match_fields.iter().enumerate() {
+            let p = fields.index(i);
+            match r.operator {
+                Some(NodeSelectorOperator::In | NodeSelectorOperator::NotIn) => {
+                    if r.values.len() != 1 {
+                        errs.required(
+                            &p.child("values"),
+                            "must be only one value when `operator` is 'In' or 'NotIn' for node field selector",
+                        );
+                    }
+                }
+                other => {
+                    errs.invalid(
+                        &p.child("operator"),
+                        q(other.map_or("", |o| o.as_str())),
+                        "not a valid selector operator",
+                    );
+                }
+            }
+            if r.key.as_str() != NODE_NAME_FIELD {
+                errs.invalid(&p.child("key"), q(&r.key), "not a valid field selector key");
+            }
+            for (k, v) in r.values.iter().take(SELECTOR_VALUES_MAX).enumerate() {
+                if let Some(reason) = is_dns1123_subdomain(v) {
+                    errs.invalid(&p.child("values").index(k), q(v), reason);
+                }
+            }
+        }
+    }
+}
+
+/// The one node field a node selector term's `matchFields` may name.
+pub const NODE_NAME_FIELD: &str = "metadata.name";
 
 fn check_selector(errs: &mut FieldErrors, path: &Path<'_>, sel: &LabelSelector) {
     check_labels(errs, &path.child("matchLabels"), &sel.match_labels);
@@ -975,7 +1084,7 @@ fn check_condition_type(errs: &mut FieldErrors, path: &Path<'_>, type_: &str) {
     }
 }
 
-fn check_ip_field(errs: &mut FieldErrors, path: &str, ip: Option<&str>) {
+fn check_ip_field(errs: &mut FieldErrors, path: &(impl FieldPath + ?Sized), ip: Option<&str>) {
     if let Some(ip) = ip
         && !ip.is_empty()
         && !is_ipv4(ip)
@@ -995,6 +1104,26 @@ fn check_pod_status(errs: &mut FieldErrors, pod: &Pod) {
     let s = &pod.status;
     check_ip_field(errs, "status.podIP", s.pod_ip.as_deref());
     check_ip_field(errs, "status.hostIP", s.host_ip.as_deref());
+    // As Kubernetes: one address per family (IPv4 only here, so one), the first the podIP
+    // (Kubernetes keeps the two in step when it converts; here the writer does).
+    let ips = Path::root("status.podIPs");
+    if s.pod_ips.len() > 1 {
+        let listed: Vec<String> = s.pod_ips.iter().take(8).map(|p| q(&p.ip)).collect();
+        errs.invalid(&ips, format!("[{}]", listed.join(", ")), "may specify no more than one IP for each IP family");
+    }
+    for (i, ip) in s.pod_ips.iter().take(8).enumerate() {
+        let item = ips.index(i);
+        let p = item.child("ip");
+        if ip.ip.is_empty() {
+            errs.required(&p, "");
+        }
+        check_ip_field(errs, &p, Some(ip.ip.as_str()));
+    }
+    if let Some(first) = s.pod_ips.first()
+        && s.pod_ip.as_deref() != Some(first.ip.as_str())
+    {
+        errs.invalid(&ips.index(0).child("ip"), q(&first.ip), "must match `status.podIP`");
+    }
     let conditions = Path::root("status.conditions");
     let mut types = BTreeSet::new();
     for (i, c) in s.conditions.iter().enumerate() {

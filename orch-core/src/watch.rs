@@ -21,6 +21,7 @@ pub enum EventType {
 
 /// A committed change, in log order.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[bincode(decode_context = "crate::codec::Format")]
 pub struct WatchEvent {
     /// The log index of the entry that made the change.
     pub revision: Revision,

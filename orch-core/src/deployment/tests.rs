@@ -173,6 +173,45 @@ fn progressing(d: &Deployment) -> (ConditionStatus, String) {
     (c.status, c.reason.as_deref().unwrap_or_default().to_owned())
 }
 
+/// A Deployment deleted with `propagationPolicy: Orphan` leaves its set and pods; created
+/// again, it adopts the set (Kubernetes' controller reference manager) instead of making a
+/// second one (whose name the first holds): no pod is added or replaced.
+#[test]
+fn a_deployment_created_again_adopts_its_orphaned_set() {
+    let mut c = Cluster::new(&deployment(3, "{type: RollingUpdate}"));
+    c.settle(|_| {});
+    let pods_before: Vec<String> = c.active_pods().iter().map(|p| p.metadata.name.to_string()).collect();
+    let delete = Command::Delete {
+        key: ObjectKey::new(Kind::Deployment, "default", "web"),
+        grace_period_seconds: None,
+        preconditions: Preconditions::default(),
+        propagation_policy: Some(crate::command::PropagationPolicy::Orphan),
+    };
+    // The garbage collector's part, by hand: the set's reference removed, then the finalizer.
+    c.apply(vec![delete]);
+    let mut orphan = Object::from(c.sets()[0].clone());
+    orphan.meta_mut().owner_references.clear();
+    let mut gone = c.w.state.get(&ObjectKey::new(Kind::Deployment, "default", "web")).cloned().expect("held");
+    gone.meta_mut().finalizers.clear();
+    let fates = c.apply(vec![Command::Update(orphan), Command::Update(gone)]);
+    assert!(fates.iter().all(|(_, f)| matches!(f, Fate::Applied(Ok(_)))), "{fates:?}");
+    assert!(!c.w.has(Kind::Deployment, "default", "web"));
+    c.settle(|_| {});
+    assert_eq!(c.w.state.list(Kind::ReplicaSet, None).count(), 1, "the orphaned set stays, alone");
+
+    c.apply(parse(&deployment(3, "{type: RollingUpdate}")).into_iter().map(Command::Create).collect());
+    c.settle(|_| {});
+    assert_eq!(c.w.state.list(Kind::ReplicaSet, None).count(), 1, "adopted, not duplicated");
+    let sets = c.sets();
+    assert_eq!(sets.len(), 1, "{sets:?}");
+    let d = c.deployment();
+    assert_eq!(sets[0].metadata.controller_ref().map(|r| r.uid), d.metadata.uid);
+    assert_eq!(sets[0].metadata.controller_ref().and_then(|r| r.block_owner_deletion), Some(true));
+    let pods_after: Vec<String> = c.active_pods().iter().map(|p| p.metadata.name.to_string()).collect();
+    assert_eq!(pods_after, pods_before, "the same pods");
+    assert_eq!(d.status.available_replicas, Some(3));
+}
+
 /// A new Deployment gets one set, named and labelled with its template's hash, revision 1,
 /// sized to its replicas; once the pods are Ready the status says the rollout is complete.
 #[test]

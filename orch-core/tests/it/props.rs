@@ -272,7 +272,7 @@ mod identity {
     fn round_trips<T>(value: &T) -> Result<(), TestCaseError>
     where
         T: bincode::Encode
-            + bincode::Decode<()>
+            + bincode::Decode<orch_core::codec::Format>
             + serde::Serialize
             + serde::de::DeserializeOwned
             + PartialEq

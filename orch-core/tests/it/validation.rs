@@ -254,11 +254,31 @@ fn status_writes_are_validated() {
         Command::UpdateStatus(std::sync::Arc::unwrap_or_clone(p).into_object())
     };
     type Edit<'a> = &'a dyn Fn(&mut orch_core::Pod);
-    let cases: [(Edit<'_>, &str); 4] = [
+    let ip = |s: &str| orch_core::core_v1::PodIp { ip: s.into() };
+    let cases: [(Edit<'_>, &str); 8] = [
         (
             &|p| p.status.pod_ip = Some("10.0.0.300".into()),
             "status.podIP: Invalid value: \"10.0.0.300\": must be a valid IPv4 address",
         ),
+        (
+            &|p| {
+                p.status.pod_ip = Some("10.0.0.3".into());
+                p.status.pod_ips = vec![ip("10.0.0.4")];
+            },
+            "status.podIPs[0].ip: Invalid value: \"10.0.0.4\": must match `status.podIP`",
+        ),
+        (
+            &|p| {
+                p.status.pod_ip = Some("10.0.0.3".into());
+                p.status.pod_ips = vec![ip("10.0.0.3"), ip("10.0.0.4")];
+            },
+            "status.podIPs: Invalid value: [\"10.0.0.3\", \"10.0.0.4\"]: may specify no more than one IP for each IP family",
+        ),
+        (
+            &|p| p.status.pod_ips = vec![ip("x")],
+            "status.podIPs[0].ip: Invalid value: \"x\": must be a valid IPv4 address",
+        ),
+        (&|p| p.status.pod_ips = vec![ip("")], "status.podIPs[0].ip: Required value"),
         (
             &|p| p.status.container_statuses = vec![ContainerStatus { name: "nope".into(), ..Default::default() }],
             "status.containerStatuses[0].name: Not found: \"nope\": no container of that name in spec.containers",
@@ -315,6 +335,158 @@ fn status_writes_are_validated() {
         "{err}"
     );
     assert!(err.contains("status.addresses[1].type: Unsupported value: \"Carrier\""), "{err}");
+}
+
+/// Node affinity follows Kubernetes' rules: at least one required term, values as the
+/// operator wants, integers for Gt and Lt, `metadata.name` the only field, weights 1-100;
+/// a pod's affinity cannot change once it exists; a valid one is stored and read back.
+#[test]
+fn node_affinity_is_checked() {
+    let with = |affinity: &str| {
+        deployment_with("containers:", &format!("affinity: {{nodeAffinity: {affinity}}}\n      containers:"))
+    };
+    let required = |terms: &str| {
+        with(&format!("{{requiredDuringSchedulingIgnoredDuringExecution: {{nodeSelectorTerms: {terms}}}}}"))
+    };
+    let field = "spec.template.spec.affinity.nodeAffinity";
+    let cases = [
+        (
+            required("[]"),
+            format!(
+                "{field}.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms: Required value: must have at least one node selector term"
+            ),
+        ),
+        (
+            required("[{matchExpressions: [{key: disk, operator: In}]}]"),
+            format!(
+                "{field}.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].values: Required value: must be specified when `operator` is 'In' or 'NotIn'"
+            ),
+        ),
+        (
+            required("[{matchExpressions: [{key: disk, operator: Exists, values: [a]}]}]"),
+            format!(
+                "{field}.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].values: Forbidden: may not be specified when `operator` is 'Exists' or 'DoesNotExist'"
+            ),
+        ),
+        (
+            required("[{matchExpressions: [{key: cores, operator: Gt, values: ['1', '2']}]}]"),
+            format!(
+                "{field}.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].values: Required value: must be specified single value when `operator` is 'Lt' or 'Gt'"
+            ),
+        ),
+        (
+            required("[{matchExpressions: [{key: cores, operator: Lt, values: [many]}]}]"),
+            format!(
+                "{field}.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].values[0]: Invalid value: \"many\": must be an integer"
+            ),
+        ),
+        (
+            required("[{matchExpressions: [{key: 'bad key!', operator: Exists}]}]"),
+            format!(
+                "{field}.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key: Invalid value: \"bad key!\""
+            ),
+        ),
+        (
+            required("[{matchFields: [{key: metadata.labels, operator: In, values: [a]}]}]"),
+            format!(
+                "{field}.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchFields[0].key: Invalid value: \"metadata.labels\": not a valid field selector key"
+            ),
+        ),
+        (
+            required("[{matchFields: [{key: metadata.name, operator: In, values: [a, b]}]}]"),
+            format!(
+                "{field}.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchFields[0].values: Required value: must be only one value when `operator` is 'In' or 'NotIn' for node field selector"
+            ),
+        ),
+        (
+            required("[{matchFields: [{key: metadata.name, operator: Exists}]}]"),
+            format!(
+                "{field}.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchFields[0].operator: Invalid value: \"Exists\": not a valid selector operator"
+            ),
+        ),
+        (
+            required("[{matchExpressions: [{key: disk, values: [a]}]}]"),
+            format!(
+                "{field}.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator: Invalid value: \"\": not a valid selector operator"
+            ),
+        ),
+        (
+            required("[{matchExpressions: [{key: disk, operator: In, values: ['not a value!']}]}]"),
+            format!(
+                "{field}.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].values[0]: Invalid value: \"not a value!\""
+            ),
+        ),
+        (
+            required("[{matchFields: [{key: metadata.name, operator: In, values: [Not_A_Node]}]}]"),
+            format!(
+                "{field}.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchFields[0].values[0]: Invalid value: \"Not_A_Node\""
+            ),
+        ),
+        (
+            with(
+                "{preferredDuringSchedulingIgnoredDuringExecution: [{weight: 0, preference: {matchExpressions: [{key: a, operator: Exists}]}}]}",
+            ),
+            format!(
+                "{field}.preferredDuringSchedulingIgnoredDuringExecution[0].weight: Invalid value: 0: must be in the range 1-100"
+            ),
+        ),
+        (
+            with(
+                "{preferredDuringSchedulingIgnoredDuringExecution: [{weight: 5, preference: {matchExpressions: [{key: a, operator: Gt, values: [x]}]}}]}",
+            ),
+            format!(
+                "{field}.preferredDuringSchedulingIgnoredDuringExecution[0].preference.matchExpressions[0].values[0]: Invalid value: \"x\": must be an integer"
+            ),
+        ),
+        (
+            with(
+                "{preferredDuringSchedulingIgnoredDuringExecution: [{weight: 101, preference: {matchExpressions: [{key: a, operator: Exists}]}}]}",
+            ),
+            format!(
+                "{field}.preferredDuringSchedulingIgnoredDuringExecution[0].weight: Invalid value: 101: must be in the range 1-100"
+            ),
+        ),
+    ];
+    for (yaml, message) in cases {
+        let err = rejected(&yaml);
+        assert!(err.contains(&message), "{err}\nwanted: {message}");
+    }
+    // Pod affinity is not supported: refused by name, not ignored.
+    let unknown =
+        orch_core::parse_manifests(&deployment_with("containers:", "affinity: {podAffinity: {}}\n      containers:"));
+    let unknown = unknown.expect_err("refused").to_string();
+    assert!(unknown.contains("spec.template.spec.affinity.podAffinity: unknown field \"podAffinity\""), "{unknown}");
+
+    let mut h = Harness::new();
+    let valid = required("[{matchExpressions: [{key: disk, operator: In, values: [ssd]}]}]");
+    h.ok(Command::Create(obj(&valid)));
+    let stored = h
+        .state
+        .get(&orch_core::ObjectKey::new(orch_core::Kind::Deployment, "default", "web"))
+        .cloned()
+        .expect("stored");
+    let orch_core::Object::Deployment(d) = stored else { panic!("a deployment") };
+    let terms = &d
+        .spec
+        .template
+        .spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .expect("kept")
+        .required_during_scheduling_ignored_during_execution
+        .as_ref()
+        .expect("required")
+        .node_selector_terms;
+    assert_eq!(terms[0].match_expressions[0].values, ["ssd"]);
+    // A pod's affinity is immutable.
+    h.ok(Command::Create(crate::fixtures::pod("default", "p")));
+    let mut pod = h.state.get(&orch_core::ObjectKey::new(orch_core::Kind::Pod, "default", "p")).cloned().expect("p");
+    if let orch_core::Object::Pod(p) = &mut pod {
+        std::sync::Arc::make_mut(p).spec.affinity = d.spec.template.spec.affinity.clone();
+    }
+    let err = h.err(Command::Update(pod));
+    assert!(err.contains("pod updates may not change fields other than"), "{err}");
 }
 
 /// A pod template's annotations share the same total as an object's own.

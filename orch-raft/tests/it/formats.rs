@@ -14,7 +14,10 @@
 //! rules version 3, whose fixture holds a bind refused because the pod does not fit; format 8
 //! is rules version 4, whose fixture holds an apply that keeps the controller's annotation and
 //! the scaled replicas the manifest leaves out; format 9 is rules version 5, whose pods hold the
-//! default tolerations, and one is applied again with a toleration added.
+//! default tolerations, and one is applied again with a toleration added; format 10 added a
+//! delete's propagation policy, and its fixture holds a foreground delete; format 11 added the
+//! model fields of node affinity and podIPs (read as absent from older fixtures), and its
+//! fixture's pods have both, with a bind refused for its affinity.
 //!
 //! From format 4 on a fixture also holds `sessions.json`, the deduplication table's outcomes
 //! (what a retry of each request would get): replaying the fixture must give them again, so a
@@ -46,7 +49,13 @@ fn proposals() -> Vec<Vec<Command>> {
     let pod = |name: &str| {
         format!(
             "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: team, labels: {{app: x}}, finalizers: [example.com/keep]}}\n\
-             spec:\n  containers:\n  - name: c\n    image: busybox:1.36\n    command: [sleep, '3600']\n    env: [{{name: A, value: b}}]\n    \
+             spec:\n  affinity: {{nodeAffinity: {{requiredDuringSchedulingIgnoredDuringExecution: {{nodeSelectorTerms: \
+             [{{matchExpressions: [{{key: zone, operator: In, values: [a]}}, {{key: zone, operator: NotIn, values: [b]}}, \
+             {{key: zone, operator: Exists}}, {{key: gpu, operator: DoesNotExist}}]}}, \
+             {{matchFields: [{{key: metadata.name, operator: In, values: [n1]}}]}}]}}, \
+             preferredDuringSchedulingIgnoredDuringExecution: [{{weight: 5, preference: {{matchExpressions: \
+             [{{key: cores, operator: Gt, values: ['2']}}, {{key: cores, operator: Lt, values: ['64']}}]}}}}]}}}}\n  \
+             containers:\n  - name: c\n    image: busybox:1.36\n    command: [sleep, '3600']\n    env: [{{name: A, value: b}}]\n    \
              readinessProbe: {{httpGet: {{path: /, port: 80, httpHeaders: [{{name: X, value: y}}]}}}}\n"
         )
     };
@@ -85,6 +94,8 @@ fn proposals() -> Vec<Vec<Command>> {
         let p = std::sync::Arc::make_mut(p);
         p.status.phase = Some(orch_core::core_v1::PodPhase::Running);
         p.status.pod_ip = Some("10.1.0.5".into());
+        // Format 11: podIPs (and every pod's node affinity, above).
+        p.status.pod_ips = vec![orch_core::core_v1::PodIp { ip: "10.1.0.5".into() }];
     }
     out.push(vec![Command::UpdateStatus(running)]);
     out.push(vec![Command::Apply(one(&pod("p2").replace("busybox:1.36", "busybox:1.37")))]);
@@ -146,6 +157,18 @@ fn proposals() -> Vec<Vec<Command>> {
             grace_period_seconds: None,
             preconditions: Preconditions::default(),
             propagation_policy: None,
+        },
+        // Format 11: a bind refused for the pod's required node affinity.
+        Command::Create(one(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: far, namespace: team}\nspec:\n  affinity: {nodeAffinity: \
+             {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [{matchExpressions: \
+             [{key: zone, operator: In, values: [z]}]}]}}}\n  containers: [{name: c, image: x}]\n",
+        )),
+        Command::Bind {
+            namespace: "team".into(),
+            name: "far".into(),
+            node: "n1".into(),
+            preconditions: Preconditions::default(),
         },
         // Format 10: a delete with a propagation policy (the deployment stays, marked, with
         // the foregroundDeletion finalizer).
@@ -282,9 +305,14 @@ async fn restarts_on(version: u8) {
     node.shutdown().await.expect("shuts down");
 }
 
-/// The snapshot layout has not changed since format 1 but for the sessions' openings format 5
-/// appended (the compact deduplication table encodes as the maps it replaced): the state every
-/// fixture's snapshot holds encodes to the same bytes again.
+/// The format that last added fields to the model: snapshots from it on re-encode to their
+/// own bytes.
+const MODEL_CHANGED: u8 = 11;
+
+/// The snapshot layout did not change from format 1 to 10 but for the sessions' openings
+/// format 5 appended (the compact deduplication table encodes as the maps it replaced), and
+/// format 11 added model fields: the state every fixture's snapshot holds encodes to the same
+/// bytes again from format 11 on, and to bytes of the same state before.
 #[test]
 fn every_fixture_s_snapshot_encodes_to_its_own_bytes() {
     for version in 1..=orch_core::codec::FORMAT_VERSION {
@@ -296,17 +324,26 @@ fn every_fixture_s_snapshot_encodes_to_its_own_bytes() {
         assert!(state.sessions().outcome_bytes() > 0, "format {version}: the table holds outcomes");
         let again = state.to_snapshot();
         assert_eq!(again[..8], bytes[..8], "format {version}");
-        if version >= 6 {
+        if version >= MODEL_CHANGED {
             assert_eq!(again[9..], bytes[9..], "format {version}: the same payload and digest");
-        } else if version == 5 {
+            continue;
+        }
+        // Format 11 added model fields (a pod's affinity and podIPs), which this build writes
+        // (as their defaults) for the objects of an older snapshot: the bytes differ, the
+        // state they hold does not.
+        let back = State::from_snapshot(&again).unwrap_or_else(|e| panic!("format {version}: {e}"));
+        assert_eq!(objects(&back), objects(&state), "format {version}: the same objects");
+        assert_eq!(outcomes(&back), outcomes(&state), "format {version}: the same outcomes");
+        assert_eq!(back.to_snapshot(), again, "format {version}: stable from there on");
+        if version == 5 {
             // Format 5's build recorded openings for rules 1 entries, which rules 1 does not:
             // this build reads them and drops them (its fixture's: client 4 at serial 1).
             assert_eq!(bytes[bytes.len() - 3..], [1, 4, 1], "format 5's openings");
-            assert_eq!(again[49..], [&bytes[49..bytes.len() - 3], &[0]].concat(), "format 5: the table, no openings");
-        } else {
+            assert_eq!(again[again.len() - 1], 0, "format 5: no openings");
+        } else if version < 5 {
             // Format 5 appended the sessions' openings (none known in an older snapshot: one
             // byte) after the table, whose layout it kept.
-            assert_eq!(again[49..], [&bytes[49..], &[0]].concat(), "format {version}: the same payload, then openings");
+            assert_eq!(again[again.len() - 1], 0, "format {version}: then no openings");
         }
     }
 }
