@@ -647,6 +647,40 @@ mod tests {
         assert!(!w.has(Kind::ReplicaSet, "default", "other"));
     }
 
+    /// An owner with more dependents than a round proposes is orphaned over several rounds
+    /// (the collector asks for the next one at once), and its finalizer goes only after the
+    /// last dependent's reference.
+    #[test]
+    fn an_orphaning_delete_of_many_dependents_spans_rounds() {
+        let mut w = World::new();
+        let mut c = Collector::new(Settings::default());
+        w.create(SET);
+        let uid = w.uid(Kind::ReplicaSet, "default", "rs");
+        let total = GC_ROUND_MAX + 10;
+        for chunk in (0..total).collect::<Vec<_>>().chunks(2_000) {
+            let yaml: String = chunk.iter().map(|i| owned_pod(&format!("p{i}"), "rs", uid)).collect();
+            w.create(&yaml);
+        }
+        let (_, changed) = w.run(vec![delete_with(Kind::ReplicaSet, "rs", Some(PropagationPolicy::Orphan))]);
+        let first = c.reconcile(&w.state, w.now_ms, false, &changed, &[]);
+        assert_eq!(first.len(), GC_ROUND_MAX, "a full round's worth");
+        assert!(c.more(), "the rest next round");
+        assert!(first.iter().all(|cmd| matches!(cmd, Command::Update(o) if o.key().kind == Kind::Pod)));
+        let (outcomes, changed) = w.run(first);
+        let second = c.reconcile(&w.state, w.now_ms, false, &changed, &outcomes);
+        assert_eq!(second.len(), 10, "the last dependents, not yet the finalizer: {}", second.len());
+        let (outcomes, changed) = w.run(second);
+        let third = c.reconcile(&w.state, w.now_ms, false, &changed, &outcomes);
+        assert!(
+            matches!(&third[..], [Command::Update(o)] if o.key().kind == Kind::ReplicaSet),
+            "then the finalizer: {third:?}"
+        );
+        w.run(third);
+        assert!(!w.has(Kind::ReplicaSet, "default", "rs"));
+        assert_eq!(w.state.owned_by(uid).count(), 0);
+        assert_eq!(w.pods().len(), total);
+    }
+
     /// A foreground owner none of whose dependents blocks it goes at once; its dependents
     /// are deleted all the same.
     #[test]
