@@ -149,6 +149,20 @@ fn without_owners(obj: &Object, drop: impl Fn(Uid) -> bool) -> Command {
     Command::Update(new)
 }
 
+/// `obj` with none of its owner references blocking its owners' deletion, as an update under
+/// its resourceVersion; `None` when none does.
+fn unblocked(obj: &Object) -> Option<Command> {
+    let mut new = obj.clone();
+    let mut any = false;
+    for r in &mut new.meta_mut().owner_references {
+        if r.block_owner_deletion == Some(true) {
+            r.block_owner_deletion = Some(false);
+            any = true;
+        }
+    }
+    any.then_some(Command::Update(new))
+}
+
 /// `obj` without the finalizer `name`, as an update under its resourceVersion.
 fn without_finalizer(obj: &Object, name: &str) -> Command {
     let mut new = obj.clone();
@@ -222,17 +236,8 @@ impl Collector {
                 // As Kubernetes: if one of those dependents waits for its own dependents
                 // (owners that own each other), this one stops blocking its owners first, so
                 // that they need not wait for it while it waits for them.
-                if foreground
-                    && dependents.iter().any(|d| is_waiting(d.meta()))
-                    && meta.owner_references.iter().any(|r| r.block_owner_deletion == Some(true))
-                {
-                    let mut unblocked = obj.clone();
-                    for r in &mut unblocked.meta_mut().owner_references {
-                        if r.block_owner_deletion == Some(true) {
-                            r.block_owner_deletion = Some(false);
-                        }
-                    }
-                    out.push(Command::Update(unblocked));
+                if foreground && dependents.iter().any(|d| is_waiting(d.meta())) {
+                    out.extend(unblocked(obj));
                 }
                 out.push(delete(key.clone(), meta, foreground.then_some(PropagationPolicy::Foreground)));
                 return true;
@@ -296,6 +301,15 @@ impl Collector {
             .any(|d| d.meta().owner_references.iter().any(|r| r.uid == uid && r.block_owner_deletion == Some(true)));
         if !blocked {
             out.push(without_finalizer(obj, FINALIZER_FOREGROUND));
+        } else if meta
+            .owner_references
+            .iter()
+            .any(|r| r.block_owner_deletion == Some(true) && classify(state, r, meta.namespace_str()) == Owner::Waiting)
+            && state.owned_by(uid).filter_map(|k| state.get(k)).any(|d| is_waiting(d.meta()))
+        {
+            // Owners that own each other, and the unblocking that went with this one's
+            // deletion did not apply: again, or they would wait for each other for ever.
+            out.extend(unblocked(obj));
         }
         true
     }
@@ -642,6 +656,20 @@ mod tests {
         w.run(vec![Command::Update(rs), Command::Update(other)]);
         assert!(c.reconcile(&w.state, w.now_ms, true, &[], &[]).is_empty(), "each has its owner");
         let (_, changed) = w.run(vec![delete_with(Kind::ReplicaSet, "rs", Some(PropagationPolicy::Foreground))]);
+        // The first round's unblocking of `other` is lost (a conflict, a lost proposal); its
+        // deletion applies: it is proposed again from `other`'s own finalization.
+        let first = c.reconcile(&w.state, w.now_ms, false, &changed, &[]);
+        assert!(first.iter().any(|cmd| matches!(cmd, Command::Update(o) if o.meta().name == "other")), "{first:?}");
+        let kept: Vec<Command> = first.iter().filter(|cmd| !matches!(cmd, Command::Update(_))).cloned().collect();
+        let lost: Vec<(Command, Fate)> = first
+            .into_iter()
+            .filter(|cmd| matches!(cmd, Command::Update(_)))
+            .map(|cmd| (cmd, Fate::NotProposed))
+            .collect();
+        let (mut outcomes, changed) = w.run(kept);
+        outcomes.extend(lost);
+        let next = c.reconcile(&w.state, w.now_ms, false, &changed, &outcomes);
+        let (_, changed) = w.run(next);
         w.settle(&mut c, changed);
         assert!(!w.has(Kind::ReplicaSet, "default", "rs"));
         assert!(!w.has(Kind::ReplicaSet, "default", "other"));
