@@ -453,6 +453,10 @@ mod tests {
         )
     }
 
+    /// A Ready node `n` with room for ten pods.
+    const NODE_N: &str = "apiVersion: v1\nkind: Node\nmetadata: {name: n}\nstatus: {capacity: {cpu: '4', pods: '10'}, \
+                          conditions: [{type: Ready, status: 'True'}]}\n";
+
     const SET: &str = "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {name: rs}\nspec:\n  replicas: 0\n  \
                        selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    \
                        spec: {containers: [{name: c, image: nginx}]}\n";
@@ -563,10 +567,7 @@ mod tests {
     /// grace period holds them all until its node finishes it.
     #[test]
     fn a_foreground_delete_waits_for_the_blocking_dependents() {
-        let mut w = World::with(
-            "apiVersion: v1\nkind: Node\nmetadata: {name: n}\nstatus: {capacity: {cpu: '4', pods: '10'}, \
-             conditions: [{type: Ready, status: 'True'}]}\n",
-        );
+        let mut w = World::with(NODE_N);
         let mut c = Collector::new(Settings::default());
         w.create(
             "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n  replicas: 0\n  \
@@ -754,10 +755,7 @@ mod tests {
     /// Kubernetes, unless the delete shortens its grace period.
     #[test]
     fn a_policy_delete_within_the_finalizer_limit_and_a_pending_grace() {
-        let mut w = World::with(
-            "apiVersion: v1\nkind: Node\nmetadata: {name: n}\nstatus: {capacity: {cpu: '4', pods: '10'}, \
-             conditions: [{type: Ready, status: 'True'}]}\n",
-        );
+        let mut w = World::with(NODE_N);
         let full: Vec<String> = (0..crate::validation::FINALIZERS_MAX).map(|i| format!("example.com/f{i}")).collect();
         w.create(
             &SET.replace("metadata: {name: rs}", &format!("metadata: {{name: rs, finalizers: [{}]}}", full.join(", "))),
@@ -892,8 +890,7 @@ mod tests {
     /// again, they get a fresh quarantine.
     #[test]
     fn a_node_back_within_the_quarantine_keeps_its_pods() {
-        let node = "apiVersion: v1\nkind: Node\nmetadata: {name: n}\nstatus: {capacity: {cpu: '4', pods: '10'}, \
-                    conditions: [{type: Ready, status: 'True'}]}\n";
+        let node = NODE_N;
         let mut w = World::with(node);
         w.create(
             "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {nodeName: n, containers: [{name: c, image: x}]}\n",

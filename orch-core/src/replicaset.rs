@@ -491,6 +491,26 @@ mod tests {
         assert!(d.meta().owner_references.is_empty(), "another namespace's pod is left alone");
     }
 
+    /// A set being deleted (here held by the `orphan` finalizer) adopts nothing.
+    #[test]
+    fn a_set_being_deleted_adopts_nothing() {
+        let mut w = World::new();
+        let mut c = ReplicaSets::new(Settings::default());
+        w.create(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: a, labels: {app: web}}\nspec: {containers: [{name: c, image: x}]}\n",
+        );
+        w.create(SET);
+        w.run(vec![Command::Delete {
+            key: rs(&w).key_of(),
+            grace_period_seconds: None,
+            preconditions: Preconditions::default(),
+            propagation_policy: Some(crate::command::PropagationPolicy::Orphan),
+        }]);
+        let round = c.reconcile(&w.state, w.now_ms, true, &[], &[]);
+        assert!(!round.iter().any(|cmd| matches!(cmd, Command::Update(_) | Command::Create(_))), "{round:?}");
+        assert!(w.pod("a").metadata.owner_references.is_empty());
+    }
+
     fn scale(w: &mut World, replicas: i32) -> Vec<ObjectKey> {
         let (outcomes, changed) = w.run(vec![Command::Scale { key: rs(w).key_of(), replicas }]);
         assert!(matches!(outcomes[0].1, Fate::Applied(Ok(_))), "{outcomes:?}");
