@@ -506,13 +506,32 @@ impl Client {
         self.send_create(None, objects.iter().map(object_to_pb).collect()).await
     }
 
-    /// Creates or updates each object, in one atomic write: all of them or none.
+    /// Creates or updates each object, in one atomic write: all of them or none. An object
+    /// that exists is merged with kubectl's three-way merge: what the manifest applied last
+    /// named and this one does not is removed, what others set is kept. Each object is sent
+    /// as its manifest, where a field at its default (an empty list too) is absent; use
+    /// [`Client::apply_manifests`] to send manifests as written.
     ///
     /// # Errors
     /// The first object's error (the message names it); nothing is written.
     pub async fn apply(&self, objects: &[Object]) -> Result<WriteResult, Error> {
+        let manifests: Vec<serde_json::Value> = objects.iter().map(Object::to_manifest).collect();
+        self.apply_manifests(&manifests).await
+    }
+
+    /// As [`Client::apply`], for manifests as written (what `orchctl apply` sends): an empty
+    /// list in one clears the live object's, an absent one leaves it.
+    ///
+    /// # Errors
+    /// The first manifest's error (the message names it); nothing is written.
+    pub async fn apply_manifests(&self, manifests: &[serde_json::Value]) -> Result<WriteResult, Error> {
         let (id, _awaiting) = self.next_id().await;
-        let request = sized(pb::ApplyRequest { id: Some(id), objects: objects.iter().map(object_to_pb).collect() })?;
+        let objects = manifests
+            .iter()
+            // Serializing a JSON value into memory cannot fail.
+            .map(|m| pb::Object { json: serde_json::to_vec(m).unwrap_or_default().into() })
+            .collect();
+        let request = sized(pb::ApplyRequest { id: Some(id), objects })?;
         self.write(request, |mut c, r| async move { c.apply(r).await }).await
     }
 

@@ -30,6 +30,22 @@ pub fn object_from_pb(object: Option<&pb::Object>, field: &str) -> Result<Object
     })
 }
 
+/// Reads a manifest sent as `field` for an apply: returns it as compact JSON text, as
+/// submitted (an absent list stays absent), and the object it describes, which names the field
+/// and the rule on error.
+///
+/// # Errors
+/// [`Error::Invalid`] when the field is missing or does not hold a valid object.
+pub fn manifest_from_pb(object: Option<&pb::Object>, field: &str) -> Result<(String, Object), Error> {
+    let parsed = object_from_pb(object, field)?;
+    // It parsed above, as JSON and as an object.
+    let value: serde_json::Value = object
+        .map_or(Ok(serde_json::Value::Null), |o| serde_json::from_slice(&o.json))
+        .map_err(|e| Error::Invalid(format!("{field}: Invalid value: not JSON: {e}")))?;
+    let text = serde_json::to_string(&value).map_err(|e| Error::Invalid(format!("{field}: Invalid value: {e}")))?;
+    Ok((text, parsed))
+}
+
 /// Reads a kind as a user types it (`Pod`, `pods`, `po`), naming `field` on error.
 ///
 /// # Errors

@@ -68,6 +68,9 @@ fn check_command(command: &Command, in_batch: bool) -> Result<(), ApplyError> {
         // An apply may become an update, which ignores the status: check it as one.
         Command::Apply(obj) => check_object(obj, Status::Ignored),
         Command::Update(obj) => check_object(obj, Status::Ignored),
+        // The manifest as it will be written when nothing is live (as a merge it is validated
+        // when applied, against the live object).
+        Command::ApplyManifest(text) => check_object(&crate::merge::submitted(text)?.1, Status::Ignored),
         Command::UpdateStatus(obj) => check_object(obj, Status::Written),
         Command::Delete { key, grace_period_seconds, .. } => {
             check_key(key)?;

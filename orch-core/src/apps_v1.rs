@@ -35,7 +35,7 @@ model! {
         pub replicas: Option<i32>,
         pub selector: LabelSelector,
         pub template: PodTemplateSpec,
-        pub strategy: DeploymentStrategy,
+        [merge retain_keys] pub strategy: DeploymentStrategy,
         pub min_ready_seconds: Option<i32>,
         /// Old replica sets kept for rollback; 10 by default.
         pub revision_history_limit: Option<i32>,
@@ -82,7 +82,7 @@ model! {
         pub ready_replicas: Option<i32>,
         pub available_replicas: Option<i32>,
         pub unavailable_replicas: Option<i32>,
-        pub conditions: Vec<DeploymentCondition>,
+        [merge "type"] pub conditions: Vec<DeploymentCondition>,
         pub collision_count: Option<i32>,
     }
 }
@@ -128,7 +128,7 @@ model! {
         pub ready_replicas: Option<i32>,
         pub available_replicas: Option<i32>,
         pub observed_generation: Option<i64>,
-        pub conditions: Vec<ReplicaSetCondition>,
+        [merge "type"] pub conditions: Vec<ReplicaSetCondition>,
     }
 }
 

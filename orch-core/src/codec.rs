@@ -46,7 +46,11 @@ use bincode::{Decode, Encode};
 ///   marked `[since 11]` in `model!`: bytes of an earlier format are decoded with their
 ///   [`Format`], without them (their defaults). Entries and snapshots of formats 1 to 10 read
 ///   that way; no rules changed (no earlier entry can carry the new fields).
-pub const FORMAT_VERSION: u8 = 11;
+/// - 12: rules version 6 (apply merges): a new command, [`crate::Command::ApplyManifest`]
+///   (variant 10), carries a manifest as submitted. Only a variant was added: entries and
+///   snapshots of formats 4 to 11 read as they are. A build of format 11 refuses a format 12
+///   entry by its version.
+pub const FORMAT_VERSION: u8 = 12;
 
 /// The decoding context of the storage encoding: the format version of the bytes. A model field
 /// added in format `N` (`[since N]` in `model!`) is read only from bytes of format `N` on, and
@@ -229,7 +233,7 @@ pub fn decode_entry(bytes: &[u8]) -> Result<crate::command::Entry, CodecError> {
         // added a command variant, and format 11 model fields (read by the entry's format):
         // format 4 to 10 entries read as they are (their stamps say which rules they are
         // applied under).
-        (version @ (FORMAT_VERSION | 4..=10), body) => decode_body(body, Format(version))?,
+        (version @ (FORMAT_VERSION | 4..=11), body) => decode_body(body, Format(version))?,
         // Format 3 only added commands: a format 2 entry is a format 3 entry.
         (version @ (2 | 3), body) => decode_body::<crate::command::v3::Entry>(body, Format(version))?.into(),
         (1, body) => decode_body::<crate::command::v1::Entry>(body, Format(1))?.into(),

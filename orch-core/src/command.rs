@@ -322,6 +322,13 @@ pub enum Command {
     /// between a read and a write. As an update, an expected `metadata.resourceVersion` makes
     /// it a compare-and-set.
     Apply(Object),
+    /// Apply one object's manifest, as submitted: JSON text (what `orchctl apply` sends since
+    /// format 12; at most [`crate::merge::APPLY_MANIFEST_BYTES_MAX`] bytes). Creates the object,
+    /// or merges the manifest into the live one with kubectl's three-way merge against the
+    /// manifest applied last ([`crate::merge`]), so what others set (a scale, a controller's
+    /// annotations, owner references, finalizers) stays. The text, not a typed object, because
+    /// only the text tells an absent list from an empty one. Encoded as variant 10.
+    ApplyManifest(String),
     /// Set `spec.replicas` of a Deployment or ReplicaSet (Kubernetes' scale subresource), on
     /// the object as it is when the entry applies: no read-modify-write, so nothing to
     /// conflict with, and deduplicated by the caller's write id like any write (format 3).
@@ -530,7 +537,7 @@ fn decode_length<D: Decoder>(decoder: &mut D) -> Result<usize, DecodeError> {
 }
 
 /// The variants of `Command` and `ApplyError`, for the error about any other.
-const COMMAND_VARIANTS: AllowedEnumVariants = AllowedEnumVariants::Range { min: 0, max: 9 };
+const COMMAND_VARIANTS: AllowedEnumVariants = AllowedEnumVariants::Range { min: 0, max: 10 };
 const APPLY_ERROR_VARIANTS: AllowedEnumVariants = AllowedEnumVariants::Range { min: 0, max: 8 };
 
 const NESTED_BATCH: &str = "a batch may not contain a batch";
@@ -576,6 +583,7 @@ fn decode_command<D: Decoder<Context = Format>>(decoder: &mut D, in_batch: bool)
             preconditions: Decode::decode(decoder)?,
             propagation_policy: Some(Decode::decode(decoder)?),
         },
+        10 => Command::ApplyManifest(Decode::decode(decoder)?),
         found => {
             return Err(DecodeError::UnexpectedVariant { type_name: "Command", allowed: &COMMAND_VARIANTS, found });
         }
@@ -605,6 +613,7 @@ impl Encode for Command {
             Command::RolloutUndo { namespace, name, to_revision } => {
                 (8u32, namespace, name, to_revision).encode(encoder)
             }
+            Command::ApplyManifest(text) => (10u32, text).encode(encoder),
         }
     }
 }
@@ -798,6 +807,8 @@ mod tests {
             Command::Apply(namespace()),
             Command::Scale { key: ObjectKey::new(Kind::Deployment, "default", "d"), replicas: 3 },
             Command::RolloutUndo { namespace: "default".into(), name: "d".into(), to_revision: 2 },
+            Command::ApplyManifest(r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"a"}}"#.into()),
+            Command::Batch(vec![Command::ApplyManifest("{}".into())]),
         ];
         for command in commands {
             assert_eq!(decode::<Command>(&encode(&command), 1 << 20).expect("decodes"), command);

@@ -86,8 +86,8 @@ model! {
     pub struct NodeStatus {
         pub capacity: ResourceList,
         pub allocatable: ResourceList,
-        pub addresses: Vec<NodeAddress>,
-        pub conditions: Vec<NodeCondition>,
+        [merge "type"] pub addresses: Vec<NodeAddress>,
+        [merge "type"] pub conditions: Vec<NodeCondition>,
     }
 }
 
@@ -157,7 +157,7 @@ model! {
 model! {
     /// What a pod runs and where it may run.
     pub struct PodSpec {
-        pub containers: Vec<Container>,
+        [merge "name"] pub containers: Vec<Container>,
         /// `Always` (default), `OnFailure` or `Never`.
         pub restart_policy: Option<RestartPolicy>,
         /// The node the pod is bound to; set by a bind command.
@@ -256,9 +256,9 @@ model! {
         pub image: Text,
         pub command: Vec<Text>,
         pub args: Vec<Text>,
-        pub env: Vec<EnvVar>,
+        [merge "name"] pub env: Vec<EnvVar>,
         pub working_dir: Option<Text>,
-        pub ports: Vec<ContainerPort>,
+        [merge "containerPort"] pub ports: Vec<ContainerPort>,
         pub resources: ResourceRequirements,
         pub liveness_probe: Option<Box<Probe>>,
         pub readiness_probe: Option<Box<Probe>>,
@@ -393,7 +393,7 @@ model! {
     /// What the node agent reports about a pod.
     pub struct PodStatus {
         pub phase: Option<PodPhase>,
-        pub conditions: Vec<PodCondition>,
+        [merge "type"] pub conditions: Vec<PodCondition>,
         pub container_statuses: Vec<ContainerStatus>,
         #[serde(rename = "podIP")]
         pub pod_ip: Option<Text>,
@@ -404,7 +404,7 @@ model! {
         pub message: Option<Text>,
         /// The pod's addresses, one per IP family; the first is `podIP` (storage format 11).
         #[serde(rename = "podIPs")]
-        [since 11] pub pod_ips: Vec<PodIp>,
+        [since 11] [merge "ip"] pub pod_ips: Vec<PodIp>,
     }
 }
 
@@ -447,6 +447,12 @@ pub struct PodCondition {
     pub last_transition_time: Option<Time>,
     /// Never `Some` of an empty detail (see [`PodCondition::set_detail`]).
     detail: Option<Box<(Option<Text>, Option<Text>)>>,
+}
+
+impl crate::schema::Schema for PodCondition {
+    fn shape() -> crate::schema::Shape {
+        <PodConditionFields as crate::schema::Schema>::shape()
+    }
 }
 
 impl PodCondition {
@@ -583,7 +589,7 @@ model! {
         #[serde(rename = "type")]
         pub type_: Option<ServiceType>,
         pub selector: StrMap,
-        pub ports: Vec<ServicePort>,
+        [merge "port"] pub ports: Vec<ServicePort>,
         /// A virtual IPv4 address, `None` for a headless service, or empty to have one chosen.
         #[serde(rename = "clusterIP")]
         pub cluster_ip: Option<Text>,

@@ -62,7 +62,7 @@ pub const REVISION_HISTORY_ANNOTATION: &str = "deployment.kubernetes.io/revision
 /// The longest `revision-history` annotation; the oldest entries go first (Kubernetes').
 pub const REVISION_HISTORY_MAX_CHARS: usize = 2000;
 /// kubectl's annotation of the last applied manifest: never copied to a set.
-const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+use crate::merge::LAST_APPLIED_ANNOTATION;
 
 /// The `Available` condition's type.
 pub const AVAILABLE: &str = "Available";

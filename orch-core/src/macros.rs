@@ -8,7 +8,24 @@
 /// `pub`): bytes of a format before `N` (the decoder's [`crate::codec::Format`]) do not hold
 /// it, and it decodes as its default; from `N` on it is read as any field. Fields are encoded
 /// in declaration order, every one of them.
+///
+/// A list field that merges item by item in apply's three-way merge is marked
+/// `[merge "key"]` (items matched by their field `key`, Kubernetes' `patchMergeKey`), a list
+/// of strings merged as a set `[merge]`, a struct whose fields the manifest leaves out go when
+/// it changes `[merge retain_keys]` (Kubernetes' `retainKeys`); see [`crate::schema`].
 macro_rules! model {
+    (@shape $ty:ty) => {
+        <$ty as crate::schema::Schema>::shape()
+    };
+    (@shape $ty:ty, []) => {
+        <$ty as crate::schema::Schema>::shape().with_strategy(crate::schema::ListStrategy::Set)
+    };
+    (@shape $ty:ty, [$key:literal]) => {
+        <$ty as crate::schema::Schema>::shape().with_strategy(crate::schema::ListStrategy::Merge { key: $key })
+    };
+    (@shape $ty:ty, [retain_keys]) => {
+        <$ty as crate::schema::Schema>::shape().with_retain_keys()
+    };
     (@field $decoder:ident) => {
         bincode::Decode::decode($decoder)?
     };
@@ -20,7 +37,10 @@ macro_rules! model {
     (
         $(#[$meta:meta])*
         pub struct $name:ident {
-            $( $(#[$fmeta:meta])* $([since $since:literal])? pub $field:ident : $ty:ty ),* $(,)?
+            $(
+                $(#[$fmeta:meta])* $([since $since:literal])? $([merge $($how:tt)*])?
+                pub $field:ident : $ty:ty
+            ),* $(,)?
         }
     ) => {
         $(#[$meta])*
@@ -46,6 +66,15 @@ macro_rules! model {
             }
         }
         bincode::impl_borrow_decode_with_context!($name, crate::codec::Format);
+
+        impl crate::schema::Schema for $name {
+            fn shape() -> crate::schema::Shape {
+                crate::schema::Shape::Struct {
+                    fields: || crate::schema::struct_fields::<$name>(vec![$( model!(@shape $ty $(, [$($how)*])?) ),*]),
+                    retain_keys: false,
+                }
+            }
+        }
 
         #[cfg(feature = "arbitrary")]
         impl crate::arbitrary::Small for $name {
@@ -84,6 +113,12 @@ macro_rules! string_enum {
         impl crate::arbitrary::Small for $name {
             fn small() -> proptest::strategy::BoxedStrategy<Self> {
                 proptest::strategy::Strategy::boxed(proptest::arbitrary::any::<Self>())
+            }
+        }
+
+        impl crate::schema::Schema for $name {
+            fn shape() -> crate::schema::Shape {
+                crate::schema::Shape::Scalar
             }
         }
 

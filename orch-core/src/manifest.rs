@@ -71,7 +71,7 @@ fn humanize(message: &str) -> String {
 
 /// Removes `null` map values: Kubernetes treats `field: null` (and an empty YAML value) as
 /// absent. Also enforces the depth limit.
-fn strip_nulls(value: &mut Value, depth: usize) -> Result<(), ManifestError> {
+pub(crate) fn strip_nulls(value: &mut Value, depth: usize) -> Result<(), ManifestError> {
     if depth > MANIFEST_DEPTH_MAX {
         return Err(error("", format!("nesting is deeper than {MANIFEST_DEPTH_MAX} levels")));
     }
@@ -92,12 +92,45 @@ fn strip_nulls(value: &mut Value, depth: usize) -> Result<(), ManifestError> {
     Ok(())
 }
 
+/// The most bytes of one map key a field path quotes (a longer one is cut, marked `...`).
+pub const PATH_KEY_BYTES_MAX: usize = 64;
+
+/// A field path in orch's own words (`spec.containers[0].image`): the state machine keeps
+/// such paths in its outcomes, so their form must not depend on a library's, and a key is cut
+/// to [`PATH_KEY_BYTES_MAX`] bytes so that no input makes a long one.
+fn field_path(path: &serde_path_to_error::Path) -> String {
+    let mut out = String::new();
+    for segment in path.iter() {
+        let name = match segment {
+            serde_path_to_error::Segment::Seq { index } => {
+                out.push_str(&format!("[{index}]"));
+                continue;
+            }
+            serde_path_to_error::Segment::Map { key } => key.as_str(),
+            serde_path_to_error::Segment::Enum { variant } => variant.as_str(),
+            serde_path_to_error::Segment::Unknown => "?",
+        };
+        if !out.is_empty() {
+            out.push('.');
+        }
+        if name.len() > PATH_KEY_BYTES_MAX {
+            let mut cut = PATH_KEY_BYTES_MAX;
+            while !name.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            out.push_str(&name[..cut]);
+            out.push_str("...");
+        } else {
+            out.push_str(name);
+        }
+    }
+    out
+}
+
 fn typed<T: Resource + DeserializeOwned>(value: Value) -> Result<Object, ManifestError> {
-    serde_path_to_error::deserialize::<_, T>(value).map(Resource::into_object).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." { String::new() } else { path };
-        error(field, humanize(&e.into_inner().to_string()))
-    })
+    serde_path_to_error::deserialize::<_, T>(value)
+        .map(Resource::into_object)
+        .map_err(|e| error(field_path(e.path()), humanize(&e.into_inner().to_string())))
 }
 
 fn describe(value: &Value) -> Option<String> {
@@ -143,8 +176,9 @@ pub fn object_from_value(mut value: Value) -> Result<Object, ManifestError> {
     }
 }
 
-/// Adds the objects of one document (a single object, or a `v1` `List`) to `out`.
-fn push_document(value: Value, document: usize, out: &mut Vec<Object>) -> Result<(), ManifestError> {
+/// Adds the objects of one document (a single object, or a `v1` `List`) to `out`, each with
+/// its value as written.
+fn push_document(value: Value, document: usize, out: &mut Vec<(Value, Object)>) -> Result<(), ManifestError> {
     let located = |mut e: ManifestError, object: Option<String>| {
         e.document = document;
         e.object = object;
@@ -163,16 +197,21 @@ fn push_document(value: Value, document: usize, out: &mut Vec<Object>) -> Result
                 e.field = if e.field.is_empty() { format!("items[{i}]") } else { format!("items[{i}].{}", e.field) };
                 located(e, object)
             })?;
-            push_object(obj, document, out)?;
+            push_object(item.clone(), obj, document, out)?;
         }
         return Ok(());
     }
     let object = describe(&value);
-    let obj = object_from_value(value).map_err(|e| located(e, object))?;
-    push_object(obj, document, out)
+    let obj = object_from_value(value.clone()).map_err(|e| located(e, object))?;
+    push_object(value, obj, document, out)
 }
 
-fn push_object(obj: Object, document: usize, out: &mut Vec<Object>) -> Result<(), ManifestError> {
+fn push_object(
+    value: Value,
+    obj: Object,
+    document: usize,
+    out: &mut Vec<(Value, Object)>,
+) -> Result<(), ManifestError> {
     // Every list and string within its limit as soon as a manifest is parsed. (Not in
     // `object_from_value`, which also reads what servers send: a stored object is not refused
     // on the way out.)
@@ -189,7 +228,7 @@ fn push_object(obj: Object, document: usize, out: &mut Vec<Object>) -> Result<()
         e.document = document;
         return Err(e);
     }
-    out.push(obj);
+    out.push((value, obj));
     Ok(())
 }
 
@@ -197,6 +236,16 @@ fn push_object(obj: Object, document: usize, out: &mut Vec<Object>) -> Result<()
 /// values. Returns the objects in order; nothing is validated beyond types and field names
 /// (see [`crate::validation::validate`]).
 pub fn parse_manifests(text: &str) -> Result<Vec<Object>, ManifestError> {
+    Ok(parse_manifest_documents(text)?.into_iter().map(|(_, obj)| obj).collect())
+}
+
+/// As [`parse_manifests`], each object with its manifest as written (the items of a `List`
+/// each on its own): what an apply sends, since only the text tells an absent list from an
+/// empty one ([`crate::Command::ApplyManifest`]).
+///
+/// # Errors
+/// As [`parse_manifests`].
+pub fn parse_manifest_documents(text: &str) -> Result<Vec<(Value, Object)>, ManifestError> {
     if text.len() > MANIFEST_BYTES_MAX {
         return Err(error(
             "",

@@ -31,9 +31,9 @@ model! {
         /// Non-identifying key/value pairs.
         pub annotations: StrMap,
         /// The objects this one depends on (for garbage collection).
-        pub owner_references: Vec<OwnerReference>,
+        [merge "uid"] pub owner_references: Vec<OwnerReference>,
         /// Keys that must be removed before the object is finally deleted.
-        pub finalizers: Vec<Text>,
+        [merge] pub finalizers: Vec<Text>,
     }
 }
 

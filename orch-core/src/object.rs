@@ -284,6 +284,22 @@ impl Object {
         serde_json::Value::Object(map)
     }
 
+    /// The merge metadata of objects of `kind`, as manifests are written (`apiVersion` and
+    /// `kind` are scalars, like any field the model does not name).
+    pub fn shape(kind: Kind) -> crate::schema::Shape {
+        use crate::schema::Schema;
+        match kind {
+            Kind::Namespace => Namespace::shape(),
+            Kind::Node => Node::shape(),
+            Kind::Pod => Pod::shape(),
+            Kind::Service => Service::shape(),
+            Kind::Endpoints => Endpoints::shape(),
+            Kind::Deployment => Deployment::shape(),
+            Kind::ReplicaSet => ReplicaSet::shape(),
+            Kind::Event => Event::shape(),
+        }
+    }
+
     /// The pod, if this is one.
     pub fn as_pod(&self) -> Option<&Pod> {
         match self {

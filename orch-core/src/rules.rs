@@ -61,7 +61,17 @@
 ///   `node.kubernetes.io/unreachable` `NoExecute` taints gets them, for 300 s each
 ///   ([`crate::defaults::default_tolerations`], Kubernetes' `DefaultTolerationSeconds`
 ///   admission), so that a lost node's pods are evicted and replaced after five minutes.
-pub const RULES_VERSION: u16 = 5;
+/// - 6 (format 12): apply merges, as kubectl's client-side apply ([`crate::merge`]): an
+///   `Apply` over a live object is the three-way merge of the manifest applied last (the
+///   `kubectl.kubernetes.io/last-applied-configuration` annotation), the one applied now and
+///   the live object, and records the one applied now in that annotation. A typed `Apply`
+///   merges its object as a manifest; the new `ApplyManifest` carries the manifest as
+///   submitted. The merge keeps the controller's annotations (not named by a manifest) and
+///   replicas a manifest never named, but, unlike rules 4, removes replicas the previous
+///   manifest named and this one does not (as kubectl). An object last applied under rules 5
+///   or earlier has no annotation, so its first apply under rules 6 removes nothing. Under 1
+///   to 5 an `Apply` replaced the object (with rules 4's exceptions) and recorded nothing.
+pub const RULES_VERSION: u16 = 6;
 /// The oldest rules version this build applies.
 pub const RULES_VERSION_MIN: u16 = 1;
 /// The rules version of entries written before entries carried one (storage formats 1 to 3).

@@ -308,6 +308,12 @@ impl State {
         match command {
             Command::Create(obj) => self.create(txn, obj, changes),
             Command::Update(obj) => self.update(txn, obj, changes),
+            Command::Apply(obj) if txn.rules >= 6 => {
+                // As a manifest: the object as its manifest (what it leaves at the default is
+                // absent from it), merged as `orchctl apply`'s.
+                let (modified, obj) = crate::merge::modified(obj.to_manifest())?;
+                self.apply_manifest(txn, &modified, obj, changes)
+            }
             Command::Apply(mut obj) => {
                 let omits_replicas = match &obj {
                     Object::Deployment(d) => d.spec.replicas.is_none(),
@@ -327,6 +333,14 @@ impl State {
                     None => self.create(txn, obj, changes),
                 }
             }
+            Command::ApplyManifest(_) if txn.rules < 6 => Err(ApplyError::BadRequest {
+                // No build of an earlier rules version wrote one.
+                reason: format!("an apply of a manifest is applied under rules version 6 on, not {}", txn.rules),
+            }),
+            Command::ApplyManifest(text) => {
+                let (modified, obj) = crate::merge::submitted(&text)?;
+                self.apply_manifest(txn, &modified, obj, changes)
+            }
             Command::UpdateStatus(obj) => self.update_status(txn, obj, changes),
             Command::Delete { key, grace_period_seconds, preconditions, propagation_policy } => {
                 self.delete(txn, &key, grace_period_seconds, &preconditions, propagation_policy, changes)
@@ -345,6 +359,27 @@ impl State {
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// Rules 6: applies a manifest (`modified`, from [`crate::merge::submitted`], describing
+    /// `obj`): creates `obj` when nothing of its key is live, else updates the live object
+    /// with the three-way merge of the manifest applied last, `modified` and itself.
+    fn apply_manifest(
+        &mut self,
+        txn: &mut Txn,
+        modified: &serde_json::Value,
+        mut obj: Object,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), ApplyError> {
+        apply_defaults(&mut obj);
+        let live = if obj.meta().name.is_empty() { None } else { self.objects.get(&obj.key()) };
+        match live {
+            Some(live) => {
+                let merged = crate::merge::merged(live, modified)?;
+                self.update(txn, merged, changes)
+            }
+            None => self.create(txn, obj, changes),
         }
     }
 
@@ -862,8 +897,8 @@ impl State {
 
 /// Rules 4: what an `Apply` over a live Deployment or ReplicaSet keeps of it that the
 /// submitted one does not name: the deployment controller's annotations (`deployment.kubernetes.io/...`) and, when the
-/// manifest leaves `spec.replicas` out, a Deployment's or ReplicaSet's replicas (as scaled). A
-/// stop-gap until apply merges against the last applied configuration.
+/// manifest leaves `spec.replicas` out, a Deployment's or ReplicaSet's replicas (as scaled).
+/// Rules 4 and 5 only: from rules 6 on, apply merges ([`crate::merge`]).
 fn keep_controller_fields(obj: &mut Object, live: &Object, omits_replicas: bool) {
     if !matches!(obj, Object::Deployment(_) | Object::ReplicaSet(_)) {
         return;
@@ -1164,10 +1199,24 @@ mod tests {
         assert_eq!(get(&state), (Some(4), Some("2".to_owned())), "kept");
         assert!(apply_one(&mut state, Command::Apply(manifest("replicas: 2\n  "))).is_ok());
         assert_eq!(get(&state), (Some(2), Some("2".to_owned())), "replicas named: set");
+        // Rules 4 and 5 keep them by a rule of their own (rules 6 by the merge).
+        for rules in [4, 5] {
+            let mut old = before.clone();
+            assert!(apply_under(&mut old, rules, Command::Apply(manifest(""))).is_ok());
+            assert_eq!(get(&old), (Some(4), Some("2".to_owned())), "rules {rules} kept them");
+            let annotated = |s: &State| s.get(&key).is_some_and(|d| d.meta().annotations.contains_key(LAST));
+            assert!(!annotated(&old), "rules {rules} recorded no manifest");
+        }
         let mut old = before;
         assert!(apply_under(&mut old, 3, Command::Apply(manifest(""))).is_ok());
         assert_eq!(get(&old), (Some(1), None), "rules 3 replaced the object");
+        // An apply of a manifest is of rules 6 on; no earlier build wrote one.
+        let text = serde_json::to_string(&manifest("").to_manifest()).expect("JSON");
+        let refused = apply_under(&mut old, 5, Command::ApplyManifest(text));
+        assert!(matches!(refused, Err(ApplyError::BadRequest { .. })), "{refused:?}");
     }
+
+    const LAST: &str = crate::merge::LAST_APPLIED_ANNOTATION;
 
     const REVISION: &str = crate::apps_v1::REVISION_ANNOTATION;
 

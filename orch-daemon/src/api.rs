@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::{Stream, StreamExt};
-use orch_api::convert::{change_to_pb, filter_from_parts, key_from_pb, object_from_pb, object_to_pb, request_from_pb};
+use orch_api::convert::{
+    change_to_pb, filter_from_parts, key_from_pb, manifest_from_pb, object_from_pb, object_to_pb, request_from_pb,
+};
 use orch_api::{Error, LIST_OBJECTS_MAX, pb};
 use orch_core::apps_v1::Deployment;
 use orch_core::{Command, Kind, Object, ObjectKey, Preconditions, PropagationPolicy, State, Success, WatchFilter};
@@ -135,6 +137,17 @@ impl ApiService {
 
 /// The objects of a create or an apply of several: at least one, at most `APPLY_OBJECTS_MAX`.
 fn objects_from_pb(objects: &[pb::Object]) -> Result<Vec<orch_core::Object>, Error> {
+    check_object_count(objects)?;
+    objects.iter().enumerate().map(|(i, o)| object_from_pb(Some(o), &format!("objects[{i}]"))).collect()
+}
+
+/// The manifests of an apply, as submitted (JSON text), each checked to describe an object.
+fn manifests_from_pb(objects: &[pb::Object]) -> Result<Vec<String>, Error> {
+    check_object_count(objects)?;
+    objects.iter().enumerate().map(|(i, o)| Ok(manifest_from_pb(Some(o), &format!("objects[{i}]"))?.0)).collect()
+}
+
+fn check_object_count(objects: &[pb::Object]) -> Result<(), Error> {
     if objects.is_empty() {
         return Err(Error::Invalid("objects: Required value".to_owned()));
     }
@@ -145,7 +158,7 @@ fn objects_from_pb(objects: &[pb::Object]) -> Result<Vec<orch_core::Object>, Err
             orch_api::APPLY_OBJECTS_MAX
         )));
     }
-    objects.iter().enumerate().map(|(i, o)| object_from_pb(Some(o), &format!("objects[{i}]"))).collect()
+    Ok(())
 }
 
 /// One command needs no batch; several are written all or none.
@@ -275,8 +288,9 @@ impl pb::orch_server::Orch for ApiService {
     async fn apply(&self, request: GrpcRequest<pb::ApplyRequest>) -> ApiResult<pb::WriteResponse> {
         let r = request.into_inner();
         self.timed("Apply", async {
-            let objects = objects_from_pb(&r.objects)?;
-            self.write(r.id.as_ref(), one_or_batch(objects.into_iter().map(Command::Apply).collect())).await
+            // The manifests as submitted: the state machine merges each into its live object.
+            let manifests = manifests_from_pb(&r.objects)?;
+            self.write(r.id.as_ref(), one_or_batch(manifests.into_iter().map(Command::ApplyManifest).collect())).await
         })
         .await
     }

@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use orch_api::client::WriteResult;
 use orch_api::{Client, Error as ApiError, WatchItem, now_ms};
 use orch_core::watch::EventType;
-use orch_core::{Action, Kind, Object, ObjectKey, PropagationPolicy, Uid, parse_manifests};
+use orch_core::{Action, Kind, Object, ObjectKey, PropagationPolicy, Uid};
 
 use crate::table::{Output, headers, render, row, type_name};
 
@@ -330,6 +330,14 @@ fn kind_of(text: &str) -> Result<Kind, CtlError> {
 /// When a file cannot be read, or a document does not parse (the error names the file, the
 /// document and the field).
 pub fn read_manifests(files: &[String]) -> Result<Vec<Object>, CtlError> {
+    Ok(read_manifest_documents(files)?.into_iter().map(|(_, o)| o).collect())
+}
+
+/// As [`read_manifests`], each object with its manifest as written (what `apply` sends).
+///
+/// # Errors
+/// As [`read_manifests`].
+pub fn read_manifest_documents(files: &[String]) -> Result<Vec<(serde_json::Value, Object)>, CtlError> {
     let mut sources: Vec<(String, String)> = Vec::new();
     for f in files {
         if f == "-" {
@@ -360,8 +368,8 @@ pub fn read_manifests(files: &[String]) -> Result<Vec<Object>, CtlError> {
     }
     let mut objects = Vec::new();
     for (name, text) in sources {
-        let parsed = parse_manifests(&text).map_err(|e| local(format!("{name}: {e}")))?;
-        for obj in parsed {
+        let parsed = orch_core::manifest::parse_manifest_documents(&text).map_err(|e| local(format!("{name}: {e}")))?;
+        for (value, obj) in parsed {
             let mut checked = obj.clone();
             orch_core::apply_defaults(&mut checked);
             let errors = orch_core::validate(&checked);
@@ -372,7 +380,7 @@ pub fn read_manifests(files: &[String]) -> Result<Vec<Object>, CtlError> {
                     obj.meta().name.as_str()
                 )));
             }
-            objects.push(obj);
+            objects.push((value, obj));
         }
     }
     if objects.is_empty() {
@@ -479,8 +487,18 @@ pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     let ns = cli.namespace.as_str();
     match cli.command {
         Cmd::Apply(f) => {
-            let objects = with_namespace(read_manifests(&f.files)?, ns);
-            print_changes(out, &client.apply(&objects).await?)
+            // The manifests as written: an empty list clears, an absent one leaves what is live.
+            let mut manifests = Vec::new();
+            for (mut value, obj) in read_manifest_documents(&f.files)? {
+                if obj.kind().namespaced()
+                    && obj.meta().namespace.is_none()
+                    && let Some(serde_json::Value::Object(meta)) = value.get_mut("metadata")
+                {
+                    meta.insert("namespace".into(), ns.into());
+                }
+                manifests.push(value);
+            }
+            print_changes(out, &client.apply_manifests(&manifests).await?)
         }
         Cmd::Create(f) => {
             let objects = with_namespace(read_manifests(&f.files)?, ns);

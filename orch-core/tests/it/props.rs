@@ -64,6 +64,9 @@ fn simple_command() -> impl Strategy<Value = Command> {
     prop_oneof![
         3 => object().prop_map(Command::Create),
         2 => object().prop_map(Command::Update),
+        // Apply merges (rules 6): typed, and as the manifest text orchctl sends.
+        1 => object().prop_map(Command::Apply),
+        1 => object().prop_map(|o| Command::ApplyManifest(o.to_manifest().to_string())),
         1 => (ns(), name(), prop::sample::select(&[PodPhase::Running, PodPhase::Succeeded][..])).prop_map(|(ns, n, phase)| {
             let mut p = pod(ns, n);
             if let Object::Pod(p) = &mut p {

@@ -52,6 +52,11 @@ async fn start_ready_with(root: &std::path::Path, net: u8, flags: &[&str]) -> (D
     (d, server)
 }
 
+/// The shop's web deployment, as JSON.
+fn v_of(server: &str) -> serde_json::Value {
+    serde_json::from_str(&ok(server, &["get", "deploy", "web", "-n", "shop", "-o", "json"])).expect("json")
+}
+
 #[test]
 fn orchctl_applies_gets_scales_and_deletes_on_one_node() {
     let root = tempfile::tempdir().expect("temp dir");
@@ -99,6 +104,27 @@ fn orchctl_applies_gets_scales_and_deletes_on_one_node() {
     let json = ok(&server, &["get", "deploy", "web", "-n", "shop", "-o", "json"]);
     let v: serde_json::Value = serde_json::from_str(&json).expect("json");
     assert_eq!(v["spec"]["replicas"], 5);
+    // Apply merges, as kubectl's. Replicas the last manifest named and this one does not are
+    // removed (back to 1, however scaled); once the manifest leaves them out, a scale stays.
+    let revision = "deployment.kubernetes.io/revision";
+    eventually("revision 1", || v_of(&server)["metadata"]["annotations"].get(revision).map(|_| ()));
+    let unscaled = std::fs::read_to_string(&web).expect("reads").replace("  replicas: 3\n", "");
+    let apply = |manifest: &str| {
+        let out = orchctl(&server, &["apply", "-f", "-"], Some(manifest));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("deployment.apps/web configured"), "{out:?}");
+    };
+    apply(&unscaled);
+    assert_eq!(v_of(&server)["spec"]["replicas"], 1);
+    assert_eq!(ok(&server, &["scale", "deploy/web", "-n", "shop", "--replicas", "5"]), "deployment.apps/web scaled\n");
+    apply(&unscaled.replace("  labels:\n    app: web\n", "  labels:\n    app: web\n    tier: front\n"));
+    let merged = v_of(&server);
+    assert_eq!(merged["spec"]["replicas"], 5, "the scale stays");
+    assert_eq!(merged["metadata"]["labels"]["tier"], "front");
+    assert!(merged["metadata"]["annotations"].get(revision).is_some(), "the controller's annotation stays: {merged}");
+    let recorded = merged["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+        .as_str()
+        .expect("the manifest is recorded");
+    assert!(recorded.contains("\"tier\":\"front\"") && !recorded.contains("replicas"), "{recorded}");
 
     let described = ok(&server, &["describe", "deploy", "web", "-n", "shop"]);
     assert!(described.starts_with("Name:         web\nNamespace:    shop\n"), "{described}");
@@ -279,7 +305,8 @@ fn orchctl_creates_all_or_nothing_deletes_every_target_and_fails_as_kubectl_does
     assert!(err.contains("timed out waiting for the deletion of pod/slow"), "{err}");
     assert_eq!(ok(&server, &["delete", "pod", "slow", "--grace-period", "0"]), "pod/slow deleted\n");
     // By default it waits until the object is gone: here until its finalizer is removed.
-    orchctl(&server, &["create", "-f", "-"], Some(&pod("held", ", finalizers: [example.com/hold]")));
+    // (Applied, not created: apply removes only what the manifest applied last named.)
+    orchctl(&server, &["apply", "-f", "-"], Some(&pod("held", ", finalizers: [example.com/hold]")));
     let waiting = std::process::Command::new(crate::harness::orchctl_bin())
         .args(["--server", &server, "delete", "pod", "held", "--grace-period", "0"])
         .stdout(std::process::Stdio::piped())
@@ -290,7 +317,7 @@ fn orchctl_creates_all_or_nothing_deletes_every_target_and_fails_as_kubectl_does
         let json = ok(&server, &["get", "pod", "held", "-o", "json"]);
         json.contains("deletionTimestamp").then_some(())
     });
-    // The same pod without the finalizer: the update lets the deletion finish.
+    // The same pod applied without the finalizer: the update lets the deletion finish.
     let released = orchctl(&server, &["apply", "-f", "-"], Some(&pod("held", "")));
     assert!(released.status.success(), "{}", String::from_utf8_lossy(&released.stderr));
     let out = waiting.wait_with_output().expect("orchctl delete ends");

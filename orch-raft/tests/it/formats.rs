@@ -133,6 +133,20 @@ fn proposals() -> Vec<Vec<Command>> {
     // Rules 5 (format 9): pods get the default tolerations (every pod above, in that
     // fixture); p3 applied again with a toleration of its own added keeps them, first.
     let tolerant = pod("p3").replace("  containers:\n", "  tolerations: [{key: k, operator: Exists}]\n  containers:\n");
+    // Format 12 (rules 6): apply merges. A manifest applied, scaled, applied again without
+    // its `tier` label (removed) and without replicas (the scale stays); a typed apply of a
+    // pod merges as its manifest, and so drops the toleration the last one added, which a pod
+    // update may not (refused, as in Kubernetes).
+    let api = |labels: serde_json::Value| {
+        let manifest = serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "api", "namespace": "shop", "labels": labels},
+            "spec": {"selector": {"matchLabels": {"app": "api"}}, "template": {
+                "metadata": {"labels": {"app": "api"}},
+                "spec": {"containers": [{"name": "api", "image": "api:1", "ports": [{"containerPort": 80}]}]}}},
+        });
+        Command::ApplyManifest(manifest.to_string())
+    };
     out.push(vec![
         Command::Apply(one(&tolerant)),
         Command::Update(annotated),
@@ -178,6 +192,10 @@ fn proposals() -> Vec<Vec<Command>> {
             preconditions: Preconditions::default(),
             propagation_policy: Some(orch_core::PropagationPolicy::Foreground),
         },
+        api(serde_json::json!({"app": "api", "tier": "back"})),
+        Command::Scale { key: ObjectKey::new(Kind::Deployment, "shop", "api"), replicas: 3 },
+        api(serde_json::json!({"app": "api"})),
+        Command::Apply(one(&pod("p3"))),
     ]);
     out
 }
