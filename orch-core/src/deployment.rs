@@ -44,6 +44,7 @@ use crate::apps_v1::{
 };
 use crate::command::{Command, Preconditions};
 use crate::core_v1::{PodPhase, PodTemplateSpec};
+use crate::events::{EventType, Record};
 use crate::ids::Uid;
 use crate::intstr::IntOrString;
 use crate::meta::{ConditionStatus, ObjectMeta, OwnerReference};
@@ -992,6 +993,10 @@ pub struct Deployments {
     timers: BTreeMap<Uid, i64>,
     /// The ReplicaSets without a controller, which a Deployment whose selector matches adopts.
     orphans: Orphans,
+    /// Events for the owner ([`Reconciler::events`]).
+    events: Vec<Record>,
+    /// The `ScalingReplicaSet` events of the last round's set writes, by set key.
+    scaling: BTreeMap<ObjectKey, Record>,
 }
 
 fn deployment_uid(rs: &ReplicaSet) -> Option<Uid> {
@@ -1041,7 +1046,17 @@ impl Reconciler for Deployments {
             {
                 sync.extend(deployment_uid(rs));
             }
+            // `ScalingReplicaSet` once the create or scale applied, as Kubernetes'.
+            if let (Command::Create(Object::ReplicaSet(rs)) | Command::Update(Object::ReplicaSet(rs)), fate) =
+                (command, fate)
+            {
+                let key = ObjectKey::new(Kind::ReplicaSet, rs.metadata.namespace_str(), &rs.metadata.name);
+                if let (Some(record), Fate::Applied(Ok(_))) = (self.scaling.remove(&key), fate) {
+                    self.events.push(record);
+                }
+            }
         }
+        self.scaling.clear();
         if full {
             self.deployment_of.clear();
             self.owner_of.clear();
@@ -1117,6 +1132,8 @@ impl Reconciler for Deployments {
                 }
             }
             let (mut more, wake, waits) = Sync::new(state, d, now_ms).run();
+            let key = key.clone();
+            self.announce_scaling(state, &key, &more);
             commands.append(&mut more);
             if let Some(sets) = waits {
                 self.waiting.insert(uid, sets);
@@ -1130,6 +1147,42 @@ impl Reconciler for Deployments {
 
     fn wake_at_ms(&self) -> Option<i64> {
         self.timers.values().min().copied()
+    }
+
+    fn events(&mut self) -> Vec<Record> {
+        std::mem::take(&mut self.events)
+    }
+}
+
+/// The Deployment controller's name in its events, as Kubernetes'.
+pub const COMPONENT: &str = "deployment-controller";
+
+impl Deployments {
+    /// `ScalingReplicaSet` events on the Deployment at `key` for the sets a sync creates or
+    /// scales (Kubernetes' "Scaled up replica set web-6b7f from 1 to 3"), kept until the
+    /// write's fate is known: only one that applied is reported.
+    fn announce_scaling(&mut self, state: &State, key: &ObjectKey, commands: &[Command]) {
+        let Some(d) = state.get(key) else { return };
+        for command in commands {
+            let (rs, created) = match command {
+                Command::Create(Object::ReplicaSet(rs)) => (rs, true),
+                Command::Update(Object::ReplicaSet(rs)) => (rs, false),
+                _ => continue,
+            };
+            let to = rs.spec.replicas.unwrap_or(1);
+            let set = ObjectKey::new(Kind::ReplicaSet, rs.metadata.namespace_str(), &rs.metadata.name);
+            let from = match state.get(&set) {
+                Some(Object::ReplicaSet(live)) if !created => live.spec.replicas.unwrap_or(1),
+                _ => 0,
+            };
+            if to == from {
+                continue;
+            }
+            let direction = if to > from { "up" } else { "down" };
+            let message = format!("Scaled {direction} replica set {} from {from} to {to}", rs.metadata.name);
+            let record = Record::about(COMPONENT, d, EventType::Normal, "ScalingReplicaSet", message);
+            self.scaling.insert(set, record);
+        }
     }
 }
 

@@ -50,6 +50,7 @@ pub mod core_v1;
 pub mod defaults;
 pub mod deployment;
 pub mod endpoints;
+pub mod events;
 pub mod fit;
 pub mod gc;
 pub mod ids;

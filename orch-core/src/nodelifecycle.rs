@@ -34,6 +34,7 @@ use std::collections::BTreeMap;
 
 use crate::command::{Command, Preconditions};
 use crate::core_v1::{Node, NodeCondition, Pod, PodCondition, PodPhase, Taint, TaintEffect};
+use crate::events::{EventType, Record};
 use crate::fit::tolerates;
 use crate::meta::ConditionStatus;
 use crate::object::{Kind, Object, ObjectKey};
@@ -103,7 +104,17 @@ pub struct NodeLifecycle {
     more: bool,
     /// The earliest time a node's grace runs out or a pod is due for eviction.
     wake_at: Option<i64>,
+    /// Events for the owner ([`Reconciler::events`]).
+    events: Vec<Record>,
+    /// The nodes whose loss the last round proposed while they were Ready (their
+    /// `NodeNotReady` event waits for the write to apply).
+    was_ready: std::collections::BTreeSet<String>,
 }
+
+/// The node lifecycle controller's name in its `NodeNotReady` events, as Kubernetes'.
+pub const COMPONENT: &str = "node-controller";
+/// The name in its `TaintManagerEviction` events, as Kubernetes' taint eviction controller.
+pub const EVICTION_COMPONENT: &str = "taint-eviction-controller";
 
 /// The status of `node`'s `Ready` condition, if it has one.
 fn ready_status(node: &Node) -> Option<ConditionStatus> {
@@ -230,6 +241,8 @@ impl NodeLifecycle {
             rescan: true,
             more: false,
             wake_at: None,
+            events: Vec::new(),
+            was_ready: std::collections::BTreeSet::new(),
         }
     }
 
@@ -241,6 +254,9 @@ impl NodeLifecycle {
         let expires = seen.at.saturating_add(self.settings.grace_ms);
         let now = Time::from_millis(now_ms);
         if now_ms > expires {
+            if ready == Some(ConditionStatus::True) {
+                self.was_ready.insert(node.metadata.name.to_string());
+            }
             if ready != Some(ConditionStatus::Unknown) {
                 return Some(Command::UpdateStatus(Object::from(lost(node, now))));
             }
@@ -291,6 +307,15 @@ impl NodeLifecycle {
         match at {
             Some(at) if at <= now_ms => {
                 self.evict_at.remove(key);
+                let message = format!("Marking for deletion Pod {}/{}", key.namespace, key.name);
+                let object = Object::Pod(std::sync::Arc::clone(pod));
+                self.events.push(Record::about(
+                    EVICTION_COMPONENT,
+                    &object,
+                    EventType::Normal,
+                    "TaintManagerEviction",
+                    message,
+                ));
                 return Some(Command::Delete {
                     key: key.clone(),
                     grace_period_seconds: None,
@@ -353,6 +378,10 @@ impl NodeLifecycle {
 impl Reconciler for NodeLifecycle {
     const NAME: &'static str = "node-lifecycle";
 
+    fn events(&mut self) -> Vec<Record> {
+        std::mem::take(&mut self.events)
+    }
+
     fn reconcile(
         &mut self,
         state: &State,
@@ -362,6 +391,19 @@ impl Reconciler for NodeLifecycle {
         outcomes: &[(Command, Fate)],
     ) -> Vec<Command> {
         let cap = self.settings.writes_per_round.max(1);
+        // `NodeNotReady` once a node's loss applied, as Kubernetes' (only for a node that was
+        // Ready: never on a refused write, which is proposed again).
+        for (command, fate) in outcomes {
+            if let (Command::UpdateStatus(Object::Node(lost)), Fate::Applied(Ok(_))) = (command, fate)
+                && ready_status(lost) == Some(ConditionStatus::Unknown)
+                && self.was_ready.remove(lost.metadata.name.as_str())
+                && let Some(node) = state.get(&ObjectKey::new(Kind::Node, "", &lost.metadata.name))
+            {
+                let message = format!("Node {} status is now: NodeNotReady", lost.metadata.name);
+                self.events.push(Record::about(COMPONENT, node, EventType::Normal, "NodeNotReady", message));
+            }
+        }
+        self.was_ready.clear();
         // A write whose outcome is unknown, or refused, is looked at again from the state.
         if outcomes.iter().any(|(_, f)| !matches!(f, Fate::Applied(Ok(_)))) {
             self.rescan = true;

@@ -71,6 +71,12 @@ pub trait Reconciler: Send + 'static {
     fn outbox(&mut self) -> Vec<(&'static str, Message)> {
         Vec::new()
     }
+    /// The events it reports (Kubernetes' `Scheduled`, `SuccessfulCreate`, ...), taken by its
+    /// owner after each round and proposed as [`crate::events::commands`] beside the round's
+    /// commands; the fates of those writes are not reported back.
+    fn events(&mut self) -> Vec<crate::events::Record> {
+        Vec::new()
+    }
 }
 
 /// A state the reconcilers' tests drive round by round, as the framework would.

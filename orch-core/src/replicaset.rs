@@ -29,6 +29,7 @@ use crate::adopt::{Orphans, adopt, would_adopt};
 use crate::apps_v1::{ReplicaSet, ReplicaSetStatus};
 use crate::command::{Command, Preconditions};
 use crate::core_v1::{Pod, PodPhase};
+use crate::events::{EventType, Record};
 use crate::ids::Uid;
 use crate::meta::{ConditionStatus, OwnerReference};
 use crate::object::{Kind, Object, ObjectKey};
@@ -79,6 +80,8 @@ pub struct ReplicaSets {
     timers: BTreeMap<Uid, i64>,
     /// The pods without a controller, which a set whose selector matches adopts.
     orphans: Orphans,
+    /// Events for the owner ([`Reconciler::events`]).
+    events: Vec<Record>,
 }
 
 /// The uid of the ReplicaSet that controls `pod`, if one does.
@@ -273,8 +276,33 @@ impl ReplicaSets {
     }
 }
 
+impl ReplicaSets {
+    /// The event of a create or delete of a pod that applied (`SuccessfulCreate`,
+    /// `SuccessfulDelete`, on the set, as Kubernetes').
+    fn announce(&mut self, state: &State, command: &Command, success: &crate::command::Success) {
+        let (set, reason, verb) = match command {
+            Command::Create(Object::Pod(pod)) => (set_uid(pod), "SuccessfulCreate", "Created"),
+            Command::Delete { key, .. } if key.kind == Kind::Pod => {
+                (self.owner_of.get(key).copied(), "SuccessfulDelete", "Deleted")
+            }
+            _ => return,
+        };
+        let Some(pod) = success.changes.first().map(|c| c.key.name.clone()) else { return };
+        let Some(rs) = set.and_then(|uid| self.set_of.get(&uid)).and_then(|key| state.get(key)) else { return };
+        let message = format!("{verb} pod: {pod}");
+        self.events.push(Record::about(COMPONENT, rs, EventType::Normal, reason, message));
+    }
+}
+
+/// The ReplicaSet controller's name in its events, as Kubernetes'.
+pub const COMPONENT: &str = "replicaset-controller";
+
 impl Reconciler for ReplicaSets {
     const NAME: &'static str = "replicasets";
+
+    fn events(&mut self) -> Vec<Record> {
+        std::mem::take(&mut self.events)
+    }
 
     fn wake_at_ms(&self) -> Option<i64> {
         self.timers.values().min().copied()
@@ -293,6 +321,9 @@ impl Reconciler for ReplicaSets {
         // proposed will never be observed, so it is no longer expected. One of unknown outcome
         // stays expected until observed or timed out.
         for (command, outcome) in outcomes {
+            if let Fate::Applied(Ok(success)) = outcome {
+                self.announce(state, command, success);
+            }
             if matches!(outcome, Fate::Applied(Ok(_)) | Fate::Unknown) {
                 continue;
             }
@@ -578,6 +609,14 @@ mod tests {
         w.settle(&mut c, changed);
         assert_eq!(w.pods().iter().filter(|p| active(p)).count(), 2);
         assert_eq!(w.pods().len(), 3, "the terminating pod stays until its node confirms");
+        // Each create and delete that applied is an event on the set, as Kubernetes'.
+        let events = c.events();
+        assert!(events.iter().all(|e| e.kind == Kind::ReplicaSet && e.name == "web" && e.uid == uid));
+        let said =
+            |reason: &str| events.iter().filter(|e| e.reason == reason).map(|e| e.message.clone()).collect::<Vec<_>>();
+        assert_eq!(said("SuccessfulCreate").len(), 4, "three, then the replacement: {events:?}");
+        assert!(said("SuccessfulCreate").contains(&format!("Created pod: {}", pods[0].metadata.name)));
+        assert_eq!(said("SuccessfulDelete"), [format!("Deleted pod: {}", pods[2].metadata.name)]);
     }
 
     /// Creates of unknown outcome are expected: the set is not resized again until they are

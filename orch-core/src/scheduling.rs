@@ -31,6 +31,7 @@ use std::sync::Arc;
 
 use crate::command::{Command, Preconditions};
 use crate::core_v1::{Pod, PodCondition};
+use crate::events::{EventType, Record};
 use crate::fit::occupies;
 use crate::meta::ConditionStatus;
 use crate::object::{Kind, Object, ObjectKey};
@@ -89,7 +90,12 @@ pub struct Scheduler {
     retries: u64,
     /// Whether the last round proposed binds (their outcomes are for the next round).
     binding: bool,
+    /// Events for the owner ([`Reconciler::events`]).
+    events: Vec<Record>,
 }
+
+/// The scheduler's name in its events, as Kubernetes'.
+pub const COMPONENT: &str = "default-scheduler";
 
 fn pod_name(pod: &Pod) -> PodName {
     (pod.metadata.namespace.clone().unwrap_or_default(), pod.metadata.name.clone())
@@ -219,7 +225,18 @@ impl Scheduler {
                 Err(error) => {
                     self.parked.insert(place);
                     if let Some(update) = unschedulable(pod, &error, Time::from_millis(now_ms)) {
-                        commands.push(Command::UpdateStatus(Object::from(update)));
+                        // With the status write, so a pod retried for the same reasons adds
+                        // no event either.
+                        let object = Object::from(update);
+                        let message = error.to_string();
+                        self.events.push(Record::about(
+                            COMPONENT,
+                            &object,
+                            EventType::Warning,
+                            "FailedScheduling",
+                            message,
+                        ));
+                        commands.push(Command::UpdateStatus(object));
                     }
                 }
             }
@@ -250,7 +267,13 @@ impl Reconciler for Scheduler {
                     self.expected.insert(pod, (node.clone().into(), until));
                 }
                 Fate::Applied(Err(_)) => refused.push(pod),
-                Fate::Applied(Ok(_)) | Fate::NotProposed => {}
+                Fate::Applied(Ok(_)) => {
+                    if let Some(bound) = state.get(&ObjectKey::new(Kind::Pod, namespace, name)) {
+                        let message = format!("Successfully assigned {namespace}/{name} to {node}");
+                        self.events.push(Record::about(COMPONENT, bound, EventType::Normal, "Scheduled", message));
+                    }
+                }
+                Fate::NotProposed => {}
             }
         }
         self.binding = false;
@@ -325,6 +348,10 @@ impl Reconciler for Scheduler {
             }
         }
         self.decide(state, now_ms)
+    }
+
+    fn events(&mut self) -> Vec<Record> {
+        std::mem::take(&mut self.events)
     }
 
     /// Pods wait that the last round did not get to, or binds await their outcomes (a
@@ -421,8 +448,24 @@ mod tests {
             ))
         );
         assert_eq!(s.parked(), 1);
+        // Events: FailedScheduling with the status write; Scheduled once a bind applied.
+        let failed: Vec<_> = s.events().into_iter().map(|e| (e.reason, e.name, e.message)).collect();
+        assert_eq!(
+            failed,
+            [("FailedScheduling", waiting.to_owned(), "0/1 nodes are available: 1 Insufficient cpu.".to_owned())]
+        );
         // Its own writes change nothing it decides: no command, not a busy loop.
         assert_eq!(s.reconcile(&w.state, w.now_ms, false, &changed, &outcomes), Vec::new());
+        let mut scheduled: Vec<_> = s.events().into_iter().map(|e| (e.reason, e.name, e.message)).collect();
+        scheduled.sort();
+        let bound = if waiting == "p1" { "p2" } else { "p1" };
+        assert_eq!(
+            scheduled,
+            [
+                ("Scheduled", bound.to_owned(), format!("Successfully assigned default/{bound} to a")),
+                ("Scheduled", "p3".to_owned(), "Successfully assigned default/p3 to a".to_owned()),
+            ]
+        );
         let unrelated = w.create("apiVersion: v1\nkind: Namespace\nmetadata: {name: other}\n");
         assert_eq!(s.reconcile(&w.state, w.now_ms, false, &unrelated, &[]), Vec::new());
         // A node comes: the parked pod is bound to it.

@@ -38,6 +38,8 @@ impl<R: Reconciler> LeaderLoop for Adapter<R> {
         let fates: Vec<(Command, Fate)> = round
             .outcomes
             .iter()
+            // The events this adapter added are not the reconciler's.
+            .filter(|(command, _)| !orch_core::events::is_event_write(command))
             .map(|(command, outcome)| {
                 let fate = match outcome {
                     Ok(outcome) => Fate::Applied(outcome.clone()),
@@ -53,7 +55,12 @@ impl<R: Reconciler> LeaderLoop for Adapter<R> {
                 self.0.receive(round.now_ms, *message);
             }
         }
-        self.0.reconcile(round.state, round.now_ms, round.full, round.changed, &fates)
+        let mut commands = self.0.reconcile(round.state, round.now_ms, round.full, round.changed, &fates);
+        let events = self.0.events();
+        if !events.is_empty() {
+            commands.extend(orch_core::events::commands(round.state, round.now_ms, events));
+        }
+        commands
     }
 
     fn outbox(&mut self) -> Vec<Outgoing> {
@@ -121,4 +128,68 @@ pub fn endpoints() -> LoopFactory {
 /// Makes a fresh Deployment controller ([`orch_core::deployment`]) for each term.
 pub fn deployments() -> LoopFactory {
     factory(Deployments::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use orch_core::events::{EventType, Record};
+    use orch_core::{Command, Kind, Object, ObjectKey, State};
+
+    use super::*;
+
+    /// Returns one command a round, reports one event, and keeps the fates it is given.
+    #[derive(Default)]
+    struct Reporter {
+        fates: Vec<(Command, Fate)>,
+    }
+
+    fn scale() -> Command {
+        Command::Scale { key: ObjectKey::new(Kind::Deployment, "default", "d"), replicas: 1 }
+    }
+
+    impl Reconciler for Reporter {
+        const NAME: &'static str = "reporter";
+
+        fn reconcile(
+            &mut self,
+            _state: &State,
+            _now_ms: i64,
+            _full: bool,
+            _changed: &[ObjectKey],
+            outcomes: &[(Command, Fate)],
+        ) -> Vec<Command> {
+            self.fates = outcomes.to_vec();
+            vec![scale()]
+        }
+
+        fn events(&mut self) -> Vec<Record> {
+            vec![Record {
+                component: "reporter",
+                kind: Kind::Namespace,
+                namespace: String::new(),
+                name: "default".into(),
+                uid: None,
+                type_: EventType::Normal,
+                reason: "Seen",
+                message: "seen".into(),
+            }]
+        }
+    }
+
+    /// The adapter proposes a reconciler's events after its commands and keeps their fates
+    /// from it: the reconciler sees only its own commands' fates.
+    #[test]
+    fn events_are_proposed_after_the_round_and_their_fates_kept_from_it() {
+        let state = State::new();
+        let mut adapter = Adapter(Reporter::default());
+        let round =
+            |outcomes| Round { state: &state, now_ms: 1_000, full: true, changed: &[], outcomes, inputs: Vec::new() };
+        let commands = adapter.reconcile(round(&[]));
+        assert_eq!(commands.len(), 2, "{commands:?}");
+        assert_eq!(commands[0], scale());
+        assert!(matches!(&commands[1], Command::Create(Object::Event(e)) if e.reason.as_deref() == Some("Seen")));
+        let outcomes: Vec<_> = commands.into_iter().map(|c| (c, Err("unknown".to_owned()))).collect();
+        adapter.reconcile(round(&outcomes));
+        assert_eq!(adapter.0.fates, [(scale(), Fate::Unknown)]);
+    }
 }

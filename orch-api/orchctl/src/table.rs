@@ -194,8 +194,16 @@ pub fn row(object: &Object, wide: bool, now_ms: i64) -> Vec<String> {
                 .map(|p| s(&v, p))
                 .find(|t| !t.is_empty())
                 .unwrap_or("");
+            // As kubectl: "2m (x3 over 10m)" for an event seen more than once.
+            let count = v.pointer("/count").and_then(serde_json::Value::as_i64).unwrap_or(1);
+            let first = s(&v, "/firstTimestamp");
+            let seen = if count > 1 && !first.is_empty() {
+                format!("{} (x{count} over {})", age(last, now_ms), age(first, now_ms))
+            } else {
+                age(last, now_ms)
+            };
             vec![
-                age(last, now_ms),
+                seen,
                 s(&v, "/type").to_owned(),
                 s(&v, "/reason").to_owned(),
                 format!("{}/{}", s(&v, "/involvedObject/kind").to_ascii_lowercase(), s(&v, "/involvedObject/name")),
@@ -285,6 +293,23 @@ mod tests {
         assert_eq!(out, "NAME    STATUS\nweb-1   Running\na       Pending\n");
         assert_eq!(type_name(Kind::Deployment), "deployment.apps");
         assert_eq!(type_name(Kind::Pod), "pod");
+    }
+
+    /// An event seen more than once shows its count, as kubectl's "2m (x3 over 10m)".
+    #[test]
+    fn an_event_seen_again_shows_its_count() {
+        let event = |extra: &str| {
+            let yaml = format!(
+                "apiVersion: v1\nkind: Event\nmetadata: {{name: e}}\ninvolvedObject: {{kind: Pod, name: p}}\n\
+                 reason: Scheduled\nlastTimestamp: '2026-11-28T10:08:00Z'\n{extra}"
+            );
+            orch_core::parse_manifests(&yaml).expect("valid").remove(0)
+        };
+        let now = "2026-11-28T10:10:00Z".parse::<Time>().expect("valid").as_millis();
+        let once = row(&event("count: 1\n"), false, now);
+        assert_eq!((once[0].as_str(), once[3].as_str()), ("2m", "pod/p"));
+        let thrice = row(&event("count: 3\nfirstTimestamp: '2026-11-28T10:00:00Z'\n"), false, now);
+        assert_eq!(thrice[0], "2m (x3 over 10m)");
     }
 
     /// A node's STATUS as kubectl prints it: Ready, NotReady for `Ready` False or Unknown (a

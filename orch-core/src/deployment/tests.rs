@@ -242,6 +242,17 @@ fn a_deployment_gets_its_set_and_completes() {
     let available = condition(&s.conditions, AVAILABLE).expect("Available");
     assert_eq!(available.status, ConditionStatus::True);
     assert!(c.deployments.wake_at_ms().is_none(), "nothing to wait for");
+    // One event, on the Deployment, as Kubernetes': its set scaled up from nothing.
+    let events: Vec<_> = c.deployments.events().into_iter().map(|e| (e.kind, e.name, e.reason, e.message)).collect();
+    assert_eq!(
+        events,
+        [(
+            Kind::Deployment,
+            "web".to_owned(),
+            "ScalingReplicaSet",
+            format!("Scaled up replica set web-{hash} from 0 to 3")
+        )]
+    );
 }
 
 /// A rolling update never has more pods than replicas + maxSurge, nor fewer Ready than

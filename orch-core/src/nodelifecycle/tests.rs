@@ -226,6 +226,16 @@ fn pods_are_evicted_from_a_lost_node_when_their_tolerations_run_out() {
     assert!(w.pod("default-300").metadata.deletion_timestamp.is_some(), "evicted after 300 s");
     assert!(w.pod("forever").metadata.deletion_timestamp.is_none(), "tolerated without a limit");
     assert_eq!(lost_at, added, "the taint is written in the round after the condition, at its time");
+    // Events: the node lost, then each eviction, as Kubernetes' controllers say them.
+    let said: Vec<_> = c.events().into_iter().map(|e| (e.component, e.reason, e.message)).collect();
+    assert_eq!(
+        said,
+        [
+            (COMPONENT, "NodeNotReady", "Node n1 status is now: NodeNotReady".to_owned()),
+            (EVICTION_COMPONENT, "TaintManagerEviction", "Marking for deletion Pod default/short".to_owned()),
+            (EVICTION_COMPONENT, "TaintManagerEviction", "Marking for deletion Pod default/default-300".to_owned()),
+        ]
+    );
     // A NoExecute taint nobody tolerates, put on n2 by hand: its pod goes at once.
     let commands = dedicated(&mut w, &mut c, "n2");
     assert!(matches!(&commands[..], [Command::Delete { key, .. }] if key.name == "other"), "{commands:?}");

@@ -671,6 +671,17 @@ fn a_deployment_rolls_out_on_simulated_nodes() {
     assert_eq!(images, vec!["python:3.13-slim"; 3]);
     let history = ok(&server, &["rollout", "history", "deploy/web", "-n", "shop"]);
     assert!(history.ends_with("1          <none>\n2          <none>\n"), "{history}");
+    // The controllers' events, as Kubernetes': shown by `get events` and `describe`.
+    eventually("the controllers' events", || {
+        let events = ok(&server, &["get", "events", "-n", "shop"]);
+        let all = ["Scheduled", "SuccessfulCreate", "SuccessfulDelete", "ScalingReplicaSet"];
+        all.iter().all(|reason| events.contains(reason)).then_some(())
+    });
+    let events = ok(&server, &["get", "events", "-n", "shop"]);
+    assert!(events.starts_with("LAST SEEN   TYPE     REASON"), "{events}");
+    assert!(events.contains("Successfully assigned shop/web-"), "{events}");
+    let described = ok(&server, &["describe", "deploy", "web", "-n", "shop"]);
+    assert!(described.contains("ScalingReplicaSet") && described.contains("Scaled up replica set web-"), "{described}");
     // orchd's endpoints controller lists the Service's Ready pods, its named port resolved.
     eventually("the service's endpoints", || {
         let out = orchctl(&server, &["get", "endpoints", "web", "-n", "shop", "-o", "json"], None);
