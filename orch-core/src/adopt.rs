@@ -2,8 +2,10 @@
 //! the objects of its namespace that match its selector and have no controller (a ReplicaSet
 //! the pods of a set deleted with `propagationPolicy: Orphan`, a Deployment such sets), by
 //! adding a controller reference with `blockOwnerDeletion`, under the object's
-//! resourceVersion. A controller being deleted adopts nothing. Not yet: releasing an owned
-//! object whose labels stopped matching.
+//! resourceVersion. A controller being deleted adopts nothing. An owned object whose labels
+//! no longer match its controller's selector is released ([`release`]: its reference to the
+//! controller removed, under its resourceVersion), so `kubectl label pod web-x app-` takes a
+//! pod out of its set, which replaces it; a controller being deleted releases nothing.
 //!
 //! [`Orphans`] keeps the keys of the objects of one kind that could be adopted, by namespace
 //! (orphans are rare: the pods and sets a delete with `propagationPolicy: Orphan` left, pods
@@ -97,6 +99,14 @@ pub fn would_adopt(state: &State, orphans: &mut Orphans, key: &ObjectKey, contro
             (!selector.is_empty() && selector.matches(labels)).then_some(obj.meta().uid).flatten()
         })
         .collect()
+}
+
+/// The update that releases `owned` from the controller of uid `owner`: the reference to it
+/// removed, under `owned`'s resourceVersion (a changed object is refused and looked at again).
+pub fn release(owner: crate::ids::Uid, owned: &Object) -> Command {
+    let mut released = owned.clone();
+    released.meta_mut().owner_references.retain(|r| r.uid != owner);
+    Command::Update(released)
 }
 
 /// The update that makes the object `orphan` the dependent of the controller `owner` (of

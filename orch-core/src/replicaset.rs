@@ -25,7 +25,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::adopt::{Orphans, adopt, would_adopt};
+use crate::adopt::{Orphans, adopt, release, would_adopt};
 use crate::apps_v1::{ReplicaSet, ReplicaSetStatus};
 use crate::command::{Command, Preconditions};
 use crate::core_v1::{Pod, PodPhase};
@@ -194,6 +194,12 @@ impl ReplicaSets {
         }
         if let Some(uid) = before {
             sync.insert(uid);
+            if owner != Some(uid)
+                && let Some(e) = self.expected.get_mut(&uid)
+            {
+                // It left the set (released): an expected delete, observed.
+                e.deletes.remove(key);
+            }
         }
         if now.is_none_or(|p| p.metadata.deletion_timestamp.is_some()) {
             for uid in [owner, before].into_iter().flatten() {
@@ -218,6 +224,18 @@ impl ReplicaSets {
             .collect();
         let want = usize::try_from(rs.spec.replicas.unwrap_or(1)).unwrap_or(0);
         let deleting = rs.metadata.deletion_timestamp.is_some();
+        // Pods whose labels no longer match are released (a set being deleted releases none):
+        // they count no more, and the set is resized once the releases are observed.
+        let (pods, strays): (Vec<&Pod>, Vec<&Pod>) = if deleting {
+            (pods, Vec::new())
+        } else {
+            let selector = Selector::from(&rs.spec.selector);
+            pods.into_iter().partition(|p| selector.matches(&p.metadata.labels))
+        };
+        let releasing = strays.len().min(self.settings.burst);
+        commands.extend(
+            strays.into_iter().take(releasing).map(|p| release(uid, &Object::Pod(std::sync::Arc::new(p.clone())))),
+        );
         // Orphans matching the selector are adopted first (counted as expected creates: each
         // is observed when it names the set); the set is resized once they are its own.
         let adopting = if deleting || self.expected.contains_key(&uid) {
@@ -235,7 +253,7 @@ impl ReplicaSets {
             commands.extend(adoptions);
             n
         };
-        if !deleting && adopting == 0 && !self.expected.contains_key(&uid) {
+        if !deleting && adopting == 0 && releasing == 0 && !self.expected.contains_key(&uid) {
             if pods.len() < want {
                 let missing = (want - pods.len()).min(self.settings.burst);
                 let pod = pod_for(rs);
@@ -334,6 +352,15 @@ impl Reconciler for ReplicaSets {
                             e.creates = e.creates.saturating_sub(1);
                         }
                         sync.insert(uid);
+                    } else if matches!(command, Command::Update(_)) {
+                        // A release that did not apply: no longer expected.
+                        let key = ObjectKey::new(Kind::Pod, pod.metadata.namespace_str(), &pod.metadata.name);
+                        if let Some(&uid) = self.owner_of.get(&key) {
+                            if let Some(e) = self.expected.get_mut(&uid) {
+                                e.deletes.remove(&key);
+                            }
+                            sync.insert(uid);
+                        }
                     }
                 }
                 Command::Delete { key, .. } if key.kind == Kind::Pod => {
@@ -423,6 +450,14 @@ impl Reconciler for ReplicaSets {
             let mut expectation = Expectation { until_ms, ..Expectation::default() };
             for command in &commands[first..] {
                 match command {
+                    // A release: the pod is expected to leave the set, as a deleted one.
+                    Command::Update(Object::Pod(pod)) if set_uid(pod) != Some(uid) => {
+                        expectation.deletes.insert(ObjectKey::new(
+                            Kind::Pod,
+                            pod.metadata.namespace_str(),
+                            &pod.metadata.name,
+                        ));
+                    }
                     Command::Create(_) | Command::Update(_) => expectation.creates += 1,
                     Command::Delete { key, .. } => {
                         expectation.deletes.insert(key.clone());
@@ -617,6 +652,43 @@ mod tests {
         assert_eq!(said("SuccessfulCreate").len(), 4, "three, then the replacement: {events:?}");
         assert!(said("SuccessfulCreate").contains(&format!("Created pod: {}", pods[0].metadata.name)));
         assert_eq!(said("SuccessfulDelete"), [format!("Deleted pod: {}", pods[2].metadata.name)]);
+    }
+
+    /// A pod relabelled out of its set's selector is released (its reference to the set
+    /// removed) and replaced, as Kubernetes' `ControllerRefManager`; it lives on, an orphan.
+    #[test]
+    fn a_pod_relabelled_out_of_the_selector_is_released_and_replaced() {
+        let mut w = World::new();
+        let changed = w.create(SET);
+        let mut c = ReplicaSets::new(Settings::default());
+        w.settle(&mut c, changed);
+        let uid = rs(&w).metadata.uid.expect("uid");
+        let mut stray = w.pods().remove(0);
+        let name = stray.metadata.name.to_string();
+        stray.metadata.labels.insert("app", "debug");
+        let (_, changed) = w.run(vec![Command::Update(Object::from(stray))]);
+        let first = c.reconcile(&w.state, w.now_ms, false, &changed, &[]);
+        assert!(
+            matches!(&first[..], [Command::Update(Object::Pod(p)), Command::UpdateStatus(_)]
+                if p.metadata.name == name && p.metadata.owner_references.is_empty()),
+            "a release, no create before it applies: {first:?}"
+        );
+        let (outcomes, changed) = w.run(first);
+        let mut outcomes = outcomes;
+        let mut changed = changed;
+        for _ in 0..5 {
+            let next = c.reconcile(&w.state, w.now_ms, false, &changed, &outcomes);
+            if next.is_empty() {
+                break;
+            }
+            (outcomes, changed) = w.run(next);
+        }
+        let released = w.pods().into_iter().find(|p| p.metadata.name == name).expect("the pod lives on");
+        assert!(released.metadata.owner_references.is_empty());
+        let owned: Vec<Pod> = w.pods().into_iter().filter(|p| set_uid(p) == Some(uid) && active(p)).collect();
+        assert_eq!(owned.len(), 3, "replaced");
+        assert!(owned.iter().all(|p| p.metadata.labels.get("app") == Some("web")));
+        assert_eq!(rs(&w).status.replicas, 3);
     }
 
     /// Creates of unknown outcome are expected: the set is not resized again until they are
