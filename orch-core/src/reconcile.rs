@@ -169,8 +169,22 @@ pub(crate) mod world {
 
         /// Runs rounds of `r` from the keys `changed` until it proposes nothing and has no
         /// work left; the rounds that proposed something.
-        pub(crate) fn settle<R: Reconciler>(&mut self, r: &mut R, mut changed: Vec<ObjectKey>) -> usize {
-            let mut outcomes = Vec::new();
+        pub(crate) fn settle<R: Reconciler>(&mut self, r: &mut R, changed: Vec<ObjectKey>) -> usize {
+            self.settle_with(r, changed, Vec::new())
+        }
+
+        /// Applies `commands`, a round of `r`, then settles `r` from what they did.
+        pub(crate) fn settle_after<R: Reconciler>(&mut self, r: &mut R, commands: Vec<Command>) -> usize {
+            let (outcomes, changed) = self.run(commands);
+            self.settle_with(r, changed, outcomes)
+        }
+
+        fn settle_with<R: Reconciler>(
+            &mut self,
+            r: &mut R,
+            mut changed: Vec<ObjectKey>,
+            mut outcomes: Vec<(Command, Fate)>,
+        ) -> usize {
             for round in 0..20 {
                 let commands = r.reconcile(&self.state, self.now_ms, false, &changed, &outcomes);
                 if commands.is_empty() && !r.more() {

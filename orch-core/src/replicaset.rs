@@ -528,16 +528,7 @@ mod tests {
             .collect();
         assert_eq!(adopted, ["a", "b"], "{first:?}");
         assert!(!first.iter().any(|cmd| matches!(cmd, Command::Create(_))), "no create before the adoptions apply");
-        let (fates, changed) = w.run(first);
-        let mut outcomes = fates;
-        let mut changed = changed;
-        for _ in 0..5 {
-            let next = c.reconcile(&w.state, w.now_ms, false, &changed, &outcomes);
-            if next.is_empty() {
-                break;
-            }
-            (outcomes, changed) = w.run(next);
-        }
+        w.settle_after(&mut c, first);
         let uid = rs(&w).metadata.uid;
         let mine: Vec<String> = w
             .pods()
@@ -673,16 +664,7 @@ mod tests {
                 if p.metadata.name == name && p.metadata.owner_references.is_empty()),
             "a release, no create before it applies: {first:?}"
         );
-        let (outcomes, changed) = w.run(first);
-        let mut outcomes = outcomes;
-        let mut changed = changed;
-        for _ in 0..5 {
-            let next = c.reconcile(&w.state, w.now_ms, false, &changed, &outcomes);
-            if next.is_empty() {
-                break;
-            }
-            (outcomes, changed) = w.run(next);
-        }
+        w.settle_after(&mut c, first);
         let released = w.pods().into_iter().find(|p| p.metadata.name == name).expect("the pod lives on");
         assert!(released.metadata.owner_references.is_empty());
         let owned: Vec<Pod> = w.pods().into_iter().filter(|p| set_uid(p) == Some(uid) && active(p)).collect();
