@@ -21,9 +21,16 @@ pub fn object_to_pb(object: &Object) -> pb::Object {
 /// # Errors
 /// [`Error::Invalid`] when the field is missing or does not hold a valid object.
 pub fn object_from_pb(object: Option<&pb::Object>, field: &str) -> Result<Object, Error> {
+    let value = json_from_pb(object, field)?;
+    typed_from_value(value, field)
+}
+
+fn json_from_pb(object: Option<&pb::Object>, field: &str) -> Result<serde_json::Value, Error> {
     let object = object.ok_or_else(|| Error::Invalid(format!("{field}: Required value")))?;
-    let value: serde_json::Value = serde_json::from_slice(&object.json)
-        .map_err(|e| Error::Invalid(format!("{field}: Invalid value: not JSON: {e}")))?;
+    serde_json::from_slice(&object.json).map_err(|e| Error::Invalid(format!("{field}: Invalid value: not JSON: {e}")))
+}
+
+fn typed_from_value(value: serde_json::Value, field: &str) -> Result<Object, Error> {
     object_from_value(value).map_err(|e| {
         let path = if e.field.is_empty() { field.to_owned() } else { format!("{field}.{}", e.field) };
         Error::Invalid(format!("{path}: {}", e.message))
@@ -37,13 +44,10 @@ pub fn object_from_pb(object: Option<&pb::Object>, field: &str) -> Result<Object
 /// # Errors
 /// [`Error::Invalid`] when the field is missing or does not hold a valid object.
 pub fn manifest_from_pb(object: Option<&pb::Object>, field: &str) -> Result<(String, Object), Error> {
-    let parsed = object_from_pb(object, field)?;
-    // It parsed above, as JSON and as an object.
-    let value: serde_json::Value = object
-        .map_or(Ok(serde_json::Value::Null), |o| serde_json::from_slice(&o.json))
-        .map_err(|e| Error::Invalid(format!("{field}: Invalid value: not JSON: {e}")))?;
-    let text = serde_json::to_string(&value).map_err(|e| Error::Invalid(format!("{field}: Invalid value: {e}")))?;
-    Ok((text, parsed))
+    let value = json_from_pb(object, field)?;
+    // Serializing a JSON value into memory cannot fail.
+    let text = serde_json::to_string(&value).unwrap_or_default();
+    Ok((text, typed_from_value(value, field)?))
 }
 
 /// Reads a kind as a user types it (`Pod`, `pods`, `po`), naming `field` on error.

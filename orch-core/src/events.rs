@@ -120,15 +120,11 @@ impl Record {
             hasher.update(part.as_bytes());
         }
         let hash = hasher.finalize();
-        let mut prefix = self.name.as_str();
-        if prefix.len() > NAME_PREFIX_BYTES_MAX {
-            let mut cut = NAME_PREFIX_BYTES_MAX;
-            while !prefix.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            // A name part ends with an alphanumeric, as a DNS subdomain's labels do.
-            prefix = prefix[..cut].trim_end_matches(['-', '.']);
-        }
+        // A name part ends with an alphanumeric, as a DNS subdomain's labels do.
+        let prefix = match crate::text::cut(&self.name, NAME_PREFIX_BYTES_MAX) {
+            cut if cut.len() < self.name.len() => cut.trim_end_matches(['-', '.']),
+            whole => whole,
+        };
         let mut digits = String::with_capacity(16);
         for b in &hash.as_bytes()[..8] {
             digits.push_str(&format!("{b:02x}"));
@@ -186,15 +182,11 @@ pub fn commands(state: &State, now_ms: i64, records: Vec<Record>) -> Vec<Command
         .collect()
 }
 
-fn cut_message(mut message: String) -> String {
-    if message.len() > EVENT_MESSAGE_BYTES_MAX {
-        let mut cut = EVENT_MESSAGE_BYTES_MAX;
-        while !message.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        message.truncate(cut);
+fn cut_message(message: String) -> String {
+    match crate::text::cut(&message, EVENT_MESSAGE_BYTES_MAX) {
+        cut if cut.len() < message.len() => cut.to_owned(),
+        _ => message,
     }
-    message
 }
 
 fn new_event(key: ObjectKey, record: Record, count: i32, now: Time) -> Event {

@@ -113,15 +113,9 @@ fn field_path(path: &serde_path_to_error::Path) -> String {
         if !out.is_empty() {
             out.push('.');
         }
+        out.push_str(crate::text::cut(name, PATH_KEY_BYTES_MAX));
         if name.len() > PATH_KEY_BYTES_MAX {
-            let mut cut = PATH_KEY_BYTES_MAX;
-            while !name.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            out.push_str(&name[..cut]);
             out.push_str("...");
-        } else {
-            out.push_str(name);
         }
     }
     out

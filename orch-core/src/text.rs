@@ -14,6 +14,19 @@ use bincode::{Decode, Encode};
 use compact_str::CompactString;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// The longest start of `s` of at most `max` bytes that ends on a character boundary (`s`
+/// itself when it is short enough).
+pub fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// An immutable-in-practice UTF-8 string, 24 bytes wide, inline up to 24 bytes.
 #[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Text(CompactString);
@@ -172,6 +185,14 @@ bincode::impl_borrow_decode!(Text);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cut_ends_on_a_character_boundary() {
+        assert_eq!(cut("abc", 5), "abc");
+        assert_eq!(cut("abcdef", 3), "abc");
+        assert_eq!(cut("aé", 2), "a");
+        assert_eq!(cut("éé", 3), "é");
+    }
 
     #[test]
     fn short_strings_are_inline_and_compare_with_str() {

@@ -255,6 +255,21 @@ fn a_deployment_gets_its_set_and_completes() {
     );
 }
 
+/// `ScalingReplicaSet` waits for the set's write: a refused one (proposed again later) adds
+/// no event.
+#[test]
+fn a_refused_set_write_reports_no_scaling() {
+    let mut c = Cluster::new(&deployment(3, "{type: RollingUpdate}"));
+    let commands = c.deployments.reconcile(&c.w.state, c.w.now_ms, true, &[], &[]);
+    assert!(commands.iter().any(|cmd| matches!(cmd, Command::Create(Object::ReplicaSet(_)))), "{commands:?}");
+    let refused: Vec<(Command, Fate)> = commands
+        .into_iter()
+        .map(|cmd| (cmd, Fate::Applied(Err(crate::command::ApplyError::BadRequest { reason: "no".into() }))))
+        .collect();
+    c.deployments.reconcile(&c.w.state, c.w.now_ms, false, &[], &refused);
+    assert!(c.deployments.events().is_empty());
+}
+
 /// A rolling update never has more pods than replicas + maxSurge, nor fewer Ready than
 /// replicas - maxUnavailable; it ends with every pod on the new template, revision 2.
 #[test]
