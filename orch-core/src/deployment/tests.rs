@@ -33,6 +33,9 @@ struct Cluster {
     /// Checked after every entry: at most this many active pods, at least this many
     /// available (Ready for `minReadySeconds`) ones.
     bounds: Option<(usize, usize, i32)>,
+    /// When set, the kubelet is slow in a seeded way: each step it does each thing it could
+    /// do (bind, make Ready, finish a deletion) with even odds, but at least one.
+    slow: Option<u64>,
 }
 
 impl Cluster {
@@ -46,6 +49,7 @@ impl Cluster {
             ready: true,
             finish: true,
             bounds: None,
+            slow: None,
         };
         c.apply(parse(yaml).into_iter().map(Command::Create).collect());
         c
@@ -83,7 +87,7 @@ impl Cluster {
     }
 
     /// What the stand-in kubelet does now: bind, start and make Ready, finish deletions.
-    fn kubelet(&self) -> Vec<Command> {
+    fn kubelet(&mut self) -> Vec<Command> {
         let now = Time::from_millis(self.w.now_ms);
         let mut commands = Vec::new();
         for pod in self.w.pods() {
@@ -111,6 +115,14 @@ impl Cluster {
                 p.status.conditions.push(PodCondition::new("Ready", ConditionStatus::True, now));
                 commands.push(Command::UpdateStatus(Object::from(p)));
             }
+        }
+        if let Some(seed) = self.slow.as_mut() {
+            let first = commands.first().cloned();
+            let mut kept: Vec<Command> = commands.into_iter().filter(|_| splitmix(seed) & 1 == 0).collect();
+            if kept.is_empty() {
+                kept.extend(first);
+            }
+            return kept;
         }
         commands
     }
@@ -162,6 +174,15 @@ impl Cluster {
         }
         images
     }
+}
+
+/// The next of a splitmix64 sequence.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 fn parse(yaml: &str) -> Vec<Object> {
@@ -593,4 +614,69 @@ fn the_revision_history_is_capped_oldest_first() {
     let capped = with_revision(Some(&long), 601);
     assert!(capped.len() <= REVISION_HISTORY_MAX_CHARS, "{}", capped.len());
     assert!(capped.ends_with(",600,601") && !capped.starts_with("1,"), "{capped}");
+}
+
+/// `maxSurge` or `maxUnavailable` as written: a count, or a percentage of the replicas.
+fn fencepost(n: u8, percent: bool) -> String {
+    if percent { format!("'{}%'", [0, 25, 50, 100][usize::from(n % 4)]) } else { (n % 4).to_string() }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, ..Default::default() })]
+
+    /// However the pods come up (a seeded, slow kubelet) and whatever the fenceposts, a
+    /// rolling update never has more than replicas + maxSurge active pods nor fewer than
+    /// replicas - maxUnavailable available ones after any entry, including when the template
+    /// changes again mid-rollout; it ends with every replica on the last template. The bounds
+    /// are resolved here from Kubernetes' rule (surge rounded up, unavailable down, never
+    /// both zero), not by the controller's code.
+    #[test]
+    fn a_rolling_update_keeps_its_bounds_at_every_step(
+        replicas in 1i32..9,
+        surge in 0u8..4,
+        unavailable in 0u8..4,
+        percent in proptest::bool::ANY,
+        seed in proptest::num::u64::ANY,
+        again_after in proptest::option::of(0usize..12),
+    ) {
+        let strategy = format!(
+            "{{type: RollingUpdate, rollingUpdate: {{maxSurge: {}, maxUnavailable: {}}}}}",
+            fencepost(surge, percent),
+            fencepost(unavailable, percent)
+        );
+        let resolve = |n: u8, up: bool| -> i32 {
+            if !percent {
+                return i32::from(n % 4);
+            }
+            let scaled = [0, 25, 50, 100][usize::from(n % 4)] * replicas;
+            if up { (scaled + 99) / 100 } else { scaled / 100 }
+        };
+        let most = replicas + resolve(surge, true);
+        let mut least_unavailable = resolve(unavailable, false);
+        if most == replicas && least_unavailable == 0 {
+            least_unavailable = 1;
+        }
+        let fewest = (replicas - least_unavailable).max(0);
+        if surge % 4 == 0 && unavailable % 4 == 0 {
+            // Refused by validation, as in Kubernetes: both may not be zero as written.
+            return Ok(());
+        }
+        let mut c = Cluster::new(&deployment(replicas, &strategy));
+        c.slow = Some(seed);
+        c.settle(|_| {});
+        proptest::prop_assert_eq!(c.images(), BTreeMap::from([("nginx:1".to_owned(), replicas as usize)]));
+        c.bounds = Some((most as usize, fewest as usize, 0));
+        c.edit(|d| d.spec.template.spec.containers[0].image = "nginx:2".into());
+        let mut last = "nginx:2";
+        if let Some(steps) = again_after {
+            for _ in 0..steps {
+                c.step();
+            }
+            c.edit(|d| d.spec.template.spec.containers[0].image = "nginx:3".into());
+            last = "nginx:3";
+        }
+        c.settle(|_| {});
+        proptest::prop_assert_eq!(c.images(), BTreeMap::from([(last.to_owned(), replicas as usize)]));
+        proptest::prop_assert_eq!(progressing(&c.deployment()), (ConditionStatus::True, NEW_RS_AVAILABLE.to_owned()));
+    }
 }
