@@ -1,5 +1,5 @@
-//! Label selector strings from the command line: parsing never panics, and what parses prints
-//! to a string that parses to the same selector.
+//! Label and field selector strings from the command line: parsing never panics, and what
+//! parses prints to a string that parses to the same selector.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -9,5 +9,12 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(selector) = text.parse::<orch_core::Selector>() {
         let again: orch_core::Selector = selector.to_string().parse().expect("printed selector parses");
         assert_eq!(again, selector);
+    }
+    for kind in [None, Some(orch_core::Kind::Pod), Some(orch_core::Kind::Event)] {
+        if let Ok(fields) = orch_core::fields::FieldSelector::parse(&text, kind) {
+            let again =
+                orch_core::fields::FieldSelector::parse(&fields.to_string(), kind).expect("printed selector parses");
+            assert_eq!(again, fields);
+        }
     }
 });

@@ -591,13 +591,42 @@ impl Client {
         label_selector: &str,
         node_name: Option<&str>,
     ) -> Result<(Vec<Object>, u64), Error> {
-        let request = pb::ListRequest {
+        self.list_request(pb::ListRequest {
             kind: kind.as_str().to_owned(),
             namespace: namespace.unwrap_or_default().to_owned(),
             label_selector: label_selector.to_owned(),
             node_name: node_name.unwrap_or_default().to_owned(),
             consistency: Consistency::Linearizable.into(),
-        };
+            field_selector: String::new(),
+        })
+        .await
+    }
+
+    /// Lists as [`Client::list`], selecting also by fields: `field_selector` as Kubernetes'
+    /// `fieldSelector` (`involvedObject.name=web-0,type!=Normal`; the fields are listed in
+    /// [`orch_core::fields`]).
+    ///
+    /// # Errors
+    /// As [`Client::list`]; [`Error::Invalid`] also for a field the kind does not support.
+    pub async fn list_fields(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        label_selector: &str,
+        field_selector: &str,
+    ) -> Result<(Vec<Object>, u64), Error> {
+        self.list_request(pb::ListRequest {
+            kind: kind.as_str().to_owned(),
+            namespace: namespace.unwrap_or_default().to_owned(),
+            label_selector: label_selector.to_owned(),
+            node_name: String::new(),
+            consistency: Consistency::Linearizable.into(),
+            field_selector: field_selector.to_owned(),
+        })
+        .await
+    }
+
+    async fn list_request(&self, request: pb::ListRequest) -> Result<(Vec<Object>, u64), Error> {
         let response = self
             .call(|mut c| {
                 let r = request.clone();
@@ -751,13 +780,37 @@ impl Client {
         label_selector: &str,
         node_name: &str,
     ) -> WatchStream {
-        let request = pb::WatchRequest {
+        self.watch_request(pb::WatchRequest {
             from_revision,
             kind: kind.to_owned(),
             namespace: namespace.to_owned(),
             label_selector: label_selector.to_owned(),
             node_name: node_name.to_owned(),
-        };
+            field_selector: String::new(),
+        })
+    }
+
+    /// Watches as [`Client::watch`], selecting also by fields as [`Client::list_fields`].
+    pub fn watch_fields(
+        &self,
+        from_revision: u64,
+        kind: &str,
+        namespace: &str,
+        label_selector: &str,
+        field_selector: &str,
+    ) -> WatchStream {
+        self.watch_request(pb::WatchRequest {
+            from_revision,
+            kind: kind.to_owned(),
+            namespace: namespace.to_owned(),
+            label_selector: label_selector.to_owned(),
+            node_name: String::new(),
+            field_selector: field_selector.to_owned(),
+        })
+    }
+
+    fn watch_request(&self, request: pb::WatchRequest) -> WatchStream {
+        let from_revision = request.from_revision;
         let state = WatchState {
             client: self.clone(),
             request,

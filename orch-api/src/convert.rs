@@ -3,6 +3,7 @@
 //! Every conversion from the wire checks what it reads and names the field it rejects: the
 //! bytes come from the network.
 
+use orch_core::fields::FieldSelector;
 use orch_core::manifest::object_from_value;
 use orch_core::{Action, Change, ClientId, EventType, Kind, Object, ObjectKey, Selector, WatchFilter};
 
@@ -141,16 +142,19 @@ pub fn filter_from_parts(
     namespace: &str,
     label_selector: &str,
     node_name: &str,
+    field_selector: &str,
 ) -> Result<WatchFilter, Error> {
     let kind = if kind.is_empty() { None } else { Some(kind_from_str(kind, "kind")?) };
     let labels: Selector = label_selector
         .parse()
         .map_err(|e| Error::Invalid(format!("labelSelector: Invalid value: {label_selector:?}: {e}")))?;
+    let fields = FieldSelector::parse(field_selector, kind).map_err(|e| Error::Invalid(e.to_string()))?;
     Ok(WatchFilter {
         kind,
         namespace: (!namespace.is_empty()).then(|| namespace.to_owned()),
         labels,
         node_name: (!node_name.is_empty()).then(|| node_name.to_owned()),
+        fields,
     })
 }
 
@@ -238,13 +242,17 @@ mod tests {
 
     #[test]
     fn filters_read_selectors_and_refuse_bad_ones() {
-        let f = filter_from_parts("pods", "shop", "app=web", "").expect("valid");
+        let f = filter_from_parts("pods", "shop", "app=web", "", "").expect("valid");
         assert_eq!(f.kind, Some(Kind::Pod));
         assert!(f.matches(&pod()));
-        assert!(!filter_from_parts("pods", "shop", "app=db", "").expect("valid").matches(&pod()));
-        assert!(!filter_from_parts("pods", "shop", "app=web", "n1").expect("valid").matches(&pod()));
-        let e = filter_from_parts("", "", "app in (", "").expect_err("malformed");
+        assert!(!filter_from_parts("pods", "shop", "app=db", "", "").expect("valid").matches(&pod()));
+        assert!(!filter_from_parts("pods", "shop", "app=web", "n1", "").expect("valid").matches(&pod()));
+        let e = filter_from_parts("", "", "app in (", "", "").expect_err("malformed");
         assert!(e.message().starts_with("labelSelector: Invalid value"), "{e}");
+        assert!(filter_from_parts("pods", "shop", "", "", "metadata.name=web").expect("valid").matches(&pod()));
+        assert!(!filter_from_parts("pods", "shop", "", "", "metadata.name!=web").expect("valid").matches(&pod()));
+        let e = filter_from_parts("pods", "", "", "", "spec.replicas=1").expect_err("not a pod field");
+        assert!(e.message().starts_with("fieldSelector: Invalid value"), "{e}");
         for a in [Action::Created, Action::Updated, Action::Unchanged, Action::Deleting, Action::Deleted] {
             assert_eq!(action_from_str(&a.to_string()), Some(a));
         }

@@ -51,6 +51,7 @@ pub mod defaults;
 pub mod deployment;
 pub mod endpoints;
 pub mod events;
+pub mod fields;
 pub mod fit;
 pub mod gc;
 pub mod ids;

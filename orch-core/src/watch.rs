@@ -3,6 +3,7 @@
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
+use crate::fields::FieldSelector;
 use crate::ids::Revision;
 use crate::object::{Kind, Object};
 use crate::selector::Selector;
@@ -46,6 +47,8 @@ pub struct WatchFilter {
     pub labels: Selector,
     /// Only pods bound to this node (the field selector `spec.nodeName=NODE`).
     pub node_name: Option<String>,
+    /// Only objects whose fields match.
+    pub fields: FieldSelector,
 }
 
 impl WatchFilter {
@@ -71,7 +74,7 @@ impl WatchFilter {
                 return false;
             }
         }
-        self.labels.matches(&meta.labels)
+        self.labels.matches(&meta.labels) && self.fields.matches(obj)
     }
 
     /// The event as this watcher sees it, or None when it is outside the selection.

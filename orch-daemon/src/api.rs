@@ -225,7 +225,7 @@ impl pb::orch_server::Orch for ApiService {
     async fn list(&self, request: GrpcRequest<pb::ListRequest>) -> ApiResult<pb::ListResponse> {
         let r = request.into_inner();
         self.timed("List", async {
-            let filter = scoped(filter_from_parts(&r.kind, &r.namespace, &r.label_selector, &r.node_name)?);
+            let filter = scoped(filter_from_parts(&r.kind, &r.namespace, &r.label_selector, &r.node_name, &r.field_selector)?);
             let kind = filter.kind.ok_or_else(|| Error::Invalid("kind: Required value".to_owned()))?;
             let (objects, revision) = self
                 .read(r.consistency, |s| {
@@ -377,7 +377,8 @@ impl pb::orch_server::Orch for ApiService {
     async fn watch(&self, request: GrpcRequest<pb::WatchRequest>) -> ApiResult<Self::WatchStream> {
         let r = request.into_inner();
         self.timed("Watch", async {
-            let filter = scoped(filter_from_parts(&r.kind, &r.namespace, &r.label_selector, &r.node_name)?);
+            let filter =
+                scoped(filter_from_parts(&r.kind, &r.namespace, &r.label_selector, &r.node_name, &r.field_selector)?);
             let permit = Arc::clone(&self.watches).try_acquire_owned().map_err(|_| {
                 Error::ResourceExhausted(format!("this node serves at most {WATCHES_MAX} watches; try another"))
             })?;

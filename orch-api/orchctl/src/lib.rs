@@ -199,6 +199,9 @@ pub struct GetArgs {
     /// A label selector: `app=web,tier!=db`.
     #[arg(short = 'l', long)]
     pub selector: Option<String>,
+    /// A field selector: `spec.nodeName=n1`, `involvedObject.name=web,type!=Normal`.
+    #[arg(long)]
+    pub field_selector: Option<String>,
     /// wide, yaml, json or name.
     #[arg(short = 'o', long)]
     pub output: Option<String>,
@@ -555,8 +558,13 @@ async fn get(client: &Client, g: GetArgs, ns: &str, out: &mut dyn Write, err: &m
     };
     let namespace = (!g.all_namespaces).then_some(ns);
     let selector = g.selector.unwrap_or_default();
+    let fields = g.field_selector.unwrap_or_default();
+    if !g.names.is_empty() && (!selector.is_empty() || !fields.is_empty()) {
+        // As kubectl: a selector selects among all objects, names name them.
+        return Err(local("selectors cannot be used when passing resource names"));
+    }
     let (objects, revision) = if g.names.is_empty() {
-        client.list(kind, namespace, &selector, None).await?
+        client.list_fields(kind, namespace, &selector, &fields).await?
     } else {
         // Watch from the oldest state read, so that no change after any of the reads is missed.
         let mut objects = Vec::new();
@@ -582,7 +590,7 @@ async fn get(client: &Client, g: GetArgs, ns: &str, out: &mut dyn Write, err: &m
     if !g.watch {
         return Ok(());
     }
-    let mut stream = client.watch(revision, kind.as_str(), namespace.unwrap_or(""), &selector, "");
+    let mut stream = client.watch_fields(revision, kind.as_str(), namespace.unwrap_or(""), &selector, &fields);
     let mut printed_header = !objects.is_empty();
     while let Some(item) = stream.next().await {
         let WatchItem::Events { events, .. } = item? else { continue };
@@ -638,16 +646,23 @@ async fn describe(client: &Client, kind: Kind, ns: &str, name: &str, out: &mut d
             }
         }
     }
-    let event_ns = if kind.namespaced() { Some(object.meta().namespace_str()) } else { None };
-    let (events, _) = client.list(Kind::Event, event_ns, "", None).await?;
-    let mine: Vec<&Object> = events
-        .iter()
-        .filter(|e| {
-            let v = e.to_manifest();
-            v.pointer("/involvedObject/name").and_then(serde_json::Value::as_str) == Some(name)
-                && v.pointer("/involvedObject/kind").and_then(serde_json::Value::as_str) == Some(kind.as_str())
-        })
-        .collect();
+    // As kubectl: the events about this object (this uid, not an earlier one of the name),
+    // selected by the server. A cluster-scoped object's events are in `default`.
+    let event_ns = if kind.namespaced() { object.meta().namespace_str() } else { "default" };
+    let mut about =
+        format!("involvedObject.kind={},involvedObject.name={}", kind.as_str(), orch_core::fields::escape(name));
+    if kind.namespaced() {
+        about.push_str(&format!(",involvedObject.namespace={}", orch_core::fields::escape(event_ns)));
+    }
+    if let Some(uid) = object.meta().uid {
+        about.push_str(&format!(",involvedObject.uid={uid}"));
+    }
+    let (mut mine, _) = client.list_fields(Kind::Event, Some(event_ns), "", &about).await?;
+    // Oldest first, as kubectl.
+    mine.sort_by_key(|e| match e {
+        Object::Event(e) => e.last_timestamp.or(e.first_timestamp),
+        _ => None,
+    });
     if mine.is_empty() {
         writeln!(out, "Events:       <none>")?;
     } else {

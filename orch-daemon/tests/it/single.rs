@@ -682,6 +682,15 @@ fn a_deployment_rolls_out_on_simulated_nodes() {
     assert!(events.contains("Successfully assigned shop/web-"), "{events}");
     let described = ok(&server, &["describe", "deploy", "web", "-n", "shop"]);
     assert!(described.contains("ScalingReplicaSet") && described.contains("Scaled up replica set web-"), "{described}");
+    // Only the Deployment's own events: the server selects them by involvedObject.
+    assert!(!described.contains("Successfully assigned"), "{described}");
+    let scheduled = ok(&server, &["get", "events", "-n", "shop", "--field-selector", "reason=Scheduled,type=Normal"]);
+    let rows: Vec<&str> = scheduled.lines().skip(1).collect();
+    assert!(!rows.is_empty() && rows.iter().all(|r| r.contains("Scheduled")), "{scheduled}");
+    let refused = orchctl(&server, &["get", "events", "-n", "shop", "--field-selector", "spec.nodeName=n1"], None);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("field label not supported for events: \"spec.nodeName\""), "{said}");
     // orchd's endpoints controller lists the Service's Ready pods, its named port resolved.
     eventually("the service's endpoints", || {
         let out = orchctl(&server, &["get", "endpoints", "web", "-n", "shop", "-o", "json"], None);
