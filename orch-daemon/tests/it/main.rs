@@ -3,4 +3,5 @@
 mod cluster;
 mod harness;
 mod loops;
+mod rollout;
 mod single;
