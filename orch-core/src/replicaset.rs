@@ -67,6 +67,102 @@ struct Expectation {
     until_ms: i64,
 }
 
+/// How one of a set's active pods counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Class {
+    /// Its labels match the set's selector (else it is released).
+    matches: bool,
+    /// Its labels include the set's template's.
+    fully_labeled: bool,
+    /// When it became Ready, if it is ([`ready_since`]).
+    ready_since: Option<Option<i64>>,
+}
+
+/// Counts over a group of a set's active pods.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Counts {
+    pods: usize,
+    fully_labeled: usize,
+    ready: usize,
+}
+
+impl Counts {
+    fn add(&mut self, c: Class, sign: bool) {
+        let step = |n: &mut usize, yes: bool| {
+            if yes {
+                *n = if sign { *n + 1 } else { n.saturating_sub(1) };
+            }
+        };
+        step(&mut self.pods, true);
+        step(&mut self.fully_labeled, c.fully_labeled);
+        step(&mut self.ready, c.ready_since.is_some());
+    }
+}
+
+/// A set's active pods (controlled by it, not being deleted, not finished), classified
+/// against its selector and template labels as they were when built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Members {
+    selector: crate::meta::LabelSelector,
+    template_labels: crate::strmap::StrMap,
+    pods: BTreeMap<ObjectKey, Class>,
+    /// Every active pod (what a set being deleted counts), and those matching the selector.
+    all: Counts,
+    matching: Counts,
+}
+
+impl Members {
+    /// `rs`'s active pods in `state`, from the owner index.
+    fn of(state: &State, rs: &ReplicaSet) -> Self {
+        let uid = rs.metadata.uid.unwrap_or_default();
+        let mut members = Self {
+            selector: rs.spec.selector.clone(),
+            template_labels: rs.spec.template.metadata.labels.clone(),
+            pods: BTreeMap::new(),
+            all: Counts::default(),
+            matching: Counts::default(),
+        };
+        for key in state.owned_by(uid).filter(|k| k.kind == Kind::Pod) {
+            if let Some(Object::Pod(p)) = state.get(key) {
+                members.put(key, Some(p), uid);
+            }
+        }
+        members
+    }
+
+    /// Whether these were classified for `rs` as it is.
+    fn fit(&self, rs: &ReplicaSet) -> bool {
+        self.selector == rs.spec.selector && self.template_labels == rs.spec.template.metadata.labels
+    }
+
+    /// Notes the pod at `key` as it is now (`None`: gone), for the set `uid`.
+    fn put(&mut self, key: &ObjectKey, pod: Option<&Pod>, uid: Uid) {
+        let class = pod.filter(|p| set_uid(p) == Some(uid) && active(p)).map(|p| Class {
+            matches: self.selector.matches(&p.metadata.labels),
+            fully_labeled: p.metadata.labels.contains_all(&self.template_labels),
+            ready_since: ready_since(p),
+        });
+        let old = match class {
+            Some(c) => self.pods.insert(key.clone(), c),
+            None => self.pods.remove(key),
+        };
+        for (c, sign) in [(old, false), (class, true)] {
+            if let Some(c) = c {
+                self.all.add(c, sign);
+                if c.matches {
+                    self.matching.add(c, sign);
+                }
+            }
+        }
+    }
+
+    /// The pods a set counts (every active one when it is being deleted, else those that
+    /// match), with their classes.
+    fn counted(&self, deleting: bool) -> impl Iterator<Item = (&ObjectKey, &Class)> {
+        self.pods.iter().filter(move |(_, c)| deleting || c.matches)
+    }
+}
+
 /// The ReplicaSet controller of one term.
 #[derive(Debug, Default)]
 pub struct ReplicaSets {
@@ -75,6 +171,9 @@ pub struct ReplicaSets {
     owner_of: BTreeMap<ObjectKey, Uid>,
     /// Each set's key, by uid.
     set_of: BTreeMap<Uid, ObjectKey>,
+    /// Each set's active pods, classified and counted (built at a set's first sync, kept from
+    /// the changed keys after), so that a sync does not look every pod of a large set up.
+    members: BTreeMap<Uid, Members>,
     expected: BTreeMap<Uid, Expectation>,
     /// When a set's Ready pods become available (`minReadySeconds`), by uid.
     timers: BTreeMap<Uid, i64>,
@@ -183,6 +282,11 @@ impl ReplicaSets {
             Some(uid) => self.owner_of.insert(key.clone(), uid),
             None => self.owner_of.remove(key),
         };
+        for uid in [before, owner].into_iter().flatten() {
+            if let Some(m) = self.members.get_mut(&uid) {
+                m.put(key, now.map(AsRef::as_ref), uid);
+            }
+        }
         if let Some(uid) = owner {
             if before != Some(uid) {
                 // A pod new to the set: an expected create, observed.
@@ -212,30 +316,33 @@ impl ReplicaSets {
 
     /// Resizes `rs` towards its replicas (unless expectations are unmet) and writes its status;
     /// when a Ready pod becomes available (after `minReadySeconds`), if one is waiting to.
-    fn sync(&self, state: &State, rs: &ReplicaSet, now_ms: i64, commands: &mut Vec<Command>) -> Option<i64> {
+    fn sync(&mut self, state: &State, rs: &ReplicaSet, now_ms: i64, commands: &mut Vec<Command>) -> Option<i64> {
         let uid = rs.metadata.uid.unwrap_or_default();
-        let pods: Vec<&Pod> = state
-            .owned_by(uid)
-            .filter(|k| k.kind == Kind::Pod)
-            .filter_map(|k| match state.get(k) {
-                Some(Object::Pod(p)) if set_uid(p) == Some(uid) && active(p) => Some(p.as_ref()),
-                _ => None,
-            })
-            .collect();
+        if !self.members.get(&uid).is_some_and(|m| m.fit(rs)) {
+            self.members.insert(uid, Members::of(state, rs));
+        }
+        let members = &self.members[&uid];
+        #[cfg(test)]
+        assert_eq!(*members, Members::of(state, rs), "the members kept differ from the state's");
+        let pod_at = |key: &ObjectKey| match state.get(key) {
+            Some(Object::Pod(p)) => Some(p.as_ref()),
+            _ => None,
+        };
         let want = usize::try_from(rs.spec.replicas.unwrap_or(1)).unwrap_or(0);
         let deleting = rs.metadata.deletion_timestamp.is_some();
         // Pods whose labels no longer match are released (a set being deleted releases none):
         // they count no more, and the set is resized once the releases are observed.
-        let (pods, strays): (Vec<&Pod>, Vec<&Pod>) = if deleting {
-            (pods, Vec::new())
-        } else {
-            let selector = Selector::from(&rs.spec.selector);
-            pods.into_iter().partition(|p| selector.matches(&p.metadata.labels))
-        };
-        let releasing = strays.len().min(self.settings.burst);
-        commands.extend(
-            strays.into_iter().take(releasing).map(|p| release(uid, &Object::Pod(std::sync::Arc::new(p.clone())))),
-        );
+        let counts = if deleting { members.all } else { members.matching };
+        let strays = if deleting { 0 } else { members.all.pods - members.matching.pods };
+        let releasing = strays.min(self.settings.burst);
+        if releasing > 0 {
+            let released = members.pods.iter().filter(|(_, c)| !c.matches).take(releasing);
+            commands.extend(
+                released
+                    .filter_map(|(k, _)| pod_at(k))
+                    .map(|p| release(uid, &Object::Pod(std::sync::Arc::new(p.clone())))),
+            );
+        }
         // Orphans matching the selector are adopted first (counted as expected creates: each
         // is observed when it names the set); the set is resized once they are its own.
         let adopting = if deleting || self.expected.contains_key(&uid) {
@@ -254,14 +361,14 @@ impl ReplicaSets {
             n
         };
         if !deleting && adopting == 0 && releasing == 0 && !self.expected.contains_key(&uid) {
-            if pods.len() < want {
-                let missing = (want - pods.len()).min(self.settings.burst);
+            if counts.pods < want {
+                let missing = (want - counts.pods).min(self.settings.burst);
                 let pod = pod_for(rs);
                 commands.extend((0..missing).map(|_| Command::Create(Object::from(pod.clone()))));
-            } else if pods.len() > want {
-                let mut ranked = pods.clone();
+            } else if counts.pods > want {
+                let mut ranked: Vec<&Pod> = members.counted(deleting).filter_map(|(k, _)| pod_at(k)).collect();
                 ranked.sort_by_cached_key(|p| deletion_rank(p));
-                let surplus = (pods.len() - want).min(self.settings.burst);
+                let surplus = (counts.pods - want).min(self.settings.burst);
                 commands.extend(ranked.into_iter().take(surplus).map(|p| Command::Delete {
                     key: ObjectKey::new(Kind::Pod, p.metadata.namespace_str(), &p.metadata.name),
                     grace_period_seconds: None,
@@ -271,12 +378,19 @@ impl ReplicaSets {
             }
         }
         let min_ready = rs.spec.min_ready_seconds.unwrap_or(0);
-        let count = |f: &dyn Fn(&Pod) -> bool| i32::try_from(pods.iter().filter(|p| f(p)).count()).unwrap_or(i32::MAX);
+        let since = |c: &Class| c.ready_since.flatten();
+        let available = if min_ready <= 0 {
+            counts.ready
+        } else {
+            let ready_at = |s: i64| s.saturating_add(i64::from(min_ready) * 1000);
+            members.counted(deleting).filter(|(_, c)| since(c).is_some_and(|s| ready_at(s) <= now_ms)).count()
+        };
+        let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
         let status = ReplicaSetStatus {
-            replicas: count(&|_| true),
-            fully_labeled_replicas: Some(count(&|p| p.metadata.labels.contains_all(&rs.spec.template.metadata.labels))),
-            ready_replicas: Some(count(&|p| ready_since(p).is_some())),
-            available_replicas: Some(count(&|p| available(p, min_ready, now_ms))),
+            replicas: count(counts.pods),
+            fully_labeled_replicas: Some(count(counts.fully_labeled)),
+            ready_replicas: Some(count(counts.ready)),
+            available_replicas: Some(count(available)),
             observed_generation: rs.metadata.generation,
             conditions: rs.status.conditions.clone(),
         };
@@ -286,10 +400,14 @@ impl ReplicaSets {
             commands.push(Command::UpdateStatus(Object::from(updated)));
         }
         // The earliest a Ready pod not yet available becomes so.
-        pods.iter()
-            .filter(|p| min_ready > 0 && !available(p, min_ready, now_ms))
-            .filter_map(|p| ready_since(p).flatten())
-            .map(|since| since.saturating_add(i64::from(min_ready) * 1000))
+        if min_ready <= 0 {
+            return None;
+        }
+        members
+            .counted(deleting)
+            .filter_map(|(_, c)| since(c))
+            .map(|s| s.saturating_add(i64::from(min_ready) * 1000))
+            .filter(|at| *at > now_ms)
             .min()
     }
 }
@@ -392,6 +510,7 @@ impl Reconciler for ReplicaSets {
                 }
             }
             self.owner_of = owner_of;
+            self.members.clear();
             self.orphans = Orphans::of(state, Kind::Pod);
             for e in self.expected.values_mut() {
                 e.deletes.retain(|key| {
@@ -432,14 +551,14 @@ impl Reconciler for ReplicaSets {
         self.expected.retain(|_, e| (e.creates > 0 || !e.deletes.is_empty()) && e.until_ms > now_ms);
         self.set_of.retain(|uid, key| state.get(key).is_some_and(|o| o.meta().uid == Some(*uid)));
         self.timers.retain(|uid, _| self.set_of.contains_key(uid));
+        self.members.retain(|uid, _| self.set_of.contains_key(uid));
         let mut commands = Vec::new();
         let until_ms = now_ms.saturating_add(self.settings.expectation_timeout_ms);
         for uid in sync {
             // A timer due is spent whether or not the set is still there (a set recreated
             // under its name is another uid): a timer left due would wake the loop at once.
             self.timers.remove(&uid);
-            let Some(key) = self.set_of.get(&uid) else { continue };
-            let Some(Object::ReplicaSet(rs)) = state.get(key) else { continue };
+            let Some(Object::ReplicaSet(rs)) = self.set_of.get(&uid).and_then(|key| state.get(key)) else { continue };
             if rs.metadata.uid != Some(uid) {
                 continue;
             }
