@@ -21,56 +21,18 @@
 //! orch-benches --bench reconcile`. ORCH_BENCH_DIR chooses the disk.
 #![allow(clippy::print_stdout)]
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use orch_benches::timed::{Rounds, timed};
 use orch_benches::{NODES, PODS, build_state_of, ready_node, typical_pod};
 use orch_core::meta::ConditionStatus;
 use orch_core::{Command, Kind, Object, State};
 use orch_raft::control_plane::Consistency;
-use orch_raft::leader::{LeaderLoop, LoopFactory, Loops, NoEvents, Round};
+use orch_raft::leader::{LoopFactory, Loops, NoEvents};
 
 /// The pods created pending.
 const PENDING: usize = 10_000;
-
-/// Per loop: rounds, longest round, time of the first round.
-type Rounds = Arc<Mutex<BTreeMap<&'static str, (usize, Duration, Duration)>>>;
-
-/// Times each round of the loop it wraps.
-struct Timed {
-    inner: Box<dyn LeaderLoop>,
-    rounds: Rounds,
-}
-
-impl LeaderLoop for Timed {
-    fn name(&self) -> &'static str {
-        self.inner.name()
-    }
-
-    fn reconcile(&mut self, round: Round<'_>) -> Vec<Command> {
-        let t = Instant::now();
-        let commands = self.inner.reconcile(round);
-        let took = t.elapsed();
-        let mut rounds = self.rounds.lock().expect("lock");
-        let entry = rounds.entry(self.inner.name()).or_insert((0, Duration::ZERO, took));
-        entry.0 += 1;
-        entry.1 = entry.1.max(took);
-        commands
-    }
-
-    fn more(&self) -> bool {
-        self.inner.more()
-    }
-
-    fn wake_at_ms(&self) -> Option<i64> {
-        self.inner.wake_at_ms()
-    }
-
-    fn outbox(&mut self) -> Vec<orch_raft::leader::Outgoing> {
-        self.inner.outbox()
-    }
-}
 
 /// The node lifecycle controller's grace period here.
 const GRACE_MS: i64 = 5_000;
@@ -115,15 +77,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("{NODES} nodes and {PODS} running pods restored and served in {:.1} s", t.elapsed().as_secs_f64());
 
     let rounds: Rounds = Arc::default();
-    let factories: Vec<LoopFactory> = orch_daemon_loops()
-        .into_iter()
-        .map(|make| {
-            let rounds = Arc::clone(&rounds);
-            let timed: LoopFactory =
-                Arc::new(move || Box::new(Timed { inner: make(), rounds: Arc::clone(&rounds) }) as Box<dyn LeaderLoop>);
-            timed
-        })
-        .collect();
+    let factories: Vec<LoopFactory> = timed(orch_daemon_loops(), &rounds);
     node.lock_holds().reset();
     let t = Instant::now();
     let loops = Loops::spawn(node.clone(), factories, Duration::from_secs(3600), Arc::new(NoEvents));
@@ -190,10 +144,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     beating.abort();
     loops.stop().await;
-    println!("\n{:<14} {:>8} {:>16} {:>16}", "loop", "rounds", "first round ms", "longest round ms");
-    for (name, (count, longest, first)) in rounds.lock().expect("lock").iter() {
-        println!("{name:<14} {count:>8} {:>16.1} {:>16.1}", first.as_secs_f64() * 1e3, longest.as_secs_f64() * 1e3);
-    }
+    println!("\n{}", orch_benches::timed::report(&rounds));
     println!("\nthe state machine's lock:");
     println!("{:<18} {:>14} {:>10}", "site", "longest ms", "holds");
     for (site, longest, count) in node.lock_holds().report() {

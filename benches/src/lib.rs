@@ -204,3 +204,108 @@ pub async fn serve_restored(
     }
     Ok(node)
 }
+
+/// Timing of the leader-only loops' rounds, for the benches that run them.
+pub mod timed {
+    use std::collections::BTreeMap;
+    use std::fmt::Write as _;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use orch_core::Command;
+    use orch_raft::leader::{LeaderLoop, LoopFactory, Outgoing, Round};
+
+    /// One loop's rounds so far.
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct Stats {
+        /// Rounds run.
+        pub rounds: usize,
+        /// Of them, full ones (the first of a term, a resync, or too many changes).
+        pub full: usize,
+        /// The time of the first round.
+        pub first: Duration,
+        /// The longest round.
+        pub longest: Duration,
+        /// All rounds together.
+        pub total: Duration,
+        /// Commands returned.
+        pub commands: usize,
+    }
+
+    /// Per loop, by name.
+    pub type Rounds = Arc<Mutex<BTreeMap<&'static str, Stats>>>;
+
+    /// Times each round of the loop it wraps.
+    struct Timed {
+        inner: Box<dyn LeaderLoop>,
+        rounds: Rounds,
+    }
+
+    impl LeaderLoop for Timed {
+        fn name(&self) -> &'static str {
+            self.inner.name()
+        }
+
+        fn reconcile(&mut self, round: Round<'_>) -> Vec<Command> {
+            let full = round.full;
+            let t = Instant::now();
+            let commands = self.inner.reconcile(round);
+            let took = t.elapsed();
+            let mut rounds = self.rounds.lock().expect("lock");
+            let s = rounds.entry(self.inner.name()).or_insert(Stats { first: took, ..Stats::default() });
+            s.rounds += 1;
+            s.full += usize::from(full);
+            s.longest = s.longest.max(took);
+            s.total += took;
+            s.commands += commands.len();
+            commands
+        }
+
+        fn more(&self) -> bool {
+            self.inner.more()
+        }
+
+        fn wake_at_ms(&self) -> Option<i64> {
+            self.inner.wake_at_ms()
+        }
+
+        fn outbox(&mut self) -> Vec<Outgoing> {
+            self.inner.outbox()
+        }
+    }
+
+    /// `factories`, each loop's rounds timed into `rounds`.
+    pub fn timed(factories: Vec<LoopFactory>, rounds: &Rounds) -> Vec<LoopFactory> {
+        factories
+            .into_iter()
+            .map(|make| {
+                let rounds = Arc::clone(rounds);
+                let timed: LoopFactory = Arc::new(move || {
+                    Box::new(Timed { inner: make(), rounds: Arc::clone(&rounds) }) as Box<dyn LeaderLoop>
+                });
+                timed
+            })
+            .collect()
+    }
+
+    /// A table of the rounds: count, full ones, first, longest and total time, commands.
+    pub fn report(rounds: &Rounds) -> String {
+        let mut out = format!(
+            "{:<18} {:>7} {:>6} {:>15} {:>17} {:>10} {:>9}\n",
+            "loop", "rounds", "full", "first round ms", "longest round ms", "total s", "commands"
+        );
+        for (name, s) in rounds.lock().expect("lock").iter() {
+            let _ = writeln!(
+                out,
+                "{name:<18} {:>7} {:>6} {:>15.1} {:>17.1} {:>10.2} {:>9}",
+                s.rounds,
+                s.full,
+                s.first.as_secs_f64() * 1e3,
+                s.longest.as_secs_f64() * 1e3,
+                s.total.as_secs_f64(),
+                s.commands
+            );
+        }
+        out
+    }
+}
