@@ -104,6 +104,13 @@ pub struct NodeLifecycle {
     more: bool,
     /// The earliest time a node's grace runs out or a pod is due for eviction.
     wake_at: Option<i64>,
+    /// The nodes must be looked at next round (a round was cut short, or none yet), and the
+    /// earliest time a node's grace runs out, as the last look at them found.
+    nodes_due: bool,
+    node_wake: Option<i64>,
+    /// Tests: look at every node every round (to check that skipping them changes nothing).
+    #[cfg(test)]
+    always_look: bool,
     /// Events for the owner ([`Reconciler::events`]).
     events: Vec<Record>,
     /// The nodes whose loss the last round proposed while they were Ready (their
@@ -241,6 +248,10 @@ impl NodeLifecycle {
             rescan: true,
             more: false,
             wake_at: None,
+            nodes_due: true,
+            node_wake: None,
+            #[cfg(test)]
+            always_look: false,
             events: Vec::new(),
             was_ready: std::collections::BTreeSet::new(),
         }
@@ -263,7 +274,7 @@ impl NodeLifecycle {
         } else {
             if ready != Some(ConditionStatus::Unknown) {
                 let at = expires.saturating_add(1);
-                self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
+                self.node_wake = Some(self.node_wake.map_or(at, |w| w.min(at)));
             }
             if seen.heard && matches!(ready, None | Some(ConditionStatus::Unknown)) {
                 return Some(Command::UpdateStatus(Object::from(back(node, now))));
@@ -408,36 +419,57 @@ impl Reconciler for NodeLifecycle {
         if outcomes.iter().any(|(_, f)| !matches!(f, Fate::Applied(Ok(_)))) {
             self.rescan = true;
         }
+        // The nodes are looked at (each an O(nodes) pass) only when one of them may need a
+        // write: a node changed, a grace may have run out, a write of this controller's
+        // applied or not, a heartbeat came from a node whose Ready is Unknown or missing (or
+        // not heard yet this term).
+        // Heartbeats of Ready nodes, the common case, only move their times on.
+        let mut look = full
+            || self.nodes_due
+            || self.rescan
+            || !outcomes.is_empty()
+            || self.node_wake.is_some_and(|at| at <= now_ms)
+            || changed.iter().any(|k| k.kind == Kind::Node);
+        #[cfg(test)]
+        {
+            look |= self.always_look;
+        }
         for (node, at) in std::mem::take(&mut self.heard) {
-            if state.get(&ObjectKey::new(Kind::Node, "", &node)).is_some() {
-                self.seen.insert(node, Seen { at, heard: true });
-            }
+            let Some(Object::Node(n)) = state.get(&ObjectKey::new(Kind::Node, "", &node)) else { continue };
+            let was = self.seen.insert(node, Seen { at, heard: true });
+            // Only a node whose Ready is Unknown or missing is written on a heartbeat (an
+            // agent's own False is its word).
+            look |= !was.is_some_and(|s| s.heard) || matches!(ready_status(n), None | Some(ConditionStatus::Unknown));
         }
-        self.wake_at = None;
         let mut commands = Vec::new();
-        let mut names = Vec::new();
         let mut nodes_cut = false;
-        for obj in state.list(Kind::Node, None) {
-            let Object::Node(node) = obj else { continue };
-            names.push(node.metadata.name.to_string());
-            if node.metadata.deletion_timestamp.is_some() {
-                continue;
+        if look {
+            self.node_wake = None;
+            let mut names = Vec::new();
+            for obj in state.list(Kind::Node, None) {
+                let Object::Node(node) = obj else { continue };
+                names.push(node.metadata.name.to_string());
+                if node.metadata.deletion_timestamp.is_some() {
+                    continue;
+                }
+                if commands.len() >= cap {
+                    // The other nodes next round, at once.
+                    nodes_cut = true;
+                    continue;
+                }
+                if let Some(command) = self.node_write(node, now_ms) {
+                    commands.push(command);
+                }
             }
-            if commands.len() >= cap {
-                // The other nodes next round, at once.
-                nodes_cut = true;
-                continue;
+            self.seen.retain(|name, _| names.binary_search(name).is_ok());
+            let watched = self.watched_nodes(state, now_ms);
+            if watched != self.watched || full {
+                self.rescan = true;
             }
-            if let Some(command) = self.node_write(node, now_ms) {
-                commands.push(command);
-            }
+            self.watched = watched;
         }
-        self.seen.retain(|name, _| names.binary_search(name).is_ok());
-        let watched = self.watched_nodes(state, now_ms);
-        if watched != self.watched || full {
-            self.rescan = true;
-        }
-        self.watched = watched;
+        self.nodes_due = nodes_cut;
+        self.wake_at = self.node_wake;
         let mut keys: Vec<ObjectKey> = Vec::new();
         if self.rescan && !self.watched.is_empty() {
             keys.extend(state.list(Kind::Pod, None).filter_map(|o| {

@@ -320,3 +320,91 @@ fn a_not_ready_node_s_pods_are_evicted_as_judged_and_late_pods_get_their_full_to
     assert!(w.pod("plain").metadata.deletion_timestamp.is_some(), "judged again, and evicted");
     assert!(w.pod("late").metadata.deletion_timestamp.is_some());
 }
+
+/// One step of [`skipping_the_node_pass_changes_no_decision`]'s script.
+#[derive(Clone, Debug)]
+enum Step {
+    /// Time passes (in tenths of the grace period).
+    Wait(i64),
+    Heartbeat(usize),
+    /// The node's agent writes its Ready condition (True, False or Unknown).
+    Agent(usize, usize),
+    /// A pod bound to the node, tolerating its taints for a while or not at all.
+    Pod(usize, bool),
+    /// A round whose proposals are lost: the next round is told their fate is unknown.
+    Lost,
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (0i64..14).prop_map(Step::Wait),
+        (0usize..4).prop_map(Step::Heartbeat),
+        (0usize..4, 0usize..3).prop_map(|(i, s)| Step::Agent(i, s)),
+        (0usize..4, any::<bool>()).prop_map(|(i, t)| Step::Pod(i, t)),
+        Just(Step::Lost),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+
+    /// The controller looks at its nodes only when one may need a write; a twin that looks
+    /// at every node every round, stepped through the same script on the same state, makes
+    /// the same writes after every round, and the controller asks to be woken no later.
+    #[test]
+    fn skipping_the_node_pass_changes_no_decision(steps in proptest::collection::vec(step(), 1..40)) {
+        let nodes: String = (0..4).map(|i| node(&format!("n{i}"), "True")).collect();
+        let mut w = World::with(&nodes);
+        let mut c = NodeLifecycle::new(Settings { grace_ms: GRACE, writes_per_round: 2 });
+        let mut twin = NodeLifecycle::new(Settings { grace_ms: GRACE, writes_per_round: 2 });
+        twin.always_look = true;
+        let (mut changed, mut outcomes, mut full) = (Vec::new(), Vec::new(), true);
+        let mut pods = 0;
+        for step in steps {
+            let mut lost = false;
+            match step {
+                Step::Wait(tenths) => w.now_ms += tenths * GRACE / 10,
+                Step::Heartbeat(i) => {
+                    heartbeat(&mut c, &w, &format!("n{i}"));
+                    heartbeat(&mut twin, &w, &format!("n{i}"));
+                }
+                Step::Agent(i, status) => {
+                    let mut n = get_node(&w, &format!("n{i}"));
+                    let status = [ConditionStatus::True, ConditionStatus::False, ConditionStatus::Unknown][status];
+                    for c in n.status.conditions.iter_mut().filter(|c| c.type_ == "Ready") {
+                        c.status = status;
+                    }
+                    changed.extend(w.run(vec![Command::UpdateStatus(Object::from(n))]).1);
+                }
+                Step::Pod(i, tolerates) => {
+                    pods += 1;
+                    let tolerations = if tolerates {
+                        "[{operator: Exists, effect: NoExecute, tolerationSeconds: 5}]"
+                    } else {
+                        "[]"
+                    };
+                    let name = format!("p{pods}");
+                    pod(&mut w, &name, &format!("n{i}"), tolerations);
+                    changed.push(ObjectKey::new(Kind::Pod, w.pod(&name).metadata.namespace_str(), &name));
+                }
+                Step::Lost => lost = true,
+            }
+            let a = c.reconcile(&w.state, w.now_ms, full, &changed, &outcomes);
+            let b = twin.reconcile(&w.state, w.now_ms, full, &changed, &outcomes);
+            proptest::prop_assert_eq!(&a, &b);
+            proptest::prop_assert_eq!(c.more(), twin.more());
+            // A heartbeat since the last look may have put a node's grace off: the controller
+            // may wake before it needs to (and then looks), never after.
+            if let Some(due) = twin.wake_at_ms() {
+                proptest::prop_assert!(c.wake_at_ms().is_some_and(|at| at <= due), "{:?} > {due}", c.wake_at_ms());
+            }
+            full = false;
+            (outcomes, changed) = if lost {
+                (a.into_iter().map(|command| (command, Fate::Unknown)).collect(), Vec::new())
+            } else {
+                w.run(a)
+            };
+        }
+    }
+}
