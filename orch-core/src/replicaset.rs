@@ -333,7 +333,7 @@ impl ReplicaSets {
         // Pods whose labels no longer match are released (a set being deleted releases none):
         // they count no more, and the set is resized once the releases are observed.
         let counts = if deleting { members.all } else { members.matching };
-        let strays = if deleting { 0 } else { members.all.pods - members.matching.pods };
+        let strays = if deleting { 0 } else { members.all.pods.saturating_sub(members.matching.pods) };
         let releasing = strays.min(self.settings.burst);
         if releasing > 0 {
             let released = members.pods.iter().filter(|(_, c)| !c.matches).take(releasing);
@@ -440,8 +440,10 @@ impl Reconciler for ReplicaSets {
         std::mem::take(&mut self.events)
     }
 
+    /// When a Ready pod becomes available, or an expectation times out (its set is synced
+    /// again then, though nothing changed).
     fn wake_at_ms(&self) -> Option<i64> {
-        self.timers.values().min().copied()
+        self.timers.values().copied().chain(self.expected.values().map(|e| e.until_ms)).min()
     }
 
     fn reconcile(
@@ -825,6 +827,7 @@ mod tests {
         let rs_key = rs(&w).key_of();
         let held = c.reconcile(&w.state, w.now_ms, false, std::slice::from_ref(&rs_key), &unknown);
         assert!(held.iter().all(|c| !matches!(c, Command::Create(_))), "{held:?}");
+        assert_eq!(c.wake_at_ms(), Some(w.now_ms + 60_000), "woken when the expectation times out");
         w.now_ms += 60_000;
         let retried = c.reconcile(&w.state, w.now_ms, false, &[rs_key], &[]);
         assert_eq!(retried.iter().filter(|c| matches!(c, Command::Create(_))).count(), 1, "{retried:?}");

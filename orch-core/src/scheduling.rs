@@ -359,6 +359,12 @@ impl Reconciler for Scheduler {
     fn more(&self) -> bool {
         !self.queue.is_empty() || self.binding
     }
+
+    /// When the first expected bind times out (its pod is decided again then, though nothing
+    /// changed).
+    fn wake_at_ms(&self) -> Option<i64> {
+        self.expected.values().map(|(_, until)| *until).min()
+    }
 }
 
 /// The reason of a `PodScheduled=False` condition.
@@ -526,6 +532,8 @@ mod tests {
             let again = s.reconcile(&w.state, w.now_ms, full, &[], if full { &[] } else { &unknown });
             assert!(binds(&again).is_empty(), "full {full}: {again:?}");
         }
+        assert!(!s.more());
+        assert_eq!(s.wake_at_ms(), Some(w.now_ms + 10_000), "woken when the expectation times out");
         w.now_ms += 10_000;
         let later = s.reconcile(&w.state, w.now_ms, false, &[], &[]);
         assert_eq!(binds(&later).len(), 1, "after the timeout the pod is decided again: {later:?}");

@@ -77,6 +77,8 @@ pub struct SimulatedNodes {
     /// The host numbers taken in each node's subnet, and each pod's.
     hosts: BTreeMap<String, BTreeSet<u8>>,
     host_of: BTreeMap<ObjectKey, (String, u8)>,
+    /// Pods whose start waits for their node to be Ready again, by node.
+    blocked: BTreeMap<String, BTreeSet<ObjectKey>>,
     /// When the nodes heartbeat next (ms), and the heartbeats not yet taken.
     heartbeat_at: Option<i64>,
     outbox: Vec<(&'static str, Message)>,
@@ -117,6 +119,7 @@ impl SimulatedNodes {
             planned: BTreeMap::new(),
             hosts: BTreeMap::new(),
             host_of: BTreeMap::new(),
+            blocked: BTreeMap::new(),
             heartbeat_at: None,
             outbox: Vec::new(),
         }
@@ -216,9 +219,11 @@ impl SimulatedNodes {
             return None;
         }
         // A node that is not Ready (marked so by hand, or by the node lifecycle controller)
-        // starts nothing: a full round looks at the pod again.
-        let node = pod.spec.node_name.as_deref().and_then(|n| state.get(&ObjectKey::new(Kind::Node, "", n)));
+        // starts nothing: the pod is looked at again when its node changes.
+        let name = pod.spec.node_name.as_deref().unwrap_or_default();
+        let node = state.get(&ObjectKey::new(Kind::Node, "", name));
         if !node.is_some_and(|n| matches!(n, Object::Node(n) if crate::fit::ready(n))) {
+            self.blocked.entry(name.to_owned()).or_default().insert(key.clone());
             return None;
         }
         let now = Time::from_millis(now_ms);
@@ -296,6 +301,7 @@ impl Reconciler for SimulatedNodes {
                 .collect();
             self.hosts.clear();
             self.host_of.clear();
+            self.blocked.clear();
             for (key, pod) in &pods {
                 self.note_address(key, pod);
             }
@@ -310,6 +316,12 @@ impl Reconciler for SimulatedNodes {
                     // A node of ours deleted: registered again, as an agent would.
                     Kind::Node if self.nodes.contains_key(key.name.as_str()) && missing(&key.name.to_string()) => {
                         commands.extend(self.node(&key.name).map(Command::Create));
+                    }
+                    // A node of ours changed (Ready again, say): the pods it held back.
+                    Kind::Node => {
+                        for pod in self.blocked.remove(key.name.as_str()).unwrap_or_default() {
+                            self.plan(state, &pod, now_ms);
+                        }
                     }
                     _ => {}
                 }
@@ -399,6 +411,16 @@ mod tests {
         let changed = w.create(pod);
         assert!(sim.reconcile(&w.state, w.now_ms, false, &changed, &[]).is_empty());
         assert!(!running_and_ready(&w.pod("p")));
+        // Ready again: the pod starts, from the node's change alone (no full round).
+        let mut node = match w.state.get(&ObjectKey::new(Kind::Node, "", "sim-1")) {
+            Some(Object::Node(n)) => (**n).clone(),
+            other => panic!("registered: {other:?}"),
+        };
+        node.status.conditions[0].status = ConditionStatus::True;
+        let (_, changed) = w.run(vec![Command::UpdateStatus(Object::from(node))]);
+        let commands = sim.reconcile(&w.state, w.now_ms, false, &changed, &[]);
+        w.run(commands);
+        assert!(running_and_ready(&w.pod("p")), "{:?}", w.pod("p").status);
     }
 
     /// The nodes register; a pod bound to one becomes Running and Ready within the start

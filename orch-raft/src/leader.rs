@@ -23,7 +23,8 @@
 //! Committed changes wake a loop; a watch's progress items do not. A loop that panics (or
 //! returns) while this node leads is reported ([`LoopEvents::restarted`]) and started afresh
 //! after [`LOOP_RESTART_DELAY`]; commands the state machine refuses and proposals that fail are
-//! reported too.
+//! reported too, and a loop whose proposal failed gets its next round within
+//! [`LOOP_RETRY_DELAY`], with the fates, though nothing else wakes it.
 
 use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet};
@@ -53,6 +54,10 @@ pub const LOOP_INPUTS_PENDING_MAX: usize = 65_536;
 /// How long a loop that stopped (panicked or returned) waits before it is started again, so
 /// that one failing on every round does not spin.
 pub const LOOP_RESTART_DELAY: Duration = Duration::from_millis(500);
+
+/// How soon a loop whose last round's commands could not all be proposed gets its next round
+/// (with their fates), if nothing wakes it earlier.
+pub const LOOP_RETRY_DELAY: Duration = Duration::from_millis(500);
 
 /// The most encoded bytes of commands one proposal of a round carries: half an entry's
 /// bound, leaving room for the requests around them.
@@ -403,6 +408,7 @@ async fn run_one(
         // The resync deadline: items that do not wake the loop (progress) do not push it back,
         // nor do incremental rounds.
         let mut resync_at = tokio::time::Instant::now() + resync;
+        let mut retry_at = failed(&carry).then(|| tokio::time::Instant::now() + LOOP_RETRY_DELAY);
         loop {
             let arrived = inbox.arrived.notified();
             let waiting = inbox.waiting(lp.name());
@@ -419,6 +425,12 @@ async fn run_one(
                 let wait = u64::try_from(at.saturating_sub(cp.clock().now_ms())).unwrap_or(0).max(1);
                 tokio::time::Instant::now() + Duration::from_millis(wait)
             });
+            // A round whose commands were not all proposed gets the next one soon, with their
+            // fates, though nothing else happens (the resync is a safety net, minutes away).
+            let wake_at = match (wake_at, retry_at) {
+                (Some(w), Some(r)) => Some(w.min(r)),
+                (w, r) => w.or(r),
+            };
             let deadline = wake_at.map_or(resync_at, |w| w.min(resync_at));
             if !waiting && !lp.more() && !due {
                 tokio::select! {
@@ -456,6 +468,7 @@ async fn run_one(
             }
             let full = carry.full;
             round(&cp, lp.as_mut(), &mut carry, &events, &inbox).await;
+            retry_at = failed(&carry).then(|| tokio::time::Instant::now() + LOOP_RETRY_DELAY);
             // The resync is periodic: only a full round puts it off, so a loop that changes
             // keep waking still gets one every `resync`.
             if full {
@@ -463,6 +476,12 @@ async fn run_one(
             }
         }
     }
+}
+
+/// Whether some of the last round's commands were not proposed, or failed to be (their
+/// fates wait for the next round).
+fn failed(carry: &Carry) -> bool {
+    carry.outcomes.iter().any(|(_, fate)| fate.is_err())
 }
 
 /// How many of `commands`, from the first, go in one proposal: at most

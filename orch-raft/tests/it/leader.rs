@@ -428,3 +428,59 @@ impl LeaderLoop for Poster {
         vec![orch_raft::leader::Outgoing { to: "recorder", key: None, input: Box::new(99_u32) }]
     }
 }
+
+/// Proposes, in its first round, one batch too large for a log entry (ten namespaces of
+/// 250 KiB of annotations each): the proposal fails, and nothing else happens.
+struct Oversized {
+    rounds: Arc<Mutex<Vec<Vec<String>>>>,
+}
+
+impl LeaderLoop for Oversized {
+    fn name(&self) -> &'static str {
+        "oversized"
+    }
+
+    fn reconcile(&mut self, round: Round<'_>) -> Vec<Command> {
+        let fates =
+            round.outcomes.iter().map(|(_, o)| if o.is_err() { "unknown" } else { "known" }.to_owned()).collect();
+        let mut rounds = self.rounds.lock().expect("lock");
+        rounds.push(fates);
+        if rounds.len() > 1 {
+            return Vec::new();
+        }
+        let namespaces = (0..10)
+            .map(|i| {
+                let mut ns = orch_core::Namespace::default();
+                ns.metadata.name = format!("big-{i}").into();
+                ns.metadata.annotations.insert("pad", "x".repeat(250 * 1024));
+                Command::Create(orch_core::Object::from(ns))
+            })
+            .collect();
+        vec![Command::Batch(namespaces)]
+    }
+}
+
+/// A round whose proposal failed gets the next round soon, with the commands' fates, though
+/// nothing changes and the resync is an hour away (the loop would otherwise learn of the
+/// failure, and propose again, only at the resync).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_proposal_gets_its_loop_a_round_soon() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cp = ControlPlane::builder(1, dir.path()).single_node().start().await.expect("starts");
+    let rounds = Arc::new(Mutex::new(Vec::new()));
+    let factory: LoopFactory = {
+        let rounds = Arc::clone(&rounds);
+        Arc::new(move || Box::new(Oversized { rounds: Arc::clone(&rounds) }) as Box<dyn LeaderLoop>)
+    };
+    let loops = Loops::spawn(cp.clone(), vec![factory], Duration::from_secs(3600), Arc::new(NoEvents));
+    let seen = || rounds.lock().expect("lock").clone();
+    let both = eventually("the round after the failed proposal", || {
+        let r = seen();
+        (r.len() >= 2).then_some(r)
+    })
+    .await;
+    assert_eq!(both[1], ["unknown"], "the failed command's fate: {both:?}");
+    loops.stop().await;
+    assert_eq!(seen().len(), 2, "then no round without a change: {:?}", seen());
+    cp.shutdown().await.expect("stops");
+}
