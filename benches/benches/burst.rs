@@ -60,9 +60,6 @@ fn orchd_loops(sims: usize) -> Vec<LoopFactory> {
     ]
 }
 
-/// orchd's resync interval (`orch_daemon::server::LOOP_RESYNC`).
-const RESYNC: Duration = Duration::from_secs(300);
-
 /// Ready nodes; pods of the deployment created, bound, Ready.
 fn counts(state: &State) -> (usize, usize, usize, usize) {
     let ready = |conditions: &[_]| {
@@ -129,7 +126,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rounds: Rounds = Arc::default();
     let loops: Vec<Loops> = nodes
         .iter()
-        .map(|n| Loops::spawn(n.clone(), timed(orchd_loops(sims), &rounds), RESYNC, Arc::new(NoEvents)))
+        .map(|n| {
+            Loops::spawn(
+                n.clone(),
+                timed(orchd_loops(sims), &rounds),
+                orch_raft::leader::LOOP_RESYNC,
+                Arc::new(NoEvents),
+            )
+        })
         .collect();
     let t = Instant::now();
     loop {

@@ -51,11 +51,8 @@ pub fn loops_for(config: &Config) -> Vec<LoopFactory> {
     loops
 }
 
-/// How often the leader-only loops reconcile from the full state at the least: a safety net
-/// (each loop is driven by the committed changes), which at 150,000 pods costs each loop about
-/// 2 s of CPU (BENCHMARKS.md, the deployment burst), so it is rare. Kubernetes' controllers
-/// resync every 12-24 h and its scheduler never.
-pub const LOOP_RESYNC: Duration = Duration::from_secs(300);
+/// How often the leader-only loops reconcile from the full state at the least.
+pub use orch_raft::leader::LOOP_RESYNC;
 
 /// What can stop `orchd` from starting.
 #[derive(Debug, thiserror::Error)]

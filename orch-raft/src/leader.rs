@@ -55,6 +55,13 @@ pub const LOOP_INPUTS_PENDING_MAX: usize = 65_536;
 /// that one failing on every round does not spin.
 pub const LOOP_RESTART_DELAY: Duration = Duration::from_millis(500);
 
+/// How often the loops orch runs (orchd, orch-sim) reconcile from the full state at the
+/// least: a safety net (each loop is driven by the committed changes, its own wake-ups and
+/// its inputs), which at 150,000 pods costs each loop a second or more of CPU (BENCHMARKS.md,
+/// the deployment burst), so it is rare. Kubernetes' controllers resync every 12-24 h and its
+/// scheduler never.
+pub const LOOP_RESYNC: Duration = Duration::from_secs(300);
+
 /// How soon a loop whose last round's commands could not all be proposed gets its next round
 /// (with their fates), if nothing wakes it earlier.
 pub const LOOP_RETRY_DELAY: Duration = Duration::from_millis(500);

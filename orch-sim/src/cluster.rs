@@ -312,8 +312,12 @@ impl Cluster {
         }));
         if !self.loops.is_empty() {
             let events = Arc::new(orch_raft::leader::NoEvents);
-            slot.loops =
-                Some(orch_raft::leader::Loops::spawn(cp.clone(), self.loops.clone(), Duration::from_secs(1), events));
+            slot.loops = Some(orch_raft::leader::Loops::spawn(
+                cp.clone(),
+                self.loops.clone(),
+                orch_raft::leader::LOOP_RESYNC,
+                events,
+            ));
         }
         slot.cp = Some(cp.clone());
         world.api.serve(id, cp.clone());
