@@ -658,6 +658,11 @@ async fn describe(client: &Client, kind: Kind, ns: &str, name: &str, out: &mut d
         about.push_str(&format!(",involvedObject.uid={uid}"));
     }
     let (mut mine, _) = client.list_fields(Kind::Event, Some(event_ns), "", &about).await?;
+    // Selected again here: a server older than field selectors ignores them and lists the
+    // namespace's every event.
+    if let Ok(selector) = orch_core::fields::FieldSelector::parse(&about, Some(Kind::Event)) {
+        mine.retain(|e| selector.matches(e));
+    }
     // Oldest first, as kubectl.
     mine.sort_by_key(|e| match e {
         Object::Event(e) => e.last_timestamp.or(e.first_timestamp),
