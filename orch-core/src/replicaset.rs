@@ -707,6 +707,24 @@ mod tests {
 
     /// A set gets its pods, named `<set>-<5 chars>` and owned by it; its status counts them;
     /// scaled down it deletes the surplus, unscheduled ones first; a deleted pod is replaced.
+    /// The members a set keeps are classified against its template's labels: when those
+    /// change, the pods are counted again (`fullyLabeledReplicas` follows at once, from the
+    /// set's change alone).
+    #[test]
+    fn a_template_label_change_counts_the_pods_again() {
+        let mut w = World::new();
+        let changed = w.create(SET);
+        let mut c = ReplicaSets::new(Settings::default());
+        w.settle(&mut c, changed);
+        assert_eq!(rs(&w).status.fully_labeled_replicas, Some(3));
+        let mut set = rs(&w);
+        set.spec.template.metadata.labels.insert("tier", "front");
+        let (_, changed) = w.run(vec![Command::Update(Object::from(set))]);
+        w.settle(&mut c, changed);
+        assert_eq!(rs(&w).status.fully_labeled_replicas, Some(0), "no pod has the new label");
+        assert_eq!(rs(&w).status.replicas, 3, "the pods still count");
+    }
+
     #[test]
     fn a_set_creates_its_pods_deletes_the_surplus_and_replaces_a_lost_one() {
         let mut w = World::new();

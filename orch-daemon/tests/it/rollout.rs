@@ -37,6 +37,8 @@ struct Watched {
     pods: BTreeMap<String, Pod>,
     stream: WatchStream,
     revisions: usize,
+    /// The most pods active at one revision.
+    peak: usize,
 }
 
 impl Watched {
@@ -44,7 +46,7 @@ impl Watched {
         let (pods, revision) = client.list(Kind::Pod, Some("roll"), "", None).await.expect("list");
         let pods =
             pods.into_iter().filter_map(|o| o.as_pod().map(|p| (p.metadata.name.to_string(), p.clone()))).collect();
-        Self { pods, stream: client.watch(revision, "Pod", "roll", "", ""), revisions: 0 }
+        Self { pods, stream: client.watch(revision, "Pod", "roll", "", ""), revisions: 0, peak: 0 }
     }
 
     /// Follows the watch until every active pod runs `image`, Ready, `REPLICAS` of them;
@@ -56,6 +58,7 @@ impl Watched {
         loop {
             let active: Vec<&Pod> = self.pods.values().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
             let ready_count = active.iter().filter(|p| ready(p)).count();
+            self.peak = self.peak.max(active.len());
             assert!(active.len() <= REPLICAS + MAX_SURGE, "{} pods active at one revision", active.len());
             if bounds {
                 assert!(ready_count + MAX_UNAVAILABLE >= REPLICAS, "{ready_count} pods Ready at one revision");
@@ -140,9 +143,12 @@ async fn a_ten_replica_rollout_keeps_its_bounds_rolls_back_and_leaves_nothing_be
 
     // A new image: at no committed state more than 13 pods, nor fewer than 8 Ready.
     let before = watched.revisions;
+    watched.peak = 0;
     client.apply(&deployment("python:3.13-slim")).await.expect("applied");
     watched.until_all_on("python:3.13-slim", true).await;
     assert!(watched.revisions - before >= 10, "a rollout of 10 pods seen in {} revisions", watched.revisions - before);
+    // The surge was used (so the bound above was put to the test).
+    assert!(watched.peak > REPLICAS, "at most {} pods active during the rollout", watched.peak);
     assert_eq!(revision(&client).await.as_deref(), Some("2"));
 
     // Back to the first template, under the same bounds, as revision 3.
