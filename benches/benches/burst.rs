@@ -46,18 +46,11 @@ fn cpu() -> Duration {
     Duration::from_millis(fields.iter().sum::<u64>() * 10)
 }
 
-/// The loops orchd runs (`orch_daemon::server::loops_for`, which this crate does not depend
-/// on), with `sims` simulated nodes heartbeating every 10 s.
+/// The loops orchd runs with its defaults, with `sims` simulated nodes heartbeating every 10 s.
 fn orchd_loops(sims: usize) -> Vec<LoopFactory> {
-    vec![
-        orch_raft::controllers::scheduler(orch_core::scheduling::Settings::default()),
-        orch_raft::controllers::replica_sets(orch_core::replicaset::Settings::default()),
-        orch_raft::controllers::deployments(),
-        orch_raft::controllers::endpoints(),
-        orch_raft::controllers::garbage_collector(orch_core::gc::Settings::default()),
-        orch_raft::controllers::node_lifecycle(orch_core::nodelifecycle::Settings::default()),
-        orch_raft::controllers::simulated_nodes(orch_core::simnodes::Settings::named(sims)),
-    ]
+    let mut loops = orch_raft::controllers::standard(Default::default(), Default::default());
+    loops.push(orch_raft::controllers::simulated_nodes(orch_core::simnodes::Settings::named(sims)));
+    loops
 }
 
 /// Ready nodes; pods of the deployment created, bound, Ready.

@@ -31,17 +31,10 @@ pub fn standard_loops() -> Vec<LoopFactory> {
 pub fn loops_for(config: &Config) -> Vec<LoopFactory> {
     let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     let grace_ms = ms(config.node_monitor_grace_period);
-    let mut loops = vec![
-        orch_raft::controllers::scheduler(orch_core::scheduling::Settings::default()),
-        orch_raft::controllers::replica_sets(orch_core::replicaset::Settings::default()),
-        orch_raft::controllers::deployments(),
-        orch_raft::controllers::endpoints(),
-        orch_raft::controllers::garbage_collector(orch_core::gc::Settings {
-            orphan_quarantine_ms: ms(config.pod_gc_quarantine),
-            ..Default::default()
-        }),
-        orch_raft::controllers::node_lifecycle(orch_core::nodelifecycle::Settings { grace_ms, ..Default::default() }),
-    ];
+    let mut loops = orch_raft::controllers::standard(
+        orch_core::gc::Settings { orphan_quarantine_ms: ms(config.pod_gc_quarantine), ..Default::default() },
+        orch_core::nodelifecycle::Settings { grace_ms, ..Default::default() },
+    );
     if config.simulated_nodes > 0 {
         loops.push(orch_raft::controllers::simulated_nodes(orch_core::simnodes::Settings {
             heartbeat_ms: (grace_ms / 4).clamp(250, 10_000),

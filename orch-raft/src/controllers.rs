@@ -130,6 +130,21 @@ pub fn deployments() -> LoopFactory {
     factory(Deployments::new)
 }
 
+/// The controllers orchd runs on the leader: the scheduler, the ReplicaSet, Deployment and
+/// endpoints controllers (default settings), the garbage collector and the node lifecycle
+/// controller with `gc` and `lifecycle` (orchd takes these from its flags; the benchmarks and
+/// orch-sim's tests run the same set).
+pub fn standard(gc: orch_core::gc::Settings, lifecycle: orch_core::nodelifecycle::Settings) -> Vec<LoopFactory> {
+    vec![
+        scheduler(orch_core::scheduling::Settings::default()),
+        replica_sets(orch_core::replicaset::Settings::default()),
+        deployments(),
+        endpoints(),
+        garbage_collector(gc),
+        node_lifecycle(lifecycle),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use orch_core::events::{EventType, Record};

@@ -434,10 +434,7 @@ async fn run_one(
             });
             // A round whose commands were not all proposed gets the next one soon, with their
             // fates, though nothing else happens (the resync is a safety net, minutes away).
-            let wake_at = match (wake_at, retry_at) {
-                (Some(w), Some(r)) => Some(w.min(r)),
-                (w, r) => w.or(r),
-            };
+            let wake_at = wake_at.into_iter().chain(retry_at).min();
             let deadline = wake_at.map_or(resync_at, |w| w.min(resync_at));
             if !waiting && !lp.more() && !due {
                 tokio::select! {

@@ -30,16 +30,10 @@ impl LeaderLoop for Submit {
 
 fn loops() -> Vec<LoopFactory> {
     let submit: LoopFactory = Arc::new(|| Box::new(Submit) as Box<dyn LeaderLoop>);
-    vec![
-        submit,
-        orch_raft::controllers::scheduler(orch_core::scheduling::Settings::default()),
-        orch_raft::controllers::replica_sets(orch_core::replicaset::Settings::default()),
-        orch_raft::controllers::deployments(),
-        orch_raft::controllers::endpoints(),
-        orch_raft::controllers::garbage_collector(orch_core::gc::Settings::default()),
-        orch_raft::controllers::node_lifecycle(orch_core::nodelifecycle::Settings::default()),
-        orch_raft::controllers::simulated_nodes(orch_core::simnodes::Settings::named(3)),
-    ]
+    let mut loops = vec![submit];
+    loops.extend(orch_raft::controllers::standard(Default::default(), Default::default()));
+    loops.push(orch_raft::controllers::simulated_nodes(orch_core::simnodes::Settings::named(3)));
+    loops
 }
 
 /// A run with the controllers: no workload clients (their pods would be scheduled and
