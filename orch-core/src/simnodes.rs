@@ -5,7 +5,8 @@
 //! drawn from the pod's uid and the seed; a pod being deleted is deleted for good (the
 //! grace-0 delete a real agent sends once the pod stopped) after another such delay. Each
 //! step is written from the pod as the state has it when it is due, under its uid (a status
-//! write also under its resourceVersion). Each node has a pod subnet and a pod gets the lowest
+//! write also under its resourceVersion); a write that did not land (not proposed, its fate
+//! unknown, or refused) is planned again, and so is a registration. Each node has a pod subnet and a pod gets the lowest
 //! free address of its node's. Nothing runs: no process. Every [`Settings::heartbeat_ms`]
 //! each node heartbeats ([`Message::Heartbeat`], sent to the node lifecycle controller of the
 //! same owner, [`crate::nodelifecycle`]), as an agent does over the API.
@@ -285,14 +286,34 @@ impl Reconciler for SimulatedNodes {
         now_ms: i64,
         full: bool,
         changed: &[ObjectKey],
-        _outcomes: &[(Command, Fate)],
+        outcomes: &[(Command, Fate)],
     ) -> Vec<Command> {
         let mut commands = Vec::new();
         let missing = |name: &String| state.get(&ObjectKey::new(Kind::Node, "", name)).is_none();
-        if full {
+        // A write that did not land is made again: a pod's is planned anew (the state says
+        // what is left to do), a node's registration repeated. One whose entry may still
+        // commit is harmless to repeat: a status write names the resourceVersion, a delete
+        // the uid, and a second registration finds the node there.
+        let mut register = full;
+        for (command, fate) in outcomes {
+            if matches!(fate, Fate::Applied(Ok(_))) {
+                continue;
+            }
+            match command {
+                Command::UpdateStatus(Object::Pod(p)) => {
+                    self.plan(state, &ObjectKey::new(Kind::Pod, p.metadata.namespace_str(), &p.metadata.name), now_ms);
+                }
+                Command::Delete { key, .. } if key.kind == Kind::Pod => self.plan(state, key, now_ms),
+                Command::Create(Object::Node(_)) => register = true,
+                _ => {}
+            }
+        }
+        if register {
             commands.extend(
                 self.settings.names.iter().filter(|n| missing(n)).filter_map(|n| self.node(n)).map(Command::Create),
             );
+        }
+        if full {
             self.planned.retain(|key, _| state.get(key).is_some());
             let pods: Vec<(ObjectKey, &Pod)> = state
                 .list(Kind::Pod, None)
@@ -473,6 +494,40 @@ mod tests {
         let commands = sim.reconcile(&w.state, w.now_ms, false, &changed, &[]);
         w.run(commands);
         assert!(w.has(Kind::Node, "", "sim-2"));
+    }
+
+    /// A write that did not land (never proposed, its entry's fate unknown, or refused) is
+    /// made again after another delay, and a node whose registration did not land is
+    /// registered again: not left until a full round, minutes later.
+    #[test]
+    fn a_write_that_did_not_land_is_made_again() {
+        let mut w = World::new();
+        let mut sim = SimulatedNodes::new(Settings { start_ms: (0, 0), stop_ms: (0, 0), ..Settings::named(2) });
+        let registered = sim.reconcile(&w.state, w.now_ms, true, &[], &[]);
+        assert_eq!(registered.len(), 2);
+        // sim-1's registration lands; sim-2's is never proposed.
+        w.run(registered[..1].to_vec());
+        let outcomes: Vec<(Command, Fate)> = vec![
+            (
+                registered[0].clone(),
+                Fate::Applied(Ok(crate::command::Success { revision: crate::ids::Revision(1), changes: Vec::new() })),
+            ),
+            (registered[1].clone(), Fate::NotProposed),
+        ];
+        let again = sim.reconcile(&w.state, w.now_ms, false, &[], &outcomes);
+        assert_eq!(again, registered[1..].to_vec(), "sim-2 registered again");
+        w.run(again);
+        let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {nodeName: sim-1, containers: [{name: c, image: x}]}\n";
+        let changed = w.create(pod);
+        let start = sim.reconcile(&w.state, w.now_ms, false, &changed, &[]);
+        assert!(matches!(&start[..], [Command::UpdateStatus(_)]), "{start:?}");
+        for fate in [Fate::Unknown, Fate::NotProposed] {
+            let outcomes = vec![(start[0].clone(), fate)];
+            let retried = sim.reconcile(&w.state, w.now_ms, false, &[], &outcomes);
+            assert_eq!(retried, start, "the start written again");
+        }
+        w.run(start);
+        assert!(running_and_ready(&w.pod("p")));
     }
 
     /// Pods bound elsewhere are none of its business.
