@@ -85,7 +85,9 @@ pub type Input = Box<dyn Any + Send>;
 pub struct Round<'a> {
     /// A consistent copy of the cluster state.
     pub state: &'a State,
-    /// Now, by the node's clock, in milliseconds since the epoch.
+    /// Now, in milliseconds since the epoch: the node's clock as it read when this term's
+    /// loops started, advanced by the monotonic clock since ([`TermClock`]), so that within a
+    /// term time never goes back and a step of the node's clock does not move a wake-up.
     pub now_ms: i64,
     /// The first round of a term, a resync, or more changes than a round lists: look at
     /// everything (`changed` is then empty).
@@ -300,6 +302,29 @@ impl Loops {
     }
 }
 
+/// The time of one term's loops: the node's clock read when the term's loops started,
+/// advanced by the monotonic clock since. A step of the node's clock (an NTP step, a VM
+/// restored from a snapshot) does not move a deadline a loop set, and time never goes back
+/// within a term, as Kubernetes' controllers time their delays on the monotonic clock. The
+/// next term reads the node's clock again (its loops start afresh).
+#[derive(Clone, Copy, Debug)]
+pub struct TermClock {
+    wall_ms: i64,
+    at: tokio::time::Instant,
+}
+
+impl TermClock {
+    /// Starts at the node's clock, now.
+    pub fn start(cp: &ControlPlane) -> Self {
+        Self { wall_ms: cp.clock().now_ms(), at: tokio::time::Instant::now() }
+    }
+
+    /// Now, in milliseconds since the epoch.
+    pub fn now_ms(&self) -> i64 {
+        self.wall_ms.saturating_add(i64::try_from(self.at.elapsed().as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
 /// The term this node leads in, if it leads.
 fn leading(cp: &ControlPlane) -> Option<u64> {
     let m = cp.metrics();
@@ -328,11 +353,13 @@ async fn run(
         // Inputs sent before this term (while another node led, or to the loops of an earlier
         // term) are stale: a heartbeat that waited would vouch for a node nobody heard lately.
         lock(&inbox.pending).clear();
+        let clock = TermClock::start(&cp);
         let mut running = JoinSet::new();
         // Which factory made each running task.
         let mut made_by = BTreeMap::new();
         for (i, factory) in factories.iter().enumerate() {
-            let one = run_one(cp.clone(), factory(), resync, Arc::clone(&events), Arc::clone(&inbox), Duration::ZERO);
+            let one =
+                run_one(cp.clone(), clock, factory(), resync, Arc::clone(&events), Arc::clone(&inbox), Duration::ZERO);
             let handle = running.spawn(one);
             made_by.insert(handle.id(), i);
         }
@@ -351,7 +378,15 @@ async fn run(
                     let Some(i) = made_by.remove(&id) else { continue };
                     let lp = factories[i]();
                     events.restarted(lp.name());
-                    let one = run_one(cp.clone(), lp, resync, Arc::clone(&events), Arc::clone(&inbox), LOOP_RESTART_DELAY);
+                    let one = run_one(
+                        cp.clone(),
+                        clock,
+                        lp,
+                        resync,
+                        Arc::clone(&events),
+                        Arc::clone(&inbox),
+                        LOOP_RESTART_DELAY,
+                    );
                     let handle = running.spawn(one);
                     made_by.insert(handle.id(), i);
                 }
@@ -391,6 +426,7 @@ impl Carry {
 
 async fn run_one(
     cp: ControlPlane,
+    clock: TermClock,
     mut lp: Box<dyn LeaderLoop>,
     resync: Duration,
     events: Arc<dyn LoopEvents>,
@@ -411,7 +447,7 @@ async fn run_one(
             continue;
         };
         carry.full = true;
-        round(&cp, lp.as_mut(), &mut carry, &events, &inbox).await;
+        round(&cp, clock, lp.as_mut(), &mut carry, &events, &inbox).await;
         // The resync deadline: items that do not wake the loop (progress) do not push it back,
         // nor do incremental rounds.
         let mut resync_at = tokio::time::Instant::now() + resync;
@@ -429,7 +465,7 @@ async fn run_one(
             // At least a millisecond: a loop that keeps asking for a time already past gets a
             // round per millisecond, never a spin.
             let wake_at = lp.wake_at_ms().map(|at| {
-                let wait = u64::try_from(at.saturating_sub(cp.clock().now_ms())).unwrap_or(0).max(1);
+                let wait = u64::try_from(at.saturating_sub(clock.now_ms())).unwrap_or(0).max(1);
                 tokio::time::Instant::now() + Duration::from_millis(wait)
             });
             // A round whose commands were not all proposed gets the next one soon, with their
@@ -471,7 +507,7 @@ async fn run_one(
                 }
             }
             let full = carry.full;
-            round(&cp, lp.as_mut(), &mut carry, &events, &inbox).await;
+            round(&cp, clock, lp.as_mut(), &mut carry, &events, &inbox).await;
             retry_at = failed(&carry).then(|| tokio::time::Instant::now() + LOOP_RETRY_DELAY);
             // The resync is periodic: only a full round puts it off, so a loop that changes
             // keep waking still gets one every `resync`.
@@ -525,6 +561,7 @@ where
 /// One round: reconcile on a copy of the state, then propose what it returned.
 async fn round(
     cp: &ControlPlane,
+    clock: TermClock,
     lp: &mut dyn LeaderLoop,
     carry: &mut Carry,
     events: &Arc<dyn LoopEvents>,
@@ -543,7 +580,7 @@ async fn round(
     carry.seen.clear();
     carry.full = false;
     let outcomes = std::mem::take(&mut carry.outcomes);
-    let now_ms = cp.clock().now_ms();
+    let now_ms = clock.now_ms();
     let mut commands =
         lp.reconcile(Round { state: &state, now_ms, full, changed: &changed, outcomes: &outcomes, inputs });
     drop(state);

@@ -80,7 +80,8 @@ async fn a_round_shows_the_changed_keys_the_last_outcomes_the_inputs_and_the_nod
     let find = |f: &dyn Fn(&Seen) -> bool| rounds.lock().expect("lock").iter().find(|r| f(r)).cloned();
     let first = eventually("the first round", || find(&|_| true)).await;
     assert!(first.full, "the first round looks at everything: {first:?}");
-    assert_eq!(first.now_ms, 1_234_567, "the node's clock, not the system's");
+    // The node's clock when the term's loops started, advanced by the monotonic clock since.
+    assert!((1_234_567..1_234_567 + 60_000).contains(&first.now_ms), "the node's clock, not the system's: {first:?}");
 
     // A write, then a second write of the same key: a later round lists the key (a full
     // round lists none, so this is an incremental round), and once however often it changed.
@@ -482,5 +483,70 @@ async fn a_failed_proposal_gets_its_loop_a_round_soon() {
     assert_eq!(both[1], ["unknown"], "the failed command's fate: {both:?}");
     loops.stop().await;
     assert_eq!(seen().len(), 2, "then no round without a change: {:?}", seen());
+    cp.shutdown().await.expect("stops");
+}
+
+/// The node's clock, moved by the test.
+#[derive(Debug, Default)]
+struct Movable(std::sync::atomic::AtomicI64);
+
+impl orch_raft::clock::Clock for Movable {
+    fn now_ms(&self) -> i64 {
+        orch_raft::clock::SystemClock.now_ms() + self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Asks to be woken 300 ms after its first round, and records its rounds' times.
+struct Sleeper {
+    rounds: Arc<Mutex<Vec<i64>>>,
+    wake: Option<i64>,
+}
+
+impl LeaderLoop for Sleeper {
+    fn name(&self) -> &'static str {
+        "sleeper"
+    }
+
+    fn reconcile(&mut self, round: Round<'_>) -> Vec<Command> {
+        self.rounds.lock().expect("lock").push(round.now_ms);
+        if self.wake.is_none() {
+            self.wake = Some(round.now_ms + 300);
+        } else if self.wake.is_some_and(|at| at <= round.now_ms) {
+            self.wake = Some(i64::MAX);
+        }
+        Vec::new()
+    }
+
+    fn wake_at_ms(&self) -> Option<i64> {
+        self.wake.filter(|at| *at != i64::MAX)
+    }
+}
+
+/// A loop's time is the node's clock when its term began, advanced by the monotonic clock:
+/// the node's clock stepping back an hour (an NTP step, a VM restored) does not put off a
+/// wake-up the loop asked for by an hour, nor does time go backwards within a term (as
+/// Kubernetes' controllers time their delays on the monotonic clock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loop_s_time_is_monotonic_through_a_clock_step() {
+    let dir = tempfile::tempdir().expect("dir");
+    let clock = Arc::new(Movable::default());
+    let cp = ControlPlane::builder(1, dir.path()).single_node().clock(clock.clone()).start().await.expect("starts");
+    let rounds = Arc::new(Mutex::new(Vec::new()));
+    let factory: LoopFactory = {
+        let rounds = Arc::clone(&rounds);
+        Arc::new(move || Box::new(Sleeper { rounds: Arc::clone(&rounds), wake: None }) as Box<dyn LeaderLoop>)
+    };
+    let loops = Loops::spawn(cp.clone(), vec![factory], Duration::from_secs(3600), Arc::new(NoEvents));
+    let seen = || rounds.lock().expect("lock").clone();
+    eventually("the first round", || (!seen().is_empty()).then_some(())).await;
+    clock.0.store(-3_600_000, std::sync::atomic::Ordering::Relaxed);
+    let both = eventually("the round it asked for", || {
+        let r = seen();
+        (r.len() >= 2).then_some(r)
+    })
+    .await;
+    assert!(both[1] >= both[0] + 300, "woken when asked, at {both:?}, not an hour late");
+    assert!(both[1] < both[0] + 60_000, "the loop's time did not follow the step back: {both:?}");
+    loops.stop().await;
     cp.shutdown().await.expect("stops");
 }
