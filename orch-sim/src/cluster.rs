@@ -15,7 +15,7 @@ use orch_raft::crash::CrashDisk;
 use orch_raft::local::LocalRouter;
 
 use crate::Config;
-use crate::history::{Application, Change, History, Value};
+use crate::history::{Application, Change, Committed, History, Value};
 use crate::rng::Rng;
 
 /// The epoch of the simulated clocks: 2026-01-01T00:00:00Z.
@@ -512,7 +512,20 @@ fn record_application(world: &World, node: u64, applied: &orch_raft::AppliedEntr
     }
     let digest = *hasher.finalize().as_bytes();
     world.trace(&[b"apply".as_slice(), &node.to_le_bytes(), &index.to_le_bytes(), &digest].concat());
-    lock(&world.history).applications.push(Application { node, index, digest, fresh, requests, changes });
+    let mut history = lock(&world.history);
+    // The first application of an index: first applications come in index order (a replica
+    // applies an index only after applying the one before it, or installing a snapshot made
+    // by one that did).
+    if history.committed.last().is_none_or(|c| c.index < index) {
+        let events = match &applied.payload {
+            orch_raft::AppliedPayload::Normal(_, output) => {
+                output.events.iter().filter(|e| e.object.kind() != Kind::Event).cloned().collect()
+            }
+            _ => Vec::new(),
+        };
+        history.committed.push(Committed { index, at_ms: world.now_ms(), events });
+    }
+    history.applications.push(Application { node, index, digest, fresh, requests, changes });
 }
 
 #[cfg(test)]

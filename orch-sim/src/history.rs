@@ -109,6 +109,20 @@ pub struct Application {
     pub changes: Vec<Change>,
 }
 
+/// One committed entry's changes to the cluster's objects, as the first replica to apply it
+/// emitted them (every replica applies the same entry at an index: the raft checker), and
+/// when: the controllers' checkers ([`crate::check::controllers`]) rebuild every committed
+/// state from these. Events (the `Event` kind) are left out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// The log index (every index appears: blank and membership entries with no changes).
+    pub index: u64,
+    /// The simulated time it was first applied, in milliseconds since the run began.
+    pub at_ms: u64,
+    /// The changes, in order.
+    pub events: Vec<orch_core::WatchEvent>,
+}
+
 /// A node's metrics at one moment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sample {
@@ -161,6 +175,8 @@ pub struct History {
     pub ops: Vec<Op>,
     /// Every application on every replica, in the order they happened.
     pub applications: Vec<Application>,
+    /// Every committed entry once, in index order.
+    pub committed: Vec<Committed>,
     /// Metrics samples, in order.
     pub samples: Vec<Sample>,
     /// Per watcher, what it saw.

@@ -330,19 +330,28 @@ pub struct Simulation {
     config: Config,
     checkers: Vec<Box<dyn Checker>>,
     loops: Vec<orch_raft::leader::LoopFactory>,
+    settle: Duration,
 }
 
 impl Simulation {
     /// A simulation with `config` and the standard checkers.
     pub fn new(config: Config) -> Self {
         let checkers = check::standard(u64::try_from(config.liveness_bound.as_millis()).unwrap_or(u64::MAX));
-        Self { config, checkers, loops: Vec::new() }
+        Self { config, checkers, loops: Vec::new(), settle: Duration::ZERO }
     }
 
     /// Adds a leader-only loop (orch-raft's framework, as orchd runs it): every node runs it
     /// while it leads, through the faults.
     pub fn leader_loop(mut self, factory: orch_raft::leader::LoopFactory) -> Self {
         self.loops.push(factory);
+        self
+    }
+
+    /// Keeps the cluster running at least `settle` of simulated time after the faults heal,
+    /// so that a checker can look at the state a bounded time after the heal
+    /// ([`check::controllers::Converged`]).
+    pub fn settle(mut self, settle: Duration) -> Self {
+        self.settle = settle;
         self
     }
 
@@ -417,8 +426,10 @@ impl Simulation {
         // Heal, and probe liveness.
         faults::heal(&mut cluster, &config.faults, &mut counts).await;
         let healed_ms = world.now_ms();
+        let healed = tokio::time::Instant::now();
         let done_ms = workload::probe(Arc::clone(&world), config.liveness_bound * 2).await;
         lock(&world.history).probes.push(history::Probe { healed_ms, done_ms });
+        cluster.wait((healed + self.settle).saturating_duration_since(tokio::time::Instant::now())).await;
 
         // The clients finish, and a last read of every object joins the history.
         world.stop.store(true, Ordering::Relaxed);

@@ -2,6 +2,7 @@
 //! each has a test that feeds it a bad history and sees it fail.
 
 pub mod at_most_once;
+pub mod controllers;
 pub mod linearizable;
 pub mod liveness;
 pub mod monotonic_reads;

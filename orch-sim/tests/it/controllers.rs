@@ -1,88 +1,128 @@
 //! orchd's scheduler and controllers, with simulated nodes, run on the simulated cluster's
-//! leader through every fault: a Deployment ends rolled out, replica for replica.
+//! leader through every fault, under the controllers' checkers
+//! ([`orch_sim::check::controllers`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use orch_core::{Kind, Object, ObjectKey};
+use orch_core::{Command, Deployment, Kind, Object, ObjectKey};
 use orch_raft::leader::{LeaderLoop, LoopFactory, Round};
+use orch_sim::check::controllers;
 use orch_sim::{Config, Simulation};
 
-/// Creates the Deployment `web` (3 replicas) once, when it is missing.
-struct Submit;
+const IMAGES: [&str; 3] = ["nginx:1", "nginx:2", "nginx:3"];
 
-impl LeaderLoop for Submit {
+/// The workload, as a leader-only loop (so it goes on through leader changes): creates the
+/// Deployment `web` (4 replicas, maxSurge 1, maxUnavailable 1, each pod 3 of a node's 8
+/// cores: two pods fit a node, six the cluster, and a rollout needs five) and its Service;
+/// each time a rollout is complete, changes the image (nginx:1, then 2, then 3), then rolls
+/// back (`rollout undo --to-revision 2`: nginx:2 again, as revision 4), then stops.
+struct Rollouts;
+
+fn complete(d: &Deployment) -> bool {
+    let s = &d.status;
+    let want = d.spec.replicas;
+    s.observed_generation == d.metadata.generation
+        && (s.replicas, s.updated_replicas, s.available_replicas) == (want, want, want)
+}
+
+fn revision(d: &Deployment) -> Option<&str> {
+    d.metadata.annotations.get("deployment.kubernetes.io/revision")
+}
+
+impl LeaderLoop for Rollouts {
     fn name(&self) -> &'static str {
-        "submit"
+        "rollouts"
     }
 
-    fn reconcile(&mut self, round: Round<'_>) -> Vec<orch_core::Command> {
+    fn reconcile(&mut self, round: Round<'_>) -> Vec<Command> {
         let key = ObjectKey::new(Kind::Deployment, "default", "web");
-        if round.state.get(&key).is_some() {
+        let Some(Object::Deployment(d)) = round.state.get(&key) else {
+            let manifest = format!(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: 4\n  \
+                 selector: {{matchLabels: {{app: web}}}}\n  strategy: {{rollingUpdate: {{maxSurge: 1, maxUnavailable: 1}}}}\n  \
+                 template:\n    metadata: {{labels: {{app: web}}}}\n    spec: {{containers: [{{name: c, image: '{}', \
+                 resources: {{requests: {{cpu: '3'}}}}}}]}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: web}}\n\
+                 spec: {{selector: {{app: web}}, ports: [{{port: 80}}]}}\n",
+                IMAGES[0]
+            );
+            return orch_core::parse_manifests(&manifest).expect("valid").into_iter().map(Command::Create).collect();
+        };
+        if !complete(d) {
             return Vec::new();
         }
-        let manifest = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 3\n  \
-                        selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    \
-                        spec: {containers: [{name: c, image: 'nginx:1', resources: {requests: {cpu: 100m}}}]}\n---\n\
-                        apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {selector: {app: web}, ports: [{port: 80}]}\n";
-        orch_core::parse_manifests(manifest).expect("valid").into_iter().map(orch_core::Command::Create).collect()
+        let image = d.spec.template.spec.containers[0].image.to_string();
+        match (image.as_str(), revision(d)) {
+            ("nginx:3", Some("3")) => {
+                vec![Command::RolloutUndo { namespace: "default".into(), name: "web".into(), to_revision: 2 }]
+            }
+            (current, _) if current != "nginx:3" && revision(d) != Some("4") => {
+                let next = IMAGES.iter().position(|i| *i == current).map_or(IMAGES[0], |i| IMAGES[(i + 1).min(2)]);
+                let mut changed = Deployment::clone(d);
+                changed.spec.template.spec.containers[0].image = next.into();
+                vec![Command::Update(Object::from(changed))]
+            }
+            _ => Vec::new(),
+        }
     }
 }
 
 fn loops() -> Vec<LoopFactory> {
-    let submit: LoopFactory = Arc::new(|| Box::new(Submit) as Box<dyn LeaderLoop>);
-    let mut loops = vec![submit];
+    let rollouts: LoopFactory = Arc::new(|| Box::new(Rollouts) as Box<dyn LeaderLoop>);
+    let mut loops = vec![rollouts];
     loops.extend(orch_raft::controllers::standard(Default::default(), Default::default()));
     loops.push(orch_raft::controllers::simulated_nodes(orch_core::simnodes::Settings::named(3)));
     loops
 }
 
-/// A run with the controllers: no workload clients (their pods would be scheduled and
-/// started too, which the workload's checkers do not expect); the raft, state and catch-up
-/// checks still run.
+/// How long after the faults heal every Deployment and Endpoints must have converged.
+const CONVERGED_WITHIN: Duration = Duration::from_secs(30);
+
+/// A run with the controllers and their checkers: no workload clients (their pods would be
+/// scheduled and started too, which the workload's checkers do not expect); the raft, state
+/// and catch-up checks still run.
 fn run(seed: u64) -> orch_sim::Report {
-    let mut sim = Simulation::new(Config { clients: 0, watchers: 0, ..Config::new(seed) });
+    let mut sim = Simulation::new(Config { clients: 0, watchers: 0, ..Config::new(seed) })
+        .settle(CONVERGED_WITHIN)
+        .checker(Box::new(controllers::Allocatable))
+        .checker(Box::new(controllers::RolloutBounds))
+        .checker(Box::new(controllers::Converged { bound_ms: CONVERGED_WITHIN.as_millis() as u64 }));
     for factory in loops() {
         sim = sim.leader_loop(factory);
     }
     sim.run()
 }
 
+/// Issue 13's simulation: under every fault the scheduler never binds beyond a node's
+/// allocatable, every rollout keeps its surge and availability bounds, and within 30
+/// simulated seconds of the heal the Deployment has its replicas on its last template and
+/// the Endpoints list exactly its Ready pods.
 #[test]
-fn a_deployment_rolls_out_on_simulated_nodes_through_the_faults() {
-    for seed in [11, 12, 13] {
+fn rollouts_keep_their_bounds_and_converge_through_the_faults() {
+    for seed in 11..=20 {
         let report = run(seed);
         assert!(report.violations.is_empty(), "{report}");
         let f = &report.stats.faults;
         assert!(f.crashes + f.partitions > 0 && report.stats.messages.lost > 0, "faults were injected: {report}");
-        let state = &report.final_state;
-        let Some(Object::Deployment(d)) = state.get(&ObjectKey::new(Kind::Deployment, "default", "web")) else {
+        let Some(Object::Deployment(d)) = report.final_state.get(&ObjectKey::new(Kind::Deployment, "default", "web"))
+        else {
             panic!("seed {seed}: no deployment at the end")
         };
-        let s = &d.status;
+        // Every step ran: three images, and the rollback to the second as revision 4.
         assert_eq!(
-            (s.replicas, s.updated_replicas, s.available_replicas, s.observed_generation),
-            (Some(3), Some(3), Some(3), d.metadata.generation),
-            "seed {seed}: {s:?}"
+            (d.spec.template.spec.containers[0].image.as_str(), revision(d)),
+            ("nginx:2", Some("4")),
+            "seed {seed}"
         );
-        let pods: Vec<_> = state
-            .list(Kind::Pod, Some("default"))
-            .filter_map(Object::as_pod)
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .collect();
-        assert_eq!(pods.len(), 3, "seed {seed}: exactly the replicas, no duplicate");
-        assert!(pods.iter().all(|p| p.spec.node_name.is_some() && p.status.pod_ip.is_some()), "seed {seed}");
-        let Some(Object::Endpoints(e)) = state.get(&ObjectKey::new(Kind::Endpoints, "default", "web")) else {
-            panic!("seed {seed}: no endpoints")
-        };
-        // The endpoints are the pods' addresses, each once, all distinct.
-        let mut listed: Vec<String> =
-            e.subsets.iter().flat_map(|s| s.addresses.iter().map(|a| a.ip.to_string())).collect();
-        let mut ips: Vec<String> =
-            pods.iter().filter_map(|p| p.status.pod_ip.as_ref().map(ToString::to_string)).collect();
-        listed.sort();
-        ips.sort();
-        ips.dedup();
-        assert_eq!((listed, ips.len()), (ips.clone(), 3), "seed {seed}");
+        // Some of it under the faults: the first image change was committed before the heal.
+        let healed = report.history.probes[0].healed_ms;
+        let changed_at = report.history.committed.iter().find(|c| {
+            c.events.iter().any(|e| match &e.object {
+                Object::Deployment(d) => d.spec.template.spec.containers[0].image.as_str() == "nginx:2",
+                _ => false,
+            })
+        });
+        assert!(changed_at.is_some_and(|c| c.at_ms < healed), "seed {seed}: the first rollout began before the heal");
     }
 }
 
