@@ -343,6 +343,16 @@ fn orchctl_creates_all_or_nothing_deletes_every_target_and_fails_as_kubectl_does
     let (out, err) = fails(&["rollout", "status", "deploy/web", "-n", "shop", "--timeout=1500ms"], None);
     assert_eq!(out, "Waiting for deployment \"web\" rollout to finish: 0 of 3 updated replicas are available...\n");
     assert!(err.contains("timed out waiting for the rollout of deployment \"web\""), "{err}");
+    // With a progress deadline of a second, the controller marks the rollout stalled
+    // (`Progressing=False`, `ProgressDeadlineExceeded`) and rollout status ends with kubectl's
+    // error, long before its own timeout.
+    let manifest = std::fs::read_to_string(&web).expect("the example");
+    let stalled = manifest.replacen("  replicas: 3\n", "  replicas: 3\n  progressDeadlineSeconds: 1\n", 1);
+    assert_ne!(stalled, manifest, "the example names its replicas");
+    let applied = orchctl(&server, &["apply", "-f", "-"], Some(&stalled));
+    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    let (_, err) = fails(&["rollout", "status", "deploy/web", "-n", "shop", "--timeout=60s"], None);
+    assert!(err.contains("deployment \"web\" exceeded its progress deadline"), "{err}");
     // orchd's garbage collector empties the terminating namespace meanwhile, so the objects
     // after it may be gone before orchctl deletes them (as with kubectl and Kubernetes'
     // namespace controller): not found is fine here.
