@@ -5,8 +5,8 @@
 //! drawn from the pod's uid and the seed; a pod being deleted is deleted for good (the
 //! grace-0 delete a real agent sends once the pod stopped) after another such delay. Each
 //! step is written from the pod as the state has it when it is due, under its uid (a status
-//! write also under its resourceVersion); a write that did not land (not proposed, its fate
-//! unknown, or refused) is planned again, and so is a registration. Each node has a pod subnet and a pod gets the lowest
+//! write also under its resourceVersion); a write that did not land (not proposed, or its
+//! fate unknown) is planned again, and so is a registration. Each node has a pod subnet and a pod gets the lowest
 //! free address of its node's. Nothing runs: no process. Every [`Settings::heartbeat_ms`]
 //! each node heartbeats ([`Message::Heartbeat`], sent to the node lifecycle controller of the
 //! same owner, [`crate::nodelifecycle`]), as an agent does over the API.
@@ -290,13 +290,15 @@ impl Reconciler for SimulatedNodes {
     ) -> Vec<Command> {
         let mut commands = Vec::new();
         let missing = |name: &String| state.get(&ObjectKey::new(Kind::Node, "", name)).is_none();
-        // A write that did not land is made again: a pod's is planned anew (the state says
-        // what is left to do), a node's registration repeated. One whose entry may still
-        // commit is harmless to repeat: a status write names the resourceVersion, a delete
-        // the uid, and a second registration finds the node there.
+        // A write that did not land (not proposed, or its fate unknown) is made again: a
+        // pod's is planned anew (the state says what is left to do), a node's registration
+        // repeated. One whose entry may still commit is harmless to repeat: a status write
+        // names the resourceVersion, a delete the uid, and a second registration finds the
+        // node there. A refused one is not: the pod changed (and is planned for that) or is
+        // gone, and a write refused for good must not be retried for ever.
         let mut register = full;
         for (command, fate) in outcomes {
-            if matches!(fate, Fate::Applied(Ok(_))) {
+            if matches!(fate, Fate::Applied(_)) {
                 continue;
             }
             match command {
@@ -496,8 +498,8 @@ mod tests {
         assert!(w.has(Kind::Node, "", "sim-2"));
     }
 
-    /// A write that did not land (never proposed, its entry's fate unknown, or refused) is
-    /// made again after another delay, and a node whose registration did not land is
+    /// A write that did not land (never proposed, or its entry's fate unknown) is made again
+    /// after another delay, and a node whose registration did not land is
     /// registered again: not left until a full round, minutes later.
     #[test]
     fn a_write_that_did_not_land_is_made_again() {

@@ -305,7 +305,7 @@ impl Loops {
 /// The time of one term's loops: the node's clock read when the term's loops started,
 /// advanced by the monotonic clock since. A step of the node's clock (an NTP step, a VM
 /// restored from a snapshot) does not move a deadline a loop set, and time never goes back
-/// within a term, as Kubernetes' controllers time their delays on the monotonic clock. The
+/// within a term, as Kubernetes' work queues time their delays on the monotonic clock. The
 /// next term reads the node's clock again (its loops start afresh).
 #[derive(Clone, Copy, Debug)]
 pub struct TermClock {

@@ -525,7 +525,7 @@ impl LeaderLoop for Sleeper {
 /// A loop's time is the node's clock when its term began, advanced by the monotonic clock:
 /// the node's clock stepping back an hour (an NTP step, a VM restored) does not put off a
 /// wake-up the loop asked for by an hour, nor does time go backwards within a term (as
-/// Kubernetes' controllers time their delays on the monotonic clock).
+/// Kubernetes' work queues time their delays on the monotonic clock).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_loop_s_time_is_monotonic_through_a_clock_step() {
     let dir = tempfile::tempdir().expect("dir");

@@ -6,17 +6,24 @@
 //! - [`RolloutBounds`]: under a RollingUpdate Deployment, no entry creates a pod that makes
 //!   more than `replicas + maxSurge` of its pods active (not being deleted), and no entry
 //!   deletes a Ready pod of it so that fewer than `replicas - maxUnavailable` active pods are
-//!   Ready. (A pod that stops being Ready on its own is no controller's decision; a
-//!   Deployment being deleted, or a Recreate one, is not held to the bounds.)
+//!   Ready by scaling its set down. (A pod that stops being Ready on its own, or is evicted,
+//!   is no controller's decision; a Deployment being deleted, or a Recreate one, is not held
+//!   to the bounds.)
 //! - [`Converged`]: a bounded time after the faults healed, and at the end, every Deployment
 //!   has exactly its replicas, all of its current template and Ready, and says so in its
 //!   status; and every Service's Endpoints list exactly the Ready pods it selects (and the
 //!   others that have an IP under `notReadyAddresses`).
 //!
-//! They are independent of the controllers' code: pods are tied to their Deployment through
-//! the owner references (pod → ReplicaSet → Deployment), and the surge and unavailability
-//! are resolved from the spec as Kubernetes documents it. What a pod requests and a node
-//! offers is [`orch_core::fit`]'s accounting, which has tests of its own.
+//! Pods are tied to their Deployment through the owner references (pod → ReplicaSet →
+//! Deployment), and the surge and unavailability resolved from the spec as Kubernetes
+//! documents it, apart from the controllers' code. Shared with it: what a pod requests and a
+//! node offers ([`orch_core::fit`]'s accounting) and whether a set's template is the
+//! Deployment's ([`orch_core::deployment::same_template`]), each with tests of its own.
+//!
+//! Limits: the availability bound counts Ready pods (`minReadySeconds` 0) and holds the
+//! controllers to it only for deletions by a scale-down of the pod's set; Endpoints are
+//! checked (each address with the pod it names) for Services with numbered target ports and
+//! at most `ENDPOINTS_ADDRESSES_MAX` pods.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -99,12 +106,21 @@ fn active(pod: &Pod) -> bool {
         && !matches!(pod.status.phase, Some(PodPhase::Succeeded | PodPhase::Failed))
 }
 
+fn owned_by(pod: &Pod, uid: Uid) -> bool {
+    pod.metadata.controller_ref().is_some_and(|r| r.uid == uid)
+}
+
 fn name(pod: &Pod) -> String {
     format!("{}/{}", pod.metadata.namespace_str(), pod.metadata.name)
 }
 
-/// Checks every committed state in order: `check(before, entry, after)`.
-fn each_entry(history: &History, mut check: impl FnMut(&Replay, &Committed, &Replay)) -> Vec<String> {
+/// Checks every committed state in order: `check(before, entry, after)`; what it found
+/// wrong with the history itself (an index missing), and the last state.
+fn each_entry(history: &History, check: impl FnMut(&Replay, &Committed, &Replay)) -> Vec<String> {
+    replay(history, check).0
+}
+
+fn replay(history: &History, mut check: impl FnMut(&Replay, &Committed, &Replay)) -> (Vec<String>, Replay) {
     let mut found = Vec::new();
     let mut state = Replay::default();
     for (i, entry) in history.committed.iter().enumerate() {
@@ -113,13 +129,13 @@ fn each_entry(history: &History, mut check: impl FnMut(&Replay, &Committed, &Rep
         if !next {
             found
                 .push(format!("index {} follows {}: the committed states cannot be rebuilt", entry.index, state.index));
-            return found;
+            return (found, state);
         }
         let before = state.clone();
         state.apply(entry);
         check(&before, entry, &state);
     }
-    found
+    (found, state)
 }
 
 /// No entry binds a pod to a node beyond the node's allocatable.
@@ -153,6 +169,7 @@ impl Checker for Allocatable {
                 .collect();
             for node_name in bound {
                 let Some(Object::Node(node)) = after.objects.get(&ObjectKey::new(Kind::Node, "", node_name)) else {
+                    found.push(format!("entry {} bound a pod to node {node_name}, which does not exist", entry.index));
                     continue;
                 };
                 if let Some(what) = over(after, node) {
@@ -224,7 +241,11 @@ impl Checker for RolloutBounds {
                 .filter(|e| e.event_type == EventType::Added && e.object.kind() == Kind::Pod)
                 .map(|e| e.object.key())
                 .collect();
-            // The Ready active pods this entry deleted (or marked for deletion).
+            // The Ready active pods this entry deleted (or marked for deletion) that their set
+            // had more of than it wants: a scale-down, the controllers' decision (an eviction
+            // or a pod lost with its node is not).
+            let sets = after.sets();
+            let active_of = |uid: Uid| before.pods().filter(|p| active(p) && owned_by(p, uid)).count();
             let gone: BTreeSet<ObjectKey> = entry
                 .events
                 .iter()
@@ -232,7 +253,10 @@ impl Checker for RolloutBounds {
                     let key = e.object.key();
                     let Some(Object::Pod(old)) = before.objects.get(&key) else { return None };
                     let now_active = after.objects.get(&key).and_then(Object::as_pod).is_some_and(active);
-                    (active(old) && ready(old) && !now_active).then_some(key)
+                    let set = old.metadata.controller_ref().and_then(|r| sets.get(&r.uid))?;
+                    let wants = usize::try_from(set.spec.replicas.unwrap_or(1).max(0)).unwrap_or(0);
+                    let scaled_down = set.metadata.uid.is_some_and(|uid| active_of(uid) > wants);
+                    (active(old) && ready(old) && !now_active && scaled_down).then_some(key)
                 })
                 .collect();
             if created.is_empty() && gone.is_empty() {
@@ -296,23 +320,30 @@ impl Checker for Converged {
                 self.bound_ms
             )];
         }
-        let mut state = Replay::default();
+        if history.committed.is_empty() {
+            return vec!["no entry was committed".to_owned()];
+        }
         let mut found = Vec::new();
         let mut checked_due = false;
-        for entry in &history.committed {
+        let at_due = |state: &Replay| {
+            unconverged(state)
+                .into_iter()
+                .map(|w| format!("{} ms after the heal: {w}", self.bound_ms))
+                .collect::<Vec<_>>()
+        };
+        // The state at the bound: the one before the first entry applied after it.
+        let (mut broken, last) = replay(history, |before, entry, _| {
             if entry.at_ms > due && !checked_due {
-                found.extend(
-                    unconverged(&state).into_iter().map(|w| format!("{} ms after the heal: {w}", self.bound_ms)),
-                );
+                found.extend(at_due(before));
                 checked_due = true;
             }
-            state.apply(entry);
-        }
+        });
         if !checked_due {
-            found.extend(unconverged(&state).into_iter().map(|w| format!("{} ms after the heal: {w}", self.bound_ms)));
+            found.extend(at_due(&last));
         }
-        found.extend(unconverged(&state).into_iter().map(|w| format!("at the end: {w}")));
-        found
+        found.extend(unconverged(&last).into_iter().map(|w| format!("at the end: {w}")));
+        broken.append(&mut found);
+        broken
     }
 }
 
@@ -341,10 +372,9 @@ pub fn unconverged(state: &Replay) -> Vec<String> {
             ));
         }
         let s = &d.status;
-        let n = i32::try_from(want).ok();
-        if (s.replicas, s.updated_replicas, s.ready_replicas, s.available_replicas) != (n, n, n, n)
-            || s.observed_generation != d.metadata.generation
-        {
+        let n = i32::try_from(want).unwrap_or(i32::MAX);
+        let counts = [s.replicas, s.updated_replicas, s.ready_replicas, s.available_replicas];
+        if counts.iter().any(|c| c.unwrap_or(0) != n) || s.observed_generation != d.metadata.generation {
             found.push(format!("{id}: status {s:?}, generation {:?}", d.metadata.generation));
         }
     }
@@ -352,7 +382,11 @@ pub fn unconverged(state: &Replay) -> Vec<String> {
         Object::Service(s) => Some(s.as_ref()),
         _ => None,
     }) {
-        if service.spec.selector.is_empty() {
+        // Services whose every pod resolves every port (numbered target ports): the others
+        // leave pods out of some ports, which this check does not model.
+        let numbered = |p: &orch_core::core_v1::ServicePort| !matches!(p.target_port, Some(IntOrString::Str(_)));
+        if service.spec.selector.is_empty() || service.spec.ports.is_empty() || !service.spec.ports.iter().all(numbered)
+        {
             continue;
         }
         let ns = service.metadata.namespace_str();
@@ -362,12 +396,15 @@ pub fn unconverged(state: &Replay) -> Vec<String> {
             .filter(|p| p.metadata.namespace_str() == ns && p.metadata.labels.contains_all(&service.spec.selector))
             .filter(|p| active(p) && p.status.pod_ip.as_deref().is_some_and(|ip| !ip.is_empty()))
             .collect();
-        let ips = |ready_ones: bool| -> BTreeSet<String> {
+        if selected.len() > orch_core::endpoints::ENDPOINTS_ADDRESSES_MAX {
+            continue;
+        }
+        // Each address with the pod it names.
+        let ips = |ready_ones: bool| -> BTreeSet<(String, String)> {
             selected
                 .iter()
                 .filter(|p| ready(p) == ready_ones)
-                .filter_map(|p| p.status.pod_ip.as_ref())
-                .map(ToString::to_string)
+                .map(|p| (p.status.pod_ip.as_deref().unwrap_or("").to_owned(), p.metadata.name.to_string()))
                 .collect()
         };
         let (want_ready, want_not_ready) = (ips(true), ips(false));
@@ -378,10 +415,18 @@ pub fn unconverged(state: &Replay) -> Vec<String> {
             continue;
         };
         let listed = |f: fn(&orch_core::core_v1::EndpointSubset) -> &Vec<orch_core::core_v1::EndpointAddress>| {
-            e.subsets.iter().flat_map(|s| f(s).iter().map(|a| a.ip.to_string())).collect::<Vec<String>>()
+            e.subsets
+                .iter()
+                .flat_map(|s| {
+                    f(s).iter().map(|a| {
+                        let pod = a.target_ref.as_ref().and_then(|r| r.name.as_deref()).unwrap_or("");
+                        (a.ip.to_string(), pod.to_owned())
+                    })
+                })
+                .collect::<Vec<(String, String)>>()
         };
         let (ready_listed, not_ready_listed) = (listed(|s| &s.addresses), listed(|s| &s.not_ready_addresses));
-        let distinct = |v: &Vec<String>| v.iter().cloned().collect::<BTreeSet<String>>();
+        let distinct = |v: &Vec<(String, String)>| v.iter().cloned().collect::<BTreeSet<(String, String)>>();
         if distinct(&ready_listed) != want_ready
             || distinct(&not_ready_listed) != want_not_ready
             || ready_listed.len() != want_ready.len()
@@ -525,13 +570,23 @@ mod tests {
     fn a_ready_pod_deleted_below_the_availability_is_found() {
         let mut first = deployment_and_set();
         first.extend((0..4).map(|i| pod(&format!("p{i}"), None, i < 3, "", "1")));
-        // 3 Ready; deleting the not-Ready one leaves 3: fine; deleting a Ready one leaves 2.
-        let fine = history(vec![first.clone(), vec![deleting(pod("p3", None, false, "", "1"))]]);
+        // The set scaled down to 3, and one of its pods deleted in the same entry: 3 Ready
+        // left when it is the not-Ready one (fine), 2 when it is a Ready one.
+        let set_of = |replicas: i32| {
+            let mut rs = deployment_and_set().remove(1);
+            let Object::ReplicaSet(r) = &mut rs else { unreachable!() };
+            std::sync::Arc::make_mut(r).spec.replicas = Some(replicas);
+            rs
+        };
+        let fine = history(vec![first.clone(), vec![set_of(3), deleting(pod("p3", None, false, "", "1"))]]);
         assert!(RolloutBounds.check(&fine).is_empty());
-        let bad = history(vec![first.clone(), vec![deleting(pod("p0", None, true, "", "1"))]]);
+        let bad = history(vec![first.clone(), vec![set_of(3), deleting(pod("p0", None, true, "", "1"))]]);
         let found = RolloutBounds.check(&bad);
         assert!(found.len() == 1 && found[0].contains("2 Ready left, fewer than 4 - maxUnavailable 1"), "{found:?}");
-        // A pod that stops being Ready on its own is no controller's decision.
+        // A Ready pod deleted while its set still wants it (evicted, or lost with its node), or
+        // one that stops being Ready on its own: no controller's decision.
+        let evicted = history(vec![first.clone(), vec![deleting(pod("p0", None, true, "", "1"))]]);
+        assert!(RolloutBounds.check(&evicted).is_empty());
         let unready = history(vec![first, vec![pod("p0", None, false, "", "1")]]);
         assert!(RolloutBounds.check(&unready).is_empty());
     }
@@ -542,7 +597,18 @@ mod tests {
             "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec: {selector: {app: web}, ports: [{port: 80}]}\n",
         );
         let endpoints = |ready: &[&str], not_ready: &[&str]| {
-            let list = |ips: &[&str]| ips.iter().map(|ip| format!("{{ip: '{ip}'}}")).collect::<Vec<_>>().join(", ");
+            // Pod p<n> has address 10.0.0.<n>.
+            let list = |ips: &[&str]| {
+                ips.iter()
+                    .map(|ip| {
+                        format!(
+                            "{{ip: '{ip}', targetRef: {{kind: Pod, name: p{}}}}}",
+                            ip.rsplit('.').next().unwrap_or("")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
             objects(&format!(
                 "apiVersion: v1\nkind: Endpoints\nmetadata: {{name: web, namespace: default}}\nsubsets: [{{addresses: [{}], notReadyAddresses: [{}], ports: [{{port: 80}}]}}]\n",
                 list(ready),
@@ -580,6 +646,16 @@ mod tests {
         // The run must last until the bound.
         assert!(checker.check(&with(history(vec![all.clone()]), 0, 50))[0].contains("before the bound"));
         // An address missing; one pod not Ready.
+        // The right addresses, one of them naming another pod.
+        let mut renamed = state.clone();
+        let mut wrong = endpoints(&["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"], &[]);
+        let Object::Endpoints(e) = &mut wrong[0] else { unreachable!() };
+        let e = std::sync::Arc::make_mut(e);
+        e.subsets[0].addresses[3].target_ref.as_mut().expect("a reference").name = Some("gone".into());
+        renamed.extend(wrong);
+        assert!(
+            checker.check(&with(history(vec![renamed]), 0, 200)).iter().any(|w| w.contains("endpoints default/web"))
+        );
         let mut missing = state.clone();
         missing.extend(endpoints(&["10.0.0.1", "10.0.0.2", "10.0.0.3"], &[]));
         assert!(

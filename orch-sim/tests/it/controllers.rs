@@ -82,15 +82,67 @@ const CONVERGED_WITHIN: Duration = Duration::from_secs(30);
 /// scheduled and started too, which the workload's checkers do not expect); the raft, state
 /// and catch-up checks still run.
 fn run(seed: u64) -> orch_sim::Report {
-    let mut sim = Simulation::new(Config { clients: 0, watchers: 0, ..Config::new(seed) })
+    run_with(Config { clients: 0, watchers: 0, ..Config::new(seed) }, Vec::new())
+}
+
+fn run_with(config: Config, extra: Vec<LoopFactory>) -> orch_sim::Report {
+    let mut sim = Simulation::new(config)
         .settle(CONVERGED_WITHIN)
         .checker(Box::new(controllers::Allocatable))
         .checker(Box::new(controllers::RolloutBounds))
         .checker(Box::new(controllers::Converged { bound_ms: CONVERGED_WITHIN.as_millis() as u64 }));
-    for factory in loops() {
+    for factory in loops().into_iter().chain(extra) {
         sim = sim.leader_loop(factory);
     }
     sim.run()
+}
+
+/// Breaks what the checkers guard, once the first rollout is complete: scales the
+/// Deployment's set down to one pod behind the Deployment controller's back (so the
+/// ReplicaSet controller deletes three Ready pods at once), and creates a pod already bound
+/// to `sim-1` that asks for 9 of its 8 cores.
+struct Saboteur;
+
+impl LeaderLoop for Saboteur {
+    fn name(&self) -> &'static str {
+        "saboteur"
+    }
+
+    fn reconcile(&mut self, round: Round<'_>) -> Vec<Command> {
+        let squatter = ObjectKey::new(Kind::Pod, "default", "squatter");
+        let Some(Object::Deployment(d)) = round.state.get(&ObjectKey::new(Kind::Deployment, "default", "web")) else {
+            return Vec::new();
+        };
+        if round.state.get(&squatter).is_some() || !complete(d) {
+            return Vec::new();
+        }
+        let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: squatter}\nspec: {nodeName: sim-1, containers: \
+                   [{name: c, image: x, resources: {requests: {cpu: '9'}}}]}\n";
+        let mut commands: Vec<Command> =
+            orch_core::parse_manifests(pod).expect("valid").into_iter().map(Command::Create).collect();
+        for set in round.state.list(Kind::ReplicaSet, Some("default")) {
+            if let Object::ReplicaSet(rs) = set
+                && rs.spec.replicas.unwrap_or(1) > 1
+            {
+                let mut smaller = orch_core::ReplicaSet::clone(rs);
+                smaller.spec.replicas = Some(1);
+                commands.push(Command::Update(Object::from(smaller)));
+            }
+        }
+        commands
+    }
+}
+
+/// The checkers see a controller that breaks the bounds, and a pod bound beyond its node's
+/// allocatable: a run with the saboteur above fails both, with no fault injected.
+#[test]
+fn the_checkers_catch_a_controller_that_breaks_the_rules() {
+    let saboteur: LoopFactory = Arc::new(|| Box::new(Saboteur) as Box<dyn LeaderLoop>);
+    let config = Config { clients: 0, watchers: 0, faults: orch_sim::FaultMix::none(), ..Config::quick(5) };
+    let report = run_with(config, vec![saboteur]);
+    let by = |checker: &str| report.violations.iter().filter(|v| v.checker == checker).count();
+    assert!(by("rollout-bounds") > 0, "{report}");
+    assert!(by("allocatable") > 0, "{report}");
 }
 
 /// Issue 13's simulation: under every fault the scheduler never binds beyond a node's
