@@ -5,7 +5,8 @@
 //! session rule of `acked_below` ([`crate::sessions::Sessions::refuse`]), every list and string of what the request carries within its limit ([`crate::bounds`]: limits
 //! that bound what an entry carries, some on fields apply never reads), keys within
 //! [`KEY_BYTES_MAX`], and the object as a create or update would store it valid
-//! ([`crate::validation::validate`], on the same defaults and initial status apply uses).
+//! ([`crate::validation::validate`], on the same defaults and initial status apply uses, and
+//! a node's pod range, [`crate::validation::validate_pod_cidr`]).
 //! An invalid object gets the error apply would give it, though where apply would first
 //! report a state error (not found, a conflict) admission reports the invalid field; what it
 //! accepts may still be refused by apply for reasons that need the state (a name taken, a
@@ -140,7 +141,11 @@ fn check_object(obj: &Object, status: Status) -> Result<(), ApplyError> {
         Status::Ignored => clear_status(&mut stored),
         Status::Written => {}
     }
-    let errors = validate(&stored);
+    let mut errors = validate(&stored);
+    // This build stamps its entries with rules 7 on: a node's pod range is a CIDR.
+    if let Object::Node(node) = &stored {
+        errors.0.extend(crate::validation::validate_pod_cidr(node, None).0);
+    }
     if errors.is_empty() { Ok(()) } else { Err(invalid(&stored, errors)) }
 }
 

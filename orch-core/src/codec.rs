@@ -50,7 +50,7 @@ use bincode::{Decode, Encode};
 ///   (variant 10), carries a manifest as submitted. Only a variant was added: entries and
 ///   snapshots of formats 4 to 11 read as they are. A build of format 11 refuses a format 12
 ///   entry by its version.
-pub const FORMAT_VERSION: u8 = 12;
+pub const FORMAT_VERSION: u8 = 13;
 
 /// The decoding context of the storage encoding: the format version of the bytes. A model field
 /// added in format `N` (`[since N]` in `model!`) is read only from bytes of format `N` on, and
@@ -229,11 +229,11 @@ pub fn encode_entry(entry: &crate::command::Entry) -> Result<Vec<u8>, CodecError
 /// this build does not apply ([`crate::rules`]).
 pub fn decode_entry(bytes: &[u8]) -> Result<crate::command::Entry, CodecError> {
     let entry = match versioned(bytes, ENTRY_READ_BYTES_MAX)? {
-        // Format 5 changed only snapshots, formats 6 to 9 only the rules, format 10 only
-        // added a command variant, and format 11 model fields (read by the entry's format):
-        // format 4 to 10 entries read as they are (their stamps say which rules they are
-        // applied under).
-        (version @ (FORMAT_VERSION | 4..=11), body) => decode_body(body, Format(version))?,
+        // Format 5 changed only snapshots, formats 6 to 9, 12 and 13 only the rules (12 with
+        // a command variant), format 10 only added a command variant, and format 11 model
+        // fields (read by the entry's format): format 4 to 12 entries read as they are (their
+        // stamps say which rules they are applied under).
+        (version @ (FORMAT_VERSION | 4..=12), body) => decode_body(body, Format(version))?,
         // Format 3 only added commands: a format 2 entry is a format 3 entry.
         (version @ (2 | 3), body) => decode_body::<crate::command::v3::Entry>(body, Format(version))?.into(),
         (1, body) => decode_body::<crate::command::v1::Entry>(body, Format(1))?.into(),

@@ -71,7 +71,10 @@
 ///   manifest named and this one does not (as kubectl). An object last applied under rules 5
 ///   or earlier has no annotation, so its first apply under rules 6 removes nothing. Under 1
 ///   to 5 an `Apply` replaced the object (with rules 4's exceptions) and recorded nothing.
-pub const RULES_VERSION: u16 = 6;
+/// - 7 (format 13): a node's `spec.podCIDR` is a CIDR, and once set never changes
+///   ([`crate::validation::validate_pod_cidr`], Kubernetes' rules on `spec.podCIDRs`). Under 1
+///   to 6 any text was taken, and changed at will.
+pub const RULES_VERSION: u16 = 7;
 /// The oldest rules version this build applies.
 pub const RULES_VERSION_MIN: u16 = 1;
 /// The rules version of entries written before entries carried one (storage formats 1 to 3).

@@ -6,7 +6,7 @@
 //! grace-0 delete a real agent sends once the pod stopped) after another such delay. Each
 //! step is written from the pod as the state has it when it is due, under its uid (a status
 //! write also under its resourceVersion); a write that did not land (not proposed, or its
-//! fate unknown) is planned again, and so is a registration. Each node has a pod subnet and a pod gets the lowest
+//! fate unknown) is planned again, and so is a registration. Each node has a pod subnet (its `spec.podCIDR`) and a pod gets the lowest
 //! free address of its node's. Nothing runs: no process. Every [`Settings::heartbeat_ms`]
 //! each node heartbeats ([`Message::Heartbeat`], sent to the node lifecycle controller of the
 //! same owner, [`crate::nodelifecycle`]), as an agent does over the API.
@@ -265,9 +265,11 @@ impl SimulatedNodes {
     /// A node object for `name`.
     fn node(&self, name: &str) -> Option<Object> {
         let s = &self.settings;
+        let subnet = subnet_prefix(*self.nodes.get(name)?);
         let yaml = format!(
             "apiVersion: v1\nkind: Node\nmetadata: {{name: {name}, labels: {{kubernetes.io/hostname: {name}, \
-             {SIMULATED_LABEL}: 'true'}}}}\nstatus:\n  capacity: {{cpu: '{cpu}', memory: '{memory}', pods: '{pods}'}}\n  \
+             {SIMULATED_LABEL}: 'true'}}}}\nspec: {{podCIDR: '{subnet}0/24'}}\nstatus:\n  \
+             capacity: {{cpu: '{cpu}', memory: '{memory}', pods: '{pods}'}}\n  \
              conditions: [{{type: Ready, status: 'True', reason: KubeletReady, message: simulated}}]\n",
             cpu = s.cpu,
             memory = s.memory,
@@ -469,6 +471,8 @@ mod tests {
         let p = w.pod("p");
         assert!(running_and_ready(&p), "{:?}", p.status);
         assert_eq!(p.status.pod_ip.as_deref(), Some("10.200.0.2"), "the first address of sim-1's subnet");
+        let Some(Object::Node(n)) = w.state.get(&ObjectKey::new(Kind::Node, "", "sim-2")) else { panic!("sim-2") };
+        assert_eq!(n.spec.pod_cidr.as_deref(), Some("10.200.1.0/24"), "each node's subnet is its podCIDR");
         assert_eq!(p.status.pod_ips.iter().map(|i| i.ip.as_str()).collect::<Vec<_>>(), ["10.200.0.2"], "podIPs too");
         assert!(p.status.container_statuses[0].ready);
         assert!(sim.reconcile(&w.state, w.now_ms, false, &changed, &[]).is_empty());

@@ -491,9 +491,12 @@ impl State {
         }
         set_initial_status(&mut obj, now);
         let mut errors = validation::validate(&obj);
-        if let Object::Node(_) = obj {
+        if let Object::Node(node) = &obj {
             // A node registers with the status its agent reports.
             errors.0.extend(validation::validate_status(&obj).0);
+            if txn.rules >= 7 {
+                errors.0.extend(validation::validate_pod_cidr(node, None).0);
+            }
         }
         if !errors.is_empty() {
             return Err(invalid(&obj, errors));
@@ -575,7 +578,12 @@ impl State {
             }
             _ => {}
         }
-        let errors = validation::validate_update(&new, &old);
+        let mut errors = validation::validate_update(&new, &old);
+        if txn.rules >= 7
+            && let (Object::Node(n), Object::Node(o)) = (&new, &old)
+        {
+            errors.0.extend(validation::validate_pod_cidr(n, Some(o)).0);
+        }
         if !errors.is_empty() {
             return Err(invalid(&new, errors));
         }

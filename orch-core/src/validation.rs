@@ -1257,6 +1257,40 @@ pub fn validate(obj: &Object) -> FieldErrors {
     errs
 }
 
+/// Whether `s` is a CIDR as Kubernetes' `IsValidCIDR` takes it: an IPv4 or IPv6 address, `/`,
+/// and a prefix length in decimal digits of at most 32 or 128 (stricter on one point: an IPv4
+/// octet with a leading zero is refused).
+fn is_cidr(s: &str) -> bool {
+    let Some((ip, prefix)) = s.split_once('/') else { return false };
+    let bits = match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => 32,
+        Ok(std::net::IpAddr::V6(_)) => 128,
+        Err(_) => return false,
+    };
+    !prefix.is_empty()
+        && prefix.len() <= 3
+        && prefix.bytes().all(|b| b.is_ascii_digit())
+        && prefix.parse::<u32>().is_ok_and(|p| p <= bits)
+}
+
+/// Rules 7 ([`crate::rules`]): a node's `spec.podCIDR` is a CIDR, and once set never changes
+/// (Kubernetes' `ValidateNode` and `ValidateNodeUpdate` on `spec.podCIDRs`: the controller
+/// manager may give a node its range, never move it). `old` is the stored node, for an
+/// update. Kept apart from [`validate`] because entries of older rules are applied without it.
+pub fn validate_pod_cidr(new: &Node, old: Option<&Node>) -> FieldErrors {
+    let mut errs = FieldErrors::default();
+    let cidr = new.spec.pod_cidr.as_deref().unwrap_or("");
+    if !cidr.is_empty() && !is_cidr(cidr) {
+        errs.invalid("spec.podCIDR", q(cidr), "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)");
+    }
+    if let Some(was) = old.and_then(|o| o.spec.pod_cidr.as_deref()).filter(|c| !c.is_empty())
+        && was != cidr
+    {
+        errs.forbidden("spec.podCIDR", "node updates may not change podCIDR except from \"\" to valid");
+    }
+    errs
+}
+
 /// Validates a change from `old` to `new` of the same object: the rules of [`validate`] plus
 /// the fields that may not change.
 pub fn validate_update(new: &Object, old: &Object) -> FieldErrors {

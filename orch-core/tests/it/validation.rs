@@ -502,3 +502,53 @@ fn template_annotations_are_bounded_in_total() {
         "Deployment \"web\" is invalid: spec.template.metadata.annotations: Too long: may not be more than 262144 bytes"
     );
 }
+
+/// Rules 7: a node's `spec.podCIDR` is a CIDR, and once set it never changes (Kubernetes'
+/// `ValidateNode` and `ValidateNodeUpdate` on `spec.podCIDRs`): the controller manager may
+/// give a node one, never move it. An entry stamped with an older rules version is applied as
+/// it was.
+#[test]
+fn a_node_s_pod_cidr_is_a_cidr_and_is_set_once() {
+    let node =
+        |cidr: &str| obj(&format!("apiVersion: v1\nkind: Node\nmetadata: {{name: n}}\nspec: {{podCIDR: '{cidr}'}}\n"));
+    for bad in ["10.244.1.0", "10.244.1.0/33", "10.244.1/24", "10.244.1.0/+8", "fd00::/129", "x/24", "10.244.1.0/ 24"] {
+        assert_eq!(
+            rejected(&format!("apiVersion: v1\nkind: Node\nmetadata: {{name: n}}\nspec: {{podCIDR: '{bad}'}}\n")),
+            format!(
+                "Node \"n\" is invalid: spec.podCIDR: Invalid value: \"{bad}\": must be a valid CIDR value, (e.g. \
+                 10.9.8.0/24 or 2001:db8::/64)"
+            ),
+        );
+    }
+    let mut h = Harness::new();
+    h.ok(Command::Create(obj("apiVersion: v1\nkind: Node\nmetadata: {name: n}\n")));
+    // From none to one: the allocation.
+    h.ok(Command::Update(node("10.244.1.0/24")));
+    h.ok(Command::Update(node("10.244.1.0/24")));
+    assert_eq!(
+        h.err(Command::Update(node("10.244.2.0/24"))),
+        "Node \"n\" is invalid: spec.podCIDR: Forbidden: node updates may not change podCIDR except from \"\" to valid"
+    );
+    assert!(h.err(Command::Update(node(""))).contains("may not change podCIDR"));
+    h.ok(Command::Create(obj(
+        "apiVersion: v1\nkind: Node\nmetadata: {name: v6}\nspec: {podCIDR: 'fd00:10:244:1::/64'}\n",
+    )));
+    // Under rules 6 neither rule holds.
+    let mut old = Harness::new();
+    let entry = |h: &mut Harness, command: Command| {
+        h.serial += 1;
+        h.now_ms += 1000;
+        let request = orch_core::Request {
+            client: orch_core::ClientId(1),
+            serial: h.serial,
+            acked_below: 0,
+            retry: false,
+            command,
+        };
+        let index = h.state.applied_index() + 1;
+        let entry = orch_core::Entry { rules: 6, ..orch_core::Entry::new(h.now_ms, vec![request]) };
+        h.state.apply(index, entry).outcomes.remove(0)
+    };
+    assert!(entry(&mut old, Command::Create(node("10.244.1.0"))).is_ok());
+    assert!(entry(&mut old, Command::Update(node("10.244.2.0/24"))).is_ok());
+}

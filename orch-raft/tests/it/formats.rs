@@ -17,7 +17,9 @@
 //! default tolerations, and one is applied again with a toleration added; format 10 added a
 //! delete's propagation policy, and its fixture holds a foreground delete; format 11 added the
 //! model fields of node affinity and podIPs (read as absent from older fixtures), and its
-//! fixture's pods have both, with a bind refused for its affinity.
+//! fixture's pods have both, with a bind refused for its affinity; format 12 is rules version
+//! 6 (apply merges); format 13 is rules version 7, whose fixture holds a node created with a
+//! pod range and a change of that range refused.
 //!
 //! From format 4 on a fixture also holds `sessions.json`, the deduplication table's outcomes
 //! (what a retry of each request would get): replaying the fixture must give them again, so a
@@ -196,8 +198,18 @@ fn proposals() -> Vec<Vec<Command>> {
         Command::Scale { key: ObjectKey::new(Kind::Deployment, "shop", "api"), replicas: 3 },
         api(serde_json::json!({"app": "api"})),
         Command::Apply(one(&pod("p3"))),
+        // Format 13 (rules 7): a node's podCIDR is set once: a node created with one, and a
+        // change of it refused (a range that is no CIDR is refused at admission, before the
+        // log).
+        Command::Create(one(&cidr_node("n2", "10.244.2.0/24"))),
+        Command::Update(one(&cidr_node("n2", "10.244.9.0/24"))),
     ]);
     out
+}
+
+/// A node `name` with the pod range `cidr`.
+fn cidr_node(name: &str, cidr: &str) -> String {
+    format!("apiVersion: v1\nkind: Node\nmetadata: {{name: {name}}}\nspec: {{podCIDR: '{cidr}'}}\n")
 }
 
 /// The deduplication table's outcomes, as JSON (independent of the storage layout).
