@@ -30,7 +30,7 @@ use orch_benches::timed::{Rounds, timed};
 use orch_core::meta::ConditionStatus;
 use orch_core::{Command, Kind, Object, State};
 use orch_raft::control_plane::{Consistency, ControlPlane};
-use orch_raft::leader::{LoopFactory, Loops, NoEvents};
+use orch_raft::leader::{FullRound, LoopEvents, LoopFactory, Loops};
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
@@ -90,6 +90,16 @@ fn deployment(replicas: usize) -> Command {
     Command::Create(objects.remove(0))
 }
 
+/// Counts the loops' full rounds by loop and reason.
+#[derive(Default)]
+struct FullRounds(std::sync::Mutex<std::collections::BTreeMap<(&'static str, FullRound), u64>>);
+
+impl LoopEvents for FullRounds {
+    fn full_round(&self, name: &'static str, why: FullRound) {
+        *self.0.lock().expect("lock").entry((name, why)).or_insert(0) += 1;
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::args().any(|a| a == "--list") {
@@ -117,6 +127,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("three nodes on loopback, fsync on; no loops, no simulated node: CPU {:.1}% of a core", quiet * 100.0);
 
     let rounds: Rounds = Arc::default();
+    let fulls = Arc::new(FullRounds::default());
     let loops: Vec<Loops> = nodes
         .iter()
         .map(|n| {
@@ -124,7 +135,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 n.clone(),
                 timed(orchd_loops(sims), &rounds),
                 orch_raft::leader::LOOP_RESYNC,
-                Arc::new(NoEvents),
+                Arc::clone(&fulls) as Arc<dyn LoopEvents>,
             )
         })
         .collect();
@@ -156,6 +167,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let (t, c) = (Instant::now(), cpu());
     rounds.lock().expect("lock").clear();
+    fulls.0.lock().expect("lock").clear();
     let outcomes = n1.propose(vec![deployment(replicas)]).await?;
     assert!(outcomes[0].is_ok(), "{outcomes:?}");
     println!("\n{:>8} {:>10} {:>10} {:>10}", "s", "created", "bound", "Ready");
@@ -182,6 +194,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         burst_cpu * 100.0
     );
     println!("\nthe leader's loops from the create to the last bind:\n{}", orch_benches::timed::report(&rounds));
+    let fulls_seen: Vec<String> =
+        fulls.0.lock().expect("lock").iter().map(|((name, why), n)| format!("{name} {} x{n}", why.as_str())).collect();
+    println!(
+        "full rounds meanwhile: {}",
+        if fulls_seen.is_empty() { "none".to_owned() } else { fulls_seen.join(", ") }
+    );
     let t = Instant::now();
     loop {
         let (.., running) = n1.read(Consistency::Stale, counts).await?;

@@ -24,4 +24,8 @@ impl LoopEvents for LoopCounters {
         tracing::warn!(name, %error, "leader loop: proposal failed; the next round learns it");
         LoopCounters::failed(self, name);
     }
+
+    fn full_round(&self, name: &'static str, why: orch_raft::leader::FullRound) {
+        LoopCounters::full_round(self, name, why);
+    }
 }

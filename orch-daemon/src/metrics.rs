@@ -30,13 +30,21 @@ struct LoopLabels {
     name: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FullRoundLabels {
+    name: &'static str,
+    reason: &'static str,
+}
+
 /// What the leader-only loops count, by loop name: restarts after a loop panicked or returned,
-/// commands the state machine refused, and proposals that failed. Clones share the counts.
+/// commands the state machine refused, proposals that failed, and full rounds by reason
+/// (start, resync, too many changes, behind). Clones share the counts.
 #[derive(Clone, Debug, Default)]
 pub struct LoopCounters {
     restarts: Family<LoopLabels, Counter>,
     rejected: Family<LoopLabels, Counter>,
     failed: Family<LoopLabels, Counter>,
+    full_rounds: Family<FullRoundLabels, Counter>,
 }
 
 impl LoopCounters {
@@ -53,6 +61,16 @@ impl LoopCounters {
     /// A proposal of loop `name` failed (no leader, no quorum, shutting down).
     pub fn failed(&self, name: &'static str) {
         self.failed.get_or_create(&LoopLabels { name }).inc();
+    }
+
+    /// Loop `name` ran a full round, for `why`.
+    pub fn full_round(&self, name: &'static str, why: orch_raft::leader::FullRound) {
+        self.full_rounds.get_or_create(&FullRoundLabels { name, reason: why.as_str() }).inc();
+    }
+
+    /// The full rounds of loop `name` so far for `why`.
+    pub fn full_rounds(&self, name: &'static str, why: orch_raft::leader::FullRound) -> u64 {
+        self.full_rounds.get_or_create(&FullRoundLabels { name, reason: why.as_str() }).get()
     }
 
     /// (restarts, rejected commands, failed proposals) of loop `name` so far.
@@ -133,6 +151,11 @@ impl Metrics {
             "leader_loop_rejected_commands",
             "Leader-only loop commands the state machine refused",
             loops.rejected.clone(),
+        );
+        registry.register(
+            "leader_loop_full_rounds",
+            "Leader-only loop rounds that looked at everything, by reason",
+            loops.full_rounds.clone(),
         );
         registry.register(
             "leader_loop_failed_proposals",

@@ -139,6 +139,31 @@ pub struct Outgoing {
 /// Makes a fresh loop for each term this node leads.
 pub type LoopFactory = Arc<dyn Fn() -> Box<dyn LeaderLoop> + Send + Sync>;
 
+/// Why a round looks at everything ([`Round::full`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FullRound {
+    /// The first round of a loop (of a term, or after a restart).
+    Start,
+    /// The periodic resync.
+    Resync,
+    /// More changes arrived than a round lists ([`LOOP_EVENTS_PER_ROUND_MAX`]).
+    TooManyChanges,
+    /// The loop's watch ended or fell behind the history it reads from: it starts over.
+    Behind,
+}
+
+impl FullRound {
+    /// Its name, for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Start => "start",
+            Self::Resync => "resync",
+            Self::TooManyChanges => "too_many_changes",
+            Self::Behind => "behind",
+        }
+    }
+}
+
 /// Told what the loops do (orchd counts it in `/metrics`); every method defaults to nothing.
 pub trait LoopEvents: Send + Sync + 'static {
     /// Loop `name` stopped (panicked or returned) while this node led, and is started again.
@@ -152,6 +177,10 @@ pub trait LoopEvents: Send + Sync + 'static {
     /// A proposal of loop `name` failed (no leader, no quorum, shutting down).
     fn failed(&self, name: &'static str, error: &crate::control_plane::Error) {
         let _ = (name, error);
+    }
+    /// Loop `name` runs a full round, for `why`.
+    fn full_round(&self, name: &'static str, why: FullRound) {
+        let _ = (name, why);
     }
 }
 
@@ -403,19 +432,24 @@ async fn run(
 
 /// What one running loop carries from round to round.
 struct Carry {
-    full: bool,
+    /// A full round is due, and why (the first reason).
+    full: Option<FullRound>,
     changed: Vec<ObjectKey>,
     seen: BTreeSet<ObjectKey>,
     outcomes: Vec<(Command, Result<Outcome, String>)>,
 }
 
 impl Carry {
+    fn full_for(&mut self, why: FullRound) {
+        self.full.get_or_insert(why);
+    }
+
     fn note(&mut self, item: &WatchItem) {
         if let WatchItem::Events { events, .. } = item {
             for e in events {
                 let key = e.object.key();
                 if self.changed.len() >= LOOP_EVENTS_PER_ROUND_MAX {
-                    self.full = true;
+                    self.full_for(FullRound::TooManyChanges);
                 } else if self.seen.insert(key.clone()) {
                     self.changed.push(key);
                 }
@@ -435,7 +469,8 @@ async fn run_one(
 ) {
     lock(&inbox.names).insert(lp.name());
     tokio::time::sleep(delay).await;
-    let mut carry = Carry { full: true, changed: Vec::new(), seen: BTreeSet::new(), outcomes: Vec::new() };
+    let mut carry =
+        Carry { full: Some(FullRound::Start), changed: Vec::new(), seen: BTreeSet::new(), outcomes: Vec::new() };
     loop {
         // A full reconcile from the current state, then follow the committed changes.
         let Ok(from) = cp.read(Consistency::Linearizable, State::applied_index).await else {
@@ -446,7 +481,8 @@ async fn run_one(
             tokio::time::sleep(resync.min(Duration::from_secs(1))).await;
             continue;
         };
-        carry.full = true;
+        // After the first round: the stream ended or fell behind.
+        carry.full_for(FullRound::Behind);
         round(&cp, clock, lp.as_mut(), &mut carry, &events, &inbox).await;
         // The resync deadline: items that do not wake the loop (progress) do not push it back,
         // nor do incremental rounds.
@@ -459,7 +495,7 @@ async fn run_one(
             // stream returns them before its deadline).
             let due = tokio::time::Instant::now() >= resync_at;
             if due {
-                carry.full = true;
+                carry.full_for(FullRound::Resync);
             }
             // A wake-up the loop asked for comes before the resync, or with it.
             // At least a millisecond: a loop that keeps asking for a time already past gets a
@@ -478,7 +514,11 @@ async fn run_one(
                     next = tokio::time::timeout_at(deadline, stream.next()) => match next {
                         // The resync, or the loop's wake-up (an incremental round, nothing
                         // changed).
-                        Err(_) => carry.full |= deadline == resync_at,
+                        Err(_) => {
+                            if deadline == resync_at {
+                                carry.full_for(FullRound::Resync);
+                            }
+                        }
                         Ok(None | Some(Err(_))) => break,      // the stream ended or fell behind: start over
                         // Progress says nothing changed: no round for it.
                         Ok(Some(Ok(WatchItem::Progress { .. }))) => continue,
@@ -506,7 +546,7 @@ async fn run_one(
                     break;
                 }
             }
-            let full = carry.full;
+            let full = carry.full.is_some();
             round(&cp, clock, lp.as_mut(), &mut carry, &events, &inbox).await;
             retry_at = failed(&carry).then(|| tokio::time::Instant::now() + LOOP_RETRY_DELAY);
             // The resync is periodic: only a full round puts it off, so a loop that changes
@@ -549,7 +589,7 @@ where
         match stream.next().now_or_never() {
             Some(Some(Ok(item))) => carry.note(&item),
             Some(Some(Err(_)) | None) => {
-                carry.full = true;
+                carry.full_for(FullRound::Behind);
                 return false;
             }
             None => break,
@@ -574,11 +614,14 @@ async fn round(
         return;
     };
     let inputs = inbox.take(name);
-    let full = carry.full;
+    let full = carry.full.take();
+    if let Some(why) = full {
+        events.full_round(name, why);
+    }
+    let full = full.is_some();
     let changed = if full { Vec::new() } else { std::mem::take(&mut carry.changed) };
     carry.changed.clear();
     carry.seen.clear();
-    carry.full = false;
     let outcomes = std::mem::take(&mut carry.outcomes);
     let now_ms = clock.now_ms();
     let mut commands =
@@ -620,6 +663,30 @@ async fn round(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// More distinct changed keys than a round lists make the next round a full one, for
+    /// that reason; a later reason does not replace the first.
+    #[test]
+    fn too_many_changes_make_a_full_round_and_say_so() {
+        let mut carry = Carry { full: None, changed: Vec::new(), seen: BTreeSet::new(), outcomes: Vec::new() };
+        let event = |i: usize| {
+            let mut ns = orch_core::Namespace::default();
+            ns.metadata.name = format!("ns-{i}").into();
+            orch_core::WatchEvent {
+                revision: orch_core::Revision(1),
+                event_type: orch_core::EventType::Added,
+                object: orch_core::Object::from(ns),
+                prev: None,
+            }
+        };
+        let events: Vec<_> = (0..LOOP_EVENTS_PER_ROUND_MAX).map(event).collect();
+        carry.note(&WatchItem::Events { revision: 1, events });
+        assert_eq!((carry.full, carry.changed.len()), (None, LOOP_EVENTS_PER_ROUND_MAX), "exactly the limit: listed");
+        carry.note(&WatchItem::Events { revision: 2, events: vec![event(LOOP_EVENTS_PER_ROUND_MAX)] });
+        assert_eq!(carry.full, Some(FullRound::TooManyChanges));
+        carry.full_for(FullRound::Resync);
+        assert_eq!(carry.full, Some(FullRound::TooManyChanges), "the first reason stays");
+    }
 
     fn namespace(name: &str, bytes: usize) -> Command {
         let mut ns = orch_core::Namespace::default();

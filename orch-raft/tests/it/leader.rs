@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use orch_core::Command;
 use orch_raft::ControlPlane;
-use orch_raft::leader::{InputError, LeaderLoop, LoopFactory, Loops, NoEvents, Round};
+use orch_raft::leader::{FullRound, InputError, LeaderLoop, LoopFactory, Loops, NoEvents, Round};
 
 use crate::control_plane::eventually;
 
@@ -222,7 +222,8 @@ async fn a_busy_loop_is_still_resynced() {
         let fulls = Arc::clone(&fulls);
         Arc::new(move || Box::new(Fulls { fulls: Arc::clone(&fulls) }) as Box<dyn LeaderLoop>)
     };
-    let loops = Loops::spawn(cp.clone(), vec![factory], Duration::from_millis(300), Arc::new(NoEvents));
+    let reasons = Arc::new(Reasons::default());
+    let loops = Loops::spawn(cp.clone(), vec![factory], Duration::from_millis(300), reasons.clone());
     let count = || fulls.load(std::sync::atomic::Ordering::SeqCst);
     eventually("the first round", || (count() >= 1).then_some(())).await;
     // A write every 20 ms, far more often than the resync: a second full round comes anyway.
@@ -237,7 +238,21 @@ async fn a_busy_loop_is_still_resynced() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     loops.stop().await;
+    // Each full round was reported, with its reason: the start, then resyncs.
+    let seen = reasons.0.lock().expect("lock").clone();
+    assert!(seen.len() >= 3 && seen[0] == FullRound::Start, "{seen:?}");
+    assert!(seen[1..].iter().all(|r| *r == FullRound::Resync), "{seen:?}");
     cp.shutdown().await.expect("stops");
+}
+
+/// Records the reasons of a loop's full rounds.
+#[derive(Default)]
+struct Reasons(Mutex<Vec<FullRound>>);
+
+impl orch_raft::leader::LoopEvents for Reasons {
+    fn full_round(&self, _name: &'static str, why: FullRound) {
+        self.0.lock().expect("lock").push(why);
+    }
 }
 
 /// Asks, in its first round, to be woken 300 ms later; records its rounds.
