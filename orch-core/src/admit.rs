@@ -142,8 +142,9 @@ fn check_object(obj: &Object, status: Status) -> Result<(), ApplyError> {
         Status::Written => {}
     }
     let mut errors = validate(&stored);
-    // This build stamps its entries with rules 7 on: a node's pod range is a CIDR.
-    if let Object::Node(node) = &stored {
+    // This build stamps its entries with rules 7 on: a node created has a pod range that is a
+    // CIDR (an update may keep one stored under older rules: apply decides, against it).
+    if let (Status::Initial, Object::Node(node)) = (status, &stored) {
         errors.0.extend(crate::validation::validate_pod_cidr(node, None).0);
     }
     if errors.is_empty() { Ok(()) } else { Err(invalid(&stored, errors)) }
@@ -206,6 +207,13 @@ mod tests {
             Command::Create(pod(|p| p.spec.containers.clear())),
         ]));
         apply_refuses_alike(Command::Batch(vec![Command::Batch(vec![])]));
+        // Rules 7: a node's pod range that is no CIDR.
+        let node = crate::manifest::parse_manifests(
+            "apiVersion: v1\nkind: Node\nmetadata: {name: n}\nspec: {podCIDR: '10.244.1.0'}\n",
+        )
+        .expect("parses")
+        .remove(0);
+        apply_refuses_alike(Command::Create(node));
     }
 
     #[test]

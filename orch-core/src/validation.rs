@@ -1276,11 +1276,15 @@ fn is_cidr(s: &str) -> bool {
 /// Rules 7 ([`crate::rules`]): a node's `spec.podCIDR` is a CIDR, and once set never changes
 /// (Kubernetes' `ValidateNode` and `ValidateNodeUpdate` on `spec.podCIDRs`: the controller
 /// manager may give a node its range, never move it). `old` is the stored node, for an
-/// update. Kept apart from [`validate`] because entries of older rules are applied without it.
+/// update: a value it already holds is not checked again (Kubernetes' ratcheting), so a node
+/// stored under older rules with a range that is no CIDR can still be written (tainted,
+/// labelled), though never given another range. Kept apart from [`validate`] because entries
+/// of older rules are applied without it.
 pub fn validate_pod_cidr(new: &Node, old: Option<&Node>) -> FieldErrors {
     let mut errs = FieldErrors::default();
     let cidr = new.spec.pod_cidr.as_deref().unwrap_or("");
-    if !cidr.is_empty() && !is_cidr(cidr) {
+    let stored = old.and_then(|o| o.spec.pod_cidr.as_deref()).unwrap_or("");
+    if !cidr.is_empty() && cidr != stored && !is_cidr(cidr) {
         errs.invalid("spec.podCIDR", q(cidr), "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)");
     }
     if let Some(was) = old.and_then(|o| o.spec.pod_cidr.as_deref()).filter(|c| !c.is_empty())

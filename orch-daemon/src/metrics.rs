@@ -68,11 +68,6 @@ impl LoopCounters {
         self.full_rounds.get_or_create(&FullRoundLabels { name, reason: why.as_str() }).inc();
     }
 
-    /// The full rounds of loop `name` so far for `why`.
-    pub fn full_rounds(&self, name: &'static str, why: orch_raft::leader::FullRound) -> u64 {
-        self.full_rounds.get_or_create(&FullRoundLabels { name, reason: why.as_str() }).get()
-    }
-
     /// (restarts, rejected commands, failed proposals) of loop `name` so far.
     pub fn counts(&self, name: &'static str) -> (u64, u64, u64) {
         let labels = LoopLabels { name };

@@ -524,9 +524,12 @@ async fn run_one(
                         Ok(Some(Ok(WatchItem::Progress { .. }))) => continue,
                         Ok(Some(Ok(item))) => {
                             carry.note(&item);
-                            // Take what else is ready, then reconcile once for all of it
-                            // (a stream that ended is read again, and ends the loop, below).
-                            let _ = take_ready(&mut stream, &mut carry);
+                            // Take what else is ready, then reconcile once for all of it; a
+                            // stream that ended or fell behind starts over at once (one full
+                            // round, not one on a dead stream and another after).
+                            if !take_ready(&mut stream, &mut carry) {
+                                break;
+                            }
                         }
                     },
                     () = arrived => {

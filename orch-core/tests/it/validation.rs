@@ -551,4 +551,16 @@ fn a_node_s_pod_cidr_is_a_cidr_and_is_set_once() {
     };
     assert!(entry(&mut old, Command::Create(node("10.244.1.0"))).is_ok());
     assert!(entry(&mut old, Command::Update(node("10.244.2.0/24"))).is_ok());
+    // A range stored under rules 6 that is no CIDR stays writable under rules 7 (a taint, a
+    // label: what the node lifecycle controller writes), but never changes.
+    assert!(entry(&mut old, Command::Update(node("10.244.9.0"))).is_ok());
+    let key = orch_core::ObjectKey::new(orch_core::Kind::Node, "", "n");
+    let Some(orch_core::Object::Node(stored)) = old.state.get(&key).cloned() else { panic!("the node") };
+    let mut tainted = (*stored).clone();
+    tainted.spec.unschedulable = Some(true);
+    tainted.metadata.resource_version = None;
+    old.ok(Command::Update(orch_core::Object::from(tainted)));
+    assert!(old.err(Command::Update(node("10.244.9.0/24"))).contains("may not change podCIDR"));
+    // Through an apply, too.
+    assert!(h.err(Command::Apply(node("10.244.3.0/24"))).contains("may not change podCIDR"));
 }
