@@ -222,6 +222,8 @@ fn orchctl_applies_gets_scales_and_deletes_on_one_node() {
     assert!(metrics.contains("orch_raft_is_leader 1"), "{metrics}");
     assert!(metrics.contains("orch_objects{kind=\"Namespace\"}"), "{metrics}");
     assert!(metrics.contains("orch_api_request_duration_seconds_bucket"), "{metrics}");
+    // Each loop's first round is full, and counted with its reason.
+    assert!(metrics.contains("orch_leader_loop_full_rounds_total{name=\"scheduler\",reason=\"start\"} 1"), "{metrics}");
     assert_eq!(http_get(&http(NET, 1), "/healthz").map(|r| r.0), Some(200));
 
     // SIGTERM stops it cleanly; the data is there after a restart.
