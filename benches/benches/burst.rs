@@ -20,7 +20,8 @@
 //! `cargo test --workspace --all-features --bench burst` (the test profile), or `cargo bench -p
 //! orch-benches --bench burst`. ORCH_BENCH_DIR chooses the disk, ORCH_BENCH_REPLICAS the
 //! deployment's size (default 150,000), ORCH_BENCH_SIM_NODES the nodes (default 5,000),
-//! ORCH_BENCH_IDLE_SECONDS the heartbeat window (default 30).
+//! ORCH_BENCH_IDLE_SECONDS the heartbeat window (default 30), ORCH_BENCH_SERVICE=1 adds a
+//! Service selecting the deployment's pods.
 #![allow(clippy::print_stdout)]
 
 use std::sync::Arc;
@@ -168,6 +169,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (t, c) = (Instant::now(), cpu());
     rounds.lock().expect("lock").clear();
     fulls.0.lock().expect("lock").clear();
+    // With ORCH_BENCH_SERVICE=1, a Service selects the deployment's pods (the endpoints
+    // controller then follows all of them).
+    if env("ORCH_BENCH_SERVICE", 0u8) == 1 {
+        let yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\n\
+                    spec: {selector: {app: web}, ports: [{port: 80, targetPort: http}]}\n";
+        let service = orch_core::parse_manifests(yaml).expect("a valid service").remove(0);
+        let outcomes = n1.propose(vec![Command::Create(service)]).await?;
+        assert!(outcomes[0].is_ok(), "{outcomes:?}");
+        println!("with a Service selecting the deployment's pods");
+    }
     let outcomes = n1.propose(vec![deployment(replicas)]).await?;
     assert!(outcomes[0].is_ok(), "{outcomes:?}");
     println!("\n{:>8} {:>10} {:>10} {:>10}", "s", "created", "bound", "Ready");
