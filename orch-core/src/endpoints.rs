@@ -15,6 +15,10 @@
 //! deleted (Endpoints without a Service are otherwise left alone: a user's may come first).
 //! Not yet: `publishNotReadyAddresses`, `hostname`/`subdomain`, Kubernetes' proportional cut.
 //!
+//! Each Service's members (the pods it selects, in the order the cut keeps) are kept from the
+//! changed pod keys, taken afresh on a full round or when its selector changes: a sync walks
+//! at most the addresses it keeps, not the namespace's pods.
+//!
 //! Which Services a round syncs: all on a full round; else those that changed, and for each
 //! changed pod the Services of its namespace whose selector matches it or whose Endpoints
 //! name it. Every write names the object's resourceVersion, so a stale round is refused.
@@ -66,20 +70,66 @@ fn find_port(pod: &Pod, target: &IntOrString, protocol: Protocol) -> Option<i32>
 
 /// The Endpoints `service` should have, from the pods of the state.
 pub fn desired(state: &State, service: &Service) -> Endpoints {
-    let namespace = service.metadata.namespace_str();
+    let members = Members::of(state, service);
+    build(service, members.ordered(state, service.metadata.namespace_str()))
+}
+
+/// The pods a Service selects (eligible, matching its selector), in the order their addresses
+/// are kept when there are too many: Ready ones first, then by name. The controller keeps
+/// each Service's from the changed keys (O(changes) a round instead of a walk of the
+/// namespace's pods on every sync).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Members {
+    /// The selector they were taken for.
+    selector: StrMap,
+    /// (not Ready, pod name), in address order.
+    order: BTreeSet<(bool, String)>,
+    /// Each member's place in `order`, by name.
+    by_name: BTreeMap<String, bool>,
+}
+
+impl Members {
+    /// Taken afresh from the state.
+    fn of(state: &State, service: &Service) -> Self {
+        let mut members = Self { selector: service.spec.selector.clone(), ..Self::default() };
+        for pod in state.list(Kind::Pod, Some(service.metadata.namespace_str())).filter_map(Object::as_pod) {
+            members.note(service, pod.metadata.name.as_str(), Some(pod));
+        }
+        members
+    }
+
+    /// Notes the pod named `name` as the state now has it (`None`: gone).
+    fn note(&mut self, service: &Service, name: &str, pod: Option<&Pod>) {
+        if let Some(not_ready) = self.by_name.remove(name) {
+            self.order.remove(&(not_ready, name.to_owned()));
+        }
+        if let Some(pod) = pod.filter(|p| eligible(p) && selects(service, &p.metadata.labels)) {
+            let not_ready = !ready(pod);
+            self.order.insert((not_ready, name.to_owned()));
+            self.by_name.insert(name.to_owned(), not_ready);
+        }
+    }
+
+    /// The members as (Ready, pod), in order.
+    fn ordered<'a>(&'a self, state: &'a State, namespace: &'a str) -> impl Iterator<Item = (bool, &'a Pod)> + 'a {
+        self.order.iter().filter_map(move |(not_ready, name)| {
+            match state.get(&ObjectKey::new(Kind::Pod, namespace, name)) {
+                Some(Object::Pod(p)) => Some((!*not_ready, p.as_ref())),
+                _ => None,
+            }
+        })
+    }
+}
+
+/// The Endpoints of `service` from its members, (Ready, pod) with the Ready ones first, so
+/// that a cut keeps them.
+fn build<'a>(service: &Service, pods: impl Iterator<Item = (bool, &'a Pod)>) -> Endpoints {
     let headless = service.spec.cluster_ip.as_deref() == Some("None");
     // Resolved ports -> (ready, not ready) addresses.
     let mut subsets: BTreeMap<Vec<ResolvedPort>, (Vec<EndpointAddress>, Vec<EndpointAddress>)> = BTreeMap::new();
     let mut count = 0usize;
     let mut truncated = false;
-    let pods: Vec<&Pod> = state
-        .list(Kind::Pod, Some(namespace))
-        .filter_map(Object::as_pod)
-        .filter(|p| eligible(p) && selects(service, &p.metadata.labels))
-        .collect();
-    // Ready pods first, so that a cut keeps them.
-    let (readies, others): (Vec<&Pod>, Vec<&Pod>) = pods.into_iter().partition(|p| ready(p));
-    for (is_ready, pod) in readies.into_iter().map(|p| (true, p)).chain(others.into_iter().map(|p| (false, p))) {
+    for (is_ready, pod) in pods {
         let mut ports = Vec::new();
         for sp in &service.spec.ports {
             let protocol = sp.protocol.unwrap_or(Protocol::Tcp);
@@ -155,18 +205,48 @@ fn selects(service: &Service, labels: &StrMap) -> bool {
     !service.spec.selector.is_empty() && labels.contains_all(&service.spec.selector)
 }
 
-/// The endpoints controller of one term (it keeps nothing between rounds).
+/// The endpoints controller of one term: it keeps each Service's members (the pods it
+/// selects) from the changed keys.
 #[derive(Debug, Default)]
-pub struct EndpointsController;
+pub struct EndpointsController {
+    members: BTreeMap<ObjectKey, Members>,
+}
 
 impl EndpointsController {
     /// A controller.
     pub fn new() -> Self {
-        Self
+        Self::default()
+    }
+
+    /// Notes a changed pod in the members of the Services of its namespace.
+    fn note_pod(&mut self, state: &State, key: &ObjectKey) {
+        let pod = match state.get(key) {
+            Some(Object::Pod(p)) => Some(p.as_ref()),
+            _ => None,
+        };
+        let from = ObjectKey::new(Kind::Service, &key.namespace, "");
+        let services: Vec<ObjectKey> = self
+            .members
+            .range(from..)
+            .take_while(|(k, _)| k.kind == Kind::Service && k.namespace == key.namespace)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for service_key in services {
+            match state.get(&service_key) {
+                Some(Object::Service(service)) => {
+                    if let Some(m) = self.members.get_mut(&service_key) {
+                        m.note(service, key.name.as_str(), pod);
+                    }
+                }
+                _ => {
+                    self.members.remove(&service_key);
+                }
+            }
+        }
     }
 
     /// What to write so that the Endpoints of the Service at `key` are as they should be.
-    fn sync(state: &State, key: &ObjectKey) -> Option<Command> {
+    fn sync(&mut self, state: &State, key: &ObjectKey) -> Option<Command> {
         let ep_key = ObjectKey::new(Kind::Endpoints, &key.namespace, &key.name);
         let live = match state.get(&ep_key) {
             Some(Object::Endpoints(e)) => Some(e),
@@ -176,6 +256,7 @@ impl EndpointsController {
             Some(Object::Service(s)) => s,
             _ => {
                 // The Service is gone (its deletion seen): so go its Endpoints.
+                self.members.remove(key);
                 return live.map(|e| Command::Delete {
                     key: ep_key,
                     grace_period_seconds: None,
@@ -185,9 +266,16 @@ impl EndpointsController {
             }
         };
         if service.spec.selector.is_empty() {
+            self.members.remove(key);
             return None;
         }
-        let mut want = desired(state, service);
+        if self.members.get(key).is_none_or(|m| m.selector != service.spec.selector) {
+            self.members.insert(key.clone(), Members::of(state, service));
+        }
+        let members = &self.members[key];
+        #[cfg(test)]
+        assert_eq!(*members, Members::of(state, service), "the members kept differ from the state's");
+        let mut want = build(service, members.ordered(state, &key.namespace));
         match live {
             None => Some(Command::Create(Object::from(want))),
             Some(e) => {
@@ -238,6 +326,7 @@ impl Reconciler for EndpointsController {
             sync.insert(ObjectKey::new(Kind::Service, &key.namespace, &key.name));
         }
         if full {
+            self.members.clear();
             sync.extend(state.list(Kind::Service, None).map(Object::key));
         } else {
             // For each namespace with changed pods: which pods its Endpoints name.
@@ -255,6 +344,7 @@ impl Reconciler for EndpointsController {
                         }
                     }
                     Kind::Pod => {
+                        self.note_pod(state, key);
                         let ns = key.namespace.to_string();
                         let by_pod = named.entry(ns.clone()).or_insert_with(|| {
                             let mut by_pod: BTreeMap<String, Vec<ObjectKey>> = BTreeMap::new();
@@ -287,7 +377,7 @@ impl Reconciler for EndpointsController {
                 }
             }
         }
-        sync.iter().filter_map(|key| Self::sync(state, key)).collect()
+        sync.iter().filter_map(|key| self.sync(state, key)).collect()
     }
 }
 
