@@ -71,7 +71,7 @@ fn find_port(pod: &Pod, target: &IntOrString, protocol: Protocol) -> Option<i32>
 /// The Endpoints `service` should have, from the pods of the state.
 pub fn desired(state: &State, service: &Service) -> Endpoints {
     let members = Members::of(state, service);
-    build(service, members.ordered(state, service.metadata.namespace_str()))
+    build(service, members.ordered(state, service))
 }
 
 /// The pods a Service selects (eligible, matching its selector), in the order their addresses
@@ -110,13 +110,15 @@ impl Members {
         }
     }
 
-    /// The members as (Ready, pod), in order.
-    fn ordered<'a>(&'a self, state: &'a State, namespace: &'a str) -> impl Iterator<Item = (bool, &'a Pod)> + 'a {
-        self.order.iter().filter_map(move |(not_ready, name)| {
-            match state.get(&ObjectKey::new(Kind::Pod, namespace, name)) {
-                Some(Object::Pod(p)) => Some((!*not_ready, p.as_ref())),
-                _ => None,
-            }
+    /// The members as (Ready, pod), in order, each as the state has it now: the state a round
+    /// reads may be ahead of the changes it was told of, so a pod is checked again (one no
+    /// longer selected or eligible is left out, and its readiness is its own), and the next
+    /// round, told of the change, puts it in its place.
+    fn ordered<'a>(&'a self, state: &'a State, service: &'a Service) -> impl Iterator<Item = (bool, &'a Pod)> + 'a {
+        let namespace = service.metadata.namespace_str();
+        self.order.iter().filter_map(move |(_, name)| match state.get(&ObjectKey::new(Kind::Pod, namespace, name)) {
+            Some(Object::Pod(p)) if eligible(p) && selects(service, &p.metadata.labels) => Some((ready(p), p.as_ref())),
+            _ => None,
         })
     }
 }
@@ -233,7 +235,11 @@ impl EndpointsController {
             .collect();
         for service_key in services {
             match state.get(&service_key) {
-                Some(Object::Service(service)) => {
+                // Kept for the selector they were taken for; one that changed since (the state
+                // may be ahead of the changes told) is taken afresh at its next sync.
+                Some(Object::Service(service))
+                    if self.members.get(&service_key).is_some_and(|m| m.selector == service.spec.selector) =>
+                {
                     if let Some(m) = self.members.get_mut(&service_key) {
                         m.note(service, key.name.as_str(), pod);
                     }
@@ -275,7 +281,7 @@ impl EndpointsController {
         let members = &self.members[key];
         #[cfg(test)]
         assert_eq!(*members, Members::of(state, service), "the members kept differ from the state's");
-        let mut want = build(service, members.ordered(state, &key.namespace));
+        let mut want = build(service, members.ordered(state, service));
         match live {
             None => Some(Command::Create(Object::from(want))),
             Some(e) => {

@@ -220,3 +220,36 @@ fn finished_pods_leave_and_a_new_selector_re_selects() {
     w.settle(&mut c, changed);
     assert!(endpoints(&w).expect("kept").subsets.is_empty());
 }
+
+/// The state a round reads may be ahead of the changes it is told of: a Service's selector
+/// that changed and changed back before the round was told, with a pod of the first selector
+/// created in between, leaves no stale member (the kept members are checked against a fresh
+/// count on every sync).
+#[test]
+fn members_follow_a_selector_changed_and_back_before_the_round_was_told() {
+    let mut w = World::with(SERVICE);
+    let mut c = EndpointsController::new();
+    let mut changed = w.create(&pod("a", "http", 8080));
+    changed.extend(run(&mut w, "a", "10.1.0.1", true));
+    changed.extend(w.state.list(Kind::Service, None).map(Object::key).collect::<Vec<_>>());
+    w.settle(&mut c, changed);
+    let service = |w: &World| match w.state.get(&ObjectKey::new(Kind::Service, "default", "web")).cloned() {
+        Some(Object::Service(s)) => (*s).clone(),
+        _ => panic!("service"),
+    };
+    // The selector moves to `app: other`; a pod `b` of the first label comes; the round is told
+    // of `b` only (which the Service, as the state has it, does not select).
+    let mut s = service(&w);
+    s.spec.selector = [("app", "other")].into_iter().collect();
+    w.run(vec![Command::Update(Object::from(s))]);
+    let mut told = w.create(&pod("b", "http", 8080));
+    told.extend(run(&mut w, "b", "10.1.0.2", true));
+    let commands = c.reconcile(&w.state, w.now_ms, false, &told, &[]);
+    w.run(commands);
+    // Back to `app: web`, told: both pods.
+    let mut s = service(&w);
+    s.spec.selector = [("app", "web")].into_iter().collect();
+    let (_, changed) = w.run(vec![Command::Update(Object::from(s))]);
+    w.settle(&mut c, changed);
+    assert_eq!(summary(&endpoints(&w).expect("kept"))[0].1, vec!["a".to_owned(), "b".to_owned()]);
+}
