@@ -38,10 +38,11 @@ use orch_core::{EventType, Kind, Object, ObjectKey};
 use super::Checker;
 use crate::history::{Committed, History};
 
-/// The cluster's objects at one committed index.
+/// The cluster's objects at one committed index. A persistent map: the checkers keep the
+/// state before each entry beside the state after it, and a copy costs O(1).
 #[derive(Clone, Debug, Default)]
 pub struct Replay {
-    objects: BTreeMap<ObjectKey, Object>,
+    objects: imbl::OrdMap<ObjectKey, Object>,
     /// The index applied last.
     pub index: u64,
 }
