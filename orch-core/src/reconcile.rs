@@ -37,6 +37,12 @@ pub trait Reconciler: Send + 'static {
     /// Its name, for logs, counters and inputs.
     const NAME: &'static str;
 
+    /// The kinds whose changes it reads in `changed`, or `None` for every kind. Its owner
+    /// lists only keys of these kinds, so that writes of others (the events every controller
+    /// writes, say) neither wake it nor fill the list a round takes (over which the round
+    /// looks at everything), as a Kubernetes controller's informers watch only its kinds.
+    const KINDS: Option<&'static [crate::object::Kind]> = None;
+
     /// One round.
     fn reconcile(
         &mut self,

@@ -247,6 +247,8 @@ impl Scheduler {
 
 impl Reconciler for Scheduler {
     const NAME: &'static str = "scheduler";
+    // Pods to place and what holds capacity; nodes for where.
+    const KINDS: Option<&'static [Kind]> = Some(&[Kind::Pod, Kind::Node]);
 
     fn reconcile(
         &mut self,

@@ -455,11 +455,32 @@ impl ClientSerials {
 
 /// [`ClientSerials`] shared by a client's concurrent callers: [`SharedSerials::begin`] waits
 /// while the window is full, and the serials it hands out end when their [`Awaiting`] is
-/// dropped (reply received, or the caller gave up or was cancelled). Runtime-agnostic (a
-/// lock and wakers, no clock): the same under tokio and the simulator.
+/// dropped (reply received, or the caller gave up or was cancelled). Callers are served in the
+/// order they began to wait: one that asks for many serials is not overtaken for ever by
+/// callers asking for few (the window is counted from the lowest serial awaiting a reply, so
+/// while small requests keep overlapping, a large one would otherwise never find room: the
+/// scheduler's 1,024 binds waited 8 s behind the ReplicaSet controller's creates in the
+/// deployment burst). Runtime-agnostic (a lock and wakers, no clock): the same under tokio
+/// and the simulator.
 #[derive(Clone, Debug, Default)]
 pub struct SharedSerials {
-    inner: std::sync::Arc<std::sync::Mutex<(ClientSerials, Vec<std::task::Waker>)>>,
+    inner: std::sync::Arc<std::sync::Mutex<Queued>>,
+}
+
+/// The serials and the callers waiting for room, first come first served.
+#[derive(Debug, Default)]
+struct Queued {
+    serials: ClientSerials,
+    /// Each waiting caller's ticket and the waker of its last poll.
+    waiting: std::collections::VecDeque<(u64, Option<std::task::Waker>)>,
+    next_ticket: u64,
+}
+
+impl Queued {
+    /// The waker of the first caller waiting, taken: the only one that may go next.
+    fn first_waker(&mut self) -> Option<std::task::Waker> {
+        self.waiting.front_mut().and_then(|(_, w)| w.take())
+    }
 }
 
 /// Serials handed out by [`SharedSerials::begin`], awaiting their replies until dropped.
@@ -471,28 +492,82 @@ pub struct Awaiting {
     acked_below: u64,
 }
 
+/// A caller's wait for serials ([`SharedSerials::begin`]); dropped while waiting, it leaves
+/// its place in the queue.
+#[derive(Debug)]
+#[must_use = "a future does nothing unless awaited"]
+pub struct Begin<'a> {
+    shared: &'a SharedSerials,
+    n: u64,
+    /// Its place in the queue, once it had to wait.
+    ticket: Option<u64>,
+}
+
 impl SharedSerials {
-    fn lock(&self) -> std::sync::MutexGuard<'_, (ClientSerials, Vec<std::task::Waker>)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queued> {
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// `n` consecutive serials (1 to [`SESSION_PENDING_MAX`]), once the window has room.
-    pub fn begin(&self, n: u64) -> impl std::future::Future<Output = Awaiting> + Send + '_ {
-        let n = n.clamp(1, SESSION_PENDING_MAX);
-        std::future::poll_fn(move |cx| {
-            let mut guard = self.lock();
-            match guard.0.begin(n) {
-                Some((first, acked_below)) => {
-                    std::task::Poll::Ready(Awaiting { shared: self.clone(), first, n, acked_below })
-                }
-                None => {
-                    if !guard.1.iter().any(|w| w.will_wake(cx.waker())) {
-                        guard.1.push(cx.waker().clone());
-                    }
-                    std::task::Poll::Pending
-                }
+    /// `n` consecutive serials (1 to [`SESSION_PENDING_MAX`]), once the window has room and
+    /// every caller that began to wait earlier has had its serials.
+    pub fn begin(&self, n: u64) -> Begin<'_> {
+        Begin { shared: self, n: n.clamp(1, SESSION_PENDING_MAX), ticket: None }
+    }
+}
+
+impl std::future::Future for Begin<'_> {
+    type Output = Awaiting;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Awaiting> {
+        let this = &mut *self;
+        let mut guard = this.shared.lock();
+        let first_in_line = match this.ticket {
+            None => guard.waiting.is_empty(),
+            Some(ticket) => guard.waiting.front().is_some_and(|(t, _)| *t == ticket),
+        };
+        if first_in_line && let Some((first, acked_below)) = guard.serials.begin(this.n) {
+            // Out of the queue; the next caller in it may find room too.
+            let next = if this.ticket.take().is_some() {
+                guard.waiting.pop_front();
+                guard.first_waker()
+            } else {
+                None
+            };
+            drop(guard);
+            if let Some(waker) = next {
+                waker.wake();
             }
-        })
+            return std::task::Poll::Ready(Awaiting { shared: this.shared.clone(), first, n: this.n, acked_below });
+        }
+        let ticket = match this.ticket {
+            Some(ticket) => ticket,
+            None => {
+                let ticket = guard.next_ticket;
+                guard.next_ticket += 1;
+                guard.waiting.push_back((ticket, None));
+                this.ticket = Some(ticket);
+                ticket
+            }
+        };
+        if let Some((_, waker)) = guard.waiting.iter_mut().find(|(t, _)| *t == ticket) {
+            *waker = Some(cx.waker().clone());
+        }
+        std::task::Poll::Pending
+    }
+}
+
+impl Drop for Begin<'_> {
+    fn drop(&mut self) {
+        let Some(ticket) = self.ticket else { return };
+        let next = {
+            let mut guard = self.shared.lock();
+            let was_first = guard.waiting.front().is_some_and(|(t, _)| *t == ticket);
+            guard.waiting.retain(|(t, _)| *t != ticket);
+            if was_first { guard.first_waker() } else { None }
+        };
+        if let Some(waker) = next {
+            waker.wake();
+        }
     }
 }
 
@@ -510,14 +585,14 @@ impl Awaiting {
 
 impl Drop for Awaiting {
     fn drop(&mut self) {
-        let wakers = {
+        let next = {
             let mut guard = self.shared.lock();
             for serial in self.serials() {
-                guard.0.end(serial);
+                guard.serials.end(serial);
             }
-            std::mem::take(&mut guard.1)
+            guard.first_waker()
         };
-        for waker in wakers {
+        if let Some(waker) = next {
             waker.wake();
         }
     }
@@ -956,5 +1031,59 @@ mod tests {
             (next.serials(), next.acked_below()),
             (SESSION_PENDING_MAX + 1..SESSION_PENDING_MAX + 2, SESSION_PENDING_MAX + 1)
         );
+    }
+
+    /// A caller asking for the whole window is not overtaken by later callers asking for
+    /// little, though the window has room for them: served in the order they began to wait,
+    /// each woken in turn; one that gives up while waiting leaves the queue.
+    #[test]
+    fn callers_get_their_serials_in_the_order_they_asked() {
+        use std::future::Future;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::task::{Context, Poll, Wake, Waker};
+
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: std::sync::Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let wakes = |count: &std::sync::Arc<Count>| count.0.load(Ordering::SeqCst);
+        let shared = SharedSerials::default();
+        let (big_woken, small_woken) =
+            (std::sync::Arc::new(Count(AtomicUsize::new(0))), std::sync::Arc::new(Count(AtomicUsize::new(0))));
+        let (big_waker, small_waker) = (Waker::from(big_woken.clone()), Waker::from(small_woken.clone()));
+        let held = std::pin::pin!(shared.begin(10)).as_mut().poll(&mut Context::from_waker(Waker::noop()));
+        let Poll::Ready(held) = held else { panic!("room for the first") };
+        let mut big = std::pin::pin!(shared.begin(SESSION_PENDING_MAX));
+        assert!(big.as_mut().poll(&mut Context::from_waker(&big_waker)).is_pending(), "10 serials await: no room");
+        let mut small = std::pin::pin!(shared.begin(1));
+        assert!(
+            small.as_mut().poll(&mut Context::from_waker(&small_waker)).is_pending(),
+            "room for one, but an earlier caller waits: no overtaking"
+        );
+        drop(held);
+        assert_eq!((wakes(&big_woken), wakes(&small_woken)), (1, 0), "the first in line is woken");
+        assert!(small.as_mut().poll(&mut Context::from_waker(&small_waker)).is_pending(), "still second");
+        let Poll::Ready(whole) = big.as_mut().poll(&mut Context::from_waker(&big_waker)) else {
+            panic!("the window is empty: the whole of it")
+        };
+        assert_eq!(whole.serials(), 11..11 + SESSION_PENDING_MAX);
+        assert_eq!(wakes(&small_woken), 1, "the next in line is woken");
+        assert!(small.as_mut().poll(&mut Context::from_waker(&small_waker)).is_pending(), "the window is full");
+        drop(whole);
+        let Poll::Ready(one) = small.as_mut().poll(&mut Context::from_waker(&small_waker)) else { panic!("room") };
+        assert_eq!(one.serials(), 11 + SESSION_PENDING_MAX..12 + SESSION_PENDING_MAX);
+
+        // A waiting caller that gives up: the one behind it goes next.
+        let mut big = Box::pin(shared.begin(SESSION_PENDING_MAX));
+        assert!(big.as_mut().poll(&mut Context::from_waker(&big_waker)).is_pending());
+        let mut small = std::pin::pin!(shared.begin(1));
+        assert!(small.as_mut().poll(&mut Context::from_waker(&small_waker)).is_pending());
+        let before = wakes(&small_woken);
+        drop(big);
+        assert_eq!(wakes(&small_woken), before + 1, "woken: first in line now");
+        assert!(small.as_mut().poll(&mut Context::from_waker(&small_waker)).is_ready());
+        drop(one);
     }
 }

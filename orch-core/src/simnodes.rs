@@ -281,6 +281,8 @@ impl SimulatedNodes {
 
 impl Reconciler for SimulatedNodes {
     const NAME: &'static str = "simulated-nodes";
+    // The pods bound to its nodes, and its nodes.
+    const KINDS: Option<&'static [Kind]> = Some(&[Kind::Pod, Kind::Node]);
 
     fn reconcile(
         &mut self,

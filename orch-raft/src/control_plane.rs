@@ -506,6 +506,7 @@ impl Builder {
                 proposals,
                 client,
                 serials: SharedSerials::default(),
+                proposers: std::sync::atomic::AtomicU64::new(0),
                 clock: Arc::clone(&self.clock),
                 gate,
                 closed,
@@ -820,6 +821,8 @@ struct Inner {
     client: ClientId,
     /// This node's own client's serials awaiting outcomes ([`ControlPlane::propose`]).
     serials: SharedSerials,
+    /// The proposers made so far ([`ControlPlane::proposer`]).
+    proposers: std::sync::atomic::AtomicU64,
     clock: Arc<dyn Clock>,
     gate: RecoveryGate,
     closed: ClosedProbe,
@@ -827,6 +830,33 @@ struct Inner {
     progress_interval: Duration,
     /// The transport and the batcher, until shutdown.
     tasks: std::sync::Mutex<Option<(Transport, tokio::task::JoinHandle<()>)>>,
+}
+
+/// A proposer of its own on a control plane ([`ControlPlane::proposer`]): a client id and a
+/// window of serials ([`orch_core::sessions::SESSION_PENDING_MAX`] awaiting outcomes) that
+/// no other proposer shares, so that its proposals neither wait for those of the node's other
+/// proposers nor hold them back, as each Kubernetes controller is a client of its own. Each
+/// leader loop proposes through one for the term. Clones share the client.
+#[derive(Clone)]
+pub struct Proposer {
+    cp: ControlPlane,
+    client: ClientId,
+    serials: SharedSerials,
+}
+
+impl Proposer {
+    /// Its client id.
+    pub fn client(&self) -> ClientId {
+        self.client
+    }
+
+    /// As [`ControlPlane::propose_retrying`], under this proposer's client id and serials.
+    ///
+    /// # Errors
+    /// As [`ControlPlane::propose_retrying`].
+    pub async fn propose_retrying(&self, commands: Vec<Command>, attempts: usize) -> Result<Vec<Outcome>, Error> {
+        self.cp.propose_as(self.client, &self.serials, commands, attempts).await
+    }
 }
 
 /// A handle on one control-plane node. Clones share the node.
@@ -905,16 +935,37 @@ impl ControlPlane {
     /// if one did (then a later attempt's refusal, [`Error::NotLeader`] say, does not mean
     /// nothing was proposed), else the last attempt's.
     pub async fn propose_retrying(&self, commands: Vec<Command>, attempts: usize) -> Result<Vec<Outcome>, Error> {
+        self.propose_as(self.inner.client, &self.inner.serials, commands, attempts).await
+    }
+
+    /// A proposer with a client id of its own ([`Proposer`]); each call makes another.
+    pub fn proposer(&self) -> Proposer {
+        let n = self.inner.proposers.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        // Beside the node's own client: the same node id, its low half mixed with the count
+        // (so seeded runs replay the same ids).
+        let own = self.inner.client.0;
+        let low = crate::local::mix((own as u64) ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let client = ClientId((own >> 64 << 64) | u128::from(low));
+        Proposer { cp: self.clone(), client, serials: SharedSerials::default() }
+    }
+
+    async fn propose_as(
+        &self,
+        client: ClientId,
+        serials: &SharedSerials,
+        commands: Vec<Command>,
+        attempts: usize,
+    ) -> Result<Vec<Outcome>, Error> {
         check_request_count(commands.len())?;
         // Serials awaiting their outcomes until this call returns (or is cancelled): the
         // table keeps every outcome from the lowest of them on, however the entries of
         // concurrent callers are ordered in the log.
-        let awaiting = self.inner.serials.begin(commands.len() as u64).await;
+        let awaiting = serials.begin(commands.len() as u64).await;
         let mut requests: Vec<Request> = commands
             .into_iter()
             .zip(awaiting.serials())
             .map(|(command, serial)| Request {
-                client: self.inner.client,
+                client,
                 serial,
                 acked_below: awaiting.acked_below(),
                 retry: false,

@@ -34,6 +34,10 @@ impl<R: Reconciler> LeaderLoop for Adapter<R> {
         R::NAME
     }
 
+    fn kinds(&self) -> Option<&'static [orch_core::Kind]> {
+        R::KINDS
+    }
+
     fn reconcile(&mut self, round: Round<'_>) -> Vec<Command> {
         let fates: Vec<(Command, Fate)> = round
             .outcomes

@@ -2,7 +2,9 @@
 //! embedding programs and the simulator (orch-sim) run the same framework.
 //!
 //! When this node becomes leader, every loop is made afresh and reconciles from the full
-//! current state; after that it reconciles again whenever committed changes arrive, when an
+//! current state; after that it reconciles again whenever committed changes of the kinds it
+//! reads arrive ([`LeaderLoop::kinds`]; noted also while its last round's commands were being
+//! proposed, so that its watch never waits unread), when an
 //! outside input arrives ([`Loops::send`]), when the time it asked to be woken at comes
 //! ([`LeaderLoop::wake_at_ms`]: a deadline of its own), and at least every resync interval. When the node
 //! steps down (or the term changes) the loops are stopped. A loop's output is commands,
@@ -14,13 +16,15 @@
 //! [`crate::control_plane::Builder::clock`], so a simulation drives it), the keys of the objects
 //! changed since its last round (or `full`, after which it should look at everything), what
 //! became of the commands it returned last round, and the outside inputs sent to it since. The
-//! framework proposes a round's commands under the node's own client id and serials; a
+//! framework proposes a round's commands under a client id of the loop's own for the term
+//! ([`crate::control_plane::Proposer`]); a
 //! proposal whose outcome is unknown (openraft discarded the leader's entry, say) is retried
 //! with the same serials, marked a retry, so that the state machine applies those serials at
 //! most once, and the loop learns the outcome, or that none is known, in its next round (a loop
 //! of a later term is a new client: it reconciles from the state, level-triggered).
 //!
-//! Committed changes wake a loop; a watch's progress items do not. A loop that panics (or
+//! Committed changes of the kinds a loop reads wake it; changes of other kinds and a watch's
+//! progress items do not. A loop that panics (or
 //! returns) while this node leads is reported ([`LoopEvents::restarted`]) and started afresh
 //! after [`LOOP_RESTART_DELAY`]; commands the state machine refuses and proposals that fail are
 //! reported too, and a loop whose proposal failed gets its next round within
@@ -33,20 +37,22 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::future::FutureExt;
-use orch_core::{Command, ObjectKey, Outcome, State, WatchFilter};
+use orch_core::{Command, Kind, ObjectKey, Outcome, State, WatchFilter};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use crate::ControlPlane;
-use crate::control_plane::{Consistency, PROPOSAL_REQUESTS_MAX, WatchItem};
+use crate::control_plane::{Consistency, PROPOSAL_REQUESTS_MAX, Proposer, WatchItem};
 use crate::lock;
 
 /// The most watch items a loop takes in before it reconciles (the rest wait for the next
 /// round); the most changed keys a round lists (beyond it, the round is `full`).
-/// Room for several rounds' worth of a loop's own writes (the scheduler binds up to 4,096
-/// pods a round), so that a busy cluster does not turn every round into a full one (at
-/// 150,000 pods a full scheduler round takes about a second, `--bench reconcile`).
-pub const LOOP_EVENTS_PER_ROUND_MAX: usize = 16_384;
+/// Room for several rounds' worth of changes of the kinds a loop reads, so that a busy
+/// cluster does not turn every round into a full one (at 150,000 pods a full scheduler round
+/// takes about a second, `--bench reconcile`): in the three-node deployment burst a scheduler
+/// round (4,096 binds and their events, proposed in turn) saw more than 16,384 pods change
+/// in half its rounds, each then a full one. A key takes about 200 bytes here.
+pub const LOOP_EVENTS_PER_ROUND_MAX: usize = 65_536;
 
 /// The most outside inputs waiting for one loop; more are refused ([`Loops::send`]).
 pub const LOOP_INPUTS_PENDING_MAX: usize = 65_536;
@@ -92,7 +98,8 @@ pub struct Round<'a> {
     /// The first round of a term, a resync, or more changes than a round lists: look at
     /// everything (`changed` is then empty).
     pub full: bool,
-    /// The objects changed since the last round, each once, in the order they first changed.
+    /// The objects changed since the last round, each once, in the order they first changed:
+    /// those of the kinds the loop reads ([`LeaderLoop::kinds`]).
     pub changed: &'a [ObjectKey],
     /// What became of the commands the loop returned last round, in order: the outcome the
     /// state machine gave, or why none is known (the loop may see the effect in the state).
@@ -105,6 +112,11 @@ pub struct Round<'a> {
 pub trait LeaderLoop: Send + 'static {
     /// Its name, for logs, counters and inputs.
     fn name(&self) -> &'static str;
+    /// The kinds whose changes it reads in [`Round::changed`], or `None` for every kind: the
+    /// framework lists only keys of these kinds, and changes of no other kind wake it.
+    fn kinds(&self) -> Option<&'static [Kind]> {
+        None
+    }
     /// The commands that move the state towards what this loop wants.
     fn reconcile(&mut self, round: Round<'_>) -> Vec<Command>;
     /// Whether work is left that the last round did not get to (a round decides a bounded
@@ -386,9 +398,20 @@ async fn run(
         let mut running = JoinSet::new();
         // Which factory made each running task.
         let mut made_by = BTreeMap::new();
+        // Each loop proposes as a client of its own for the term (a restart within it keeps
+        // it), so that one loop's proposals do not wait for another's serials.
+        let proposers: Vec<_> = factories.iter().map(|_| cp.proposer()).collect();
         for (i, factory) in factories.iter().enumerate() {
-            let one =
-                run_one(cp.clone(), clock, factory(), resync, Arc::clone(&events), Arc::clone(&inbox), Duration::ZERO);
+            let one = run_one(
+                cp.clone(),
+                proposers[i].clone(),
+                clock,
+                factory(),
+                resync,
+                Arc::clone(&events),
+                Arc::clone(&inbox),
+                Duration::ZERO,
+            );
             let handle = running.spawn(one);
             made_by.insert(handle.id(), i);
         }
@@ -409,6 +432,7 @@ async fn run(
                     events.restarted(lp.name());
                     let one = run_one(
                         cp.clone(),
+                        proposers[i].clone(),
                         clock,
                         lp,
                         resync,
@@ -432,21 +456,46 @@ async fn run(
 
 /// What one running loop carries from round to round.
 struct Carry {
+    /// The kinds the loop reads ([`LeaderLoop::kinds`]; `None`: all).
+    kinds: Option<&'static [Kind]>,
     /// A full round is due, and why (the first reason).
     full: Option<FullRound>,
     changed: Vec<ObjectKey>,
     seen: BTreeSet<ObjectKey>,
     outcomes: Vec<(Command, Result<Outcome, String>)>,
+    /// The watch ended or fell behind while a round's commands were being proposed: it must
+    /// start over.
+    broken: bool,
 }
 
 impl Carry {
+    fn new(kinds: Option<&'static [Kind]>) -> Self {
+        Self {
+            kinds,
+            full: Some(FullRound::Start),
+            changed: Vec::new(),
+            seen: BTreeSet::new(),
+            outcomes: Vec::new(),
+            broken: false,
+        }
+    }
+
     fn full_for(&mut self, why: FullRound) {
         self.full.get_or_insert(why);
+    }
+
+    /// Whether a round is due for what arrived: a change of a kind the loop reads, or a full
+    /// round.
+    fn due(&self) -> bool {
+        self.full.is_some() || !self.changed.is_empty()
     }
 
     fn note(&mut self, item: &WatchItem) {
         if let WatchItem::Events { events, .. } = item {
             for e in events {
+                if self.kinds.is_some_and(|kinds| !kinds.contains(&e.object.kind())) {
+                    continue;
+                }
                 let key = e.object.key();
                 if self.changed.len() >= LOOP_EVENTS_PER_ROUND_MAX {
                     self.full_for(FullRound::TooManyChanges);
@@ -458,8 +507,10 @@ impl Carry {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_one(
     cp: ControlPlane,
+    proposer: Proposer,
     clock: TermClock,
     mut lp: Box<dyn LeaderLoop>,
     resync: Duration,
@@ -469,8 +520,7 @@ async fn run_one(
 ) {
     lock(&inbox.names).insert(lp.name());
     tokio::time::sleep(delay).await;
-    let mut carry =
-        Carry { full: Some(FullRound::Start), changed: Vec::new(), seen: BTreeSet::new(), outcomes: Vec::new() };
+    let mut carry = Carry::new(lp.kinds());
     loop {
         // A full reconcile from the current state, then follow the committed changes.
         let Ok(from) = cp.read(Consistency::Linearizable, State::applied_index).await else {
@@ -483,7 +533,11 @@ async fn run_one(
         };
         // After the first round: the stream ended or fell behind.
         carry.full_for(FullRound::Behind);
-        round(&cp, clock, lp.as_mut(), &mut carry, &events, &inbox).await;
+        carry.broken = false;
+        round(&cp, &proposer, clock, lp.as_mut(), &mut carry, &mut stream, &events, &inbox).await;
+        if carry.broken {
+            continue;
+        }
         // The resync deadline: items that do not wake the loop (progress) do not push it back,
         // nor do incremental rounds.
         let mut resync_at = tokio::time::Instant::now() + resync;
@@ -508,7 +562,8 @@ async fn run_one(
             // fates, though nothing else happens (the resync is a safety net, minutes away).
             let wake_at = wake_at.into_iter().chain(retry_at).min();
             let deadline = wake_at.map_or(resync_at, |w| w.min(resync_at));
-            if !waiting && !lp.more() && !due {
+            // Changes noted while the last round's commands were proposed are due at once.
+            if !waiting && !lp.more() && !due && !carry.due() {
                 tokio::select! {
                     biased;
                     next = tokio::time::timeout_at(deadline, stream.next()) => match next {
@@ -530,6 +585,10 @@ async fn run_one(
                             if !take_ready(&mut stream, &mut carry) {
                                 break;
                             }
+                            // Changes of kinds the loop does not read: no round for them.
+                            if !carry.due() {
+                                continue;
+                            }
                         }
                     },
                     () = arrived => {
@@ -540,8 +599,8 @@ async fn run_one(
                     }
                 }
             } else {
-                // The loop has work left (or inputs wait): the changes already here go into
-                // this round, which runs without waiting for more; but it yields first, so
+                // The loop has work left (or inputs wait, or changes were noted): the changes
+                // already here go into this round, which runs without waiting for more; but it yields first, so
                 // that a loop with work left never keeps its thread (nor the stop) waiting.
                 tokio::task::yield_now().await;
                 if !take_ready(&mut stream, &mut carry) {
@@ -550,7 +609,10 @@ async fn run_one(
                 }
             }
             let full = carry.full.is_some();
-            round(&cp, clock, lp.as_mut(), &mut carry, &events, &inbox).await;
+            round(&cp, &proposer, clock, lp.as_mut(), &mut carry, &mut stream, &events, &inbox).await;
+            if carry.broken {
+                break;
+            }
             retry_at = failed(&carry).then(|| tokio::time::Instant::now() + LOOP_RETRY_DELAY);
             // The resync is periodic: only a full round puts it off, so a loop that changes
             // keep waking still gets one every `resync`.
@@ -601,15 +663,45 @@ where
     true
 }
 
-/// One round: reconcile on a copy of the state, then propose what it returned.
-async fn round(
+/// Runs `work` while noting what the watch brings meanwhile, so that a loop waiting for its
+/// proposals to commit keeps up with the changes (a watch left unread falls behind the
+/// history it reads from, and the loop must then start over with a full round). A watch that
+/// ends or falls behind meanwhile is marked broken.
+async fn noting<S, E, T>(stream: &mut S, carry: &mut Carry, work: impl std::future::Future<Output = T>) -> T
+where
+    S: futures_util::Stream<Item = Result<WatchItem, E>> + Unpin,
+{
+    let mut work = std::pin::pin!(work);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut work => return out,
+            item = stream.next(), if !carry.broken => match item {
+                Some(Ok(item)) => carry.note(&item),
+                Some(Err(_)) | None => {
+                    carry.full_for(FullRound::Behind);
+                    carry.broken = true;
+                }
+            },
+        }
+    }
+}
+
+/// One round: reconcile on a copy of the state, then propose what it returned (noting the
+/// changes that arrive meanwhile for the next round).
+#[allow(clippy::too_many_arguments)]
+async fn round<S, E>(
     cp: &ControlPlane,
+    proposer: &Proposer,
     clock: TermClock,
     lp: &mut dyn LeaderLoop,
     carry: &mut Carry,
+    stream: &mut S,
     events: &Arc<dyn LoopEvents>,
     inbox: &Inbox,
-) {
+) where
+    S: futures_util::Stream<Item = Result<WatchItem, E>> + Unpin,
+{
     let name = lp.name();
     let Ok(state) = cp.state(Consistency::Stale).await else {
         // Not serving yet: wait a moment rather than spin on waiting inputs.
@@ -641,7 +733,7 @@ async fn round(
     }
     while !commands.is_empty() {
         let rest = commands.split_off(chunk_len(&commands));
-        match cp.propose_retrying(commands.clone(), PROPOSAL_ATTEMPTS).await {
+        match noting(stream, carry, proposer.propose_retrying(commands.clone(), PROPOSAL_ATTEMPTS)).await {
             Ok(answers) => {
                 for (command, outcome) in commands.into_iter().zip(answers) {
                     if let Err(error) = &outcome {
@@ -671,7 +763,8 @@ mod tests {
     /// that reason; a later reason does not replace the first.
     #[test]
     fn too_many_changes_make_a_full_round_and_say_so() {
-        let mut carry = Carry { full: None, changed: Vec::new(), seen: BTreeSet::new(), outcomes: Vec::new() };
+        let mut carry = Carry::new(None);
+        carry.full = None;
         let event = |i: usize| {
             let mut ns = orch_core::Namespace::default();
             ns.metadata.name = format!("ns-{i}").into();

@@ -539,3 +539,76 @@ async fn a_loop_s_time_is_monotonic_through_a_clock_step() {
     loops.stop().await;
     cp.shutdown().await.expect("stops");
 }
+
+/// Records the changed keys of its rounds, reading only the kinds it is given.
+struct KindsOnly {
+    name: &'static str,
+    kinds: Option<&'static [orch_core::Kind]>,
+    rounds: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl LeaderLoop for KindsOnly {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn kinds(&self) -> Option<&'static [orch_core::Kind]> {
+        self.kinds
+    }
+
+    fn reconcile(&mut self, round: Round<'_>) -> Vec<Command> {
+        let changed = round.changed.iter().map(|k| format!("{}/{}", k.kind, k.name)).collect();
+        let seen = Seen { full: round.full, changed, outcomes: Vec::new(), inputs: Vec::new(), now_ms: round.now_ms };
+        self.rounds.lock().expect("lock").push(seen);
+        Vec::new()
+    }
+}
+
+/// A loop that reads only namespaces lists only their keys, and a change of another kind
+/// gets it no round; a loop that reads everything (the witness) sees both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loop_is_told_of_and_woken_by_the_kinds_it_reads_only() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cp = ControlPlane::builder(1, dir.path()).single_node().start().await.expect("starts");
+    let (only, witness) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+    let factory = |name: &'static str, kinds: Option<&'static [orch_core::Kind]>, rounds: &Arc<Mutex<Vec<Seen>>>| {
+        let rounds = Arc::clone(rounds);
+        Arc::new(move || Box::new(KindsOnly { name, kinds, rounds: Arc::clone(&rounds) }) as Box<dyn LeaderLoop>)
+            as LoopFactory
+    };
+    let loops = Loops::spawn(
+        cp.clone(),
+        vec![factory("namespaces", Some(&[orch_core::Kind::Namespace]), &only), factory("witness", None, &witness)],
+        Duration::from_secs(600),
+        Arc::new(NoEvents),
+    );
+    let saw = |rounds: &Arc<Mutex<Vec<Seen>>>, key: &str| {
+        rounds.lock().expect("lock").iter().any(|r| r.changed.iter().any(|k| k == key)).then_some(())
+    };
+    eventually("the first rounds", || {
+        (!only.lock().expect("lock").is_empty() && !witness.lock().expect("lock").is_empty()).then_some(())
+    })
+    .await;
+    let write = |yaml: &str| {
+        let commands = orch_core::parse_manifests(yaml).expect("valid").into_iter().map(Command::Create).collect();
+        let cp = cp.clone();
+        async move { cp.propose(commands).await.expect("writes") }
+    };
+    // The first write also makes the `default` namespace: a namespace first, then the pod.
+    write("apiVersion: v1\nkind: Namespace\nmetadata: {name: n0}\n").await;
+    eventually("the namespace loop sees the first namespace", || saw(&only, "Namespace/n0")).await;
+    write("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: x}]}").await;
+    eventually("the witness sees the pod", || saw(&witness, "Pod/p")).await;
+    write("apiVersion: v1\nkind: Namespace\nmetadata: {name: n1}\n").await;
+    eventually("the namespace loop sees the namespace", || saw(&only, "Namespace/n1")).await;
+    eventually("the witness sees it too", || saw(&witness, "Namespace/n1")).await;
+    let rounds = only.lock().expect("lock").clone();
+    assert!(rounds[0].full, "{rounds:?}");
+    for r in &rounds[1..] {
+        assert!(!r.full, "{rounds:?}");
+        assert!(!r.changed.is_empty(), "no round for the pod alone: {rounds:?}");
+        assert!(r.changed.iter().all(|k| k.starts_with("Namespace/")), "only namespaces listed: {rounds:?}");
+    }
+    loops.stop().await;
+    cp.shutdown().await.expect("stops");
+}
