@@ -72,6 +72,7 @@ pub mod grpc;
 mod holds;
 pub mod leader;
 pub mod local;
+pub mod log_cache;
 pub mod mem;
 pub mod rocks;
 pub mod runtime;

@@ -16,6 +16,9 @@
 //! - callbacks complete in the order of their appends (one FIFO queue, one syncer);
 //! - `purge` records the purged log id and deletes the entries in one atomic batch;
 //! - `truncate_after` deletes a suffix, so no hole can appear.
+//!
+//! Reads of the newest entries (to apply them, to replicate them) are served from a cache of
+//! the entries last appended ([`crate::log_cache`]).
 
 use std::fmt::Debug;
 use std::io;
@@ -34,6 +37,7 @@ use tokio::sync::mpsc;
 use crate::codec;
 use crate::durable::{DurableIndex, DurableLog, DurableWatch};
 use crate::grpc::{APPEND_BYTES_MAX, ENTRY_FRAMING_BYTES_MAX};
+use crate::log_cache::{LOG_CACHE_BYTES_MAX, LogCache};
 use crate::types::TypeConfig;
 
 type C = TypeConfig;
@@ -66,6 +70,8 @@ pub struct SyncStats {
 #[derive(Clone)]
 pub struct RocksLogReader {
     db: Arc<OwnedDb>,
+    /// Held across every write to the log, so that it and the log agree for a reader.
+    cache: Arc<std::sync::Mutex<LogCache>>,
 }
 
 /// Tells whether a log store's database was closed (see [`RocksLogStore::closed_probe`]).
@@ -156,6 +162,12 @@ impl RocksLogStore {
     /// Opens (or creates) the log in `dir` and starts its syncer thread, which ends when the
     /// store is dropped.
     pub fn open(dir: &Path) -> Result<Self, io::Error> {
+        Self::open_with_cache(dir, LOG_CACHE_BYTES_MAX)
+    }
+
+    /// As [`RocksLogStore::open`], with a cache of the newest entries of at most `cache_bytes`
+    /// encoded bytes (0: none).
+    pub fn open_with_cache(dir: &Path, cache_bytes: usize) -> Result<Self, io::Error> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -168,7 +180,8 @@ impl RocksLogStore {
         // flushed the replayed WAL to synced table files (`avoid_flush_during_recovery` is off
         // by default); this syncs the live WAL.
         db.flush_wal(true).map_err(io_err)?;
-        let reader = RocksLogReader { db: Arc::clone(&db) };
+        let cache = Arc::new(std::sync::Mutex::new(LogCache::new(cache_bytes)));
+        let reader = RocksLogReader { db: Arc::clone(&db), cache };
         let purged = reader.get_meta(KEY_PURGED)?.map(|v| codec::decode_log_id(&v)).transpose()?;
         let last = reader.last_entry()?.map(|e| e.index()).or(purged.map(|id| id.index));
         let written = Arc::new(std::sync::Mutex::new(Written { last: last.unwrap_or(0), truncations: 0 }));
@@ -267,6 +280,9 @@ impl RaftLogReader<C> for RocksLogReader {
             Bound::Excluded(&i) => i.saturating_add(1),
             Bound::Unbounded => 0,
         };
+        if let Some(entries) = crate::lock(&self.cache).range(start, &range) {
+            return Ok(entries);
+        }
         let cf = self.db.cf_handle(CF_LOG).ok_or_else(|| io::Error::other("missing column family log"))?;
         let mut entries = Vec::new();
         let key = codec::index_key(start);
@@ -284,6 +300,9 @@ impl RaftLogReader<C> for RocksLogReader {
     /// What replication sends in one append: the entries from `start`, up to `end` or
     /// [`APPEND_BYTES_MAX`] bytes with their framing, whichever comes first (at least one).
     async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<EntryOf<C>>, io::Error> {
+        if let Some(entries) = crate::lock(&self.cache).limited(start, end) {
+            return Ok(entries);
+        }
         let cf = self.db.cf_handle(CF_LOG).ok_or_else(|| io::Error::other("missing column family log"))?;
         let mut entries = Vec::new();
         let mut bytes = 0;
@@ -342,17 +361,28 @@ impl RaftLogStorage<C> for RocksLogStore {
     {
         let cf = self.db().cf_handle(CF_LOG).ok_or_else(|| io::Error::other("missing column family log"))?;
         let mut batch = WriteBatch::default();
-        let mut last = None;
+        let mut written = Vec::new();
         for entry in entries {
-            batch.put_cf(&cf, codec::index_key(entry.index()), codec::encode_entry(&entry));
-            last = Some(entry.index());
+            let bytes = codec::encode_entry(&entry);
+            batch.put_cf(&cf, codec::index_key(entry.index()), &bytes);
+            written.push((entry, bytes.len()));
         }
         // Written now (readable at once), made durable by the syncer with the next group.
         let mut opts = WriteOptions::default();
         opts.set_sync(false);
-        self.db().write_opt(batch, &opts).map_err(io_err)?;
-        if let Some(last) = last {
-            crate::lock(&self.written).last = last;
+        {
+            let mut cache = crate::lock(&self.reader.cache);
+            if let Err(e) = self.db().write_opt(batch, &opts) {
+                // What the log holds now is not known: the cache no longer says.
+                cache.clear();
+                return Err(io_err(e));
+            }
+            if let Some((entry, _)) = written.last() {
+                crate::lock(&self.written).last = entry.index();
+            }
+            for (entry, bytes) in written {
+                cache.push(entry, bytes);
+            }
         }
         let syncer = self.syncer.as_ref().ok_or_else(|| io::Error::other("the log store is closing"))?;
         syncer.send(callback).await.map_err(|_| io::Error::other("the log syncer thread has stopped"))
@@ -366,7 +396,14 @@ impl RaftLogStorage<C> for RocksLogStore {
         batch.delete_cf(&cf, codec::index_key(u64::MAX));
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
-        self.db().write_opt(batch, &opts).map_err(io_err)?;
+        // The cache first, so that no lock is held across the fsync: a read meanwhile finds
+        // the cut suffix in RocksDB only (nothing reads entries being truncated: they are not
+        // committed), and none of the rest changes.
+        crate::lock(&self.reader.cache).truncate(first_removed);
+        if let Err(e) = self.db().write_opt(batch, &opts) {
+            crate::lock(&self.reader.cache).clear();
+            return Err(io_err(e));
+        }
         // The synced write made everything before it durable: the log up to the cut.
         let kept = first_removed.checked_sub(1);
         let mut w = crate::lock(&self.written);
@@ -385,6 +422,19 @@ impl RaftLogStorage<C> for RocksLogStore {
         batch.delete_range_cf(&cf_log, codec::index_key(0), codec::index_key(log_id.index.saturating_add(1)));
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
-        self.db().write_opt(batch, &opts).map_err(io_err)
+        // Purged entries are never read again: the cache follows the write, with no lock held
+        // across its fsync.
+        let written = self.db().write_opt(batch, &opts);
+        let mut cache = crate::lock(&self.reader.cache);
+        match written {
+            Ok(()) => {
+                cache.purge(log_id.index);
+                Ok(())
+            }
+            Err(e) => {
+                cache.clear();
+                Err(io_err(e))
+            }
+        }
     }
 }

@@ -11,19 +11,71 @@ use orch_raft::TypeConfig;
 use orch_raft::rocks::RocksLogStore;
 use tempfile::TempDir;
 
-struct RocksBuilder;
+/// A store whose cache of the newest entries holds at most this many encoded bytes.
+struct RocksBuilder(usize);
 
 impl StoreBuilder<TypeConfig, RocksLogStore, StateMachineStore, TempDir> for RocksBuilder {
     async fn build(&self) -> Result<(TempDir, RocksLogStore, StateMachineStore), StorageError<TypeConfig>> {
         let dir = TempDir::new().map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
-        let store = RocksLogStore::open(dir.path()).map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
+        let store = RocksLogStore::open_with_cache(dir.path(), self.0)
+            .map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
         Ok((dir, store, StateMachineStore::in_memory()))
     }
 }
 
+/// With the default cache (every read of the suite served from it), with none (every read
+/// from RocksDB), and with one of a few entries (reads from both).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rocks_log_store_passes_the_openraft_storage_suite() {
-    Suite::test_all(RocksBuilder).await.expect("the RocksDB log store passes openraft's suite");
+    for bytes in [orch_raft::log_cache::LOG_CACHE_BYTES_MAX, 0, 100] {
+        Suite::test_all(RocksBuilder(bytes)).await.unwrap_or_else(|e| {
+            panic!("the RocksDB log store with a cache of {bytes} bytes fails openraft's suite: {e}")
+        });
+    }
+}
+
+/// Reads served from the cache equal reads of the log itself, across appends, a truncation,
+/// a purge and the cache's eviction.
+#[tokio::test]
+async fn reads_from_the_cache_equal_reads_from_the_log() {
+    let dir = TempDir::new().expect("temp dir");
+    // Blank entries encode to 13-20 bytes: a cache of 100 bytes keeps the newest few.
+    let mut store = RocksLogStore::open_with_cache(dir.path(), 100).expect("open");
+    append_durably(&mut store, 1..=20).await;
+    store.truncate_after(Some(log_id::<TypeConfig>(1, 0, 15))).await.expect("truncate");
+    let (tx, rx) = TypeConfig::oneshot();
+    let entries: Vec<_> = (16..=18).map(|i| blank_ent::<TypeConfig>(2, 0, i)).collect();
+    store.append(entries, IOFlushed::Signal(tx)).await.expect("append");
+    rx.await.expect("callback sent").expect("durable");
+    store.purge(log_id::<TypeConfig>(1, 0, 3)).await.expect("purge");
+    let mut cached = store.get_log_reader().await;
+    let read = |reader: &mut orch_raft::rocks::RocksLogReader, start: u64, end: u64| {
+        let mut reader = reader.clone();
+        async move { reader.try_get_log_entries(start..end).await.expect("read") }
+    };
+    let mut everything = Vec::new();
+    for start in 0..=20 {
+        for end in start..=21 {
+            everything.push(read(&mut cached, start, end).await);
+        }
+        let limited = cached.limited_get_log_entries(start, 21).await.expect("read");
+        everything.push(limited);
+    }
+    assert!(everything.iter().flatten().any(|e| e.log_id == log_id::<TypeConfig>(2, 0, 18)), "the new suffix is read");
+    assert!(!everything.iter().flatten().any(|e| e.log_id == log_id::<TypeConfig>(1, 0, 16)), "the cut suffix is not");
+    drop(cached);
+    drop(store);
+    // The same reads of the log alone.
+    let mut store = RocksLogStore::open_with_cache(dir.path(), 0).expect("reopen");
+    let mut uncached = store.get_log_reader().await;
+    let mut again = Vec::new();
+    for start in 0..=20 {
+        for end in start..=21 {
+            again.push(read(&mut uncached, start, end).await);
+        }
+        again.push(uncached.limited_get_log_entries(start, 21).await.expect("read"));
+    }
+    assert_eq!(everything, again);
 }
 
 /// Appends `indexes` and returns once the store reports them durable.
