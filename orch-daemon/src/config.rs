@@ -29,6 +29,9 @@ pub const DEFAULT_WATCH_PROGRESS_MS: u64 = 1000;
 /// How long a node must have been gone before its pods are force-deleted, by default
 /// (milliseconds; Kubernetes' pod GC quarantine).
 pub const DEFAULT_POD_GC_QUARANTINE_MS: u64 = 40_000;
+/// How long an event is kept after it last happened, by default (milliseconds; Kubernetes'
+/// `--event-ttl`, 1 hour).
+pub const DEFAULT_EVENT_TTL_MS: u64 = 3_600_000;
 /// Kubernetes' default `node-monitor-grace-period` ([`orch_core::nodelifecycle::DEFAULT_GRACE_MS`]).
 pub const DEFAULT_NODE_MONITOR_GRACE_PERIOD_MS: u64 = orch_core::nodelifecycle::DEFAULT_GRACE_MS.unsigned_abs();
 /// The longest `node-monitor-grace-period` taken: a day.
@@ -128,6 +131,8 @@ pub struct FileConfig {
     /// How long a node may go without a heartbeat before it is marked `Unknown`, in
     /// milliseconds.
     pub node_monitor_grace_period_ms: Option<u64>,
+    /// How long an event is kept after it last happened, in milliseconds.
+    pub event_ttl_ms: Option<u64>,
 }
 
 impl FileConfig {
@@ -167,6 +172,7 @@ impl FileConfig {
             simulated_nodes: other.simulated_nodes.or(self.simulated_nodes),
             pod_gc_quarantine_ms: other.pod_gc_quarantine_ms.or(self.pod_gc_quarantine_ms),
             node_monitor_grace_period_ms: other.node_monitor_grace_period_ms.or(self.node_monitor_grace_period_ms),
+            event_ttl_ms: other.event_ttl_ms.or(self.event_ttl_ms),
         }
     }
 }
@@ -220,6 +226,8 @@ pub struct Config {
     pub pod_gc_quarantine: Duration,
     /// How long a node may go without a heartbeat before it is marked `Unknown`.
     pub node_monitor_grace_period: Duration,
+    /// How long an event is kept after it last happened (then the garbage collector deletes it).
+    pub event_ttl: Duration,
 }
 
 impl Default for Config {
@@ -322,6 +330,7 @@ impl Config {
                 node_monitor_grace_period.as_millis()
             )));
         }
+        let event_ttl = positive("event-ttl-ms", f.event_ttl_ms, DEFAULT_EVENT_TTL_MS, 1)?;
         let watch_progress = positive("watch-progress-ms", f.watch_progress_ms, DEFAULT_WATCH_PROGRESS_MS, 10)?;
         let keepalive = (
             positive("keepalive-interval-ms", f.keepalive_interval_ms, DEFAULT_KEEPALIVE_MS, 10)?,
@@ -345,6 +354,7 @@ impl Config {
             simulated_nodes,
             pod_gc_quarantine,
             node_monitor_grace_period,
+            event_ttl,
         })
     }
 
@@ -411,6 +421,12 @@ mod tests {
         let zero = FileConfig { pod_gc_quarantine_ms: Some(0), ..FileConfig::default() };
         let err = Config::resolve(zero).expect_err("zero").to_string();
         assert_eq!(err, "pod-gc-quarantine-ms: Invalid value: 0: must be >= 1");
+        assert_eq!(Config::default().event_ttl, Duration::from_secs(3600));
+        let ttl: FileConfig = toml::from_str("event-ttl-ms = 2000\n").expect("valid");
+        assert_eq!(Config::resolve(ttl).expect("valid").event_ttl, Duration::from_secs(2));
+        let zero = FileConfig { event_ttl_ms: Some(0), ..FileConfig::default() };
+        let err = Config::resolve(zero).expect_err("zero").to_string();
+        assert_eq!(err, "event-ttl-ms: Invalid value: 0: must be >= 1");
         let both =
             FileConfig { initial_members: Some("1=a:1/b:2".into()), join: Some("c:3".into()), ..FileConfig::default() };
         assert!(Config::resolve(both).expect_err("both").to_string().starts_with("join: Forbidden"));

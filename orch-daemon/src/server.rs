@@ -25,14 +25,17 @@ pub fn standard_loops() -> Vec<LoopFactory> {
     loops_for(&Config::default())
 }
 
-/// The loops `config` asks for: the [`standard_loops`] with its pod GC quarantine and node
-/// monitor grace period, and simulated nodes when it names some (heartbeating at a quarter of
+/// The loops `config` asks for: the [`standard_loops`] with its pod GC quarantine, event TTL
+/// and node monitor grace period, and simulated nodes when it names some (heartbeating at a quarter of
 /// the grace period, within 250 ms to 10 s).
 pub fn loops_for(config: &Config) -> Vec<LoopFactory> {
     let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     let grace_ms = ms(config.node_monitor_grace_period);
     let mut loops = orch_raft::controllers::standard(
-        orch_core::gc::Settings { orphan_quarantine_ms: ms(config.pod_gc_quarantine), ..Default::default() },
+        orch_core::gc::Settings {
+            orphan_quarantine_ms: ms(config.pod_gc_quarantine),
+            event_ttl_ms: ms(config.event_ttl),
+        },
         orch_core::nodelifecycle::Settings { grace_ms, ..Default::default() },
     );
     if config.simulated_nodes > 0 {

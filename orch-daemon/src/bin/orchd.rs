@@ -92,6 +92,10 @@ struct Args {
     /// [default: 40000, Kubernetes' node-monitor-grace-period; at least 1000].
     #[arg(long)]
     node_monitor_grace_period_ms: Option<u64>,
+    /// How long an event is kept after it last happened, in milliseconds [default: 3600000,
+    /// Kubernetes' --event-ttl].
+    #[arg(long)]
+    event_ttl_ms: Option<u64>,
 }
 
 impl Args {
@@ -117,6 +121,7 @@ impl Args {
             simulated_nodes: self.simulated_nodes,
             pod_gc_quarantine_ms: self.pod_gc_quarantine_ms,
             node_monitor_grace_period_ms: self.node_monitor_grace_period_ms,
+            event_ttl_ms: self.event_ttl_ms,
         };
         (self.config, flags)
     }
