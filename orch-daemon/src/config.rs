@@ -131,7 +131,8 @@ pub struct FileConfig {
     /// How long a node may go without a heartbeat before it is marked `Unknown`, in
     /// milliseconds.
     pub node_monitor_grace_period_ms: Option<u64>,
-    /// How long an event is kept after it last happened, in milliseconds.
+    /// How long an event is kept after it last happened, in milliseconds (at least: it goes at
+    /// the garbage collector's next look at it, when it changes or at a resync).
     pub event_ttl_ms: Option<u64>,
 }
 
@@ -226,7 +227,8 @@ pub struct Config {
     pub pod_gc_quarantine: Duration,
     /// How long a node may go without a heartbeat before it is marked `Unknown`.
     pub node_monitor_grace_period: Duration,
-    /// How long an event is kept after it last happened (then the garbage collector deletes it).
+    /// How long an event is kept after it last happened, at least (the garbage collector
+    /// deletes it at its next look: when it changes, or at the loops' resync).
     pub event_ttl: Duration,
 }
 

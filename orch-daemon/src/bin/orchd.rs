@@ -92,7 +92,8 @@ struct Args {
     /// [default: 40000, Kubernetes' node-monitor-grace-period; at least 1000].
     #[arg(long)]
     node_monitor_grace_period_ms: Option<u64>,
-    /// How long an event is kept after it last happened, in milliseconds [default: 3600000,
+    /// How long an event is kept after it last happened, in milliseconds, at least (it goes
+    /// when it changes or at the loops' resync, every 5 minutes, after that) [default: 3600000,
     /// Kubernetes' --event-ttl].
     #[arg(long)]
     event_ttl_ms: Option<u64>,
