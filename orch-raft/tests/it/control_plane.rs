@@ -802,3 +802,39 @@ async fn a_node_stamps_entries_with_its_clock_and_derives_its_client_id_from_its
     assert_eq!(a, b, "the same seed, the same client id");
     assert_ne!(a, c, "another seed, another");
 }
+
+/// Each proposer is a client of its own: its id differs from every other proposer's and from
+/// the node's own client's, and its serials start at 1 in a window of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proposers_are_clients_of_their_own() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cp = start_leader(dir.path()).await;
+    let ids: std::collections::BTreeSet<ClientId> = (0..1000).map(|_| cp.proposer().client()).collect();
+    assert_eq!(ids.len(), 1000, "distinct ids");
+    let namespace = |name: &str| {
+        parse_manifests(&format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}}}\n"))
+            .expect("valid")
+            .into_iter()
+            .map(Command::Create)
+            .collect::<Vec<_>>()
+    };
+    let outcomes = cp.propose(namespace("own")).await.expect("proposed");
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    let (a, b) = (cp.proposer(), cp.proposer());
+    for (p, name) in [(&a, "a"), (&b, "b")] {
+        let outcomes = p.propose_retrying(namespace(name), 1).await.expect("proposed");
+        assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    }
+    let kept: Vec<(ClientId, u64)> = cp
+        .read(Consistency::Linearizable, |s: &State| {
+            s.sessions().outcomes().map(|(c, serial, _)| (c, serial)).collect()
+        })
+        .await
+        .expect("read");
+    let clients: std::collections::BTreeSet<ClientId> = kept.iter().map(|(c, _)| *c).collect();
+    assert_eq!(clients.len(), 3, "the node's own client and the two proposers: {kept:?}");
+    for p in [&a, &b] {
+        assert!(kept.contains(&(p.client(), 1)), "{:?} wrote serial 1 of its own: {kept:?}", p.client());
+    }
+    cp.shutdown().await.expect("stops");
+}
