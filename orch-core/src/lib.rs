@@ -42,6 +42,7 @@ mod macros;
 
 pub mod admit;
 pub mod adopt;
+pub mod agent;
 pub mod apps_v1;
 pub mod bounds;
 pub mod codec;
