@@ -486,13 +486,39 @@ impl Client {
         grace_period_seconds: Option<i64>,
         propagation_policy: Option<PropagationPolicy>,
     ) -> Result<WriteResult, Error> {
+        self.delete_request(key, grace_period_seconds, propagation_policy.map(|p| p.as_str().to_owned()), None).await
+    }
+
+    /// Deletes the object at `key` only if its uid is `uid` (Kubernetes'
+    /// `preconditions.uid`), with a grace period as [`Client::delete`]: how a node agent deletes
+    /// for good a pod it stopped.
+    ///
+    /// # Errors
+    /// As [`Client::delete`]; [`Error::Conflict`] when the object there has another uid.
+    pub async fn delete_uid(
+        &self,
+        key: &ObjectKey,
+        uid: orch_core::ids::Uid,
+        grace_period_seconds: Option<i64>,
+    ) -> Result<WriteResult, Error> {
+        self.delete_request(key, grace_period_seconds, None, Some(uid.to_string())).await
+    }
+
+    async fn delete_request(
+        &self,
+        key: &ObjectKey,
+        grace_period_seconds: Option<i64>,
+        propagation_policy: Option<String>,
+        uid: Option<String>,
+    ) -> Result<WriteResult, Error> {
         let (id, _awaiting) = self.next_id().await;
         let request = pb::DeleteRequest {
             id: Some(id),
             key: Some(key_to_pb(key)),
             grace_period_seconds,
             resource_version: None,
-            propagation_policy: propagation_policy.map(|p| p.as_str().to_owned()),
+            propagation_policy,
+            uid,
         };
         self.write(request, |mut c, r| async move { c.delete(r).await }).await
     }

@@ -398,6 +398,11 @@ impl Agent {
         self.pods.values().map(|r| (&r.key, r.uid))
     }
 
+    /// The spec of the container `name` of the pod `uid`, if the agent has that pod.
+    pub fn container(&self, uid: Uid, name: &str) -> Option<&Container> {
+        self.pods.get(&uid)?.pod.as_ref()?.spec.containers.iter().find(|c| c.name == name)
+    }
+
     /// The actions decided so far, in order; the owner carries them out.
     pub fn take_actions(&mut self) -> Vec<Action> {
         std::mem::take(&mut self.actions)

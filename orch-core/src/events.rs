@@ -216,6 +216,14 @@ fn new_event(key: ObjectKey, record: Record, count: i32, now: Time) -> Event {
     }
 }
 
+/// The event that records `record` as a first occurrence at `now_ms` (for a writer without
+/// the state, such as a node agent: a create that finds the event there already is dropped,
+/// as Kubernetes' best-effort events are).
+pub fn first_event(record: Record, now_ms: i64) -> Event {
+    let key = record.event_key();
+    new_event(key, record, 1, Time::from_millis(now_ms))
+}
+
 /// Whether `command` writes an event (what an owner proposes for [`commands`] and keeps from
 /// its reconciler's fates).
 pub fn is_event_write(command: &Command) -> bool {

@@ -270,8 +270,13 @@ impl pb::orch_server::Orch for ApiService {
         let r = request.into_inner();
         self.timed("Delete", async {
             let key = key_from_pb(r.key.as_ref(), "key")?;
-            let preconditions =
-                Preconditions { uid: None, resource_version: r.resource_version.map(orch_core::Revision) };
+            let uid = r
+                .uid
+                .as_deref()
+                .map(str::parse::<orch_core::ids::Uid>)
+                .transpose()
+                .map_err(|_| Error::Invalid("uid: must be a UUID".to_owned()))?;
+            let preconditions = Preconditions { uid, resource_version: r.resource_version.map(orch_core::Revision) };
             let propagation_policy =
                 r.propagation_policy.as_deref().map(PropagationPolicy::parse).transpose().map_err(Error::Invalid)?;
             let command = Command::Delete {

@@ -1,5 +1,29 @@
-//! orch-node: the node agent (like a kubelet).
+//! orch-node: the node agent (like a kubelet plus its container runtime).
 //!
-//! Not built yet (see the roadmap): registration and heartbeats, a watch of the committed
-//! events for its node, pods run as real processes with probes, restarts and logs, status
-//! written back, and a service proxy with DNS. This crate holds no code until then.
+//! The agent's decisions are the pure core of [`orch_core::agent`]; this crate is its
+//! adapters: the agent loop ([`agent`]: registration, heartbeats, the pod watch, status,
+//! events), the runtime seam ([`runtime`]) and its default, the process runtime
+//! ([`process`]: a shim per pod ([`shim`]) owning each container's processes, started through
+//! [`exec`], with limits through [`cgroups`]), and the prober ([`prober`]).
+//!
+//! A binary that embeds the agent calls [`run_helpers_if_called`] first thing in `main`: the
+//! shims and exec helpers are that same binary, started with a hidden first argument.
+//!
+//! Not built yet (issue 14 is in progress): pod networks (CNI), ConfigMaps, Secrets and
+//! volumes, logs and exec through orchctl, the development mode, the simulated runtime.
+
+pub mod agent;
+pub mod cgroups;
+pub mod exec;
+pub mod host;
+pub mod prober;
+pub mod process;
+pub mod runtime;
+pub mod shim;
+
+/// Runs as a pod's shim or a container's exec helper if the process was started as one (and
+/// exits); returns otherwise. Call it first thing in `main` of a binary that runs the agent.
+pub fn run_helpers_if_called() {
+    shim::run_if_called();
+    exec::run_if_called();
+}

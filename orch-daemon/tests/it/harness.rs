@@ -170,3 +170,147 @@ pub(crate) fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     Some((code, body))
 }
+
+/// A binary of the workspace built beside `orchd` (`orch-node`, `orch-hello`): `cargo test
+/// --workspace` builds them (orch-node has integration tests); `cargo test -p orch-daemon`
+/// alone needs `cargo build -p orch-node` first.
+pub(crate) fn sibling_bin(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_orchd")).with_file_name(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`, or `cargo build -p orch-node` first",
+        path.display()
+    );
+    path
+}
+
+/// One `orch-node` agent process, its data in `root/agent-<name>`.
+pub(crate) struct Agent {
+    pub(crate) name: String,
+    pub(crate) dir: PathBuf,
+    server: String,
+    ip: String,
+    extra: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Agent {
+    /// The agent of node `name` at address `ip`, serving the control plane at `server`.
+    pub(crate) fn new(root: &Path, name: &str, ip: &str, server: &str, extra: &[&str]) -> Self {
+        Self {
+            name: name.to_owned(),
+            dir: root.join(format!("agent-{name}")),
+            server: server.to_owned(),
+            ip: ip.to_owned(),
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            child: None,
+        }
+    }
+
+    /// Starts the process (again).
+    pub(crate) fn start(&mut self) {
+        std::fs::create_dir_all(&self.dir).expect("agent dir");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.with_extension("log"))
+            .expect("log file");
+        let child = Command::new(sibling_bin("orch-node"))
+            .args(["--server", &self.server, "--node-name", &self.name, "--node-ip", &self.ip])
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(["--heartbeat-ms", "200", "--backoff-initial-ms", "500", "--backoff-max-ms", "2000"])
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("orch-node starts");
+        self.child = Some(child);
+    }
+
+    /// kill -9 of the agent alone (its pods' shims live on).
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The agent's log so far, for failure messages.
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default()
+    }
+
+    /// The pod directories the agent's runtime holds.
+    pub(crate) fn pod_dirs(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.dir.join("pods")).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default()
+    }
+
+    /// The agent's cgroup roots (`orch-<node>` under this process's cgroup in the memory and
+    /// cpu hierarchies), where they exist.
+    pub(crate) fn cgroup_roots(&self) -> Vec<PathBuf> {
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        ["memory", "cpu"]
+            .iter()
+            .filter_map(|controller| {
+                let path = own.lines().find_map(|l| {
+                    let mut parts = l.splitn(3, ':');
+                    let (_, cs, path) = (parts.next()?, parts.next()?, parts.next()?);
+                    cs.split(',').any(|c| c == *controller).then(|| path.to_owned())
+                })?;
+                let root = Path::new("/sys/fs/cgroup")
+                    .join(controller)
+                    .join(path.trim_start_matches('/'))
+                    .join(format!("orch-{}", self.name));
+                root.exists().then_some(root)
+            })
+            .collect()
+    }
+
+    /// The pods' cgroups left under the agent's roots.
+    pub(crate) fn pod_cgroups(&self) -> Vec<PathBuf> {
+        self.cgroup_roots()
+            .iter()
+            .flat_map(|r| {
+                std::fs::read_dir(r)
+                    .map(|d| d.flatten().filter(|e| e.path().is_dir()).map(|e| e.path()).collect::<Vec<_>>())
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    /// Kills every process of the agent's pods (their shims and everything in their
+    /// cgroups) and removes the cgroups, for the end of a test.
+    pub(crate) fn kill_pods(&self) {
+        for dir in self.pod_dirs() {
+            if let Ok(pid) = std::fs::read_to_string(dir.join("shim.pid")) {
+                let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+            }
+        }
+        fn kill_tree(dir: &Path) {
+            if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+                for pid in procs.split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            }
+            for e in std::fs::read_dir(dir).map(|d| d.flatten().collect::<Vec<_>>()).unwrap_or_default() {
+                if e.path().is_dir() {
+                    kill_tree(&e.path());
+                }
+            }
+            let _ = std::fs::remove_dir(dir);
+        }
+        for root in self.cgroup_roots() {
+            kill_tree(&root);
+            kill_tree(&root);
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+        self.kill_pods();
+    }
+}

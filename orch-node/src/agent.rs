@@ -1,0 +1,460 @@
+//! The agent loop: registers the node, heartbeats to the leader, lists and watches the pods
+//! bound to the node, steps the pure core ([`orch_core::agent`]) with what the watch, the
+//! runtime and the clock say, and carries out its actions through the runtime and the API.
+//!
+//! - Registration: the Node object (capacity, addresses, labels, taints, `Ready=True`) is
+//!   created, or its status brought up to date when it exists; again whenever a heartbeat
+//!   finds it gone (the control plane lost it, or it was deleted).
+//! - Watch: a list of the node's pods, then a watch from the list's revision (resumed by the
+//!   client on another server after a disconnect, from the last revision delivered); when the
+//!   watch says its revision expired, a new list (pods missing from it are gone) and a new
+//!   watch. So no change is missed and none is taken twice.
+//! - Status: the core's writes go out concurrently (at most [`STATUS_WRITES_MAX`] at once; the
+//!   server groups concurrent writes into one log entry), each the pod's status under its uid
+//!   alone; a write whose fate is unknown is made again after [`RETRY`].
+//! - Deletes (the grace-0 delete of a stopped pod) are made under the pod's uid, and retried
+//!   until they land or the pod is gone. Events are best effort: at most
+//!   [`EVENT_WRITES_MAX`] in flight, the rest dropped and counted in the log.
+//! - A lost connection to the control plane never stops a running pod: the core only acts on
+//!   what the watch says, and the watch says nothing while it is down.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use orch_api::{Client, Error as ApiError, WatchItem};
+use orch_core::agent::{Action, Agent, RuntimeEvent, Settings, StatusWrite, Written};
+use orch_core::core_v1::{Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, Pod, ResourceList, Taint};
+use orch_core::ids::Uid;
+use orch_core::meta::{ConditionStatus, ObjectMeta};
+use orch_core::object::{Kind, Object, ObjectKey};
+use orch_core::quantity::Quantity;
+use orch_core::time::Time;
+use orch_core::watch::EventType;
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::prober;
+use crate::runtime::Runtime;
+
+/// The most status writes in flight at once.
+pub const STATUS_WRITES_MAX: usize = 64;
+/// The most event writes in flight at once; more are dropped.
+pub const EVENT_WRITES_MAX: usize = 16;
+/// The pause before a failed write or call is tried again.
+pub const RETRY: Duration = Duration::from_secs(1);
+/// The most inputs waiting for the loop.
+const INPUTS_MAX: usize = 4_096;
+
+/// The agent's settings.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The core's settings (node name, back-offs, strict images, host address).
+    pub core: Settings,
+    /// The node's address (its `InternalIP`, each pod's `hostIP`).
+    pub node_ip: String,
+    /// The node's cores, memory and pods.
+    pub capacity: ResourceList,
+    /// Labels the node gets at registration (beside `kubernetes.io/hostname` and
+    /// `kubernetes.io/os`).
+    pub labels: BTreeMap<String, String>,
+    /// Taints the node gets at registration.
+    pub taints: Vec<Taint>,
+    /// How often it heartbeats.
+    pub heartbeat: Duration,
+}
+
+/// The wall clock in ms since the epoch (the core's time).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// What reaches the loop.
+enum Input {
+    Runtime(RuntimeEvent),
+    Written(Uid, Written),
+    Listed(Vec<Arc<Pod>>, u64),
+    Events(u64, Vec<orch_core::watch::WatchEvent>),
+}
+
+/// The Node object this agent registers.
+pub fn node_object(config: &AgentConfig) -> Node {
+    let name = config.core.node.as_str();
+    let mut labels: BTreeMap<String, String> = BTreeMap::new();
+    labels.insert("kubernetes.io/hostname".into(), name.into());
+    labels.insert("kubernetes.io/os".into(), "linux".into());
+    labels.insert(
+        "kubernetes.io/arch".into(),
+        std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
+    );
+    labels.extend(config.labels.clone());
+    let now = Time::from_millis(now_ms());
+    Node {
+        metadata: ObjectMeta {
+            name: name.into(),
+            labels: labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+            ..ObjectMeta::default()
+        },
+        spec: NodeSpec { taints: config.taints.clone(), ..NodeSpec::default() },
+        status: NodeStatus {
+            capacity: config.capacity.clone(),
+            allocatable: config.capacity.clone(),
+            addresses: vec![
+                NodeAddress { type_: "InternalIP".into(), address: config.node_ip.as_str().into() },
+                NodeAddress { type_: "Hostname".into(), address: name.into() },
+            ],
+            conditions: vec![NodeCondition {
+                type_: "Ready".into(),
+                status: ConditionStatus::True,
+                last_heartbeat_time: Some(now),
+                last_transition_time: Some(now),
+                reason: Some("KubeletReady".into()),
+                message: Some("orch-node is posting ready status".into()),
+            }],
+        },
+    }
+}
+
+/// Registers the node (creates it, or brings its status up to date), retrying until done.
+async fn register(client: &Client, config: &AgentConfig) {
+    let node = node_object(config);
+    loop {
+        let result = match client.create(&Object::from(node.clone())).await {
+            Ok(_) => Ok(()),
+            Err(ApiError::AlreadyExists(_)) => {
+                let key = ObjectKey::new(Kind::Node, "", &config.core.node);
+                match client.get(&key).await {
+                    Ok((Object::Node(old), _)) => {
+                        let mut n = (*old).clone();
+                        n.status.capacity = node.status.capacity.clone();
+                        n.status.allocatable = node.status.allocatable.clone();
+                        n.status.addresses = node.status.addresses.clone();
+                        // Ready again, as this agent says; the lifecycle controller's Unknown goes.
+                        n.status.conditions.retain(|c| c.type_ != "Ready");
+                        n.status.conditions.extend(node.status.conditions.clone());
+                        client.update_status(&Object::from(n)).await.map(|_| ())
+                    }
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(node = %config.core.node, "node registered");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(node = %config.core.node, error = %e, "registering the node failed; trying again");
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+}
+
+/// Lists and watches the node's pods for ever, feeding the loop.
+async fn follow(client: Client, node: String, inputs: mpsc::Sender<Input>) {
+    loop {
+        let (objects, revision) = match client.list(Kind::Pod, None, "", Some(&node)).await {
+            Ok(listed) => listed,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing the node's pods failed; trying again");
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        let pods = objects.into_iter().filter_map(|o| if let Object::Pod(p) = o { Some(p) } else { None }).collect();
+        if inputs.send(Input::Listed(pods, revision)).await.is_err() {
+            return;
+        }
+        let mut stream = client.watch(revision, "Pod", "", "", &node);
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(WatchItem::Events { revision, events }) => {
+                    if inputs.send(Input::Events(revision, events)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(WatchItem::Progress(_)) => {}
+                Err(ApiError::Expired(_)) => {
+                    tracing::info!("the pod watch's revision expired; listing again");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the pod watch failed; listing again");
+                    tokio::time::sleep(RETRY).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Heartbeats for ever; registers the node again when the leader does not know it.
+async fn heartbeat(client: Client, config: AgentConfig) {
+    loop {
+        tokio::time::sleep(config.heartbeat).await;
+        match client.heartbeat(&config.core.node).await {
+            Ok(()) => {}
+            Err(ApiError::NotFound(_)) => {
+                tracing::warn!(node = %config.core.node, "the control plane does not know this node; registering it again");
+                register(&client, &config).await;
+            }
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+        }
+    }
+}
+
+/// Runs the agent until `shutdown` completes. Running pods keep running after it returns
+/// (their shims own them); a new agent adopts them.
+pub async fn run<R: Runtime>(
+    config: AgentConfig,
+    client: Client,
+    runtime: Arc<R>,
+    mut runtime_events: mpsc::Receiver<RuntimeEvent>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    register(&client, &config).await;
+    let mut agent = Agent::new(config.core.clone());
+    let now = now_ms();
+    for found in runtime.found().await {
+        tracing::info!(pod = %found.key.name, uid = %found.uid, "adopting a pod the runtime still has");
+        agent.adopt(found.key, found.uid, found.ip, found.containers, now);
+    }
+    let (inputs, mut input_rx) = mpsc::channel::<Input>(INPUTS_MAX);
+    let follower = tokio::spawn(follow(client.clone(), config.core.node.clone(), inputs.clone()));
+    let beater = tokio::spawn(heartbeat(client.clone(), config.clone()));
+    let exec = Exec {
+        client: client.clone(),
+        runtime,
+        inputs: inputs.clone(),
+        status_slots: Arc::new(Semaphore::new(STATUS_WRITES_MAX)),
+        event_slots: Arc::new(Semaphore::new(EVENT_WRITES_MAX)),
+        host_ip: config.node_ip.clone(),
+    };
+    let mut synced = false;
+    let mut known: BTreeSet<ObjectKey> = BTreeSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let wake = agent.next_wake().map(|at| {
+            let ms = u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0);
+            tokio::time::Instant::now() + Duration::from_millis(ms)
+        });
+        let sleep =
+            tokio::time::sleep_until(wake.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600)));
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(event) = runtime_events.recv() => agent.runtime(event, now_ms()),
+            Some(input) = input_rx.recv() => {
+                let now = now_ms();
+                match input {
+                    Input::Runtime(event) => agent.runtime(event, now),
+                    Input::Written(uid, written) => agent.status_written(uid, written),
+                    Input::Listed(pods, revision) => {
+                        let listed: BTreeSet<ObjectKey> = pods.iter().map(|p| pod_key(p)).collect();
+                        for key in known.difference(&listed) {
+                            agent.pod_gone(key, now);
+                        }
+                        for pod in &pods {
+                            agent.pod(pod, revision, now);
+                        }
+                        known = listed;
+                        if !synced {
+                            synced = true;
+                            agent.synced(now);
+                        }
+                    }
+                    Input::Events(revision, events) => {
+                        for e in events {
+                            let Object::Pod(pod) = &e.object else { continue };
+                            let key = pod_key(pod);
+                            if e.event_type == EventType::Deleted {
+                                known.remove(&key);
+                                agent.pod_gone(&key, now);
+                            } else {
+                                known.insert(key);
+                                agent.pod(pod, revision, now);
+                            }
+                        }
+                    }
+                }
+            }
+            () = sleep, if wake.is_some() => agent.tick(now_ms()),
+        }
+        for action in agent.take_actions() {
+            exec.act(action, &agent);
+        }
+        for write in agent.statuses(now_ms()) {
+            exec.write_status(write);
+        }
+    }
+    follower.abort();
+    beater.abort();
+}
+
+fn pod_key(pod: &Pod) -> ObjectKey {
+    ObjectKey::new(Kind::Pod, pod.metadata.namespace_str(), &pod.metadata.name)
+}
+
+/// Carries out the core's actions, each in a task of its own; the answers come back as inputs.
+struct Exec<R: Runtime> {
+    client: Client,
+    runtime: Arc<R>,
+    inputs: mpsc::Sender<Input>,
+    status_slots: Arc<Semaphore>,
+    event_slots: Arc<Semaphore>,
+    host_ip: String,
+}
+
+impl<R: Runtime> Exec<R> {
+    fn act(&self, action: Action, agent: &Agent) {
+        let rt = Arc::clone(&self.runtime);
+        match action {
+            Action::CreateSandbox { uid, pod } => {
+                let inputs = self.inputs.clone();
+                tokio::spawn(async move {
+                    let event = match rt.create_sandbox(uid, pod).await {
+                        Ok(ip) => RuntimeEvent::SandboxReady { uid, ip },
+                        Err(message) => RuntimeEvent::SandboxFailed { uid, message },
+                    };
+                    let _ = inputs.send(Input::Runtime(event)).await;
+                });
+            }
+            Action::StartContainer { uid, pod, container, attempt, ip } => {
+                let inputs = self.inputs.clone();
+                tokio::spawn(async move {
+                    let name = pod.spec.containers.get(container).map(|c| c.name.to_string()).unwrap_or_default();
+                    let event = match rt.start(uid, pod, container, attempt, ip).await {
+                        Ok(()) => RuntimeEvent::ContainerStarted { uid, container: name, attempt },
+                        Err((reason, message)) => {
+                            RuntimeEvent::ContainerFailed { uid, container: name, attempt, reason, message }
+                        }
+                    };
+                    let _ = inputs.send(Input::Runtime(event)).await;
+                });
+            }
+            Action::Probe { uid, container, attempt, kind, probe, ip, timeout_ms } => {
+                let host = ip.unwrap_or_else(|| self.host_ip.clone());
+                let timeout = Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(1_000));
+                let spec = agent.container(uid, &container).cloned();
+                let inputs = self.inputs.clone();
+                tokio::spawn(async move {
+                    let result = match (&probe.exec, spec) {
+                        (Some(exec), _) => {
+                            let argv = exec.command.iter().map(ToString::to_string).collect();
+                            match rt.exec(uid, &container, argv, timeout).await {
+                                Ok((0, _)) => Ok(()),
+                                Ok((code, out)) => {
+                                    Err(format!("command exited {code}: {}", String::from_utf8_lossy(&out)))
+                                }
+                                Err(e) => Err(e),
+                            }
+                        }
+                        (None, Some(spec)) => prober::network(&probe, &spec, &host, timeout).await,
+                        (None, None) => Err("no such container".to_owned()),
+                    };
+                    let (ok, message) = match result {
+                        Ok(()) => (true, String::new()),
+                        Err(m) => (false, m),
+                    };
+                    let event = RuntimeEvent::ProbeDone { uid, container, attempt, kind, ok, message };
+                    let _ = inputs.send(Input::Runtime(event)).await;
+                });
+            }
+            Action::Signal { uid, container, attempt, .. } => {
+                tokio::spawn(async move { rt.signal(uid, &container, attempt, 15).await });
+            }
+            Action::KillContainer { uid, container, attempt } => {
+                tokio::spawn(async move { rt.kill(uid, &container, attempt).await });
+            }
+            Action::KillPod { uid } => {
+                tokio::spawn(async move { rt.kill_pod(uid).await });
+            }
+            Action::RemoveSandbox { uid } => {
+                let report = self.inputs.clone();
+                tokio::spawn(async move {
+                    loop {
+                        match rt.remove_sandbox(uid).await {
+                            Ok(()) => break,
+                            Err(e) => {
+                                tracing::warn!(%uid, error = %e, "removing a pod sandbox failed; trying again");
+                                tokio::time::sleep(RETRY).await;
+                            }
+                        }
+                    }
+                    let _ = report.send(Input::Runtime(RuntimeEvent::SandboxRemoved { uid })).await;
+                });
+            }
+            Action::DeletePod { key, uid } => {
+                let client = self.client.clone();
+                tokio::spawn(async move {
+                    loop {
+                        match client.delete_uid(&key, uid, Some(0)).await {
+                            Ok(_) | Err(ApiError::NotFound(_) | ApiError::Conflict(_)) => return,
+                            Err(e) => {
+                                tracing::warn!(pod = %key.name, error = %e, "deleting a stopped pod failed; trying again");
+                                tokio::time::sleep(RETRY).await;
+                            }
+                        }
+                    }
+                });
+            }
+            Action::Event(record) => {
+                let Ok(slot) = Arc::clone(&self.event_slots).try_acquire_owned() else {
+                    tracing::debug!(reason = record.reason, "an event was dropped: too many in flight");
+                    return;
+                };
+                let client = self.client.clone();
+                tokio::spawn(async move {
+                    let event = orch_core::events::first_event(record, now_ms());
+                    if let Err(e) = client.create(&Object::from(event)).await
+                        && !matches!(e, ApiError::AlreadyExists(_))
+                    {
+                        tracing::debug!(error = %e, "writing an event failed");
+                    }
+                    drop(slot);
+                });
+            }
+        }
+    }
+
+    fn write_status(&self, write: StatusWrite) {
+        let client = self.client.clone();
+        let inputs = self.inputs.clone();
+        let slots = Arc::clone(&self.status_slots);
+        tokio::spawn(async move {
+            let Ok(_slot) = slots.acquire_owned().await else { return };
+            let pod = Pod {
+                metadata: ObjectMeta {
+                    name: write.key.name.as_str().into(),
+                    namespace: Some(write.key.namespace.as_str().into()),
+                    uid: Some(write.uid),
+                    ..ObjectMeta::default()
+                },
+                status: write.status,
+                ..Pod::default()
+            };
+            let written = match client.update_status(&Object::from(pod)).await {
+                Ok(result) => Written::Applied { revision: result.revision },
+                Err(ApiError::NotFound(_) | ApiError::Conflict(_)) => Written::Refused,
+                Err(e) => {
+                    tracing::warn!(pod = %write.key.name, error = %e, "writing a pod's status failed; trying again");
+                    tokio::time::sleep(RETRY).await;
+                    Written::Unknown
+                }
+            };
+            let _ = inputs.send(Input::Written(write.uid, written)).await;
+        });
+    }
+}
+
+/// Parses a quantity for the node's capacity.
+///
+/// # Errors
+/// Not a quantity.
+pub fn quantity(text: &str) -> Result<Quantity, String> {
+    text.parse().map_err(|e| format!("{text:?}: {e}"))
+}

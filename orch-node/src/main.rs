@@ -1,0 +1,196 @@
+//! `orch-node`: the node agent. With no flags it serves this host as a node of the control
+//! plane at 127.0.0.1:7100, named after the host, its pods under `./orch-node-data`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use orch_core::agent::{Backoff, Settings};
+use orch_core::core_v1::{ResourceList, Taint, TaintEffect};
+use orch_core::quantity::Quantity;
+use orch_node::agent::{AgentConfig, run};
+use orch_node::cgroups::Cgroups;
+use orch_node::process::{ProcessConfig, ProcessRuntime};
+
+/// The orch node agent.
+#[derive(Debug, Parser)]
+#[command(name = "orch-node", version, about)]
+struct Args {
+    /// The control plane's API addresses, comma-separated.
+    #[arg(long, default_value = "127.0.0.1:7100", env = "ORCH_SERVER")]
+    server: String,
+    /// The node's name [default: the host name].
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The node's address: its InternalIP, and the hostIP of its pods.
+    #[arg(long, default_value = "127.0.0.1")]
+    node_ip: String,
+    /// Where the pods' directories, logs and state live.
+    #[arg(long, default_value = "orch-node-data")]
+    data_dir: PathBuf,
+    /// The node's cores as a quantity [default: the host's].
+    #[arg(long)]
+    cpu: Option<String>,
+    /// The node's memory as a quantity [default: the host's].
+    #[arg(long)]
+    memory: Option<String>,
+    /// The most pods the node takes.
+    #[arg(long, default_value_t = orch_node::host::DEFAULT_MAX_PODS)]
+    max_pods: i64,
+    /// Labels of the node: KEY=VALUE,...
+    #[arg(long, default_value = "")]
+    node_labels: String,
+    /// Taints of the node: KEY[=VALUE]:EFFECT,...
+    #[arg(long, default_value = "")]
+    register_with_taints: String,
+    /// How often the agent heartbeats, in ms.
+    #[arg(long, default_value_t = 10_000)]
+    heartbeat_ms: u64,
+    /// The first delay of a container's restart back-off, in ms (then doubling).
+    #[arg(long, default_value_t = 10_000)]
+    backoff_initial_ms: i64,
+    /// The longest restart back-off, in ms.
+    #[arg(long, default_value_t = 300_000)]
+    backoff_max_ms: i64,
+    /// Refuse containers that name an image (this agent runs commands from the host's
+    /// filesystem and pulls nothing); by default they run, with a Warning event.
+    #[arg(long)]
+    strict_images: bool,
+    /// The size at which a container's log is rotated, in bytes.
+    #[arg(long, default_value_t = 10 << 20)]
+    container_log_max_bytes: u64,
+    /// How many log files a container run keeps.
+    #[arg(long, default_value_t = 5)]
+    container_log_max_files: u32,
+    /// Where the cgroup hierarchies are mounted.
+    #[arg(long, default_value = "/sys/fs/cgroup")]
+    cgroup_root: PathBuf,
+    /// error, warn, info, debug, trace, or a tracing filter.
+    #[arg(long, default_value = "info", env = "ORCH_LOG")]
+    log_level: String,
+}
+
+fn labels(text: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    text.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').with_context(|| format!("--node-labels: {kv:?} is not KEY=VALUE"))?;
+            Ok((k.to_owned(), v.to_owned()))
+        })
+        .collect()
+}
+
+fn taints(text: &str) -> anyhow::Result<Vec<Taint>> {
+    text.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|t| {
+            let (kv, effect) = t
+                .rsplit_once(':')
+                .with_context(|| format!("--register-with-taints: {t:?} is not KEY[=VALUE]:EFFECT"))?;
+            let effect = match effect {
+                "NoSchedule" => TaintEffect::NoSchedule,
+                "PreferNoSchedule" => TaintEffect::PreferNoSchedule,
+                "NoExecute" => TaintEffect::NoExecute,
+                other => {
+                    bail!("--register-with-taints: effect {other:?} is not NoSchedule, PreferNoSchedule or NoExecute")
+                }
+            };
+            let (key, value) = match kv.split_once('=') {
+                Some((k, v)) => (k, Some(v.into())),
+                None => (kv, None),
+            };
+            Ok(Taint { key: key.into(), value, effect: Some(effect), time_added: None })
+        })
+        .collect()
+}
+
+fn quantity(flag: &str, text: &str) -> anyhow::Result<Quantity> {
+    text.parse().map_err(|e| anyhow::anyhow!("--{flag}: {text:?}: {e}"))
+}
+
+fn main() -> anyhow::Result<()> {
+    orch_node::run_helpers_if_called();
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log_level).context("--log-level")?)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    let node = args.node_name.clone().unwrap_or_else(orch_node::host::hostname);
+    let cpu = match &args.cpu {
+        Some(c) => quantity("cpu", c)?,
+        None => Quantity::from_units(orch_node::host::cores()),
+    };
+    let memory = match &args.memory {
+        Some(m) => quantity("memory", m)?,
+        None => Quantity::from_bytes(orch_node::host::memory_bytes().unwrap_or(1 << 30)),
+    };
+    if args.max_pods < 1 || args.max_pods > i64::try_from(orch_core::agent::AGENT_PODS_MAX).unwrap_or(i64::MAX) {
+        bail!("--max-pods must be between 1 and {}", orch_core::agent::AGENT_PODS_MAX);
+    }
+    let capacity = ResourceList {
+        cpu: Some(cpu),
+        memory: Some(memory),
+        pods: Some(Quantity::from_units(args.max_pods)),
+        ephemeral_storage: None,
+    };
+    let core = Settings {
+        node: node.clone(),
+        host_ip: Some(args.node_ip.clone()),
+        restart_backoff: Backoff { initial_ms: args.backoff_initial_ms, max_ms: args.backoff_max_ms },
+        sandbox_backoff: Backoff { initial_ms: args.backoff_initial_ms, max_ms: args.backoff_max_ms },
+        strict_images: args.strict_images,
+    };
+    let config = AgentConfig {
+        core,
+        node_ip: args.node_ip.clone(),
+        capacity,
+        labels: labels(&args.node_labels)?,
+        taints: taints(&args.register_with_taints)?,
+        heartbeat: Duration::from_millis(args.heartbeat_ms.max(1)),
+    };
+    let cgroups = match Cgroups::detect(&args.cgroup_root, &node) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!("no cgroups: containers run without resource limits ({e})");
+            None
+        }
+    };
+    tracing::warn!(
+        "this agent runs each container's command from this host's filesystem: images are not pulled{}",
+        if args.strict_images { "; containers that name one are refused (--strict-images)" } else { "" }
+    );
+    tracing::warn!("pods share the host's network (pod networks are not built yet)");
+    let data_dir = std::path::absolute(&args.data_dir).context("--data-dir")?;
+    let (events, events_rx) = tokio::sync::mpsc::channel(4_096);
+    let process = ProcessConfig {
+        root: data_dir.join("pods"),
+        exe: std::env::current_exe().context("finding this binary")?,
+        cgroups,
+        log_max_bytes: args.container_log_max_bytes,
+        log_files: args.container_log_max_files,
+    };
+    let runtime = Arc::new(ProcessRuntime::new(process, events).map_err(anyhow::Error::msg)?);
+    let client = orch_api::Client::new(args.server.split(',').map(str::trim)).context("--server")?;
+    tracing::info!(%node, server = %args.server, "orch-node starting");
+    let shutdown = async {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    run(config, client, runtime, events_rx, shutdown).await;
+    tracing::info!("orch-node stopped; its pods keep running and the next agent adopts them");
+    Ok(())
+}

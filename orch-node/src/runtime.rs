@@ -1,0 +1,70 @@
+//! The runtime seam: what runs pods. The agent's decisions ([`orch_core::agent`]) are carried
+//! out through it; the process runtime ([`crate::process`]) is the default, and orch-sim has a
+//! simulated one. A runtime reports what happens by itself (a run's exit) on the channel it
+//! was made with; the answers to requests are the futures' outputs.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use orch_core::agent::Found;
+use orch_core::core_v1::Pod;
+use orch_core::ids::Uid;
+use orch_core::object::ObjectKey;
+
+/// A pod a runtime still has when the agent starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundPod {
+    /// The pod.
+    pub key: ObjectKey,
+    /// Its uid.
+    pub uid: Uid,
+    /// Its address (none: the host's network).
+    pub ip: Option<String>,
+    /// Its containers' latest runs.
+    pub containers: Vec<Found>,
+}
+
+/// What runs pods.
+pub trait Runtime: Send + Sync + 'static {
+    /// Makes a pod's sandbox; its address (none: the host's network).
+    fn create_sandbox(&self, uid: Uid, pod: Arc<Pod>) -> impl Future<Output = Result<Option<String>, String>> + Send;
+
+    /// Starts run `attempt` of the pod's container at index `container`; the reason
+    /// (`RunContainerError`, `CreateContainerConfigError`) and message if it cannot.
+    fn start(
+        &self,
+        uid: Uid,
+        pod: Arc<Pod>,
+        container: usize,
+        attempt: u32,
+        ip: Option<String>,
+    ) -> impl Future<Output = Result<(), (&'static str, String)>> + Send;
+
+    /// Sends `signal` to a run's processes.
+    fn signal(&self, uid: Uid, container: &str, attempt: u32, signal: i32) -> impl Future<Output = ()> + Send;
+
+    /// SIGKILLs a run's processes.
+    fn kill(&self, uid: Uid, container: &str, attempt: u32) -> impl Future<Output = ()> + Send;
+
+    /// SIGKILLs everything in the pod.
+    fn kill_pod(&self, uid: Uid) -> impl Future<Output = ()> + Send;
+
+    /// Removes a pod's sandbox (its processes are gone): its address, namespaces, cgroups
+    /// and files.
+    fn remove_sandbox(&self, uid: Uid) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// Runs a command in a container's namespaces (an exec probe, `orchctl exec`): its exit
+    /// code and output (cut to a bound).
+    fn exec(
+        &self,
+        uid: Uid,
+        container: &str,
+        argv: Vec<String>,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(i32, Vec<u8>), String>> + Send;
+
+    /// The pods it still has (after an agent restart), their runs' exits reported as they
+    /// are.
+    fn found(&self) -> impl Future<Output = Vec<FoundPod>> + Send;
+}
