@@ -252,6 +252,9 @@ pub(crate) struct Ctr {
     /// SIGTERM was sent to this run; SIGKILL at the time given.
     stop_at: Option<i64>,
     kill_sent: bool,
+    /// This run was stopped by its liveness or startup probe: it is restarted whatever its
+    /// exit code, unless the policy is `Never` (as the kubelet does).
+    probe_killed: bool,
 }
 
 impl Ctr {
@@ -270,6 +273,7 @@ impl Ctr {
             ready: false,
             stop_at: None,
             kill_sent: false,
+            probe_killed: false,
         }
     }
 
@@ -331,6 +335,9 @@ pub(crate) struct PodRec {
     acked: Option<PodStatus>,
     acked_rev: u64,
     in_flight: bool,
+    /// The newest status the watch showed while a write was out, with its revision: if it is
+    /// newer than the write, it is what the store has.
+    seen: Option<(u64, PodStatus)>,
     dirty: bool,
     wake_at: Option<i64>,
 }
@@ -448,6 +455,8 @@ impl Agent {
         if !rec.in_flight && revision >= rec.acked_rev {
             rec.acked = Some(pod.status.clone());
             rec.acked_rev = revision;
+        } else if rec.in_flight && rec.seen.as_ref().is_none_or(|(r, _)| revision > *r) {
+            rec.seen = Some((revision, pod.status.clone()));
         }
         rec.dirty = true;
         self.drive(uid, now);
@@ -556,6 +565,7 @@ impl Agent {
                     c.restarts = c.restarts.max(i32::try_from(attempt.saturating_sub(1)).unwrap_or(i32::MAX));
                     c.stop_at = None;
                     c.kill_sent = false;
+                    c.probe_killed = false;
                     let spec = pod.as_ref().and_then(|p| p.spec.containers.iter().find(|s| s.name == c.name));
                     c.started = false;
                     c.set_probes(spec, now, now);
@@ -618,18 +628,21 @@ impl Agent {
                             c.set_probes(spec, c.running_since().unwrap_or(now), now);
                         }
                         (ProbeKind::Startup | ProbeKind::Liveness, Some(false)) if c.stop_at.is_none() => {
-                            // Restarted as its restart policy says, once it exits.
+                            // Restarted once it exits, whatever its exit code, unless the
+                            // policy is Never.
                             let grace = probe_grace.unwrap_or(grace).max(0);
                             c.stop_at = Some(now.saturating_add(grace.saturating_mul(1_000)));
                             c.ready = false;
-                            records.push((
-                                EventType::Normal,
-                                "Killing",
-                                format!(
-                                    "Container {container} failed {} probe, will be restarted",
-                                    kind.as_str().to_ascii_lowercase()
-                                ),
-                            ));
+                            c.probe_killed = true;
+                            let never =
+                                pod.as_ref().is_some_and(|p| p.spec.restart_policy == Some(RestartPolicy::Never));
+                            let what = kind.as_str().to_ascii_lowercase();
+                            let message = if never {
+                                format!("Container {container} failed {what} probe")
+                            } else {
+                                format!("Container {container} failed {what} probe, will be restarted")
+                            };
+                            records.push((EventType::Normal, "Killing", message));
                             self.actions.push(Action::Signal {
                                 uid,
                                 container: container.clone(),
@@ -690,8 +703,19 @@ impl Agent {
             return;
         }
         rec.in_flight = false;
+        let seen = rec.seen.take();
         match written {
-            Written::Applied { revision } => rec.acked_rev = rec.acked_rev.max(revision),
+            Written::Applied { revision } => {
+                rec.acked_rev = rec.acked_rev.max(revision);
+                // Someone wrote after this write: the store has theirs.
+                if let Some((r, status)) = seen
+                    && r > revision
+                {
+                    rec.acked = Some(status);
+                    rec.acked_rev = r;
+                    rec.dirty = true;
+                }
+            }
             Written::Refused => {
                 // The store's status is unknown: the watch tells it.
                 rec.acked = None;
@@ -741,6 +765,7 @@ impl PodRec {
             acked: None,
             acked_rev: 0,
             in_flight: false,
+            seen: None,
             dirty: true,
             wake_at: None,
         }
@@ -845,7 +870,7 @@ impl PodRec {
                 let t = t.clone();
                 let again = match policy {
                     RestartPolicy::Always => true,
-                    RestartPolicy::OnFailure => t.exit.code != 0 || t.exit.signal.is_some(),
+                    RestartPolicy::OnFailure => c.probe_killed || t.exit.code != 0 || t.exit.signal.is_some(),
                     RestartPolicy::Never => false,
                 };
                 if again {
@@ -994,8 +1019,22 @@ impl PodRec {
             if now >= kill_at && !self.pod_killed {
                 self.pod_killed = true;
                 out.push(Action::KillPod { uid });
+                for c in self.containers.iter_mut().filter(|c| c.running_since().is_some()) {
+                    c.kill_sent = true;
+                }
             } else if !self.pod_killed {
                 wake(&mut self.wake_at, kill_at);
+            }
+            // A run stopped sooner (a liveness kill under way), or one whose start was still
+            // out when the pod was killed: SIGKILL it on its own.
+            for c in self.containers.iter_mut().filter(|c| c.running_since().is_some() && !c.kill_sent) {
+                let at = c.stop_at.unwrap_or(kill_at).min(kill_at);
+                if now >= at {
+                    c.kill_sent = true;
+                    out.push(Action::KillContainer { uid, container: c.name.to_string(), attempt: c.attempt });
+                } else {
+                    wake(&mut self.wake_at, at);
+                }
             }
             return false;
         }

@@ -61,6 +61,7 @@ pub mod intstr;
 pub mod manifest;
 pub mod merge;
 pub mod meta;
+pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod object;
 pub mod quantity;

@@ -134,6 +134,10 @@ pub struct FileConfig {
     /// How long an event is kept after it last happened, in milliseconds (at least: it goes at
     /// the garbage collector's next look at it, when it changes or at a resync).
     pub event_ttl_ms: Option<u64>,
+    /// The cluster's pod range, from which each node gets a pod CIDR.
+    pub cluster_cidr: Option<String>,
+    /// The prefix length of each node's pod CIDR.
+    pub node_cidr_mask_size: Option<u8>,
 }
 
 impl FileConfig {
@@ -174,6 +178,8 @@ impl FileConfig {
             pod_gc_quarantine_ms: other.pod_gc_quarantine_ms.or(self.pod_gc_quarantine_ms),
             node_monitor_grace_period_ms: other.node_monitor_grace_period_ms.or(self.node_monitor_grace_period_ms),
             event_ttl_ms: other.event_ttl_ms.or(self.event_ttl_ms),
+            cluster_cidr: other.cluster_cidr.or(self.cluster_cidr),
+            node_cidr_mask_size: other.node_cidr_mask_size.or(self.node_cidr_mask_size),
         }
     }
 }
@@ -230,6 +236,8 @@ pub struct Config {
     /// How long an event is kept after it last happened, at least (the garbage collector
     /// deletes it at its next look: when it changes, or at the loops' resync).
     pub event_ttl: Duration,
+    /// The node IPAM controller's range and node mask.
+    pub node_ipam: orch_core::nodeipam::Settings,
 }
 
 impl Default for Config {
@@ -333,6 +341,15 @@ impl Config {
             )));
         }
         let event_ttl = positive("event-ttl-ms", f.event_ttl_ms, DEFAULT_EVENT_TTL_MS, 1)?;
+        let mut node_ipam = orch_core::nodeipam::Settings::default();
+        if let Some(cidr) = &f.cluster_cidr {
+            node_ipam.cluster_cidr = orch_core::nodeipam::Cidr::parse(cidr)
+                .map_err(|e| ConfigError(format!("cluster-cidr: Invalid value: {e}")))?;
+        }
+        if let Some(mask) = f.node_cidr_mask_size {
+            node_ipam.node_mask = mask;
+        }
+        node_ipam.check().map_err(|e| ConfigError(format!("node-cidr-mask-size: Invalid value: {e}")))?;
         let watch_progress = positive("watch-progress-ms", f.watch_progress_ms, DEFAULT_WATCH_PROGRESS_MS, 10)?;
         let keepalive = (
             positive("keepalive-interval-ms", f.keepalive_interval_ms, DEFAULT_KEEPALIVE_MS, 10)?,
@@ -357,6 +374,7 @@ impl Config {
             pod_gc_quarantine,
             node_monitor_grace_period,
             event_ttl,
+            node_ipam,
         })
     }
 
@@ -429,6 +447,21 @@ mod tests {
         let zero = FileConfig { event_ttl_ms: Some(0), ..FileConfig::default() };
         let err = Config::resolve(zero).expect_err("zero").to_string();
         assert_eq!(err, "event-ttl-ms: Invalid value: 0: must be >= 1");
+        assert_eq!(Config::default().node_ipam, orch_core::nodeipam::Settings::default());
+        let ipam: FileConfig =
+            toml::from_str("cluster-cidr = \"10.50.0.0/16\"\nnode-cidr-mask-size = 26\n").expect("valid");
+        let ipam = Config::resolve(ipam).expect("valid").node_ipam;
+        assert_eq!((ipam.cluster_cidr.to_string(), ipam.node_mask), ("10.50.0.0/16".to_owned(), 26));
+        let bad = FileConfig { cluster_cidr: Some("10.50.0.1/16".into()), ..FileConfig::default() };
+        let err = Config::resolve(bad).expect_err("host bits").to_string();
+        assert!(err.starts_with("cluster-cidr: Invalid value: "), "{err}");
+        let bad = FileConfig { node_cidr_mask_size: Some(12), ..FileConfig::default() };
+        assert!(
+            Config::resolve(bad)
+                .expect_err("short mask")
+                .to_string()
+                .starts_with("node-cidr-mask-size: Invalid value: ")
+        );
         let both =
             FileConfig { initial_members: Some("1=a:1/b:2".into()), join: Some("c:3".into()), ..FileConfig::default() };
         assert!(Config::resolve(both).expect_err("both").to_string().starts_with("join: Forbidden"));

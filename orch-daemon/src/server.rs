@@ -38,6 +38,7 @@ pub fn loops_for(config: &Config) -> Vec<LoopFactory> {
         },
         orch_core::nodelifecycle::Settings { grace_ms, ..Default::default() },
     );
+    loops.push(orch_raft::controllers::node_ipam(config.node_ipam));
     if config.simulated_nodes > 0 {
         loops.push(orch_raft::controllers::simulated_nodes(orch_core::simnodes::Settings {
             heartbeat_ms: (grace_ms / 4).clamp(250, 10_000),

@@ -34,6 +34,7 @@ use orch_core::time::Time;
 use orch_core::watch::EventType;
 use tokio::sync::{Semaphore, mpsc};
 
+use crate::network::Network;
 use crate::prober;
 use crate::runtime::Runtime;
 
@@ -62,13 +63,24 @@ pub struct AgentConfig {
     pub taints: Vec<Taint>,
     /// How often it heartbeats.
     pub heartbeat: Duration,
+    /// The pod network, if pods have their own (its pod CIDR and routes follow the nodes).
+    pub network: Option<Arc<Network>>,
+    /// The node's pod CIDR, when given rather than allocated by the control plane.
+    pub pod_cidr: Option<String>,
 }
 
-/// The wall clock in ms since the epoch (the core's time).
+/// The core's time in ms: the wall clock when the agent started plus a monotonic clock since,
+/// so a step of the wall clock (NTP) neither fires every timer at once nor holds them back;
+/// the statuses' timestamps are near the wall clock's.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    static START: std::sync::OnceLock<(std::time::Instant, i64)> = std::sync::OnceLock::new();
+    let (at, wall) = START.get_or_init(|| {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        (std::time::Instant::now(), wall)
+    });
+    wall.saturating_add(i64::try_from(at.elapsed().as_millis()).unwrap_or(i64::MAX))
 }
 
 /// What reaches the loop.
@@ -97,7 +109,11 @@ pub fn node_object(config: &AgentConfig) -> Node {
             labels: labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
             ..ObjectMeta::default()
         },
-        spec: NodeSpec { taints: config.taints.clone(), ..NodeSpec::default() },
+        spec: NodeSpec {
+            taints: config.taints.clone(),
+            pod_cidr: config.pod_cidr.as_deref().map(Into::into),
+            ..NodeSpec::default()
+        },
         status: NodeStatus {
             capacity: config.capacity.clone(),
             allocatable: config.capacity.clone(),
@@ -193,6 +209,72 @@ async fn follow(client: Client, node: String, inputs: mpsc::Sender<Input>) {
     }
 }
 
+/// Lists and watches the nodes for ever: this node's pod CIDR (allocated by the control
+/// plane) goes to the network, and the other nodes' pod CIDRs become routes via their
+/// addresses.
+async fn follow_nodes(client: Client, node: String, network: Arc<Network>, fixed_cidr: bool) {
+    let mut installed: Vec<(String, String)> = Vec::new();
+    loop {
+        let (objects, revision) = match client.list(Kind::Node, None, "", None).await {
+            Ok(listed) => listed,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing the nodes failed; trying again");
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        let mut nodes: BTreeMap<String, Arc<Node>> = objects
+            .into_iter()
+            .filter_map(|o| if let Object::Node(n) = o { Some((n.metadata.name.to_string(), n)) } else { None })
+            .collect();
+        let mut stream = client.watch(revision, "Node", "", "", "");
+        loop {
+            let routes: Vec<(String, String)> = nodes
+                .values()
+                .filter(|n| n.metadata.name.as_str() != node)
+                .filter_map(|n| {
+                    let cidr = n.spec.pod_cidr.as_ref()?.to_string();
+                    let ip = n.status.addresses.iter().find(|a| a.type_ == "InternalIP")?.address.to_string();
+                    Some((cidr, ip))
+                })
+                .collect();
+            if !fixed_cidr
+                && let Some(cidr) = nodes.get(&node).and_then(|n| n.spec.pod_cidr.as_ref())
+                && network.pod_cidr().as_deref() != Some(cidr.as_str())
+            {
+                tracing::info!(%cidr, "this node's pod CIDR");
+                network.set_pod_cidr(cidr);
+            }
+            let net = Arc::clone(&network);
+            installed = tokio::task::spawn_blocking(move || {
+                net.sync_routes(&routes, &mut installed);
+                installed
+            })
+            .await
+            .unwrap_or_default();
+            match stream.next().await {
+                Some(Ok(WatchItem::Events { events, .. })) => {
+                    for e in events {
+                        let Object::Node(n) = e.object else { continue };
+                        if e.event_type == EventType::Deleted {
+                            nodes.remove(n.metadata.name.as_str());
+                        } else {
+                            nodes.insert(n.metadata.name.to_string(), n);
+                        }
+                    }
+                }
+                Some(Ok(WatchItem::Progress(_))) => {}
+                Some(Err(e)) => {
+                    tracing::info!(error = %e, "the node watch ended; listing again");
+                    tokio::time::sleep(RETRY).await;
+                    break;
+                }
+                None => break,
+            }
+        }
+    }
+}
+
 /// Heartbeats for ever; registers the node again when the leader does not know it.
 async fn heartbeat(client: Client, config: AgentConfig) {
     loop {
@@ -227,6 +309,17 @@ pub async fn run<R: Runtime>(
     let (inputs, mut input_rx) = mpsc::channel::<Input>(INPUTS_MAX);
     let follower = tokio::spawn(follow(client.clone(), config.core.node.clone(), inputs.clone()));
     let beater = tokio::spawn(heartbeat(client.clone(), config.clone()));
+    let node_follower = config.network.as_ref().map(|network| {
+        if let Some(cidr) = &config.pod_cidr {
+            network.set_pod_cidr(cidr);
+        }
+        tokio::spawn(follow_nodes(
+            client.clone(),
+            config.core.node.clone(),
+            Arc::clone(network),
+            config.pod_cidr.is_some(),
+        ))
+    });
     let exec = Exec {
         client: client.clone(),
         runtime,
@@ -293,6 +386,9 @@ pub async fn run<R: Runtime>(
     }
     follower.abort();
     beater.abort();
+    if let Some(f) = node_follower {
+        f.abort();
+    }
 }
 
 fn pod_key(pod: &Pod) -> ObjectKey {
@@ -440,6 +536,12 @@ impl<R: Runtime> Exec<R> {
             let written = match client.update_status(&Object::from(pod)).await {
                 Ok(result) => Written::Applied { revision: result.revision },
                 Err(ApiError::NotFound(_) | ApiError::Conflict(_)) => Written::Refused,
+                // Refused by validation (a bug of this agent): written again only once the
+                // status changes, not in a loop.
+                Err(ApiError::Invalid(e)) => {
+                    tracing::error!(pod = %write.key.name, error = %e, "the control plane refused a pod status");
+                    Written::Refused
+                }
                 Err(e) => {
                     tracing::warn!(pod = %write.key.name, error = %e, "writing a pod's status failed; trying again");
                     tokio::time::sleep(RETRY).await;

@@ -11,6 +11,8 @@ use orch_core::ids::Uid;
 
 /// The CFS period the CPU limit is a share of (the kubelet's 100 ms).
 const CFS_PERIOD_US: i64 = 100_000;
+/// The largest CFS quota the kernel takes (`max_cfs_quota_period` bounds it near 2^44 us).
+const CFS_QUOTA_MAX_US: i64 = 1 << 40;
 
 /// The cgroup layout of one agent.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,7 +109,12 @@ impl Cgroups {
             paths.push(path);
         }
         let memory = limits.memory.map(|q| q.value()).filter(|b| *b > 0);
-        let cpu_quota = limits.cpu.map(|q| q.milli_value() * CFS_PERIOD_US / 1_000).filter(|q| *q > 0);
+        // The kubelet's: the quota is the limit's share of the period, at least 1 ms (the
+        // kernel's minimum), at most what the kernel takes.
+        let cpu_quota = limits
+            .cpu
+            .filter(|q| q.milli_value() > 0)
+            .map(|q| (q.milli_value().saturating_mul(CFS_PERIOD_US) / 1_000).clamp(1_000, CFS_QUOTA_MAX_US));
         if self.v2 {
             let path = &paths[0];
             if let Some(bytes) = memory {

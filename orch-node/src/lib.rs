@@ -16,6 +16,7 @@ pub mod agent;
 pub mod cgroups;
 pub mod exec;
 pub mod host;
+pub mod network;
 pub mod prober;
 pub mod process;
 pub mod runtime;

@@ -13,6 +13,7 @@ use orch_core::core_v1::{ResourceList, Taint, TaintEffect};
 use orch_core::quantity::Quantity;
 use orch_node::agent::{AgentConfig, run};
 use orch_node::cgroups::Cgroups;
+use orch_node::network::{Network, NetworkConfig};
 use orch_node::process::{ProcessConfig, ProcessRuntime};
 
 /// The orch node agent.
@@ -68,6 +69,22 @@ struct Args {
     /// Where the cgroup hierarchies are mounted.
     #[arg(long, default_value = "/sys/fs/cgroup")]
     cgroup_root: PathBuf,
+    /// Run pods on the host's network instead of giving each its own (no CNI).
+    #[arg(long)]
+    host_network: bool,
+    /// Where the CNI plugins are looked for, comma-separated.
+    #[arg(long, default_value = "/usr/lib/cni,/opt/cni/bin")]
+    cni_bin_dir: String,
+    /// The cluster's pod range (a blackhole route: a packet for a pod address no node has is
+    /// dropped here); the same as orchd's --cluster-cidr.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: String,
+    /// This node's pod CIDR [default: the one the control plane allocates].
+    #[arg(long)]
+    pod_cidr: Option<String>,
+    /// This agent's bridge [default: orch followed by a hash of the node name].
+    #[arg(long)]
+    bridge: Option<String>,
     /// error, warn, info, debug, trace, or a tracing filter.
     #[arg(long, default_value = "info", env = "ORCH_LOG")]
     log_level: String,
@@ -148,14 +165,6 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         sandbox_backoff: Backoff { initial_ms: args.backoff_initial_ms, max_ms: args.backoff_max_ms },
         strict_images: args.strict_images,
     };
-    let config = AgentConfig {
-        core,
-        node_ip: args.node_ip.clone(),
-        capacity,
-        labels: labels(&args.node_labels)?,
-        taints: taints(&args.register_with_taints)?,
-        heartbeat: Duration::from_millis(args.heartbeat_ms.max(1)),
-    };
     let cgroups = match Cgroups::detect(&args.cgroup_root, &node) {
         Ok(c) => Some(c),
         Err(e) => {
@@ -167,8 +176,45 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         "this agent runs each container's command from this host's filesystem: images are not pulled{}",
         if args.strict_images { "; containers that name one are refused (--strict-images)" } else { "" }
     );
-    tracing::warn!("pods share the host's network (pod networks are not built yet)");
     let data_dir = std::path::absolute(&args.data_dir).context("--data-dir")?;
+    for (flag, cidr) in [("cluster-cidr", Some(&args.cluster_cidr)), ("pod-cidr", args.pod_cidr.as_ref())] {
+        if let Some(cidr) = cidr {
+            orch_core::nodeipam::Cidr::parse(cidr).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))?;
+        }
+    }
+    let network = if args.host_network {
+        tracing::warn!("pods share the host's network (--host-network)");
+        None
+    } else {
+        let bridge = args.bridge.clone().unwrap_or_else(|| {
+            let hash = node.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+            format!("orch{hash:08x}")
+        });
+        let config = NetworkConfig {
+            cni_bin_dirs: args.cni_bin_dir.split(',').map(PathBuf::from).collect(),
+            bridge,
+            data_dir: data_dir.join("network"),
+            node: node.clone(),
+            cluster_cidr: args.cluster_cidr.clone(),
+        };
+        match Network::detect(config) {
+            Ok(n) => Some(Arc::new(n)),
+            Err(e) => {
+                tracing::warn!("pods share the host's network: no pod network ({e})");
+                None
+            }
+        }
+    };
+    let config = AgentConfig {
+        core,
+        node_ip: args.node_ip.clone(),
+        capacity,
+        labels: labels(&args.node_labels)?,
+        taints: taints(&args.register_with_taints)?,
+        heartbeat: Duration::from_millis(args.heartbeat_ms.max(1)),
+        network: network.clone(),
+        pod_cidr: args.pod_cidr.clone(),
+    };
     let (events, events_rx) = tokio::sync::mpsc::channel(4_096);
     let process = ProcessConfig {
         root: data_dir.join("pods"),
@@ -176,6 +222,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         cgroups,
         log_max_bytes: args.container_log_max_bytes,
         log_files: args.container_log_max_files,
+        network,
     };
     let runtime = Arc::new(ProcessRuntime::new(process, events).map_err(anyhow::Error::msg)?);
     let client = orch_api::Client::new(args.server.split(',').map(str::trim)).context("--server")?;

@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 
 use crate::cgroups::Cgroups;
 use crate::exec::DEFAULT_PATH;
+use crate::network::Network;
 use crate::runtime::{FoundPod, Runtime};
 use crate::shim::proto::{LINE_BYTES_MAX, Request, Response, RunInfo, StartSpec};
 use crate::shim::{self, SOCKET};
@@ -34,6 +35,8 @@ const SOCKET_PATH_BYTES_MAX: usize = 107;
 pub const EXEC_OUTPUT_BYTES_MAX: usize = 1 << 20;
 /// How long a new shim has to open its socket.
 const SHIM_START: Duration = Duration::from_secs(10);
+/// How long a shim has to answer a request (beyond the wait of a state request).
+const SHIM_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The process runtime's settings.
 #[derive(Clone, Debug)]
@@ -48,6 +51,8 @@ pub struct ProcessConfig {
     pub log_max_bytes: u64,
     /// How many log files a container run keeps.
     pub log_files: u32,
+    /// The pod network; none: pods share the host's network.
+    pub network: Option<Arc<Network>>,
 }
 
 /// What a pod's directory records of it.
@@ -57,6 +62,8 @@ struct PodFile {
     name: String,
     uid: String,
     ip: Option<String>,
+    /// The pod as it was when its sandbox was made (its ports, for the network's DEL).
+    pod: Option<Pod>,
 }
 
 /// The process runtime.
@@ -65,6 +72,8 @@ pub struct ProcessRuntime {
     events: mpsc::Sender<RuntimeEvent>,
     /// Each pod's container specs, kept for exec.
     pods: Mutex<BTreeMap<Uid, Arc<Pod>>>,
+    /// The pods whose shims are being followed.
+    watching: Arc<Mutex<std::collections::BTreeSet<Uid>>>,
 }
 
 /// `$(VAR)` in `s` replaced with `env`'s VAR, `$$` with `$`, other text kept (Kubernetes'
@@ -93,14 +102,44 @@ pub fn expand(s: &str, env: &[(String, String)]) -> String {
     out
 }
 
-/// Sends `request` on a new connection to the shim at `dir`; its answer.
+/// Sends `request` on a new connection to the shim at `dir`; its answer, within
+/// [`SHIM_CALL_TIMEOUT`] (beyond the wait a state request asks for).
 async fn call(dir: &Path, request: &Request) -> Result<Response, String> {
-    let mut stream =
-        UnixStream::connect(dir.join(SOCKET)).await.map_err(|e| format!("shim of {}: {e}", dir.display()))?;
-    let mut line = serde_json::to_string(request).map_err(|e| e.to_string())?;
-    line.push('\n');
-    stream.write_all(line.as_bytes()).await.map_err(|e| format!("shim: {e}"))?;
-    read_response(&mut BufReader::new(stream)).await
+    let wait = match request {
+        Request::State { wait_ms, .. } => Duration::from_millis(*wait_ms),
+        _ => Duration::ZERO,
+    };
+    let exchange = async {
+        let mut stream =
+            UnixStream::connect(dir.join(SOCKET)).await.map_err(|e| format!("shim of {}: {e}", dir.display()))?;
+        let mut line = serde_json::to_string(request).map_err(|e| e.to_string())?;
+        line.push('\n');
+        stream.write_all(line.as_bytes()).await.map_err(|e| format!("shim: {e}"))?;
+        read_response(&mut BufReader::new(stream)).await
+    };
+    tokio::time::timeout(wait + SHIM_CALL_TIMEOUT, exchange)
+        .await
+        .unwrap_or_else(|_| Err(format!("the shim of {} did not answer in time", dir.display())))
+}
+
+/// Whether the shim of the pod directory `dir` is alive (its recorded pid is a shim of it).
+fn shim_alive(dir: &Path) -> bool {
+    let Some(pid) = std::fs::read_to_string(dir.join("shim.pid")).ok().and_then(|p| p.trim().parse::<i32>().ok())
+    else {
+        return false;
+    };
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let text = String::from_utf8_lossy(&cmdline);
+    text.contains(shim::ARG) && text.contains(&*dir.to_string_lossy())
+}
+
+/// SIGKILLs the shim of `dir`, if it is alive.
+fn kill_shim(dir: &Path) {
+    if shim_alive(dir)
+        && let Some(pid) = std::fs::read_to_string(dir.join("shim.pid")).ok().and_then(|p| p.trim().parse::<i32>().ok())
+    {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
 }
 
 async fn read_response(reader: &mut BufReader<UnixStream>) -> Result<Response, String> {
@@ -135,11 +174,33 @@ impl ProcessRuntime {
                 config.root.display()
             ));
         }
-        Ok(Self { config, events, pods: Mutex::new(BTreeMap::new()) })
+        Ok(Self { config, events, pods: Mutex::new(BTreeMap::new()), watching: Arc::default() })
     }
 
     fn dir(&self, uid: Uid) -> PathBuf {
         self.config.root.join(uid.to_string())
+    }
+
+    /// The pod's network namespace, when pods have their own.
+    fn netns(&self, uid: Uid) -> Option<PathBuf> {
+        self.config.network.as_ref().map(|n| n.netns_path(uid))
+    }
+
+    /// The bind mounts of every run of the pod: its own `/etc/hosts` and `/etc/resolv.conf`,
+    /// when it has a network of its own.
+    fn mounts(&self, uid: Uid) -> Vec<(PathBuf, PathBuf, bool)> {
+        if self.config.network.is_none() {
+            return Vec::new();
+        }
+        let dir = self.dir(uid).join("etc");
+        vec![
+            (dir.join("hosts"), PathBuf::from("/etc/hosts"), true),
+            (dir.join("resolv.conf"), PathBuf::from("/etc/resolv.conf"), true),
+        ]
+    }
+
+    fn pod_file(&self, uid: Uid) -> Option<PodFile> {
+        std::fs::read(self.dir(uid).join("pod.json")).ok().and_then(|b| serde_json::from_slice(&b).ok())
     }
 
     fn remember(&self, uid: Uid, pod: Arc<Pod>) {
@@ -147,18 +208,25 @@ impl ProcessRuntime {
     }
 
     /// Follows the shim of pod `uid`: each run's exit, once, as a [`RuntimeEvent`]. `seen` are
-    /// the exits already known.
+    /// the runs already known (and whether they ended). A shim found dead ends its live runs
+    /// (exit code 255, as a runtime reports a container it lost) after killing what is left
+    /// in the pod's cgroups; the next start makes a new shim.
     fn watch(&self, uid: Uid, mut seen: BTreeMap<String, (u32, bool)>) {
+        if !self.watching.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(uid) {
+            return;
+        }
         let dir = self.dir(uid);
         let events = self.events.clone();
+        let watching = Arc::clone(&self.watching);
+        let cgroups = self.config.cgroups.clone();
         tokio::spawn(async move {
             let mut version = 0;
-            let mut failures = 0u32;
+            let mut pause = Duration::from_millis(50);
             loop {
                 let request = Request::State { after: version, wait_ms: 30_000 };
                 match call(&dir, &request).await {
                     Ok(Response::State { version: v, runs }) => {
-                        failures = 0;
+                        pause = Duration::from_millis(50);
                         version = v;
                         for run in runs {
                             let Some(exit) = run.exit else {
@@ -173,38 +241,128 @@ impl ProcessRuntime {
                             let event =
                                 RuntimeEvent::ContainerExited { uid, container: run.name, attempt: run.attempt, exit };
                             if events.send(event).await.is_err() {
-                                return;
+                                break;
                             }
                         }
                     }
-                    _ => {
-                        // The shim is gone (the sandbox was removed) or not answering.
-                        failures += 1;
-                        if failures > 50 || !dir.join(SOCKET).exists() {
-                            return;
+                    _ if !dir.exists() => break,
+                    _ if !shim_alive(&dir) => {
+                        tracing::warn!(%uid, "a pod's shim died; its runs are ended and started again");
+                        if let Some(cg) = &cgroups {
+                            for pod in cg.pod(uid) {
+                                kill_tree(&pod);
+                            }
                         }
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        for (name, (attempt, ended)) in &seen {
+                            if !ended {
+                                let exit = Exit { code: 255, signal: None, oom_killed: false };
+                                let event = RuntimeEvent::ContainerExited {
+                                    uid,
+                                    container: name.clone(),
+                                    attempt: *attempt,
+                                    exit,
+                                };
+                                let _ = events.send(event).await;
+                            }
+                        }
+                        break;
+                    }
+                    _ => {
+                        // Alive but not answering: ask again, less and less often.
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(2));
                     }
                 }
             }
+            watching.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&uid);
         });
     }
 
-    /// Kills what runs in a pod's cgroups and removes them and its directory.
-    fn clean(&self, uid: Uid) {
-        if let Some(cgroups) = &self.config.cgroups {
-            for pod in cgroups.pod(uid) {
-                kill_tree(&pod);
+    /// Makes sure the pod has a live shim: starts one if there is none (a new sandbox, or
+    /// one whose shim died) and follows it.
+    async fn ensure_shim(&self, uid: Uid) -> Result<(), String> {
+        let dir = self.dir(uid);
+        if let Ok(Response::State { runs, .. }) = call(&dir, &Request::State { after: 0, wait_ms: 0 }).await {
+            self.watch(uid, runs.iter().map(|r| (r.name.clone(), (r.attempt, r.exit.is_some()))).collect());
+            return Ok(());
+        }
+        if shim_alive(&dir) {
+            return Err("the pod's shim does not answer".to_owned());
+        }
+        let log = std::fs::File::create(dir.join("shim.log")).map_err(|e| format!("shim log: {e}"))?;
+        let mut child = tokio::process::Command::new(&self.config.exe)
+            .arg(shim::ARG)
+            .arg(&dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .process_group(0)
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|e| format!("starting the shim: {e}"))?;
+        // Reaped if it ends while this agent runs.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        let deadline = tokio::time::Instant::now() + SHIM_START;
+        while call(&dir, &Request::State { after: 0, wait_ms: 0 }).await.is_err() {
+            if tokio::time::Instant::now() >= deadline {
+                kill_shim(&dir);
+                return Err("the pod's shim did not start".to_owned());
             }
-            for _ in 0..50 {
-                if cgroups.remove_pod(uid) {
-                    break;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.watch(uid, BTreeMap::new());
+        Ok(())
+    }
+
+    /// Forgets the runs of container `name` numbered below `keep_from` (the kubelet keeps a
+    /// container's current and previous runs): their spec files, logs and cgroups.
+    fn forget_runs_before(&self, uid: Uid, name: &str, keep_from: u32) {
+        let dir = self.dir(uid);
+        // `<run>.log`, `<run>.log.<n>`; `<name>-<run>.json`.
+        let number = |file: &str| file.split('.').next().and_then(|p| p.parse::<u32>().ok());
+        if let Ok(entries) = std::fs::read_dir(dir.join("runs")) {
+            for e in entries.flatten() {
+                let file = e.file_name().to_string_lossy().into_owned();
+                let run = file.strip_prefix(&format!("{name}-")).and_then(|r| r.strip_suffix(".json"));
+                if run.and_then(|r| r.parse::<u32>().ok()).is_some_and(|n| n < keep_from) {
+                    let _ = std::fs::remove_file(e.path());
                 }
-                std::thread::sleep(Duration::from_millis(20));
             }
         }
-        let _ = std::fs::remove_dir_all(self.dir(uid));
+        if let Ok(entries) = std::fs::read_dir(dir.join("logs").join(name)) {
+            for e in entries.flatten() {
+                if number(&e.file_name().to_string_lossy()).is_some_and(|n| n < keep_from) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        if let Some(cgroups) = &self.config.cgroups {
+            for pod in cgroups.pod(uid) {
+                for attempt in keep_from.saturating_sub(8)..keep_from {
+                    let _ = std::fs::remove_dir(pod.join(format!("{name}-{attempt}")));
+                }
+            }
+        }
     }
+}
+
+/// Kills what runs in a pod's cgroups and removes them and its directory `dir` (blocking:
+/// it waits for the cgroups to empty, at most a second).
+fn clean(dir: &Path, cgroups: Option<&Cgroups>, uid: Uid) {
+    if let Some(cgroups) = cgroups {
+        for pod in cgroups.pod(uid) {
+            kill_tree(&pod);
+        }
+        for _ in 0..50 {
+            if cgroups.remove_pod(uid) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// SIGKILLs every process in a cgroup tree.
@@ -240,41 +398,34 @@ impl Runtime for ProcessRuntime {
     async fn create_sandbox(&self, uid: Uid, pod: Arc<Pod>) -> Result<Option<String>, String> {
         let dir = self.dir(uid);
         std::fs::create_dir_all(&dir).map_err(|e| format!("making {}: {e}", dir.display()))?;
+        let ip = match &self.config.network {
+            Some(network) => {
+                let ip = network.add(uid, &pod).await?;
+                write_etc(&dir, &pod, &ip)?;
+                Some(ip)
+            }
+            None => None,
+        };
         let record = PodFile {
             namespace: pod.metadata.namespace_str().to_owned(),
             name: pod.metadata.name.to_string(),
             uid: uid.to_string(),
-            ip: None,
+            ip: ip.clone(),
+            pod: Some(Pod { status: Default::default(), ..(*pod).clone() }),
         };
+        let pod_spec = (*pod).clone();
         let text = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
         std::fs::write(dir.join("pod.json"), text).map_err(|e| format!("writing pod.json: {e}"))?;
         self.remember(uid, pod);
-        if call(&dir, &Request::State { after: 0, wait_ms: 0 }).await.is_err() {
-            let log = std::fs::File::create(dir.join("shim.log")).map_err(|e| format!("shim log: {e}"))?;
-            let mut child = tokio::process::Command::new(&self.config.exe)
-                .arg(shim::ARG)
-                .arg(&dir)
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(log)
-                .process_group(0)
-                .kill_on_drop(false)
-                .spawn()
-                .map_err(|e| format!("starting the shim: {e}"))?;
-            // Reaped if it ends while this agent runs.
-            tokio::spawn(async move {
-                let _ = child.wait().await;
-            });
-            let deadline = tokio::time::Instant::now() + SHIM_START;
-            while call(&dir, &Request::State { after: 0, wait_ms: 0 }).await.is_err() {
-                if tokio::time::Instant::now() >= deadline {
-                    return Err("the pod's shim did not start".to_owned());
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
+        if let Err(e) = self.ensure_shim(uid).await {
+            self.pods.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&uid);
+            if let (Some(network), Some(_)) = (&self.config.network, &ip) {
+                let _ = network.del(uid, Some(&pod_spec)).await;
             }
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
         }
-        self.watch(uid, BTreeMap::new());
-        Ok(None)
+        Ok(ip)
     }
 
     async fn start(
@@ -297,15 +448,17 @@ impl Runtime for ProcessRuntime {
             None => Vec::new(),
         };
         let dir = self.dir(uid);
+        self.ensure_shim(uid).await.map_err(|e| (orch_core::agent::RUN_CONTAINER_ERROR, e))?;
+        self.forget_runs_before(uid, &c.name, attempt.saturating_sub(1));
         let spec = StartSpec {
             name: c.name.to_string(),
             attempt,
             argv,
             env,
             cwd: c.working_dir.as_ref().map(ToString::to_string),
-            netns: None,
+            netns: self.netns(uid),
             cgroups,
-            mounts: Vec::new(),
+            mounts: self.mounts(uid),
             log: dir.join("logs").join(c.name.as_str()).join(format!("{attempt}.log")),
             log_max_bytes: self.config.log_max_bytes,
             log_files: self.config.log_files,
@@ -332,13 +485,26 @@ impl Runtime for ProcessRuntime {
 
     async fn kill_pod(&self, uid: Uid) {
         let cgroups = self.config.cgroups.as_ref().map(|c| c.pod(uid)).unwrap_or_default();
-        let _ = call(&self.dir(uid), &Request::KillAll { cgroups }).await;
+        if call(&self.dir(uid), &Request::KillAll { cgroups: cgroups.clone() }).await.is_err() {
+            for c in &cgroups {
+                kill_tree(c);
+            }
+        }
     }
 
     async fn remove_sandbox(&self, uid: Uid) -> Result<(), String> {
-        let _ = call(&self.dir(uid), &Request::Shutdown).await;
+        let dir = self.dir(uid);
+        if call(&dir, &Request::Shutdown).await.is_err() {
+            // Dead or stuck: whatever it ran is killed with the pod's cgroups below.
+            kill_shim(&dir);
+        }
+        if let Some(network) = &self.config.network {
+            let pod = self.pod_file(uid).and_then(|f| f.pod);
+            network.del(uid, pod.as_ref()).await?;
+        }
         self.pods.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&uid);
-        self.clean(uid);
+        let (root, cgroups) = (self.dir(uid), self.config.cgroups.clone());
+        tokio::task::spawn_blocking(move || clean(&root, cgroups.as_ref(), uid)).await.map_err(|e| e.to_string())?;
         Ok(())
     }
 
@@ -360,9 +526,9 @@ impl Runtime for ProcessRuntime {
             argv,
             env,
             cwd: c.working_dir.as_ref().map(ToString::to_string),
-            netns: None,
+            netns: self.netns(uid),
             cgroups: Vec::new(),
-            mounts: Vec::new(),
+            mounts: self.mounts(uid),
             log: PathBuf::new(),
             log_max_bytes: 0,
             log_files: 0,
@@ -382,16 +548,45 @@ impl Runtime for ProcessRuntime {
             .spawn()
             .map_err(|e| format!("exec: {e}"));
         let result = match child {
-            Ok(child) => match tokio::time::timeout(timeout, child.wait_with_output()).await {
-                Ok(Ok(out)) => {
-                    let mut output = out.stdout;
-                    output.extend_from_slice(&out.stderr);
+            Ok(mut child) => {
+                let pid = child.id().and_then(|p| i32::try_from(p).ok());
+                let (out, err) = (child.stdout.take(), child.stderr.take());
+                let run = async {
+                    // At most EXEC_OUTPUT_BYTES_MAX of each stream is kept; the rest is not read.
+                    let read = |s: Option<tokio::process::ChildStdout>| async move {
+                        let mut buf = Vec::new();
+                        if let Some(s) = s {
+                            let _ = s.take(EXEC_OUTPUT_BYTES_MAX as u64).read_to_end(&mut buf).await;
+                        }
+                        buf
+                    };
+                    let read_err = |s: Option<tokio::process::ChildStderr>| async move {
+                        let mut buf = Vec::new();
+                        if let Some(s) = s {
+                            let _ = s.take(EXEC_OUTPUT_BYTES_MAX as u64).read_to_end(&mut buf).await;
+                        }
+                        buf
+                    };
+                    let (mut output, errors) = tokio::join!(read(out), read_err(err));
+                    let status = child.wait().await;
+                    output.extend_from_slice(&errors);
                     output.truncate(EXEC_OUTPUT_BYTES_MAX);
-                    Ok((out.status.code().unwrap_or(128), output))
+                    status.map(|s| (s.code().unwrap_or(128), output)).map_err(|e| format!("exec: {e}"))
+                };
+                match tokio::time::timeout(timeout, run).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        // The whole process group: what the command started goes with it.
+                        if let Some(pid) = pid {
+                            let _ = nix::sys::signal::killpg(
+                                nix::unistd::Pid::from_raw(pid),
+                                nix::sys::signal::Signal::SIGKILL,
+                            );
+                        }
+                        Err(format!("command timed out after {}s", timeout.as_secs_f64()))
+                    }
                 }
-                Ok(Err(e)) => Err(format!("exec: {e}")),
-                Err(_) => Err(format!("command timed out after {}s", timeout.as_secs_f64())),
-            },
+            }
             Err(e) => Err(e),
         };
         let _ = std::fs::remove_file(&file);
@@ -411,6 +606,10 @@ impl Runtime for ProcessRuntime {
                 (Some(record), Ok(Response::State { runs, .. })) => {
                     let seen = runs.iter().map(|r| (r.name.clone(), (r.attempt, r.exit.is_some()))).collect();
                     self.watch(uid, seen);
+                    // Its spec, for exec probes before the watch brings the pod.
+                    if let Some(pod) = &record.pod {
+                        self.remember(uid, Arc::new(pod.clone()));
+                    }
                     out.push(FoundPod {
                         key: ObjectKey::new(Kind::Pod, &record.namespace, &record.name),
                         uid,
@@ -418,19 +617,53 @@ impl Runtime for ProcessRuntime {
                         containers: runs.iter().map(found).collect(),
                     });
                 }
-                _ => self.clean(uid),
+                (record, _) => {
+                    kill_shim(&dir);
+                    if let Some(network) = &self.config.network {
+                        let pod = record.and_then(|r| r.pod);
+                        if let Err(e) = network.del(uid, pod.as_ref()).await {
+                            tracing::warn!(%uid, error = %e, "releasing a leftover pod network failed");
+                        }
+                    }
+                    clean(&self.dir(uid), self.config.cgroups.as_ref(), uid);
+                }
+            }
+        }
+        // Namespaces of this agent's pods without a directory are leftovers too.
+        if let Some(network) = &self.config.network {
+            for uid in network.namespaces() {
+                if !out.iter().any(|p| p.uid == uid)
+                    && let Err(e) = network.del(uid, None).await
+                {
+                    tracing::warn!(%uid, error = %e, "releasing a leftover pod network failed");
+                }
             }
         }
         // Cgroups of pods without a directory are leftovers too.
         if let Some(cgroups) = &self.config.cgroups {
             for uid in cgroups.pods() {
                 if !out.iter().any(|p| p.uid == uid) && !self.dir(uid).exists() {
-                    self.clean(uid);
+                    clean(&self.dir(uid), self.config.cgroups.as_ref(), uid);
                 }
             }
         }
         out
     }
+}
+
+/// Writes the pod's own `/etc/hosts` (localhost and its name at its address, as the kubelet's)
+/// and `/etc/resolv.conf` (the host's) into `<dir>/etc`.
+fn write_etc(dir: &Path, pod: &Pod, ip: &str) -> Result<(), String> {
+    let etc = dir.join("etc");
+    std::fs::create_dir_all(&etc).map_err(|e| format!("making {}: {e}", etc.display()))?;
+    let name = pod.spec.hostname.as_deref().unwrap_or(&pod.metadata.name);
+    let hosts = format!(
+        "# Kubernetes-managed hosts file (orch-node).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{name}\n"
+    );
+    std::fs::write(etc.join("hosts"), hosts).map_err(|e| format!("writing hosts: {e}"))?;
+    let resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
+    std::fs::write(etc.join("resolv.conf"), resolv).map_err(|e| format!("writing resolv.conf: {e}"))?;
+    Ok(())
 }
 
 /// Writes `spec` to a new file in `dir`; its path.

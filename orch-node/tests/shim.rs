@@ -38,6 +38,7 @@ impl Shim {
 
     fn call(&self, request: &Request) -> Response {
         let mut stream = UnixStream::connect(self.socket()).expect("connects");
+        stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
         writeln!(stream, "{}", serde_json::to_string(request).expect("encodes")).expect("sends");
         let mut line = String::new();
         BufReader::new(stream).read_line(&mut line).expect("reads");
@@ -182,4 +183,37 @@ fn shutdown_kills_every_run_and_ends_the_shim() {
         assert!(Instant::now() < deadline, "a run outlived its shim's shutdown");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn starts_at_once_do_not_hold_each_other_up() {
+    let shim = std::sync::Arc::new(Shim::start());
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let shim = std::sync::Arc::clone(&shim);
+            std::thread::spawn(move || {
+                let name = format!("c{i}");
+                shim.call(&Request::Start(shim.spec(&name, 1, &["sleep", "1000"])))
+            })
+        })
+        .collect();
+    for t in threads {
+        // Each answer comes although the others' runs go on (a start waits for its own exec
+        // only; a status descriptor leaked into another run would hold it until that run ends).
+        assert!(matches!(t.join().expect("joins"), Response::Started { .. }));
+    }
+    assert!(matches!(shim.call(&Request::Shutdown), Response::Ok));
+}
+
+#[test]
+fn a_start_that_fails_is_never_shown_as_a_run_that_exited() {
+    let shim = std::sync::Arc::new(Shim::start());
+    let watcher = {
+        let shim = std::sync::Arc::clone(&shim);
+        std::thread::spawn(move || shim.call(&Request::State { after: 0, wait_ms: 2_000 }))
+    };
+    let failed = shim.call(&Request::Start(shim.spec("app", 1, &["no-such-command-for-orch"])));
+    assert!(matches!(failed, Response::Failed { .. }));
+    let Response::State { runs, .. } = watcher.join().expect("joins") else { panic!("not a state") };
+    assert!(runs.is_empty(), "{runs:?}");
 }

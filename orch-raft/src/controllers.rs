@@ -124,6 +124,11 @@ pub fn node_lifecycle(settings: orch_core::nodelifecycle::Settings) -> LoopFacto
     factory(move || orch_core::nodelifecycle::NodeLifecycle::new(settings.clone()))
 }
 
+/// Makes a fresh node IPAM controller ([`orch_core::nodeipam`]) with `settings` for each term.
+pub fn node_ipam(settings: orch_core::nodeipam::Settings) -> LoopFactory {
+    factory(move || orch_core::nodeipam::NodeIpam::new(settings))
+}
+
 /// Makes a fresh endpoints controller ([`orch_core::endpoints`]) for each term.
 pub fn endpoints() -> LoopFactory {
     factory(orch_core::endpoints::EndpointsController::new)

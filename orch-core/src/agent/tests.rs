@@ -750,6 +750,74 @@ fn a_pod_bound_elsewhere_is_not_run() {
     assert_eq!(w.agent.pods().count(), 0);
 }
 
+#[test]
+fn a_run_whose_start_was_out_when_its_pod_was_killed_is_killed_on_its_own() {
+    let mut w = World::synced();
+    let p = pod("late", &format!("  terminationGracePeriodSeconds: 1\n{ONE}"));
+    w.put(p.clone());
+    // The sandbox is made; the start goes out but is not answered yet.
+    let _ = w.agent.take_actions();
+    w.agent.runtime(RuntimeEvent::SandboxReady { uid: uid(&p), ip: Some("10.244.0.9".into()) }, w.now);
+    assert_eq!(starts(&w.agent.take_actions()), 1);
+    let mut deleting = (*p).clone();
+    deleting.metadata.deletion_timestamp = Some(Time::from_millis(w.now + 1_000));
+    deleting.metadata.deletion_grace_period_seconds = Some(1);
+    w.agent.pod(&Arc::new(deleting), 20, w.now);
+    w.at(w.now + 1_000);
+    assert_eq!(w.agent.take_actions(), vec![Action::KillPod { uid: uid(&p) }]);
+    // The start lands after the kill: that run is SIGKILLed by itself, not left to SIGTERM.
+    w.agent.runtime(RuntimeEvent::ContainerStarted { uid: uid(&p), container: "app".into(), attempt: 1 }, w.now);
+    let actions = w.agent.take_actions();
+    assert!(
+        actions.contains(&Action::KillContainer { uid: uid(&p), container: "app".into(), attempt: 1 }),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn a_status_someone_else_wrote_while_a_write_was_out_is_written_back() {
+    let mut w = World::synced();
+    let p = pod("race", ONE);
+    w.put(p.clone());
+    let _ = w.agent.take_actions();
+    w.agent.runtime(RuntimeEvent::SandboxReady { uid: uid(&p), ip: Some("10.244.0.9".into()) }, w.now);
+    w.agent.runtime(RuntimeEvent::ContainerStarted { uid: uid(&p), container: "app".into(), attempt: 1 }, w.now);
+    let ours = w.agent.statuses(w.now);
+    assert_eq!(ours.len(), 1);
+    // Ours applies at 30; meanwhile the watch shows another writer's at 31 (Ready=False, as
+    // the node lifecycle controller writes).
+    let mut theirs = (*p).clone();
+    theirs.status = ours[0].status.clone();
+    theirs.status.conditions.retain(|c| c.type_ != "Ready");
+    theirs.status.conditions.push(PodCondition::new("Ready", ConditionStatus::False, Time::from_millis(w.now)));
+    w.agent.pod(&Arc::new(theirs), 31, w.now);
+    w.agent.status_written(uid(&p), Written::Applied { revision: 30 });
+    let again = w.agent.statuses(w.now);
+    assert_eq!(again.len(), 1, "the store's status differs from the agent's");
+    let ready = again[0].status.conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.status);
+    assert_eq!(ready, Some(ConditionStatus::True));
+}
+
+#[test]
+fn a_liveness_kill_restarts_under_on_failure_whatever_the_exit_code() {
+    let mut w = World::synced();
+    let spec = "  restartPolicy: OnFailure\n  containers:\n  - name: app\n    image: local\n    command: [server]\n    livenessProbe: {tcpSocket: {port: 80}, periodSeconds: 1, failureThreshold: 1}\n";
+    let p = pod("graceful", spec);
+    w.put(p.clone());
+    let actions = w.settle();
+    w.answer_probes(&actions, ProbeKind::Liveness, false);
+    let actions = w.settle();
+    assert!(
+        actions.iter().any(
+            |a| matches!(a, Action::Event(r) if r.reason == "Killing" && r.message.ends_with("will be restarted"))
+        )
+    );
+    // It stops cleanly on SIGTERM (exit 0): restarted all the same.
+    w.exit(&p, "app", 0);
+    assert_eq!(starts(&w.settle()), 1);
+    assert_eq!(w.phase(&p), Some(PodPhase::Running));
+}
+
 mod random {
     use proptest::prelude::*;
 

@@ -97,6 +97,13 @@ struct Args {
     /// Kubernetes' --event-ttl].
     #[arg(long)]
     event_ttl_ms: Option<u64>,
+    /// The cluster's pod range: each node without a pod CIDR gets the lowest free subnet of
+    /// it [default: 10.244.0.0/16; give node agents the same --cluster-cidr].
+    #[arg(long)]
+    cluster_cidr: Option<String>,
+    /// The prefix length of each node's pod CIDR [default: 24].
+    #[arg(long)]
+    node_cidr_mask_size: Option<u8>,
 }
 
 impl Args {
@@ -123,6 +130,8 @@ impl Args {
             pod_gc_quarantine_ms: self.pod_gc_quarantine_ms,
             node_monitor_grace_period_ms: self.node_monitor_grace_period_ms,
             event_ttl_ms: self.event_ttl_ms,
+            cluster_cidr: self.cluster_cidr,
+            node_cidr_mask_size: self.node_cidr_mask_size,
         };
         (self.config, flags)
     }

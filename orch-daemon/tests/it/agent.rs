@@ -1,8 +1,9 @@
 //! orchd with real `orch-node` agents: pods run as processes, restart, are probed, report
 //! their status, are adopted by a restarted agent, and leave nothing behind.
 //!
-//! Pods share the host's network here (pod networks are not built yet), so each pod listens
-//! on a port of its own.
+//! Most tests run their agents with `--host-network`, on loopback, so each pod listens on a
+//! port of its own; `pod_networks` runs each host in a network namespace of its own, its pods
+//! in theirs through CNI.
 
 use std::path::Path;
 
@@ -71,17 +72,17 @@ fn an_agent_runs_a_pod_restarts_it_adopts_it_after_a_restart_and_cleans_up_after
     let root = tempfile::tempdir().expect("tempdir");
     let d = control_plane(root.path(), NET, &[]);
     let server = d.api();
-    let mut agent = Agent::new(root.path(), "n1", "127.0.41.11", &server, &[]);
+    let mut agent = Agent::new(root.path(), "t41", "127.0.41.11", &server, &["--host-network"]);
     agent.start();
-    let node = eventually("node n1 registered and Ready", || {
-        let out = orchctl(&server, &["get", "node", "n1", "-o", "json"], None);
+    let node = eventually("node t41 registered and Ready", || {
+        let out = orchctl(&server, &["get", "node", "t41", "-o", "json"], None);
         let n: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
         let ready = n["status"]["conditions"].as_array()?.iter().any(|c| c["type"] == "Ready" && c["status"] == "True");
         ready.then_some(n)
     });
     assert_eq!(node["status"]["capacity"]["pods"], "110");
     assert_eq!(node["status"]["addresses"][0]["address"], "127.0.41.11");
-    assert_eq!(node["metadata"]["labels"]["kubernetes.io/hostname"], "n1");
+    assert_eq!(node["metadata"]["labels"]["kubernetes.io/hostname"], "t41");
 
     let pidfile = root.path().join("worker.pid");
     let yaml = format!(
@@ -92,7 +93,7 @@ fn an_agent_runs_a_pod_restarts_it_adopts_it_after_a_restart_and_cleans_up_after
     let p = until(&server, "worker", "Running and Ready", running_and_ready);
     assert_eq!(p["status"]["podIP"], "127.0.41.11", "a pod on the host network has the host's address");
     assert_eq!(p["status"]["hostIP"], "127.0.41.11");
-    assert_eq!(p["spec"]["nodeName"], "n1");
+    assert_eq!(p["spec"]["nodeName"], "t41");
     let first = eventually("the pid file", || read_pid(&pidfile));
     assert!(alive(&first));
 
@@ -132,7 +133,7 @@ fn probes_restart_a_container_and_take_a_pod_out_of_ready() {
     let root = tempfile::tempdir().expect("tempdir");
     let d = control_plane(root.path(), NET + 1, &[]);
     let server = d.api();
-    let mut agent = Agent::new(root.path(), "n1", "127.0.42.11", &server, &[]);
+    let mut agent = Agent::new(root.path(), "t42", "127.0.42.11", &server, &["--host-network"]);
     agent.start();
     let unhealthy = root.path().join("unhealthy");
     let unready = root.path().join("unready");
@@ -166,7 +167,7 @@ fn pods_the_agent_cannot_run_say_why_and_the_others_run_on() {
     let root = tempfile::tempdir().expect("tempdir");
     let d = control_plane(root.path(), NET + 2, &[]);
     let server = d.api();
-    let mut agent = Agent::new(root.path(), "n1", "127.0.43.11", &server, &[]);
+    let mut agent = Agent::new(root.path(), "t43", "127.0.43.11", &server, &["--host-network"]);
     agent.start();
     let ready_file = root.path().join("ok");
     let yaml = format!(
@@ -196,7 +197,7 @@ fn a_container_over_its_memory_limit_is_reported_oom_killed() {
     let root = tempfile::tempdir().expect("tempdir");
     let d = control_plane(root.path(), NET + 3, &[]);
     let server = d.api();
-    let mut agent = Agent::new(root.path(), "n1", "127.0.44.11", &server, &[]);
+    let mut agent = Agent::new(root.path(), "t44", "127.0.44.11", &server, &["--host-network"]);
     agent.start();
     eventually("the agent's cgroups", || (!agent.cgroup_roots().is_empty()).then_some(()));
     // `tail -n 1` keeps the one line it has read so far, which has no end.
@@ -214,11 +215,11 @@ fn a_stopped_agents_pod_is_replaced_on_another_agent() {
     let root = tempfile::tempdir().expect("tempdir");
     let d = control_plane(root.path(), NET + 4, &["--node-monitor-grace-period-ms", "2000"]);
     let server = d.api();
-    let mut a = Agent::new(root.path(), "a", "127.0.45.11", &server, &[]);
-    let mut b = Agent::new(root.path(), "b", "127.0.45.12", &server, &[]);
+    let mut a = Agent::new(root.path(), "t45a", "127.0.45.11", &server, &["--host-network"]);
+    let mut b = Agent::new(root.path(), "t45b", "127.0.45.12", &server, &["--host-network"]);
     a.start();
     b.start();
-    for n in ["a", "b"] {
+    for n in ["t45a", "t45b"] {
         eventually("both nodes", || {
             ok(&server, &["get", "nodes"]).lines().any(|l| l.starts_with(n) && l.contains(" Ready")).then_some(())
         });
@@ -238,8 +239,8 @@ fn a_stopped_agents_pod_is_replaced_on_another_agent() {
             })
             .cloned()
     };
-    let first = eventually("the pod running on a node", || running_on("a").or_else(|| running_on("b")));
-    let (gone, other) = if first["spec"]["nodeName"] == "a" { (&mut a, "b") } else { (&mut b, "a") };
+    let first = eventually("the pod running on a node", || running_on("t45a").or_else(|| running_on("t45b")));
+    let (gone, other) = if first["spec"]["nodeName"] == "t45a" { (&mut a, "t45b") } else { (&mut b, "t45a") };
     gone.kill();
     let replaced = eventually("the pod replaced on the other agent", || running_on(other));
     assert_ne!(replaced["metadata"]["uid"], first["metadata"]["uid"]);
@@ -263,4 +264,138 @@ async fn a_delete_under_a_uid_spares_another_pod_of_that_name() {
     assert!(client.get(&key).await.is_ok());
     client.delete_uid(&key, uid, Some(0)).await.expect("deleted under its uid");
     assert!(matches!(client.get(&key).await, Err(orch_api::Error::NotFound(_))));
+}
+
+/// A process killed when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn pod_networks_give_each_pod_its_own_address_reachable_from_every_host() {
+    use std::process::{Command, Stdio};
+
+    use crate::harness::{Lan, lan_ip};
+
+    let root = tempfile::tempdir().expect("tempdir");
+    let subnet = "192.168.251";
+    let lan = Lan::new(subnet, &["cp", "h1", "h2"]);
+    let cp = lan_ip(subnet, 0);
+    let server = format!("{cp}:7100");
+    let in_ns = |ns: &str, bin: &Path| {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{ns}")).arg(bin);
+        c
+    };
+    let log = std::fs::File::create(root.path().join("orchd.log")).expect("log");
+    let _orchd = Killed(
+        in_ns(&lan.ns("cp"), Path::new(env!("CARGO_BIN_EXE_orchd")))
+            .arg("--data-dir")
+            .arg(root.path().join("cp"))
+            .args(["--api-addr", &server, "--raft-addr", &format!("{cp}:7101"), "--http-addr", &format!("{cp}:7102")])
+            .args(["--heartbeat-ms", "50", "--election-timeout-ms", "500"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("orchd starts"),
+    );
+    let cp_ns = lan.ns("cp");
+    let ctl = |args: &[&str], stdin: Option<&str>| crate::harness::orchctl_in(Some(&cp_ns), &server, args, stdin);
+    let json = |args: &[&str]| -> Option<serde_json::Value> {
+        let out = ctl(args, None);
+        out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
+    };
+    eventually("orchd to answer", || ctl(&["get", "nodes"], None).status.success().then_some(()));
+    let mut agents: Vec<Agent> = ["h1", "h2"]
+        .iter()
+        .enumerate()
+        .map(|(i, h)| Agent::new(root.path(), h, &lan_ip(subnet, i + 1), &server, &[]).in_netns(&lan.ns(h)))
+        .collect();
+    for a in &mut agents {
+        a.start();
+    }
+    let cidrs: Vec<String> = ["h1", "h2"]
+        .iter()
+        .map(|h| {
+            eventually(&format!("node {h} Ready with a pod CIDR"), || {
+                let n = json(&["get", "node", h, "-o", "json"])?;
+                let ready =
+                    n["status"]["conditions"].as_array()?.iter().any(|c| c["type"] == "Ready" && c["status"] == "True");
+                ready.then(|| n["spec"]["podCIDR"].as_str().map(str::to_owned)).flatten()
+            })
+        })
+        .collect();
+    assert_ne!(cidrs[0], cidrs[1]);
+    let yaml = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: 3\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      terminationGracePeriodSeconds: 2\n      containers:\n      - name: hello\n        image: local\n        command: [{bin}]\n        ports: [{{containerPort: 8080}}]\n        resources: {{requests: {{cpu: 100m}}}}\n        readinessProbe: {{httpGet: {{path: /ready, port: 8080}}, periodSeconds: 1}}\n",
+        bin = sibling_bin("orch-hello").display()
+    );
+    assert!(ctl(&["apply", "-f", "-"], Some(&yaml)).status.success());
+    let pods = eventually("3 pods Running and Ready", || {
+        let list = json(&["get", "pods", "-l", "app=web", "-o", "json"])?;
+        let items = list["items"].as_array()?.clone();
+        (items.len() == 3 && items.iter().all(running_and_ready)).then_some(items)
+    });
+    let ips: std::collections::BTreeSet<&str> = pods.iter().filter_map(|p| p["status"]["podIP"].as_str()).collect();
+    assert_eq!(ips.len(), 3, "each pod has an address of its own: {ips:?}");
+    let nodes: std::collections::BTreeSet<&str> = pods.iter().filter_map(|p| p["spec"]["nodeName"].as_str()).collect();
+    assert_eq!(nodes.len(), 2, "the pods run on both agents");
+    let hello = sibling_bin("orch-hello");
+    let get = |ns: &str, ip: &str| {
+        let out = in_ns(ns, &hello).args(["get", &format!("{ip}:8080"), "/"]).output().expect("orch-hello get runs");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    // Every pod answers on its own address and port, from either host.
+    for p in &pods {
+        let (name, ip) =
+            (p["metadata"]["name"].as_str().unwrap_or_default(), p["status"]["podIP"].as_str().unwrap_or_default());
+        for host in ["h1", "h2"] {
+            assert_eq!(get(&lan.ns(host), ip), format!("hello from {name}"), "from {host}");
+        }
+    }
+    // A pod reaches a pod on the other node, from its own namespace.
+    let on = |node: &str| pods.iter().find(|p| p["spec"]["nodeName"] == node).expect("a pod there");
+    let (a, b) = (on("h1"), on("h2"));
+    let a_ns = format!("orch-h1-{}", a["metadata"]["uid"].as_str().unwrap_or_default());
+    let b_name = b["metadata"]["name"].as_str().unwrap_or_default();
+    assert_eq!(get(&a_ns, b["status"]["podIP"].as_str().unwrap_or_default()), format!("hello from {b_name}"));
+    // Routes: the cluster range is a blackhole under the nodes' pod CIDRs.
+    let routes =
+        String::from_utf8_lossy(&Command::new("ip").args(["-n", &lan.ns("h1"), "route"]).output().expect("ip").stdout)
+            .into_owned();
+    assert!(routes.contains("blackhole 10.244.0.0/16"), "{routes}");
+    assert!(routes.contains(&format!("{} via {}", cidrs[1], lan_ip(subnet, 2))), "{routes}");
+    // Deleted: no pod, namespace or address left.
+    assert!(ctl(&["delete", "deploy", "web"], None).status.success());
+    eventually("the pods and their namespaces gone", || {
+        let list = json(&["get", "pods", "-o", "json"])?;
+        let left = std::fs::read_dir("/run/netns")
+            .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("orch-h")).count())
+            .unwrap_or(0);
+        (list["items"].as_array().is_none_or(Vec::is_empty) && left == 0).then_some(())
+    });
+    for a in &agents {
+        let ipam = a.dir.join("network/ipam");
+        let reserved: Vec<String> = std::fs::read_dir(&ipam)
+            .map(|d| {
+                d.flatten()
+                    .flat_map(|e| {
+                        std::fs::read_dir(e.path())
+                            .map(|f| {
+                                f.flatten().map(|x| x.file_name().to_string_lossy().into_owned()).collect::<Vec<_>>()
+                            })
+                            .unwrap_or_default()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(reserved.iter().all(|f| f == "lock" || f.starts_with("last_reserved_ip")), "{reserved:?}");
+    }
+    drop(agents);
 }

@@ -120,7 +120,20 @@ pub(crate) fn orchctl_bin() -> std::path::PathBuf {
 
 /// Runs orchctl against `servers` with `args`, `stdin` piped in.
 pub(crate) fn orchctl(servers: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(orchctl_bin())
+    orchctl_in(None, servers, args, stdin)
+}
+
+/// As [`orchctl`], in the network namespace `netns` when one is given.
+pub(crate) fn orchctl_in(netns: Option<&str>, servers: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut command = match netns {
+        Some(ns) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net=/run/netns/{ns}")).arg(orchctl_bin());
+            c
+        }
+        None => Command::new(orchctl_bin()),
+    };
+    let mut child = command
         .args(["--server", servers])
         .args(args)
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
@@ -191,6 +204,8 @@ pub(crate) struct Agent {
     server: String,
     ip: String,
     extra: Vec<String>,
+    /// The network namespace it runs in (through `nsenter`, which keeps the cgroup mounts).
+    netns: Option<String>,
     child: Option<Child>,
 }
 
@@ -203,8 +218,15 @@ impl Agent {
             server: server.to_owned(),
             ip: ip.to_owned(),
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            netns: None,
             child: None,
         }
+    }
+
+    /// The agent runs in the network namespace `netns`.
+    pub(crate) fn in_netns(mut self, netns: &str) -> Self {
+        self.netns = Some(netns.to_owned());
+        self
     }
 
     /// Starts the process (again).
@@ -215,7 +237,15 @@ impl Agent {
             .append(true)
             .open(self.dir.with_extension("log"))
             .expect("log file");
-        let child = Command::new(sibling_bin("orch-node"))
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg(sibling_bin("orch-node"));
+                c
+            }
+            None => Command::new(sibling_bin("orch-node")),
+        };
+        let child = command
             .args(["--server", &self.server, "--node-name", &self.name, "--node-ip", &self.ip])
             .arg("--data-dir")
             .arg(&self.dir)
@@ -312,5 +342,60 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.kill();
         self.kill_pods();
+    }
+}
+
+/// Runs `ip` with `args`, which must succeed.
+pub(crate) fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("ip runs");
+    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+}
+
+/// Simulated hosts: a network namespace each, on one bridge that lives in a namespace of its
+/// own, addresses `<subnet>.<10 + i>`. Nothing is added to the machine's own namespace; all
+/// of it goes when this is dropped.
+pub(crate) struct Lan {
+    prefix: String,
+    hosts: Vec<String>,
+}
+
+impl Lan {
+    /// Hosts named `hosts` on `<subnet>.0/24` (`subnet` as `192.168.251`).
+    pub(crate) fn new(subnet: &str, hosts: &[&str]) -> Self {
+        let prefix = format!("orcht{}", std::process::id());
+        let lan = Self { prefix, hosts: hosts.iter().map(|h| (*h).to_owned()).collect() };
+        let bridge_ns = lan.ns("lan");
+        ip(&["netns", "add", &bridge_ns]);
+        ip(&["-n", &bridge_ns, "link", "add", "br0", "type", "bridge"]);
+        ip(&["-n", &bridge_ns, "link", "set", "br0", "up"]);
+        for (i, host) in hosts.iter().enumerate() {
+            let ns = lan.ns(host);
+            let port = format!("v{i}");
+            ip(&["netns", "add", &ns]);
+            ip(&["-n", &ns, "link", "set", "lo", "up"]);
+            ip(&["-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", &port, "netns", &bridge_ns]);
+            ip(&["-n", &bridge_ns, "link", "set", &port, "master", "br0", "up"]);
+            ip(&["-n", &ns, "addr", "add", &format!("{}/24", lan_ip(subnet, i)), "dev", "eth0"]);
+            ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+        }
+        lan
+    }
+
+    /// The namespace of host `host`.
+    pub(crate) fn ns(&self, host: &str) -> String {
+        format!("{}-{host}", self.prefix)
+    }
+}
+
+/// The address of host `i` of a [`Lan`] on `subnet`.
+pub(crate) fn lan_ip(subnet: &str, i: usize) -> String {
+    format!("{subnet}.{}", 10 + i)
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        for host in self.hosts.iter().map(String::as_str).chain(["lan"]) {
+            let _ = Command::new("ip").args(["netns", "del", &self.ns(host)]).status();
+        }
     }
 }

@@ -51,6 +51,9 @@ fn now_ms() -> i64 {
 struct Run {
     info: RunInfo,
     cgroups: Vec<PathBuf>,
+    /// Its start was confirmed (its command runs); until then it is not shown, and an exit
+    /// (of the exec helper that failed) is not a run's.
+    confirmed: bool,
 }
 
 #[derive(Default)]
@@ -83,6 +86,8 @@ fn serve(dir: &Path) -> std::io::Result<()> {
     let socket = dir.join(SOCKET);
     let _ = std::fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket)?;
+    // Only root (the agent) may talk to it: a request starts processes.
+    std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     std::fs::write(dir.join("shim.pid"), std::process::id().to_string())?;
     {
         let shared = Arc::clone(&shared);
@@ -116,9 +121,11 @@ fn reap(shared: &Shared) {
         };
         let mut state = shared.lock();
         let Some(name) = state.pids.remove(&pid.as_raw()) else { continue };
+        let mut shown = false;
         if let Some(run) = state.runs.get_mut(&name)
             && run.info.pid == pid.as_raw()
         {
+            shown = run.confirmed;
             let oom_killed = run.cgroups.iter().any(|c| oom_kills(c) > 0);
             run.info.exit = Some(ExitInfo { code, signal, oom_killed, finished_ms: now_ms() });
             // The run ended with its first process, as a container ends with its PID 1: what
@@ -126,7 +133,9 @@ fn reap(shared: &Shared) {
             let _ = killpg(pid, Signal::SIGKILL);
             kill_cgroups(&run.cgroups);
         }
-        state.version += 1;
+        if shown {
+            state.version += 1;
+        }
         shared.changed.notify_all();
     }
 }
@@ -231,7 +240,10 @@ fn respond(shared: &Shared, request: Request) -> Response {
                 }
                 state = shared.changed.wait_timeout(state, left).map_or_else(|e| e.into_inner().0, |r| r.0);
             }
-            Response::State { version: state.version, runs: state.runs.values().map(|r| r.info.clone()).collect() }
+            Response::State {
+                version: state.version,
+                runs: state.runs.values().filter(|r| r.confirmed).map(|r| r.info.clone()).collect(),
+            }
         }
         Request::Shutdown => Response::Ok,
     }
@@ -281,17 +293,16 @@ fn start(shared: &Shared, spec: StartSpec) -> Response {
         Err(e) => return error("making a pipe", &e),
     };
     let status_write = OwnedFd::from(status_write);
+    let mut state = shared.lock();
+    if state.runs.get(&spec.name).is_some_and(|r| r.info.exit.is_none()) {
+        return Response::Error(format!("container {} has a live run", spec.name));
+    }
+    // Inheritable only under the lock, and dropped before it is let go, so no other start's
+    // child inherits it. Spawned and recorded under the lock too, so the reaper cannot miss
+    // a quick exit.
     if let Err(e) = fcntl(&status_write, FcntlArg::F_SETFD(FdFlag::empty())) {
         return error("status descriptor", &e);
     }
-    let mut state = shared.lock();
-    if live(&state, &spec.name, spec.attempt).is_some()
-        || state.runs.get(&spec.name).is_some_and(|r| r.info.exit.is_none())
-    {
-        return Response::Error(format!("container {} has a live run", spec.name));
-    }
-    // Spawned and recorded under the lock, so the reaper cannot miss a quick exit; with the
-    // status descriptor inheritable only while no other spawn runs.
     let child = Command::new(&shared.exe)
         .arg(exec::ARG)
         .arg(&spec_file)
@@ -313,6 +324,7 @@ fn start(shared: &Shared, spec: StartSpec) -> Response {
         Run {
             info: RunInfo { name: spec.name.clone(), attempt: spec.attempt, pid, started_ms: now_ms(), exit: None },
             cgroups: spec.cgroups.clone(),
+            confirmed: false,
         },
     );
     state.pids.insert(pid, spec.name.clone());
@@ -328,6 +340,11 @@ fn start(shared: &Shared, spec: StartSpec) -> Response {
     let _ = (&mut status_read).take(64 << 10).read_to_string(&mut message);
     if message.is_empty() {
         let mut state = shared.lock();
+        if let Some(run) = state.runs.get_mut(&spec.name)
+            && run.info.pid == pid
+        {
+            run.confirmed = true;
+        }
         state.version += 1;
         shared.changed.notify_all();
         return Response::Started { pid };
