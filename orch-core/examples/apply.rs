@@ -2,7 +2,7 @@
 //! as `orchctl apply` then `orchctl get` will once the daemon exists.
 //!
 //! ```text
-//! cargo run -p orch-core --example apply -- examples/nodes.yaml examples/web.yaml
+//! cargo run -p orch-core --example apply -- examples/hello.yaml
 //! ```
 //!
 //! Each file becomes one log entry (an atomic batch of creates, or updates for objects that

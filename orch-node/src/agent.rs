@@ -212,7 +212,7 @@ async fn follow(client: Client, node: String, inputs: mpsc::Sender<Input>) {
 /// Lists and watches the nodes for ever: this node's pod CIDR (allocated by the control
 /// plane) goes to the network, and the other nodes' pod CIDRs become routes via their
 /// addresses.
-async fn follow_nodes(client: Client, node: String, network: Arc<Network>, fixed_cidr: bool) {
+async fn follow_nodes(client: Client, node: String, node_ip: String, network: Arc<Network>, fixed_cidr: bool) {
     let mut installed: Vec<(String, String)> = Vec::new();
     loop {
         let (objects, revision) = match client.list(Kind::Node, None, "", None).await {
@@ -235,7 +235,9 @@ async fn follow_nodes(client: Client, node: String, network: Arc<Network>, fixed
                 .filter_map(|n| {
                     let cidr = n.spec.pod_cidr.as_ref()?.to_string();
                     let ip = n.status.addresses.iter().find(|a| a.type_ == "InternalIP")?.address.to_string();
-                    Some((cidr, ip))
+                    // A node on this same host (the development mode's agents): its bridge is
+                    // here already, and a route via this host's own address would replace it.
+                    (ip != node_ip).then_some((cidr, ip))
                 })
                 .collect();
             if !fixed_cidr
@@ -316,6 +318,7 @@ pub async fn run<R: Runtime>(
         tokio::spawn(follow_nodes(
             client.clone(),
             config.core.node.clone(),
+            config.node_ip.clone(),
             Arc::clone(network),
             config.pod_cidr.is_some(),
         ))

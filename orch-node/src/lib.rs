@@ -14,6 +14,7 @@
 
 pub mod agent;
 pub mod cgroups;
+pub mod embed;
 pub mod exec;
 pub mod host;
 pub mod network;

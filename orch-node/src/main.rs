@@ -3,18 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use orch_core::agent::{Backoff, Settings};
-use orch_core::core_v1::{ResourceList, Taint, TaintEffect};
+use orch_core::agent::Backoff;
+use orch_core::core_v1::{Taint, TaintEffect};
 use orch_core::quantity::Quantity;
-use orch_node::agent::{AgentConfig, run};
-use orch_node::cgroups::Cgroups;
-use orch_node::network::{Network, NetworkConfig};
-use orch_node::process::{ProcessConfig, ProcessRuntime};
+use orch_node::embed::{Options, run_agent};
 
 /// The orch node agent.
 #[derive(Debug, Parser)]
@@ -141,92 +137,32 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve(args: Args) -> anyhow::Result<()> {
     let node = args.node_name.clone().unwrap_or_else(orch_node::host::hostname);
-    let cpu = match &args.cpu {
-        Some(c) => quantity("cpu", c)?,
-        None => Quantity::from_units(orch_node::host::cores()),
-    };
-    let memory = match &args.memory {
-        Some(m) => quantity("memory", m)?,
-        None => Quantity::from_bytes(orch_node::host::memory_bytes().unwrap_or(1 << 30)),
-    };
+    let mut options =
+        Options::new(&node, args.server.split(',').map(|s| s.trim().to_owned()).collect(), args.data_dir.clone())?;
+    if let Some(c) = &args.cpu {
+        options.capacity.cpu = Some(quantity("cpu", c)?);
+    }
+    if let Some(m) = &args.memory {
+        options.capacity.memory = Some(quantity("memory", m)?);
+    }
     if args.max_pods < 1 || args.max_pods > i64::try_from(orch_core::agent::AGENT_PODS_MAX).unwrap_or(i64::MAX) {
         bail!("--max-pods must be between 1 and {}", orch_core::agent::AGENT_PODS_MAX);
     }
-    let capacity = ResourceList {
-        cpu: Some(cpu),
-        memory: Some(memory),
-        pods: Some(Quantity::from_units(args.max_pods)),
-        ephemeral_storage: None,
-    };
-    let core = Settings {
-        node: node.clone(),
-        host_ip: Some(args.node_ip.clone()),
-        restart_backoff: Backoff { initial_ms: args.backoff_initial_ms, max_ms: args.backoff_max_ms },
-        sandbox_backoff: Backoff { initial_ms: args.backoff_initial_ms, max_ms: args.backoff_max_ms },
-        strict_images: args.strict_images,
-    };
-    let cgroups = match Cgroups::detect(&args.cgroup_root, &node) {
-        Ok(c) => Some(c),
-        Err(e) => {
-            tracing::warn!("no cgroups: containers run without resource limits ({e})");
-            None
-        }
-    };
-    tracing::warn!(
-        "this agent runs each container's command from this host's filesystem: images are not pulled{}",
-        if args.strict_images { "; containers that name one are refused (--strict-images)" } else { "" }
-    );
-    let data_dir = std::path::absolute(&args.data_dir).context("--data-dir")?;
-    for (flag, cidr) in [("cluster-cidr", Some(&args.cluster_cidr)), ("pod-cidr", args.pod_cidr.as_ref())] {
-        if let Some(cidr) = cidr {
-            orch_core::nodeipam::Cidr::parse(cidr).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))?;
-        }
-    }
-    let network = if args.host_network {
-        tracing::warn!("pods share the host's network (--host-network)");
-        None
-    } else {
-        let bridge = args.bridge.clone().unwrap_or_else(|| {
-            let hash = node.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
-            format!("orch{hash:08x}")
-        });
-        let config = NetworkConfig {
-            cni_bin_dirs: args.cni_bin_dir.split(',').map(PathBuf::from).collect(),
-            bridge,
-            data_dir: data_dir.join("network"),
-            node: node.clone(),
-            cluster_cidr: args.cluster_cidr.clone(),
-        };
-        match Network::detect(config) {
-            Ok(n) => Some(Arc::new(n)),
-            Err(e) => {
-                tracing::warn!("pods share the host's network: no pod network ({e})");
-                None
-            }
-        }
-    };
-    let config = AgentConfig {
-        core,
-        node_ip: args.node_ip.clone(),
-        capacity,
-        labels: labels(&args.node_labels)?,
-        taints: taints(&args.register_with_taints)?,
-        heartbeat: Duration::from_millis(args.heartbeat_ms.max(1)),
-        network: network.clone(),
-        pod_cidr: args.pod_cidr.clone(),
-    };
-    let (events, events_rx) = tokio::sync::mpsc::channel(4_096);
-    let process = ProcessConfig {
-        root: data_dir.join("pods"),
-        exe: std::env::current_exe().context("finding this binary")?,
-        cgroups,
-        log_max_bytes: args.container_log_max_bytes,
-        log_files: args.container_log_max_files,
-        network,
-    };
-    let runtime = Arc::new(ProcessRuntime::new(process, events).map_err(anyhow::Error::msg)?);
-    let client = orch_api::Client::new(args.server.split(',').map(str::trim)).context("--server")?;
-    tracing::info!(%node, server = %args.server, "orch-node starting");
+    options.capacity.pods = Some(Quantity::from_units(args.max_pods));
+    options.node_ip = args.node_ip.clone();
+    options.labels = labels(&args.node_labels)?;
+    options.taints = taints(&args.register_with_taints)?;
+    options.heartbeat = Duration::from_millis(args.heartbeat_ms.max(1));
+    options.backoff = Backoff { initial_ms: args.backoff_initial_ms, max_ms: args.backoff_max_ms };
+    options.strict_images = args.strict_images;
+    options.log_max_bytes = args.container_log_max_bytes;
+    options.log_files = args.container_log_max_files;
+    options.cgroup_root = args.cgroup_root.clone();
+    options.host_network = args.host_network;
+    options.cni_bin_dirs = args.cni_bin_dir.split(',').map(PathBuf::from).collect();
+    options.cluster_cidr = args.cluster_cidr.clone();
+    options.pod_cidr = args.pod_cidr.clone();
+    options.bridge = args.bridge.clone();
     let shutdown = async {
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(s) => s,
@@ -237,7 +173,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             _ = term.recv() => {}
         }
     };
-    run(config, client, runtime, events_rx, shutdown).await;
+    run_agent(options, shutdown).await?;
     tracing::info!("orch-node stopped; its pods keep running and the next agent adopts them");
     Ok(())
 }

@@ -53,6 +53,9 @@ pub struct ProcessConfig {
     pub log_files: u32,
     /// The pod network; none: pods share the host's network.
     pub network: Option<Arc<Network>>,
+    /// Directories appended to the containers' default `PATH` (the development mode adds
+    /// the one of the binaries built beside orchd, so examples can run `orch-hello`).
+    pub extra_path: Option<String>,
 }
 
 /// What a pod's directory records of it.
@@ -379,10 +382,19 @@ fn kill_tree(path: &Path) {
     }
 }
 
-/// The environment of a container: `PATH` (the kubelet's default), `HOSTNAME`, then its own.
-pub fn environment(pod: &Pod, container: &orch_core::core_v1::Container) -> Vec<(String, String)> {
+/// The environment of a container: `PATH` (the kubelet's default, then `extra_path`),
+/// `HOSTNAME`, then its own.
+pub fn environment(
+    pod: &Pod,
+    container: &orch_core::core_v1::Container,
+    extra_path: Option<&str>,
+) -> Vec<(String, String)> {
+    let path = match extra_path {
+        Some(extra) if !extra.is_empty() => format!("{DEFAULT_PATH}:{extra}"),
+        _ => DEFAULT_PATH.to_owned(),
+    };
     let mut env = vec![
-        ("PATH".to_owned(), DEFAULT_PATH.to_owned()),
+        ("PATH".to_owned(), path),
         ("HOSTNAME".to_owned(), pod.spec.hostname.as_deref().unwrap_or(&pod.metadata.name).to_owned()),
     ];
     for var in &container.env {
@@ -439,7 +451,7 @@ impl Runtime for ProcessRuntime {
         const CONFIG: &str = orch_core::agent::CREATE_CONTAINER_CONFIG_ERROR;
         let Some(c) = pod.spec.containers.get(container) else { return Err((CONFIG, "no such container".to_owned())) };
         self.remember(uid, pod.clone());
-        let env = environment(&pod, c);
+        let env = environment(&pod, c, self.config.extra_path.as_deref());
         let argv: Vec<String> = c.command.iter().chain(&c.args).map(|a| expand(a, &env)).collect();
         let cgroups = match &self.config.cgroups {
             Some(cg) => cg
@@ -519,7 +531,7 @@ impl Runtime for ProcessRuntime {
         let pod = pod.ok_or_else(|| "no such pod here".to_owned())?;
         let c =
             pod.spec.containers.iter().find(|c| c.name == container).ok_or_else(|| "no such container".to_owned())?;
-        let env = environment(&pod, c);
+        let env = environment(&pod, c, self.config.extra_path.as_deref());
         let spec = StartSpec {
             name: c.name.to_string(),
             attempt: 0,

@@ -104,9 +104,23 @@ struct Args {
     /// The prefix length of each node's pod CIDR [default: 24].
     #[arg(long)]
     node_cidr_mask_size: Option<u8>,
+    /// Development mode: also run a node agent in this process (like `nomad agent -dev`), named
+    /// after this host, its pods under <data-dir>/agents; the binaries built beside orchd
+    /// (`orch-hello`) are on its containers' PATH.
+    #[arg(long)]
+    dev: bool,
+    /// Development mode with this many agents in this process (`<host>-1`, `<host>-2`, ...),
+    /// to try multi-node scheduling on one machine.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    dev_agents: Option<u16>,
 }
 
 impl Args {
+    /// How many agents the development mode runs (0: none).
+    fn dev_agents(&self) -> u16 {
+        self.dev_agents.unwrap_or(u16::from(self.dev))
+    }
+
     fn into_file_config(self) -> (Option<PathBuf>, FileConfig) {
         let flags = FileConfig {
             id: self.id,
@@ -159,9 +173,49 @@ async fn terminated() {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let (file, flags) = Args::parse().into_file_config();
+fn main() -> anyhow::Result<()> {
+    // The development mode's shims and exec helpers are this binary: they must branch off
+    // before the async runtime starts its threads.
+    orch_node::run_helpers_if_called();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(serve())
+}
+
+/// The development mode's agents, started against `orchd`'s API: each with its data under
+/// `<data-dir>/agents/<name>`, the cluster range of `config`, and this binary's directory on
+/// its containers' PATH. Each stops when `stop` says so.
+fn start_agents(
+    count: u16,
+    config: &Config,
+    api: String,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let host = orch_node::host::hostname();
+    let exe = std::env::current_exe().context("finding this binary")?;
+    let mut agents = Vec::new();
+    for i in 1..=count {
+        let name = if count == 1 { host.clone() } else { format!("{host}-{i}") };
+        let dir = config.data_dir.join("agents").join(&name);
+        let mut options = orch_node::embed::Options::new(&name, vec![api.clone()], dir)?;
+        options.cluster_cidr = config.node_ipam.cluster_cidr.to_string();
+        options.extra_path = exe.parent().map(|d| d.display().to_string());
+        let mut stop = stop.clone();
+        agents.push(tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = orch_node::embed::run_agent(options, stopped).await {
+                tracing::error!(node = %name, error = %e, "the node agent could not start");
+            }
+        }));
+    }
+    Ok(agents)
+}
+
+async fn serve() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let dev_agents = args.dev_agents();
+    let (file, flags) = args.into_file_config();
     let from_file = match &file {
         Some(path) => FileConfig::read(path)?,
         None => FileConfig::default(),
@@ -185,8 +239,21 @@ async fn main() -> anyhow::Result<()> {
         orchd.http_addr(),
         config.data_dir.display()
     );
+    let (stop_agents, stop) = tokio::sync::watch::channel(false);
+    let agents = start_agents(dev_agents, &config, orchd.api_addr().to_string(), &stop)?;
+    if dev_agents > 0 {
+        eprintln!(
+            "orchd development mode: {dev_agents} node agent(s) in this process, pods under {}",
+            config.data_dir.join("agents").display()
+        );
+    }
     terminated().await;
     eprintln!("orchd: shutting down");
+    // The agents first (their pods keep running, adopted at the next start), then orchd.
+    let _ = stop_agents.send(true);
+    for agent in agents {
+        let _ = agent.await;
+    }
     orchd.shutdown().await;
     Ok(())
 }

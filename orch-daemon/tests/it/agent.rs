@@ -399,3 +399,68 @@ fn pod_networks_give_each_pod_its_own_address_reachable_from_every_host() {
     }
     drop(agents);
 }
+
+#[test]
+fn the_development_mode_runs_the_example_on_its_agents() {
+    use std::process::{Command, Stdio};
+
+    use crate::harness::Lan;
+
+    let root = tempfile::tempdir().expect("tempdir");
+    // In a network namespace of its own: the agents' bridges and routes stay there.
+    let lan = Lan::new("192.168.252", &["dev"]);
+    let ns = lan.ns("dev");
+    let log = std::fs::File::create(root.path().join("orchd.log")).expect("log");
+    let _orchd = Killed(
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{ns}"))
+            .arg(env!("CARGO_BIN_EXE_orchd"))
+            .args(["--dev-agents", "2", "--data-dir"])
+            .arg(root.path().join("data"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("orchd starts"),
+    );
+    let server = "127.0.0.1:7100";
+    let ctl = |args: &[&str]| crate::harness::orchctl_in(Some(&ns), server, args, None);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname").trim().to_ascii_lowercase();
+    eventually("two dev agents Ready", || {
+        let out = String::from_utf8_lossy(&ctl(&["get", "nodes"]).stdout).into_owned();
+        (1..=2)
+            .all(|i| out.lines().any(|l| l.starts_with(&format!("{host}-{i} ")) && l.contains(" Ready")))
+            .then_some(())
+    });
+    let example = format!("{}/../examples/hello.yaml", env!("CARGO_MANIFEST_DIR"));
+    let out = ctl(&["apply", "-f", &example]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pods = eventually("the example's pods Running and Ready", || {
+        let out = ctl(&["get", "pods", "-n", "demo", "-o", "json"]);
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let items = list["items"].as_array()?.clone();
+        (items.len() == 2 && items.iter().all(running_and_ready)).then_some(items)
+    });
+    let nodes: std::collections::BTreeSet<&str> = pods.iter().filter_map(|p| p["spec"]["nodeName"].as_str()).collect();
+    assert_eq!(nodes.len(), 2, "one pod on each agent: {nodes:?}");
+    for p in &pods {
+        let ip = p["status"]["podIP"].as_str().unwrap_or_default();
+        let out = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{ns}"))
+            .arg(sibling_bin("orch-hello"))
+            .args(["get", &format!("{ip}:8080"), "/"])
+            .output()
+            .expect("orch-hello get");
+        let name = p["metadata"]["name"].as_str().unwrap_or_default();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("hello from {name}"));
+    }
+    assert!(ctl(&["delete", "namespace", "demo"]).status.success());
+    eventually("the example's pods gone", || {
+        let left = std::fs::read_dir("/run/netns")
+            .map(|d| {
+                d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with(&format!("orch-{host}-"))).count()
+            })
+            .unwrap_or(0);
+        (left == 0 && !ctl(&["get", "ns", "demo"]).status.success()).then_some(())
+    });
+}

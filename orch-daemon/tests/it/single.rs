@@ -10,8 +10,15 @@ use crate::harness::{Daemon, eventually, http, http_get, ok, orchctl};
 
 const NET: u8 = 11;
 
-fn examples() -> String {
-    format!("{}/../examples", env!("CARGO_MANIFEST_DIR"))
+/// Two nodes registered by hand, with no agent (a test fixture: with a real agent no node is
+/// registered by hand).
+fn nodes() -> String {
+    format!("{}/tests/it/fixtures/nodes.yaml", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The shop's web Deployment and Service.
+fn web() -> String {
+    format!("{}/../examples/web.yaml", env!("CARGO_MANIFEST_DIR"))
 }
 
 fn ready(d: &Daemon) {
@@ -75,7 +82,7 @@ fn orchctl_applies_gets_scales_and_deletes_on_one_node() {
         std::process::Command::new(env!("CARGO_BIN_EXE_orchd")).arg("--config").arg(&bad).output().expect("runs");
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("unknown field `colour`"), "{refused:?}");
-    let (nodes, web) = (format!("{}/nodes.yaml", examples()), format!("{}/web.yaml", examples()));
+    let (nodes, web) = (nodes(), web());
 
     let applied = ok(&server, &["apply", "-f", &nodes, "-f", &web]);
     for line in ["node/node-a created", "namespace/shop created", "deployment.apps/web created", "service/web created"]
@@ -83,7 +90,7 @@ fn orchctl_applies_gets_scales_and_deletes_on_one_node() {
         assert!(applied.contains(line), "{line} missing from:\n{applied}");
     }
     // Idempotent: the same files again change nothing.
-    let again = ok(&server, &["apply", "-f", &examples()]);
+    let again = ok(&server, &["apply", "-f", &nodes, "-f", &web]);
     assert!(again.contains("deployment.apps/web unchanged"), "{again}");
 
     let table = ok(&server, &["get", "deploy", "-n", "shop"]);
@@ -277,7 +284,7 @@ fn orchctl_creates_all_or_nothing_deletes_every_target_and_fails_as_kubectl_does
     assert_eq!(ok(&server, &["delete", "ns", "missing", "--ignore-not-found"]), "");
 
     // An object that is only marked for deletion is not reported deleted.
-    ok(&server, &["apply", "-f", &format!("{}/nodes.yaml", examples())]);
+    ok(&server, &["apply", "-f", &nodes()]);
     // orchd's scheduler binds a pod to the node it fits (node-b's taint is not tolerated),
     // and says why a pod that fits no node waits.
     let unbound = |name: &str, cpu: &str| {
@@ -328,7 +335,7 @@ fn orchctl_creates_all_or_nothing_deletes_every_target_and_fails_as_kubectl_does
 
     // Every target is deleted before any is waited for: the namespace, listed first, is held by
     // its content until the objects after it in the file (or the garbage collector) delete it.
-    let web = format!("{}/web.yaml", examples());
+    let web = web();
     // No agent runs here to finish the deletion of a bound pod (the simulated nodes will):
     // the web pods stay unscheduled (node-a cordoned, node-b's taint not tolerated), so that
     // deleting them is immediate.
@@ -379,7 +386,7 @@ async fn a_retried_scale_is_applied_once_and_a_retry_of_an_expired_session_never
     let root = tempfile::tempdir().expect("temp dir");
     let (mut d, server) = start_ready(root.path(), NET + 5).await;
     let client = Client::new([server.as_str()]).expect("client");
-    let manifests = std::fs::read_to_string(format!("{}/web.yaml", examples())).expect("reads");
+    let manifests = std::fs::read_to_string(web()).expect("reads");
     client.apply(&orch_core::parse_manifests(&manifests).expect("parses")).await.expect("applied");
     let web = ObjectKey::new(Kind::Deployment, "shop", "web");
 
@@ -598,7 +605,7 @@ async fn malformed_create(server: &str) {
 fn a_saved_snapshot_starts_a_new_three_node_cluster() {
     let root = tempfile::tempdir().expect("temp dir");
     let mut source = started(root.path(), NET + 2);
-    ok(&source.api(), &["apply", "-f", &examples()]);
+    ok(&source.api(), &["apply", "-f", &nodes(), "-f", &web()]);
     let before = ok(&source.api(), &["get", "deploy", "web", "-n", "shop", "-o", "json"]);
     let file = root.path().join("backup.snap");
     let saved = ok(&source.api(), &["snapshot", "save", file.to_str().expect("utf-8 path")]);
@@ -657,7 +664,7 @@ fn a_deployment_rolls_out_on_simulated_nodes() {
         let nodes = ok(&server, &["get", "nodes", "-o", "name"]);
         (nodes == "node/sim-1\nnode/sim-2\n").then_some(())
     });
-    let web = format!("{}/web.yaml", examples());
+    let web = web();
     ok(&server, &["apply", "-f", &web]);
     let status = ok(&server, &["rollout", "status", "deploy/web", "-n", "shop", "--timeout", "60"]);
     assert!(status.ends_with("deployment \"web\" successfully rolled out\n"), "{status}");
@@ -725,7 +732,7 @@ fn delete_cascades_as_asked() {
     let root = tempfile::tempdir().expect("temp dir");
     let d = started_with(root.path(), NET + 9, &["--simulated-nodes", "2"]);
     let server = d.api();
-    let web = format!("{}/web.yaml", examples());
+    let web = web();
     ok(&server, &["apply", "-f", &web]);
     let status = ok(&server, &["rollout", "status", "deploy/web", "-n", "shop", "--timeout", "60"]);
     assert!(status.ends_with("successfully rolled out\n"), "{status}");
@@ -763,7 +770,7 @@ fn deleting_a_lost_node_frees_its_pods_and_their_namespace() {
     let root = tempfile::tempdir().expect("temp dir");
     let d = started_with(root.path(), NET + 7, &["--pod-gc-quarantine-ms", "300"]);
     let server = d.api();
-    ok(&server, &["apply", "-f", &format!("{}/nodes.yaml", examples())]);
+    ok(&server, &["apply", "-f", &nodes()]);
     let pods = "apiVersion: v1\nkind: Namespace\nmetadata: {name: lost}\n---\n\
                 apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: lost}\nspec: {nodeName: node-a, containers: [{name: c, image: x}]}\n---\n\
                 apiVersion: v1\nkind: Pod\nmetadata: {name: b, namespace: lost}\nspec: {nodeName: node-a, containers: [{name: c, image: x}]}\n";
