@@ -67,6 +67,9 @@ pub struct AgentConfig {
     pub network: Option<Arc<Network>>,
     /// The node's pod CIDR, when given rather than allocated by the control plane.
     pub pod_cidr: Option<String>,
+    /// The agent's endpoint for logs and exec (`host:port`), registered in the Node's
+    /// [`crate::server::ENDPOINT_ANNOTATION`].
+    pub endpoint: Option<String>,
 }
 
 /// The core's time in ms: the wall clock when the agent started plus a monotonic clock since,
@@ -107,6 +110,7 @@ pub fn node_object(config: &AgentConfig) -> Node {
         metadata: ObjectMeta {
             name: name.into(),
             labels: labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+            annotations: config.endpoint.iter().map(|e| (crate::server::ENDPOINT_ANNOTATION, e.as_str())).collect(),
             ..ObjectMeta::default()
         },
         spec: NodeSpec {
@@ -150,7 +154,24 @@ async fn register(client: &Client, config: &AgentConfig) {
                         // Ready again, as this agent says; the lifecycle controller's Unknown goes.
                         n.status.conditions.retain(|c| c.type_ != "Ready");
                         n.status.conditions.extend(node.status.conditions.clone());
-                        client.update_status(&Object::from(n)).await.map(|_| ())
+                        let result = client.update_status(&Object::from(n.clone())).await;
+                        // The endpoint may have moved (a new port): its annotation follows.
+                        let endpoint = crate::server::ENDPOINT_ANNOTATION;
+                        match (result, &config.endpoint) {
+                            (Ok(_), Some(e)) if n.metadata.annotations.get(endpoint) != Some(e.as_str()) => {
+                                // Under the resourceVersion just read: a conflict registers again.
+                                match client.get(&key).await {
+                                    Ok((Object::Node(now), _)) => {
+                                        let mut m = (*now).clone();
+                                        m.metadata.annotations.insert(endpoint, e.as_str());
+                                        client.update(&Object::from(m)).await.map(|_| ())
+                                    }
+                                    Ok(_) => Ok(()),
+                                    Err(e) => Err(e),
+                                }
+                            }
+                            (result, _) => result.map(|_| ()),
+                        }
                     }
                     Ok(_) => Ok(()),
                     Err(e) => Err(e),

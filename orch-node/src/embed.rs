@@ -65,6 +65,9 @@ pub struct Options {
     pub exe: PathBuf,
     /// Directories appended to the containers' default `PATH`.
     pub extra_path: Option<String>,
+    /// Where the agent's endpoint for logs and exec listens (default `<node-ip>:10250`; port
+    /// 0 picks a free one).
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 impl Options {
@@ -100,6 +103,7 @@ impl Options {
             bridge: None,
             exe: std::env::current_exe().map_err(|e| StartError(format!("finding this binary: {e}")))?,
             extra_path: None,
+            listen: None,
         })
     }
 }
@@ -155,6 +159,16 @@ pub async fn run_agent(options: Options, shutdown: impl std::future::Future<Outp
             }
         }
     };
+    let listen = match options.listen {
+        Some(addr) => addr,
+        None => format!("{}:10250", options.node_ip)
+            .parse()
+            .map_err(|e| StartError(format!("node address {:?}: {e}", options.node_ip)))?,
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| StartError(format!("the agent endpoint cannot listen on {listen}: {e}")))?;
+    let endpoint = listener.local_addr().map_err(|e| StartError(e.to_string()))?.to_string();
     let config = AgentConfig {
         core: Settings {
             node: node.clone(),
@@ -170,6 +184,7 @@ pub async fn run_agent(options: Options, shutdown: impl std::future::Future<Outp
         heartbeat: options.heartbeat,
         network: network.clone(),
         pod_cidr: options.pod_cidr.clone(),
+        endpoint: Some(endpoint.clone()),
     };
     let (events, events_rx) = tokio::sync::mpsc::channel(4_096);
     let process = ProcessConfig {
@@ -184,7 +199,9 @@ pub async fn run_agent(options: Options, shutdown: impl std::future::Future<Outp
     let runtime = Arc::new(ProcessRuntime::new(process, events).map_err(StartError)?);
     let client = orch_api::Client::new(options.servers.iter().map(String::as_str))
         .map_err(|e| StartError(format!("control plane addresses: {e}")))?;
-    tracing::info!(%node, servers = ?options.servers, "node agent starting");
+    tracing::info!(%node, servers = ?options.servers, %endpoint, "node agent starting");
+    let server = tokio::spawn(crate::server::serve(listener, Arc::clone(&runtime)));
     run(config, client, runtime, events_rx, shutdown).await;
+    server.abort();
     Ok(())
 }

@@ -21,6 +21,7 @@ pub mod network;
 pub mod prober;
 pub mod process;
 pub mod runtime;
+pub mod server;
 pub mod shim;
 
 /// Runs as a pod's shim or a container's exec helper if the process was started as one (and

@@ -81,6 +81,10 @@ struct Args {
     /// This agent's bridge [default: orch followed by a hash of the node name].
     #[arg(long)]
     bridge: Option<String>,
+    /// Where the agent's endpoint for `orchctl logs` and `exec` listens [default:
+    /// <node-ip>:10250]; registered in the Node's `orch.dev/agent-endpoint` annotation.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
     /// error, warn, info, debug, trace, or a tracing filter.
     #[arg(long, default_value = "info", env = "ORCH_LOG")]
     log_level: String,
@@ -163,6 +167,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     options.cluster_cidr = args.cluster_cidr.clone();
     options.pod_cidr = args.pod_cidr.clone();
     options.bridge = args.bridge.clone();
+    options.listen = args.listen;
     let shutdown = async {
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(s) => s,

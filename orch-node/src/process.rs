@@ -319,6 +319,26 @@ impl ProcessRuntime {
         Ok(())
     }
 
+    /// The pod `namespace/name` this runtime has: its uid and directory.
+    pub fn find(&self, namespace: &str, name: &str) -> Option<(Uid, PathBuf)> {
+        let entries = std::fs::read_dir(&self.config.root).ok()?;
+        entries.flatten().find_map(|e| {
+            let uid: Uid = e.file_name().to_str()?.parse().ok()?;
+            let file = self.pod_file(uid)?;
+            (file.namespace == namespace && file.name == name).then(|| (uid, e.path()))
+        })
+    }
+
+    /// Whether run `attempt` of the pod's container `name` is still going (as its shim says).
+    pub async fn run_live(&self, uid: Uid, name: &str, attempt: u32) -> bool {
+        match call(&self.dir(uid), &Request::State { after: 0, wait_ms: 0 }).await {
+            Ok(Response::State { runs, .. }) => {
+                runs.iter().any(|r| r.name == name && r.attempt == attempt && r.exit.is_none())
+            }
+            _ => false,
+        }
+    }
+
     /// Forgets the runs of container `name` numbered below `keep_from` (the kubelet keeps a
     /// container's current and previous runs): their spec files, logs and cgroups.
     fn forget_runs_before(&self, uid: Uid, name: &str, keep_from: u32) {

@@ -42,6 +42,9 @@ pub enum CtlError {
     /// A bad argument, file or manifest.
     #[error("error: {0}")]
     Local(String),
+    /// The command `orchctl exec` ran exited with this code (orchctl exits with it too).
+    #[error("command terminated with exit code {0}")]
+    Exit(i32),
     /// Writing the output failed.
     #[error("error: {0}")]
     Io(#[from] std::io::Error),
@@ -70,6 +73,94 @@ fn code_name(e: &ApiError) -> &'static str {
         ApiError::Timeout(_) => "Timeout",
         ApiError::Refused(_) => "ServiceUnavailable",
         ApiError::Internal(_) => "InternalError",
+    }
+}
+
+/// `s` percent-encoded for a URL path segment or query value.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The endpoint of the agent that runs pod `ns/pod` (its Node's `orch.dev/agent-endpoint`
+/// annotation) and the container meant (the first when none is named).
+async fn agent_of(
+    client: &Client,
+    ns: &str,
+    pod: &str,
+    container: Option<String>,
+) -> Result<(String, String), CtlError> {
+    let (obj, _) = client.get(&ObjectKey::new(Kind::Pod, ns, pod)).await?;
+    let Object::Pod(p) = obj else { return Err(local(format!("{pod} is not a pod"))) };
+    let container = match container {
+        Some(c) if p.spec.containers.iter().any(|x| x.name == c.as_str()) => c,
+        Some(c) => return Err(local(format!("container {c} is not valid for pod {pod}"))),
+        None => {
+            p.spec.containers.first().map(|c| c.name.to_string()).ok_or_else(|| local("the pod has no container"))?
+        }
+    };
+    let node = p.spec.node_name.as_deref().ok_or_else(|| local(format!("pod {pod} is not scheduled to a node yet")))?;
+    let (node_obj, _) = client.get(&ObjectKey::new(Kind::Node, "", node)).await?;
+    let endpoint = node_obj
+        .meta()
+        .annotations
+        .get("orch.dev/agent-endpoint")
+        .ok_or_else(|| local(format!("node {node} has no agent endpoint: no orch-node agent serves it")))?
+        .to_owned();
+    Ok((endpoint, container))
+}
+
+/// The most bytes of an error answer from an agent kept.
+const AGENT_ERROR_BYTES_MAX: u64 = 64 << 10;
+
+/// Sends a request to an agent and copies its answer's body to `out` as it arrives; the
+/// `X-Exit-Code` header's value, if any. An answer other than 200 is an error with its body.
+async fn agent_request(addr: &str, method: &str, path: &str, out: &mut dyn Write) -> Result<Option<i32>, CtlError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let unreachable = |e: std::io::Error| local(format!("the node agent at {addr}: {e}"));
+    let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(unreachable)?;
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.map_err(unreachable)?;
+    let mut head = Vec::new();
+    let mut buf = vec![0u8; 16 << 10];
+    let body_start = loop {
+        if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if head.len() > 64 << 10 {
+            return Err(local(format!("the node agent at {addr} answered nonsense")));
+        }
+        let n = stream.read(&mut buf).await.map_err(unreachable)?;
+        if n == 0 {
+            return Err(local(format!("the node agent at {addr} closed the connection")));
+        }
+        head.extend_from_slice(&buf[..n]);
+    };
+    let text = String::from_utf8_lossy(&head[..body_start]).into_owned();
+    let code: u16 = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let exit = text
+        .lines()
+        .find_map(|l| l.strip_prefix("X-Exit-Code:").or_else(|| l.strip_prefix("x-exit-code:")))
+        .and_then(|v| v.trim().parse().ok());
+    let rest = head[body_start..].to_vec();
+    if code != 200 {
+        let mut body = rest;
+        let _ = (&mut stream).take(AGENT_ERROR_BYTES_MAX).read_to_end(&mut body).await;
+        return Err(local(String::from_utf8_lossy(&body).trim().to_owned()));
+    }
+    out.write_all(&rest)?;
+    out.flush()?;
+    loop {
+        let n = stream.read(&mut buf).await.map_err(unreachable)?;
+        if n == 0 {
+            return Ok(exit);
+        }
+        out.write_all(&buf[..n])?;
+        out.flush()?;
     }
 }
 
@@ -124,10 +215,33 @@ pub enum Cmd {
         #[command(subcommand)]
         action: RolloutCmd,
     },
-    /// Print a pod's logs.
+    /// Print a pod's logs (from the node agent that runs it).
     Logs {
         /// The pod.
         pod: String,
+        /// The container (default: the pod's first).
+        #[arg(short = 'c', long)]
+        container: Option<String>,
+        /// Keep printing what it writes, until the container ends.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long)]
+        tail: Option<usize>,
+        /// The previous run of the container (before its last restart).
+        #[arg(short = 'p', long)]
+        previous: bool,
+    },
+    /// Run a command in a pod's container (no TTY, no stdin), through its node agent.
+    Exec {
+        /// The pod.
+        pod: String,
+        /// The container (default: the pod's first).
+        #[arg(short = 'c', long)]
+        container: Option<String>,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
     },
     /// Mark a node unschedulable.
     Cordon {
@@ -517,9 +631,29 @@ pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             Ok(())
         }
         Cmd::Rollout { action } => rollout(&client, action, ns, out).await,
-        Cmd::Logs { pod } => Err(local(format!(
-            "logs of pod {pod:?}: pod logs are kept by the node agent (orch-node), which a later orch release adds; this control plane has none yet"
-        ))),
+        Cmd::Logs { pod, container, follow, tail, previous } => {
+            let (addr, container) = agent_of(&client, ns, &pod, container).await?;
+            let mut path = format!("/containerLogs/{}/{}/{}?", encode(ns), encode(&pod), encode(&container));
+            if follow {
+                path.push_str("follow=true&");
+            }
+            if previous {
+                path.push_str("previous=true&");
+            }
+            if let Some(n) = tail {
+                path.push_str(&format!("tailLines={n}&"));
+            }
+            agent_request(&addr, "GET", &path, out).await.map(|_| ())
+        }
+        Cmd::Exec { pod, container, command } => {
+            let (addr, container) = agent_of(&client, ns, &pod, container).await?;
+            let query: Vec<String> = command.iter().map(|c| format!("command={}", encode(c))).collect();
+            let path = format!("/exec/{}/{}/{}?{}", encode(ns), encode(&pod), encode(&container), query.join("&"));
+            match agent_request(&addr, "POST", &path, out).await? {
+                Some(0) | None => Ok(()),
+                Some(code) => Err(CtlError::Exit(code)),
+            }
+        }
         Cmd::Cordon { node } => set_unschedulable(&client, &node, true, out).await,
         Cmd::Uncordon { node } => set_unschedulable(&client, &node, false, out).await,
         Cmd::Drain { node, grace_period } => {

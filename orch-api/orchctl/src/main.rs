@@ -12,6 +12,10 @@ async fn main() -> ExitCode {
     let mut err = std::io::stderr();
     match run(cli, &mut out, &mut err).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(orchctl::CtlError::Exit(code)) => {
+            // As kubectl: the command's own exit code.
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
         Err(e) => {
             eprintln!("{e}");
             ExitCode::FAILURE

@@ -199,6 +199,8 @@ fn start_agents(
         let mut options = orch_node::embed::Options::new(&name, vec![api.clone()], dir)?;
         options.cluster_cidr = config.node_ipam.cluster_cidr.to_string();
         options.extra_path = exe.parent().map(|d| d.display().to_string());
+        // Several agents on one address: each endpoint on a port of its own.
+        options.listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
         let mut stop = stop.clone();
         agents.push(tokio::spawn(async move {
             let stopped = async move {

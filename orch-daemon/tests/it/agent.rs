@@ -148,6 +148,15 @@ fn probes_restart_a_container_and_take_a_pod_out_of_ready() {
     let (code, body) = eventually("an answer", || http_get("127.0.42.11:18042", "/"));
     assert_eq!((code, body.trim()), (200, "hello from hello"));
 
+    // Logs and exec through the agent's endpoint.
+    let logs = ok(&server, &["logs", "hello"]);
+    assert!(logs.contains("orch-hello listening on port 18042"), "{logs}");
+    let out = orchctl(&server, &["exec", "hello", "--", "sh", "-c", "echo port $PORT; exit 3"], None);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "port 18042");
+    assert_eq!(out.status.code(), Some(3), "exec exits with the command's code");
+    let none = orchctl(&server, &["logs", "hello", "--previous"], None);
+    assert!(!none.status.success(), "no previous run yet");
+
     std::fs::write(&unready, "").expect("touch");
     let p = until(&server, "hello", "not Ready", |p| condition(p, "Ready").as_deref() == Some("False"));
     assert_eq!(restarts(&p), 0, "readiness restarts nothing");
@@ -158,6 +167,9 @@ fn probes_restart_a_container_and_take_a_pod_out_of_ready() {
     until(&server, "hello", "restarted by its liveness probe", |p| restarts(p) >= 1);
     std::fs::remove_file(&unhealthy).expect("rm");
     until(&server, "hello", "Ready after the restart", running_and_ready);
+    // The run before the restart keeps its log; --tail cuts it.
+    let previous = ok(&server, &["logs", "hello", "--previous", "--tail", "1"]);
+    assert_eq!(previous.trim(), "orch-hello listening on port 18042");
     ok(&server, &["delete", "pod", "hello"]);
     eventually("the pod to be gone", || pod(&server, "hello").is_none().then_some(()));
 }
@@ -190,6 +202,14 @@ fn pods_the_agent_cannot_run_say_why_and_the_others_run_on() {
     until(&server, "good", "Ready", running_and_ready);
     let events = ok(&server, &["get", "events", "--field-selector", "involvedObject.name=good"]);
     assert!(events.contains("ImageNotPulled"), "{events}");
+    // `logs -f` follows a run to its end, then returns.
+    apply(
+        &server,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: ticker}\nspec:\n  restartPolicy: Never\n  containers:\n  - {name: main, image: local, command: [sh, -c, 'sleep 1; for i in 1 2 3; do echo tick $$i; sleep 0.3; done']}\n",
+    );
+    until(&server, "ticker", "Running", |p| p["status"]["phase"] == "Running");
+    let followed = ok(&server, &["logs", "-f", "ticker"]);
+    assert_eq!(followed, "tick 1\ntick 2\ntick 3\n");
 }
 
 #[test]
