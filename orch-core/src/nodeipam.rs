@@ -101,6 +101,23 @@ impl Settings {
         Cidr { base: self.cluster_cidr.base + (index << (32 - u32::from(self.node_mask))), prefix: self.node_mask }
     }
 
+    /// The indexes of the subnets that `cidr` overlaps.
+    fn overlapping(&self, cidr: &Cidr) -> std::ops::Range<u32> {
+        let range = self.cluster_cidr;
+        let shift = 32 - u32::from(self.node_mask);
+        if cidr.prefix <= range.prefix {
+            // As large as the range or larger: all of it, if it contains it.
+            return if cidr.contains(&range) { 0..self.subnets() } else { 0..0 };
+        }
+        if !range.contains(cidr) {
+            return 0..0;
+        }
+        let first = (cidr.base - range.base) >> shift;
+        let count = if cidr.prefix >= self.node_mask { 1 } else { 1u32 << (self.node_mask - cidr.prefix) };
+        first..(first + count).min(self.subnets())
+    }
+
+    #[cfg(test)]
     fn index(&self, cidr: &Cidr) -> Option<u32> {
         (cidr.prefix == self.node_mask && self.cluster_cidr.contains(cidr))
             .then(|| (cidr.base - self.cluster_cidr.base) >> (32 - u32::from(self.node_mask)))
@@ -150,8 +167,10 @@ impl Reconciler for NodeIpam {
         for n in &nodes {
             if let Some(cidr) = n.spec.pod_cidr.as_deref() {
                 self.pending.remove(n.metadata.name.as_str());
-                if let Some(i) = Cidr::parse(cidr).ok().and_then(|c| self.settings.index(&c)) {
-                    taken.insert(i);
+                // Every subnet of the range the node's CIDR overlaps is taken, whatever its
+                // size (a node that named a /23 of its own takes two /24s).
+                if let Ok(c) = Cidr::parse(cidr) {
+                    taken.extend(self.settings.overlapping(&c));
                 }
             }
         }
@@ -242,6 +261,17 @@ mod tests {
         assert_eq!(cidr(&w, "b").as_deref(), Some("10.244.1.0/24"));
         assert_eq!(cidr(&w, "c").as_deref(), Some("10.244.2.0/24"));
         assert!(ipam.reconcile(&w.state, 0, true, &[], &[]).is_empty());
+    }
+
+    #[test]
+    fn a_node_cidr_of_another_size_takes_every_subnet_it_overlaps() {
+        let w = World::with(
+            "apiVersion: v1\nkind: Node\nmetadata: {name: a}\nspec: {podCIDR: 10.244.0.0/23}\n---\napiVersion: v1\nkind: Node\nmetadata: {name: b}\nspec: {podCIDR: 10.244.2.128/25}\n---\napiVersion: v1\nkind: Node\nmetadata: {name: c}\n",
+        );
+        let mut ipam = NodeIpam::new(Settings::default());
+        let commands = ipam.reconcile(&w.state, 0, true, &[], &[]);
+        let Some(Command::Update(Object::Node(n))) = commands.first() else { panic!("{commands:?}") };
+        assert_eq!(n.spec.pod_cidr.as_deref(), Some("10.244.3.0/24"));
     }
 
     #[test]

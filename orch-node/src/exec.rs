@@ -99,9 +99,9 @@ fn start(spec_path: &Path, status: Option<i32>) -> Result<Never, String> {
             }
         }
     }
-    if let Some(cwd) = &spec.cwd {
-        std::env::set_current_dir(cwd).map_err(|e| format!("chdir to {cwd}: {e}"))?;
-    }
+    // Without a workingDir, `/` (an image's usual WORKDIR), not the agent's own.
+    let cwd = spec.cwd.as_deref().unwrap_or("/");
+    std::env::set_current_dir(cwd).map_err(|e| format!("chdir to {cwd}: {e}"))?;
     let Some(command) = spec.argv.first() else { return Err("no command".to_owned()) };
     let path_var = spec.env.iter().rev().find(|(k, _)| k == "PATH").map_or(DEFAULT_PATH, |(_, v)| v.as_str());
     let program = resolve(command, path_var)?;

@@ -9,8 +9,9 @@
 //! A binary that embeds the agent calls [`run_helpers_if_called`] first thing in `main`: the
 //! shims and exec helpers are that same binary, started with a hidden first argument.
 //!
-//! Not built yet (issue 14 is in progress): pod networks (CNI), ConfigMaps, Secrets and
-//! volumes, logs and exec through orchctl, the development mode, the simulated runtime.
+//! Pod networks are [`network`] (CNI); the agent's endpoint for logs and exec is [`server`];
+//! [`embed`] runs an agent for a binary (`orch-node`, and `orchd --dev`). Not built yet
+//! (issue 14 is in progress): ConfigMaps, Secrets and volumes, the simulated runtime.
 
 pub mod agent;
 pub mod cgroups;

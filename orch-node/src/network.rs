@@ -2,7 +2,7 @@
 //! `portmap`), invoked as the CNI specification says (the command in `CNI_COMMAND`, the
 //! network configuration on stdin, the result on stdout), as containerd does for the kubelet.
 //!
-//! Each pod gets a network namespace of its own (`ip netns add orch-<node>-<uid>`), its
+//! Each pod gets a network namespace of its own (`ip netns add orch-<hash>-<uid>`, the hash of the node and the data directory), its
 //! loopback up, and an `eth0` on this agent's bridge with an address of the node's pod CIDR
 //! from `host-local` (its data under the agent's data directory, so agents on one machine do
 //! not share it); `portmap` maps the containers' `hostPort`s when there are any. DEL releases
@@ -24,6 +24,8 @@ use serde_json::json;
 const CNI_VERSION: &str = "1.0.0";
 /// The most bytes of a plugin's output read.
 const PLUGIN_OUTPUT_MAX: usize = 1 << 20;
+/// How long a plugin may take.
+const PLUGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Where `ip netns` keeps named namespaces.
 const NETNS_DIR: &str = "/run/netns";
 
@@ -68,6 +70,14 @@ pub fn ip(args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// The prefix of the pods' network namespaces of the agent of node `node` whose network data
+/// is in `data_dir`.
+pub fn netns_prefix(node: &str, data_dir: &Path) -> String {
+    let key = format!("{node}\0{}", data_dir.display());
+    let hash = key.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    format!("orch-{hash:08x}-")
+}
+
 impl Network {
     /// The network, if this agent can make one: it is root and the plugins are there.
     ///
@@ -108,9 +118,11 @@ impl Network {
         self.pod_cidr.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
-    /// The name of a pod's network namespace.
+    /// The name of a pod's network namespace: `orch-<8 hex>-<uid>`, the hex a hash of the
+    /// node's name and the agent's data directory, so agents (and tests) on one machine never
+    /// take each other's namespaces for leftovers.
     pub fn netns_name(&self, uid: Uid) -> String {
-        format!("orch-{}-{uid}", self.config.node)
+        format!("{}{uid}", netns_prefix(&self.config.node, &self.config.data_dir))
     }
 
     /// The path of a pod's network namespace.
@@ -192,15 +204,34 @@ impl Network {
         if let Some(mut stdin) = child.stdin.take() {
             stdin.write_all(&input).await.map_err(|e| format!("CNI {plugin} {command}: {e}"))?;
         }
-        let mut stdout = Vec::new();
-        if let Some(out) = child.stdout.take() {
-            out.take(PLUGIN_OUTPUT_MAX as u64).read_to_end(&mut stdout).await.map_err(|e| e.to_string())?;
-        }
-        let mut stderr = Vec::new();
-        if let Some(err) = child.stderr.take() {
-            err.take(PLUGIN_OUTPUT_MAX as u64).read_to_end(&mut stderr).await.map_err(|e| e.to_string())?;
-        }
-        let status = child.wait().await.map_err(|e| e.to_string())?;
+        drop(child.stdin.take());
+        let (out, err) = (child.stdout.take(), child.stderr.take());
+        let run = async {
+            // Both streams at once (a plugin blocked writing one must not wait for the other),
+            // bounded; the rest drained.
+            let drain = |s: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>| async move {
+                let mut kept = Vec::new();
+                if let Some(mut s) = s {
+                    let mut buf = [0u8; 8192];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let room = PLUGIN_OUTPUT_MAX.saturating_sub(kept.len());
+                        kept.extend_from_slice(&buf[..n.min(room)]);
+                    }
+                }
+                kept
+            };
+            let out: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>> = out.map(|o| Box::new(o) as _);
+            let err: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>> = err.map(|e| Box::new(e) as _);
+            let (stdout, stderr) = tokio::join!(drain(out), drain(err));
+            (stdout, stderr, child.wait().await)
+        };
+        let (stdout, stderr, status) = tokio::time::timeout(PLUGIN_TIMEOUT, run)
+            .await
+            .map_err(|_| format!("CNI {plugin} {command} did not finish in {}s", PLUGIN_TIMEOUT.as_secs()))?;
+        let status = status.map_err(|e| e.to_string())?;
         let result: serde_json::Value =
             if stdout.is_empty() { json!({}) } else { serde_json::from_slice(&stdout).unwrap_or(json!({})) };
         if status.success() {
@@ -268,21 +299,29 @@ impl Network {
     /// A plugin or `ip` failed (the caller tries again).
     pub async fn del(&self, uid: Uid, pod: Option<&Pod>) -> Result<(), String> {
         let cidr = self.pod_cidr().unwrap_or_else(|| self.config.cluster_cidr.clone());
+        // Every step is tried, whatever the others did: a failed portmap DEL must not keep
+        // the address and the namespace.
+        let mut errors = Vec::new();
         if let Some(pod) = pod
             && let Some(portmap) = self.portmap_config(pod, &json!({ "cniVersion": CNI_VERSION }))
+            && let Err(e) = self.plugin("portmap", "DEL", uid, "eth0", &portmap).await
         {
-            self.plugin("portmap", "DEL", uid, "eth0", &portmap).await?;
+            tracing::warn!(%uid, error = %e, "removing a pod's port mappings failed");
         }
-        self.plugin("bridge", "DEL", uid, "eth0", &self.bridge_config(&cidr)).await?;
-        if self.netns_path(uid).exists() {
-            ip(&["netns", "del", &self.netns_name(uid)])?;
+        if let Err(e) = self.plugin("bridge", "DEL", uid, "eth0", &self.bridge_config(&cidr)).await {
+            errors.push(e);
         }
-        Ok(())
+        if self.netns_path(uid).exists()
+            && let Err(e) = ip(&["netns", "del", &self.netns_name(uid)])
+        {
+            errors.push(e);
+        }
+        if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
     }
 
     /// The pods that have namespaces of this agent.
     pub fn namespaces(&self) -> Vec<Uid> {
-        let prefix = format!("orch-{}-", self.config.node);
+        let prefix = netns_prefix(&self.config.node, &self.config.data_dir);
         let Ok(entries) = std::fs::read_dir(NETNS_DIR) else { return Vec::new() };
         entries.flatten().filter_map(|e| e.file_name().to_str()?.strip_prefix(&prefix)?.parse().ok()).collect()
     }

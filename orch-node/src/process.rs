@@ -329,6 +329,11 @@ impl ProcessRuntime {
         })
     }
 
+    /// Whether the pod `uid` (as its directory records it) has a container `name`.
+    pub fn has_container(&self, uid: Uid, name: &str) -> bool {
+        self.pod_file(uid).and_then(|f| f.pod).is_some_and(|p| p.spec.containers.iter().any(|c| c.name == name))
+    }
+
     /// Whether run `attempt` of the pod's container `name` is still going (as its shim says).
     pub async fn run_live(&self, uid: Uid, name: &str, attempt: u32) -> bool {
         match call(&self.dir(uid), &Request::State { after: 0, wait_ms: 0 }).await {
@@ -657,7 +662,8 @@ impl Runtime for ProcessRuntime {
                             tracing::warn!(%uid, error = %e, "releasing a leftover pod network failed");
                         }
                     }
-                    clean(&self.dir(uid), self.config.cgroups.as_ref(), uid);
+                    let (root, cgroups) = (self.dir(uid), self.config.cgroups.clone());
+                    let _ = tokio::task::spawn_blocking(move || clean(&root, cgroups.as_ref(), uid)).await;
                 }
             }
         }

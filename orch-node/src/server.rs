@@ -23,6 +23,8 @@ use crate::runtime::Runtime;
 
 /// The Node annotation that holds the agent's endpoint (`host:port`).
 pub const ENDPOINT_ANNOTATION: &str = "orch.dev/agent-endpoint";
+/// The header every request must carry (any value; orchctl sends its name).
+pub const CLIENT_HEADER: &str = "X-Orch-Client";
 /// The most bytes of a request's head.
 const HEAD_BYTES_MAX: usize = 16 << 10;
 /// The most arguments of an exec.
@@ -118,9 +120,24 @@ async fn handle(mut stream: TcpStream, runtime: &ProcessRuntime) -> std::io::Res
             .await;
         }
     };
+    // A custom header: a browser cannot send one to another origin without asking first, so a
+    // web page cannot make a visitor's browser post an exec here.
+    if !head.lines().any(|l| l.to_ascii_lowercase().starts_with(&format!("{}:", CLIENT_HEADER.to_ascii_lowercase()))) {
+        return respond(&mut stream, 403, "", format!("the {CLIENT_HEADER} header is required\n").as_bytes()).await;
+    }
     let Some((uid, dir)) = runtime.find(ns, pod) else {
         return respond(&mut stream, 404, "", format!("pod {ns}/{pod} does not run on this node\n").as_bytes()).await;
     };
+    // Only a container of the pod's spec: the name becomes part of a path.
+    if !runtime.has_container(uid, container) {
+        return respond(
+            &mut stream,
+            404,
+            "",
+            format!("container {container:?} is not valid for pod {ns}/{pod}\n").as_bytes(),
+        )
+        .await;
+    }
     match (method, kind) {
         ("GET", "containerLogs") => {
             let previous = param("previous").is_some_and(|v| v == "true" || v == "1");
@@ -205,7 +222,16 @@ async fn logs(
     lines: Option<usize>,
 ) -> std::io::Result<()> {
     let runs = runs(dir, container);
-    let pick = if previous { runs.len().checked_sub(2) } else { runs.len().checked_sub(1) };
+    // The previous run is the one before the newest, unless the newest has ended (the
+    // container waits to restart): then it is the newest, as the kubelet's lastState.
+    let newest_live = match runs.last() {
+        Some((n, _)) => runtime.run_live(uid, container, *n).await,
+        None => false,
+    };
+    let pick = match (previous, newest_live) {
+        (true, true) => runs.len().checked_sub(2),
+        _ => runs.len().checked_sub(1),
+    };
     let Some((attempt, path)) = pick.and_then(|i| runs.get(i)).cloned() else {
         let what = if previous { "previous terminated container" } else { "container" };
         return respond(stream, 400, "", format!("{what} {container:?} in pod {uid} not found\n").as_bytes()).await;

@@ -123,7 +123,9 @@ async fn agent_request(addr: &str, method: &str, path: &str, out: &mut dyn Write
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let unreachable = |e: std::io::Error| local(format!("the node agent at {addr}: {e}"));
     let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(unreachable)?;
-    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nX-Orch-Client: orchctl\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
     stream.write_all(request.as_bytes()).await.map_err(unreachable)?;
     let mut head = Vec::new();
     let mut buf = vec![0u8; 16 << 10];

@@ -182,7 +182,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// The development mode's agents, started against `orchd`'s API: each with its data under
-/// `<data-dir>/agents/<name>`, the cluster range of `config`, and this binary's directory on
+/// `<data-dir>/agents/<i>`, the cluster range of `config`, and this binary's directory on
 /// its containers' PATH. Each stops when `stop` says so.
 fn start_agents(
     count: u16,

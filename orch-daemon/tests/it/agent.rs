@@ -382,7 +382,8 @@ fn pod_networks_give_each_pod_its_own_address_reachable_from_every_host() {
     // A pod reaches a pod on the other node, from its own namespace.
     let on = |node: &str| pods.iter().find(|p| p["spec"]["nodeName"] == node).expect("a pod there");
     let (a, b) = (on("h1"), on("h2"));
-    let a_ns = format!("orch-h1-{}", a["metadata"]["uid"].as_str().unwrap_or_default());
+    let prefix = |agent: &Agent| orch_node::network::netns_prefix(&agent.name, &agent.dir.join("network"));
+    let a_ns = format!("{}{}", prefix(&agents[0]), a["metadata"]["uid"].as_str().unwrap_or_default());
     let b_name = b["metadata"]["name"].as_str().unwrap_or_default();
     assert_eq!(get(&a_ns, b["status"]["podIP"].as_str().unwrap_or_default()), format!("hello from {b_name}"));
     // Routes: the cluster range is a blackhole under the nodes' pod CIDRs.
@@ -396,7 +397,11 @@ fn pod_networks_give_each_pod_its_own_address_reachable_from_every_host() {
     eventually("the pods and their namespaces gone", || {
         let list = json(&["get", "pods", "-o", "json"])?;
         let left = std::fs::read_dir("/run/netns")
-            .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("orch-h")).count())
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| agents.iter().any(|a| e.file_name().to_string_lossy().starts_with(&prefix(a))))
+                    .count()
+            })
             .unwrap_or(0);
         (list["items"].as_array().is_none_or(Vec::is_empty) && left == 0).then_some(())
     });
@@ -476,9 +481,15 @@ fn the_development_mode_runs_the_example_on_its_agents() {
     }
     assert!(ctl(&["delete", "namespace", "demo"]).status.success());
     eventually("the example's pods gone", || {
+        let prefixes: Vec<String> = (1..=2)
+            .map(|i| {
+                let dir = root.path().join(format!("data/agents/{i}/network"));
+                orch_node::network::netns_prefix(&format!("{host}-{i}"), &dir)
+            })
+            .collect();
         let left = std::fs::read_dir("/run/netns")
             .map(|d| {
-                d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with(&format!("orch-{host}-"))).count()
+                d.flatten().filter(|e| prefixes.iter().any(|p| e.file_name().to_string_lossy().starts_with(p))).count()
             })
             .unwrap_or(0);
         (left == 0 && !ctl(&["get", "ns", "demo"]).status.success()).then_some(())

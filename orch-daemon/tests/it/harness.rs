@@ -362,7 +362,9 @@ pub(crate) struct Lan {
 impl Lan {
     /// Hosts named `hosts` on `<subnet>.0/24` (`subnet` as `192.168.251`).
     pub(crate) fn new(subnet: &str, hosts: &[&str]) -> Self {
-        let prefix = format!("orcht{}", std::process::id());
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let prefix = format!("orcht{}x{n}", std::process::id());
         let lan = Self { prefix, hosts: hosts.iter().map(|h| (*h).to_owned()).collect() };
         let bridge_ns = lan.ns("lan");
         ip(&["netns", "add", &bridge_ns]);
