@@ -54,6 +54,9 @@ struct Run {
     /// Its start was confirmed (its command runs); until then it is not shown, and an exit
     /// (of the exec helper that failed) is not a run's.
     confirmed: bool,
+    /// The threads copying its output to its log: an exit is shown once they are done, so
+    /// the log is whole when the exit is known.
+    copiers: Vec<std::thread::JoinHandle<()>>,
 }
 
 #[derive(Default)]
@@ -121,21 +124,29 @@ fn reap(shared: &Shared) {
         };
         let mut state = shared.lock();
         let Some(name) = state.pids.remove(&pid.as_raw()) else { continue };
-        let mut shown = false;
-        if let Some(run) = state.runs.get_mut(&name)
-            && run.info.pid == pid.as_raw()
-        {
-            shown = run.confirmed;
-            let oom_killed = run.cgroups.iter().any(|c| oom_kills(c) > 0);
-            run.info.exit = Some(ExitInfo { code, signal, oom_killed, finished_ms: now_ms() });
-            // The run ended with its first process, as a container ends with its PID 1: what
-            // it left behind (its process group, its cgroups) is killed, so no orphan stays.
-            let _ = killpg(pid, Signal::SIGKILL);
-            kill_cgroups(&run.cgroups);
+        let Some(run) = state.runs.get_mut(&name).filter(|r| r.info.pid == pid.as_raw()) else { continue };
+        let oom_killed = run.cgroups.iter().any(|c| oom_kills(c) > 0);
+        let exit = ExitInfo { code, signal, oom_killed, finished_ms: now_ms() };
+        // The run ended with its first process, as a container ends with its PID 1: what it
+        // left behind (its process group, its cgroups) is killed, so no orphan stays.
+        let _ = killpg(pid, Signal::SIGKILL);
+        kill_cgroups(&run.cgroups);
+        if !run.confirmed {
+            // Its start decides (a failed exec helper's exit is no run's).
+            run.info.exit = Some(exit);
+            continue;
         }
-        if shown {
-            state.version += 1;
+        // The output it wrote last reaches the log before the exit is shown (its writers are
+        // dead now; a descendant that escaped its group and holds the pipe is waited for 2 s
+        // at most).
+        let copiers = std::mem::take(&mut run.copiers);
+        drop(state);
+        await_copiers(&copiers);
+        let mut state = shared.lock();
+        if let Some(run) = state.runs.get_mut(&name).filter(|r| r.info.pid == pid.as_raw()) {
+            run.info.exit = Some(exit);
         }
+        state.version += 1;
         shared.changed.notify_all();
     }
 }
@@ -325,21 +336,40 @@ fn start(shared: &Shared, spec: StartSpec) -> Response {
             info: RunInfo { name: spec.name.clone(), attempt: spec.attempt, pid, started_ms: now_ms(), exit: None },
             cgroups: spec.cgroups.clone(),
             confirmed: false,
+            copiers: Vec::new(),
         },
     );
     state.pids.insert(pid, spec.name.clone());
     drop(state);
+    let mut copiers = Vec::new();
     if let Some(out) = child.stdout.take() {
-        copy_to_log(out, Arc::clone(&log));
+        copiers.push(copy_to_log(out, Arc::clone(&log)));
     }
     if let Some(err) = child.stderr.take() {
-        copy_to_log(err, log);
+        copiers.push(copy_to_log(err, log));
+    }
+    {
+        let mut state = shared.lock();
+        if let Some(run) = state.runs.get_mut(&spec.name)
+            && run.info.pid == pid
+        {
+            run.copiers = copiers;
+        }
     }
     // Empty at a successful exec; the reason otherwise.
     let mut message = String::new();
     let _ = (&mut status_read).take(64 << 10).read_to_string(&mut message);
     if message.is_empty() {
         let mut state = shared.lock();
+        // A run that already ended (reaped before this confirmation) is shown once its log is
+        // whole, as the reaper does.
+        let ended = state.runs.get_mut(&spec.name).filter(|r| r.info.pid == pid && r.info.exit.is_some());
+        if let Some(run) = ended {
+            let copiers = std::mem::take(&mut run.copiers);
+            drop(state);
+            await_copiers(&copiers);
+            state = shared.lock();
+        }
         if let Some(run) = state.runs.get_mut(&spec.name)
             && run.info.pid == pid
         {
@@ -364,8 +394,17 @@ fn start(shared: &Shared, spec: StartSpec) -> Response {
     Response::Failed { reason: reason.to_owned(), message }
 }
 
+/// Waits for a run's log copiers to finish, 2 s at most (a descendant that left the run's
+/// process group may hold its pipe open).
+fn await_copiers(copiers: &[std::thread::JoinHandle<()>]) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while copiers.iter().any(|c| !c.is_finished()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Copies a run's output stream to its log, in a thread of its own.
-fn copy_to_log(mut stream: impl Read + Send + 'static, log: Arc<Mutex<LogWriter>>) {
+fn copy_to_log(mut stream: impl Read + Send + 'static, log: Arc<Mutex<LogWriter>>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 16 << 10];
         loop {
@@ -377,7 +416,7 @@ fn copy_to_log(mut stream: impl Read + Send + 'static, log: Arc<Mutex<LogWriter>
                 }
             }
         }
-    });
+    })
 }
 
 /// A log file rotated at a size: `name.log`, then `name.log.1` (the newest old one) up to
