@@ -158,7 +158,7 @@ fn clear_status(obj: &mut Object) {
         Object::Service(o) => Arc::make_mut(o).status = Default::default(),
         Object::Deployment(o) => Arc::make_mut(o).status = Default::default(),
         Object::ReplicaSet(o) => Arc::make_mut(o).status = Default::default(),
-        Object::Endpoints(_) | Object::Event(_) => {}
+        Object::Endpoints(_) | Object::Event(_) | Object::ConfigMap(_) | Object::Secret(_) => {}
     }
 }
 
@@ -201,7 +201,7 @@ mod tests {
     #[test]
     fn what_apply_refuses_without_the_state_is_refused_before_it_is_proposed() {
         apply_refuses_alike(Command::Create(pod(|p| p.spec.containers[0].args = vec![Text::new(); 50_000])));
-        apply_refuses_alike(Command::Create(pod(|p| p.spec.containers[0].image = Text::new())));
+        apply_refuses_alike(Command::Create(pod(|p| p.spec.containers[0].name = Text::new())));
         apply_refuses_alike(Command::Batch(vec![
             Command::Create(pod(|_| {})),
             Command::Create(pod(|p| p.spec.containers.clear())),

@@ -29,6 +29,7 @@
 //! unknown is made again.
 
 pub mod backoff;
+pub mod config;
 pub mod probe;
 pub mod status;
 #[cfg(test)]
@@ -44,6 +45,7 @@ use crate::object::{Kind, ObjectKey};
 use crate::text::Text;
 
 pub use backoff::{Backoff, Delay};
+pub use config::{Configs, VolumeData, VolumeFile, VolumeSource, Volumes};
 pub use probe::ProbeKind;
 use probe::ProbeState;
 
@@ -156,7 +158,20 @@ pub enum Action {
     /// Start run `attempt` of the pod's container `container` (an index into
     /// `pod.spec.containers`) in its sandbox; answer with [`RuntimeEvent::ContainerStarted`]
     /// or [`RuntimeEvent::ContainerFailed`], later [`RuntimeEvent::ContainerExited`].
-    StartContainer { uid: Uid, pod: Arc<Pod>, container: usize, attempt: u32, ip: Option<String> },
+    /// `env` is the container's own variables, resolved ([`config::environment`]); `volumes`
+    /// the pod's, to be in place (at least this version) before the run starts.
+    StartContainer {
+        uid: Uid,
+        pod: Arc<Pod>,
+        container: usize,
+        attempt: u32,
+        ip: Option<String>,
+        env: Vec<(String, String)>,
+        volumes: Arc<Volumes>,
+    },
+    /// A ConfigMap or Secret the pod's volumes project changed: put this version of the
+    /// volumes' files in place (unless a newer one is).
+    UpdateVolumes { uid: Uid, volumes: Arc<Volumes> },
     /// Try a probe of a container's run, within `timeout_ms`, against the pod's address;
     /// answer with [`RuntimeEvent::ProbeDone`].
     Probe {
@@ -330,6 +345,11 @@ pub(crate) struct PodRec {
     pod_killed: bool,
     delete_sent: bool,
     image_warned: bool,
+    /// The newest version of its volumes handed to the runtime, whether its sources may have
+    /// changed since, and the last `FailedMount` said.
+    volumes: Option<Arc<Volumes>>,
+    volumes_stale: bool,
+    mount_failure: Option<String>,
     /// The status the store has (as the watch or an applied write last said), the revision
     /// it is from, the write out, and whether the status may have changed since.
     acked: Option<PodStatus>,
@@ -352,6 +372,9 @@ pub struct Agent {
     /// Pods refused for being one too many, warned about once.
     refused: BTreeSet<Uid>,
     actions: Vec<Action>,
+    /// The ConfigMaps and Secrets the watch delivered, and whether their first lists are in.
+    configs: Configs,
+    configs_synced: bool,
 }
 
 /// `message` cut to [`MESSAGE_BYTES_MAX`].
@@ -392,6 +415,59 @@ impl Agent {
             synced: false,
             refused: BTreeSet::new(),
             actions: Vec::new(),
+            configs: Configs::default(),
+            configs_synced: false,
+        }
+    }
+
+    /// A ConfigMap or Secret as the watch delivers it: the pods that take from it see the
+    /// change (their volumes are updated; a container that waits for it starts).
+    pub fn config(&mut self, obj: &crate::object::Object, now: i64) {
+        if self.configs.put(obj) {
+            self.config_changed(&obj.key(), now);
+        }
+    }
+
+    /// The ConfigMap or Secret at `key` is gone (a pod's volumes keep its last files, as the
+    /// kubelet's do).
+    pub fn config_gone(&mut self, key: &ObjectKey, now: i64) {
+        if self.configs.remove(key) {
+            self.config_changed(key, now);
+        }
+    }
+
+    /// The first lists of ConfigMaps and Secrets are in: pods that take from them may start.
+    pub fn configs_synced(&mut self, now: i64) {
+        if self.configs_synced {
+            return;
+        }
+        self.configs_synced = true;
+        let uids: Vec<Uid> = self.pods.keys().copied().collect();
+        for uid in uids {
+            if let Some(rec) = self.pods.get_mut(&uid) {
+                rec.volumes_stale = true;
+            }
+            self.drive(uid, now);
+        }
+    }
+
+    /// The ConfigMaps and Secrets it knows.
+    pub fn configs(&self) -> &Configs {
+        &self.configs
+    }
+
+    fn config_changed(&mut self, key: &ObjectKey, now: i64) {
+        let uids: Vec<Uid> = self
+            .pods
+            .values()
+            .filter(|r| r.pod.as_ref().is_some_and(|p| config::references(p).contains(key)))
+            .map(|r| r.uid)
+            .collect();
+        for uid in uids {
+            if let Some(rec) = self.pods.get_mut(&uid) {
+                rec.volumes_stale = true;
+            }
+            self.drive(uid, now);
         }
     }
 
@@ -731,9 +807,10 @@ impl Agent {
     fn drive(&mut self, uid: Uid, now: i64) {
         let settings = &self.settings;
         let synced = self.synced;
+        let configs = self.configs_synced.then_some(&self.configs);
         let Some(rec) = self.pods.get_mut(&uid) else { return };
         let before = self.actions.len();
-        let forget = rec.step(settings, synced, now, &mut self.actions);
+        let forget = rec.step(settings, synced, configs, now, &mut self.actions);
         if self.actions.len() != before {
             rec.dirty = true;
         }
@@ -762,6 +839,9 @@ impl PodRec {
             pod_killed: false,
             delete_sent: false,
             image_warned: false,
+            volumes: None,
+            volumes_stale: true,
+            mount_failure: None,
             acked: None,
             acked_rev: 0,
             in_flight: false,
@@ -850,7 +930,15 @@ impl PodRec {
     }
 
     /// Does what the pod's state and the time call for; whether the pod is to be forgotten.
-    fn step(&mut self, settings: &Settings, synced: bool, now: i64, out: &mut Vec<Action>) -> bool {
+    /// `configs` is none until the first lists of ConfigMaps and Secrets are in.
+    fn step(
+        &mut self,
+        settings: &Settings,
+        synced: bool,
+        configs: Option<&Configs>,
+        now: i64,
+        out: &mut Vec<Action>,
+    ) -> bool {
         self.wake_at = None;
         if self.pod.is_none() && !self.gone && !synced {
             // Adopted: wait for the list to say whether it is still wanted.
@@ -961,28 +1049,104 @@ impl PodRec {
                         out.extend(self.record(EventType::Warning, "ImageNotPulled", message));
                     }
                 }
+                // A pod that takes nothing from ConfigMaps or Secrets need not wait for them.
+                let configs = configs.or_else(|| config::references(&pod).is_empty().then_some(&config::EMPTY));
+                let volumes = self.volumes_now(&pod, configs, out);
+                let fields =
+                    config::PodFields { pod: &pod, pod_ip: self.ip.as_deref(), host_ip: settings.host_ip.as_deref() };
+                let mut records = Vec::new();
                 for (i, c) in self.containers.iter_mut().enumerate().take(pod.spec.containers.len()) {
                     if c.run != Run::Idle || c.restart_at == i64::MAX {
                         continue;
                     }
-                    if c.restart_at <= now {
-                        c.run = Run::Starting;
-                        c.attempt = c.attempt.saturating_add(1);
-                        out.push(Action::StartContainer {
-                            uid,
-                            pod: pod.clone(),
-                            container: i,
-                            attempt: c.attempt,
-                            ip: self.ip.clone(),
-                        });
-                    } else {
+                    if c.restart_at > now {
                         wake(&mut self.wake_at, c.restart_at);
+                        continue;
                     }
+                    // Its volumes are not there yet (or their sources are not known yet): it
+                    // waits, and starts when they change.
+                    let (Some(volumes), Some(configs)) = (&volumes, configs) else {
+                        c.waiting = Some((CONTAINER_CREATING, None));
+                        continue;
+                    };
+                    let Some(spec) = pod.spec.containers.get(i) else { continue };
+                    match config::environment(&fields, spec, configs) {
+                        Ok(env) => {
+                            c.run = Run::Starting;
+                            c.attempt = c.attempt.saturating_add(1);
+                            out.push(Action::StartContainer {
+                                uid,
+                                pod: pod.clone(),
+                                container: i,
+                                attempt: c.attempt,
+                                ip: self.ip.clone(),
+                                env,
+                                volumes: volumes.clone(),
+                            });
+                        }
+                        // As the kubelet: the container waits, and is tried again when a
+                        // ConfigMap or Secret changes.
+                        Err(message) => {
+                            let message = cut(&message);
+                            if c.waiting.as_ref().and_then(|(_, m)| m.as_ref()) != Some(&message) {
+                                records.push((EventType::Warning, "Failed", format!("Error: {message}")));
+                            }
+                            c.waiting = Some((CREATE_CONTAINER_CONFIG_ERROR, Some(message)));
+                        }
+                    }
+                }
+                for (type_, reason, message) in records {
+                    out.extend(self.record(type_, reason, message));
                 }
             }
             Sandbox::Creating | Sandbox::Removing | Sandbox::Removed => {}
         }
         false
+    }
+
+    /// The pod's volumes as of now, if they can be made: a new version when a source changed
+    /// (handed to the runtime at once when the pod already has one), the last one when a
+    /// source is gone since (the kubelet keeps a volume's files). None, with a `FailedMount`
+    /// event (once per message), while they cannot be made; none until `configs` are known
+    /// for a pod that takes from them.
+    fn volumes_now(
+        &mut self,
+        pod: &Arc<Pod>,
+        configs: Option<&Configs>,
+        out: &mut Vec<Action>,
+    ) -> Option<Arc<Volumes>> {
+        let configs = configs?;
+        if self.volumes_stale || self.volumes.is_none() {
+            return self.fresh_volumes(pod, configs, out);
+        }
+        self.volumes.clone()
+    }
+
+    fn fresh_volumes(&mut self, pod: &Arc<Pod>, configs: &Configs, out: &mut Vec<Action>) -> Option<Arc<Volumes>> {
+        self.volumes_stale = false;
+        match config::volumes(pod, configs) {
+            Ok(volumes) => {
+                self.mount_failure = None;
+                match &self.volumes {
+                    Some(v) if v.volumes == volumes => {}
+                    Some(v) => {
+                        let next = Arc::new(Volumes { generation: v.generation + 1, volumes });
+                        out.push(Action::UpdateVolumes { uid: self.uid, volumes: next.clone() });
+                        self.volumes = Some(next);
+                    }
+                    None => self.volumes = Some(Arc::new(Volumes { generation: 1, volumes })),
+                }
+                self.volumes.clone()
+            }
+            Err(message) => {
+                let message = cut(&message);
+                if self.mount_failure.as_ref() != Some(&message) {
+                    out.extend(self.record(EventType::Warning, "FailedMount", message.clone()));
+                    self.mount_failure = Some(message);
+                }
+                self.volumes.clone()
+            }
+        }
     }
 
     /// Stops the pod: SIGTERM to each run, SIGKILL of the pod at the grace period's end,

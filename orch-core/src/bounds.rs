@@ -11,7 +11,8 @@
 //!   [`OWNER_REFERENCES_MAX`], Endpoints `addresses` and `notReadyAddresses`:
 //!   [`ENDPOINT_ADDRESSES_MAX`]);
 //! - a string: [`STRING_BYTES_MAX`], except annotation values, which share
-//!   [`ANNOTATIONS_BYTES_MAX`] (checked by [`crate::validation::validate`]);
+//!   [`ANNOTATIONS_BYTES_MAX`] (checked by [`crate::validation::validate`]), and the values
+//!   of a ConfigMap or Secret, which share [`crate::validation::CONFIG_BYTES_MAX`];
 //! - a map (labels, selectors, annotations): its count is checked by `validate` (`LABELS_MAX`)
 //!   or bounded by its bytes; its keys and values here as strings.
 //!
@@ -45,6 +46,8 @@ pub fn check_bounds(obj: &Object) -> FieldErrors {
         Object::Deployment(o) => o.serialize(&mut walk),
         Object::ReplicaSet(o) => o.serialize(&mut walk),
         Object::Event(o) => o.serialize(&mut walk),
+        Object::ConfigMap(o) => o.serialize(&mut walk),
+        Object::Secret(o) => o.serialize(&mut walk),
     };
     walk.errors
 }
@@ -116,11 +119,18 @@ impl Walk {
         matches!(self.path.as_slice(), [Seg::Field("metadata"), Seg::Field("annotations"), Seg::Key(_)])
     }
 
+    /// Whether the current string is a value of a ConfigMap's or Secret's `data`,
+    /// `binaryData` or `stringData` (bounded by their total,
+    /// [`crate::validation::CONFIG_BYTES_MAX`]; no other kind has these top-level fields).
+    fn is_config_value(&self) -> bool {
+        matches!(self.path.as_slice(), [Seg::Field("data" | "binaryData" | "stringData"), Seg::Key(_)])
+    }
+
     fn string(&mut self, len: usize, text: &str) {
         if self.capture_key {
             self.key = Some(text.chars().take(64).collect());
         }
-        if len > STRING_BYTES_MAX && !self.is_annotation_value() {
+        if len > STRING_BYTES_MAX && !self.is_annotation_value() && !self.is_config_value() {
             let path = self.render();
             self.errors.too_long(path.as_str(), STRING_BYTES_MAX);
         }

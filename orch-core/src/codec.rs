@@ -50,7 +50,15 @@ use bincode::{Decode, Encode};
 ///   (variant 10), carries a manifest as submitted. Only a variant was added: entries and
 ///   snapshots of formats 4 to 11 read as they are. A build of format 11 refuses a format 12
 ///   entry by its version.
-pub const FORMAT_VERSION: u8 = 13;
+/// - 13: rules version 7 (a node's `spec.podCIDR`); no layout changed.
+/// - 14: two kinds, ConfigMap and Secret (variants 8 and 9 of [`crate::Kind`] and
+///   [`crate::Object`]), and model fields marked `[since 14]`: a pod's `spec.volumes` and
+///   `spec.hostNetwork`, a container's `envFrom` and `volumeMounts`, a variable's
+///   `valueFrom`, a node's `status.nodeInfo` and `status.daemonEndpoints`. Bytes of earlier
+///   formats decode without them. With rules version 8 (a container's `image` is optional).
+///   Entries and snapshots of formats 4 to 13 read as they are; a build of format 13 refuses
+///   a format 14 entry by its version.
+pub const FORMAT_VERSION: u8 = 14;
 
 /// The decoding context of the storage encoding: the format version of the bytes. A model field
 /// added in format `N` (`[since N]` in `model!`) is read only from bytes of format `N` on, and
@@ -230,10 +238,10 @@ pub fn encode_entry(entry: &crate::command::Entry) -> Result<Vec<u8>, CodecError
 pub fn decode_entry(bytes: &[u8]) -> Result<crate::command::Entry, CodecError> {
     let entry = match versioned(bytes, ENTRY_READ_BYTES_MAX)? {
         // Format 5 changed only snapshots, formats 6 to 9, 12 and 13 only the rules (12 with
-        // a command variant), format 10 only added a command variant, and format 11 model
-        // fields (read by the entry's format): format 4 to 12 entries read as they are (their
-        // stamps say which rules they are applied under).
-        (version @ (FORMAT_VERSION | 4..=12), body) => decode_body(body, Format(version))?,
+        // a command variant), format 10 only added a command variant, and formats 11 and 14
+        // model fields and kinds (read by the entry's format): format 4 to 13 entries read as
+        // they are (their stamps say which rules they are applied under).
+        (version @ (FORMAT_VERSION | 4..=13), body) => decode_body(body, Format(version))?,
         // Format 3 only added commands: a format 2 entry is a format 3 entry.
         (version @ (2 | 3), body) => decode_body::<crate::command::v3::Entry>(body, Format(version))?.into(),
         (1, body) => decode_body::<crate::command::v1::Entry>(body, Format(1))?.into(),

@@ -1,4 +1,6 @@
-//! The `v1` kinds: Namespace, Node, Pod, Service, Endpoints, Event.
+//! The `v1` kinds: Namespace, Node, Pod, Service, Endpoints, Event, ConfigMap, Secret.
+
+use serde::Deserialize as _;
 
 use crate::intstr::IntOrString;
 use crate::meta::{ConditionStatus, ObjectMeta, ObjectReference};
@@ -88,6 +90,44 @@ model! {
         pub allocatable: ResourceList,
         [merge "type"] pub addresses: Vec<NodeAddress>,
         [merge "type"] pub conditions: Vec<NodeCondition>,
+        /// What the node runs: kernel, OS, agent version (storage format 14; boxed, as it is
+        /// written once at registration).
+        [since 14] pub node_info: Option<Box<NodeSystemInfo>>,
+        /// The agent's own endpoint (logs, exec), on the node's `InternalIP` (storage format 14).
+        [since 14] pub daemon_endpoints: Option<NodeDaemonEndpoints>,
+    }
+}
+
+model! {
+    /// What a node runs, as its agent reports it.
+    pub struct NodeSystemInfo {
+        #[serde(rename = "machineID")]
+        pub machine_id: Text,
+        #[serde(rename = "bootID")]
+        pub boot_id: Text,
+        pub kernel_version: Text,
+        pub os_image: Text,
+        pub operating_system: Text,
+        pub architecture: Text,
+        /// `orch-process://<version>`: the process runtime (no container images).
+        pub container_runtime_version: Text,
+        /// The node agent's version (`orch-node <version>`).
+        pub kubelet_version: Text,
+    }
+}
+
+model! {
+    /// The endpoints of a node's daemons.
+    pub struct NodeDaemonEndpoints {
+        pub kubelet_endpoint: DaemonEndpoint,
+    }
+}
+
+model! {
+    /// A daemon's port on the node's address.
+    pub struct DaemonEndpoint {
+        #[serde(rename = "Port")]
+        pub port: i32,
     }
 }
 
@@ -170,6 +210,98 @@ model! {
         /// Where the pod may and would rather run: node affinity (storage format 11; boxed,
         /// since most pods have none).
         [since 11] pub affinity: Option<Box<Affinity>>,
+        /// Volumes the containers may mount (storage format 14).
+        [since 14] [merge "name"] pub volumes: Vec<Volume>,
+        /// Run in the node's network namespace, with the node's address (storage format 14).
+        [since 14] pub host_network: Option<bool>,
+    }
+}
+
+model! {
+    /// A named volume of a pod. Exactly one source is set.
+    pub struct Volume {
+        pub name: Text,
+        pub empty_dir: Option<EmptyDirVolumeSource>,
+        pub config_map: Option<ConfigMapVolumeSource>,
+        pub secret: Option<SecretVolumeSource>,
+    }
+}
+
+model! {
+    /// A directory that lives as long as the pod, empty at first.
+    pub struct EmptyDirVolumeSource {
+        /// `""` (the node's disk) or `Memory` (a tmpfs).
+        pub medium: Option<Text>,
+        /// The most bytes it may hold (enforced for `Memory` as the tmpfs size).
+        pub size_limit: Option<Quantity>,
+    }
+}
+
+model! {
+    /// A ConfigMap's keys as files.
+    pub struct ConfigMapVolumeSource {
+        pub name: Text,
+        /// The keys to project, and where; all keys when empty.
+        pub items: Vec<KeyToPath>,
+        /// The mode of the files (0644 by default); `0400` in YAML reads as octal, as
+        /// Kubernetes' YAML 1.1 reads it.
+        #[serde(deserialize_with = "file_mode")]
+        pub default_mode: Option<i32>,
+        /// A missing ConfigMap (or key) is not an error.
+        pub optional: Option<bool>,
+    }
+}
+
+model! {
+    /// A Secret's keys as files (on a tmpfs).
+    pub struct SecretVolumeSource {
+        pub secret_name: Text,
+        /// The keys to project, and where; all keys when empty.
+        pub items: Vec<KeyToPath>,
+        /// The mode of the files (0644 by default); `0400` in YAML reads as octal, as
+        /// Kubernetes' YAML 1.1 reads it.
+        #[serde(deserialize_with = "file_mode")]
+        pub default_mode: Option<i32>,
+        /// A missing Secret (or key) is not an error.
+        pub optional: Option<bool>,
+    }
+}
+
+/// A file mode as manifests write it: a number, or (YAML 1.1's octal, which YAML 1.2 reads
+/// as text) digits with a leading `0`: `0644`.
+fn file_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Mode {
+        Int(i32),
+        Text(String),
+    }
+    match Option::<Mode>::deserialize(d)? {
+        None => Ok(None),
+        Some(Mode::Int(m)) => Ok(Some(m)),
+        Some(Mode::Text(t)) if t.len() > 1 && t.starts_with('0') => i32::from_str_radix(&t[1..], 8)
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("invalid file mode {t:?}: expected octal digits"))),
+        Some(Mode::Text(t)) => Err(serde::de::Error::custom(format!("invalid file mode {t:?}: expected a number"))),
+    }
+}
+
+model! {
+    /// A key projected to a relative path.
+    pub struct KeyToPath {
+        pub key: Text,
+        pub path: Text,
+        #[serde(deserialize_with = "file_mode")]
+        pub mode: Option<i32>,
+    }
+}
+
+model! {
+    /// Where a container sees a volume.
+    pub struct VolumeMount {
+        pub name: Text,
+        pub mount_path: Text,
+        pub read_only: Option<bool>,
     }
 }
 
@@ -264,6 +396,10 @@ model! {
         pub readiness_probe: Option<Box<Probe>>,
         pub startup_probe: Option<Box<Probe>>,
         pub image_pull_policy: Option<PullPolicy>,
+        /// Variables from every key of a ConfigMap or Secret, before `env` (storage format 14).
+        [since 14] pub env_from: Vec<EnvFromSource>,
+        /// The pod's volumes this container sees, and where (storage format 14).
+        [since 14] [merge "mountPath"] pub volume_mounts: Vec<VolumeMount>,
     }
 }
 
@@ -281,6 +417,57 @@ model! {
     pub struct EnvVar {
         pub name: Text,
         pub value: Option<Text>,
+        /// Where the value comes from instead of `value` (storage format 14; boxed, as most
+        /// variables have a value).
+        [since 14] pub value_from: Option<Box<EnvVarSource>>,
+    }
+}
+
+model! {
+    /// The source of a variable's value. Exactly one is set.
+    pub struct EnvVarSource {
+        pub field_ref: Option<ObjectFieldSelector>,
+        pub config_map_key_ref: Option<KeySelector>,
+        pub secret_key_ref: Option<KeySelector>,
+    }
+}
+
+model! {
+    /// A field of the pod: `metadata.name`, `metadata.namespace`, `metadata.uid`,
+    /// `spec.nodeName`, `status.podIP`, `status.hostIP`, `metadata.labels['KEY']` or
+    /// `metadata.annotations['KEY']`.
+    pub struct ObjectFieldSelector {
+        pub api_version: Option<Text>,
+        pub field_path: Text,
+    }
+}
+
+model! {
+    /// A key of a ConfigMap or Secret in the pod's namespace.
+    pub struct KeySelector {
+        pub name: Text,
+        pub key: Text,
+        /// A missing object or key leaves the variable out instead of failing the container.
+        pub optional: Option<bool>,
+    }
+}
+
+model! {
+    /// Every key of a ConfigMap or Secret as a variable. Exactly one source is set.
+    pub struct EnvFromSource {
+        /// Put before each key.
+        pub prefix: Option<Text>,
+        pub config_map_ref: Option<LocalObjectReference>,
+        pub secret_ref: Option<LocalObjectReference>,
+    }
+}
+
+model! {
+    /// An object of the pod's namespace, by name.
+    pub struct LocalObjectReference {
+        pub name: Text,
+        /// A missing object is not an error.
+        pub optional: Option<bool>,
     }
 }
 
@@ -683,5 +870,37 @@ model! {
     pub struct EventSource {
         pub component: Option<Text>,
         pub host: Option<Text>,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ConfigMap and Secret
+
+model! {
+    /// Configuration for pods: keys and values, as environment variables or files.
+    pub struct ConfigMap {
+        pub metadata: ObjectMeta,
+        /// Text values (UTF-8).
+        pub data: StrMap,
+        /// Binary values, base64 in manifests and as stored.
+        pub binary_data: StrMap,
+        /// Once true, `data` and `binaryData` never change (and it stays true).
+        pub immutable: Option<bool>,
+    }
+}
+
+model! {
+    /// Sensitive configuration: values kept base64 (`data`), put on a tmpfs when mounted.
+    pub struct Secret {
+        pub metadata: ObjectMeta,
+        /// Values, base64.
+        pub data: StrMap,
+        /// Values as text, write-only: merged into `data` when written, never stored.
+        pub string_data: StrMap,
+        /// `Opaque` by default.
+        #[serde(rename = "type")]
+        pub type_: Option<Text>,
+        /// Once true, `data` never changes (and it stays true).
+        pub immutable: Option<bool>,
     }
 }

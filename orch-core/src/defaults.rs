@@ -57,17 +57,39 @@ fn default_pull_policy(image: &str) -> PullPolicy {
     }
 }
 
-/// Applies the pod spec defaults: restart policy, grace period, pull policy, port protocols,
-/// probe timings, requests from limits.
+/// The mode of the files of a ConfigMap or Secret volume that names none (0644).
+pub const DEFAULT_VOLUME_MODE: i32 = 0o644;
+
+/// Applies the pod spec defaults: restart policy, grace period, pull policy (of a container
+/// that names an image), port protocols (and host ports of a `hostNetwork` pod), probe
+/// timings, requests from limits, `fieldRef` API versions, volume file modes.
 pub fn default_pod_spec(spec: &mut PodSpec) {
     spec.restart_policy.get_or_insert(RestartPolicy::Always);
     spec.termination_grace_period_seconds.get_or_insert(DEFAULT_TERMINATION_GRACE_SECONDS);
+    let host_network = spec.host_network == Some(true);
+    for v in &mut spec.volumes {
+        if let Some(cm) = &mut v.config_map {
+            cm.default_mode.get_or_insert(DEFAULT_VOLUME_MODE);
+        }
+        if let Some(secret) = &mut v.secret {
+            secret.default_mode.get_or_insert(DEFAULT_VOLUME_MODE);
+        }
+    }
     for c in &mut spec.containers {
-        if c.image_pull_policy.is_none() {
+        if c.image_pull_policy.is_none() && !c.image.is_empty() {
             c.image_pull_policy = Some(default_pull_policy(&c.image));
         }
         for p in &mut c.ports {
             p.protocol.get_or_insert(Protocol::Tcp);
+            // As Kubernetes: a pod on the node's network listens on the node's port.
+            if host_network {
+                p.host_port.get_or_insert(p.container_port);
+            }
+        }
+        for e in &mut c.env {
+            if let Some(field) = e.value_from.as_mut().and_then(|f| f.field_ref.as_mut()) {
+                field.api_version.get_or_insert_with(|| "v1".into());
+            }
         }
         let limits = c.resources.limits.clone();
         default_requests(&mut c.resources.requests, &limits);
@@ -165,6 +187,16 @@ pub fn apply_defaults(obj: &mut Object) {
             let ev = Arc::make_mut(ev);
             ev.type_.get_or_insert_with(|| "Normal".into());
             ev.count.get_or_insert(1);
+        }
+        Object::ConfigMap(_) => {}
+        Object::Secret(secret) => {
+            let secret = Arc::make_mut(secret);
+            secret.type_.get_or_insert_with(|| "Opaque".into());
+            // As Kubernetes: `stringData` is write-only, merged over `data`.
+            use base64::Engine as _;
+            for (k, v) in std::mem::take(&mut secret.string_data).iter() {
+                secret.data.insert(k, base64::engine::general_purpose::STANDARD.encode(v.as_bytes()));
+            }
         }
     }
 }

@@ -167,6 +167,8 @@ pub fn object_from_value(mut value: Value) -> Result<Object, ManifestError> {
         Kind::Deployment => typed::<crate::apps_v1::Deployment>(value),
         Kind::ReplicaSet => typed::<crate::apps_v1::ReplicaSet>(value),
         Kind::Event => typed::<crate::core_v1::Event>(value),
+        Kind::ConfigMap => typed::<crate::core_v1::ConfigMap>(value),
+        Kind::Secret => typed::<crate::core_v1::Secret>(value),
     }
 }
 

@@ -7,7 +7,7 @@ use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
 use crate::apps_v1::{Deployment, ReplicaSet};
-use crate::core_v1::{Endpoints, Event, Namespace, Node, Pod, Service};
+use crate::core_v1::{ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service};
 use crate::meta::ObjectMeta;
 use crate::text::Text;
 
@@ -33,11 +33,15 @@ pub enum Kind {
     ReplicaSet,
     /// `v1` Event.
     Event,
+    /// `v1` ConfigMap (storage format 14).
+    ConfigMap,
+    /// `v1` Secret (storage format 14).
+    Secret,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Namespace,
         Kind::Node,
         Kind::Pod,
@@ -46,6 +50,8 @@ impl Kind {
         Kind::Deployment,
         Kind::ReplicaSet,
         Kind::Event,
+        Kind::ConfigMap,
+        Kind::Secret,
     ];
 
     /// The kind's name as in manifests (`Pod`).
@@ -59,6 +65,8 @@ impl Kind {
             Kind::Deployment => "Deployment",
             Kind::ReplicaSet => "ReplicaSet",
             Kind::Event => "Event",
+            Kind::ConfigMap => "ConfigMap",
+            Kind::Secret => "Secret",
         }
     }
 
@@ -81,6 +89,8 @@ impl Kind {
             Kind::Deployment => "deployments",
             Kind::ReplicaSet => "replicasets",
             Kind::Event => "events",
+            Kind::ConfigMap => "configmaps",
+            Kind::Secret => "secrets",
         }
     }
 
@@ -95,6 +105,9 @@ impl Kind {
             Kind::Deployment => "deploy",
             Kind::ReplicaSet => "rs",
             Kind::Event => "ev",
+            Kind::ConfigMap => "cm",
+            // kubectl has no short name for secrets.
+            Kind::Secret => "secret",
         }
     }
 
@@ -216,6 +229,24 @@ impl Resource for Event {
     }
 }
 
+macro_rules! resource_without_status {
+    ($($ty:ident),*) => {$(
+        impl Resource for $ty {
+            const KIND: Kind = Kind::$ty;
+            fn meta(&self) -> &ObjectMeta { &self.metadata }
+            fn meta_mut(&mut self) -> &mut ObjectMeta { &mut self.metadata }
+            fn same_spec(&self, other: &Self) -> bool {
+                let mut a = self.clone();
+                a.metadata = other.metadata.clone();
+                a == *other
+            }
+            fn copy_status_from(&mut self, _from: &Self) {}
+            fn into_object(self) -> Object { Object::$ty(Arc::new(self)) }
+        }
+    )*};
+}
+resource_without_status!(ConfigMap, Secret);
+
 /// Any stored object. Cloning is cheap: the object itself is shared.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 #[bincode(decode_context = "crate::codec::Format")]
@@ -230,6 +261,8 @@ pub enum Object {
     Deployment(Arc<Deployment>),
     ReplicaSet(Arc<ReplicaSet>),
     Event(Arc<Event>),
+    ConfigMap(Arc<ConfigMap>),
+    Secret(Arc<Secret>),
 }
 
 /// Runs `$body` with `$o` bound to the inner `Arc<T>` of any [`Object`] variant.
@@ -244,6 +277,8 @@ macro_rules! each_object {
             Object::Deployment($o) => $body,
             Object::ReplicaSet($o) => $body,
             Object::Event($o) => $body,
+            Object::ConfigMap($o) => $body,
+            Object::Secret($o) => $body,
         }
     };
 }
@@ -297,6 +332,8 @@ impl Object {
             Kind::Deployment => Deployment::shape(),
             Kind::ReplicaSet => ReplicaSet::shape(),
             Kind::Event => Event::shape(),
+            Kind::ConfigMap => ConfigMap::shape(),
+            Kind::Secret => Secret::shape(),
         }
     }
 
@@ -345,6 +382,8 @@ macro_rules! each_pair {
             (Object::Deployment($a), Object::Deployment($b)) => $body,
             (Object::ReplicaSet($a), Object::ReplicaSet($b)) => $body,
             (Object::Event($a), Object::Event($b)) => $body,
+            (Object::ConfigMap($a), Object::ConfigMap($b)) => $body,
+            (Object::Secret($a), Object::Secret($b)) => $body,
             _ => $other,
         }
     };

@@ -74,7 +74,11 @@
 /// - 7 (format 13): a node's `spec.podCIDR` is a CIDR, and once set never changes
 ///   ([`crate::validation::validate_pod_cidr`], Kubernetes' rules on `spec.podCIDRs`). Under 1
 ///   to 6 any text was taken, and changed at will.
-pub const RULES_VERSION: u16 = 7;
+/// - 8 (format 14): a container's `image` is optional (the process runtime runs `command`
+///   from the node's filesystem and pulls nothing; [`crate::validation::validate_under`]).
+///   Under 1 to 7 it is required, as Kubernetes requires it. (The new kinds and fields of
+///   format 14 need no rule version: no earlier entry can carry them.)
+pub const RULES_VERSION: u16 = 8;
 /// The oldest rules version this build applies.
 pub const RULES_VERSION_MIN: u16 = 1;
 /// The rules version of entries written before entries carried one (storage formats 1 to 3).

@@ -490,7 +490,7 @@ impl State {
             meta.deletion_grace_period_seconds = None;
         }
         set_initial_status(&mut obj, now);
-        let mut errors = validation::validate(&obj);
+        let mut errors = validation::validate_under(&obj, txn.rules);
         if let Object::Node(node) = &obj {
             // A node registers with the status its agent reports.
             errors.0.extend(validation::validate_status(&obj).0);
@@ -578,7 +578,7 @@ impl State {
             }
             _ => {}
         }
-        let mut errors = validation::validate_update(&new, &old);
+        let mut errors = validation::validate_update_under(&new, &old, txn.rules);
         if txn.rules >= 7
             && let (Object::Node(n), Object::Node(o)) = (&new, &old)
         {
@@ -956,7 +956,12 @@ pub(crate) fn set_initial_status(obj: &mut Object, now: Time) {
         Object::Deployment(d) => Arc::make_mut(d).status = Default::default(),
         Object::ReplicaSet(rs) => Arc::make_mut(rs).status = Default::default(),
         Object::Namespace(ns) => Arc::make_mut(ns).status.phase = Some(NamespacePhase::Active),
-        Object::Node(_) | Object::Service(_) | Object::Endpoints(_) | Object::Event(_) => {}
+        Object::Node(_)
+        | Object::Service(_)
+        | Object::Endpoints(_)
+        | Object::Event(_)
+        | Object::ConfigMap(_)
+        | Object::Secret(_) => {}
     }
 }
 
@@ -1408,5 +1413,135 @@ mod tests {
         assert_eq!(keys(&state), ["a", "node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable", "b"]);
         let dropped = apply_under(&mut state, 5, Command::Apply(manifest(&format!("[{b}]"))));
         assert!(matches!(dropped, Err(ApplyError::Invalid { .. })), "{dropped:?}");
+    }
+
+    fn one(manifest: &str) -> Object {
+        crate::manifest::parse_manifests(manifest).expect("parses").remove(0)
+    }
+
+    fn invalid_fields(outcome: Outcome) -> Vec<String> {
+        match outcome {
+            Err(ApplyError::Invalid { errors, .. }) => errors.0.iter().map(ToString::to_string).collect(),
+            other => panic!("expected invalid, got {other:?}"),
+        }
+    }
+
+    /// Rules 8: a container may name no image (the process runtime runs `command`); entries
+    /// of rules 7 and before still refuse one without, as they were applied.
+    #[test]
+    fn an_image_is_optional_from_rules_8_on() {
+        let pod = one(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, command: [sleep, '1']}]}",
+        );
+        let mut state = State::new();
+        let old = apply_under(&mut state, 7, Command::Create(pod.clone()));
+        assert_eq!(invalid_fields(old), ["spec.containers[0].image: Required value"]);
+        assert!(apply_under(&mut state, 8, Command::Create(pod)).is_ok());
+        let Some(Object::Pod(stored)) = state.get(&ObjectKey::new(Kind::Pod, "default", "p")) else { panic!("stored") };
+        assert_eq!(stored.spec.containers[0].image_pull_policy, None, "no image, no pull policy");
+    }
+
+    /// ConfigMaps and Secrets are validated as Kubernetes validates them; a Secret's
+    /// `stringData` is merged into `data` (base64) and not stored; immutable ones stay so.
+    #[test]
+    fn config_maps_and_secrets_are_validated_and_stored() {
+        let mut state = State::new();
+        let bad = one(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {'a b': x, ok: y}\nbinaryData: {ok: eQ==, z: '!!'}",
+        );
+        let errors = invalid_fields(apply_one(&mut state, Command::Create(bad)));
+        assert!(errors.iter().any(|e| e.starts_with("data: Invalid value: \"a b\": a valid config key")), "{errors:?}");
+        assert!(
+            errors.iter().any(|e| e == "data: Invalid value: \"ok\": duplicate of key present in binaryData"),
+            "{errors:?}"
+        );
+        assert!(errors.iter().any(|e| e.starts_with("binaryData[z]: Invalid value")), "{errors:?}");
+        let big = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: big}}\ndata: {{a: {}, b: {}}}",
+            "x".repeat(600 * 1024),
+            "y".repeat(600 * 1024)
+        );
+        let errors = invalid_fields(apply_one(&mut state, Command::Create(one(&big))));
+        assert_eq!(errors, ["data: Too long: may not be more than 1048576 bytes"]);
+        // Within 1 MiB, one value may exceed the limit of other strings.
+        let fits = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: fits}}\ndata: {{a: {}}}",
+            "x".repeat(900 * 1024)
+        );
+        assert!(apply_one(&mut state, Command::Create(one(&fits))).is_ok());
+
+        let secret = one(
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {password: hunter2}\ndata: {user: YWRtaW4=}",
+        );
+        assert!(apply_one(&mut state, Command::Create(secret)).is_ok());
+        let Some(Object::Secret(s)) = state.get(&ObjectKey::new(Kind::Secret, "default", "s")) else {
+            panic!("stored")
+        };
+        assert_eq!(s.data.get("password"), Some("aHVudGVyMg=="));
+        assert_eq!(s.data.get("user"), Some("YWRtaW4="));
+        assert!(s.string_data.is_empty());
+        assert_eq!(s.type_.as_deref(), Some("Opaque"));
+        let not_base64 = one("apiVersion: v1\nkind: Secret\nmetadata: {name: t}\ndata: {k: 'not base64'}");
+        let errors = invalid_fields(apply_one(&mut state, Command::Create(not_base64)));
+        assert_eq!(errors, ["data[k]: Invalid value: <value omitted>: must be base64 (RFC 4648, with padding)"]);
+
+        let frozen = one("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: f}\ndata: {a: '1'}\nimmutable: true");
+        assert!(apply_one(&mut state, Command::Create(frozen)).is_ok());
+        let changed = one("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: f}\ndata: {a: '2'}\nimmutable: true");
+        let errors = invalid_fields(apply_one(&mut state, Command::Update(changed)));
+        assert_eq!(errors, ["data: Forbidden: field is immutable when `immutable` is set"]);
+        let thawed = one("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: f}\ndata: {a: '1'}");
+        let errors = invalid_fields(apply_one(&mut state, Command::Update(thawed)));
+        assert_eq!(errors, ["immutable: Forbidden: field is immutable when `immutable` is set"]);
+    }
+
+    /// What a pod takes from ConfigMaps and Secrets is validated: one source per variable and
+    /// volume, mounts of volumes the pod has at absolute paths, supported field paths.
+    #[test]
+    fn pod_volumes_and_variable_sources_are_validated() {
+        let mut state = State::new();
+        let pod = one(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - name: c\n    command: [sleep]\n    env:\n    - {name: A, value: x, valueFrom: {fieldRef: {fieldPath: metadata.name}}}\n    - {name: B, valueFrom: {fieldRef: {fieldPath: spec.schedulerName}}}\n    - {name: C, valueFrom: {}}\n    - {name: D, valueFrom: {configMapKeyRef: {name: cm, key: 'a/b'}}}\n    envFrom: [{prefix: '1x', configMapRef: {name: cm}}, {}]\n    volumeMounts:\n    - {name: nope, mountPath: /a}\n    - {name: v, mountPath: relative}\n    - {name: v, mountPath: /b}\n    - {name: w, mountPath: /b/}\n  volumes:\n  - {name: v, emptyDir: {}}\n  - {name: w, configMap: {name: cm, items: [{key: k, path: ../x}], defaultMode: 512}}\n  - {name: x}\n  - {name: y, emptyDir: {}, secret: {secretName: s}}\n",
+        );
+        let errors = invalid_fields(apply_one(&mut state, Command::Create(pod)));
+        let expected = [
+            "spec.volumes[1].configMap.items[0].path: Invalid value: \"../x\": must not contain '..'",
+            "spec.volumes[1].configMap.defaultMode: Invalid value: 512: must be a number between 0 and 0777 (octal), both inclusive",
+            "spec.volumes[2]: Required value: must specify a volume type: `emptyDir`, `configMap` or `secret`",
+            "spec.volumes[3]: Forbidden: may not specify more than 1 volume type",
+            "spec.containers[0].volumeMounts[0].name: Not found: \"nope\": ",
+            "spec.containers[0].volumeMounts[1].mountPath: Invalid value: \"relative\": must be an absolute path",
+            "spec.containers[0].volumeMounts[3].mountPath: Invalid value: \"/b/\": must be unique",
+            "spec.containers[0].envFrom[0].prefix: Invalid value: \"1x\": a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', and must not start with a digit",
+            "spec.containers[0].envFrom[1]: Required value: must specify one of: `configMapRef` or `secretRef`",
+            "spec.containers[0].env[0].valueFrom: Invalid value: : may not be specified when `value` is not empty",
+            "spec.containers[0].env[2].valueFrom: Invalid value: : must specify one of: `fieldRef`, `configMapKeyRef` or `secretKeyRef`",
+        ];
+        for e in expected {
+            assert!(errors.iter().any(|x| x == e), "missing {e:?} in {errors:#?}");
+        }
+        assert!(
+            errors.iter().any(|e| e.starts_with(
+                "spec.containers[0].env[1].valueFrom.fieldRef.fieldPath: Unsupported value: \"spec.schedulerName\""
+            )),
+            "{errors:#?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e
+                    .starts_with("spec.containers[0].env[3].valueFrom.configMapKeyRef.key: Invalid value: \"a/b\"")),
+            "{errors:#?}"
+        );
+
+        let good = one(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: q}\nspec:\n  hostNetwork: true\n  containers:\n  - name: c\n    command: [sleep]\n    ports: [{containerPort: 8080}]\n    env:\n    - {name: NODE, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}\n    - {name: APP, valueFrom: {fieldRef: {fieldPath: \"metadata.labels['app']\"}}}\n    volumeMounts: [{name: cfg, mountPath: /etc/cfg}]\n  volumes: [{name: cfg, configMap: {name: cm}}]\n",
+        );
+        assert!(apply_one(&mut state, Command::Create(good)).is_ok());
+        let Some(Object::Pod(p)) = state.get(&ObjectKey::new(Kind::Pod, "default", "q")) else { panic!("stored") };
+        assert_eq!(p.spec.containers[0].ports[0].host_port, Some(8080), "a hostNetwork pod's port is the node's");
+        assert_eq!(p.spec.volumes[0].config_map.as_ref().and_then(|c| c.default_mode), Some(0o644));
+        let field = p.spec.containers[0].env[0].value_from.as_ref().and_then(|f| f.field_ref.as_ref());
+        assert_eq!(field.and_then(|f| f.api_version.as_deref()), Some("v1"));
     }
 }

@@ -4,6 +4,8 @@
 //! Messages name the field path and the rule, as the Kubernetes API server does:
 //! `spec.replicas: Invalid value: -1: must be greater than or equal to 0`.
 
+mod config;
+
 use std::collections::BTreeSet;
 use std::fmt;
 
@@ -21,6 +23,11 @@ use crate::object::{Kind, Object};
 use crate::selector::SELECTOR_VALUES_MAX;
 use crate::strmap::StrMap;
 use crate::text::Text;
+
+pub use config::{
+    CONFIG_BYTES_MAX, CONFIG_KEY_BYTES_MAX, FIELD_PATHS, FieldRef, KEY_PATH_BYTES_MAX, config_key_problem,
+    decode_base64, field_path_of,
+};
 
 /// The most labels an object may carry.
 pub const LABELS_MAX: usize = 64;
@@ -584,13 +591,21 @@ fn check_probe(errs: &mut FieldErrors, path: &Path<'_>, probe: &Probe, success_m
     errs.non_negative(&path.child("terminationGracePeriodSeconds"), probe.termination_grace_period_seconds);
 }
 
-fn check_container(errs: &mut FieldErrors, path: &Path<'_>, c: &Container, port_names: &mut BTreeSet<Text>) {
+fn check_container(
+    errs: &mut FieldErrors,
+    path: &Path<'_>,
+    c: &Container,
+    port_names: &mut BTreeSet<Text>,
+    rules: u16,
+) {
     if c.name.is_empty() {
         errs.required(&path.child("name"), "");
     } else {
         check_name(errs, &path.child("name"), &c.name, is_dns1123_label);
     }
-    if c.image.trim().is_empty() {
+    // Rules 8: the process runtime runs `command` and pulls no image, so a container may
+    // name none. Required before, as Kubernetes requires it.
+    if rules < 8 && c.image.trim().is_empty() {
         errs.required(&path.child("image"), "");
     }
     errs.check_str(&path.child("image"), &c.image);
@@ -660,8 +675,14 @@ fn check_container(errs: &mut FieldErrors, path: &Path<'_>, c: &Container, port_
     }
 }
 
-/// Validates a pod spec whose fields live under `path` (`spec` or `spec.template.spec`).
+/// Validates a pod spec whose fields live under `path` (`spec` or `spec.template.spec`), under
+/// this build's rules.
 pub fn check_pod_spec(errs: &mut FieldErrors, path: &Path<'_>, spec: &PodSpec) {
+    check_pod_spec_under(errs, path, spec, crate::rules::RULES_VERSION);
+}
+
+fn check_pod_spec_under(errs: &mut FieldErrors, path: &Path<'_>, spec: &PodSpec, rules: u16) {
+    let volumes = config::check_volumes(errs, path, spec);
     let containers = path.child("containers");
     if spec.containers.is_empty() {
         errs.required(&containers, "");
@@ -670,12 +691,14 @@ pub fn check_pod_spec(errs: &mut FieldErrors, path: &Path<'_>, spec: &PodSpec) {
         let mut port_names = BTreeSet::new();
         for (i, c) in spec.containers.iter().enumerate() {
             let p = containers.index(i);
-            check_container(errs, &p, c, &mut port_names);
+            check_container(errs, &p, c, &mut port_names, rules);
+            config::check_container_config(errs, &p, c, &volumes);
             if !c.name.is_empty() && !names.insert(c.name.as_str()) {
                 errs.duplicate(&p.child("name"), q(&c.name));
             }
         }
     }
+    config::check_host_network(errs, path, spec);
     errs.non_negative(&path.child("terminationGracePeriodSeconds"), spec.termination_grace_period_seconds);
     if let Some(node) = &spec.node_name {
         check_name(errs, &path.child("nodeName"), node, is_dns1123_subdomain);
@@ -863,6 +886,7 @@ fn check_workload(
     selector: &LabelSelector,
     template: &PodTemplateSpec,
     min_ready_seconds: Option<i32>,
+    rules: u16,
 ) {
     errs.non_negative("spec.replicas", replicas.map(i64::from));
     errs.non_negative("spec.minReadySeconds", min_ready_seconds.map(i64::from));
@@ -882,7 +906,7 @@ fn check_workload(
     if template.metadata.annotations.total_bytes() > ANNOTATIONS_BYTES_MAX {
         errs.too_long("spec.template.metadata.annotations", ANNOTATIONS_BYTES_MAX);
     }
-    check_pod_spec(errs, &Path::root("spec.template.spec"), &template.spec);
+    check_pod_spec_under(errs, &Path::root("spec.template.spec"), &template.spec, rules);
     if let Some(policy) = template.spec.restart_policy
         && policy != RestartPolicy::Always
     {
@@ -918,9 +942,9 @@ fn check_percent_or_int(
     }
 }
 
-fn check_deployment(errs: &mut FieldErrors, d: &Deployment) {
+fn check_deployment(errs: &mut FieldErrors, d: &Deployment, rules: u16) {
     let s = &d.spec;
-    check_workload(errs, s.replicas, &s.selector, &s.template, s.min_ready_seconds);
+    check_workload(errs, s.replicas, &s.selector, &s.template, s.min_ready_seconds, rules);
     errs.non_negative("spec.revisionHistoryLimit", s.revision_history_limit.map(i64::from));
     if let Some(deadline) = s.progress_deadline_seconds {
         errs.non_negative("spec.progressDeadlineSeconds", Some(i64::from(deadline)));
@@ -1170,6 +1194,9 @@ fn check_node_status(errs: &mut FieldErrors, node: &Node) {
     for (i, c) in node.status.conditions.iter().enumerate() {
         check_condition_type(errs, &conditions.index(i), &c.type_);
     }
+    if let Some(d) = &node.status.daemon_endpoints {
+        check_port(errs, "status.daemonEndpoints.kubeletEndpoint.Port", d.kubelet_endpoint.port);
+    }
 }
 
 /// Validates an object's status against its spec: IPv4 addresses (orch is IPv4 only, as its
@@ -1217,7 +1244,12 @@ pub fn validate_status(obj: &Object) -> FieldErrors {
                 check_condition_type(&mut errs, &conditions.index(i), &c.type_);
             }
         }
-        Object::Namespace(_) | Object::Service(_) | Object::Endpoints(_) | Object::Event(_) => {}
+        Object::Namespace(_)
+        | Object::Service(_)
+        | Object::Endpoints(_)
+        | Object::Event(_)
+        | Object::ConfigMap(_)
+        | Object::Secret(_) => {}
     }
     errs
 }
@@ -1237,22 +1269,30 @@ pub fn validate_status_update(new: &Object, old: &Object) -> FieldErrors {
     errs
 }
 
-/// Validates an object as it would be stored (defaults already applied), status included.
+/// Validates an object as it would be stored (defaults already applied), status included,
+/// under this build's rules ([`crate::rules::RULES_VERSION`]).
 pub fn validate(obj: &Object) -> FieldErrors {
+    validate_under(obj, crate::rules::RULES_VERSION)
+}
+
+/// [`validate`] under the rules version `rules` (an entry's, [`crate::rules`]).
+pub fn validate_under(obj: &Object, rules: u16) -> FieldErrors {
     let mut errs = FieldErrors::default();
     check_meta(&mut errs, obj.kind(), obj.meta());
     match obj {
         Object::Namespace(_) => {}
         Object::Node(n) => check_node(&mut errs, n),
-        Object::Pod(p) => check_pod_spec(&mut errs, &Path::root("spec"), &p.spec),
+        Object::Pod(p) => check_pod_spec_under(&mut errs, &Path::root("spec"), &p.spec, rules),
         Object::Service(s) => check_service(&mut errs, s),
         Object::Endpoints(e) => check_endpoints(&mut errs, e),
-        Object::Deployment(d) => check_deployment(&mut errs, d),
+        Object::Deployment(d) => check_deployment(&mut errs, d, rules),
         Object::ReplicaSet(rs) => {
             let s = &rs.spec;
-            check_workload(&mut errs, s.replicas, &s.selector, &s.template, s.min_ready_seconds);
+            check_workload(&mut errs, s.replicas, &s.selector, &s.template, s.min_ready_seconds, rules);
         }
         Object::Event(e) => check_event(&mut errs, e),
+        Object::ConfigMap(c) => config::check_config_map(&mut errs, c),
+        Object::Secret(s) => config::check_secret(&mut errs, s),
     }
     errs
 }
@@ -1298,7 +1338,12 @@ pub fn validate_pod_cidr(new: &Node, old: Option<&Node>) -> FieldErrors {
 /// Validates a change from `old` to `new` of the same object: the rules of [`validate`] plus
 /// the fields that may not change.
 pub fn validate_update(new: &Object, old: &Object) -> FieldErrors {
-    let mut errs = validate(new);
+    validate_update_under(new, old, crate::rules::RULES_VERSION)
+}
+
+/// [`validate_update`] under the rules version `rules` (an entry's, [`crate::rules`]).
+pub fn validate_update_under(new: &Object, old: &Object, rules: u16) -> FieldErrors {
+    let mut errs = validate_under(new, rules);
     match (new, old) {
         (Object::Deployment(n), Object::Deployment(o)) if n.spec.selector != o.spec.selector => {
             errs.invalid(
@@ -1335,6 +1380,8 @@ pub fn validate_update(new: &Object, old: &Object) -> FieldErrors {
                 errs.forbidden("spec", "pod updates may not change fields other than `spec.containers[*].image` or `spec.tolerations` (only additions to existing tolerations); use a bind command to set `spec.nodeName`");
             }
         }
+        (Object::ConfigMap(n), Object::ConfigMap(o)) => config::check_config_map_update(&mut errs, n, o),
+        (Object::Secret(n), Object::Secret(o)) => config::check_secret_update(&mut errs, n, o),
         _ => {}
     }
     errs

@@ -25,7 +25,10 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use orch_api::{Client, Error as ApiError, WatchItem};
 use orch_core::agent::{Action, Agent, RuntimeEvent, Settings, StatusWrite, Written};
-use orch_core::core_v1::{Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, Pod, ResourceList, Taint};
+use orch_core::core_v1::{
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus, Pod, ResourceList,
+    Taint,
+};
 use orch_core::ids::Uid;
 use orch_core::meta::{ConditionStatus, ObjectMeta};
 use orch_core::object::{Kind, Object, ObjectKey};
@@ -92,6 +95,9 @@ enum Input {
     Written(Uid, Written),
     Listed(Vec<Arc<Pod>>, u64),
     Events(u64, Vec<orch_core::watch::WatchEvent>),
+    /// A list of every ConfigMap or Secret, then changes to them.
+    ConfigsListed(Kind, Vec<Object>),
+    ConfigEvents(Vec<orch_core::watch::WatchEvent>),
 }
 
 /// The Node object this agent registers.
@@ -133,8 +139,19 @@ pub fn node_object(config: &AgentConfig) -> Node {
                 reason: Some("KubeletReady".into()),
                 message: Some("orch-node is posting ready status".into()),
             }],
+            node_info: Some(Box::new(crate::host::node_info())),
+            daemon_endpoints: config
+                .endpoint
+                .as_deref()
+                .and_then(endpoint_port)
+                .map(|port| NodeDaemonEndpoints { kubelet_endpoint: DaemonEndpoint { port } }),
         },
     }
+}
+
+/// The port of an endpoint `host:port`.
+fn endpoint_port(endpoint: &str) -> Option<i32> {
+    endpoint.rsplit_once(':')?.1.parse().ok()
 }
 
 /// Registers the node (creates it, or brings its status up to date), retrying until done.
@@ -151,6 +168,8 @@ async fn register(client: &Client, config: &AgentConfig) {
                         n.status.capacity = node.status.capacity.clone();
                         n.status.allocatable = node.status.allocatable.clone();
                         n.status.addresses = node.status.addresses.clone();
+                        n.status.node_info = node.status.node_info.clone();
+                        n.status.daemon_endpoints = node.status.daemon_endpoints.clone();
                         // Ready again, as this agent says; the lifecycle controller's Unknown goes.
                         n.status.conditions.retain(|c| c.type_ != "Ready");
                         n.status.conditions.extend(node.status.conditions.clone());
@@ -187,6 +206,42 @@ async fn register(client: &Client, config: &AgentConfig) {
             Err(e) => {
                 tracing::warn!(node = %config.core.node, error = %e, "registering the node failed; trying again");
                 tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+}
+
+/// Lists and watches the ConfigMaps or Secrets (`kind`) of every namespace for ever, feeding
+/// the loop (the core keeps them for the pods that take from them).
+async fn follow_configs(client: Client, kind: Kind, inputs: mpsc::Sender<Input>) {
+    loop {
+        let (objects, revision) = match client.list(kind, None, "", None).await {
+            Ok(listed) => listed,
+            Err(e) => {
+                tracing::warn!(error = %e, kind = kind.plural(), "listing failed; trying again");
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        if inputs.send(Input::ConfigsListed(kind, objects)).await.is_err() {
+            return;
+        }
+        let mut stream = client.watch(revision, kind.as_str(), "", "", "");
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(WatchItem::Events { events, .. }) => {
+                    if inputs.send(Input::ConfigEvents(events)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(WatchItem::Progress(_)) => {}
+                Err(e) => {
+                    tracing::info!(error = %e, kind = kind.plural(), "the watch ended; listing again");
+                    if !matches!(e, ApiError::Expired(_)) {
+                        tokio::time::sleep(RETRY).await;
+                    }
+                    break;
+                }
             }
         }
     }
@@ -331,6 +386,9 @@ pub async fn run<R: Runtime>(
     }
     let (inputs, mut input_rx) = mpsc::channel::<Input>(INPUTS_MAX);
     let follower = tokio::spawn(follow(client.clone(), config.core.node.clone(), inputs.clone()));
+    let config_followers =
+        [Kind::ConfigMap, Kind::Secret].map(|kind| tokio::spawn(follow_configs(client.clone(), kind, inputs.clone())));
+    let mut configs_listed: BTreeSet<Kind> = BTreeSet::new();
     let beater = tokio::spawn(heartbeat(client.clone(), config.clone()));
     let node_follower = config.network.as_ref().map(|network| {
         if let Some(cidr) = &config.pod_cidr {
@@ -384,6 +442,30 @@ pub async fn run<R: Runtime>(
                             agent.synced(now);
                         }
                     }
+                    Input::ConfigsListed(kind, objects) => {
+                        let listed: BTreeSet<ObjectKey> = objects.iter().map(Object::key).collect();
+                        for key in agent.configs().keys(kind) {
+                            if !listed.contains(&key) {
+                                agent.config_gone(&key, now);
+                            }
+                        }
+                        for obj in &objects {
+                            agent.config(obj, now);
+                        }
+                        configs_listed.insert(kind);
+                        if configs_listed.len() == 2 {
+                            agent.configs_synced(now);
+                        }
+                    }
+                    Input::ConfigEvents(events) => {
+                        for e in events {
+                            if e.event_type == EventType::Deleted {
+                                agent.config_gone(&e.object.key(), now);
+                            } else {
+                                agent.config(&e.object, now);
+                            }
+                        }
+                    }
                     Input::Events(revision, events) => {
                         for e in events {
                             let Object::Pod(pod) = &e.object else { continue };
@@ -409,6 +491,9 @@ pub async fn run<R: Runtime>(
         }
     }
     follower.abort();
+    for f in config_followers {
+        f.abort();
+    }
     beater.abort();
     if let Some(f) = node_follower {
         f.abort();
@@ -443,11 +528,11 @@ impl<R: Runtime> Exec<R> {
                     let _ = inputs.send(Input::Runtime(event)).await;
                 });
             }
-            Action::StartContainer { uid, pod, container, attempt, ip } => {
+            Action::StartContainer { uid, pod, container, attempt, ip, env, volumes } => {
                 let inputs = self.inputs.clone();
                 tokio::spawn(async move {
                     let name = pod.spec.containers.get(container).map(|c| c.name.to_string()).unwrap_or_default();
-                    let event = match rt.start(uid, pod, container, attempt, ip).await {
+                    let event = match rt.start(uid, pod, container, attempt, ip, env, volumes).await {
                         Ok(()) => RuntimeEvent::ContainerStarted { uid, container: name, attempt },
                         Err((reason, message)) => {
                             RuntimeEvent::ContainerFailed { uid, container: name, attempt, reason, message }
@@ -482,6 +567,13 @@ impl<R: Runtime> Exec<R> {
                     };
                     let event = RuntimeEvent::ProbeDone { uid, container, attempt, kind, ok, message };
                     let _ = inputs.send(Input::Runtime(event)).await;
+                });
+            }
+            Action::UpdateVolumes { uid, volumes } => {
+                tokio::spawn(async move {
+                    if let Err(e) = rt.update_volumes(uid, volumes).await {
+                        tracing::warn!(%uid, error = %e, "updating a pod's volumes failed");
+                    }
                 });
             }
             Action::Signal { uid, container, attempt, .. } => {

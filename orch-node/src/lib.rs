@@ -10,8 +10,8 @@
 //! shims and exec helpers are that same binary, started with a hidden first argument.
 //!
 //! Pod networks are [`network`] (CNI); the agent's endpoint for logs and exec is [`server`];
-//! [`embed`] runs an agent for a binary (`orch-node`, and `orchd --dev`). Not built yet
-//! (issue 14 is in progress): ConfigMaps, Secrets and volumes, the simulated runtime.
+//! [`embed`] runs an agent for a binary (`orch-node`, and `orchd --dev`); a pod's volumes
+//! (emptyDir, ConfigMap, Secret) are [`volumes`].
 
 pub mod agent;
 pub mod cgroups;
@@ -24,6 +24,7 @@ pub mod process;
 pub mod runtime;
 pub mod server;
 pub mod shim;
+pub mod volumes;
 
 /// Runs as a pod's shim or a container's exec helper if the process was started as one (and
 /// exits); returns otherwise. Call it first thing in `main` of a binary that runs the agent.

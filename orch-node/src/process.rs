@@ -69,6 +69,9 @@ struct PodFile {
     pod: Option<Pod>,
 }
 
+/// A container's variables, in order.
+type Env = Vec<(String, String)>;
+
 /// The process runtime.
 pub struct ProcessRuntime {
     config: ProcessConfig,
@@ -77,33 +80,13 @@ pub struct ProcessRuntime {
     pods: Mutex<BTreeMap<Uid, Arc<Pod>>>,
     /// The pods whose shims are being followed.
     watching: Arc<Mutex<std::collections::BTreeSet<Uid>>>,
+    /// Each container's variables as last started (for exec).
+    envs: Mutex<BTreeMap<(Uid, String), Env>>,
+    /// The version of each pod's volumes in place; held while they are written.
+    volume_versions: tokio::sync::Mutex<BTreeMap<Uid, u64>>,
 }
 
-/// `$(VAR)` in `s` replaced with `env`'s VAR, `$$` with `$`, other text kept (Kubernetes'
-/// expansion of `command` and `args`).
-pub fn expand(s: &str, env: &[(String, String)]) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        if let Some(tail) = after.strip_prefix('$') {
-            out.push('$');
-            rest = tail;
-        } else if let Some(inner) = after.strip_prefix('(')
-            && let Some(end) = inner.find(')')
-            && let Some((_, v)) = env.iter().rev().find(|(k, _)| k == &inner[..end])
-        {
-            out.push_str(v);
-            rest = &inner[end + 1..];
-        } else {
-            out.push('$');
-            rest = after;
-        }
-    }
-    out.push_str(rest);
-    out
-}
+pub use orch_core::agent::config::expand;
 
 /// Sends `request` on a new connection to the shim at `dir`; its answer, within
 /// [`SHIM_CALL_TIMEOUT`] (beyond the wait a state request asks for).
@@ -177,29 +160,62 @@ impl ProcessRuntime {
                 config.root.display()
             ));
         }
-        Ok(Self { config, events, pods: Mutex::new(BTreeMap::new()), watching: Arc::default() })
+        Ok(Self {
+            config,
+            events,
+            pods: Mutex::new(BTreeMap::new()),
+            watching: Arc::default(),
+            envs: Mutex::default(),
+            volume_versions: tokio::sync::Mutex::default(),
+        })
     }
 
     fn dir(&self, uid: Uid) -> PathBuf {
         self.config.root.join(uid.to_string())
     }
 
-    /// The pod's network namespace, when pods have their own.
-    fn netns(&self, uid: Uid) -> Option<PathBuf> {
-        self.config.network.as_ref().map(|n| n.netns_path(uid))
+    /// The pod's network, when it has one of its own (pods do, but on the host's network:
+    /// `hostNetwork`, or an agent without a pod network).
+    fn network_of(&self, pod: &Pod) -> Option<&Arc<Network>> {
+        self.config.network.as_ref().filter(|_| pod.spec.host_network != Some(true))
     }
 
-    /// The bind mounts of every run of the pod: its own `/etc/hosts` and `/etc/resolv.conf`,
-    /// when it has a network of its own.
-    fn mounts(&self, uid: Uid) -> Vec<(PathBuf, PathBuf, bool)> {
-        if self.config.network.is_none() {
-            return Vec::new();
+    /// The pod's network namespace, when it has a network of its own.
+    fn netns(&self, uid: Uid, pod: &Pod) -> Option<PathBuf> {
+        self.network_of(pod).map(|n| n.netns_path(uid))
+    }
+
+    /// The bind mounts of a run of the pod's `container`: the pod's own `/etc/hosts` and
+    /// `/etc/resolv.conf` when it has a network of its own, then the container's volumes.
+    fn mounts(
+        &self,
+        uid: Uid,
+        pod: &Pod,
+        container: &orch_core::core_v1::Container,
+    ) -> Result<Vec<(PathBuf, PathBuf, bool)>, String> {
+        let mut out = Vec::new();
+        if self.network_of(pod).is_some() {
+            let dir = self.dir(uid).join("etc");
+            out.push((dir.join("hosts"), PathBuf::from("/etc/hosts"), true));
+            out.push((dir.join("resolv.conf"), PathBuf::from("/etc/resolv.conf"), true));
         }
-        let dir = self.dir(uid).join("etc");
-        vec![
-            (dir.join("hosts"), PathBuf::from("/etc/hosts"), true),
-            (dir.join("resolv.conf"), PathBuf::from("/etc/resolv.conf"), true),
-        ]
+        out.extend(crate::volumes::mounts(&self.dir(uid), &pod.spec, container)?);
+        Ok(out)
+    }
+
+    /// Puts the pod's volumes in place as of `volumes`, unless a newer version is.
+    async fn apply_volumes(&self, uid: Uid, volumes: Arc<orch_core::agent::Volumes>) -> Result<(), String> {
+        let mut versions = self.volume_versions.lock().await;
+        if versions.get(&uid).is_some_and(|v| *v >= volumes.generation) {
+            return Ok(());
+        }
+        let dir = self.dir(uid);
+        let generation = volumes.generation;
+        tokio::task::spawn_blocking(move || crate::volumes::set_up(&dir, &volumes))
+            .await
+            .map_err(|e| e.to_string())??;
+        versions.insert(uid, generation);
+        Ok(())
     }
 
     fn pod_file(&self, uid: Uid) -> Option<PodFile> {
@@ -390,6 +406,7 @@ fn clean(dir: &Path, cgroups: Option<&Cgroups>, uid: Uid) {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+    crate::volumes::tear_down(dir);
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -408,12 +425,9 @@ fn kill_tree(path: &Path) {
 }
 
 /// The environment of a container: `PATH` (the kubelet's default, then `extra_path`),
-/// `HOSTNAME`, then its own.
-pub fn environment(
-    pod: &Pod,
-    container: &orch_core::core_v1::Container,
-    extra_path: Option<&str>,
-) -> Vec<(String, String)> {
+/// `HOSTNAME`, then its own variables `own` (resolved by the agent's core,
+/// [`orch_core::agent::config::environment`]).
+pub fn environment(pod: &Pod, own: &[(String, String)], extra_path: Option<&str>) -> Vec<(String, String)> {
     let path = match extra_path {
         Some(extra) if !extra.is_empty() => format!("{DEFAULT_PATH}:{extra}"),
         _ => DEFAULT_PATH.to_owned(),
@@ -422,11 +436,9 @@ pub fn environment(
         ("PATH".to_owned(), path),
         ("HOSTNAME".to_owned(), pod.spec.hostname.as_deref().unwrap_or(&pod.metadata.name).to_owned()),
     ];
-    for var in &container.env {
-        let value = var.value.as_deref().unwrap_or_default();
-        let value = expand(value, &env);
-        env.retain(|(k, _)| k != var.name.as_str());
-        env.push((var.name.to_string(), value));
+    for (name, value) in own {
+        env.retain(|(k, _)| k != name);
+        env.push((name.clone(), value.clone()));
     }
     env
 }
@@ -435,7 +447,7 @@ impl Runtime for ProcessRuntime {
     async fn create_sandbox(&self, uid: Uid, pod: Arc<Pod>) -> Result<Option<String>, String> {
         let dir = self.dir(uid);
         std::fs::create_dir_all(&dir).map_err(|e| format!("making {}: {e}", dir.display()))?;
-        let ip = match &self.config.network {
+        let ip = match self.network_of(&pod) {
             Some(network) => {
                 let ip = network.add(uid, &pod).await?;
                 write_etc(&dir, &pod, &ip)?;
@@ -456,7 +468,7 @@ impl Runtime for ProcessRuntime {
         self.remember(uid, pod);
         if let Err(e) = self.ensure_shim(uid).await {
             self.pods.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&uid);
-            if let (Some(network), Some(_)) = (&self.config.network, &ip) {
+            if let (Some(network), Some(_)) = (self.network_of(&pod_spec), &ip) {
                 let _ = network.del(uid, Some(&pod_spec)).await;
             }
             let _ = std::fs::remove_dir_all(&dir);
@@ -472,12 +484,18 @@ impl Runtime for ProcessRuntime {
         container: usize,
         attempt: u32,
         _ip: Option<String>,
+        own_env: Vec<(String, String)>,
+        volumes: Arc<orch_core::agent::Volumes>,
     ) -> Result<(), (&'static str, String)> {
         const CONFIG: &str = orch_core::agent::CREATE_CONTAINER_CONFIG_ERROR;
         let Some(c) = pod.spec.containers.get(container) else { return Err((CONFIG, "no such container".to_owned())) };
         self.remember(uid, pod.clone());
-        let env = environment(&pod, c, self.config.extra_path.as_deref());
-        let argv: Vec<String> = c.command.iter().chain(&c.args).map(|a| expand(a, &env)).collect();
+        // `$(VAR)` in command and args names the container's own variables, as Kubernetes.
+        let argv: Vec<String> = c.command.iter().chain(&c.args).map(|a| expand(a, &own_env)).collect();
+        let env = environment(&pod, &own_env, self.config.extra_path.as_deref());
+        self.envs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert((uid, c.name.to_string()), own_env);
+        self.apply_volumes(uid, volumes).await.map_err(|e| (CONFIG, format!("setting up volumes: {e}")))?;
+        let mounts = self.mounts(uid, &pod, c).map_err(|e| (CONFIG, e))?;
         let cgroups = match &self.config.cgroups {
             Some(cg) => cg
                 .container(uid, &c.name, attempt, &c.resources.limits)
@@ -493,9 +511,9 @@ impl Runtime for ProcessRuntime {
             argv,
             env,
             cwd: c.working_dir.as_ref().map(ToString::to_string),
-            netns: self.netns(uid),
+            netns: self.netns(uid, &pod),
             cgroups,
-            mounts: self.mounts(uid),
+            mounts,
             log: dir.join("logs").join(c.name.as_str()).join(format!("{attempt}.log")),
             log_max_bytes: self.config.log_max_bytes,
             log_files: self.config.log_files,
@@ -520,6 +538,14 @@ impl Runtime for ProcessRuntime {
         let _ = call(&self.dir(uid), &Request::Kill { name: container.to_owned(), attempt }).await;
     }
 
+    async fn update_volumes(&self, uid: Uid, volumes: Arc<orch_core::agent::Volumes>) -> Result<(), String> {
+        // Not before the sandbox: its first container's start puts them in place.
+        if !self.dir(uid).join("pod.json").exists() {
+            return Ok(());
+        }
+        self.apply_volumes(uid, volumes).await
+    }
+
     async fn kill_pod(&self, uid: Uid) {
         let cgroups = self.config.cgroups.as_ref().map(|c| c.pod(uid)).unwrap_or_default();
         if call(&self.dir(uid), &Request::KillAll { cgroups: cgroups.clone() }).await.is_err() {
@@ -537,9 +563,13 @@ impl Runtime for ProcessRuntime {
         }
         if let Some(network) = &self.config.network {
             let pod = self.pod_file(uid).and_then(|f| f.pod);
-            network.del(uid, pod.as_ref()).await?;
+            if pod.as_ref().is_none_or(|p| p.spec.host_network != Some(true)) {
+                network.del(uid, pod.as_ref()).await?;
+            }
         }
         self.pods.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&uid);
+        self.envs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|(u, _), _| *u != uid);
+        self.volume_versions.lock().await.remove(&uid);
         let (root, cgroups) = (self.dir(uid), self.config.cgroups.clone());
         tokio::task::spawn_blocking(move || clean(&root, cgroups.as_ref(), uid)).await.map_err(|e| e.to_string())?;
         Ok(())
@@ -556,16 +586,27 @@ impl Runtime for ProcessRuntime {
         let pod = pod.ok_or_else(|| "no such pod here".to_owned())?;
         let c =
             pod.spec.containers.iter().find(|c| c.name == container).ok_or_else(|| "no such container".to_owned())?;
-        let env = environment(&pod, c, self.config.extra_path.as_deref());
+        let own = self
+            .envs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(uid, c.name.to_string()))
+            .cloned();
+        // After an agent restart: the variables the spec gives without ConfigMaps or Secrets.
+        let own = own.unwrap_or_else(|| {
+            let fields = orch_core::agent::config::PodFields { pod: &pod, pod_ip: None, host_ip: None };
+            orch_core::agent::config::environment(&fields, c, &orch_core::agent::config::EMPTY).unwrap_or_default()
+        });
+        let env = environment(&pod, &own, self.config.extra_path.as_deref());
         let spec = StartSpec {
             name: c.name.to_string(),
             attempt: 0,
             argv,
             env,
             cwd: c.working_dir.as_ref().map(ToString::to_string),
-            netns: self.netns(uid),
+            netns: self.netns(uid, &pod),
             cgroups: Vec::new(),
-            mounts: self.mounts(uid),
+            mounts: self.mounts(uid, &pod, c)?,
             log: PathBuf::new(),
             log_max_bytes: 0,
             log_files: 0,

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use orch_core::agent::Found;
+use orch_core::agent::{Found, Volumes};
 use orch_core::core_v1::Pod;
 use orch_core::ids::Uid;
 use orch_core::object::ObjectKey;
@@ -30,8 +30,11 @@ pub trait Runtime: Send + Sync + 'static {
     /// Makes a pod's sandbox; its address (none: the host's network).
     fn create_sandbox(&self, uid: Uid, pod: Arc<Pod>) -> impl Future<Output = Result<Option<String>, String>> + Send;
 
-    /// Starts run `attempt` of the pod's container at index `container`; the reason
-    /// (`RunContainerError`, `CreateContainerConfigError`) and message if it cannot.
+    /// Starts run `attempt` of the pod's container at index `container` with its own
+    /// variables `env` (resolved by the core) and the pod's volumes in place as of `volumes`
+    /// (or newer); the reason (`RunContainerError`, `CreateContainerConfigError`) and message
+    /// if it cannot.
+    #[allow(clippy::too_many_arguments)]
     fn start(
         &self,
         uid: Uid,
@@ -39,7 +42,13 @@ pub trait Runtime: Send + Sync + 'static {
         container: usize,
         attempt: u32,
         ip: Option<String>,
+        env: Vec<(String, String)>,
+        volumes: Arc<Volumes>,
     ) -> impl Future<Output = Result<(), (&'static str, String)>> + Send;
+
+    /// Puts the pod's volumes in place as of `volumes`, unless a newer version is (a
+    /// ConfigMap or Secret they project changed).
+    fn update_volumes(&self, uid: Uid, volumes: Arc<Volumes>) -> impl Future<Output = Result<(), String>> + Send;
 
     /// Sends `signal` to a run's processes.
     fn signal(&self, uid: Uid, container: &str, attempt: u32, signal: i32) -> impl Future<Output = ()> + Send;

@@ -75,6 +75,8 @@ pub fn headers(kind: Kind, wide: bool) -> Vec<&'static str> {
         Kind::ReplicaSet => vec!["NAME", "DESIRED", "CURRENT", "READY", "AGE"],
         Kind::Namespace => vec!["NAME", "STATUS", "AGE"],
         Kind::Event => vec!["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
+        Kind::ConfigMap => vec!["NAME", "DATA", "AGE"],
+        Kind::Secret => vec!["NAME", "TYPE", "DATA", "AGE"],
     };
     if wide {
         match kind {
@@ -187,6 +189,15 @@ pub fn row(object: &Object, wide: bool, now_ms: i64) -> Vec<String> {
         Kind::Namespace => {
             let phase = if terminating { "Terminating" } else { s(&v, "/status/phase") };
             vec![name, or_none(phase.to_owned()), created]
+        }
+        Kind::ConfigMap | Kind::Secret => {
+            let keys = |p: &str| v.pointer(p).and_then(Value::as_object).map_or(0, serde_json::Map::len);
+            let data = (keys("/data") + keys("/binaryData")).to_string();
+            if object.kind() == Kind::Secret {
+                vec![name, s(&v, "/type").to_owned(), data, created]
+            } else {
+                vec![name, data, created]
+            }
         }
         Kind::Event => {
             let last = ["/lastTimestamp", "/eventTime", "/metadata/creationTimestamp"]

@@ -51,10 +51,10 @@ fn container_name_is_required() {
 
 #[test]
 fn several_errors_are_listed_together() {
-    let e = rejected(&deployment_with("{name: web, image: nginx}", "{name: Web_1}"));
+    let e = rejected(&deployment_with("{name: web, image: nginx}", "{name: Web_1, ports: [{containerPort: 0}]}"));
     assert_eq!(
         e,
-        "Deployment \"web\" is invalid: [spec.template.spec.containers[0].name: Invalid value: \"Web_1\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?'), spec.template.spec.containers[0].image: Required value]"
+        "Deployment \"web\" is invalid: [spec.template.spec.containers[0].name: Invalid value: \"Web_1\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?'), spec.template.spec.containers[0].ports[0].containerPort: Invalid value: 0: must be between 1 and 65535, inclusive]"
     );
 }
 

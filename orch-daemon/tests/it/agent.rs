@@ -63,6 +63,12 @@ fn alive(pid: &str) -> bool {
     !stat.is_empty() && !stat.contains(") Z ")
 }
 
+/// Whether the tests run as root (whose agents mount tmpfs volumes).
+fn is_root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().nth(1)) == Some("0")
+}
+
 fn read_pid(path: &Path) -> Option<String> {
     std::fs::read_to_string(path).ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
 }
@@ -210,6 +216,83 @@ fn pods_the_agent_cannot_run_say_why_and_the_others_run_on() {
     until(&server, "ticker", "Running", |p| p["status"]["phase"] == "Running");
     let followed = ok(&server, &["logs", "-f", "ticker"]);
     assert_eq!(followed, "tick 1\ntick 2\ntick 3\n");
+}
+
+/// ConfigMaps and Secrets reach a container as variables and as files mounted in its own
+/// mount namespace (a Secret's on a tmpfs), the files follow the objects, and a container
+/// whose ConfigMap is missing waits, then starts once it is there. Nothing is left behind.
+#[test]
+fn config_maps_and_secrets_reach_containers_as_variables_and_files() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let d = control_plane(root.path(), NET + 6, &[]);
+    let server = d.api();
+    let mut agent = Agent::new(root.path(), "t47", "127.0.47.11", &server, &["--host-network"]);
+    agent.start();
+    let mnt = root.path().join("mnt");
+    let yaml = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: settings}}\ndata: {{greeting: hello, mode: fast}}\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {{name: creds}}\nstringData: {{password: hunter2}}\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {{name: cfg}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    \
+         command: [sh, -c, 'echo \"$GREETING $PASSWORD $POD $APP_mode\"; exec sleep 1000']\n    \
+         envFrom: [{{prefix: APP_, configMapRef: {{name: settings}}}}]\n    \
+         env:\n    - {{name: GREETING, valueFrom: {{configMapKeyRef: {{name: settings, key: greeting}}}}}}\n    \
+         - {{name: PASSWORD, valueFrom: {{secretKeyRef: {{name: creds, key: password}}}}}}\n    \
+         - {{name: POD, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}\n    \
+         volumeMounts:\n    - {{name: cfg, mountPath: '{mnt}/cfg'}}\n    - {{name: creds, mountPath: '{mnt}/creds'}}\n    \
+         - {{name: scratch, mountPath: '{mnt}/scratch'}}\n  \
+         volumes:\n  - {{name: cfg, configMap: {{name: settings}}}}\n  - {{name: creds, secret: {{secretName: creds, defaultMode: 0400}}}}\n  \
+         - {{name: scratch, emptyDir: {{}}}}\n",
+        mnt = mnt.display()
+    );
+    apply(&server, &yaml);
+    until(&server, "cfg", "Running", |p| p["status"]["phase"] == "Running");
+    let logs = eventually("the first line", || Some(ok(&server, &["logs", "cfg"])).filter(|l| !l.is_empty()));
+    assert_eq!(logs, "hello hunter2 cfg fast\n");
+    let exec = |cmd: &str| {
+        let out = orchctl(&server, &["exec", "cfg", "--", "sh", "-c", cmd], None);
+        assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let cfg = mnt.join("cfg");
+    assert_eq!(exec(&format!("cat {}/greeting", cfg.display())), "hello");
+    assert_eq!(exec(&format!("stat -L -c %a {}/creds/password", mnt.display())), "400");
+    assert_eq!(exec(&format!("cat {}/creds/password", mnt.display())), "hunter2");
+    exec(&format!("echo scratch > {}/scratch/f", mnt.display()));
+    assert_eq!(exec(&format!("cat {}/scratch/f", mnt.display())), "scratch");
+    if is_root() {
+        assert_eq!(exec(&format!("stat -f -c %T {}/creds", mnt.display())), "tmpfs", "a Secret stays off the disk");
+    }
+    // The mounts are the container's own: on the node the mount paths are empty.
+    assert_eq!(std::fs::read_dir(&cfg).expect("the mount path was made").count(), 0);
+
+    // The ConfigMap changes: so do its files (the variables keep the start's values).
+    apply(&server, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {greeting: bonjour}\n");
+    eventually("the file to follow the ConfigMap", || {
+        (exec(&format!("cat {}/greeting", cfg.display())) == "bonjour").then_some(())
+    });
+    assert_eq!(exec(&format!("ls {}", cfg.display())), "greeting", "a key that went is no file any more");
+
+    // A missing ConfigMap holds a container back with the kubelet's reason, until it exists.
+    apply(
+        &server,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: waits}\nspec:\n  containers:\n  - name: main\n    command: [sleep, '1000']\n    envFrom: [{configMapRef: {name: later}}]\n",
+    );
+    let reason = |p: &serde_json::Value| container(p)["state"]["waiting"]["reason"].as_str().map(str::to_owned);
+    let p = until(&server, "waits", "CreateContainerConfigError", |p| {
+        reason(p).as_deref() == Some("CreateContainerConfigError")
+    });
+    assert_eq!(container(&p)["state"]["waiting"]["message"], "configmap \"later\" not found");
+    apply(&server, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: later}\ndata: {x: '1'}\n");
+    until(&server, "waits", "Running", |p| p["status"]["phase"] == "Running");
+
+    ok(&server, &["delete", "pod", "cfg", "waits"]);
+    eventually("the pods to be gone", || {
+        (pod(&server, "cfg").is_none() && pod(&server, "waits").is_none()).then_some(())
+    });
+    eventually("no directory or mount left", || {
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        (agent.pod_dirs().is_empty() && !mounts.contains(&*root.path().to_string_lossy())).then_some(())
+    });
 }
 
 #[test]

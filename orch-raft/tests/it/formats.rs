@@ -46,7 +46,8 @@ const CREATES: usize = 7;
 fn proposals() -> Vec<Vec<Command>> {
     let objects = parse_manifests(include_str!("../../../examples/web.yaml")).expect("example parses");
     let mut out: Vec<Vec<Command>> = objects.into_iter().map(|o| vec![Command::Create(o)]).collect();
-    let node = "apiVersion: v1\nkind: Node\nmetadata: {name: n1, labels: {zone: a}}\nstatus:\n  capacity: {cpu: '4', memory: 8Gi, pods: '110'}\n  conditions: [{type: Ready, status: 'True'}]\n  addresses: [{type: InternalIP, address: 10.0.0.1}]\n";
+    // Format 14: nodeInfo and daemonEndpoints.
+    let node = "apiVersion: v1\nkind: Node\nmetadata: {name: n1, labels: {zone: a}}\nstatus:\n  capacity: {cpu: '4', memory: 8Gi, pods: '110'}\n  conditions: [{type: Ready, status: 'True'}]\n  addresses: [{type: InternalIP, address: 10.0.0.1}]\n  nodeInfo: {kernelVersion: 6.1.0, osImage: Debian, operatingSystem: linux, architecture: amd64, kubeletVersion: orch-node 0.1.0}\n  daemonEndpoints: {kubeletEndpoint: {Port: 10250}}\n";
     let ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: team}\n";
     let pod = |name: &str| {
         format!(
@@ -57,8 +58,14 @@ fn proposals() -> Vec<Vec<Command>> {
              {{matchFields: [{{key: metadata.name, operator: In, values: [n1]}}]}}]}}, \
              preferredDuringSchedulingIgnoredDuringExecution: [{{weight: 5, preference: {{matchExpressions: \
              [{{key: cores, operator: Gt, values: ['2']}}, {{key: cores, operator: Lt, values: ['64']}}]}}}}]}}}}\n  \
-             containers:\n  - name: c\n    image: busybox:1.36\n    command: [sleep, '3600']\n    env: [{{name: A, value: b}}]\n    \
-             readinessProbe: {{httpGet: {{path: /, port: 80, httpHeaders: [{{name: X, value: y}}]}}}}\n"
+             containers:\n  - name: c\n    image: busybox:1.36\n    command: [sleep, '3600']\n    env: [{{name: A, value: b}}, \
+             {{name: N, valueFrom: {{fieldRef: {{fieldPath: spec.nodeName}}}}}}, \
+             {{name: K, valueFrom: {{configMapKeyRef: {{name: settings, key: k, optional: true}}}}}}]\n    \
+             envFrom: [{{prefix: S_, secretRef: {{name: creds}}}}]\n    \
+             volumeMounts: [{{name: cfg, mountPath: /etc/cfg, readOnly: true}}, {{name: tmp, mountPath: /scratch}}]\n    \
+             readinessProbe: {{httpGet: {{path: /, port: 80, httpHeaders: [{{name: X, value: y}}]}}}}\n  \
+             volumes: [{{name: cfg, configMap: {{name: settings, items: [{{key: k, path: k.txt, mode: 0600}}]}}}}, \
+             {{name: tmp, emptyDir: {{medium: Memory, sizeLimit: 1Mi}}}}, {{name: s, secret: {{secretName: creds}}}}]\n"
         )
     };
     let one = |yaml: &str| parse_manifests(yaml).expect("fixture parses").remove(0);
@@ -203,6 +210,12 @@ fn proposals() -> Vec<Vec<Command>> {
         // log).
         Command::Create(one(&cidr_node("n2", "10.244.2.0/24"))),
         Command::Update(one(&cidr_node("n2", "10.244.9.0/24"))),
+        // Format 14 (rules 8): ConfigMaps and Secrets (stringData merged into data), an
+        // immutable one's change refused, a pod without an image, one on the host's network.
+        Command::Create(one("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings, namespace: team}\ndata: {k: v}\nbinaryData: {b: AAEC}\nimmutable: true\n")),
+        Command::Update(one("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings, namespace: team}\ndata: {k: w}\nimmutable: true\n")),
+        Command::Create(one("apiVersion: v1\nkind: Secret\nmetadata: {name: creds, namespace: team}\nstringData: {password: hunter2}\ndata: {user: YWRtaW4=}\n")),
+        Command::Create(one("apiVersion: v1\nkind: Pod\nmetadata: {name: plain, namespace: team}\nspec:\n  hostNetwork: true\n  containers: [{name: c, command: [orch-hello], ports: [{containerPort: 8080}]}]\n")),
     ]);
     out
 }
@@ -336,13 +349,13 @@ async fn restarts_on(version: u8) {
 }
 
 /// The format that last added fields to the model: snapshots from it on re-encode to their
-/// own bytes.
-const MODEL_CHANGED: u8 = 11;
+/// own bytes (format 11 and 14 added fields).
+const MODEL_CHANGED: u8 = 14;
 
 /// The snapshot layout did not change from format 1 to 10 but for the sessions' openings
 /// format 5 appended (the compact deduplication table encodes as the maps it replaced), and
-/// format 11 added model fields: the state every fixture's snapshot holds encodes to the same
-/// bytes again from format 11 on, and to bytes of the same state before.
+/// formats 11 and 14 added model fields: the state every fixture's snapshot holds encodes to
+/// the same bytes again from format 14 on, and to bytes of the same state before.
 #[test]
 fn every_fixture_s_snapshot_encodes_to_its_own_bytes() {
     for version in 1..=orch_core::codec::FORMAT_VERSION {
@@ -358,9 +371,10 @@ fn every_fixture_s_snapshot_encodes_to_its_own_bytes() {
             assert_eq!(again[9..], bytes[9..], "format {version}: the same payload and digest");
             continue;
         }
-        // Format 11 added model fields (a pod's affinity and podIPs), which this build writes
-        // (as their defaults) for the objects of an older snapshot: the bytes differ, the
-        // state they hold does not.
+        // Formats 11 and 14 added model fields (a pod's affinity and podIPs; volumes,
+        // variable sources, hostNetwork, a node's nodeInfo and daemonEndpoints), which this
+        // build writes (as their defaults) for the objects of an older snapshot: the bytes
+        // differ, the state they hold does not.
         let back = State::from_snapshot(&again).unwrap_or_else(|e| panic!("format {version}: {e}"));
         assert_eq!(objects(&back), objects(&state), "format {version}: the same objects");
         assert_eq!(outcomes(&back), outcomes(&state), "format {version}: the same outcomes");
