@@ -1,4 +1,5 @@
-//! Simulated nodes: a stand-in for node agents until orch-node lands, as a pure reconciler
+//! Simulated nodes: a light stand-in for node agents (orchd's `--simulated-nodes`, for the
+//! benchmarks' thousands of nodes; orch-sim runs real agent loops instead), as a pure reconciler
 //! (stepped like the controllers, so orchd, the tests, the benchmarks and orch-sim run the
 //! same code). It registers its nodes (Ready, with the capacity of its settings), and for
 //! each pod bound to one of them: a pod not yet Running and Ready becomes so after a delay

@@ -38,7 +38,6 @@ use orch_core::watch::EventType;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::network::Network;
-use crate::prober;
 use crate::runtime::Runtime;
 
 /// The most status writes in flight at once.
@@ -73,6 +72,37 @@ pub struct AgentConfig {
     /// The agent's endpoint for logs and exec (`host:port`), registered in the Node's
     /// [`crate::server::ENDPOINT_ANNOTATION`].
     pub endpoint: Option<String>,
+    /// What the node runs (its `status.nodeInfo`; [`crate::host::node_info`] on a real host).
+    pub node_info: orch_core::core_v1::NodeSystemInfo,
+    /// The agent's clock ([`Clock::system`] but in a simulation).
+    pub clock: Clock,
+}
+
+/// The time in ms the agent's core and its timestamps go by.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> i64 + Send + Sync>);
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
+impl Clock {
+    /// [`now_ms`]: the wall clock at start plus a monotonic clock since.
+    pub fn system() -> Self {
+        Self(Arc::new(now_ms))
+    }
+
+    /// A clock that reads `f` (a simulation's).
+    pub fn from_fn(f: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    /// The time now, in ms since the epoch.
+    pub fn now(&self) -> i64 {
+        (self.0)()
+    }
 }
 
 /// The core's time in ms: the wall clock when the agent started plus a monotonic clock since,
@@ -111,7 +141,7 @@ pub fn node_object(config: &AgentConfig) -> Node {
         std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
     );
     labels.extend(config.labels.clone());
-    let now = Time::from_millis(now_ms());
+    let now = Time::from_millis(config.clock.now());
     Node {
         metadata: ObjectMeta {
             name: name.into(),
@@ -139,7 +169,7 @@ pub fn node_object(config: &AgentConfig) -> Node {
                 reason: Some("KubeletReady".into()),
                 message: Some("orch-node is posting ready status".into()),
             }],
-            node_info: Some(Box::new(crate::host::node_info())),
+            node_info: Some(Box::new(config.node_info.clone())),
             daemon_endpoints: config
                 .endpoint
                 .as_deref()
@@ -377,9 +407,10 @@ pub async fn run<R: Runtime>(
     mut runtime_events: mpsc::Receiver<RuntimeEvent>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let clock = config.clock.clone();
     register(&client, &config).await;
     let mut agent = Agent::new(config.core.clone());
-    let now = now_ms();
+    let now = clock.now();
     for found in runtime.found().await {
         tracing::info!(pod = %found.key.name, uid = %found.uid, "adopting a pod the runtime still has");
         agent.adopt(found.key, found.uid, found.ip, found.containers, now);
@@ -409,22 +440,23 @@ pub async fn run<R: Runtime>(
         status_slots: Arc::new(Semaphore::new(STATUS_WRITES_MAX)),
         event_slots: Arc::new(Semaphore::new(EVENT_WRITES_MAX)),
         host_ip: config.node_ip.clone(),
+        clock: clock.clone(),
     };
     let mut synced = false;
     let mut known: BTreeSet<ObjectKey> = BTreeSet::new();
     tokio::pin!(shutdown);
     loop {
         let wake = agent.next_wake().map(|at| {
-            let ms = u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0);
+            let ms = u64::try_from(at.saturating_sub(clock.now())).unwrap_or(0);
             tokio::time::Instant::now() + Duration::from_millis(ms)
         });
         let sleep =
             tokio::time::sleep_until(wake.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600)));
         tokio::select! {
             () = &mut shutdown => break,
-            Some(event) = runtime_events.recv() => agent.runtime(event, now_ms()),
+            Some(event) = runtime_events.recv() => agent.runtime(event, clock.now()),
             Some(input) = input_rx.recv() => {
-                let now = now_ms();
+                let now = clock.now();
                 match input {
                     Input::Runtime(event) => agent.runtime(event, now),
                     Input::Written(uid, written) => agent.status_written(uid, written),
@@ -481,12 +513,12 @@ pub async fn run<R: Runtime>(
                     }
                 }
             }
-            () = sleep, if wake.is_some() => agent.tick(now_ms()),
+            () = sleep, if wake.is_some() => agent.tick(clock.now()),
         }
         for action in agent.take_actions() {
             exec.act(action, &agent);
         }
-        for write in agent.statuses(now_ms()) {
+        for write in agent.statuses(clock.now()) {
             exec.write_status(write);
         }
     }
@@ -512,6 +544,7 @@ struct Exec<R: Runtime> {
     status_slots: Arc<Semaphore>,
     event_slots: Arc<Semaphore>,
     host_ip: String,
+    clock: Clock,
 }
 
 impl<R: Runtime> Exec<R> {
@@ -547,19 +580,9 @@ impl<R: Runtime> Exec<R> {
                 let spec = agent.container(uid, &container).cloned();
                 let inputs = self.inputs.clone();
                 tokio::spawn(async move {
-                    let result = match (&probe.exec, spec) {
-                        (Some(exec), _) => {
-                            let argv = exec.command.iter().map(ToString::to_string).collect();
-                            match rt.exec(uid, &container, argv, timeout).await {
-                                Ok((0, _)) => Ok(()),
-                                Ok((code, out)) => {
-                                    Err(format!("command exited {code}: {}", String::from_utf8_lossy(&out)))
-                                }
-                                Err(e) => Err(e),
-                            }
-                        }
-                        (None, Some(spec)) => prober::network(&probe, &spec, &host, timeout).await,
-                        (None, None) => Err("no such container".to_owned()),
+                    let result = match spec {
+                        Some(spec) => rt.probe(uid, &spec, &probe, &host, timeout).await,
+                        None => Err("no such container".to_owned()),
                     };
                     let (ok, message) = match result {
                         Ok(()) => (true, String::new()),
@@ -620,8 +643,9 @@ impl<R: Runtime> Exec<R> {
                     return;
                 };
                 let client = self.client.clone();
+                let clock = self.clock.clone();
                 tokio::spawn(async move {
-                    let event = orch_core::events::first_event(record, now_ms());
+                    let event = orch_core::events::first_event(record, clock.now());
                     if let Err(e) = client.create(&Object::from(event)).await
                         && !matches!(e, ApiError::AlreadyExists(_))
                     {

@@ -185,6 +185,8 @@ pub async fn run_agent(options: Options, shutdown: impl std::future::Future<Outp
         network: network.clone(),
         pod_cidr: options.pod_cidr.clone(),
         endpoint: Some(endpoint.clone()),
+        node_info: crate::host::node_info(),
+        clock: crate::agent::Clock::system(),
     };
     let (events, events_rx) = tokio::sync::mpsc::channel(4_096);
     let process = ProcessConfig {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use orch_core::agent::{Found, Volumes};
-use orch_core::core_v1::Pod;
+use orch_core::core_v1::{Container, Pod, Probe};
 use orch_core::ids::Uid;
 use orch_core::object::ObjectKey;
 
@@ -76,4 +76,30 @@ pub trait Runtime: Send + Sync + 'static {
     /// The pods it still has (after an agent restart), their runs' exits reported as they
     /// are.
     fn found(&self) -> impl Future<Output = Vec<FoundPod>> + Send;
+
+    /// Tries a probe of a container's run: an exec probe through [`Runtime::exec`], an
+    /// httpGet or tcpSocket from the node to `host` (the pod's address) within `timeout`, as
+    /// the kubelet probes. Ok, or why it failed. A simulated runtime answers by itself.
+    fn probe(
+        &self,
+        uid: Uid,
+        container: &Container,
+        probe: &Probe,
+        host: &str,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), String>> + Send {
+        async move {
+            match &probe.exec {
+                Some(exec) => {
+                    let argv = exec.command.iter().map(ToString::to_string).collect();
+                    match self.exec(uid, &container.name, argv, timeout).await {
+                        Ok((0, _)) => Ok(()),
+                        Ok((code, out)) => Err(format!("command exited {code}: {}", String::from_utf8_lossy(&out))),
+                        Err(e) => Err(e),
+                    }
+                }
+                None => crate::prober::network(probe, container, host, timeout).await,
+            }
+        }
+    }
 }

@@ -14,13 +14,15 @@
 //! then heals everything, probes liveness, reads every object a last time, waits until the
 //! replicas agree, and runs the checkers ([`check`]) on the history it recorded. The same seed
 //! gives the same trace hash: every delivered message, every applied entry, every client
-//! outcome, in order.
+//! outcome, in order. Simulated node agents ([`Simulation::agents`]) run orch-node's agent
+//! loop with a simulated runtime against the cluster's API.
 //!
 //! ```
 //! let report = orch_sim::Simulation::new(orch_sim::Config::quick(7)).run();
 //! assert!(report.violations.is_empty(), "{report}");
 //! ```
 
+mod agents;
 mod api;
 pub mod check;
 mod cluster;
@@ -34,6 +36,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+pub use agents::AgentSettings;
 pub use check::{Checker, Violation};
 pub use cluster::SimClock;
 pub use faults::FaultCounts;
@@ -331,19 +334,28 @@ pub struct Simulation {
     checkers: Vec<Box<dyn Checker>>,
     loops: Vec<orch_raft::leader::LoopFactory>,
     settle: Duration,
+    agents: Option<AgentSettings>,
 }
 
 impl Simulation {
     /// A simulation with `config` and the standard checkers.
     pub fn new(config: Config) -> Self {
         let checkers = check::standard(u64::try_from(config.liveness_bound.as_millis()).unwrap_or(u64::MAX));
-        Self { config, checkers, loops: Vec::new(), settle: Duration::ZERO }
+        Self { config, checkers, loops: Vec::new(), settle: Duration::ZERO, agents: None }
     }
 
     /// Adds a leader-only loop (orch-raft's framework, as orchd runs it): every node runs it
     /// while it leads, through the faults.
     pub fn leader_loop(mut self, factory: orch_raft::leader::LoopFactory) -> Self {
         self.loops.push(factory);
+        self
+    }
+
+    /// Runs simulated node agents: orch-node's agent loop and the pure core it steps, with a
+    /// simulated runtime, against the cluster's API through the faults (see
+    /// [`AgentSettings`]).
+    pub fn agents(mut self, settings: AgentSettings) -> Self {
+        self.agents = Some(settings);
         self
     }
 
@@ -394,6 +406,7 @@ impl Simulation {
             cluster.start(id).await.expect("a fresh node starts");
         }
 
+        let agent_tasks = self.agents.as_ref().map(|a| agents::start(&world, a, &rng)).unwrap_or_default();
         let mut tasks = Vec::new();
         for i in 0..config.clients {
             let client = workload::Client::new(Arc::clone(&world), i, rng.fork(100 + i), config.keys, config.think_ms);
@@ -431,8 +444,12 @@ impl Simulation {
         lock(&world.history).probes.push(history::Probe { healed_ms, done_ms });
         cluster.wait((healed + self.settle).saturating_duration_since(tokio::time::Instant::now())).await;
 
-        // The clients finish, and a last read of every object joins the history.
+        // The clients finish (the agents stop), and a last read of every object joins the
+        // history.
         world.stop.store(true, Ordering::Relaxed);
+        for task in &agent_tasks {
+            task.abort();
+        }
         let mut broken = Vec::new();
         for task in tasks {
             if let Err(e) = task.await {

@@ -19,7 +19,8 @@ const IMAGES: [&str; 3] = ["nginx:1", "nginx:2", "nginx:3"];
 /// back (`rollout undo --to-revision 2`: nginx:2 again, as revision 4), then stops.
 struct Rollouts;
 
-fn complete(d: &Deployment) -> bool {
+/// Whether the Deployment's rollout is complete (shared with the agents' tests).
+pub(crate) fn complete(d: &Deployment) -> bool {
     let s = &d.status;
     let want = d.spec.replicas;
     s.observed_generation == d.metadata.generation
