@@ -1134,7 +1134,15 @@ impl PodRec {
                         out.push(Action::UpdateVolumes { uid: self.uid, volumes: next.clone() });
                         self.volumes = Some(next);
                     }
-                    None => self.volumes = Some(Arc::new(Volumes { generation: 1, volumes })),
+                    None => {
+                        let first = Arc::new(Volumes { generation: 1, volumes });
+                        // Runs adopted by a restarted agent: their volumes are brought up to
+                        // date now (a source may have changed while it was down).
+                        if !first.volumes.is_empty() && self.containers.iter().any(Ctr::live) {
+                            out.push(Action::UpdateVolumes { uid: self.uid, volumes: first.clone() });
+                        }
+                        self.volumes = Some(first);
+                    }
                 }
                 self.volumes.clone()
             }

@@ -76,8 +76,12 @@
 ///   to 6 any text was taken, and changed at will.
 /// - 8 (format 14): a container's `image` is optional (the process runtime runs `command`
 ///   from the node's filesystem and pulls nothing; [`crate::validation::validate_under`]).
-///   Under 1 to 7 it is required, as Kubernetes requires it. (The new kinds and fields of
-///   format 14 need no rule version: no earlier entry can carry them.)
+///   Under 1 to 7 it is required, as Kubernetes requires it; from 8 a container created
+///   without one may be given one (with its pull policy). The new kinds and fields of format
+///   14 need no rule version: no earlier entry can carry them, not even as an
+///   `ApplyManifest`'s text, since every proposal passes admission
+///   ([`crate::admit::check_request`]), which parses the manifest with its build's model and
+///   refuses an unknown kind or field before it becomes an entry.
 pub const RULES_VERSION: u16 = 8;
 /// The oldest rules version this build applies.
 pub const RULES_VERSION_MIN: u16 = 1;

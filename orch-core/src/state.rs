@@ -1544,4 +1544,68 @@ mod tests {
         let field = p.spec.containers[0].env[0].value_from.as_ref().and_then(|f| f.field_ref.as_ref());
         assert_eq!(field.and_then(|f| f.api_version.as_deref()), Some("v1"));
     }
+
+    /// The rest of the volume and variable rules: sources, media, sizes, item paths, mount
+    /// paths, a `hostNetwork` pod's host ports.
+    #[test]
+    fn more_pod_volume_rules_are_enforced() {
+        let mut state = State::new();
+        let pod = one(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  hostNetwork: true\n  containers:\n  - name: c\n    command: [sleep]\n    ports: [{containerPort: 80, hostPort: 81}]\n    envFrom: [{configMapRef: {name: a}, secretRef: {name: b}}]\n    volumeMounts: [{name: v, mountPath: /}, {name: v, mountPath: /a/../b}]\n  volumes:\n  - {name: v, emptyDir: {medium: Disk, sizeLimit: '-1'}}\n  - {name: w, configMap: {name: cm, items: [{key: a, path: x}, {key: b, path: x/y}, {key: c, path: ./z}, {key: d, path: 'q/'}]}}\n",
+        );
+        let errors = invalid_fields(apply_one(&mut state, Command::Create(pod)));
+        let expected = [
+            "spec.volumes[0].emptyDir.medium: Unsupported value: \"Disk\": supported values: \"\", \"Memory\"",
+            "spec.volumes[0].emptyDir.sizeLimit: Invalid value: \"-1\": must be greater than or equal to 0",
+            "spec.volumes[1].configMap.items[1].path: Invalid value: \"x/y\": must not be a directory of or under another item's path \"x\"",
+            "spec.volumes[1].configMap.items[2].path: Invalid value: \"./z\": must be a path of names: no empty or '.' parts, no trailing '/'",
+            "spec.volumes[1].configMap.items[3].path: Invalid value: \"q/\": must be a path of names: no empty or '.' parts, no trailing '/'",
+            "spec.containers[0].volumeMounts[0].mountPath: Invalid value: \"/\": must not be the root directory",
+            "spec.containers[0].volumeMounts[1].mountPath: Invalid value: \"/a/../b\": must not contain '..'",
+            "spec.containers[0].envFrom[0]: Forbidden: may not have more than one field specified at a time",
+            "spec.containers[0].ports[0].hostPort: Invalid value: 81: must match `containerPort` when `hostNetwork` is true",
+        ];
+        for e in expected {
+            assert!(errors.iter().any(|x| x == e), "missing {e:?} in {errors:#?}");
+        }
+    }
+
+    /// A Secret holds at most 1 MiB decoded; base64 is read as Go's (line breaks skipped); its
+    /// type and, once immutable, its data stay.
+    #[test]
+    fn secrets_are_bounded_and_keep_their_type() {
+        use base64::Engine as _;
+        let mut state = State::new();
+        let b64 = |n: usize| base64::engine::general_purpose::STANDARD.encode(vec![7u8; n]);
+        let big = format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: big}}\ndata: {{a: '{}'}}", b64(1024 * 1024));
+        let errors = invalid_fields(apply_one(&mut state, Command::Create(one(&big))));
+        assert_eq!(errors, ["data: Too long: may not be more than 1048576 bytes"]);
+        // 700 KiB decoded is 933 KiB of base64: within the bound, which counts decoded bytes.
+        let fits =
+            format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: fits}}\ndata: {{a: '{}'}}", b64(700 * 1024));
+        assert!(apply_one(&mut state, Command::Create(one(&fits))).is_ok());
+        let wrapped = "apiVersion: v1\nkind: Secret\nmetadata: {name: wrapped}\ndata: {a: \"aGVs\\nbG8=\"}\ntype: example.com/token\nimmutable: true";
+        assert!(apply_one(&mut state, Command::Create(one(wrapped))).is_ok(), "line breaks are skipped, as Go does");
+        let retyped = "apiVersion: v1\nkind: Secret\nmetadata: {name: wrapped}\ndata: {a: \"aGVs\\nbG8=\"}\ntype: Opaque\nimmutable: true";
+        let errors = invalid_fields(apply_one(&mut state, Command::Update(one(retyped))));
+        assert_eq!(errors, ["type: Invalid value: \"Opaque\": field is immutable"]);
+        let changed = "apiVersion: v1\nkind: Secret\nmetadata: {name: wrapped}\ndata: {a: aGk=}\ntype: example.com/token\nimmutable: true";
+        let errors = invalid_fields(apply_one(&mut state, Command::Update(one(changed))));
+        assert_eq!(errors, ["data: Forbidden: field is immutable when `immutable` is set"]);
+    }
+
+    /// Rules 8: a pod created without an image may be given one (with the pull policy the
+    /// defaults give it); other changes stay forbidden.
+    #[test]
+    fn a_pod_without_an_image_may_be_given_one() {
+        let mut state = State::new();
+        let bare = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, command: [sleep]}]}";
+        assert!(apply_under(&mut state, 8, Command::Create(one(bare))).is_ok());
+        let imaged = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: 'busybox:1', command: [sleep]}]}";
+        assert!(apply_under(&mut state, 8, Command::Update(one(imaged))).is_ok());
+        let Some(Object::Pod(p)) = state.get(&ObjectKey::new(Kind::Pod, "default", "p")) else { panic!("stored") };
+        assert_eq!(p.spec.containers[0].image, "busybox:1");
+        let moved = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: 'busybox:1', command: [sleep, '2']}]}";
+        assert!(matches!(apply_under(&mut state, 8, Command::Update(one(moved))), Err(ApplyError::Invalid { .. })));
+    }
 }

@@ -1369,6 +1369,11 @@ pub fn validate_update_under(new: &Object, old: &Object, rules: u16) -> FieldErr
             // As Kubernetes: only container images may change (and tolerations be added).
             let mut probe = n.spec.clone();
             for (c, oc) in probe.containers.iter_mut().zip(&o.spec.containers) {
+                // Rules 8: a container created without an image may be given one, and with
+                // it the pull policy the defaults give it.
+                if rules >= 8 && oc.image.is_empty() {
+                    c.image_pull_policy.clone_from(&oc.image_pull_policy);
+                }
                 c.image.clone_from(&oc.image);
             }
             let added_tolerations = probe.tolerations.len() >= o.spec.tolerations.len()

@@ -46,6 +46,8 @@ pub const STATUS_WRITES_MAX: usize = 64;
 pub const EVENT_WRITES_MAX: usize = 16;
 /// The pause before a failed write or call is tried again.
 pub const RETRY: Duration = Duration::from_secs(1);
+/// How many times a failed update of a pod's volumes is tried.
+const VOLUME_UPDATE_TRIES: usize = 30;
 /// The most inputs waiting for the loop.
 const INPUTS_MAX: usize = 4_096;
 
@@ -452,7 +454,9 @@ pub async fn run<R: Runtime>(
         });
         let sleep =
             tokio::time::sleep_until(wake.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600)));
+        // In a fixed order (not tokio's random one), so that a simulation replays.
         tokio::select! {
+            biased;
             () = &mut shutdown => break,
             Some(event) = runtime_events.recv() => agent.runtime(event, clock.now()),
             Some(input) = input_rx.recv() => {
@@ -594,8 +598,14 @@ impl<R: Runtime> Exec<R> {
             }
             Action::UpdateVolumes { uid, volumes } => {
                 tokio::spawn(async move {
-                    if let Err(e) = rt.update_volumes(uid, volumes).await {
-                        tracing::warn!(%uid, error = %e, "updating a pod's volumes failed");
+                    // Retried a while (a newer version makes this one a no-op); a start puts
+                    // the newest in place anyway.
+                    for _ in 0..VOLUME_UPDATE_TRIES {
+                        match rt.update_volumes(uid, volumes.clone()).await {
+                            Ok(()) => return,
+                            Err(e) => tracing::warn!(%uid, error = %e, "updating a pod's volumes failed; trying again"),
+                        }
+                        tokio::time::sleep(RETRY).await;
                     }
                 });
             }

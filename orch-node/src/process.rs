@@ -447,6 +447,10 @@ impl Runtime for ProcessRuntime {
     async fn create_sandbox(&self, uid: Uid, pod: Arc<Pod>) -> Result<Option<String>, String> {
         let dir = self.dir(uid);
         std::fs::create_dir_all(&dir).map_err(|e| format!("making {}: {e}", dir.display()))?;
+        // Its run specs hold the containers' variables (Secrets' values among them), its
+        // volumes the Secrets' files: the agent's user alone may read them.
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(|e| format!("making {} private: {e}", dir.display()))?;
         let ip = match self.network_of(&pod) {
             Some(network) => {
                 let ip = network.add(uid, &pod).await?;
@@ -592,10 +596,16 @@ impl Runtime for ProcessRuntime {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&(uid, c.name.to_string()))
             .cloned();
-        // After an agent restart: the variables the spec gives without ConfigMaps or Secrets.
+        // After an agent restart (until the container starts again): the plain values of its
+        // spec; those from ConfigMaps, Secrets and fields are not known here.
         let own = own.unwrap_or_else(|| {
-            let fields = orch_core::agent::config::PodFields { pod: &pod, pod_ip: None, host_ip: None };
-            orch_core::agent::config::environment(&fields, c, &orch_core::agent::config::EMPTY).unwrap_or_default()
+            let mut env: Vec<(String, String)> = Vec::new();
+            for var in c.env.iter().filter(|v| v.value_from.is_none()) {
+                let value = expand(var.value.as_deref().unwrap_or_default(), &env);
+                env.retain(|(k, _)| k != var.name.as_str());
+                env.push((var.name.to_string(), value));
+            }
+            env
         });
         let env = environment(&pod, &own, self.config.extra_path.as_deref());
         let spec = StartSpec {
@@ -651,7 +661,10 @@ impl Runtime for ProcessRuntime {
                     output.truncate(EXEC_OUTPUT_BYTES_MAX);
                     status.map(|s| (s.code().unwrap_or(128), output)).map_err(|e| format!("exec: {e}"))
                 };
-                match tokio::time::timeout(timeout, run).await {
+                let result = tokio::time::timeout(timeout, run).await;
+                // Read by the helper before it ran the command: it holds the variables.
+                let _ = std::fs::remove_file(&file);
+                match result {
                     Ok(result) => result,
                     Err(_) => {
                         // The whole process group: what the command started goes with it.

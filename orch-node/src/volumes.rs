@@ -19,8 +19,6 @@ use std::path::{Path, PathBuf};
 use orch_core::agent::{VolumeFile, VolumeSource, Volumes};
 use orch_core::core_v1::{Container, PodSpec};
 
-/// The size of a Secret volume's tmpfs: two versions of the largest Secret, and room.
-const SECRET_TMPFS_BYTES: u64 = 4 * 1024 * 1024;
 /// The symlink to the current version.
 const DATA: &str = "..data";
 
@@ -85,7 +83,9 @@ pub fn set_up(pod_dir: &Path, volumes: &Volumes) -> Result<(), String> {
                 }
             }
             VolumeSource::Files { secret, files } => {
-                if *secret && !mount_tmpfs(&path, Some(SECRET_TMPFS_BYTES), 0o755) {
+                // No size of its own (tmpfs' default, half the memory): a Secret of many small
+                // keys takes a page each, twice during a swap.
+                if *secret && !mount_tmpfs(&path, None, 0o755) {
                     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))
                         .map_err(|e| format!("volume {:?}: {e}", v.name))?;
                 }

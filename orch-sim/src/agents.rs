@@ -308,10 +308,30 @@ impl Runtime for SimRuntime {
     }
 }
 
+/// The running agents.
+pub(crate) struct Agents {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Agents {
+    /// Stops every agent's loop (its watches and heartbeats with it), as a SIGTERM stops
+    /// orch-node; their pods stay with their runtimes.
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(true);
+        for mut task in self.tasks {
+            // An agent still registering (the cluster never answered) is not in its loop yet.
+            if tokio::time::timeout(Duration::from_secs(30), &mut task).await.is_err() {
+                task.abort();
+            }
+        }
+    }
+}
+
 /// Starts the agents: each `orch_node::agent::run` with a simulated runtime, a real API client
-/// of the simulated cluster, and the simulated clock. They run until the run ends (their tasks
-/// are aborted).
-pub(crate) fn start(world: &Arc<World>, settings: &AgentSettings, rng: &Rng) -> Vec<tokio::task::JoinHandle<()>> {
+/// of the simulated cluster, and the simulated clock, until [`Agents::stop`].
+pub(crate) fn start(world: &Arc<World>, settings: &AgentSettings, rng: &Rng) -> Agents {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     let quantity = |s: &str| s.parse().ok();
     let capacity = ResourceList {
         cpu: quantity(&settings.cpu),
@@ -356,7 +376,11 @@ pub(crate) fn start(world: &Arc<World>, settings: &AgentSettings, rng: &Rng) -> 
         let client = crate::workload::api_client(world, &mut agent_rng, id, Duration::from_secs(6));
         let (events, events_rx) = mpsc::channel(4_096);
         let runtime = Arc::new(SimRuntime::new(settings.clone(), i, Arc::clone(world), agent_rng.fork(1), events));
-        tasks.push(tokio::spawn(orch_node::agent::run(config, client, runtime, events_rx, std::future::pending())));
+        let mut stopped = stopped.clone();
+        let shutdown = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        tasks.push(tokio::spawn(orch_node::agent::run(config, client, runtime, events_rx, shutdown)));
     }
-    tasks
+    Agents { tasks, stop }
 }

@@ -406,7 +406,7 @@ impl Simulation {
             cluster.start(id).await.expect("a fresh node starts");
         }
 
-        let agent_tasks = self.agents.as_ref().map(|a| agents::start(&world, a, &rng)).unwrap_or_default();
+        let agents = self.agents.as_ref().map(|a| agents::start(&world, a, &rng));
         let mut tasks = Vec::new();
         for i in 0..config.clients {
             let client = workload::Client::new(Arc::clone(&world), i, rng.fork(100 + i), config.keys, config.think_ms);
@@ -447,8 +447,8 @@ impl Simulation {
         // The clients finish (the agents stop), and a last read of every object joins the
         // history.
         world.stop.store(true, Ordering::Relaxed);
-        for task in &agent_tasks {
-            task.abort();
+        if let Some(agents) = agents {
+            agents.stop().await;
         }
         let mut broken = Vec::new();
         for task in tasks {

@@ -194,16 +194,13 @@ pub fn environment(
     configs: &Configs,
 ) -> Result<Vec<(String, String)>, String> {
     let ns = fields.pod.metadata.namespace_str();
-    let mut env: Vec<(String, String)> = Vec::new();
-    let set = |env: &mut Vec<(String, String)>, name: String, value: String| {
-        env.retain(|(k, _)| *k != name);
-        env.push((name, value));
-    };
+    let mut env = Env::default();
     for f in &container.env_from {
         let prefix = f.prefix.as_deref().unwrap_or_default();
         let values = if let Some(r) = &f.config_map_ref {
             match configs.map(ns, &r.name) {
-                Some(c) => map_values(c),
+                // As the kubelet: variables come from `data`, not `binaryData`.
+                Some(c) => c.data.iter().map(|(k, v)| (k.to_owned(), v.as_bytes().to_vec())).collect(),
                 None if r.optional == Some(true) => continue,
                 None => return Err(format!("configmap {:?} not found", r.name.as_str())),
             }
@@ -219,13 +216,13 @@ pub fn environment(
         for (k, v) in values {
             let name = format!("{prefix}{k}");
             if is_env_name(&name) {
-                set(&mut env, name, lossy(&v));
+                env.set(name, lossy(&v));
             }
         }
     }
     for var in &container.env {
         let value = match &var.value_from {
-            None => expand(var.value.as_deref().unwrap_or_default(), &env),
+            None => expand(var.value.as_deref().unwrap_or_default(), &env.vars),
             Some(from) => {
                 if let Some(f) = &from.field_ref {
                     field_value(fields, &f.field_path).unwrap_or_default()
@@ -234,8 +231,8 @@ pub fn environment(
                     match configs.map(ns, &r.name) {
                         None if optional => continue,
                         None => return Err(format!("configmap {:?} not found", r.name.as_str())),
-                        Some(c) => match map_values(c).into_iter().find(|(k, _)| k == r.key.as_str()) {
-                            Some((_, v)) => lossy(&v),
+                        Some(c) => match c.data.get(&r.key) {
+                            Some(v) => v.to_owned(),
                             None if optional => continue,
                             None => {
                                 return Err(format!("couldn't find key {} in ConfigMap {}/{}", r.key, ns, r.name));
@@ -260,9 +257,29 @@ pub fn environment(
                 }
             }
         };
-        set(&mut env, var.name.to_string(), value);
+        env.set(var.name.to_string(), value);
     }
-    Ok(env)
+    Ok(env.vars)
+}
+
+/// Variables in order, a name set again keeping its place (as the kubelet's list), each set
+/// in O(log n).
+#[derive(Default)]
+struct Env {
+    vars: Vec<(String, String)>,
+    at: BTreeMap<String, usize>,
+}
+
+impl Env {
+    fn set(&mut self, name: String, value: String) {
+        match self.at.get(&name) {
+            Some(&i) => self.vars[i].1 = value,
+            None => {
+                self.at.insert(name.clone(), self.vars.len());
+                self.vars.push((name, value));
+            }
+        }
+    }
 }
 
 /// Whether `s` may name a variable (what validation takes for `env[].name`).

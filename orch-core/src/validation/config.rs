@@ -63,9 +63,23 @@ fn check_keys(errs: &mut FieldErrors, path: &str, map: &StrMap) {
     }
 }
 
-/// The decoded bytes of a base64 value, if it is one.
+/// Base64 as Go's `encoding/base64.StdEncoding` reads it (what Kubernetes decodes `[]byte`
+/// fields with): the standard alphabet with padding, line breaks skipped, and any bits after
+/// the last whole byte taken (Go's non-strict mode).
+const GO_STD: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_allow_trailing_bits(true)
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::RequireCanonical),
+);
+
+/// The decoded bytes of a base64 value, if it is one (see [`GO_STD`]).
 pub fn decode_base64(value: &str) -> Option<Vec<u8>> {
-    base64::engine::general_purpose::STANDARD.decode(value.as_bytes()).ok()
+    if value.contains(['\r', '\n']) {
+        let joined: String = value.chars().filter(|c| !matches!(c, '\r' | '\n')).collect();
+        return GO_STD.decode(joined.as_bytes()).ok();
+    }
+    GO_STD.decode(value.as_bytes()).ok()
 }
 
 /// The decoded bytes of every base64 value, in total; invalid values reported (and counted as
@@ -165,7 +179,7 @@ fn check_items(errs: &mut FieldErrors, path: &Path<'_>, items: &[KeyToPath]) {
     if !errs.check_len(path, items.len(), super::LIST_ITEMS_MAX) {
         return;
     }
-    let mut paths = BTreeSet::new();
+    let mut paths: BTreeSet<&str> = BTreeSet::new();
     for (i, item) in items.iter().enumerate() {
         let p = path.index(i);
         if let Some(reason) = config_key_problem(&item.key) {
@@ -178,6 +192,12 @@ fn check_items(errs: &mut FieldErrors, path: &Path<'_>, items: &[KeyToPath]) {
             errs.invalid(&pp, q(&item.path), reason);
         } else if !paths.insert(item.path.as_str()) {
             errs.duplicate(&pp, q(&item.path));
+        } else if let Some(other) = paths.iter().find(|o| **o != item.path.as_str() && nested(o, &item.path)) {
+            errs.invalid(
+                &pp,
+                q(&item.path),
+                format!("must not be a directory of or under another item's path {}", q(other)),
+            );
         }
         check_mode(errs, &p.child("mode"), item.mode);
     }
@@ -200,7 +220,17 @@ fn relative_path_problem(path: &str) -> Option<&'static str> {
     if path.contains('\0') {
         return Some("must not contain NUL");
     }
+    // Stricter than Kubernetes, whose atomic writer fails on these when it writes.
+    if path.split('/').any(|seg| seg.is_empty() || seg == ".") {
+        return Some("must be a path of names: no empty or '.' parts, no trailing '/'");
+    }
     None
+}
+
+/// Whether one of two item paths is a directory of the other (`a` and `a/b`).
+fn nested(a: &str, b: &str) -> bool {
+    let under = |x: &str, dir: &str| x.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'));
+    under(a, b) || under(b, a)
 }
 
 /// The pod's volumes: names, exactly one source each, and each source's fields. Returns the

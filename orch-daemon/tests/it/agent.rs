@@ -264,6 +264,13 @@ fn config_maps_and_secrets_reach_containers_as_variables_and_files() {
     }
     // The mounts are the container's own: on the node the mount paths are empty.
     assert_eq!(std::fs::read_dir(&cfg).expect("the mount path was made").count(), 0);
+    // The pod's directory (its run specs hold the Secret's value, its volumes the files) is
+    // the agent's user's alone.
+    assert!(!agent.pod_dirs().is_empty());
+    for dir in agent.pod_dirs() {
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&dir).expect("pod dir").permissions());
+        assert_eq!(mode & 0o777, 0o700, "{}", dir.display());
+    }
 
     // The ConfigMap changes: so do its files (the variables keep the start's values).
     apply(&server, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {greeting: bonjour}\n");

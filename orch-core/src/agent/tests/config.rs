@@ -188,3 +188,26 @@ fn an_optional_volume_source_may_be_missing() {
         .expect("an update once it exists");
     assert_eq!(files_of(&update, "cfg"), [("a".to_owned(), "1".to_owned())]);
 }
+
+/// A restarted agent adopts a running pod: its volumes are brought up to date at once (a
+/// ConfigMap may have changed while the agent was down), without restarting anything.
+#[test]
+fn an_adopted_pods_volumes_are_brought_up_to_date() {
+    let mut w = World::new(Settings { host_ip: Some("192.168.0.1".into()), ..Settings::new("n1") });
+    let spec = "  containers:\n  - name: app\n    command: [sleep, '1000']\n    volumeMounts: [{name: cfg, mountPath: /etc/cfg}]\n  volumes:\n  - {name: cfg, configMap: {name: settings}}\n";
+    let p = pod("web", spec);
+    let found = vec![Found { name: "app".into(), attempt: 1, started_ms: T0 - 1_000, exit: None }];
+    w.agent.adopt(key(&p), uid(&p), Some("10.244.0.9".into()), found, T0);
+    w.live.insert((uid(&p), "app".to_owned()), 1);
+    w.agent.configs_synced(T0);
+    w.agent.config(&config_map("settings", "{a: '2'}"), T0);
+    w.put(p.clone());
+    w.agent.synced(T0);
+    let actions = w.settle();
+    let update = actions
+        .iter()
+        .find_map(|a| if let Action::UpdateVolumes { volumes, .. } = a { Some(volumes.clone()) } else { None })
+        .expect("the adopted pod's volumes are written");
+    assert_eq!(files_of(&update, "cfg"), [("a".to_owned(), "2".to_owned())]);
+    assert_eq!(starts(&actions), 0, "nothing restarted");
+}
