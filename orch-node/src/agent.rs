@@ -78,6 +78,9 @@ pub struct AgentConfig {
     pub node_info: orch_core::core_v1::NodeSystemInfo,
     /// The agent's clock ([`Clock::system`] but in a simulation).
     pub clock: Clock,
+    /// Its data directory, whose disk its `DiskPressure` condition watches (none: not
+    /// reported).
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 /// The time in ms the agent's core and its timestamps go by.
@@ -385,9 +388,96 @@ async fn follow_nodes(client: Client, node: String, node_ip: String, network: Ar
     }
 }
 
-/// Heartbeats for ever; registers the node again when the leader does not know it.
+/// The most a node's disk may be full before its `DiskPressure` is True: under 10% free, the
+/// kubelet's default eviction threshold (`nodefs.available<10%`).
+pub const DISK_PRESSURE_FREE_PERCENT: u64 = 10;
+
+/// The Node conditions an agent reports beside `Ready`, from what it sees: its data
+/// directory's disk (free and total bytes, if it could be read) and why pods cannot get a
+/// network, if they cannot (none for an agent on the host's network). Kubernetes' types,
+/// reasons and messages.
+pub fn node_conditions(disk: Option<(u64, u64)>, network: Option<Option<String>>, now: Time) -> Vec<NodeCondition> {
+    let condition = |type_: &str, on: bool, reason: &str, message: String| NodeCondition {
+        type_: type_.into(),
+        status: if on { ConditionStatus::True } else { ConditionStatus::False },
+        last_heartbeat_time: Some(now),
+        last_transition_time: Some(now),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+    };
+    let mut out = Vec::new();
+    if let Some((free, total)) = disk {
+        let pressure = total > 0 && free.saturating_mul(100) < total.saturating_mul(DISK_PRESSURE_FREE_PERCENT);
+        out.push(if pressure {
+            condition(
+                "DiskPressure",
+                true,
+                "KubeletHasDiskPressure",
+                format!("kubelet has disk pressure: {free} of {total} bytes free"),
+            )
+        } else {
+            condition("DiskPressure", false, "KubeletHasNoDiskPressure", "kubelet has no disk pressure".to_owned())
+        });
+    }
+    if let Some(failure) = network {
+        out.push(match failure {
+            Some(why) => condition("NetworkUnavailable", true, "NetworkPluginNotReady", why),
+            None => condition("NetworkUnavailable", false, "NetworkPluginReady", "the pod network is ready".to_owned()),
+        });
+    }
+    out
+}
+
+/// Free and total bytes of the filesystem of `path`.
+fn disk_of(path: &std::path::Path) -> Option<(u64, u64)> {
+    let s = nix::sys::statvfs::statvfs(path).ok()?;
+    let block = s.fragment_size();
+    Some((s.blocks_available().saturating_mul(block), s.blocks().saturating_mul(block)))
+}
+
+/// Writes the Node's conditions beside `Ready` when their status or reason changed from
+/// those last written (a transition keeps its time only while the status holds).
+async fn report_conditions(client: &Client, config: &AgentConfig, written: &mut Vec<NodeCondition>) {
+    let disk = config.data_dir.as_deref().and_then(disk_of);
+    let network = config.network.as_ref().map(|n| n.unavailable());
+    let now = node_conditions(disk, network, Time::from_millis(config.clock.now()));
+    let same = |a: &[NodeCondition], b: &[NodeCondition]| {
+        a.len() == b.len()
+            && a.iter().zip(b).all(|(x, y)| (&x.type_, x.status, &x.reason) == (&y.type_, y.status, &y.reason))
+    };
+    if same(&now, written) {
+        return;
+    }
+    let key = ObjectKey::new(Kind::Node, "", &config.core.node);
+    let Ok((Object::Node(node), _)) = client.get(&key).await else { return };
+    let mut n = (*node).clone();
+    for c in &now {
+        let mut c = c.clone();
+        if let Some(old) = n.status.conditions.iter().find(|o| o.type_ == c.type_)
+            && old.status == c.status
+        {
+            c.last_transition_time = old.last_transition_time;
+        }
+        n.status.conditions.retain(|o| o.type_ != c.type_);
+        n.status.conditions.push(c);
+    }
+    match client.update_status(&Object::from(n)).await {
+        Ok(_) => {
+            for c in now.iter().filter(|c| c.status == ConditionStatus::True) {
+                tracing::warn!(condition = %c.type_, message = c.message.as_deref().unwrap_or(""), "node condition");
+            }
+            *written = now;
+        }
+        Err(e) => tracing::debug!(error = %e, "writing the node's conditions failed; trying at the next heartbeat"),
+    }
+}
+
+/// Heartbeats for ever; registers the node again when the leader does not know it; reports
+/// the Node's conditions beside `Ready` when they change.
 async fn heartbeat(client: Client, config: AgentConfig) {
+    let mut written = Vec::new();
     loop {
+        report_conditions(&client, &config, &mut written).await;
         tokio::time::sleep(config.heartbeat).await;
         match client.heartbeat(&config.core.node).await {
             Ok(()) => {}
@@ -709,4 +799,36 @@ impl<R: Runtime> Exec<R> {
 /// Not a quantity.
 pub fn quantity(text: &str) -> Result<Quantity, String> {
     text.parse().map_err(|e| format!("{text:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status_of(conditions: &[NodeCondition], type_: &str) -> Option<(ConditionStatus, String)> {
+        conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| (c.status, c.reason.as_deref().unwrap_or_default().to_owned()))
+    }
+
+    #[test]
+    fn node_conditions_say_when_the_disk_is_full_or_the_network_is_not_ready() {
+        let now = Time::from_millis(1);
+        let fine = node_conditions(Some((50, 100)), Some(None), now);
+        assert_eq!(status_of(&fine, "DiskPressure"), Some((ConditionStatus::False, "KubeletHasNoDiskPressure".into())));
+        assert_eq!(status_of(&fine, "NetworkUnavailable"), Some((ConditionStatus::False, "NetworkPluginReady".into())));
+        let full = node_conditions(Some((9, 100)), Some(Some("CNI bridge ADD failed".into())), now);
+        assert_eq!(status_of(&full, "DiskPressure"), Some((ConditionStatus::True, "KubeletHasDiskPressure".into())));
+        assert_eq!(
+            status_of(&full, "NetworkUnavailable"),
+            Some((ConditionStatus::True, "NetworkPluginNotReady".into()))
+        );
+        assert_eq!(
+            node_conditions(Some((10, 100)), None, now).len(),
+            1,
+            "exactly 10% free is no pressure; no network, no condition"
+        );
+        assert!(node_conditions(None, None, now).is_empty());
+    }
 }

@@ -187,6 +187,7 @@ pub async fn run_agent(options: Options, shutdown: impl std::future::Future<Outp
         endpoint: Some(endpoint.clone()),
         node_info: crate::host::node_info(),
         clock: crate::agent::Clock::system(),
+        data_dir: Some(data_dir.clone()),
     };
     let (events, events_rx) = tokio::sync::mpsc::channel(4_096);
     let process = ProcessConfig {

@@ -54,6 +54,8 @@ pub struct Network {
     bin_dir: PathBuf,
     /// The node's pod CIDR, once known.
     pod_cidr: Mutex<Option<String>>,
+    /// Why the last pod network could not be made, until one is.
+    last_failure: Mutex<Option<String>>,
 }
 
 /// Runs `ip` with `args`.
@@ -105,7 +107,7 @@ impl Network {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("making {}: {e}", config.data_dir.display()))?;
         // The blackhole under every pod route (replaced, so a restart finds it as it is).
         ip(&["route", "replace", "blackhole", &config.cluster_cidr])?;
-        Ok(Self { config, bin_dir, pod_cidr: Mutex::new(None) })
+        Ok(Self { config, bin_dir, pod_cidr: Mutex::new(None), last_failure: Mutex::new(None) })
     }
 
     /// Sets the node's pod CIDR (once the control plane allocated it, or from a flag).
@@ -245,11 +247,26 @@ impl Network {
         Err(format!("CNI {plugin} {command} failed: {msg}{}{details}", if details.is_empty() { "" } else { ": " }))
     }
 
+    /// Why pods cannot get a network now, if they cannot: no pod CIDR yet, or the last
+    /// sandbox's network failed (until one succeeds). The Node's `NetworkUnavailable`.
+    pub fn unavailable(&self) -> Option<String> {
+        if self.pod_cidr().is_none() {
+            return Some("the node has no pod CIDR yet".to_owned());
+        }
+        self.last_failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
     /// Makes the pod's namespace and its interfaces; its address.
     ///
     /// # Errors
     /// No pod CIDR yet, or a command or plugin failed (what was made is undone).
     pub async fn add(&self, uid: Uid, pod: &Pod) -> Result<String, String> {
+        let result = self.add_network(uid, pod).await;
+        *self.last_failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = result.as_ref().err().cloned();
+        result
+    }
+
+    async fn add_network(&self, uid: Uid, pod: &Pod) -> Result<String, String> {
         let cidr = self.pod_cidr().ok_or_else(|| "the node has no pod CIDR yet".to_owned())?;
         if !self.netns_path(uid).exists() {
             ip(&["netns", "add", &self.netns_name(uid)])?;

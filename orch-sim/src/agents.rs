@@ -370,6 +370,7 @@ pub(crate) fn start(world: &Arc<World>, settings: &AgentSettings, rng: &Rng) -> 
                 ..NodeSystemInfo::default()
             },
             clock: Clock::from_fn(move || EPOCH_MS + i64::try_from(clock_world.now_ms()).unwrap_or(i64::MAX)),
+            data_dir: None,
         };
         let mut agent_rng = rng.fork(300 + i as u64);
         let id = ClientId(u128::from(0xa6e0_u16) << 112 | i as u128);

@@ -228,6 +228,16 @@ fn config_maps_and_secrets_reach_containers_as_variables_and_files() {
     let server = d.api();
     let mut agent = Agent::new(root.path(), "t47", "127.0.47.11", &server, &["--host-network"]);
     agent.start();
+    // The agent reports its disk (an agent on the host's network has no NetworkUnavailable).
+    let node = eventually("node t47 with its DiskPressure", || {
+        let out = orchctl(&server, &["get", "node", "t47", "-o", "json"], None);
+        let n: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        n["status"]["conditions"].as_array()?.iter().any(|c| c["type"] == "DiskPressure").then_some(n)
+    });
+    let conditions = node["status"]["conditions"].as_array().cloned().unwrap_or_default();
+    assert!(!conditions.iter().any(|c| c["type"] == "NetworkUnavailable"), "{conditions:?}");
+    assert_eq!(node["status"]["nodeInfo"]["operatingSystem"], "linux");
+    assert!(node["status"]["nodeInfo"]["kubeletVersion"].as_str().is_some_and(|v| v.starts_with("orch-node ")));
     let mnt = root.path().join("mnt");
     let yaml = format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: settings}}\ndata: {{greeting: hello, mode: fast}}\n---\n\
@@ -442,6 +452,14 @@ fn pod_networks_give_each_pod_its_own_address_reachable_from_every_host() {
         })
         .collect();
     assert_ne!(cidrs[0], cidrs[1]);
+    // With a pod CIDR and no failed pod network, the agents say the network is available.
+    for h in ["h1", "h2"] {
+        eventually(&format!("node {h} NetworkUnavailable=False"), || {
+            let n = json(&["get", "node", h, "-o", "json"])?;
+            let c = n["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == "NetworkUnavailable")?.clone();
+            (c["status"] == "False" && c["reason"] == "NetworkPluginReady").then_some(())
+        });
+    }
     let yaml = format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: 3\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      terminationGracePeriodSeconds: 2\n      containers:\n      - name: hello\n        image: local\n        command: [{bin}]\n        ports: [{{containerPort: 8080}}]\n        resources: {{requests: {{cpu: 100m}}}}\n        readinessProbe: {{httpGet: {{path: /ready, port: 8080}}, periodSeconds: 1}}\n",
         bin = sibling_bin("orch-hello").display()
