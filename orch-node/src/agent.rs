@@ -391,6 +391,8 @@ async fn follow_nodes(client: Client, node: String, node_ip: String, network: Ar
 /// The most a node's disk may be full before its `DiskPressure` is True: under 10% free, the
 /// kubelet's default eviction threshold (`nodefs.available<10%`).
 pub const DISK_PRESSURE_FREE_PERCENT: u64 = 10;
+/// The most bytes of a Node condition's message the agent writes.
+pub const CONDITION_MESSAGE_BYTES_MAX: usize = 1_024;
 
 /// The Node conditions an agent reports beside `Ready`, from what it sees: its data
 /// directory's disk (free and total bytes, if it could be read) and why pods cannot get a
@@ -421,7 +423,13 @@ pub fn node_conditions(disk: Option<(u64, u64)>, network: Option<Option<String>>
     }
     if let Some(failure) = network {
         out.push(match failure {
-            Some(why) => condition("NetworkUnavailable", true, "NetworkPluginNotReady", why),
+            // A plugin's error may be long: a condition's message is cut to a bound.
+            Some(why) => condition(
+                "NetworkUnavailable",
+                true,
+                "NetworkPluginNotReady",
+                orch_core::text::cut(&why, CONDITION_MESSAGE_BYTES_MAX).to_owned(),
+            ),
             None => condition("NetworkUnavailable", false, "NetworkPluginReady", "the pod network is ready".to_owned()),
         });
     }
@@ -484,6 +492,8 @@ async fn heartbeat(client: Client, config: AgentConfig) {
             Err(ApiError::NotFound(_)) => {
                 tracing::warn!(node = %config.core.node, "the control plane does not know this node; registering it again");
                 register(&client, &config).await;
+                // A new Node holds none of them: written again.
+                written.clear();
             }
             Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
         }
@@ -830,5 +840,7 @@ mod tests {
             "exactly 10% free is no pressure; no network, no condition"
         );
         assert!(node_conditions(None, None, now).is_empty());
+        let long = node_conditions(None, Some(Some("x".repeat(5_000))), now);
+        assert_eq!(long[0].message.as_ref().map(|m| m.len()), Some(CONDITION_MESSAGE_BYTES_MAX), "a long error is cut");
     }
 }
