@@ -427,7 +427,8 @@ pub fn is_ipv4(s: &str) -> bool {
     s.parse::<std::net::Ipv4Addr>().is_ok()
 }
 
-fn is_env_var_name(s: &str) -> bool {
+/// Whether `s` may name an environment variable (`env[].name`, Kubernetes' `IsEnvVarName`).
+pub(crate) fn is_env_var_name(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && !b[0].is_ascii_digit()

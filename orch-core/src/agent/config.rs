@@ -215,7 +215,7 @@ pub fn environment(
         };
         for (k, v) in values {
             let name = format!("{prefix}{k}");
-            if is_env_name(&name) {
+            if crate::validation::is_env_var_name(&name) {
                 env.set(name, lossy(&v));
             }
         }
@@ -280,14 +280,6 @@ impl Env {
             }
         }
     }
-}
-
-/// Whether `s` may name a variable (what validation takes for `env[].name`).
-fn is_env_name(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && !b[0].is_ascii_digit()
-        && b.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
 }
 
 /// A file of a volume.

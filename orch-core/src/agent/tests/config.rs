@@ -37,6 +37,20 @@ fn files_of(volumes: &Volumes, name: &str) -> Vec<(String, String)> {
     }
 }
 
+/// The volumes of the first `UpdateVolumes` among `actions`.
+fn update_of(actions: &[Action]) -> Option<Arc<Volumes>> {
+    actions
+        .iter()
+        .find_map(|a| if let Action::UpdateVolumes { volumes, .. } = a { Some(volumes.clone()) } else { None })
+}
+
+/// The volumes the first start among `actions` carries.
+fn started_with(actions: &[Action]) -> Option<Arc<Volumes>> {
+    actions
+        .iter()
+        .find_map(|a| if let Action::StartContainer { volumes, .. } = a { Some(volumes.clone()) } else { None })
+}
+
 fn events(actions: &[Action], reason: &str) -> Vec<String> {
     actions
         .iter()
@@ -135,10 +149,7 @@ fn volumes_follow_their_sources() {
 
     w.agent.config(&config_map("settings", "{greeting: hello, other: x}"), w.now);
     let actions = w.settle();
-    let volumes = actions
-        .iter()
-        .find_map(|a| if let Action::StartContainer { volumes, .. } = a { Some(volumes.clone()) } else { None })
-        .expect("started");
+    let volumes = started_with(&actions).expect("started");
     assert_eq!(volumes.generation, 1);
     assert_eq!(files_of(&volumes, "cfg"), [("conf/greeting.txt".to_owned(), "hello".to_owned())]);
     let cfg = volumes.volumes.iter().find(|v| v.name == "cfg").expect("cfg");
@@ -155,10 +166,7 @@ fn volumes_follow_their_sources() {
     assert!(!w.settle().iter().any(|a| matches!(a, Action::UpdateVolumes { .. })));
     w.agent.config(&config_map("settings", "{greeting: bonjour}"), w.now);
     let actions = w.settle();
-    let update = actions
-        .iter()
-        .find_map(|a| if let Action::UpdateVolumes { volumes, .. } = a { Some(volumes.clone()) } else { None })
-        .expect("an update");
+    let update = update_of(&actions).expect("an update");
     assert_eq!(update.generation, 2);
     assert_eq!(files_of(&update, "cfg"), [("conf/greeting.txt".to_owned(), "bonjour".to_owned())]);
     assert_eq!(starts(&actions), 0, "running containers are not restarted");
@@ -182,10 +190,7 @@ fn an_optional_volume_source_may_be_missing() {
     assert_eq!(starts(&actions), 1);
     w.agent.config(&config_map("settings", "{a: '1'}"), w.now);
     let actions = w.settle();
-    let update = actions
-        .iter()
-        .find_map(|a| if let Action::UpdateVolumes { volumes, .. } = a { Some(volumes.clone()) } else { None })
-        .expect("an update once it exists");
+    let update = update_of(&actions).expect("an update once it exists");
     assert_eq!(files_of(&update, "cfg"), [("a".to_owned(), "1".to_owned())]);
 }
 
@@ -204,10 +209,7 @@ fn an_adopted_pods_volumes_are_brought_up_to_date() {
     w.put(p.clone());
     w.agent.synced(T0);
     let actions = w.settle();
-    let update = actions
-        .iter()
-        .find_map(|a| if let Action::UpdateVolumes { volumes, .. } = a { Some(volumes.clone()) } else { None })
-        .expect("the adopted pod's volumes are written");
+    let update = update_of(&actions).expect("the adopted pod's volumes are written");
     assert_eq!(files_of(&update, "cfg"), [("a".to_owned(), "2".to_owned())]);
     assert_eq!(starts(&actions), 0, "nothing restarted");
 }
