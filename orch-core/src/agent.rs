@@ -26,7 +26,11 @@
 //!
 //! Status follows the kubelet's rules ([`status`]) and is written only when it differs from
 //! what the store has, one write per pod in flight, under the pod's uid; a write whose fate is
-//! unknown is made again.
+//! unknown is made again. A status someone else wrote over the agent's own (the node lifecycle
+//! controller marks a lost node's pods not Ready) is written back [`STATUS_RESYNC_MS`] later,
+//! as the kubelet's status manager reconciles at its sync period, unless the agent's own
+//! status changes first: so a controller and the agent that disagree write a few times a
+//! minute, never in a tight loop.
 
 pub mod backoff;
 pub mod config;
@@ -57,6 +61,9 @@ pub const AGENT_PODS_MAX: usize = 1_024;
 /// The most bytes of a message the agent keeps from the runtime (a start error, a probe's
 /// output).
 pub const MESSAGE_BYTES_MAX: usize = 1_024;
+/// How long after someone else wrote over the agent's status of a pod the agent writes its
+/// own back (the kubelet's status manager sync period).
+pub const STATUS_RESYNC_MS: i64 = 10_000;
 /// The waiting reason of a container whose pod's sandbox is being made, or that is starting.
 pub const CONTAINER_CREATING: &str = "ContainerCreating";
 /// The waiting reason of a container that waits out its restart back-off.
@@ -358,6 +365,10 @@ pub(crate) struct PodRec {
     /// The newest status the watch showed while a write was out, with its revision: if it is
     /// newer than the write, it is what the store has.
     seen: Option<(u64, PodStatus)>,
+    /// The last status of the agent's own the store applied, and when a status someone else
+    /// wrote over it is to be written back.
+    pub(crate) written: Option<PodStatus>,
+    resync_at: Option<i64>,
     dirty: bool,
     wake_at: Option<i64>,
 }
@@ -741,11 +752,16 @@ impl Agent {
     /// When the agent next has something to do by the clock (a restart, a probe, a kill, a
     /// retry), if ever.
     pub fn next_wake(&self) -> Option<i64> {
-        self.pods.values().filter_map(|r| r.wake_at).min()
+        self.pods.values().flat_map(|r| [r.wake_at, r.resync_at]).flatten().min()
     }
 
     /// Time passed: does what is due by `now`.
     pub fn tick(&mut self, now: i64) {
+        for rec in self.pods.values_mut() {
+            if rec.resync_at.is_some_and(|at| at <= now) {
+                rec.dirty = true;
+            }
+        }
         let due: Vec<Uid> = self.pods.values().filter(|r| r.wake_at.is_some_and(|w| w <= now)).map(|r| r.uid).collect();
         for uid in due {
             self.drive(uid, now);
@@ -753,7 +769,9 @@ impl Agent {
     }
 
     /// The status writes due: one per pod whose status changed from what the store has and
-    /// has no write out. Each write's fate comes back through [`Agent::status_written`].
+    /// has no write out (one someone else wrote over the agent's unchanged own: once
+    /// [`STATUS_RESYNC_MS`] passed). Each write's fate comes back through
+    /// [`Agent::status_written`].
     pub fn statuses(&mut self, now: i64) -> Vec<StatusWrite> {
         let mut writes = Vec::new();
         for rec in self.pods.values_mut() {
@@ -763,11 +781,22 @@ impl Agent {
             let Some(pod) = rec.pod.clone() else { continue };
             rec.dirty = false;
             let status = status::compute(&self.settings, rec, &pod, now);
-            if rec.acked.as_ref() != Some(&status) {
-                rec.in_flight = true;
-                rec.acked = Some(status.clone());
-                writes.push(StatusWrite { key: rec.key.clone(), uid: rec.uid, status });
+            if rec.acked.as_ref() == Some(&status) {
+                rec.resync_at = None;
+                continue;
             }
+            // The store holds someone else's status over ours, which has not changed since.
+            let overwritten = rec.acked.is_some() && rec.written.as_ref() == Some(&status);
+            if overwritten {
+                let at = *rec.resync_at.get_or_insert(now.saturating_add(STATUS_RESYNC_MS));
+                if now < at {
+                    continue;
+                }
+            }
+            rec.resync_at = None;
+            rec.in_flight = true;
+            rec.acked = Some(status.clone());
+            writes.push(StatusWrite { key: rec.key.clone(), uid: rec.uid, status });
         }
         writes
     }
@@ -782,6 +811,7 @@ impl Agent {
         let seen = rec.seen.take();
         match written {
             Written::Applied { revision } => {
+                rec.written.clone_from(&rec.acked);
                 rec.acked_rev = rec.acked_rev.max(revision);
                 // Someone wrote after this write: the store has theirs.
                 if let Some((r, status)) = seen
@@ -846,6 +876,8 @@ impl PodRec {
             acked_rev: 0,
             in_flight: false,
             seen: None,
+            written: None,
+            resync_at: None,
             dirty: true,
             wake_at: None,
         }

@@ -266,9 +266,11 @@ fn status_is_written_once_per_change_and_again_only_when_its_fate_is_unknown() {
     // A watch event older than the applied write does not count.
     w.agent.pod(&p, 49, w.now);
     assert!(w.agent.statuses(w.now).is_empty());
-    // Someone else changes the status in the store: written back.
+    // Someone else changes the status in the store: written back after the resync period.
     echo.status.phase = Some(PodPhase::Pending);
     w.agent.pod(&Arc::new(echo), 51, w.now);
+    assert!(w.agent.statuses(w.now).is_empty());
+    w.at(w.now + STATUS_RESYNC_MS);
     assert_eq!(w.agent.statuses(w.now).len(), 1);
 }
 
@@ -794,10 +796,57 @@ fn a_status_someone_else_wrote_while_a_write_was_out_is_written_back() {
     theirs.status.conditions.push(PodCondition::new("Ready", ConditionStatus::False, Time::from_millis(w.now)));
     w.agent.pod(&Arc::new(theirs), 31, w.now);
     w.agent.status_written(uid(&p), Written::Applied { revision: 30 });
+    // Not at once: the kubelet's status manager puts its own back at its sync period.
+    assert!(w.agent.statuses(w.now).is_empty(), "no tight loop of writes against another writer");
+    assert_eq!(w.agent.next_wake(), Some(w.now + STATUS_RESYNC_MS));
+    w.at(w.now + STATUS_RESYNC_MS - 1);
+    assert!(w.agent.statuses(w.now).is_empty());
+    w.at(w.now + 1);
     let again = w.agent.statuses(w.now);
     assert_eq!(again.len(), 1, "the store's status differs from the agent's");
     let ready = again[0].status.conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.status);
     assert_eq!(ready, Some(ConditionStatus::True));
+}
+
+/// A status someone else writes over the agent's (the node lifecycle controller marking a
+/// lost node's pods not Ready) is put back after [`STATUS_RESYNC_MS`], not at once, so that
+/// the two never write in a tight loop; a change of the agent's own is written at once.
+#[test]
+fn a_status_someone_else_wrote_over_the_agents_is_put_back_after_the_resync_period() {
+    let mut w = World::synced();
+    let p = pod("over", ONE);
+    w.put(p.clone());
+    w.settle();
+    assert_eq!(w.condition(&p, "Ready").status, ConditionStatus::True);
+    let writes = w.writes;
+    let mut theirs = (*w.stored(&p)).clone();
+    theirs.status.conditions.retain(|c| c.type_ != "Ready");
+    theirs.status.conditions.push(PodCondition::new("Ready", ConditionStatus::False, Time::from_millis(w.now)));
+    w.put(Arc::new(theirs.clone()));
+    w.settle();
+    assert_eq!(w.writes, writes, "not written back at once");
+    assert_eq!(w.condition(&p, "Ready").status, ConditionStatus::False);
+    // It goes on for a while (each round of the other writer's): still nothing.
+    w.at(w.now + 4_000);
+    w.put(Arc::new(theirs));
+    w.settle();
+    assert_eq!(w.writes, writes);
+    w.at(T0 + STATUS_RESYNC_MS);
+    w.settle();
+    assert_eq!(w.writes, writes + 1, "written back once the resync period passed");
+    assert_eq!(w.condition(&p, "Ready").status, ConditionStatus::True);
+
+    // Overwritten again, and the agent's own status changes (the container exits): at once.
+    let mut theirs = (*w.stored(&p)).clone();
+    theirs.status.conditions.retain(|c| c.type_ != "Ready");
+    theirs.status.conditions.push(PodCondition::new("Ready", ConditionStatus::False, Time::from_millis(w.now)));
+    w.put(Arc::new(theirs));
+    w.settle();
+    assert_eq!(w.writes, writes + 1);
+    w.exit(&p, "app", 3);
+    w.settle();
+    assert!(w.writes > writes + 1, "a change of the agent's own is written at once");
+    assert_eq!(w.status(&p, "app").restart_count, 1);
 }
 
 #[test]
