@@ -63,10 +63,15 @@ pub(crate) struct ApiNet {
 }
 
 impl ApiNet {
-    /// Node `id` serves the API of `cp` (replacing what it served before).
-    pub(crate) fn serve(&self, id: u64, cp: ControlPlane) {
+    /// Node `id` serves the API of `cp` (replacing what it served before), handing heartbeats
+    /// to its leader-only `loops` when it runs some (as orchd does).
+    pub(crate) fn serve(&self, id: u64, cp: ControlPlane, loops: Option<orch_raft::leader::LoopSender>) {
         let (incoming, accept) = mpsc::channel::<DuplexStream>(ACCEPT_QUEUE_MAX);
-        let service = orch_daemon::api::ApiService::new(cp, Arc::new(orch_daemon::metrics::Metrics::new())).server();
+        let mut service = orch_daemon::api::ApiService::new(cp, Arc::new(orch_daemon::metrics::Metrics::new()));
+        if let Some(loops) = loops {
+            service = service.with_loops(loops);
+        }
+        let service = service.server();
         let connections = futures_util::stream::unfold(accept, |mut accept| async move {
             accept.recv().await.map(|connection| (Ok::<_, std::io::Error>(connection), accept))
         });

@@ -320,7 +320,7 @@ impl Cluster {
             ));
         }
         slot.cp = Some(cp.clone());
-        world.api.serve(id, cp.clone());
+        world.api.serve(id, cp.clone(), slot.loops.as_ref().map(orch_raft::leader::Loops::sender));
         lock(&world.live).insert(id, (incarnation, cp));
         world.fault(format!("start node {id} (start {incarnation})"));
         Ok(())

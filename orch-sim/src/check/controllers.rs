@@ -8,7 +8,14 @@
 //!   deletes a Ready pod of it so that fewer than `replicas - maxUnavailable` active pods are
 //!   Ready by scaling its set down. (A pod that stops being Ready on its own, or is evicted,
 //!   is no controller's decision; a Deployment being deleted, or a Recreate one, is not held
-//!   to the bounds.)
+//!   to the bounds.) A decision and its commit are not one step, in orch as in Kubernetes:
+//!   the ReplicaSet controller picks the pods to delete from the state it read, at least the
+//!   entry that last changed the set's `replicas`, and a pod may crash before its delete
+//!   commits. So a pod that stopped being Ready on its own after that entry still counts as
+//!   Ready for the deletion: the controller could not have seen it. Simulated agents make
+//!   this happen (seed 11 of orch-sim's controllers test: a pod of the old set crashed one
+//!   entry before the delete of another one, which the controller, had it seen the crash,
+//!   would have spared for the crashed one).
 //! - [`Converged`]: a bounded time after the faults healed, and at the end, every Deployment
 //!   has exactly its replicas, all of its current template and Ready, and says so in its
 //!   status; and every Service's Endpoints list exactly the Ready pods it selects (and the
@@ -235,7 +242,42 @@ impl Checker for RolloutBounds {
 
     fn check(&self, history: &History) -> Vec<String> {
         let mut found = Vec::new();
+        // The entry that last set each ReplicaSet's `replicas` (by the set's uid), and the
+        // entry at which each active pod last stopped being Ready on its own.
+        let mut scaled_at: BTreeMap<Uid, u64> = BTreeMap::new();
+        let mut unready_at: BTreeMap<ObjectKey, u64> = BTreeMap::new();
         let mut broken = each_entry(history, |before, entry, after| {
+            for e in &entry.events {
+                match &e.object {
+                    Object::ReplicaSet(rs) => {
+                        let Some(uid) = rs.metadata.uid else { continue };
+                        let was = match before.objects.get(&e.object.key()) {
+                            Some(Object::ReplicaSet(old)) => old.spec.replicas,
+                            _ => None,
+                        };
+                        if e.event_type == EventType::Deleted {
+                            scaled_at.remove(&uid);
+                        } else if e.event_type == EventType::Added || was != rs.spec.replicas {
+                            scaled_at.insert(uid, entry.index);
+                        }
+                    }
+                    Object::Pod(_) => {
+                        let key = e.object.key();
+                        let old = before.objects.get(&key).and_then(Object::as_pod);
+                        match after.objects.get(&key).and_then(Object::as_pod) {
+                            Some(p) if active(p) && !ready(p) => {
+                                if old.is_some_and(|o| active(o) && ready(o)) {
+                                    unready_at.insert(key, entry.index);
+                                }
+                            }
+                            _ => {
+                                unready_at.remove(&key);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
             let created: BTreeSet<ObjectKey> = entry
                 .events
                 .iter()
@@ -260,6 +302,17 @@ impl Checker for RolloutBounds {
                     (active(old) && ready(old) && !now_active && scaled_down).then_some(key)
                 })
                 .collect();
+            // What the deleting controller read is at least the entry that last scaled the
+            // sets it deleted from (the earliest of them, if several).
+            let seen = entry
+                .events
+                .iter()
+                .filter(|e| gone.contains(&e.object.key()))
+                .filter_map(|e| before.objects.get(&e.object.key()).and_then(Object::as_pod))
+                .filter_map(|p| p.metadata.controller_ref().and_then(|r| scaled_at.get(&r.uid)))
+                .min()
+                .copied()
+                .unwrap_or(entry.index);
             if created.is_empty() && gone.is_empty() {
                 return;
             }
@@ -282,11 +335,12 @@ impl Checker for RolloutBounds {
                     ));
                 }
                 let was_ours = before_pods.get(&uid).is_some_and(|ps| ps.iter().any(|p| gone.contains(&key(p))));
-                let ready_now = live.iter().filter(|p| ready(p)).count() as i64;
+                let unseen = |p: &Pod| unready_at.get(&key(p)).is_some_and(|at| *at > seen);
+                let ready_now = live.iter().filter(|p| ready(p) || unseen(p)).count() as i64;
                 if was_ours && ready_now < replicas - unavailable {
                     found.push(format!(
-                        "entry {} deleted a Ready pod of deployment {id}: {ready_now} Ready left, fewer than {replicas} \
-                         - maxUnavailable {unavailable}",
+                        "entry {} deleted a Ready pod of deployment {id}: {ready_now} Ready left (counting those \
+                         that stopped being Ready after entry {seen}), fewer than {replicas} - maxUnavailable {unavailable}",
                         entry.index
                     ));
                 }
@@ -583,13 +637,40 @@ mod tests {
         assert!(RolloutBounds.check(&fine).is_empty());
         let bad = history(vec![first.clone(), vec![set_of(3), deleting(pod("p0", None, true, "", "1"))]]);
         let found = RolloutBounds.check(&bad);
-        assert!(found.len() == 1 && found[0].contains("2 Ready left, fewer than 4 - maxUnavailable 1"), "{found:?}");
+        assert!(
+            found.len() == 1
+                && found[0].contains("2 Ready left (")
+                && found[0].contains("fewer than 4 - maxUnavailable 1"),
+            "{found:?}"
+        );
         // A Ready pod deleted while its set still wants it (evicted, or lost with its node), or
         // one that stops being Ready on its own: no controller's decision.
         let evicted = history(vec![first.clone(), vec![deleting(pod("p0", None, true, "", "1"))]]);
         assert!(RolloutBounds.check(&evicted).is_empty());
         let unready = history(vec![first, vec![pod("p0", None, false, "", "1")]]);
         assert!(RolloutBounds.check(&unready).is_empty());
+    }
+
+    #[test]
+    fn a_pod_that_crashed_after_the_scale_down_counts_as_ready_for_the_delete() {
+        let mut first = deployment_and_set();
+        first.extend((0..4).map(|i| pod(&format!("p{i}"), None, true, "", "1")));
+        let mut three = deployment_and_set().remove(1);
+        let Object::ReplicaSet(r) = &mut three else { unreachable!() };
+        std::sync::Arc::make_mut(r).spec.replicas = Some(3);
+        let crash = vec![pod("p1", None, false, "", "1")];
+        let delete = vec![deleting(pod("p0", None, true, "", "1"))];
+        // Scaled to 3 (entry 2), p1 crashes (entry 3), p0 deleted (entry 4): the controller
+        // read a state from entry 2 on, maybe without the crash; fine.
+        let unseen = history(vec![first.clone(), vec![three.clone()], crash.clone(), delete.clone()]);
+        assert_eq!(RolloutBounds.check(&unseen), Vec::<String>::new());
+        // p1 crashed (entry 2) before the scale-down (entry 3): the deleting controller saw it.
+        let seen = history(vec![first, crash, vec![three], delete]);
+        let found = RolloutBounds.check(&seen);
+        assert!(
+            found.len() == 1 && found[0].contains("entry 4 deleted a Ready pod") && found[0].contains("after entry 3"),
+            "{found:?}"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! orchd's scheduler and controllers, with simulated nodes, run on the simulated cluster's
-//! leader through every fault, under the controllers' checkers
+//! orchd's scheduler and controllers run on the simulated cluster's leader through every
+//! fault, with three simulated node agents (orch-node's agent loop and core, on a simulated
+//! runtime whose runs crash now and then) running the pods, under the controllers' checkers
 //! ([`orch_sim::check::controllers`]).
 
 use std::sync::Arc;
@@ -42,7 +43,7 @@ impl LeaderLoop for Rollouts {
             let manifest = format!(
                 "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: 4\n  \
                  selector: {{matchLabels: {{app: web}}}}\n  strategy: {{rollingUpdate: {{maxSurge: 1, maxUnavailable: 1}}}}\n  \
-                 template:\n    metadata: {{labels: {{app: web}}}}\n    spec: {{containers: [{{name: c, image: '{}', \
+                 template:\n    metadata: {{labels: {{app: web}}}}\n    spec: {{containers: [{{name: c, image: '{}', command: [web], \
                  resources: {{requests: {{cpu: '3'}}}}}}]}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: web}}\n\
                  spec: {{selector: {{app: web}}, ports: [{{port: 80}}]}}\n",
                 IMAGES[0]
@@ -72,7 +73,6 @@ fn loops() -> Vec<LoopFactory> {
     let rollouts: LoopFactory = Arc::new(|| Box::new(Rollouts) as Box<dyn LeaderLoop>);
     let mut loops = vec![rollouts];
     loops.extend(orch_raft::controllers::standard(Default::default(), Default::default()));
-    loops.push(orch_raft::controllers::simulated_nodes(orch_core::simnodes::Settings::named(3)));
     loops
 }
 
@@ -88,6 +88,7 @@ fn run(seed: u64) -> orch_sim::Report {
 
 fn run_with(config: Config, extra: Vec<LoopFactory>) -> orch_sim::Report {
     let mut sim = Simulation::new(config)
+        .agents(orch_sim::AgentSettings::new(3))
         .settle(CONVERGED_WITHIN)
         .checker(Box::new(controllers::Allocatable))
         .checker(Box::new(controllers::RolloutBounds))
@@ -101,7 +102,7 @@ fn run_with(config: Config, extra: Vec<LoopFactory>) -> orch_sim::Report {
 /// Breaks what the checkers guard, once the first rollout is complete: scales the
 /// Deployment's set down to one pod behind the Deployment controller's back (so the
 /// ReplicaSet controller deletes three Ready pods at once), and creates a pod already bound
-/// to `sim-1` that asks for 9 of its 8 cores.
+/// to `agent-1` that asks for 9 of its 8 cores.
 struct Saboteur;
 
 impl LeaderLoop for Saboteur {
@@ -117,7 +118,7 @@ impl LeaderLoop for Saboteur {
         if round.state.get(&squatter).is_some() || !complete(d) {
             return Vec::new();
         }
-        let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: squatter}\nspec: {nodeName: sim-1, containers: \
+        let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: squatter}\nspec: {nodeName: agent-1, containers: \
                    [{name: c, image: x, resources: {requests: {cpu: '9'}}}]}\n";
         let mut commands: Vec<Command> =
             orch_core::parse_manifests(pod).expect("valid").into_iter().map(Command::Create).collect();
