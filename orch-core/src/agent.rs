@@ -227,6 +227,17 @@ pub enum Written {
     Unknown,
 }
 
+/// When a pod's status someone else wrote over the agent's is written back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Resync {
+    /// Nothing to write back.
+    None,
+    /// At this time.
+    At(i64),
+    /// Now: the time passed.
+    Due,
+}
+
 /// Where a container's run stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Run {
@@ -366,9 +377,10 @@ pub(crate) struct PodRec {
     /// newer than the write, it is what the store has.
     seen: Option<(u64, PodStatus)>,
     /// The last status of the agent's own the store applied, and when a status someone else
-    /// wrote over it is to be written back.
+    /// wrote over it is to be written back: at a time, or due (the time passed; taken from
+    /// the wake-ups, so a pod whose write cannot go now never makes the loop spin).
     pub(crate) written: Option<PodStatus>,
-    resync_at: Option<i64>,
+    resync: Resync,
     dirty: bool,
     wake_at: Option<i64>,
 }
@@ -564,6 +576,33 @@ impl Agent {
         }
     }
 
+    /// A list of the node's pods at `revision`: the first one after a start, or a relist after
+    /// the watch was told its revision expired (events were missed). Each listed pod is taken
+    /// as a watch event would be (a pod seen before is brought up to date, not started again);
+    /// a pod seen in the store before that the list lacks left it in the gap and is stopped
+    /// ([`Agent::pod_gone`]); after the first list, [`Agent::synced`].
+    pub fn listed(&mut self, pods: &[Arc<Pod>], revision: u64, now: i64) {
+        let listed: BTreeSet<ObjectKey> =
+            pods.iter().map(|p| ObjectKey::new(Kind::Pod, p.metadata.namespace_str(), &p.metadata.name)).collect();
+        let left: Vec<ObjectKey> = self
+            .by_key
+            .iter()
+            .filter(|(key, uid)| {
+                !listed.contains(*key) && self.pods.get(*uid).is_some_and(|r| r.pod.is_some() && !r.gone)
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in left {
+            self.pod_gone(&key, now);
+        }
+        for pod in pods {
+            self.pod(pod, revision, now);
+        }
+        if !self.synced {
+            self.synced(now);
+        }
+    }
+
     /// The first list of the node's pods is in: what was adopted and is not in it is stopped
     /// and cleaned up.
     pub fn synced(&mut self, now: i64) {
@@ -752,13 +791,17 @@ impl Agent {
     /// When the agent next has something to do by the clock (a restart, a probe, a kill, a
     /// retry), if ever.
     pub fn next_wake(&self) -> Option<i64> {
-        self.pods.values().flat_map(|r| [r.wake_at, r.resync_at]).flatten().min()
+        let resync = |r: &PodRec| if let Resync::At(at) = r.resync { Some(at) } else { None };
+        self.pods.values().flat_map(|r| [r.wake_at, resync(r)]).flatten().min()
     }
 
     /// Time passed: does what is due by `now`.
     pub fn tick(&mut self, now: i64) {
         for rec in self.pods.values_mut() {
-            if rec.resync_at.is_some_and(|at| at <= now) {
+            if let Resync::At(at) = rec.resync
+                && at <= now
+            {
+                rec.resync = Resync::Due;
                 rec.dirty = true;
             }
         }
@@ -782,18 +825,22 @@ impl Agent {
             rec.dirty = false;
             let status = status::compute(&self.settings, rec, &pod, now);
             if rec.acked.as_ref() == Some(&status) {
-                rec.resync_at = None;
+                rec.resync = Resync::None;
                 continue;
             }
             // The store holds someone else's status over ours, which has not changed since.
             let overwritten = rec.acked.is_some() && rec.written.as_ref() == Some(&status);
             if overwritten {
-                let at = *rec.resync_at.get_or_insert(now.saturating_add(STATUS_RESYNC_MS));
-                if now < at {
-                    continue;
+                match rec.resync {
+                    Resync::Due => {}
+                    Resync::None => {
+                        rec.resync = Resync::At(now.saturating_add(STATUS_RESYNC_MS));
+                        continue;
+                    }
+                    Resync::At(_) => continue,
                 }
             }
-            rec.resync_at = None;
+            rec.resync = Resync::None;
             rec.in_flight = true;
             rec.acked = Some(status.clone());
             writes.push(StatusWrite { key: rec.key.clone(), uid: rec.uid, status });
@@ -877,7 +924,7 @@ impl PodRec {
             in_flight: false,
             seen: None,
             written: None,
-            resync_at: None,
+            resync: Resync::None,
             dirty: true,
             wake_at: None,
         }

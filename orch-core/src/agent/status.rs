@@ -127,8 +127,9 @@ fn phase(policy: RestartPolicy, containers: &[&Ctr]) -> PodPhase {
 pub(crate) fn compute(settings: &Settings, rec: &PodRec, pod: &Pod, now: i64) -> PodStatus {
     let old = rec.acked.as_ref().unwrap_or(&pod.status);
     // A condition keeps the time it last changed in the agent's own reports (as the kubelet's
-    // status manager keeps its cached status's), whatever another writer put over it since.
-    let since_from = rec.written.as_ref().unwrap_or(old);
+    // status manager keeps its cached status's), whatever another writer put over it since;
+    // else the store's (a write of unknown fate that landed).
+    let since_from: Vec<&PodStatus> = rec.written.iter().chain([old]).collect();
     let at = Time::from_millis(now);
     let containers: Vec<&Ctr> =
         pod.spec.containers.iter().filter_map(|s| rec.containers.iter().find(|c| c.name == s.name)).collect();
@@ -145,8 +146,8 @@ pub(crate) fn compute(settings: &Settings, rec: &PodRec, pod: &Pod, now: i64) ->
     let condition = |type_: &str, status: bool, reason: Option<&str>, message: Option<String>| {
         let status = if status { ConditionStatus::True } else { ConditionStatus::False };
         let since = since_from
-            .conditions
             .iter()
+            .flat_map(|s| &s.conditions)
             .find(|c| c.type_ == type_ && c.status == status)
             .and_then(|c| c.last_transition_time)
             .unwrap_or(at);

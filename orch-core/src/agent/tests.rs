@@ -382,6 +382,53 @@ fn a_deleted_pod_gets_sigterm_then_sigkill_at_its_grace_end_then_goes() {
     assert_eq!(starts(&w.log), 2);
 }
 
+/// The watch was told its revision expired, and the agent lists its node's pods again: what
+/// changed in the gap is acted on once (a pod deleted for good is stopped, one marked for
+/// deletion gets SIGTERM, a new one starts), what did not change is left alone (nothing is
+/// started twice), and the same list again does nothing.
+#[test]
+fn a_relist_after_an_expired_watch_misses_nothing_and_repeats_nothing() {
+    let mut w = World::new(Settings { host_ip: Some("192.168.0.1".into()), ..Settings::new("n1") });
+    let (a, b, c, d) = (pod("a", ONE), pod("b", ONE), pod("c", ONE), pod("d", ONE));
+    // The first list: what the agent runs.
+    for p in [&a, &b, &c] {
+        w.rev += 1;
+        w.store.insert(key(p), (*p).clone());
+    }
+    let first: Vec<Arc<Pod>> = w.store.values().cloned().collect();
+    w.agent.listed(&first, w.rev, w.now);
+    w.settle();
+    assert_eq!(starts(&w.log), 3);
+    assert_eq!(w.phase(&a), Some(PodPhase::Running));
+    // The gap, which the agent's watch missed: `a` deleted for good, `b` marked for deletion,
+    // `d` created; `c` unchanged.
+    w.store.remove(&key(&a));
+    let mut deleting = (*w.stored(&b)).clone();
+    deleting.metadata.deletion_timestamp = Some(Time::from_millis(w.now + 30_000));
+    deleting.metadata.deletion_grace_period_seconds = Some(30);
+    w.store.insert(key(&b), Arc::new(deleting));
+    w.store.insert(key(&d), d.clone());
+    w.rev += 3;
+    let relist: Vec<Arc<Pod>> = w.store.values().cloned().collect();
+    w.agent.listed(&relist, w.rev, w.now);
+    let actions = w.settle();
+    let signalled =
+        |p: &Pod| count(&actions, |x| matches!(x, Action::Signal { uid: u, signal: Signal::Term, .. } if *u == uid(p)));
+    assert_eq!(signalled(&a), 1, "the pod deleted in the gap is stopped: {actions:?}");
+    assert_eq!(signalled(&b), 1, "the pod marked for deletion in the gap gets SIGTERM: {actions:?}");
+    assert_eq!(signalled(&c), 0);
+    assert_eq!(starts(&actions), 1, "only the new pod starts: {actions:?}");
+    assert!(actions.iter().any(|x| matches!(x, Action::StartContainer { uid: u, .. } if *u == uid(&d))), "{actions:?}");
+    // The same list again (a second expiry with nothing changed): nothing to do.
+    w.agent.listed(&relist, w.rev, w.now);
+    assert!(w.settle().is_empty(), "nothing is done twice");
+    // `a` goes once its run ends; it was never in the store again.
+    w.exit(&a, "app", 143);
+    let actions = w.settle();
+    assert_eq!(count(&actions, |x| matches!(x, Action::RemoveSandbox { uid: u } if *u == uid(&a))), 1);
+    assert_eq!(count(&actions, |x| matches!(x, Action::DeletePod { .. })), 0);
+}
+
 #[test]
 fn a_pod_that_left_the_store_is_stopped_and_forgotten_without_a_delete() {
     let mut w = World::synced();
@@ -835,6 +882,11 @@ fn a_status_someone_else_wrote_over_the_agents_is_put_back_after_the_resync_peri
     w.settle();
     assert_eq!(w.writes, writes + 1, "written back once the resync period passed");
     assert_eq!(w.condition(&p, "Ready").status, ConditionStatus::True);
+    assert_eq!(
+        w.condition(&p, "Ready").last_transition_time,
+        Some(Time::from_millis(T0)),
+        "the condition keeps the time of the agent's own report"
+    );
 
     // Overwritten again, and the agent's own status changes (the container exits): at once.
     let mut theirs = (*w.stored(&p)).clone();
@@ -847,6 +899,29 @@ fn a_status_someone_else_wrote_over_the_agents_is_put_back_after_the_resync_peri
     w.settle();
     assert!(w.writes > writes + 1, "a change of the agent's own is written at once");
     assert_eq!(w.status(&p, "app").restart_count, 1);
+}
+
+/// A pod whose status is to be written back and that leaves the store before the time: once
+/// the time passed, the agent's wake-ups are in the future (the loop sleeps, never spins on a
+/// write that cannot go).
+#[test]
+fn a_write_back_that_cannot_go_does_not_keep_the_agent_awake() {
+    let mut w = World::synced();
+    let p = pod("left", ONE);
+    w.put(p.clone());
+    w.settle();
+    let mut theirs = (*w.stored(&p)).clone();
+    theirs.status.conditions.retain(|c| c.type_ != "Ready");
+    theirs.status.conditions.push(PodCondition::new("Ready", ConditionStatus::False, Time::from_millis(w.now)));
+    w.put(Arc::new(theirs));
+    w.settle();
+    assert_eq!(w.agent.next_wake(), Some(w.now + STATUS_RESYNC_MS));
+    w.store.clear();
+    w.agent.pod_gone(&key(&p), w.now);
+    w.settle();
+    w.at(w.now + STATUS_RESYNC_MS);
+    w.settle();
+    assert!(w.agent.next_wake().is_none_or(|t| t > w.now), "{:?} at {}", w.agent.next_wake(), w.now);
 }
 
 #[test]
