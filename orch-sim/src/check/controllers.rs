@@ -11,10 +11,11 @@
 //!   to the bounds.) A decision and its commit are not one step, in orch as in Kubernetes:
 //!   the ReplicaSet controller picks the pods to delete from the state it read, at least the
 //!   entry that last changed the set's `replicas`, and a pod may crash before its delete
-//!   commits. So a pod that stopped being Ready on its own after that entry still counts as
-//!   Ready for the deletion: the controller could not have seen it. Simulated agents make
-//!   this happen (seed 11 of orch-sim's controllers test: a pod of the old set crashed one
-//!   entry before the delete of another one, which the controller, had it seen the crash,
+//!   commits. So a deletion breaks the bound only if, in every committed state from that
+//!   entry to the one before the delete, fewer of the pods it left were Ready (then, or now)
+//!   than the bound: no state the controller could have read justified it. Simulated agents
+//!   make this happen (seed 11 of orch-sim's controllers test: a pod of the old set crashed
+//!   one entry before the delete of another one, which the controller, had it seen the crash,
 //!   would have spared for the crashed one).
 //! - [`Converged`]: a bounded time after the faults healed, and at the end, every Deployment
 //!   has exactly its replicas, all of its current template and Ready, and says so in its
@@ -243,39 +244,21 @@ impl Checker for RolloutBounds {
     fn check(&self, history: &History) -> Vec<String> {
         let mut found = Vec::new();
         // The entry that last set each ReplicaSet's `replicas` (by the set's uid), and the
-        // entry at which each active pod last stopped being Ready on its own.
+        // state after each entry (persistent maps: a copy shares them).
         let mut scaled_at: BTreeMap<Uid, u64> = BTreeMap::new();
-        let mut unready_at: BTreeMap<ObjectKey, u64> = BTreeMap::new();
+        let mut states: BTreeMap<u64, Replay> = BTreeMap::new();
         let mut broken = each_entry(history, |before, entry, after| {
             for e in &entry.events {
-                match &e.object {
-                    Object::ReplicaSet(rs) => {
-                        let Some(uid) = rs.metadata.uid else { continue };
-                        let was = match before.objects.get(&e.object.key()) {
-                            Some(Object::ReplicaSet(old)) => old.spec.replicas,
-                            _ => None,
-                        };
-                        if e.event_type == EventType::Deleted {
-                            scaled_at.remove(&uid);
-                        } else if e.event_type == EventType::Added || was != rs.spec.replicas {
-                            scaled_at.insert(uid, entry.index);
-                        }
-                    }
-                    Object::Pod(_) => {
-                        let key = e.object.key();
-                        let old = before.objects.get(&key).and_then(Object::as_pod);
-                        match after.objects.get(&key).and_then(Object::as_pod) {
-                            Some(p) if active(p) && !ready(p) => {
-                                if old.is_some_and(|o| active(o) && ready(o)) {
-                                    unready_at.insert(key, entry.index);
-                                }
-                            }
-                            _ => {
-                                unready_at.remove(&key);
-                            }
-                        }
-                    }
-                    _ => {}
+                let Object::ReplicaSet(rs) = &e.object else { continue };
+                let Some(uid) = rs.metadata.uid else { continue };
+                let was = match before.objects.get(&e.object.key()) {
+                    Some(Object::ReplicaSet(old)) => old.spec.replicas,
+                    _ => None,
+                };
+                if e.event_type == EventType::Deleted {
+                    scaled_at.remove(&uid);
+                } else if e.event_type == EventType::Added || was != rs.spec.replicas {
+                    scaled_at.insert(uid, entry.index);
                 }
             }
             let created: BTreeSet<ObjectKey> = entry
@@ -302,18 +285,8 @@ impl Checker for RolloutBounds {
                     (active(old) && ready(old) && !now_active && scaled_down).then_some(key)
                 })
                 .collect();
-            // What the deleting controller read is at least the entry that last scaled the
-            // sets it deleted from (the earliest of them, if several).
-            let seen = entry
-                .events
-                .iter()
-                .filter(|e| gone.contains(&e.object.key()))
-                .filter_map(|e| before.objects.get(&e.object.key()).and_then(Object::as_pod))
-                .filter_map(|p| p.metadata.controller_ref().and_then(|r| scaled_at.get(&r.uid)))
-                .min()
-                .copied()
-                .unwrap_or(entry.index);
             if created.is_empty() && gone.is_empty() {
+                states.insert(entry.index, after.clone());
                 return;
             }
             let before_pods = before.pods_by_deployment();
@@ -334,17 +307,45 @@ impl Checker for RolloutBounds {
                         live.len()
                     ));
                 }
-                let was_ours = before_pods.get(&uid).is_some_and(|ps| ps.iter().any(|p| gone.contains(&key(p))));
-                let unseen = |p: &Pod| unready_at.get(&key(p)).is_some_and(|at| *at > seen);
-                let ready_now = live.iter().filter(|p| ready(p) || unseen(p)).count() as i64;
-                if was_ours && ready_now < replicas - unavailable {
+                let ours: Vec<&&Pod> = before_pods
+                    .get(&uid)
+                    .map(|ps| ps.iter().filter(|p| gone.contains(&key(p))).collect())
+                    .unwrap_or_default();
+                let ready_now = live.iter().filter(|p| ready(p)).count() as i64;
+                if ours.is_empty() || ready_now >= replicas - unavailable {
+                    continue;
+                }
+                // What the deleting controller read is one state from the entry that last
+                // scaled the sets it deleted from (the earliest of them) up to the one before
+                // this entry: a pod that stopped being Ready since may be unseen. Broken only if
+                // in each of those states the pods this entry left had too few Ready.
+                let seen = ours
+                    .iter()
+                    .filter_map(|p| p.metadata.controller_ref().and_then(|r| scaled_at.get(&r.uid)))
+                    .min()
+                    .copied()
+                    .unwrap_or(before.index);
+                let best = states
+                    .range(seen..entry.index)
+                    .map(|(_, state)| {
+                        live.iter()
+                            .filter(|p| {
+                                ready(p) || state.objects.get(&key(p)).and_then(Object::as_pod).is_some_and(ready)
+                            })
+                            .count() as i64
+                    })
+                    .max()
+                    .unwrap_or(ready_now);
+                if best < replicas - unavailable {
                     found.push(format!(
-                        "entry {} deleted a Ready pod of deployment {id}: {ready_now} Ready left (counting those \
-                         that stopped being Ready after entry {seen}), fewer than {replicas} - maxUnavailable {unavailable}",
+                        "entry {} deleted a Ready pod of deployment {id}: {ready_now} Ready left, and at most {best} \
+                         in any state its controller could have read (after entry {seen} on), fewer than {replicas} \
+                         - maxUnavailable {unavailable}",
                         entry.index
                     ));
                 }
             }
+            states.insert(entry.index, after.clone());
         });
         broken.append(&mut found);
         broken
@@ -639,7 +640,7 @@ mod tests {
         let found = RolloutBounds.check(&bad);
         assert!(
             found.len() == 1
-                && found[0].contains("2 Ready left (")
+                && found[0].contains("2 Ready left,")
                 && found[0].contains("fewer than 4 - maxUnavailable 1"),
             "{found:?}"
         );
