@@ -544,8 +544,6 @@ pub async fn run<R: Runtime>(
         host_ip: config.node_ip.clone(),
         clock: clock.clone(),
     };
-    let mut synced = false;
-    let mut known: BTreeSet<ObjectKey> = BTreeSet::new();
     tokio::pin!(shutdown);
     loop {
         let wake = agent.next_wake().map(|at| {
@@ -564,20 +562,7 @@ pub async fn run<R: Runtime>(
                 match input {
                     Input::Runtime(event) => agent.runtime(event, now),
                     Input::Written(uid, written) => agent.status_written(uid, written),
-                    Input::Listed(pods, revision) => {
-                        let listed: BTreeSet<ObjectKey> = pods.iter().map(|p| pod_key(p)).collect();
-                        for key in known.difference(&listed) {
-                            agent.pod_gone(key, now);
-                        }
-                        for pod in &pods {
-                            agent.pod(pod, revision, now);
-                        }
-                        known = listed;
-                        if !synced {
-                            synced = true;
-                            agent.synced(now);
-                        }
-                    }
+                    Input::Listed(pods, revision) => agent.listed(&pods, revision, now),
                     Input::ConfigsListed(kind, objects) => {
                         let listed: BTreeSet<ObjectKey> = objects.iter().map(Object::key).collect();
                         for key in agent.configs().keys(kind) {
@@ -605,12 +590,9 @@ pub async fn run<R: Runtime>(
                     Input::Events(revision, events) => {
                         for e in events {
                             let Object::Pod(pod) = &e.object else { continue };
-                            let key = pod_key(pod);
                             if e.event_type == EventType::Deleted {
-                                known.remove(&key);
-                                agent.pod_gone(&key, now);
+                                agent.pod_gone(&pod_key(pod), now);
                             } else {
-                                known.insert(key);
                                 agent.pod(pod, revision, now);
                             }
                         }

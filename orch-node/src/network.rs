@@ -6,7 +6,9 @@
 //! loopback up, and an `eth0` on this agent's bridge with an address of the node's pod CIDR
 //! from `host-local` (its data under the agent's data directory, so agents on one machine do
 //! not share it); `portmap` maps the containers' `hostPort`s when there are any. DEL releases
-//! the address and the namespace goes.
+//! the address and the namespace goes. The bridge's ADD result is kept (`results/<uid>.json`
+//! under the data directory, as libcni caches results) for CHECK, which a restarted agent runs
+//! on each pod it adopts ([`Network::check`]).
 //!
 //! Routes (host-gw): the whole cluster pod range is a blackhole route, with the node's own
 //! pod CIDR on its bridge and each other node's pod CIDR via that node's address on top, so a
@@ -284,6 +286,7 @@ impl Network {
             let address =
                 result["ips"][0]["address"].as_str().ok_or_else(|| format!("CNI bridge gave no address: {result}"))?;
             let ip = address.split('/').next().unwrap_or_default().to_owned();
+            self.keep_result(uid, &cidr, &result)?;
             if let Some(portmap) = self.portmap_config(pod, &result) {
                 self.plugin("portmap", "ADD", uid, "eth0", &portmap).await?;
             }
@@ -296,18 +299,51 @@ impl Network {
         made
     }
 
-    /// Checks the pod's network as the plugins see it (after an agent restart).
+    fn result_path(&self, uid: Uid) -> PathBuf {
+        self.config.data_dir.join("results").join(format!("{uid}.json"))
+    }
+
+    /// Keeps the bridge's ADD `result` for the pod `uid` (with the pod CIDR it was made in),
+    /// written whole or not at all.
+    fn keep_result(&self, uid: Uid, cidr: &str, result: &serde_json::Value) -> Result<(), String> {
+        let path = self.result_path(uid);
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| format!("making {}: {e}", dir.display()))?;
+        let bytes = serde_json::to_vec(&json!({ "podCIDR": cidr, "result": result })).map_err(|e| e.to_string())?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, bytes)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| format!("keeping the CNI result in {}: {e}", path.display()))
+    }
+
+    /// Checks the pod's network as the plugins see it (CNI CHECK, with the ADD's result as
+    /// `prevResult`): the namespace, the address reserved by `host-local`, `eth0` with its
+    /// address in the namespace, its veth on the bridge. A pod whose ADD result was not kept
+    /// (made by an agent from before results were kept) is not checked.
     ///
     /// # Errors
-    /// The plugin found it broken.
-    pub async fn check(&self, uid: Uid, ip: &str) -> Result<(), String> {
-        let cidr = self.pod_cidr().ok_or_else(|| "the node has no pod CIDR yet".to_owned())?;
-        let mut config = self.bridge_config(&cidr);
-        config["prevResult"] = json!({ "cniVersion": CNI_VERSION, "ips": [{ "address": format!("{ip}/32") }] });
+    /// The namespace is gone, or the plugin found the network broken.
+    pub async fn check(&self, uid: Uid) -> Result<(), String> {
         if !self.netns_path(uid).exists() {
             return Err("the pod's network namespace is gone".to_owned());
         }
+        let Some(kept) = self.kept_result(uid)? else { return Ok(()) };
+        let cidr = kept["podCIDR"].as_str().ok_or_else(|| "the kept CNI result has no pod CIDR".to_owned())?;
+        let mut config = self.bridge_config(cidr);
+        config["prevResult"] = kept["result"].clone();
         self.plugin("bridge", "CHECK", uid, "eth0", &config).await.map(|_| ())
+    }
+
+    /// The bridge's ADD result kept for the pod `uid`, with its pod CIDR; none if none was kept.
+    fn kept_result(&self, uid: Uid) -> Result<Option<serde_json::Value>, String> {
+        let path = self.result_path(uid);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| format!("the kept CNI result {} is unreadable: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("reading the kept CNI result {}: {e}", path.display())),
+        }
     }
 
     /// Releases the pod's address and removes its namespace; idempotent.
@@ -325,8 +361,17 @@ impl Network {
         {
             tracing::warn!(%uid, error = %e, "removing a pod's port mappings failed");
         }
-        if let Err(e) = self.plugin("bridge", "DEL", uid, "eth0", &self.bridge_config(&cidr)).await {
-            errors.push(e);
+        // The ADD's result as `prevResult`, when it was kept (the specification asks for it).
+        let mut config = self.bridge_config(&cidr);
+        if let Ok(Some(kept)) = self.kept_result(uid) {
+            config["prevResult"] = kept["result"].clone();
+        }
+        match self.plugin("bridge", "DEL", uid, "eth0", &config).await {
+            // Released: no CHECK may follow.
+            Ok(_) => {
+                let _ = std::fs::remove_file(self.result_path(uid));
+            }
+            Err(e) => errors.push(e),
         }
         if self.netns_path(uid).exists()
             && let Err(e) = ip(&["netns", "del", &self.netns_name(uid)])

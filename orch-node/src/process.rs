@@ -686,6 +686,8 @@ impl Runtime for ProcessRuntime {
 
     async fn found(&self) -> Vec<FoundPod> {
         let mut out = Vec::new();
+        // The adopted pods with a network of their own, for CNI CHECK.
+        let mut checked = Vec::new();
         let Ok(entries) = std::fs::read_dir(&self.config.root) else { return out };
         for e in entries.flatten() {
             let Some(uid) = e.file_name().to_str().and_then(|n| n.parse::<Uid>().ok()) else { continue };
@@ -695,6 +697,9 @@ impl Runtime for ProcessRuntime {
             let state = call(&dir, &Request::State { after: 0, wait_ms: 0 }).await;
             match (record, state) {
                 (Some(record), Ok(Response::State { runs, .. })) => {
+                    if record.ip.is_some() && record.pod.as_ref().is_some_and(|p| p.spec.host_network != Some(true)) {
+                        checked.push(uid);
+                    }
                     let seen = runs.iter().map(|r| (r.name.clone(), (r.attempt, r.exit.is_some()))).collect();
                     self.watch(uid, seen);
                     // Its spec, for exec probes before the watch brings the pod.
@@ -720,6 +725,23 @@ impl Runtime for ProcessRuntime {
                     let _ = tokio::task::spawn_blocking(move || clean(&root, cgroups.as_ref(), uid)).await;
                 }
             }
+        }
+        // CNI CHECK of each adopted pod's network, in the background (the agent goes on to
+        // register and heartbeat): reported, not acted on. A failure may be the pod's (its
+        // eth0 gone) or the bridge's alone (a capture's promiscuous mode fails it too), and
+        // a new sandbox would cost the pod its emptyDir data and run a `Never` pod again.
+        if let Some(network) = &self.config.network
+            && !checked.is_empty()
+        {
+            let network = Arc::clone(network);
+            tokio::spawn(async move {
+                for uid in checked {
+                    match network.check(uid).await {
+                        Ok(()) => tracing::info!(%uid, "an adopted pod's network passes the CNI CHECK"),
+                        Err(e) => tracing::warn!(%uid, error = %e, "an adopted pod's network fails the CNI CHECK"),
+                    }
+                }
+            });
         }
         // Namespaces of this agent's pods without a directory are leftovers too.
         if let Some(network) = &self.config.network {

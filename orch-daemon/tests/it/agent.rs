@@ -226,8 +226,19 @@ fn config_maps_and_secrets_reach_containers_as_variables_and_files() {
     let root = tempfile::tempdir().expect("tempdir");
     let d = control_plane(root.path(), NET + 6, &[]);
     let server = d.api();
-    let mut agent = Agent::new(root.path(), "t47", "127.0.47.11", &server, &["--host-network"]);
+    // No CNI plugins where it looks: the agent falls back to the host's network and says so.
+    let no_cni = root.path().join("no-cni");
+    let cni_flag = format!("--cni-bin-dir={}", no_cni.display());
+    let mut agent = Agent::new(root.path(), "t47", "127.0.47.11", &server, &[&cni_flag]);
     agent.start();
+    eventually("the warning that pods share the host's network", || {
+        agent.log().contains("pods share the host's network: no pod network (").then_some(())
+    });
+    if is_root() {
+        let log = agent.log();
+        assert!(log.contains("the CNI plugins bridge, host-local and loopback are not in"), "{log}");
+        assert!(log.contains(&no_cni.display().to_string()), "{log}");
+    }
     // The agent reports its disk (an agent on the host's network has no NetworkUnavailable).
     let node = eventually("node t47 with its DiskPressure", || {
         let out = orchctl(&server, &["get", "node", "t47", "-o", "json"], None);
@@ -255,7 +266,9 @@ fn config_maps_and_secrets_reach_containers_as_variables_and_files() {
         mnt = mnt.display()
     );
     apply(&server, &yaml);
-    until(&server, "cfg", "Running", |p| p["status"]["phase"] == "Running");
+    let running = until(&server, "cfg", "Running", |p| p["status"]["phase"] == "Running");
+    assert_eq!(running["status"]["podIP"], "127.0.47.11", "on the host's network: {running}");
+    assert_eq!(running["status"]["hostIP"], "127.0.47.11");
     let logs = eventually("the first line", || Some(ok(&server, &["logs", "cfg"])).filter(|l| !l.is_empty()));
     assert_eq!(logs, "hello hunter2 cfg fast\n");
     let exec = |cmd: &str| {
@@ -500,6 +513,41 @@ fn pod_networks_give_each_pod_its_own_address_reachable_from_every_host() {
             .into_owned();
     assert!(routes.contains("blackhole 10.244.0.0/16"), "{routes}");
     assert!(routes.contains(&format!("{} via {}", cidrs[1], lan_ip(subnet, 2))), "{routes}");
+    // CNI CHECK on adoption: the agent of the node with two of the pods is killed, the
+    // network of one of them broken (its eth0 deleted), and the agent started again. Both are
+    // adopted as they run (the same run: its container ID and restart count); CHECK passes
+    // for one and fails for the other, in the agent's log.
+    let run = |p: &serde_json::Value| (container(p)["containerID"].as_str().map(str::to_owned), restarts(p));
+    let (i, host) =
+        if pods.iter().filter(|p| p["spec"]["nodeName"] == "h1").count() == 2 { (0, "h1") } else { (1, "h2") };
+    let theirs: Vec<&serde_json::Value> = pods.iter().filter(|p| p["spec"]["nodeName"] == host).collect();
+    assert_eq!(theirs.len(), 2);
+    let (broken, kept) = (theirs[0], theirs[1]);
+    let uid_of = |p: &serde_json::Value| p["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
+    let broken_ns = format!("{}{}", prefix(&agents[i]), uid_of(broken));
+    agents[i].kill();
+    let out = Command::new("ip").args(["-n", &broken_ns, "link", "del", "eth0"]).output().expect("ip runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    agents[i].start();
+    let line = |log: &str, what: &str, uid: &str| log.lines().filter(|l| l.contains(what) && l.contains(uid)).count();
+    let log = eventually("both adopted pods' CNI CHECKs in the agent's log", || {
+        let log = agents[i].log();
+        (line(&log, "network passes the CNI CHECK", &uid_of(kept))
+            + line(&log, "network fails the CNI CHECK", &uid_of(broken))
+            == 2)
+            .then_some(log)
+    });
+    assert_eq!(line(&log, "CNI CHECK", &uid_of(kept)), 1, "{log}");
+    assert_eq!(line(&log, "CNI CHECK", &uid_of(broken)), 1, "{log}");
+    for p in [broken, kept] {
+        let name = p["metadata"]["name"].as_str().unwrap_or_default();
+        let now = json(&["get", "pod", name, "-o", "json"]).expect("the pod");
+        assert_eq!(run(&now), run(p), "pod {name} adopted as it ran, not restarted: {now}");
+    }
+    let other_host = if host == "h1" { "h2" } else { "h1" };
+    let kept_name = kept["metadata"]["name"].as_str().unwrap_or_default();
+    let kept_ip = kept["status"]["podIP"].as_str().unwrap_or_default();
+    assert_eq!(get(&lan.ns(other_host), kept_ip), format!("hello from {kept_name}"));
     // Deleted: no pod, namespace or address left.
     assert!(ctl(&["delete", "deploy", "web"], None).status.success());
     eventually("the pods and their namespaces gone", || {
@@ -514,6 +562,8 @@ fn pod_networks_give_each_pod_its_own_address_reachable_from_every_host() {
         (list["items"].as_array().is_none_or(Vec::is_empty) && left == 0).then_some(())
     });
     for a in &agents {
+        let results = std::fs::read_dir(a.dir.join("network/results")).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(results, 0, "no kept CNI result outlives its pod's DEL");
         let ipam = a.dir.join("network/ipam");
         let reserved: Vec<String> = std::fs::read_dir(&ipam)
             .map(|d| {
