@@ -10,10 +10,11 @@
 //!   is no controller's decision; a Deployment being deleted, or a Recreate one, is not held
 //!   to the bounds.) A decision and its commit are not one step, in orch as in Kubernetes:
 //!   the ReplicaSet controller picks the pods to delete from the state it read, at least the
-//!   entry that last changed the set's `replicas`, and a pod may crash before its delete
+//!   entry that last changed the set's `replicas` (which the Deployment controller sized
+//!   from its sets' status as last written before it), and a pod may crash before its delete
 //!   commits. So a deletion breaks the bound only if, in every committed state from that
-//!   entry to the one before the delete, fewer of the pods it left were Ready (then, or now)
-//!   than the bound: no state the controller could have read justified it. Simulated agents
+//!   status write to the one before the delete, fewer of the pods it left were Ready than
+//!   the bound: no single state the controllers could have read justified it. Simulated agents
 //!   make this happen (seed 11 of orch-sim's controllers test: a pod of the old set crashed
 //!   one entry before the delete of another one, which the controller, had it seen the crash,
 //!   would have spared for the crashed one).
@@ -243,23 +244,46 @@ impl Checker for RolloutBounds {
 
     fn check(&self, history: &History) -> Vec<String> {
         let mut found = Vec::new();
-        // The entry that last set each ReplicaSet's `replicas` (by the set's uid), and the
-        // state after each entry (persistent maps: a copy shares them).
+        // The entry that last set each ReplicaSet's `replicas`, and the entries that wrote its
+        // status (by the set's uid); the Ready pods after each entry that changed them (a
+        // persistent set: a copy shares it).
         let mut scaled_at: BTreeMap<Uid, u64> = BTreeMap::new();
-        let mut states: BTreeMap<u64, Replay> = BTreeMap::new();
+        let mut status_at: BTreeMap<Uid, BTreeSet<u64>> = BTreeMap::new();
+        let mut ready_pods: imbl::OrdSet<ObjectKey> = imbl::OrdSet::new();
+        let mut ready_at: BTreeMap<u64, imbl::OrdSet<ObjectKey>> = BTreeMap::from([(0, imbl::OrdSet::new())]);
         let mut broken = each_entry(history, |before, entry, after| {
             for e in &entry.events {
-                let Object::ReplicaSet(rs) = &e.object else { continue };
-                let Some(uid) = rs.metadata.uid else { continue };
-                let was = match before.objects.get(&e.object.key()) {
-                    Some(Object::ReplicaSet(old)) => old.spec.replicas,
-                    _ => None,
-                };
-                if e.event_type == EventType::Deleted {
-                    scaled_at.remove(&uid);
-                } else if e.event_type == EventType::Added || was != rs.spec.replicas {
-                    scaled_at.insert(uid, entry.index);
+                match &e.object {
+                    Object::ReplicaSet(rs) => {
+                        let Some(uid) = rs.metadata.uid else { continue };
+                        let old = match before.objects.get(&e.object.key()) {
+                            Some(Object::ReplicaSet(old)) => Some(old),
+                            _ => None,
+                        };
+                        if e.event_type == EventType::Deleted {
+                            scaled_at.remove(&uid);
+                            continue;
+                        }
+                        if old.is_none_or(|o| o.spec.replicas != rs.spec.replicas) {
+                            scaled_at.insert(uid, entry.index);
+                        }
+                        if old.is_none_or(|o| o.status != rs.status) {
+                            status_at.entry(uid).or_default().insert(entry.index);
+                        }
+                    }
+                    Object::Pod(_) => {
+                        let key = e.object.key();
+                        if after.objects.get(&key).and_then(Object::as_pod).is_some_and(ready) {
+                            ready_pods.insert(key);
+                        } else {
+                            ready_pods.remove(&key);
+                        }
+                    }
+                    _ => {}
                 }
+            }
+            if ready_at.last_key_value().is_none_or(|(_, last)| *last != ready_pods) {
+                ready_at.insert(entry.index, ready_pods.clone());
             }
             let created: BTreeSet<ObjectKey> = entry
                 .events
@@ -286,7 +310,6 @@ impl Checker for RolloutBounds {
                 })
                 .collect();
             if created.is_empty() && gone.is_empty() {
-                states.insert(entry.index, after.clone());
                 return;
             }
             let before_pods = before.pods_by_deployment();
@@ -315,37 +338,44 @@ impl Checker for RolloutBounds {
                 if ours.is_empty() || ready_now >= replicas - unavailable {
                     continue;
                 }
-                // What the deleting controller read is one state from the entry that last
-                // scaled the sets it deleted from (the earliest of them) up to the one before
-                // this entry: a pod that stopped being Ready since may be unseen. Broken only if
-                // in each of those states the pods this entry left had too few Ready.
-                let seen = ours
+                // The delete follows from the entry that last scaled the sets it deleted from
+                // (the earliest of them), which the Deployment controller sized from its sets'
+                // status as last written before it: what the deciding controllers read is a
+                // state from that write up to the one before this entry, and a pod that
+                // stopped being Ready since may be unseen. Broken only if in each of those
+                // states fewer of the pods this entry left were Ready than the bound.
+                let scaled = ours
                     .iter()
                     .filter_map(|p| p.metadata.controller_ref().and_then(|r| scaled_at.get(&r.uid)))
                     .min()
                     .copied()
                     .unwrap_or(before.index);
-                let best = states
-                    .range(seen..entry.index)
-                    .map(|(_, state)| {
-                        live.iter()
-                            .filter(|p| {
-                                ready(p) || state.objects.get(&key(p)).and_then(Object::as_pod).is_some_and(ready)
-                            })
-                            .count() as i64
-                    })
+                let from = before
+                    .sets()
+                    .into_iter()
+                    .filter(|(_, rs)| rs.metadata.controller_ref().is_some_and(|r| r.uid == uid))
+                    .filter_map(|(set, _)| status_at.get(&set)?.range(..=scaled).next_back().copied())
+                    .min()
+                    .unwrap_or(scaled)
+                    .min(scaled);
+                // The Ready sets in force over `from..entry`: the one at `from`, then each change.
+                let first = ready_at.range(..=from).next_back().map(|(_, r)| r);
+                let later = ready_at.range(from + 1..entry.index).map(|(_, r)| r);
+                let best = first
+                    .into_iter()
+                    .chain(later)
+                    .map(|ready_then| live.iter().filter(|p| ready_then.contains(&key(p))).count() as i64)
                     .max()
                     .unwrap_or(ready_now);
                 if best < replicas - unavailable {
                     found.push(format!(
                         "entry {} deleted a Ready pod of deployment {id}: {ready_now} Ready left, and at most {best} \
-                         in any state its controller could have read (after entry {seen} on), fewer than {replicas} \
+                         in any state its controllers could have read (from entry {from} on), fewer than {replicas} \
                          - maxUnavailable {unavailable}",
                         entry.index
                     ));
                 }
             }
-            states.insert(entry.index, after.clone());
         });
         broken.append(&mut found);
         broken
@@ -656,22 +686,47 @@ mod tests {
     fn a_pod_that_crashed_after_the_scale_down_counts_as_ready_for_the_delete() {
         let mut first = deployment_and_set();
         first.extend((0..4).map(|i| pod(&format!("p{i}"), None, true, "", "1")));
-        let mut three = deployment_and_set().remove(1);
-        let Object::ReplicaSet(r) = &mut three else { unreachable!() };
-        std::sync::Arc::make_mut(r).spec.replicas = Some(3);
+        let set = |replicas: i32, ready: Option<i32>| {
+            let mut rs = deployment_and_set().remove(1);
+            let Object::ReplicaSet(r) = &mut rs else { unreachable!() };
+            let r = std::sync::Arc::make_mut(r);
+            r.spec.replicas = Some(replicas);
+            r.status.ready_replicas = ready;
+            rs
+        };
         let crash = vec![pod("p1", None, false, "", "1")];
         let delete = vec![deleting(pod("p0", None, true, "", "1"))];
         // Scaled to 3 (entry 2), p1 crashes (entry 3), p0 deleted (entry 4): the controller
         // read a state from entry 2 on, maybe without the crash; fine.
-        let unseen = history(vec![first.clone(), vec![three.clone()], crash.clone(), delete.clone()]);
+        let unseen = history(vec![first.clone(), vec![set(3, None)], crash.clone(), delete.clone()]);
         assert_eq!(RolloutBounds.check(&unseen), Vec::<String>::new());
-        // p1 crashed (entry 2) before the scale-down (entry 3): the deleting controller saw it.
-        let seen = history(vec![first, crash, vec![three], delete]);
+        // p1 crashed (entry 2) before the scale-down (entry 3), but after the set's status was
+        // last written (entry 1), which the Deployment controller sized the scale-down from:
+        // fine too.
+        let stale_status = history(vec![first.clone(), crash.clone(), vec![set(3, None)], delete.clone()]);
+        assert_eq!(RolloutBounds.check(&stale_status), Vec::<String>::new());
+        // p1 crashed (entry 2), the set's status said so (entry 3), then the scale-down (entry
+        // 4): every state the controllers could have read had p1 down.
+        let seen = history(vec![first.clone(), crash, vec![set(4, Some(3))], vec![set(3, Some(3))], delete.clone()]);
         let found = RolloutBounds.check(&seen);
         assert!(
-            found.len() == 1 && found[0].contains("entry 4 deleted a Ready pod") && found[0].contains("after entry 3"),
+            found.len() == 1 && found[0].contains("entry 5 deleted a Ready pod") && found[0].contains("from entry 3"),
             "{found:?}"
         );
+        // One state at a time: p0, p1 and p3 Ready, p2 not (entry 1); scaled (entry 2); p1
+        // crashes (entry 3); p2 becomes Ready (entry 4); p3 deleted (entry 5). p0, p1 and p2
+        // are left, and no single state had three of them Ready (p1 and p2 never at once).
+        let mut mixed = deployment_and_set();
+        mixed.extend((0..4).map(|i| pod(&format!("p{i}"), None, i != 2, "", "1")));
+        let h = history(vec![
+            mixed,
+            vec![set(3, None)],
+            vec![pod("p1", None, false, "", "1")],
+            vec![pod("p2", None, true, "", "1")],
+            vec![deleting(pod("p3", None, true, "", "1"))],
+        ]);
+        let found = RolloutBounds.check(&h);
+        assert!(found.len() == 1 && found[0].contains("at most 2 in any state"), "{found:?}");
     }
 
     #[test]
