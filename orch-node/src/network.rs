@@ -58,6 +58,8 @@ pub struct Network {
     pod_cidr: Mutex<Option<String>>,
     /// Why the last pod network could not be made, until one is.
     last_failure: Mutex<Option<String>>,
+    /// One CHECK or DEL of a pod at a time (a CHECK never runs during or after its DEL).
+    pod_locks: Mutex<std::collections::BTreeMap<Uid, std::sync::Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Runs `ip` with `args`.
@@ -109,7 +111,13 @@ impl Network {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("making {}: {e}", config.data_dir.display()))?;
         // The blackhole under every pod route (replaced, so a restart finds it as it is).
         ip(&["route", "replace", "blackhole", &config.cluster_cidr])?;
-        Ok(Self { config, bin_dir, pod_cidr: Mutex::new(None), last_failure: Mutex::new(None) })
+        Ok(Self {
+            config,
+            bin_dir,
+            pod_cidr: Mutex::new(None),
+            last_failure: Mutex::new(None),
+            pod_locks: Mutex::default(),
+        })
     }
 
     /// Sets the node's pod CIDR (once the control plane allocated it, or from a flag).
@@ -316,22 +324,33 @@ impl Network {
             .map_err(|e| format!("keeping the CNI result in {}: {e}", path.display()))
     }
 
+    /// The lock of the pod `uid`'s CHECK and DEL.
+    fn pod_lock(&self, uid: Uid) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.pod_locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Locks nobody holds or waits for go (at most one per pod being checked or deleted).
+        locks.retain(|_, l| std::sync::Arc::strong_count(l) > 1);
+        std::sync::Arc::clone(locks.entry(uid).or_default())
+    }
+
     /// Checks the pod's network as the plugins see it (CNI CHECK, with the ADD's result as
     /// `prevResult`): the namespace, the address reserved by `host-local`, `eth0` with its
-    /// address in the namespace, its veth on the bridge. A pod whose ADD result was not kept
-    /// (made by an agent from before results were kept) is not checked.
+    /// address in the namespace, its veth on the bridge. `Ok(false)`: not checked, the ADD
+    /// result was not kept (a pod made by an agent from before results were kept, or one
+    /// whose DEL went through).
     ///
     /// # Errors
     /// The namespace is gone, or the plugin found the network broken.
-    pub async fn check(&self, uid: Uid) -> Result<(), String> {
+    pub async fn check(&self, uid: Uid) -> Result<bool, String> {
+        let lock = self.pod_lock(uid);
+        let _held = lock.lock().await;
+        let Some(kept) = self.kept_result(uid)? else { return Ok(false) };
         if !self.netns_path(uid).exists() {
             return Err("the pod's network namespace is gone".to_owned());
         }
-        let Some(kept) = self.kept_result(uid)? else { return Ok(()) };
         let cidr = kept["podCIDR"].as_str().ok_or_else(|| "the kept CNI result has no pod CIDR".to_owned())?;
         let mut config = self.bridge_config(cidr);
         config["prevResult"] = kept["result"].clone();
-        self.plugin("bridge", "CHECK", uid, "eth0", &config).await.map(|_| ())
+        self.plugin("bridge", "CHECK", uid, "eth0", &config).await.map(|_| true)
     }
 
     /// The bridge's ADD result kept for the pod `uid`, with its pod CIDR; none if none was kept.
@@ -351,20 +370,29 @@ impl Network {
     /// # Errors
     /// A plugin or `ip` failed (the caller tries again).
     pub async fn del(&self, uid: Uid, pod: Option<&Pod>) -> Result<(), String> {
-        let cidr = self.pod_cidr().unwrap_or_else(|| self.config.cluster_cidr.clone());
+        let lock = self.pod_lock(uid);
+        let _held = lock.lock().await;
+        // The ADD's result as `prevResult` and its pod CIDR, when they were kept (the
+        // specification asks for the configuration and result of the ADD).
+        let kept = self.kept_result(uid).ok().flatten();
+        let cidr = kept
+            .as_ref()
+            .and_then(|k| k["podCIDR"].as_str().map(str::to_owned))
+            .or_else(|| self.pod_cidr())
+            .unwrap_or_else(|| self.config.cluster_cidr.clone());
+        let prev = kept.as_ref().map_or_else(|| json!({ "cniVersion": CNI_VERSION }), |k| k["result"].clone());
         // Every step is tried, whatever the others did: a failed portmap DEL must not keep
         // the address and the namespace.
         let mut errors = Vec::new();
         if let Some(pod) = pod
-            && let Some(portmap) = self.portmap_config(pod, &json!({ "cniVersion": CNI_VERSION }))
+            && let Some(portmap) = self.portmap_config(pod, &prev)
             && let Err(e) = self.plugin("portmap", "DEL", uid, "eth0", &portmap).await
         {
             tracing::warn!(%uid, error = %e, "removing a pod's port mappings failed");
         }
-        // The ADD's result as `prevResult`, when it was kept (the specification asks for it).
         let mut config = self.bridge_config(&cidr);
-        if let Ok(Some(kept)) = self.kept_result(uid) {
-            config["prevResult"] = kept["result"].clone();
+        if kept.is_some() {
+            config["prevResult"] = prev;
         }
         match self.plugin("bridge", "DEL", uid, "eth0", &config).await {
             // Released: no CHECK may follow.

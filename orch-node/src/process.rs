@@ -737,7 +737,10 @@ impl Runtime for ProcessRuntime {
             tokio::spawn(async move {
                 for uid in checked {
                     match network.check(uid).await {
-                        Ok(()) => tracing::info!(%uid, "an adopted pod's network passes the CNI CHECK"),
+                        Ok(true) => tracing::info!(%uid, "an adopted pod's network passes the CNI CHECK"),
+                        Ok(false) => {
+                            tracing::debug!(%uid, "an adopted pod's network is not checked: no ADD result kept")
+                        }
                         Err(e) => tracing::warn!(%uid, error = %e, "an adopted pod's network fails the CNI CHECK"),
                     }
                 }
