@@ -89,6 +89,8 @@ pub async fn network(probe: &Probe, container: &Container, host: &str, timeout: 
 /// enough; at most [`RESPONSE_BYTES_MAX`] bytes are read).
 async fn status_code<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, request: &str) -> Result<u16, String> {
     stream.write_all(request.as_bytes()).await.map_err(|e| format!("writing the request: {e}"))?;
+    // TLS may hold the request in its buffer until flushed.
+    stream.flush().await.map_err(|e| format!("writing the request: {e}"))?;
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !buf.windows(2).any(|w| w == b"\r\n") && buf.len() < RESPONSE_BYTES_MAX {
@@ -104,7 +106,9 @@ async fn status_code<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, request:
 
 /// TLS for HTTPS probes. As the kubelet's, the server's certificate is not verified: a probe
 /// asks whether the container answers, not who it is (signatures are still checked, with the
-/// ring provider's algorithms).
+/// ring provider's algorithms). Unlike Go's `InsecureSkipVerify`, a certificate webpki cannot
+/// parse (version 1, an unknown critical extension) or whose key ring does not support (RSA
+/// under 2048 bits, P-521, SHA-1 signatures) fails the probe.
 mod tls {
     use std::sync::{Arc, OnceLock};
 

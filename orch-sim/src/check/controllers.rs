@@ -350,17 +350,24 @@ impl Checker for RolloutBounds {
                     .min()
                     .copied()
                     .unwrap_or(before.index);
+                // The sets that count: those that want pods (a set at 0 counts no availability
+                // whatever its status says, and its status stops changing) and those deleted from.
+                let deleting: BTreeSet<Uid> =
+                    ours.iter().filter_map(|p| p.metadata.controller_ref().map(|r| r.uid)).collect();
                 let from = before
                     .sets()
                     .into_iter()
-                    .filter(|(_, rs)| rs.metadata.controller_ref().is_some_and(|r| r.uid == uid))
+                    .filter(|(set, rs)| {
+                        rs.metadata.controller_ref().is_some_and(|r| r.uid == uid)
+                            && (rs.spec.replicas.unwrap_or(1) > 0 || deleting.contains(set))
+                    })
                     .filter_map(|(set, _)| status_at.get(&set)?.range(..=scaled).next_back().copied())
                     .min()
                     .unwrap_or(scaled)
                     .min(scaled);
                 // The Ready sets in force over `from..entry`: the one at `from`, then each change.
                 let first = ready_at.range(..=from).next_back().map(|(_, r)| r);
-                let later = ready_at.range(from + 1..entry.index).map(|(_, r)| r);
+                let later = ready_at.range(from + 1..entry.index.max(from + 1)).map(|(_, r)| r);
                 let best = first
                     .into_iter()
                     .chain(later)
@@ -727,6 +734,13 @@ mod tests {
         ]);
         let found = RolloutBounds.check(&h);
         assert!(found.len() == 1 && found[0].contains("at most 2 in any state"), "{found:?}");
+        // The scale, a status write and the delete in one entry (a batch): no earlier state
+        // to excuse it.
+        let mut one_down = deployment_and_set();
+        one_down.extend((0..4).map(|i| pod(&format!("p{i}"), None, i != 1, "", "1")));
+        let h = history(vec![one_down, vec![set(3, Some(3)), deleting(pod("p0", None, true, "", "1"))]]);
+        let found = RolloutBounds.check(&h);
+        assert!(found.len() == 1 && found[0].contains("entry 2 deleted a Ready pod"), "{found:?}");
     }
 
     #[test]
