@@ -227,6 +227,11 @@ pub enum Written {
     Unknown,
 }
 
+/// The store key of `pod`.
+pub fn pod_key(pod: &Pod) -> ObjectKey {
+    ObjectKey::new(Kind::Pod, pod.metadata.namespace_str(), &pod.metadata.name)
+}
+
 /// When a pod's status someone else wrote over the agent's is written back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Resync {
@@ -517,7 +522,7 @@ impl Agent {
     /// A pod as the watch delivers it at `revision`. One not bound to this node is taken as
     /// gone from it.
     pub fn pod(&mut self, pod: &Arc<Pod>, revision: u64, now: i64) {
-        let key = ObjectKey::new(Kind::Pod, pod.metadata.namespace_str(), &pod.metadata.name);
+        let key = pod_key(pod);
         let Some(uid) = pod.metadata.uid else { return };
         if pod.spec.node_name.as_deref() != Some(self.settings.node.as_str()) {
             self.pod_gone(&key, now);
@@ -582,8 +587,7 @@ impl Agent {
     /// a pod seen in the store before that the list lacks left it in the gap and is stopped
     /// ([`Agent::pod_gone`]); after the first list, [`Agent::synced`].
     pub fn listed(&mut self, pods: &[Arc<Pod>], revision: u64, now: i64) {
-        let listed: BTreeSet<ObjectKey> =
-            pods.iter().map(|p| ObjectKey::new(Kind::Pod, p.metadata.namespace_str(), &p.metadata.name)).collect();
+        let listed: BTreeSet<ObjectKey> = pods.iter().map(|p| pod_key(p)).collect();
         let left: Vec<ObjectKey> = self
             .by_key
             .iter()

@@ -591,7 +591,7 @@ pub async fn run<R: Runtime>(
                         for e in events {
                             let Object::Pod(pod) = &e.object else { continue };
                             if e.event_type == EventType::Deleted {
-                                agent.pod_gone(&pod_key(pod), now);
+                                agent.pod_gone(&orch_core::agent::pod_key(pod), now);
                             } else {
                                 agent.pod(pod, revision, now);
                             }
@@ -616,10 +616,6 @@ pub async fn run<R: Runtime>(
     if let Some(f) = node_follower {
         f.abort();
     }
-}
-
-fn pod_key(pod: &Pod) -> ObjectKey {
-    ObjectKey::new(Kind::Pod, pod.metadata.namespace_str(), &pod.metadata.name)
 }
 
 /// Carries out the core's actions, each in a task of its own; the answers come back as inputs.

@@ -58,7 +58,8 @@ pub struct Network {
     pod_cidr: Mutex<Option<String>>,
     /// Why the last pod network could not be made, until one is.
     last_failure: Mutex<Option<String>>,
-    /// One CHECK or DEL of a pod at a time (a CHECK never runs during or after its DEL).
+    /// One CHECK or DEL of a pod at a time (a CHECK never runs during a DEL, nor after one
+    /// whose bridge step succeeded: the kept result it needs is gone).
     pod_locks: Mutex<std::collections::BTreeMap<Uid, std::sync::Arc<tokio::sync::Mutex<()>>>>,
 }
 

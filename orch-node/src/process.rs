@@ -697,7 +697,7 @@ impl Runtime for ProcessRuntime {
             let state = call(&dir, &Request::State { after: 0, wait_ms: 0 }).await;
             match (record, state) {
                 (Some(record), Ok(Response::State { runs, .. })) => {
-                    if record.ip.is_some() && record.pod.as_ref().is_some_and(|p| p.spec.host_network != Some(true)) {
+                    if record.ip.is_some() && record.pod.as_ref().is_some_and(|p| self.network_of(p).is_some()) {
                         checked.push(uid);
                     }
                     let seen = runs.iter().map(|r| (r.name.clone(), (r.attempt, r.exit.is_some()))).collect();

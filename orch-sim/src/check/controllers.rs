@@ -252,6 +252,7 @@ impl Checker for RolloutBounds {
         let mut ready_pods: imbl::OrdSet<ObjectKey> = imbl::OrdSet::new();
         let mut ready_at: BTreeMap<u64, imbl::OrdSet<ObjectKey>> = BTreeMap::from([(0, imbl::OrdSet::new())]);
         let mut broken = each_entry(history, |before, entry, after| {
+            let mut ready_changed = false;
             for e in &entry.events {
                 match &e.object {
                     Object::ReplicaSet(rs) => {
@@ -273,16 +274,16 @@ impl Checker for RolloutBounds {
                     }
                     Object::Pod(_) => {
                         let key = e.object.key();
-                        if after.objects.get(&key).and_then(Object::as_pod).is_some_and(ready) {
-                            ready_pods.insert(key);
+                        ready_changed |= if after.objects.get(&key).and_then(Object::as_pod).is_some_and(ready) {
+                            ready_pods.insert(key).is_none()
                         } else {
-                            ready_pods.remove(&key);
-                        }
+                            ready_pods.remove(&key).is_some()
+                        };
                     }
                     _ => {}
                 }
             }
-            if ready_at.last_key_value().is_none_or(|(_, last)| *last != ready_pods) {
+            if ready_changed {
                 ready_at.insert(entry.index, ready_pods.clone());
             }
             let created: BTreeSet<ObjectKey> = entry
@@ -320,7 +321,7 @@ impl Checker for RolloutBounds {
                     continue;
                 }
                 let pods = after_pods.get(&uid).map(Vec::as_slice).unwrap_or_default();
-                let key = |p: &Pod| ObjectKey::new(Kind::Pod, p.metadata.namespace_str(), &p.metadata.name);
+                let key = |p: &Pod| orch_core::agent::pod_key(p);
                 let live: Vec<&&Pod> = pods.iter().filter(|p| active(p)).collect();
                 let id = format!("{}/{}", d.metadata.namespace_str(), d.metadata.name);
                 if pods.iter().any(|p| created.contains(&key(p))) && live.len() as i64 > replicas + surge {
@@ -363,8 +364,7 @@ impl Checker for RolloutBounds {
                     })
                     .filter_map(|(set, _)| status_at.get(&set)?.range(..=scaled).next_back().copied())
                     .min()
-                    .unwrap_or(scaled)
-                    .min(scaled);
+                    .unwrap_or(scaled);
                 // The Ready sets in force over `from..entry`: the one at `from`, then each change.
                 let first = ready_at.range(..=from).next_back().map(|(_, r)| r);
                 let later = ready_at.range(from + 1..entry.index.max(from + 1)).map(|(_, r)| r);

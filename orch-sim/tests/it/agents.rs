@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use orch_core::meta::ConditionStatus;
 use orch_core::{Command, Deployment, Kind, Object, ObjectKey};
 use orch_raft::leader::{LeaderLoop, LoopFactory, Round};
 use orch_sim::check::controllers;
@@ -90,7 +89,7 @@ fn agents_run_a_deployment_through_the_faults_and_converge() {
         for n in nodes {
             let Object::Node(n) = n else { unreachable!() };
             assert_eq!(n.status.node_info.as_ref().map(|i| i.os_image.as_str()), Some("orch-sim"), "seed {seed}");
-            assert_eq!(ready(n), Some(ConditionStatus::True), "seed {seed}: {}", n.metadata.name);
+            assert!(orch_core::fit::ready(n), "seed {seed}: {} Ready", n.metadata.name);
         }
         let pods: Vec<_> = state.list(Kind::Pod, Some("default")).filter_map(Object::as_pod).collect();
         assert_eq!(pods.len(), 4, "seed {seed}: {pods:#?}");
@@ -111,14 +110,9 @@ fn agents_run_a_deployment_through_the_faults_and_converge() {
     assert!(restarted > 0, "no container was restarted in any run");
 }
 
-/// The Ready condition of a Node.
-fn ready(n: &orch_core::core_v1::Node) -> Option<ConditionStatus> {
-    n.status.conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.status)
-}
-
 /// The agents' heartbeats reach the node lifecycle controller on the leader: in a run with no
 /// fault, one leader for 50 simulated seconds (longer than the 40 s grace period), no Node's
-/// `Ready` ever leaves `True`, and no pod is marked not Ready for its node.
+/// `Ready` ever leaves `True`.
 #[test]
 fn heartbeats_keep_the_nodes_ready() {
     let report = run_with(Config { clients: 0, watchers: 0, faults: orch_sim::FaultMix::none(), ..Config::new(36) });
@@ -129,14 +123,7 @@ fn heartbeats_keep_the_nodes_ready() {
     for c in &report.history.committed {
         for e in &c.events {
             if let Object::Node(n) = &e.object {
-                assert_eq!(
-                    ready(n),
-                    Some(ConditionStatus::True),
-                    "entry {}: {} ({} ms)",
-                    c.index,
-                    n.metadata.name,
-                    c.at_ms
-                );
+                assert!(orch_core::fit::ready(n), "entry {}: {} ({} ms)", c.index, n.metadata.name, c.at_ms);
             }
         }
     }
